@@ -1,0 +1,3 @@
+from xshathra.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""HTTP surfaces and the one executor behind them (publish, presence, history...)."""

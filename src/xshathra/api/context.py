@@ -1,0 +1,23 @@
+"""The objects every HTTP surface needs, built once by the composition root (`server.py`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from xshathra.analytics import AnalyticsReader
+    from xshathra.api.executor import Executor
+    from xshathra.settings import Settings
+    from xshathra.storage.database import Database
+    from xshathra.tenancy.tokens import TokenService
+
+
+@dataclass(slots=True)
+class ServerContext:
+    settings: Settings
+    db: Database
+    tokens: TokenService
+    admin_key_hash: str  # SHA-256 of the admin key (tenancy.apps.hash_key); the key is not kept
+    executor: Executor
+    analytics: AnalyticsReader

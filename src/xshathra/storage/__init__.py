@@ -1,0 +1,1 @@
+"""Persistent state through SQLAlchemy (SQLite by default, PostgreSQL), with Alembic migrations."""

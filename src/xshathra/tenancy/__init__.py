@@ -1,0 +1,1 @@
+"""Tenancy: applications (tenants), their keys and the tokens minted for them."""

@@ -1,0 +1,171 @@
+"""Applications (tenants): the record, its namespace options, key handling and the store contract.
+
+This module owns what an application *is*; it performs no I/O. Storage backends implement
+`AppStore`; the HTTP API, the engine and the CLI all read applications through it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import NewType, Protocol
+
+import msgspec
+
+AppId = NewType("AppId", str)
+
+APP_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+DEFAULT_RATE_LIMIT = 1000
+
+
+class NamespaceOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Channel options of one namespace, named as Centrifugo names them."""
+
+    presence: bool = False
+    join_leave: bool = False
+    force_push_join_leave: bool = False
+    history_size: int = 0
+    history_ttl: int = 0  # seconds
+    force_recovery: bool = False
+    allow_subscribe_for_client: bool = False
+    allow_publish_for_subscriber: bool = False
+    allow_publish_for_client: bool = False
+    allow_presence_for_subscriber: bool = False
+    allow_history_for_subscriber: bool = False
+
+
+# Built-in namespaces (SPEC §4). "" is the default namespace of channels without a prefix.
+PUBLIC_NAMESPACE = NamespaceOptions(
+    presence=True,
+    join_leave=True,
+    force_push_join_leave=True,
+    history_size=100,
+    history_ttl=600,
+    force_recovery=False,
+    allow_subscribe_for_client=True,
+    allow_presence_for_subscriber=True,
+    allow_history_for_subscriber=True,
+)
+DEFAULT_NAMESPACE = NamespaceOptions()
+BUILTIN_NAMESPACES: dict[str, NamespaceOptions] = {"public": PUBLIC_NAMESPACE, "": DEFAULT_NAMESPACE}
+
+
+def new_secret(prefix: str = "") -> str:
+    """A random secret of 192 bits, URL-safe, with an optional readable prefix."""
+    return prefix + secrets.token_urlsafe(24)
+
+
+def hash_key(key: str) -> str:
+    """SHA-256 of an API key. Keys are 192-bit random, so a fast hash is enough (no brute force)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def keys_equal(a: str, b: str) -> bool:
+    """Constant-time comparison of two secrets."""
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Application:
+    """One tenant. `api_key` itself is never stored: only its hash and a short hint.
+
+    `app_secret` is stored as given because the server must verify HS256 tokens that the app's
+    backend signs with it (HMAC needs the key itself).
+    """
+
+    app_id: AppId
+    name: str
+    app_secret: str
+    api_key_hash: str
+    api_key_hint: str
+    client_api_key: str
+    allowed_domain: str | None = None
+    rate_limit: int = DEFAULT_RATE_LIMIT
+    status: bool = True
+    namespaces: dict[str, NamespaceOptions] = field(default_factory=dict)
+    owner_id: str | None = None
+    created_at: datetime = field(default_factory=utcnow)
+    updated_at: datetime = field(default_factory=utcnow)
+
+    def namespace_options(self, namespace: str) -> NamespaceOptions:
+        """Options for a namespace: the app's own, else the built-in, else the default one."""
+        own = self.namespaces.get(namespace)
+        if own is not None:
+            return own
+        builtin = BUILTIN_NAMESPACES.get(namespace)
+        if builtin is not None:
+            return builtin
+        return self.namespaces.get("", DEFAULT_NAMESPACE)
+
+    def with_changes(self, **changes: object) -> Application:
+        return replace(self, updated_at=utcnow(), **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class NewAppKeys:
+    """The plaintext keys of a freshly created or regenerated app: shown once, never stored."""
+
+    api_key: str
+
+
+def generate_app(
+    *,
+    name: str,
+    app_id: str | None = None,
+    allowed_domain: str | None = None,
+    rate_limit: int = DEFAULT_RATE_LIMIT,
+    owner_id: str | None = None,
+) -> tuple[Application, NewAppKeys]:
+    """Create a new application record with fresh random keys."""
+    api_key = new_secret("xs_")
+    app = Application(
+        app_id=AppId(app_id or "app_" + secrets.token_hex(8)),
+        name=name,
+        app_secret=new_secret("xss_"),
+        api_key_hash=hash_key(api_key),
+        api_key_hint=api_key[-4:],
+        client_api_key=new_secret("xc_"),
+        allowed_domain=allowed_domain,
+        rate_limit=rate_limit,
+        owner_id=owner_id,
+    )
+    return app, NewAppKeys(api_key=api_key)
+
+
+def regenerate_api_key(app: Application) -> tuple[Application, NewAppKeys]:
+    api_key = new_secret("xs_")
+    return app.with_changes(api_key_hash=hash_key(api_key), api_key_hint=api_key[-4:]), NewAppKeys(
+        api_key
+    )
+
+
+class AppExistsError(Exception):
+    """An application with this app_id already exists."""
+
+
+class AppStore(Protocol):
+    """Persistent applications. Implementations: `storage.sql.SqlAppStore` (SQLite, PostgreSQL)."""
+
+    async def create_app(self, app: Application) -> None:
+        """Insert a new app; raises `AppExistsError` if the app_id is taken."""
+
+    async def get_app(self, app_id: str) -> Application | None: ...
+
+    async def find_by_api_key_hash(self, key_hash: str) -> Application | None: ...
+
+    async def list_apps(self, owner_id: str | None = None) -> list[Application]:
+        """All apps (ordered by created_at), or only those of one dashboard owner."""
+
+    async def update_app(self, app: Application) -> bool:
+        """Replace the stored record with the same app_id; False if there is none."""
+
+    async def delete_app(self, app_id: str) -> bool:
+        """Delete the app and everything that belongs to it; False if there was none."""

@@ -1,0 +1,193 @@
+"""JWTs: minting (for `/api/token` and `/api/realtime/*token`) and verification (for the engine).
+
+All tokens are HS256. The server signs with its own HMAC secret; an app's backend may also sign
+with its `app_secret`. Every token names its `app_id`, and verification pins a token to the app
+it names, so a token of app A can never act on app B.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+import msgspec
+
+from xshathra.tenancy.apps import AppId, Application
+
+ALGORITHM = "HS256"
+API_TOKEN_TTL = 86400
+REALTIME_TTL_DEFAULT = 900
+REALTIME_TTL_MIN = 30
+REALTIME_TTL_MAX = 3600
+LEEWAY_SECONDS = 5
+
+# Claims the server owns; a caller's payload can never override them.
+_SERVER_CLAIMS = frozenset({"app_id", "iat", "exp"})
+
+
+class TokenError(Exception):
+    """The token is malformed, wrongly signed, or names no usable app."""
+
+
+class TokenExpiredError(TokenError):
+    """The token's `exp` has passed: the client should fetch a new one (Centrifuge code 109)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MintedToken:
+    token: str
+    issued_at: int
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClaims:
+    app_id: AppId
+    user: str
+    expires_at: int | None
+    info: bytes | None  # raw JSON, passed through to presence and join/leave untouched
+    channels: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionClaims:
+    app_id: AppId
+    user: str
+    channel: str
+    expires_at: int | None
+    info: bytes | None
+
+
+class TokenService:
+    """Mints and verifies the tokens of every app, given the server's HMAC secret."""
+
+    def __init__(self, hmac_secret: str) -> None:
+        self._secret = hmac_secret
+
+    # --- minting -------------------------------------------------------------------------
+
+    def _sign(self, claims: dict[str, Any], ttl: int) -> MintedToken:
+        now = int(time.time())
+        claims = {**claims, "iat": now, "exp": now + ttl}
+        return MintedToken(jwt.encode(claims, self._secret, algorithm=ALGORITHM), now, now + ttl)
+
+    def mint_api_token(self, app_id: AppId, payload: dict[str, Any] | None) -> MintedToken:
+        """Seed 000 `/api/token`: the caller's payload under the server's claims."""
+        claims = {k: v for k, v in (payload or {}).items() if k not in _SERVER_CLAIMS}
+        user_id = claims.get("user_id")
+        if user_id is not None and "sub" not in claims:
+            claims["sub"] = str(user_id)
+        claims.setdefault("sub", "")
+        claims["app_id"] = app_id
+        return self._sign(claims, API_TOKEN_TTL)
+
+    def mint_connection_token(
+        self,
+        app_id: AppId,
+        user_id: str,
+        ttl: int,
+        channels: list[str] | None = None,
+        info: Any = None,
+    ) -> MintedToken:
+        claims: dict[str, Any] = {"sub": user_id, "app_id": app_id}
+        if channels:
+            claims["channels"] = channels
+        if info is not None:
+            claims["info"] = info
+        return self._sign(claims, ttl)
+
+    def mint_subscription_token(
+        self, app_id: AppId, user_id: str, channel: str, ttl: int, info: Any = None
+    ) -> MintedToken:
+        claims: dict[str, Any] = {"sub": user_id, "app_id": app_id, "channel": channel}
+        if info is not None:
+            claims["info"] = info
+        return self._sign(claims, ttl)
+
+    # --- verification --------------------------------------------------------------------
+
+    @staticmethod
+    def peek_app_id(token: str) -> str:
+        """The `app_id` a token claims, before its signature is checked (to find the app)."""
+        try:
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise TokenError("malformed token") from exc
+        app_id = claims.get("app_id")
+        if not isinstance(app_id, str) or not app_id:
+            raise TokenError("token has no app_id")
+        return app_id
+
+    def _decode(self, token: str, app: Application) -> dict[str, Any]:
+        """Verify with the server secret, then with the app's own secret."""
+        last: Exception | None = None
+        for key in (self._secret, app.app_secret):
+            try:
+                claims: dict[str, Any] = jwt.decode(
+                    token,
+                    key,
+                    algorithms=[ALGORITHM],
+                    leeway=LEEWAY_SECONDS,
+                    options={"require": [], "verify_aud": False, "verify_iss": False},
+                )
+            except jwt.ExpiredSignatureError as exc:
+                raise TokenExpiredError("token expired") from exc
+            except jwt.InvalidSignatureError as exc:
+                last = exc
+                continue
+            except jwt.PyJWTError as exc:
+                raise TokenError("invalid token") from exc
+            if claims.get("app_id") != app.app_id:
+                raise TokenError("token is for another app")
+            return claims
+        raise TokenError("invalid token signature") from last
+
+    def verify_connection_token(self, token: str, app: Application) -> ConnectionClaims:
+        claims = self._decode(token, app)
+        if "channel" in claims:
+            raise TokenError("a subscription token cannot open a connection")
+        sub = claims.get("sub", "")
+        channels = claims.get("channels", [])
+        if not isinstance(sub, str):
+            raise TokenError("sub must be a string")
+        if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+            raise TokenError("channels must be a list of strings")
+        return ConnectionClaims(
+            app_id=app.app_id,
+            user=sub,
+            expires_at=_expiry(claims),
+            info=_info(claims),
+            channels=tuple(channels),
+        )
+
+    def verify_subscription_token(self, token: str, app: Application) -> SubscriptionClaims:
+        claims = self._decode(token, app)
+        sub = claims.get("sub", "")
+        channel = claims.get("channel")
+        if not isinstance(sub, str):
+            raise TokenError("sub must be a string")
+        if not isinstance(channel, str) or not channel:
+            raise TokenError("subscription token has no channel")
+        return SubscriptionClaims(
+            app_id=app.app_id,
+            user=sub,
+            channel=channel,
+            expires_at=_expiry(claims),
+            info=_info(claims),
+        )
+
+
+def _expiry(claims: dict[str, Any]) -> int | None:
+    exp = claims.get("exp")
+    if exp is None:
+        return None
+    if not isinstance(exp, int | float) or isinstance(exp, bool):
+        raise TokenError("exp must be a number")
+    return int(exp)
+
+
+def _info(claims: dict[str, Any]) -> bytes | None:
+    info = claims.get("info")
+    return None if info is None else msgspec.json.encode(info)

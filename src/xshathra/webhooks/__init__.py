@@ -1,0 +1,1 @@
+"""Webhooks: registrations and their durable, signed delivery."""

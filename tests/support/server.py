@@ -1,0 +1,110 @@
+"""Start real `xshathra serve` processes for integration and end-to-end tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+STARTUP_DEADLINE = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    base_url: str
+    port: int
+    admin_key: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/realtime/connection/websocket"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def admin_headers(self) -> dict[str, str]:
+        return {"X-ADMIN-API-KEY": self.admin_key}
+
+    def create_app(self, **body: object) -> dict[str, object]:
+        """Create an application through the admin API; returns the `application` object."""
+        body.setdefault("name", "test app")
+        r = httpx.post(f"{self.base_url}/api/applications", json=body, headers=self.admin_headers())
+        assert r.status_code == 201, r.text
+        app: dict[str, object] = r.json()["application"]
+        return app
+
+
+def _wait_healthy(proc: subprocess.Popen[bytes], base_url: str, log_path: Path) -> None:
+    deadline = time.monotonic() + STARTUP_DEADLINE
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base_url}/realtime/health", timeout=1.0).status_code == 200:
+                return
+        time.sleep(0.05)  # polling the health endpoint is how a process start is observed
+    raise RuntimeError(f"server did not become healthy:\n{log_path.read_text()}")
+
+
+@contextlib.contextmanager
+def running_server(
+    tmp_path: Path,
+    *,
+    database_url: str | None = None,
+    broker_url: str = "memory://",
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    admin_key: str | None = None,
+) -> Iterator[ServerProcess]:
+    """Run one node until the block ends; SIGTERM then SIGKILL on exit."""
+    port = port or free_port()
+    admin_key = admin_key or "adm_" + secrets.token_urlsafe(16)
+    full_env = {
+        **os.environ,
+        "XSHATHRA_ADMIN_API_KEY": admin_key,
+        "XSHATHRA_DATABASE_URL": database_url or f"sqlite:///{tmp_path / 'xshathra.db'}",
+        "XSHATHRA_BROKER_URL": broker_url,
+        "XSHATHRA_WEBHOOK_ALLOW_PRIVATE": "1",
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
+    log_path = tmp_path / f"server-{port}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "xshathra", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(proc, base_url, log_path)
+        yield ServerProcess(base_url, port, admin_key, proc, log_path, full_env)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
