@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,7 @@ if TYPE_CHECKING:
     from xshathra.api.executor import Executor
     from xshathra.settings import Settings
     from xshathra.storage.database import Database
+    from xshathra.tenancy.apps import Application
     from xshathra.tenancy.tokens import TokenService
 
 
@@ -21,3 +23,6 @@ class ServerContext:
     admin_key_hash: str  # SHA-256 of the admin key (tenancy.apps.hash_key); the key is not kept
     executor: Executor
     analytics: AnalyticsReader
+    # Counts one HTTP API request against the app's per-minute limit: None when allowed, else
+    # the seconds to wait. Set by the composition root.
+    app_limit: Callable[[Application], Awaitable[int | None]] | None = None

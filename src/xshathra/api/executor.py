@@ -7,35 +7,114 @@ results are msgspec structs named and shaped as Centrifugo's server API names th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from xshathra.protocol.codes import ErrorCode
+from xshathra.protocol import messages as m
+from xshathra.protocol.codes import ERROR_MESSAGES, ErrorCode
 
 if TYPE_CHECKING:
     from xshathra.engine.node import Node
     from xshathra.tenancy.apps import Application
+
+_REQ: dict[str, Any] = {"kw_only": True, "forbid_unknown_fields": False}
+_RES: dict[str, Any] = {"kw_only": True, "omit_defaults": True}
 
 
 class ApiError(Exception):
     """A Centrifugo API error: `{"error": {"code": ..., "message": ...}}`."""
 
     def __init__(self, code: ErrorCode, message: str | None = None) -> None:
-        super().__init__(message or code.name.lower().replace("_", " "))
         self.code = code
-        self.message = message or code.name.lower().replace("_", " ")
+        self.message = message or ERROR_MESSAGES[code]
+        super().__init__(self.message)
 
 
-class PublishRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
+# --- requests ----------------------------------------------------------------------------------
+
+
+class PublishRequest(msgspec.Struct, **_REQ):
     channel: str
-    data: msgspec.Raw
+    data: msgspec.Raw = m.EMPTY
     skip_history: bool = False
     tags: dict[str, str] | None = None
     idempotency_key: str = ""
+    b64data: str = ""
 
 
-class PublishResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+class BroadcastRequest(msgspec.Struct, **_REQ):
+    channels: list[str]
+    data: msgspec.Raw = m.EMPTY
+    skip_history: bool = False
+    tags: dict[str, str] | None = None
+    idempotency_key: str = ""
+    b64data: str = ""
+
+
+class DisconnectOptions(msgspec.Struct, **_REQ):
+    code: int = 0
+    reason: str = ""
+
+
+class SubscribeRequest(msgspec.Struct, **_REQ):
+    user: str
+    channel: str
+    client: str = ""
+    session: str = ""
+
+
+class UnsubscribeRequest(msgspec.Struct, **_REQ):
+    user: str
+    channel: str
+    client: str = ""
+    session: str = ""
+
+
+class DisconnectRequest(msgspec.Struct, **_REQ):
+    user: str
+    client: str = ""
+    session: str = ""
+    disconnect: DisconnectOptions | None = None
+
+
+class RefreshRequest(msgspec.Struct, **_REQ):
+    user: str
+    client: str = ""
+    session: str = ""
+    expired: bool = False
+    expire_at: int = 0
+
+
+class ChannelRequest(msgspec.Struct, **_REQ):
+    channel: str
+
+
+class HistoryRequest(msgspec.Struct, **_REQ):
+    channel: str
+    limit: int = 0
+    since: m.StreamPosition | None = None
+    reverse: bool = False
+
+
+class ChannelsRequest(msgspec.Struct, **_REQ):
+    pattern: str = ""
+
+
+class InfoRequest(msgspec.Struct, **_REQ):
+    pass
+
+
+class BatchRequest(msgspec.Struct, **_REQ):
+    commands: list[dict[str, msgspec.Raw]]
+    parallel: bool = False
+
+
+# --- results -----------------------------------------------------------------------------------
+
+
+class PublishResult(msgspec.Struct, **_RES):
     offset: int = 0
     epoch: str = ""
 
@@ -45,6 +124,33 @@ class PublishOutcome(msgspec.Struct, kw_only=True):
 
     result: PublishResult
     subscriber_count: int
+
+
+class EmptyResult(msgspec.Struct, **_RES):
+    pass
+
+
+class ChannelInfo(msgspec.Struct, **_RES):
+    num_clients: int = 0
+
+
+class ChannelsResult(msgspec.Struct, kw_only=True):
+    channels: dict[str, ChannelInfo]
+
+
+class NodeInfo(msgspec.Struct, kw_only=True):
+    uid: str
+    name: str
+    version: str
+    num_clients: int
+    num_users: int
+    num_channels: int
+    num_subs: int
+    uptime: int
+
+
+class InfoResult(msgspec.Struct, kw_only=True):
+    nodes: list[NodeInfo]
 
 
 class Executor:
@@ -58,7 +164,167 @@ class Executor:
     ) -> PublishOutcome:
         """Publish `request.data` (raw JSON bytes, never parsed) to a channel of `app`.
 
-        `origin` is "api" for HTTP publishes (counted as broadcasts in analytics), "client" for
-        client-side publishes.
+        `origin` is "api" for HTTP publishes (counted as broadcasts in analytics).
         """
+        _check_data(request.data, request.b64data)
         return await self._node.api_publish(app, request, origin=origin)
+
+    async def broadcast(self, app: Application, request: BroadcastRequest) -> dict[str, Any]:
+        _check_data(request.data, request.b64data)
+        if not request.channels:
+            raise ApiError(ErrorCode.BAD_REQUEST, "channels required")
+        responses: list[dict[str, Any]] = []
+        for channel in request.channels:
+            try:
+                outcome = await self._node.api_publish(
+                    app,
+                    PublishRequest(
+                        channel=channel,
+                        data=request.data,
+                        skip_history=request.skip_history,
+                        tags=request.tags,
+                        idempotency_key=request.idempotency_key,
+                    ),
+                )
+                responses.append({"result": outcome.result})
+            except ApiError as exc:
+                responses.append({"error": {"code": int(exc.code), "message": exc.message}})
+        return {"responses": responses}
+
+    async def subscribe(self, app: Application, request: SubscribeRequest) -> EmptyResult:
+        self._node.channel_ref(app, request.channel)
+        await self._control(app, "subscribe", request.user, request.client, channel=request.channel)
+        return EmptyResult()
+
+    async def unsubscribe(self, app: Application, request: UnsubscribeRequest) -> EmptyResult:
+        self._node.channel_ref(app, request.channel)
+        await self._control(
+            app, "unsubscribe", request.user, request.client, channel=request.channel
+        )
+        return EmptyResult()
+
+    async def disconnect(self, app: Application, request: DisconnectRequest) -> EmptyResult:
+        code, reason = 0, ""
+        if request.disconnect is not None:
+            code, reason = request.disconnect.code, request.disconnect.reason
+            if code and not (3000 <= code < 5000):
+                raise ApiError(ErrorCode.BAD_REQUEST, "disconnect code must be within 3000-4999")
+        await self._control(
+            app, "disconnect", request.user, request.client, code=code, reason=reason
+        )
+        return EmptyResult()
+
+    async def refresh(self, app: Application, request: RefreshRequest) -> EmptyResult:
+        expire_at = -1 if request.expired else request.expire_at
+        await self._control(app, "refresh", request.user, request.client, code=expire_at)
+        return EmptyResult()
+
+    async def _control(
+        self,
+        app: Application,
+        kind: str,
+        user: str,
+        client: str,
+        *,
+        channel: str = "",
+        code: int = 0,
+        reason: str = "",
+    ) -> None:
+        from xshathra.engine.node import ControlMessage
+
+        if not user and not client:
+            raise ApiError(ErrorCode.BAD_REQUEST, "user required")
+        await self._node.send_control(
+            ControlMessage(
+                type=kind,
+                app_id=app.app_id,
+                user=user,
+                client=client,
+                channel=channel,
+                code=code,
+                reason=reason,
+            )
+        )
+
+    async def presence(self, app: Application, request: ChannelRequest) -> m.PresenceResult:
+        from xshathra.engine.hub import client_info_message
+
+        ref = self._node.channel_ref(app, request.channel)
+        if not app.namespace_options(_namespace(request.channel)).presence:
+            raise ApiError(ErrorCode.NOT_AVAILABLE)
+        clients = await self._node.presence.presence(ref)
+        return m.PresenceResult(
+            presence={k: client_info_message(v) for k, v in clients.items()} or {}
+        )
+
+    async def presence_stats(
+        self, app: Application, request: ChannelRequest
+    ) -> m.PresenceStatsResult:
+        ref = self._node.channel_ref(app, request.channel)
+        if not app.namespace_options(_namespace(request.channel)).presence:
+            raise ApiError(ErrorCode.NOT_AVAILABLE)
+        clients, users = await self._node.presence.presence_stats(ref)
+        return m.PresenceStatsResult(num_clients=clients, num_users=users)
+
+    async def history(self, app: Application, request: HistoryRequest) -> dict[str, Any]:
+        from xshathra.engine.client import ClientError
+
+        ref = self._node.channel_ref(app, request.channel)
+        options = app.namespace_options(_namespace(request.channel))
+        if options.history_size <= 0 or options.history_ttl <= 0:
+            raise ApiError(ErrorCode.NOT_AVAILABLE)
+        try:
+            result = await self._node.history(ref, request.limit, request.since, request.reverse)
+        except ClientError as exc:
+            raise ApiError(exc.code, exc.message) from None
+        # The server API always lists publications, even when there are none.
+        return {
+            "publications": result.publications or [],
+            "offset": result.offset,
+            "epoch": result.epoch,
+        }
+
+    async def history_remove(self, app: Application, request: ChannelRequest) -> EmptyResult:
+        ref = self._node.channel_ref(app, request.channel)
+        await self._node.broker.remove_history(ref)
+        return EmptyResult()
+
+    async def channels(self, app: Application, request: ChannelsRequest) -> ChannelsResult:
+        import fnmatch
+
+        names = self._node.hub.channels(app.app_id)
+        if request.pattern:
+            names = {k: v for k, v in names.items() if fnmatch.fnmatchcase(k, request.pattern)}
+        return ChannelsResult(channels={k: ChannelInfo(num_clients=v) for k, v in names.items()})
+
+    async def info(self, app: Application, request: InfoRequest) -> InfoResult:
+        node = self._node
+        hub = node.hub
+        channels = hub.channels(app.app_id)
+        return InfoResult(
+            nodes=[
+                NodeInfo(
+                    uid=node.node_id,
+                    name=node.name,
+                    version=node.version,
+                    num_clients=hub.connection_count(app.app_id),
+                    num_users=hub.user_count(app.app_id),
+                    num_channels=len(channels),
+                    num_subs=sum(channels.values()),
+                    uptime=int(time.time() - node.started_at),
+                )
+            ]
+        )
+
+
+def _namespace(channel: str) -> str:
+    from xshathra.engine.channels import namespace_of
+
+    return namespace_of(channel)
+
+
+def _check_data(data: msgspec.Raw, b64data: str) -> None:
+    if not data:
+        if b64data:
+            raise ApiError(ErrorCode.BAD_REQUEST, "b64data needs a binary transport; send data")
+        raise ApiError(ErrorCode.BAD_REQUEST, "data required")

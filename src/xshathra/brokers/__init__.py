@@ -1,0 +1,102 @@
+"""The broker: moves publications, join/leave events and control messages between nodes, and keeps
+channel history, because publishing and appending to history must be one atomic step.
+
+Contract (as centrifuge's Broker states it): delivery to other nodes is at most once; history
+offsets are strictly increasing within an epoch; a new epoch means earlier offsets are void.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from xshathra.engine.channels import ChannelRef
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPosition:
+    offset: int
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfoData:
+    """Who published or joined. `conn_info`/`chan_info` are raw JSON bytes or b""."""
+
+    user: str
+    client: str
+    conn_info: bytes = b""
+    chan_info: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerPublication:
+    data: bytes  # raw JSON, never parsed by the engine
+    offset: int = 0
+    epoch: str = ""
+    tags: dict[str, str] | None = None
+    info: ClientInfoData | None = None
+    time: int = 0  # unix ms
+
+
+@dataclass(frozen=True, slots=True)
+class PublishOptions:
+    history_size: int = 0
+    history_ttl: int = 0  # seconds
+    tags: dict[str, str] | None = None
+    info: ClientInfoData | None = None
+    idempotency_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryOptions:
+    limit: int = 0  # 0: only the stream position; -1: everything kept
+    since: StreamPosition | None = None
+    reverse: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryResult:
+    publications: list[BrokerPublication] = field(default_factory=list)
+    position: StreamPosition = StreamPosition(0, "")
+
+
+class BrokerEventHandler(Protocol):
+    """What a broker calls when an event reaches this node. Called on the event loop, must not block."""
+
+    def on_publication(self, ref: ChannelRef, pub: BrokerPublication) -> None: ...
+
+    def on_join(self, ref: ChannelRef, info: ClientInfoData) -> None: ...
+
+    def on_leave(self, ref: ChannelRef, info: ClientInfoData) -> None: ...
+
+    def on_control(self, data: bytes) -> None: ...
+
+
+class Broker(Protocol):
+    async def start(self, handler: BrokerEventHandler) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise if the broker cannot serve (used by the health check)."""
+
+    async def subscribe(self, ref: ChannelRef) -> None:
+        """Start receiving this channel's events on this node (first local subscriber)."""
+
+    async def unsubscribe(self, ref: ChannelRef) -> None:
+        """Stop receiving them (last local subscriber left)."""
+
+    async def publish(self, ref: ChannelRef, data: bytes, opts: PublishOptions) -> StreamPosition:
+        """Deliver to every node and, when `opts.history_size` > 0, append to history atomically."""
+
+    async def publish_join(self, ref: ChannelRef, info: ClientInfoData) -> None: ...
+
+    async def publish_leave(self, ref: ChannelRef, info: ClientInfoData) -> None: ...
+
+    async def publish_control(self, data: bytes) -> None:
+        """Deliver a control message to every node, this one included."""
+
+    async def history(self, ref: ChannelRef, opts: HistoryOptions) -> HistoryResult: ...
+
+    async def remove_history(self, ref: ChannelRef) -> None: ...

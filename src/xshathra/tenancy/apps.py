@@ -51,7 +51,10 @@ PUBLIC_NAMESPACE = NamespaceOptions(
     allow_history_for_subscriber=True,
 )
 DEFAULT_NAMESPACE = NamespaceOptions()
-BUILTIN_NAMESPACES: dict[str, NamespaceOptions] = {"public": PUBLIC_NAMESPACE, "": DEFAULT_NAMESPACE}
+BUILTIN_NAMESPACES: dict[str, NamespaceOptions] = {
+    "public": PUBLIC_NAMESPACE,
+    "": DEFAULT_NAMESPACE,
+}
 
 
 def new_secret(prefix: str = "") -> str:

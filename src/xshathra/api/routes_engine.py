@@ -1,0 +1,147 @@
+"""The Centrifugo-compatible server API: `POST /realtime/api/<method>`, scoped to the app whose
+key authenticates the request (`X-API-Key: <key>` or `Authorization: apikey <key>`).
+
+Answers as Centrifugo does: `{"result": {...}}` or `{"error": {"code": N, "message": "..."}}`,
+so the PyPI client `cent` works unmodified against `http://HOST/realtime/api`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from fastapi import APIRouter, Request, Response
+
+from xshathra.api import executor as x
+from xshathra.api.context import ServerContext
+from xshathra.protocol.codes import ErrorCode
+from xshathra.tenancy.apps import Application, hash_key
+
+_encoder = msgspec.json.Encoder()
+
+Handler = Callable[[x.Executor, Application, Any], Awaitable[Any]]
+
+
+async def _publish(e: x.Executor, app: Application, r: x.PublishRequest) -> Any:
+    return (await e.publish(app, r)).result
+
+
+METHODS: dict[str, tuple[type[msgspec.Struct], Handler]] = {
+    "publish": (x.PublishRequest, _publish),
+    "broadcast": (x.BroadcastRequest, lambda e, a, r: e.broadcast(a, r)),
+    "subscribe": (x.SubscribeRequest, lambda e, a, r: e.subscribe(a, r)),
+    "unsubscribe": (x.UnsubscribeRequest, lambda e, a, r: e.unsubscribe(a, r)),
+    "disconnect": (x.DisconnectRequest, lambda e, a, r: e.disconnect(a, r)),
+    "refresh": (x.RefreshRequest, lambda e, a, r: e.refresh(a, r)),
+    "presence": (x.ChannelRequest, lambda e, a, r: e.presence(a, r)),
+    "presence_stats": (x.ChannelRequest, lambda e, a, r: e.presence_stats(a, r)),
+    "history": (x.HistoryRequest, lambda e, a, r: e.history(a, r)),
+    "history_remove": (x.ChannelRequest, lambda e, a, r: e.history_remove(a, r)),
+    "channels": (x.ChannelsRequest, lambda e, a, r: e.channels(a, r)),
+    "info": (x.InfoRequest, lambda e, a, r: e.info(a, r)),
+}
+_decoders = {name: msgspec.json.Decoder(spec[0]) for name, spec in METHODS.items()}
+_batch_decoder = msgspec.json.Decoder(x.BatchRequest)
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_encoder.encode(body), status, headers, media_type="application/json")
+
+
+def _error(code: ErrorCode, message: str | None = None, status: int = 200) -> Response:
+    err = x.ApiError(code, message)
+    return _json({"error": {"code": int(err.code), "message": err.message}}, status)
+
+
+def api_key_from(request: Request) -> str:
+    key = request.headers.get("x-api-key", "")
+    if key:
+        return key
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() in ("apikey", "bearer") and value.strip():
+        return value.strip()
+    return ""
+
+
+async def run_method(
+    ctx: ServerContext, app: Application, method: str, body: bytes
+) -> dict[str, Any]:
+    """Decode and run one method; returns the Centrifugo reply object (result or error)."""
+    spec = METHODS.get(method)
+    if spec is None:
+        raise x.ApiError(ErrorCode.METHOD_NOT_FOUND)
+    try:
+        request = _decoders[method].decode(body or b"{}")
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise x.ApiError(ErrorCode.BAD_REQUEST, f"bad request: {exc}") from None
+    result = await spec[1](ctx.executor, app, request)
+    return {"result": result}
+
+
+def create_engine_router(ctx: ServerContext) -> APIRouter:
+    router = APIRouter(prefix="/realtime/api", tags=["engine server API (Centrifugo)"])
+
+    async def authenticate(request: Request) -> Application | Response:
+        key = api_key_from(request)
+        app = await ctx.db.apps.find_by_api_key_hash(hash_key(key)) if key else None
+        if app is None:
+            return _error(ErrorCode.UNAUTHORIZED, status=401)
+        if not app.status:
+            return _error(ErrorCode.PERMISSION_DENIED, "application is disabled", status=403)
+        limited = await ctx.app_limit(app) if ctx.app_limit is not None else None
+        if limited is not None:
+            return _json(
+                {
+                    "error": {
+                        "code": int(ErrorCode.TOO_MANY_REQUESTS),
+                        "message": "too many requests",
+                    },
+                    "retry_after": limited,
+                },
+                429,
+                {"Retry-After": str(limited)},
+            )
+        return app
+
+    @router.post("/batch", summary="Run several methods in one request")
+    async def batch(request: Request) -> Response:
+        app = await authenticate(request)
+        if isinstance(app, Response):
+            return app
+        try:
+            req = _batch_decoder.decode(await request.body() or b"{}")
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return _error(ErrorCode.BAD_REQUEST, f"bad request: {exc}", 400)
+        replies: list[dict[str, Any]] = []
+        for command in req.commands:
+            if len(command) != 1:
+                replies.append({"error": {"code": 107, "message": "one method per command"}})
+                continue
+            ((method, params),) = command.items()
+            try:
+                reply = await run_method(ctx, app, method, bytes(params))
+                replies.append({method: reply["result"]})
+            except x.ApiError as exc:
+                replies.append({"error": {"code": int(exc.code), "message": exc.message}})
+        return _json({"replies": replies})
+
+    @router.post("/{method}", summary="Run one server API method (publish, presence, ...)")
+    async def call(method: str, request: Request) -> Response:
+        app = await authenticate(request)
+        if isinstance(app, Response):
+            return app
+        if method not in METHODS:
+            return _error(ErrorCode.METHOD_NOT_FOUND, status=404)
+        body = await request.body()
+        if len(body) > ctx.settings.max_request_body:
+            return _error(ErrorCode.LIMIT_EXCEEDED, "request body too large", 413)
+        try:
+            return _json(await run_method(ctx, app, method, body))
+        except x.ApiError as exc:
+            status = (
+                400 if exc.code == ErrorCode.BAD_REQUEST and "bad request:" in exc.message else 200
+            )
+            return _error(exc.code, exc.message, status)
+
+    return router

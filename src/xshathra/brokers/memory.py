@@ -1,0 +1,148 @@
+"""In-process broker for a single node: delivery is a direct call, history is a bounded deque.
+
+Publishing and appending happen in one synchronous step on the event loop, so they are atomic.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from xshathra.brokers import (
+    BrokerEventHandler,
+    BrokerPublication,
+    ClientInfoData,
+    HistoryOptions,
+    HistoryResult,
+    PublishOptions,
+    StreamPosition,
+)
+from xshathra.engine.channels import ChannelRef
+
+IDEMPOTENCY_TTL = 300.0
+
+
+@dataclass(slots=True)
+class _Stream:
+    epoch: str
+    size: int
+    offset: int = 0
+    expires_at: float = 0.0
+    items: deque[BrokerPublication] = field(default_factory=deque)
+
+
+def _new_epoch() -> str:
+    return secrets.token_hex(4)
+
+
+class MemoryBroker:
+    """Broker for one node. History streams expire `history_ttl` seconds after their last publish."""
+
+    def __init__(self) -> None:
+        self._handler: BrokerEventHandler | None = None
+        self._streams: dict[ChannelRef, _Stream] = {}
+        self._idempotency: dict[tuple[ChannelRef, str], tuple[float, StreamPosition]] = {}
+
+    async def start(self, handler: BrokerEventHandler) -> None:
+        self._handler = handler
+
+    async def close(self) -> None:
+        self._handler = None
+
+    async def ping(self) -> None:
+        return None
+
+    async def subscribe(self, ref: ChannelRef) -> None:
+        return None
+
+    async def unsubscribe(self, ref: ChannelRef) -> None:
+        return None
+
+    def _stream(self, ref: ChannelRef, now: float) -> _Stream | None:
+        stream = self._streams.get(ref)
+        if stream is not None and stream.expires_at and stream.expires_at < now:
+            del self._streams[ref]
+            return None
+        return stream
+
+    async def publish(self, ref: ChannelRef, data: bytes, opts: PublishOptions) -> StreamPosition:
+        now = time.monotonic()
+        if opts.idempotency_key:
+            key = (ref, opts.idempotency_key)
+            seen = self._idempotency.get(key)
+            if seen is not None and seen[0] > now:
+                return seen[1]
+            if len(self._idempotency) > 100_000:
+                self._purge_idempotency(now)
+        offset, epoch = 0, ""
+        if opts.history_size > 0:
+            stream = self._stream(ref, now)
+            if stream is None:
+                stream = self._streams[ref] = _Stream(epoch=_new_epoch(), size=opts.history_size)
+            stream.offset += 1
+            stream.size = opts.history_size
+            stream.expires_at = now + opts.history_ttl if opts.history_ttl > 0 else 0.0
+            offset, epoch = stream.offset, stream.epoch
+        pub = BrokerPublication(
+            data=data,
+            offset=offset,
+            epoch=epoch,
+            tags=opts.tags,
+            info=opts.info,
+            time=int(time.time() * 1000),
+        )
+        if opts.history_size > 0:
+            items = self._streams[ref].items
+            items.append(pub)
+            while len(items) > opts.history_size:
+                items.popleft()
+        position = StreamPosition(offset, epoch)
+        if opts.idempotency_key:
+            self._idempotency[(ref, opts.idempotency_key)] = (now + IDEMPOTENCY_TTL, position)
+        if self._handler is not None:
+            self._handler.on_publication(ref, pub)
+        return position
+
+    def _purge_idempotency(self, now: float) -> None:
+        for key in [k for k, (exp, _) in self._idempotency.items() if exp <= now]:
+            del self._idempotency[key]
+
+    async def publish_join(self, ref: ChannelRef, info: ClientInfoData) -> None:
+        if self._handler is not None:
+            self._handler.on_join(ref, info)
+
+    async def publish_leave(self, ref: ChannelRef, info: ClientInfoData) -> None:
+        if self._handler is not None:
+            self._handler.on_leave(ref, info)
+
+    async def publish_control(self, data: bytes) -> None:
+        if self._handler is not None:
+            self._handler.on_control(data)
+
+    async def history(self, ref: ChannelRef, opts: HistoryOptions) -> HistoryResult:
+        stream = self._stream(ref, time.monotonic())
+        if stream is None:
+            # No stream yet: a fresh epoch so that a client's later position is comparable.
+            stream = self._streams[ref] = _Stream(epoch=_new_epoch(), size=0)
+            stream.expires_at = time.monotonic() + 600
+        position = StreamPosition(stream.offset, stream.epoch)
+        if opts.limit == 0:
+            return HistoryResult([], position)
+        items: list[BrokerPublication] = list(stream.items)
+        if opts.since is not None:
+            if opts.since.epoch != stream.epoch:
+                items = []  # caller compares epochs and reports unrecoverable
+            else:
+                items = [p for p in items if p.offset > opts.since.offset]
+        if opts.reverse:
+            items.reverse()
+        if opts.limit > 0:
+            items = items[: opts.limit]
+        return HistoryResult(items, position)
+
+    async def remove_history(self, ref: ChannelRef) -> None:
+        stream = self._streams.get(ref)
+        if stream is not None:
+            stream.items.clear()

@@ -1,0 +1,686 @@
+"""One client session: the Centrifuge command state machine for a single connection.
+
+It owns the connection's credentials, subscriptions and timers, and answers commands in order.
+It never touches sockets (the transport does) and never encodes a publication (the hub does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import urlsplit
+
+from xshathra.brokers import ClientInfoData, HistoryOptions, StreamPosition
+from xshathra.engine.channels import ChannelRef, is_valid_channel, namespace_of
+from xshathra.engine.hub import client_info_message, publication_message
+from xshathra.engine.writer import FrameSink, OutgoingFrame, Writer
+from xshathra.protocol import messages as m
+from xshathra.protocol.codes import (
+    DISCONNECT_REASONS,
+    ERROR_MESSAGES,
+    TEMPORARY_ERRORS,
+    DisconnectCode,
+    ErrorCode,
+)
+from xshathra.protocol.json_codec import ProtocolDecodeError, decode_commands, encode_reply
+from xshathra.tenancy.apps import AppId, Application, NamespaceOptions
+from xshathra.tenancy.tokens import TokenError, TokenExpiredError
+
+if TYPE_CHECKING:
+    from xshathra.engine.node import Node
+
+log = logging.getLogger("xshathra.client")
+
+UNSUBSCRIBE_SERVER = 2000  # server unsubscribed the client: it stays unsubscribed
+UNSUBSCRIBE_INSUFFICIENT = 2500  # client resubscribes (and recovers)
+UNSUBSCRIBE_EXPIRED = 2501  # subscription token expired: client resubscribes with a new token
+
+
+class ClientTransport(FrameSink, Protocol):
+    remote_ip: str
+    origin: str | None
+
+    def close(self, code: int, reason: str) -> None:
+        """Send a close frame with this code after what is queued, then close the connection."""
+
+
+class ClientError(Exception):
+    def __init__(self, code: ErrorCode, message: str | None = None) -> None:
+        super().__init__(message or ERROR_MESSAGES[code])
+        self.code = code
+        self.message = message or ERROR_MESSAGES[code]
+
+
+class DisconnectError(Exception):
+    def __init__(self, code: DisconnectCode, reason: str | None = None) -> None:
+        super().__init__(reason or DISCONNECT_REASONS[code])
+        self.code = code
+        self.reason = reason or DISCONNECT_REASONS[code]
+
+
+class State(Enum):
+    CONNECTING = 0
+    CONNECTED = 1
+    CLOSED = 2
+
+
+@dataclass(slots=True)
+class Subscription:
+    ref: ChannelRef
+    options: NamespaceOptions
+    chan_info: bytes = b""
+    join_leave: bool = False
+    expires_at: int | None = None
+    timer: asyncio.TimerHandle | None = None
+    live: bool = False
+
+
+Finalizer = Callable[[], None]
+
+
+class ClientSession:
+    """A connection's protocol state. Created by a transport once the WebSocket is open."""
+
+    def __init__(self, node: Node, transport: ClientTransport) -> None:
+        self.node = node
+        self.transport = transport
+        self.writer = Writer(
+            transport, node.scheduler, node.settings.client_queue_max_bytes, self._on_slow
+        )
+        self.client_id = str(uuid.uuid4())
+        self.state = State.CONNECTING
+        self.app: Application | None = None
+        self.app_id = AppId("")
+        self.user = ""
+        self.conn_info = b""
+        self.token_channels: frozenset[str] = frozenset()
+        self.expires_at: int | None = None
+        self.subs: dict[str, Subscription] = {}
+        self.awaiting_pong = False
+        self._inbox: deque[bytes] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._expire_timer: asyncio.TimerHandle | None = None
+        self._connect_timer: asyncio.TimerHandle | None = node.loop.call_later(
+            node.settings.connect_timeout, self._connect_timeout
+        )
+        self._tokens = float(node.settings.client_command_burst)
+        self._tokens_at = time.monotonic()
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    # --- transport entry points ------------------------------------------------------------
+
+    def on_message(self, data: bytes) -> None:
+        """A complete WebSocket message arrived. Commands are handled in order, one at a time."""
+        if self.state is State.CLOSED:
+            return
+        if len(self._inbox) >= 64:
+            self.disconnect(DisconnectCode.TOO_MANY_REQUESTS)
+            return
+        self._inbox.append(data)
+        if self._task is None:
+            self._task = self.node.loop.create_task(self._drain())
+
+    def on_transport_closed(self) -> None:
+        """The connection is gone (closed by either side)."""
+        if self.state is State.CLOSED:
+            return
+        self._close_state()
+
+    # --- command handling -----------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        try:
+            while self._inbox and self.state is not State.CLOSED:
+                await self._handle_frame(self._inbox.popleft())
+        except DisconnectError as exc:
+            self.disconnect(exc.code, exc.reason)
+        except Exception:
+            log.exception("unexpected error handling client %s", self.client_id)
+            self.disconnect(DisconnectCode.SERVER_ERROR)
+        finally:
+            self._task = None
+
+    def _allow_command(self) -> bool:
+        now = time.monotonic()
+        settings = self.node.settings
+        self._tokens = min(
+            float(settings.client_command_burst),
+            self._tokens + (now - self._tokens_at) * settings.client_command_rate,
+        )
+        self._tokens_at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+    async def _handle_frame(self, frame: bytes) -> None:
+        try:
+            commands = decode_commands(frame)
+        except ProtocolDecodeError:
+            raise DisconnectError(DisconnectCode.BAD_REQUEST) from None
+        for command in commands:
+            if self.state is State.CLOSED:
+                return
+            if not self._allow_command():
+                raise DisconnectError(DisconnectCode.TOO_MANY_REQUESTS)
+            await self._dispatch(command)
+
+    async def _dispatch(self, cmd: m.Command) -> None:
+        if cmd.connect is not None:
+            await self._reply(cmd, "connect", self._connect(cmd.connect))
+            return
+        if self.state is not State.CONNECTED:
+            raise DisconnectError(DisconnectCode.BAD_REQUEST, "connect first")
+        if cmd.subscribe is not None:
+            await self._reply(cmd, "subscribe", self._subscribe_cmd(cmd.subscribe))
+        elif cmd.publish is not None:
+            await self._reply(cmd, "publish", self._publish(cmd.publish))
+        elif cmd.unsubscribe is not None:
+            await self._reply(cmd, "unsubscribe", self._unsubscribe_cmd(cmd.unsubscribe))
+        elif cmd.presence is not None:
+            await self._reply(cmd, "presence", self._presence(cmd.presence))
+        elif cmd.presence_stats is not None:
+            await self._reply(cmd, "presence_stats", self._presence_stats(cmd.presence_stats))
+        elif cmd.history is not None:
+            await self._reply(cmd, "history", self._history(cmd.history))
+        elif cmd.refresh is not None:
+            await self._reply(cmd, "refresh", self._refresh(cmd.refresh))
+        elif cmd.sub_refresh is not None:
+            await self._reply(cmd, "sub_refresh", self._sub_refresh(cmd.sub_refresh))
+        elif cmd.ping is not None:
+            await self._reply(cmd, "ping", self._ping())
+        elif cmd.rpc is not None:
+            await self._reply(cmd, "rpc", self._rpc())
+        elif cmd.send is not None:
+            return  # asynchronous message: no handler is configured, and no reply is due
+        elif cmd.id == 0:
+            self.awaiting_pong = False  # an empty command is the pong to our ping
+        else:
+            self._send(m.Reply(id=cmd.id, error=_error(ErrorCode.METHOD_NOT_FOUND)))
+
+    async def _reply(
+        self, cmd: m.Command, field: str, work: Awaitable[tuple[object, Finalizer | None]]
+    ) -> None:
+        try:
+            result, finalize = await work
+        except ClientError as exc:
+            self._send(m.Reply(id=cmd.id, error=_error(exc.code, exc.message)))
+            return
+        if self.state is State.CLOSED:
+            return
+        self._send(m.Reply(id=cmd.id, **{field: result}))  # type: ignore[arg-type]
+        if finalize is not None:
+            # Right after the reply is queued, with no await between: buffered publications
+            # follow the reply, never precede it.
+            finalize()
+
+    def _send(self, reply: m.Reply) -> None:
+        self.writer.enqueue(OutgoingFrame(encode_reply(reply)))
+
+    def send_push(self, push: m.Push) -> None:
+        self._send(m.Reply(push=push))
+
+    # --- connect ------------------------------------------------------------------------------
+
+    async def _connect(self, req: m.ConnectRequest) -> tuple[object, Finalizer | None]:
+        if self.state is not State.CONNECTING:
+            raise DisconnectError(DisconnectCode.BAD_REQUEST, "already connected")
+        node = self.node
+        if not req.token:
+            raise DisconnectError(DisconnectCode.INVALID_TOKEN, "token required")
+        try:
+            app_id = node.tokens.peek_app_id(req.token)
+        except TokenError:
+            raise DisconnectError(DisconnectCode.INVALID_TOKEN) from None
+        app = await node.get_app(app_id)
+        if app is None:
+            raise DisconnectError(DisconnectCode.INVALID_TOKEN)
+        if not app.status:
+            raise DisconnectError(DisconnectCode.PERMISSION_DENIED, "application is disabled")
+        if not _origin_allowed(app.allowed_domain, self.transport.origin):
+            raise DisconnectError(DisconnectCode.PERMISSION_DENIED, "origin not allowed")
+        try:
+            claims = node.tokens.verify_connection_token(req.token, app)
+        except TokenExpiredError:
+            raise ClientError(ErrorCode.TOKEN_EXPIRED) from None
+        except TokenError:
+            raise DisconnectError(DisconnectCode.INVALID_TOKEN) from None
+        if self.closed:
+            raise DisconnectError(DisconnectCode.CONNECTION_CLOSED)
+        if node.hub.connection_count(app.app_id) >= node.settings.max_connections_per_app:
+            raise DisconnectError(DisconnectCode.CONNECTION_LIMIT)
+        if self._connect_timer is not None:
+            self._connect_timer.cancel()
+            self._connect_timer = None
+        self.app, self.app_id, self.user = app, app.app_id, claims.user
+        self.conn_info = claims.info or b""
+        self.token_channels = frozenset(claims.channels)
+        self.state = State.CONNECTED
+        node.register(self)
+        self._set_expiry(claims.expires_at)
+
+        # Server-side subscriptions: the token's channels, recovered from the client's
+        # positions when it sends them back in `subs` on reconnect.
+        results: dict[str, m.SubscribeResult] = {}
+        finalizers: list[Finalizer] = []
+        for channel in claims.channels[: node.settings.max_channels_per_connection]:
+            if not is_valid_channel(channel) or channel in self.subs:
+                continue
+            recover = (req.subs or {}).get(channel) or m.SubscribeRequest(channel=channel)
+            try:
+                result, fin = await self._subscribe(channel, recover, server_side=True)
+            except ClientError:
+                continue
+            results[channel] = result
+            finalizers.append(fin)
+        ttl = self._ttl()
+        connect_result = m.ConnectResult(
+            client=self.client_id,
+            version=node.version,
+            expires=self.expires_at is not None,
+            ttl=ttl,
+            subs=results or None,
+            ping=node.settings.ping_interval,
+            pong=True,
+            node=node.node_id,
+        )
+
+        def finalize() -> None:
+            for fin in finalizers:
+                fin()
+
+        return connect_result, finalize
+
+    def _connect_timeout(self) -> None:
+        self._connect_timer = None
+        if self.state is State.CONNECTING:
+            self.disconnect(DisconnectCode.STALE, "no connect command")
+
+    def _ttl(self) -> int:
+        if self.expires_at is None:
+            return 0
+        return max(1, self.expires_at - int(time.time()))
+
+    def _set_expiry(self, expires_at: int | None) -> None:
+        if self._expire_timer is not None:
+            self._expire_timer.cancel()
+            self._expire_timer = None
+        self.expires_at = expires_at
+        if expires_at is not None:
+            delay = max(0.0, expires_at - time.time())
+            self._expire_timer = self.node.loop.call_later(delay, self._expired)
+
+    def _expired(self) -> None:
+        self._expire_timer = None
+        if self.state is State.CONNECTED:
+            self.disconnect(DisconnectCode.EXPIRED)
+
+    async def _refresh(self, req: m.RefreshRequest) -> tuple[object, Finalizer | None]:
+        assert self.app is not None
+        try:
+            claims = self.node.tokens.verify_connection_token(req.token, self.app)
+        except TokenExpiredError:
+            raise ClientError(ErrorCode.TOKEN_EXPIRED) from None
+        except TokenError:
+            raise DisconnectError(DisconnectCode.INVALID_TOKEN) from None
+        if claims.user != self.user:
+            raise DisconnectError(DisconnectCode.INVALID_TOKEN, "token is for another user")
+        if claims.info is not None:
+            self.conn_info = claims.info
+        self._set_expiry(claims.expires_at)
+        return (
+            m.RefreshResult(
+                client=self.client_id,
+                version=self.node.version,
+                expires=self.expires_at is not None,
+                ttl=self._ttl(),
+            ),
+            None,
+        )
+
+    # --- subscriptions ------------------------------------------------------------------------
+
+    def info(self, chan_info: bytes = b"") -> ClientInfoData:
+        return ClientInfoData(self.user, self.client_id, self.conn_info, chan_info)
+
+    def wants_join_leave(self, channel: str) -> bool:
+        sub = self.subs.get(channel)
+        return sub is not None and sub.join_leave
+
+    def _options(self, channel: str) -> NamespaceOptions:
+        assert self.app is not None
+        return self.app.namespace_options(namespace_of(channel))
+
+    async def _subscribe_cmd(self, req: m.SubscribeRequest) -> tuple[object, Finalizer | None]:
+        return await self._subscribe(req.channel, req, server_side=False)
+
+    async def _subscribe(
+        self, channel: str, req: m.SubscribeRequest, *, server_side: bool
+    ) -> tuple[m.SubscribeResult, Finalizer]:
+        node = self.node
+        assert self.app is not None
+        if not is_valid_channel(channel):
+            raise ClientError(ErrorCode.BAD_REQUEST, "invalid channel name")
+        if channel in self.subs:
+            raise ClientError(ErrorCode.ALREADY_SUBSCRIBED)
+        if len(self.subs) >= node.settings.max_channels_per_connection:
+            raise ClientError(ErrorCode.LIMIT_EXCEEDED)
+        options = self._options(channel)
+        chan_info = b""
+        expires_at: int | None = None
+        if server_side:
+            pass
+        elif req.token:
+            try:
+                claims = node.tokens.verify_subscription_token(req.token, self.app)
+            except TokenExpiredError:
+                raise ClientError(ErrorCode.TOKEN_EXPIRED) from None
+            except TokenError:
+                raise ClientError(
+                    ErrorCode.PERMISSION_DENIED, "invalid subscription token"
+                ) from None
+            if claims.channel != channel or claims.user != self.user:
+                raise ClientError(
+                    ErrorCode.PERMISSION_DENIED, "token is for another channel or user"
+                )
+            chan_info, expires_at = claims.info or b"", claims.expires_at
+        elif channel in self.token_channels or options.allow_subscribe_for_client:
+            pass
+        else:
+            raise ClientError(ErrorCode.PERMISSION_DENIED)
+
+        ref = ChannelRef(self.app_id, channel)
+        sub = Subscription(
+            ref=ref,
+            options=options,
+            chan_info=chan_info,
+            join_leave=options.join_leave and (options.force_push_join_leave or req.join_leave),
+        )
+        self.subs[channel] = sub
+        try:
+            await node.add_pending_subscriber(ref, self)
+            result, since_offset = await self._position(ref, options, req)
+        except BaseException:
+            self.subs.pop(channel, None)
+            await node.remove_subscriber(ref, self)
+            raise
+        if self.state is State.CLOSED or self.subs.get(channel) is not sub:
+            raise ClientError(ErrorCode.INTERNAL, "subscription cancelled")
+        self._set_sub_expiry(sub, expires_at)
+        if expires_at is not None:
+            result.expires, result.ttl = True, max(1, expires_at - int(time.time()))
+        info = self.info(chan_info)
+        if options.presence:
+            await node.presence.add_presence(ref, info)
+        if options.join_leave:
+            await node.broker.publish_join(ref, info)
+
+        def finalize() -> None:
+            if self.subs.get(channel) is not sub or self.state is State.CLOSED:
+                return
+            sub.live = True
+            last = since_offset
+            for offset, frame in node.hub.promote(ref, self):
+                # Only what the reply did not already carry, in order, without duplicates.
+                if offset == 0 or offset > last:
+                    self.writer.enqueue(frame)
+                    last = max(last, offset)
+
+        node.subscription_added(self, ref)
+        return result, finalize
+
+    async def _position(
+        self, ref: ChannelRef, options: NamespaceOptions, req: m.SubscribeRequest
+    ) -> tuple[m.SubscribeResult, int]:
+        """Stream position and, when asked, the publications the client missed."""
+        if options.history_size <= 0 or options.history_ttl <= 0:
+            return m.SubscribeResult(), 0
+        node = self.node
+        if req.recover:
+            since = StreamPosition(req.offset, req.epoch)
+            history = await node.broker.history(ref, HistoryOptions(limit=-1, since=since))
+            position = history.position
+            recovered = position.epoch == req.epoch and (
+                position.offset == req.offset
+                or (bool(history.publications) and history.publications[0].offset == req.offset + 1)
+            )
+            pubs = history.publications if recovered else []
+            return (
+                m.SubscribeResult(
+                    recoverable=True,
+                    epoch=position.epoch,
+                    offset=position.offset,
+                    publications=[publication_message(p) for p in pubs] or None,
+                    recovered=recovered,
+                    was_recovering=True,
+                ),
+                pubs[-1].offset if pubs else position.offset,
+            )
+        history = await node.broker.history(ref, HistoryOptions(limit=0))
+        position = history.position
+        return (
+            m.SubscribeResult(recoverable=True, epoch=position.epoch, offset=position.offset),
+            position.offset,
+        )
+
+    def _set_sub_expiry(self, sub: Subscription, expires_at: int | None) -> None:
+        if sub.timer is not None:
+            sub.timer.cancel()
+            sub.timer = None
+        sub.expires_at = expires_at
+        if expires_at is not None:
+            delay = max(0.0, expires_at - time.time())
+            sub.timer = self.node.loop.call_later(delay, self._sub_expired, sub)
+
+    def _sub_expired(self, sub: Subscription) -> None:
+        sub.timer = None
+        if self.subs.get(sub.ref.name) is sub:
+            self.node.loop.create_task(
+                self.server_unsubscribe(sub.ref.name, UNSUBSCRIBE_EXPIRED, "subscription expired")
+            )
+
+    async def _sub_refresh(self, req: m.SubRefreshRequest) -> tuple[object, Finalizer | None]:
+        assert self.app is not None
+        sub = self.subs.get(req.channel)
+        if sub is None:
+            raise ClientError(ErrorCode.PERMISSION_DENIED, "not subscribed")
+        try:
+            claims = self.node.tokens.verify_subscription_token(req.token, self.app)
+        except TokenExpiredError:
+            raise ClientError(ErrorCode.TOKEN_EXPIRED) from None
+        except TokenError:
+            raise ClientError(ErrorCode.PERMISSION_DENIED, "invalid subscription token") from None
+        if claims.channel != req.channel or claims.user != self.user:
+            raise ClientError(ErrorCode.PERMISSION_DENIED, "token is for another channel or user")
+        self._set_sub_expiry(sub, claims.expires_at)
+        ttl = 0 if claims.expires_at is None else max(1, claims.expires_at - int(time.time()))
+        return m.SubRefreshResult(expires=claims.expires_at is not None, ttl=ttl), None
+
+    async def _unsubscribe_cmd(self, req: m.UnsubscribeRequest) -> tuple[object, Finalizer | None]:
+        await self._drop_subscription(req.channel)
+        return m.UnsubscribeResult(), None
+
+    async def _drop_subscription(self, channel: str) -> bool:
+        sub = self.subs.pop(channel, None)
+        if sub is None:
+            return False
+        if sub.timer is not None:
+            sub.timer.cancel()
+        await self.node.remove_subscriber(sub.ref, self)
+        info = self.info(sub.chan_info)
+        if sub.options.presence:
+            await self.node.presence.remove_presence(sub.ref, self.client_id)
+        if sub.options.join_leave:
+            await self.node.broker.publish_leave(sub.ref, info)
+        self.node.subscription_removed(self, sub.ref)
+        return True
+
+    async def server_unsubscribe(self, channel: str, code: int, reason: str) -> None:
+        """Unsubscribe on the server's initiative and tell the client."""
+        if await self._drop_subscription(channel):
+            self.send_push(
+                m.Push(channel=channel, unsubscribe=m.Unsubscribe(code=code, reason=reason))
+            )
+
+    async def server_subscribe(self, channel: str) -> None:
+        """Subscribe on the server's initiative (server API `subscribe`), then tell the client."""
+        if self.state is not State.CONNECTED or channel in self.subs:
+            return
+        try:
+            result, finalize = await self._subscribe(
+                channel, m.SubscribeRequest(channel=channel), server_side=True
+            )
+        except ClientError:
+            return
+        self.send_push(
+            m.Push(
+                channel=channel,
+                subscribe=m.Subscribe(
+                    recoverable=result.recoverable, epoch=result.epoch, offset=result.offset
+                ),
+            )
+        )
+        finalize()
+
+    def server_refresh(self, expire_at: int) -> None:
+        """Server API `refresh`: -1 expires the connection now, 0 makes it never expire."""
+        if self.state is not State.CONNECTED:
+            return
+        if expire_at < 0:
+            self.disconnect(DisconnectCode.EXPIRED)
+            return
+        self._set_expiry(expire_at or None)
+        self.send_push(m.Push(refresh=m.Refresh(expires=expire_at > 0, ttl=self._ttl())))
+
+    # --- other commands -----------------------------------------------------------------------
+
+    def _subscribed_or(self, channel: str, allowed: bool) -> Subscription | None:
+        sub = self.subs.get(channel)
+        if sub is None and not allowed:
+            raise ClientError(ErrorCode.PERMISSION_DENIED)
+        return sub
+
+    async def _publish(self, req: m.PublishRequest) -> tuple[object, Finalizer | None]:
+        channel = req.channel
+        if not is_valid_channel(channel):
+            raise ClientError(ErrorCode.BAD_REQUEST, "invalid channel name")
+        options = self._options(channel)
+        sub = self.subs.get(channel)
+        allowed = options.allow_publish_for_client or (
+            options.allow_publish_for_subscriber and sub is not None
+        )
+        if not allowed:
+            raise ClientError(ErrorCode.PERMISSION_DENIED)
+        data = bytes(req.data) if req.data else b"null"
+        if len(data) > self.node.settings.max_message_size:
+            raise ClientError(ErrorCode.LIMIT_EXCEEDED, "message too large")
+        info = self.info(sub.chan_info if sub is not None else b"")
+        await self.node.publish(
+            ChannelRef(self.app_id, channel), data, options, info=info, origin="client"
+        )
+        return m.PublishResult(), None
+
+    async def _presence(self, req: m.PresenceRequest) -> tuple[object, Finalizer | None]:
+        options = self._options(req.channel)
+        if not options.presence:
+            raise ClientError(ErrorCode.NOT_AVAILABLE)
+        sub = self.subs.get(req.channel)
+        if sub is None or not options.allow_presence_for_subscriber:
+            raise ClientError(ErrorCode.PERMISSION_DENIED)
+        clients = await self.node.presence.presence(sub.ref)
+        return (
+            m.PresenceResult(presence={k: client_info_message(v) for k, v in clients.items()}),
+            None,
+        )
+
+    async def _presence_stats(self, req: m.PresenceStatsRequest) -> tuple[object, Finalizer | None]:
+        options = self._options(req.channel)
+        if not options.presence:
+            raise ClientError(ErrorCode.NOT_AVAILABLE)
+        sub = self.subs.get(req.channel)
+        if sub is None or not options.allow_presence_for_subscriber:
+            raise ClientError(ErrorCode.PERMISSION_DENIED)
+        clients, users = await self.node.presence.presence_stats(sub.ref)
+        return m.PresenceStatsResult(num_clients=clients, num_users=users), None
+
+    async def _history(self, req: m.HistoryRequest) -> tuple[object, Finalizer | None]:
+        options = self._options(req.channel)
+        if options.history_size <= 0 or options.history_ttl <= 0:
+            raise ClientError(ErrorCode.NOT_AVAILABLE)
+        sub = self.subs.get(req.channel)
+        if sub is None or not options.allow_history_for_subscriber:
+            raise ClientError(ErrorCode.PERMISSION_DENIED)
+        result = await self.node.history(sub.ref, req.limit, req.since, req.reverse)
+        return result, None
+
+    async def _ping(self) -> tuple[object, Finalizer | None]:
+        return m.PingResult(), None
+
+    async def _rpc(self) -> tuple[object, Finalizer | None]:
+        raise ClientError(ErrorCode.METHOD_NOT_FOUND)
+
+    # --- ping, slow consumers, disconnect -------------------------------------------------------
+
+    def _on_slow(self) -> None:
+        self.disconnect(DisconnectCode.SLOW)
+
+    def disconnect(self, code: DisconnectCode | int, reason: str | None = None) -> None:
+        """Close the connection with a Centrifuge disconnect code, then clean up."""
+        if self.state is State.CLOSED:
+            return
+        if reason is None:
+            reason = _disconnect_reason(code)
+        if code != DisconnectCode.SLOW:
+            self.writer.flush_now()  # replies already queued go out before the close frame
+        self.writer.close()
+        self.transport.close(int(code), reason)
+        self._close_state()
+
+    def _close_state(self) -> None:
+        self.state = State.CLOSED
+        self.writer.close()
+        for timer in (self._connect_timer, self._expire_timer):
+            if timer is not None:
+                timer.cancel()
+        self._connect_timer = self._expire_timer = None
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        subs, self.subs = self.subs, {}
+        for sub in subs.values():
+            if sub.timer is not None:
+                sub.timer.cancel()
+        self.node.unregister(self, list(subs.values()))
+
+
+def _error(code: ErrorCode, message: str | None = None) -> m.Error:
+    return m.Error(
+        code=int(code), message=message or ERROR_MESSAGES[code], temporary=code in TEMPORARY_ERRORS
+    )
+
+
+def _disconnect_reason(code: int) -> str:
+    try:
+        return DISCONNECT_REASONS[DisconnectCode(code)]
+    except ValueError:
+        return ""
+
+
+def _origin_allowed(allowed_domain: str | None, origin: str | None) -> bool:
+    """Browsers send Origin; a connection without one is not a browser and is not restricted."""
+    if not allowed_domain or origin is None:
+        return True
+    host = (urlsplit(origin).hostname or "").lower().rstrip(".")
+    domain = allowed_domain.lower().strip().rstrip(".")
+    if "://" in domain:
+        domain = (urlsplit(domain).hostname or "").lower()
+    return host == domain or host.endswith("." + domain)

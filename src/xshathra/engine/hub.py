@@ -1,0 +1,177 @@
+"""The hub: this node's registry of connections and subscriptions, and the fan-out.
+
+Fan-out encodes each publication once and hands the same frame to every local subscriber's
+writer; it never awaits and never parses publication data. Subscriptions still being set up
+("pending": history being read for recovery) get publications buffered instead, so nothing
+published meanwhile is lost or sent before the subscribe reply.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from xshathra.brokers import BrokerPublication, ClientInfoData
+from xshathra.engine.channels import ChannelRef
+from xshathra.engine.writer import OutgoingFrame
+from xshathra.protocol import messages as m
+from xshathra.protocol.json_codec import encode_reply
+from xshathra.tenancy.apps import AppId
+
+if TYPE_CHECKING:
+    from xshathra.engine.client import ClientSession
+
+BufferedPublication = tuple[int, OutgoingFrame]  # (offset, frame)
+
+
+def client_info_message(info: ClientInfoData) -> m.ClientInfo:
+    return m.ClientInfo(
+        user=info.user,
+        client=info.client,
+        conn_info=msgspec.Raw(info.conn_info) if info.conn_info else m.EMPTY,
+        chan_info=msgspec.Raw(info.chan_info) if info.chan_info else m.EMPTY,
+    )
+
+
+def publication_message(pub: BrokerPublication) -> m.Publication:
+    return m.Publication(
+        data=msgspec.Raw(pub.data),
+        offset=pub.offset,
+        tags=pub.tags or None,
+        info=client_info_message(pub.info) if pub.info is not None else None,
+    )
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._subs: dict[ChannelRef, dict[ClientSession, None]] = {}
+        self._pending: dict[ChannelRef, dict[ClientSession, list[BufferedPublication]]] = {}
+        self._connections: dict[AppId, dict[str, ClientSession]] = {}
+        self._users: dict[tuple[AppId, str], dict[ClientSession, None]] = {}
+
+    # --- connections -----------------------------------------------------------------------
+
+    def add_connection(self, session: ClientSession) -> None:
+        self._connections.setdefault(session.app_id, {})[session.client_id] = session
+        self._users.setdefault((session.app_id, session.user), {})[session] = None
+
+    def remove_connection(self, session: ClientSession) -> None:
+        conns = self._connections.get(session.app_id)
+        if conns is not None and conns.pop(session.client_id, None) is not None and not conns:
+            del self._connections[session.app_id]
+        key = (session.app_id, session.user)
+        users = self._users.get(key)
+        if users is not None:
+            users.pop(session, None)
+            if not users:
+                del self._users[key]
+
+    def connection_count(self, app_id: AppId) -> int:
+        return len(self._connections.get(app_id, ()))
+
+    def user_count(self, app_id: AppId) -> int:
+        return sum(1 for (a, u) in self._users if a == app_id and u)
+
+    def user_ids(self, app_id: AppId) -> set[str]:
+        return {u for (a, u) in self._users if a == app_id and u}
+
+    def app_connections(self, app_id: AppId) -> list[ClientSession]:
+        return list(self._connections.get(app_id, {}).values())
+
+    def all_connections(self) -> list[ClientSession]:
+        return [s for conns in self._connections.values() for s in conns.values()]
+
+    def user_connections(self, app_id: AppId, user: str) -> list[ClientSession]:
+        return list(self._users.get((app_id, user), ()))
+
+    def connection(self, app_id: AppId, client_id: str) -> ClientSession | None:
+        return self._connections.get(app_id, {}).get(client_id)
+
+    def total_connections(self) -> int:
+        return sum(len(c) for c in self._connections.values())
+
+    # --- subscriptions ---------------------------------------------------------------------
+
+    def add_pending(self, ref: ChannelRef, session: ClientSession) -> bool:
+        """Start buffering for a subscription being set up. True if the channel was empty here."""
+        was_empty = ref not in self._subs and ref not in self._pending
+        self._pending.setdefault(ref, {})[session] = []
+        return was_empty
+
+    def promote(self, ref: ChannelRef, session: ClientSession) -> list[BufferedPublication]:
+        """Make a pending subscription live; returns what was published meanwhile."""
+        pending = self._pending.get(ref)
+        buffered: list[BufferedPublication] = []
+        if pending is not None:
+            buffered = pending.pop(session, [])
+            if not pending:
+                del self._pending[ref]
+        self._subs.setdefault(ref, {})[session] = None
+        return buffered
+
+    def remove_subscriber(self, ref: ChannelRef, session: ClientSession) -> bool:
+        """Remove a live or pending subscription. True if the channel is now empty here."""
+        subs = self._subs.get(ref)
+        if subs is not None:
+            subs.pop(session, None)
+            if not subs:
+                del self._subs[ref]
+        pending = self._pending.get(ref)
+        if pending is not None:
+            pending.pop(session, None)
+            if not pending:
+                del self._pending[ref]
+        return ref not in self._subs and ref not in self._pending
+
+    def subscriber_count(self, ref: ChannelRef) -> int:
+        return len(self._subs.get(ref, ())) + len(self._pending.get(ref, ()))
+
+    def channels(self, app_id: AppId) -> dict[str, int]:
+        """Channel name -> number of local subscribers, for one app."""
+        names: dict[str, int] = {}
+        for ref in (*self._subs, *self._pending):
+            if ref.app_id == app_id:
+                names[ref.name] = self.subscriber_count(ref)
+        return names
+
+    def subscription_total(self) -> int:
+        return sum(len(s) for s in self._subs.values())
+
+    def has_channel(self, ref: ChannelRef) -> bool:
+        return ref in self._subs or ref in self._pending
+
+    # --- fan-out -----------------------------------------------------------------------------
+
+    def broadcast_publication(self, ref: ChannelRef, pub: BrokerPublication) -> int:
+        """Queue a publication to every local subscriber; returns how many it reached."""
+        subs = self._subs.get(ref)
+        pending = self._pending.get(ref)
+        if not subs and not pending:
+            return 0
+        # Encoded once for every subscriber: the same bytes object goes to each writer.
+        frame = OutgoingFrame(
+            encode_reply(m.Reply(push=m.Push(channel=ref.name, pub=publication_message(pub))))
+        )
+        if subs:
+            for session in subs:
+                session.writer.enqueue(frame)
+        if pending:
+            for buffer in pending.values():
+                buffer.append((pub.offset, frame))
+        return (len(subs) if subs else 0) + (len(pending) if pending else 0)
+
+    def broadcast_join_leave(self, ref: ChannelRef, info: ClientInfoData, *, join: bool) -> None:
+        subs = self._subs.get(ref)
+        if not subs:
+            return
+        message = client_info_message(info)
+        push = (
+            m.Push(channel=ref.name, join=m.Join(info=message))
+            if join
+            else m.Push(channel=ref.name, leave=m.Leave(info=message))
+        )
+        frame = OutgoingFrame(encode_reply(m.Reply(push=push)))
+        for session in subs:
+            if session.wants_join_leave(ref.name):
+                session.writer.enqueue(frame)

@@ -1,0 +1,313 @@
+"""The node: composition root of the engine. It owns the hub, talks to the broker and the
+presence store, runs the ping sweep, and executes what the server API asks of connections.
+
+It knows nothing of HTTP, SQL or a concrete backend: those are handed in by `server.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from xshathra import __version__
+from xshathra.api.executor import ApiError, PublishOutcome, PublishRequest, PublishResult
+from xshathra.brokers import (
+    Broker,
+    BrokerPublication,
+    ClientInfoData,
+    HistoryOptions,
+    PublishOptions,
+    StreamPosition,
+)
+from xshathra.engine.channels import ChannelRef, is_valid_channel, namespace_of
+from xshathra.engine.client import ClientError, ClientSession, State, Subscription
+from xshathra.engine.hub import Hub, publication_message
+from xshathra.engine.writer import FlushScheduler, OutgoingFrame
+from xshathra.presence import PresenceStore
+from xshathra.protocol import messages as m
+from xshathra.protocol.codes import DisconnectCode, ErrorCode
+from xshathra.protocol.json_codec import PING_FRAME
+from xshathra.settings import Settings
+from xshathra.tenancy.apps import AppId, Application, AppStore, NamespaceOptions
+from xshathra.tenancy.tokens import TokenService
+
+if TYPE_CHECKING:
+    from xshathra.analytics.memory import MemoryAnalytics
+
+log = logging.getLogger("xshathra.node")
+
+
+class ControlMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A command for every node (delivered through the broker): act on local connections."""
+
+    type: str  # disconnect | unsubscribe | subscribe | app_changed
+    app_id: str
+    user: str = ""
+    client: str = ""
+    channel: str = ""
+    code: int = 0
+    reason: str = ""
+    origin_node: str = ""
+
+
+_control_decoder = msgspec.json.Decoder(ControlMessage)
+
+
+class Node:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        broker: Broker,
+        presence: PresenceStore,
+        apps: AppStore,
+        tokens: TokenService,
+        analytics: MemoryAnalytics,
+    ) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.presence = presence
+        self.apps = apps
+        self.tokens = tokens
+        self.analytics = analytics
+        self.hub = Hub()
+        self.version = __version__
+        self.node_id = secrets.token_hex(8)
+        self.name = settings.node_name or self.node_id
+        self.started_at = time.time()
+        self.loop = asyncio.get_running_loop()
+        self.scheduler = FlushScheduler(self.loop)
+        self._ping_frame = OutgoingFrame(PING_FRAME)
+        self._ping_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        analytics.bind_online(self._online)
+
+    async def start(self) -> None:
+        await self.broker.start(self)
+        self._ping_task = self.loop.create_task(self._ping_loop())
+
+    async def close(self) -> None:
+        """Disconnect every client with a reconnect code and stop background work."""
+        for session in self.hub.all_connections():
+            session.disconnect(DisconnectCode.SHUTDOWN)
+        if self._ping_task is not None:
+            self._ping_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ping_task
+        for task in list(self._background):
+            task.cancel()
+        await self.broker.close()
+        await self.presence.close()
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = self.loop.create_task(coro)  # type: ignore[arg-type]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _online(self, app_id: str) -> tuple[int, set[str]]:
+        return self.hub.connection_count(AppId(app_id)), self.hub.user_ids(AppId(app_id))
+
+    async def get_app(self, app_id: str) -> Application | None:
+        return await self.apps.get_app(app_id)
+
+    # --- sessions ---------------------------------------------------------------------------
+
+    def register(self, session: ClientSession) -> None:
+        self.hub.add_connection(session)
+        self.analytics.connection_opened(session.app_id, session.user)
+
+    def unregister(self, session: ClientSession, subs: list[Subscription]) -> None:
+        """A connection closed: forget it now, clean shared state in the background."""
+        if session.app is not None:
+            self.hub.remove_connection(session)
+        emptied = [s.ref for s in subs if self.hub.remove_subscriber(s.ref, session)]
+        if subs or emptied:
+            self._spawn(self._cleanup(session, subs, emptied))
+
+    async def _cleanup(
+        self, session: ClientSession, subs: list[Subscription], emptied: list[ChannelRef]
+    ) -> None:
+        for sub in subs:
+            try:
+                if sub.options.presence:
+                    await self.presence.remove_presence(sub.ref, session.client_id)
+                if sub.options.join_leave:
+                    await self.broker.publish_leave(sub.ref, session.info(sub.chan_info))
+            except Exception:
+                log.exception("cleanup of a closed connection failed")
+        for ref in emptied:
+            if not self.hub.has_channel(ref):
+                with contextlib.suppress(Exception):
+                    await self.broker.unsubscribe(ref)
+
+    async def add_pending_subscriber(self, ref: ChannelRef, session: ClientSession) -> None:
+        if self.hub.add_pending(ref, session):
+            await self.broker.subscribe(ref)
+
+    async def remove_subscriber(self, ref: ChannelRef, session: ClientSession) -> None:
+        if self.hub.remove_subscriber(ref, session):
+            await self.broker.unsubscribe(ref)
+
+    def subscription_added(self, session: ClientSession, ref: ChannelRef) -> None:
+        return None
+
+    def subscription_removed(self, session: ClientSession, ref: ChannelRef) -> None:
+        return None
+
+    async def _ping_loop(self) -> None:
+        """One sweep for all connections: drop those that missed the last pong, ping the rest."""
+        interval = self.settings.ping_interval
+        while True:
+            await asyncio.sleep(interval)
+            for session in self.hub.all_connections():
+                if session.state is not State.CONNECTED:
+                    continue
+                if session.awaiting_pong:
+                    session.disconnect(DisconnectCode.NO_PONG)
+                    continue
+                session.awaiting_pong = True
+                session.writer.enqueue(self._ping_frame)
+
+    # --- broker events ------------------------------------------------------------------------
+
+    def on_publication(self, ref: ChannelRef, pub: BrokerPublication) -> None:
+        self.hub.broadcast_publication(ref, pub)
+
+    def on_join(self, ref: ChannelRef, info: ClientInfoData) -> None:
+        self.hub.broadcast_join_leave(ref, info, join=True)
+
+    def on_leave(self, ref: ChannelRef, info: ClientInfoData) -> None:
+        self.hub.broadcast_join_leave(ref, info, join=False)
+
+    def on_control(self, data: bytes) -> None:
+        try:
+            msg = _control_decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("ignoring a malformed control message")
+            return
+        self._spawn(self._apply_control(msg))
+
+    async def _apply_control(self, msg: ControlMessage) -> None:
+        app_id = AppId(msg.app_id)
+        if msg.type == "app_changed":
+            await self._app_changed(app_id)
+            return
+        if msg.client:
+            one = self.hub.connection(app_id, msg.client)
+            targets = [one] if one is not None and (not msg.user or one.user == msg.user) else []
+        else:
+            targets = self.hub.user_connections(app_id, msg.user)
+        for session in targets:
+            if msg.type == "disconnect":
+                code = msg.code or DisconnectCode.FORCE_NO_RECONNECT
+                session.disconnect(code, msg.reason or None)
+            elif msg.type == "unsubscribe":
+                await session.server_unsubscribe(
+                    msg.channel, msg.code or 2000, msg.reason or "server unsubscribe"
+                )
+            elif msg.type == "subscribe":
+                await session.server_subscribe(msg.channel)
+            elif msg.type == "refresh":
+                session.server_refresh(msg.code)
+
+    async def _app_changed(self, app_id: AppId) -> None:
+        sessions = self.hub.app_connections(app_id)
+        if not sessions:
+            return
+        app = await self.apps.get_app(app_id)
+        for session in sessions:
+            if app is None or not app.status:
+                session.disconnect(DisconnectCode.PERMISSION_DENIED, "application is disabled")
+            else:
+                session.app = app
+
+    async def send_control(self, msg: ControlMessage) -> None:
+        msg.origin_node = self.node_id
+        await self.broker.publish_control(msgspec.json.encode(msg))
+
+    # --- publishing and reading -----------------------------------------------------------------
+
+    async def publish(
+        self,
+        ref: ChannelRef,
+        data: bytes,
+        options: NamespaceOptions,
+        *,
+        info: ClientInfoData | None = None,
+        tags: dict[str, str] | None = None,
+        skip_history: bool = False,
+        idempotency_key: str = "",
+        origin: str = "api",
+    ) -> StreamPosition:
+        history = not skip_history and options.history_size > 0 and options.history_ttl > 0
+        position = await self.broker.publish(
+            ref,
+            data,
+            PublishOptions(
+                history_size=options.history_size if history else 0,
+                history_ttl=options.history_ttl if history else 0,
+                tags=tags,
+                info=info,
+                idempotency_key=idempotency_key,
+            ),
+        )
+        self.analytics.publication(ref.app_id, broadcast=origin == "api")
+        return position
+
+    async def api_publish(
+        self, app: Application, request: PublishRequest, *, origin: str = "api"
+    ) -> PublishOutcome:
+        ref = self.channel_ref(app, request.channel)
+        data = bytes(request.data) if request.data else b"null"
+        if len(data) > self.settings.max_message_size:
+            raise ApiError(ErrorCode.LIMIT_EXCEEDED, "message too large")
+        options = app.namespace_options(namespace_of(request.channel))
+        position = await self.publish(
+            ref,
+            data,
+            options,
+            tags=request.tags,
+            skip_history=request.skip_history,
+            idempotency_key=request.idempotency_key,
+            origin=origin,
+        )
+        return PublishOutcome(
+            result=PublishResult(offset=position.offset, epoch=position.epoch),
+            subscriber_count=self.subscriber_count(ref),
+        )
+
+    def channel_ref(self, app: Application, channel: str) -> ChannelRef:
+        if not isinstance(channel, str) or not channel:
+            raise ApiError(ErrorCode.BAD_REQUEST, "channel required")
+        if not is_valid_channel(channel):
+            raise ApiError(ErrorCode.BAD_REQUEST, "invalid channel name")
+        return ChannelRef(app.app_id, channel)
+
+    def subscriber_count(self, ref: ChannelRef) -> int:
+        return self.hub.subscriber_count(ref)
+
+    async def history(
+        self,
+        ref: ChannelRef,
+        limit: int,
+        since: m.StreamPosition | None,
+        reverse: bool,
+    ) -> m.HistoryResult:
+        """History of a channel, Centrifuge-shaped; 112 if `since` names another epoch."""
+        since_pos = StreamPosition(since.offset, since.epoch) if since is not None else None
+        result = await self.broker.history(
+            ref, HistoryOptions(limit=limit if limit > 0 else 0, since=since_pos, reverse=reverse)
+        )
+        if since is not None and since.epoch and since.epoch != result.position.epoch:
+            raise ClientError(ErrorCode.UNRECOVERABLE_POSITION)
+        return m.HistoryResult(
+            publications=[publication_message(p) for p in result.publications] or None,
+            epoch=result.position.epoch,
+            offset=result.position.offset,
+        )

@@ -1,0 +1,103 @@
+"""Outgoing frames and the per-connection writer: batching within a loop tick, bounded memory.
+
+A frame is encoded once (per publication, not per subscriber) and the same object is queued to
+every subscriber. Writers never await: a tick's messages for one connection are joined into one
+write, and a connection whose transport buffer passes its limit is disconnected as slow (3008)
+instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Protocol
+
+
+class OutgoingFrame:
+    """One encoded reply or push. `wire` caches the transport's framing of `payload` alone, so a
+    frame fanned out to thousands of connections is framed once."""
+
+    __slots__ = ("payload", "wire")
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self.wire: bytes | None = None
+
+
+class FrameSink(Protocol):
+    """What a transport offers the writer."""
+
+    def send_frames(self, frames: list[OutgoingFrame]) -> None:
+        """Write these frames, in order, as few transport writes as the transport can."""
+
+    def buffered_bytes(self) -> int:
+        """Bytes written but not yet accepted by the kernel."""
+
+
+class FlushScheduler:
+    """Flushes every writer that got frames during this loop iteration, once, in one callback.
+
+    One callback for all dirty writers (not one per writer or per frame) keeps the per-delivery
+    cost to a list append.
+    """
+
+    __slots__ = ("_dirty", "_loop", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._dirty: list[Writer] = []
+        self._scheduled = False
+
+    def mark(self, writer: Writer) -> None:
+        self._dirty.append(writer)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        self._scheduled = False
+        for writer in dirty:
+            writer.flush()
+
+
+class Writer:
+    __slots__ = ("_max_buffered", "_on_slow", "_pending", "_scheduler", "_sink", "closed")
+
+    def __init__(
+        self,
+        sink: FrameSink,
+        scheduler: FlushScheduler,
+        max_buffered: int,
+        on_slow: Callable[[], None],
+    ) -> None:
+        self._sink = sink
+        self._scheduler = scheduler
+        self._max_buffered = max_buffered
+        self._on_slow = on_slow
+        self._pending: list[OutgoingFrame] = []
+        self.closed = False
+
+    def enqueue(self, frame: OutgoingFrame) -> None:
+        if self.closed:
+            return
+        if not self._pending:
+            self._scheduler.mark(self)
+        self._pending.append(frame)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if self.closed or not pending:
+            return
+        self._sink.send_frames(pending)
+        if self._sink.buffered_bytes() > self._max_buffered:
+            self.closed = True
+            self._on_slow()
+
+    def flush_now(self) -> None:
+        """Write what is queued before a close frame goes out."""
+        self.flush()
+
+    def close(self) -> None:
+        self.closed = True
+        self._pending = []

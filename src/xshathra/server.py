@@ -1,0 +1,254 @@
+"""Composition root: the only module that picks concrete backends (from the URLs in Settings),
+bootstraps secrets, and wires the engine, the HTTP API and uvicorn together on one port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import sys
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from xshathra.analytics.memory import MemoryAnalytics
+from xshathra.api.context import ServerContext
+from xshathra.api.executor import Executor
+from xshathra.api.routes_engine import create_engine_router
+from xshathra.brokers import Broker
+from xshathra.engine.node import Node
+from xshathra.presence import PresenceStore
+from xshathra.settings import Settings
+from xshathra.storage.database import Database, open_database
+from xshathra.tenancy.apps import hash_key
+from xshathra.tenancy.tokens import TokenService
+from xshathra.transports.websocket import NODE_STATE_KEY, CentrifugeWebSocketProtocol
+
+log = logging.getLogger("xshathra.server")
+
+HEALTH_TIMEOUT = 2.0
+_ADMIN_HASH_KEY = "admin_api_key_hash"
+_TOKEN_SECRET_KEY = "token_hmac_secret"
+
+
+def make_backends(broker_url: str) -> tuple[Broker, PresenceStore]:
+    """Choose the broker and presence store from the broker URL's scheme."""
+    scheme = broker_url.split("://", 1)[0].lower()
+    if scheme == "memory":
+        from xshathra.brokers.memory import MemoryBroker
+        from xshathra.presence.memory import MemoryPresenceStore
+
+        return MemoryBroker(), MemoryPresenceStore()
+    raise SystemExit(
+        f"XSHATHRA_BROKER_URL: the '{scheme}' broker is not available in this version; "
+        "use memory://"
+    )
+
+
+@dataclass
+class Secrets:
+    admin_key_hash: str
+    token_secret: str
+    generated_admin_key: str | None  # shown once, on the start that created it
+
+
+async def bootstrap_secrets(settings: Settings, db: Database) -> Secrets:
+    """Use configured secrets, else the stored ones, else generate and store them (once, even
+    when several nodes start together: the database keeps the first value written)."""
+    generated: str | None = None
+    if settings.admin_api_key is not None and settings.admin_api_key.get_secret_value():
+        admin_hash = hash_key(settings.admin_api_key.get_secret_value())
+    else:
+        stored = await db.server_state.get(_ADMIN_HASH_KEY)
+        if stored is None:
+            candidate = "xa_" + secrets.token_urlsafe(24)
+            stored = await db.server_state.get_or_create(_ADMIN_HASH_KEY, hash_key(candidate))
+            if stored == hash_key(candidate):
+                generated = candidate
+        admin_hash = stored
+    if settings.token_hmac_secret is not None and settings.token_hmac_secret.get_secret_value():
+        token_secret = settings.token_hmac_secret.get_secret_value()
+    else:
+        token_secret = await db.server_state.get_or_create(
+            _TOKEN_SECRET_KEY, secrets.token_urlsafe(48)
+        )
+    return Secrets(admin_hash, token_secret, generated)
+
+
+class Runtime:
+    """Everything one running node holds; built in the ASGI lifespan, torn down after it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db: Database | None = None
+        self.node: Node | None = None
+        self.http: FastAPI | None = None
+        self.secrets: Secrets | None = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        self.db = db = await open_database(settings.database_url)
+        self.secrets = sec = await bootstrap_secrets(settings, db)
+        broker, presence = make_backends(settings.broker_url)
+        tokens = TokenService(sec.token_secret)
+        analytics = MemoryAnalytics()
+        self.node = node = Node(
+            settings=settings,
+            broker=broker,
+            presence=presence,
+            apps=db.apps,
+            tokens=tokens,
+            analytics=analytics,
+        )
+        await node.start()
+        ctx = ServerContext(
+            settings=settings,
+            db=db,
+            tokens=tokens,
+            admin_key_hash=sec.admin_key_hash,
+            executor=Executor(node),
+            analytics=analytics,
+        )
+        self.http = build_http_app(ctx, self)
+
+    async def stop(self) -> None:
+        if self.node is not None:
+            await self.node.close()
+        if self.db is not None:
+            await self.db.close()
+
+    async def healthy(self) -> bool:
+        if self.db is None or self.node is None:
+            return False
+        try:
+            async with asyncio.timeout(HEALTH_TIMEOUT):
+                await self.db.ping()
+                await self.node.broker.ping()
+        except Exception:
+            return False
+        return True
+
+
+def build_http_app(ctx: ServerContext, runtime: Runtime) -> FastAPI:
+    from xshathra.api.http_app import create_http_app
+
+    app = create_http_app(ctx)
+    app.include_router(create_engine_router(ctx))
+
+    @app.get("/realtime/health", tags=["engine"], summary="Liveness of this node")
+    async def health() -> Response:
+        ok = await runtime.healthy()
+        return JSONResponse({}, status_code=200 if ok else 503)
+
+    @app.get("/socket-auth-test.html", include_in_schema=False)
+    async def socket_auth_test() -> Response:
+        page = resources.files("xshathra.static").joinpath("socket-auth-test.html").read_bytes()
+        return Response(page, media_type="text/html; charset=utf-8")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static_file(name: str) -> Response:
+        if name not in {"socket-auth-test.js", "socket-auth-test.css"}:
+            return JSONResponse({"error": "not found"}, status_code=404)
+        body = resources.files("xshathra.static").joinpath(name).read_bytes()
+        kind = "text/javascript" if name.endswith(".js") else "text/css"
+        return Response(body, media_type=f"{kind}; charset=utf-8")
+
+    return app
+
+
+class XshathraASGI:
+    """The ASGI entry point: owns the lifespan (so the node exists before any request) and
+    hands HTTP to the FastAPI app built at startup. WebSockets never reach it: uvicorn gives
+    them to `CentrifugeWebSocketProtocol`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.runtime = Runtime(settings)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        http = self.runtime.http
+        if http is None:
+            await JSONResponse({"error": "starting"}, status_code=503)(scope, receive, send)
+            return
+        await http(scope, receive, send)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.runtime.start()
+                except BaseException as exc:
+                    log.error("startup failed: %s", _safe(exc))
+                    await send({"type": "lifespan.startup.failed", "message": _safe(exc)})
+                    return
+                state: dict[str, Any] | None = scope.get("state")
+                if state is not None:
+                    state[NODE_STATE_KEY] = self.runtime.node
+                await send({"type": "lifespan.startup.complete"})
+                _print_banner(self.runtime)
+            elif message["type"] == "lifespan.shutdown":
+                with contextlib.suppress(Exception):
+                    await self.runtime.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def _safe(exc: BaseException) -> str:
+    """An error message for logs, never carrying a URL's password."""
+    import re
+
+    return re.sub(r"://([^:/@\s]+):[^@\s]+@", r"://\1:***@", str(exc)) or type(exc).__name__
+
+
+def _print_banner(runtime: Runtime) -> None:
+    s = runtime.settings
+    host = "127.0.0.1" if s.host in ("0.0.0.0", "::") else s.host
+    base = s.public_url.rstrip("/") or f"http://{host}:{s.port}"
+    lines = [
+        f"Xshathra {runtime.node.version if runtime.node else ''} listening on {base}",
+        f"  API docs:       {base}/docs",
+        f"  Test page:      {base}/socket-auth-test.html",
+        f"  WebSocket:      {base.replace('http', 'ws', 1)}/realtime/connection/websocket",
+    ]
+    if runtime.secrets is not None and runtime.secrets.generated_admin_key:
+        lines += [
+            "",
+            "  Admin API key (shown once, store it now; header X-ADMIN-API-KEY):",
+            f"    {runtime.secrets.generated_admin_key}",
+        ]
+    print("\n".join(lines), file=sys.stdout, flush=True)
+
+
+def create_server(settings: Settings) -> uvicorn.Server:
+    config = uvicorn.Config(
+        XshathraASGI(settings),
+        host=settings.host,
+        port=settings.port,
+        ws=CentrifugeWebSocketProtocol,
+        http="httptools",
+        loop="uvloop" if sys.platform != "win32" else "asyncio",
+        lifespan="on",
+        access_log=False,  # query strings may carry api_key: never log them
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=10,
+        ws_max_size=settings.max_message_size,
+    )
+    return uvicorn.Server(config)
+
+
+def serve(settings: Settings) -> None:
+    """Run one node until SIGINT/SIGTERM."""
+    server = create_server(settings)
+    server.run()
+    if not server.started:
+        raise SystemExit(1)
