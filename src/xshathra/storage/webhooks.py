@@ -1,0 +1,79 @@
+"""Webhook registrations in SQL: `SqlWebhookStore` implements `webhooks.models.WebhookStore`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from xshathra.storage.tables import webhooks
+from xshathra.tenancy.apps import utcnow
+from xshathra.webhooks.models import Webhook
+
+_events_decoder = msgspec.json.Decoder(list[str])
+
+
+def _webhook(row: Any) -> Webhook:
+    return Webhook(
+        id=row.id,
+        app_id=row.app_id,
+        url=row.url,
+        secret=row.secret,
+        events=tuple(_events_decoder.decode(row.events)),
+        enabled=bool(row.enabled),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+class SqlWebhookStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def create_webhook(self, webhook: Webhook) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                webhooks.insert().values(
+                    id=webhook.id,
+                    app_id=webhook.app_id,
+                    url=webhook.url,
+                    secret=webhook.secret,
+                    events=msgspec.json.encode(list(webhook.events)).decode(),
+                    enabled=webhook.enabled,
+                    created_at=webhook.created_at,
+                    updated_at=webhook.updated_at,
+                )
+            )
+
+    async def list_webhooks(self, app_id: str) -> list[Webhook]:
+        query = (
+            select(webhooks)
+            .where(webhooks.c.app_id == app_id)
+            .order_by(webhooks.c.created_at, webhooks.c.id)
+        )
+        async with self._engine.connect() as conn:
+            return [_webhook(r) for r in (await conn.execute(query)).all()]
+
+    async def get_webhook(self, app_id: str, webhook_id: str) -> Webhook | None:
+        query = select(webhooks).where(webhooks.c.app_id == app_id, webhooks.c.id == webhook_id)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return _webhook(row) if row is not None else None
+
+    async def delete_webhook(self, app_id: str, webhook_id: str) -> bool:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                delete(webhooks).where(webhooks.c.app_id == app_id, webhooks.c.id == webhook_id)
+            )
+        return bool(result.rowcount)
+
+    async def set_enabled(self, app_id: str, webhook_id: str, enabled: bool) -> bool:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(webhooks)
+                .where(webhooks.c.app_id == app_id, webhooks.c.id == webhook_id)
+                .values(enabled=enabled, updated_at=utcnow())
+            )
+        return bool(result.rowcount)
