@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 from xshathra.analytics.memory import MemoryAnalytics
 from xshathra.api.context import ServerContext
 from xshathra.api.executor import Executor
-from xshathra.api.routes_engine import create_engine_router
+from xshathra.api.ratelimit import RateLimiter
 from xshathra.brokers import Broker
 from xshathra.engine.node import Node
 from xshathra.presence import PresenceStore
@@ -115,6 +115,7 @@ class Runtime:
             admin_key_hash=sec.admin_key_hash,
             executor=Executor(node),
             analytics=analytics,
+            limiter=RateLimiter(token_per_minute=settings.token_rate_limit),
         )
         self.http = build_http_app(ctx, self)
 
@@ -140,7 +141,6 @@ def build_http_app(ctx: ServerContext, runtime: Runtime) -> FastAPI:
     from xshathra.api.http_app import create_http_app
 
     app = create_http_app(ctx)
-    app.include_router(create_engine_router(ctx))
 
     @app.get("/realtime/health", tags=["engine"], summary="Liveness of this node")
     async def health() -> Response:

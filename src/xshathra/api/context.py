@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from xshathra.analytics import AnalyticsReader
     from xshathra.api.executor import Executor
+    from xshathra.api.ratelimit import RateLimiter
     from xshathra.settings import Settings
     from xshathra.storage.database import Database
-    from xshathra.tenancy.apps import Application
     from xshathra.tenancy.tokens import TokenService
 
 
@@ -23,6 +22,4 @@ class ServerContext:
     admin_key_hash: str  # SHA-256 of the admin key (tenancy.apps.hash_key); the key is not kept
     executor: Executor
     analytics: AnalyticsReader
-    # Counts one HTTP API request against the app's per-minute limit: None when allowed, else
-    # the seconds to wait. Set by the composition root.
-    app_limit: Callable[[Application], Awaitable[int | None]] | None = None
+    limiter: RateLimiter

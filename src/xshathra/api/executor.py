@@ -219,6 +219,12 @@ class Executor:
         await self._control(app, "refresh", request.user, request.client, code=expire_at)
         return EmptyResult()
 
+    async def app_changed(self, app_id: str) -> None:
+        """An app was updated or deleted: every node refreshes (or closes) its connections."""
+        from xshathra.engine.node import ControlMessage
+
+        await self._node.send_control(ControlMessage(type="app_changed", app_id=app_id))
+
     async def _control(
         self,
         app: Application,

@@ -89,7 +89,7 @@ def create_engine_router(ctx: ServerContext) -> APIRouter:
             return _error(ErrorCode.UNAUTHORIZED, status=401)
         if not app.status:
             return _error(ErrorCode.PERMISSION_DENIED, "application is disabled", status=403)
-        limited = await ctx.app_limit(app) if ctx.app_limit is not None else None
+        limited = await ctx.limiter.hit_app(app)
         if limited is not None:
             return _json(
                 {

@@ -1,0 +1,94 @@
+"""Who is calling: the admin key or an application key, and which application a request acts on.
+
+App keys come as `X-APP-API-KEY`, `X-API-Key` or `?api_key=`, and on `/api/realtime/*` also as
+`Authorization: apikey <key>` or `Bearer <key>`. Keys are looked up by their SHA-256 (an indexed
+lookup on a hash reveals nothing about the key) and the admin key is compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from xshathra.api.context import ServerContext
+from xshathra.api.errors import HttpError
+from xshathra.tenancy.apps import Application, hash_key
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    admin: bool
+    app: Application | None  # the key's own app; None for the admin
+
+
+def app_key_from(request: Request, *, allow_authorization: bool) -> str:
+    headers = request.headers
+    key = headers.get("x-app-api-key") or headers.get("x-api-key") or ""
+    if not key:
+        key = request.query_params.get("api_key", "")
+    if not key and allow_authorization:
+        scheme, _, value = headers.get("authorization", "").partition(" ")
+        if scheme.lower() in ("apikey", "bearer"):
+            key = value.strip()
+    return key.strip()
+
+
+async def authenticate(request: Request, ctx: ServerContext, *, realtime: bool = False) -> Caller:
+    """Identify the caller or raise 401. The admin key wins when both are sent."""
+    admin_key = request.headers.get("x-admin-api-key")
+    if admin_key:
+        if hmac.compare_digest(hash_key(admin_key), ctx.admin_key_hash):
+            return Caller(admin=True, app=None)
+        raise HttpError(401, "invalid admin API key")
+    key = app_key_from(request, allow_authorization=realtime)
+    if not key:
+        raise HttpError(401, "missing API key")
+    app = await ctx.db.apps.find_by_api_key_hash(hash_key(key))
+    if app is None:
+        raise HttpError(401, "invalid API key")
+    return Caller(admin=False, app=app)
+
+
+async def target_app(caller: Caller, ctx: ServerContext, requested: str | None) -> Application:
+    """The app a request acts on, enforcing isolation (403) and admin scoping (400/404)."""
+    if caller.admin:
+        if not requested:
+            raise HttpError(400, "app_id is required when using the admin key")
+        app = await ctx.db.apps.get_app(requested)
+        if app is None:
+            raise HttpError(404, "application not found")
+        return app
+    assert caller.app is not None
+    if requested and requested != caller.app.app_id:
+        raise HttpError(403, "access denied: the API key belongs to another application")
+    if not caller.app.status:
+        raise HttpError(403, "application is disabled")
+    return caller.app
+
+
+async def check_app_rate(ctx: ServerContext, caller: Caller, app: Application) -> None:
+    """Count the request against the app's per-minute limit (app keys only; admins are exempt)."""
+    if caller.admin:
+        return
+    retry_after = await ctx.limiter.hit_app(app)
+    if retry_after is not None:
+        raise HttpError(
+            429,
+            "rate limit exceeded",
+            headers={"Retry-After": str(retry_after)},
+            extra={"retry_after": retry_after},
+        )
+
+
+async def check_ip_rate(ctx: ServerContext, request: Request) -> None:
+    ip = request.client.host if request.client is not None else ""
+    retry_after = await ctx.limiter.hit_ip(ip)
+    if retry_after is not None:
+        raise HttpError(
+            429,
+            "rate limit exceeded",
+            headers={"Retry-After": str(retry_after)},
+            extra={"retry_after": retry_after},
+        )

@@ -1,0 +1,34 @@
+"""Rate limits (SPEC §6) with the `limits` library: per app at its `rate_limit` per minute on
+the HTTP API, and per client IP on the token endpoints. The storage is memory on one node and
+can be a shared Redis (`async+redis://...`) so limits hold across nodes."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from limits import RateLimitItemPerMinute
+from limits.storage import storage_from_string
+from limits.aio.strategies import MovingWindowRateLimiter
+
+from xshathra.tenancy.apps import Application
+
+
+class RateLimiter:
+    def __init__(self, storage_uri: str = "async+memory://", *, token_per_minute: int = 100) -> None:
+        self._storage = storage_from_string(storage_uri)
+        self._limiter = MovingWindowRateLimiter(self._storage)
+        self._token_item = RateLimitItemPerMinute(token_per_minute)
+
+    async def _hit(self, item: RateLimitItemPerMinute, *keys: str) -> int | None:
+        """None when allowed; else whole seconds until a request would be allowed again."""
+        if await self._limiter.hit(item, *keys):
+            return None
+        stats = await self._limiter.get_window_stats(item, *keys)
+        return max(1, math.ceil(stats.reset_time - time.time()))
+
+    async def hit_app(self, app: Application) -> int | None:
+        return await self._hit(RateLimitItemPerMinute(max(1, app.rate_limit)), "app", app.app_id)
+
+    async def hit_ip(self, ip: str) -> int | None:
+        return await self._hit(self._token_item, "token-ip", ip or "unknown")

@@ -1,0 +1,319 @@
+"""Seed 000, the apps API: `/api/token`, `/api/broadcast`, `/api/applications`,
+`/api/analytics`, `/api/webhooks`. Errors as `{"success": false, "error": "..."}`."""
+
+
+import hmac
+import re
+import time
+from typing import Annotated, Any
+
+import msgspec
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+from xshathra.analytics import PERIODS
+from xshathra.api.auth import Caller, authenticate, check_app_rate, check_ip_rate, target_app
+from xshathra.api.context import ServerContext
+from xshathra.api.errors import HttpError
+from xshathra.api.executor import ApiError, PublishRequest
+from xshathra.api.netguard import UnsafeURLError, check_webhook_url
+from xshathra.api.views import application_view, iso, webhook_view
+from xshathra.tenancy.apps import (
+    APP_ID_PATTERN,
+    AppExistsError,
+    NamespaceOptions,
+    generate_app,
+    new_secret,
+    regenerate_api_key,
+)
+from xshathra.webhooks.models import Webhook, new_webhook_id
+
+_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9*]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+                        r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(:\d{1,5})?$")
+_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_-]{0,64}$")
+LIFECYCLE_EVENTS = ("user-joined", "user-left", "room-occupied", "room-vacated")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class TokenBody(_Body):
+    app_id: StrictStr
+    app_secret: StrictStr
+    payload: dict[str, Any] | None = None
+
+
+class BroadcastBody(_Body):
+    app_id: StrictStr | None = None
+    room: StrictStr
+    event: StrictStr
+    data: Any = Field(default_factory=dict)
+
+
+class CreateAppBody(_Body):
+    app_id: StrictStr | None = None
+    name: StrictStr
+    allowed_domain: StrictStr | None = None
+    rate_limit: StrictInt | None = None
+
+
+class UpdateAppBody(_Body):
+    name: StrictStr | None = None
+    allowed_domain: StrictStr | None = None
+    rate_limit: StrictInt | None = None
+    status: StrictBool | None = None
+    namespaces: dict[str, dict[str, Any]] | None = None
+
+
+class WebhookBody(_Body):
+    app_id: StrictStr | None = None
+    url: StrictStr
+    secret: StrictStr | None = None
+    events: list[StrictStr]
+
+
+def _ok(body: dict[str, Any], status: int = 200) -> JSONResponse:
+    return JSONResponse({"success": True, **body}, status_code=status)
+
+
+def _check_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise HttpError(400, "name must be 1 to 200 characters")
+    return name
+
+
+def _check_domain(domain: str | None) -> str | None:
+    if domain is None:
+        return None
+    domain = domain.strip().lower()
+    if domain == "":
+        return None
+    if not _DOMAIN_RE.match(domain):
+        raise HttpError(400, "allowed_domain must be a domain name such as example.com")
+    return domain
+
+
+def _check_rate(rate: int | None) -> int | None:
+    if rate is not None and not 1 <= rate <= 1_000_000:
+        raise HttpError(400, "rate_limit must be an integer from 1 to 1000000")
+    return rate
+
+
+def _namespaces(raw: dict[str, dict[str, Any]]) -> dict[str, NamespaceOptions]:
+    result: dict[str, NamespaceOptions] = {}
+    for name, options in raw.items():
+        if not _NAMESPACE_RE.match(name):
+            raise HttpError(400, f"namespace name '{name[:64]}' must match [A-Za-z0-9_-]{{0,64}}")
+        try:
+            opts = msgspec.convert(options, NamespaceOptions, strict=True)
+        except msgspec.ValidationError as exc:
+            raise HttpError(400, f"namespaces.{name}: {exc}") from None
+        if opts.history_size < 0 or opts.history_ttl < 0 or opts.history_size > 10_000:
+            raise HttpError(400, f"namespaces.{name}: history_size must be 0..10000, ttl >= 0")
+        result[name] = opts
+    return result
+
+
+def create_apps_router(ctx: ServerContext) -> APIRouter:
+    router = APIRouter(prefix="/api", tags=["apps API (seed 000)"])
+
+    async def caller(request: Request) -> Caller:
+        return await authenticate(request, ctx)
+
+    CallerDep = Annotated[Caller, Depends(caller)]
+
+    async def ip_limited(request: Request) -> None:
+        await check_ip_rate(ctx, request)
+
+    @router.post("/token", summary="Mint a client JWT (app_id + app_secret)",
+                 dependencies=[Depends(ip_limited)])
+    async def token(body: TokenBody) -> JSONResponse:
+        app = await ctx.db.apps.get_app(body.app_id) if APP_ID_PATTERN.match(body.app_id) else None
+        # Compare against something even when the app is unknown: no timing hint either way.
+        expected = app.app_secret if app is not None else new_secret()
+        if not hmac.compare_digest(expected.encode(), body.app_secret.encode()) or app is None:
+            raise HttpError(401, "invalid app_id or app_secret")
+        if not app.status:
+            raise HttpError(403, "application is disabled")
+        minted = ctx.tokens.mint_api_token(app.app_id, body.payload)
+        return _ok(
+            {
+                "token": minted.token,
+                "expires_in": minted.expires_at - minted.issued_at,
+                "expires_at": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(minted.expires_at)),
+            }
+        )
+
+    @router.post("/broadcast", summary="Broadcast an event to a room")
+    async def broadcast(body: BroadcastBody, who: CallerDep, app_id: str | None = None) -> JSONResponse:
+        app = await target_app(who, ctx, body.app_id or app_id)
+        await check_app_rate(ctx, who, app)
+        if not body.room:
+            raise HttpError(400, "room is required")
+        if not body.event or len(body.event) > 200:
+            raise HttpError(400, "event must be 1 to 200 characters")
+        try:
+            outcome = await ctx.executor.publish(
+                app,
+                PublishRequest(
+                    channel=body.room,
+                    data=msgspec.Raw(msgspec.json.encode(body.data)),
+                    tags={"event": body.event},
+                ),
+                origin="api",
+            )
+        except ApiError as exc:
+            raise HttpError(413 if exc.code == 106 else 400, f"room: {exc.message}") from None
+        return _ok(
+            {
+                "room": f"app-{app.app_id}-{body.room}",
+                "event": body.event,
+                "subscriber_count": outcome.subscriber_count,
+                "timestamp": int(time.time() * 1000),
+            }
+        )
+
+    @router.get("/applications", summary="Your application (app key) or all of them (admin)")
+    async def list_or_get(who: CallerDep, app_id: str | None = None) -> JSONResponse:
+        if who.admin and not app_id:
+            apps = await ctx.db.apps.list_apps()
+            return _ok({"applications": [application_view(a) for a in apps]})
+        app = await target_app(who, ctx, app_id)
+        await check_app_rate(ctx, who, app)
+        return _ok({"application": application_view(app)})
+
+    @router.post("/applications", status_code=201, summary="Create an application (admin)")
+    async def create(body: CreateAppBody, who: CallerDep) -> JSONResponse:
+        if not who.admin:
+            raise HttpError(403, "the admin API key is required")
+        if body.app_id is not None and not APP_ID_PATTERN.match(body.app_id):
+            raise HttpError(400, "app_id must match [A-Za-z0-9_-]{1,64}")
+        app, keys = generate_app(
+            name=_check_name(body.name),
+            app_id=body.app_id,
+            allowed_domain=_check_domain(body.allowed_domain),
+            rate_limit=_check_rate(body.rate_limit) or ctx.settings.default_app_rate_limit,
+        )
+        try:
+            await ctx.db.apps.create_app(app)
+        except AppExistsError:
+            raise HttpError(409, "an application with this app_id already exists") from None
+        return _ok({"application": application_view(app, api_key=keys.api_key)}, 201)
+
+    @router.put("/applications/{app_id}", summary="Update application settings")
+    async def update(app_id: str, body: UpdateAppBody, who: CallerDep) -> JSONResponse:
+        app = await target_app(who, ctx, app_id)
+        await check_app_rate(ctx, who, app)
+        changes: dict[str, Any] = {}
+        fields = body.model_fields_set
+        if body.name is not None:
+            changes["name"] = _check_name(body.name)
+        if "allowed_domain" in fields:
+            changes["allowed_domain"] = _check_domain(body.allowed_domain)
+        if body.rate_limit is not None:
+            changes["rate_limit"] = _check_rate(body.rate_limit)
+        if body.status is not None:
+            changes["status"] = body.status
+        if body.namespaces is not None:
+            changes["namespaces"] = _namespaces(body.namespaces)
+        updated = app.with_changes(**changes)
+        if not await ctx.db.apps.update_app(updated):
+            raise HttpError(404, "application not found")
+        await ctx.executor.app_changed(updated.app_id)
+        return _ok({"application": application_view(updated)})
+
+    @router.delete("/applications/{app_id}", summary="Delete an application (admin)")
+    async def delete(app_id: str, who: CallerDep) -> JSONResponse:
+        if not who.admin:
+            raise HttpError(403, "the admin API key is required")
+        if not await ctx.db.apps.delete_app(app_id):
+            raise HttpError(404, "application not found")
+        await ctx.executor.app_changed(app_id)
+        return _ok({})
+
+    @router.post("/applications/{app_id}/regenerate-api-key", summary="Regenerate the API key")
+    async def regenerate(app_id: str, who: CallerDep) -> JSONResponse:
+        app = await target_app(who, ctx, app_id)
+        await check_app_rate(ctx, who, app)
+        updated, keys = regenerate_api_key(app)
+        if not await ctx.db.apps.update_app(updated):
+            raise HttpError(404, "application not found")
+        view = application_view(updated, api_key=keys.api_key)
+        return _ok({"application": view, "api_key": keys.api_key})
+
+    @router.get("/analytics", summary="Usage figures for a period")
+    async def analytics(
+        who: CallerDep,
+        period: Annotated[str, Query()] = "24h",
+        app_id: str | None = None,
+    ) -> JSONResponse:
+        app = await target_app(who, ctx, app_id)
+        await check_app_rate(ctx, who, app)
+        seconds = PERIODS.get(period)
+        if seconds is None:
+            raise HttpError(400, "period must be one of 1h, 24h, 7d, 30d")
+        snap = await ctx.analytics.snapshot(app.app_id, seconds)
+        return _ok(
+            {
+                "app_id": app.app_id,
+                "period": period,
+                "metrics": {
+                    "connections": {
+                        "total": snap.connections_total,
+                        "current": snap.connections_current,
+                    },
+                    "events": {"total": snap.events_total, "broadcasts": snap.events_broadcasts},
+                    "users": {"online": snap.users_online, "total": snap.users_total},
+                },
+                "series": msgspec.to_builtins(snap.series),
+                "timestamp": int(time.time() * 1000),
+            }
+        )
+
+    @router.post("/webhooks", status_code=201, summary="Register a webhook")
+    async def create_webhook(body: WebhookBody, who: CallerDep, app_id: str | None = None) -> JSONResponse:
+        app = await target_app(who, ctx, body.app_id or app_id)
+        await check_app_rate(ctx, who, app)
+        events = [e.strip() for e in body.events]
+        if not events or any(not e or len(e) > 200 for e in events) or len(events) > 100:
+            raise HttpError(400, "events must be a non-empty array of event names")
+        try:
+            await check_webhook_url(body.url, allow_private=ctx.settings.webhook_allow_private)
+        except UnsafeURLError as exc:
+            raise HttpError(400, str(exc)) from None
+        if body.secret is not None and not 8 <= len(body.secret) <= 200:
+            raise HttpError(400, "secret must be 8 to 200 characters")
+        secret = body.secret or new_secret("whsec_")
+        webhook = Webhook(
+            id=new_webhook_id(),
+            app_id=app.app_id,
+            url=body.url.strip(),
+            secret=secret,
+            events=tuple(dict.fromkeys(events)),
+        )
+        await ctx.db.webhooks.create_webhook(webhook)
+        shown = secret if body.secret is None else None
+        return _ok({"webhook": webhook_view(webhook, secret=shown)}, 201)
+
+    @router.get("/webhooks", summary="List webhooks")
+    async def list_webhooks(who: CallerDep, app_id: str | None = None) -> JSONResponse:
+        app = await target_app(who, ctx, app_id)
+        await check_app_rate(ctx, who, app)
+        hooks = await ctx.db.webhooks.list_webhooks(app.app_id)
+        return _ok({"webhooks": [webhook_view(h) for h in hooks]})
+
+    @router.delete("/webhooks/{webhook_id}", summary="Delete a webhook")
+    async def delete_webhook(webhook_id: str, who: CallerDep, app_id: str | None = None) -> JSONResponse:
+        app = await target_app(who, ctx, app_id)
+        await check_app_rate(ctx, who, app)
+        if not await ctx.db.webhooks.delete_webhook(app.app_id, webhook_id):
+            raise HttpError(404, "webhook not found")
+        return _ok({})
+
+    return router
+
+
+__all__ = ["LIFECYCLE_EVENTS", "create_apps_router", "iso"]

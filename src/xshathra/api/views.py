@@ -1,0 +1,54 @@
+"""JSON views of records, one function per record, shared by the HTTP API and the CLI.
+
+Keys: `api_key` (= `server_api_key`) is stored only as a SHA-256 hash, so it appears in the
+answers that create or regenerate it and nowhere else (elsewhere: `api_key_hint`, its last four
+characters). `app_secret` is shown to the app's owner because backends need it to sign tokens;
+`client_api_key` is public by design.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from xshathra.tenancy.apps import Application
+from xshathra.webhooks.models import Webhook
+
+
+def iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def application_view(app: Application, *, api_key: str | None = None) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "app_id": app.app_id,
+        "name": app.name,
+        "app_secret": app.app_secret,
+        "client_api_key": app.client_api_key,
+        "api_key_hint": app.api_key_hint,
+        "allowed_domain": app.allowed_domain,
+        "rate_limit": app.rate_limit,
+        "status": app.status,
+        "namespaces": msgspec.to_builtins(app.namespaces),
+        "created_at": iso(app.created_at),
+        "updated_at": iso(app.updated_at),
+    }
+    if api_key is not None:
+        view["api_key"] = api_key
+        view["server_api_key"] = api_key
+    return view
+
+
+def webhook_view(webhook: Webhook, *, secret: str | None = None) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": webhook.id,
+        "url": webhook.url,
+        "events": list(webhook.events),
+        "enabled": webhook.enabled,
+        "created_at": iso(webhook.created_at),
+    }
+    if secret is not None:
+        view["secret"] = secret
+    return view

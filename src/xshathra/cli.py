@@ -1,0 +1,162 @@
+"""The `xshathra` command: run a node, and manage applications from the shell.
+
+`--json` prints exactly the JSON the HTTP API answers; errors go to stderr with exit code 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from xshathra.settings import Settings
+
+T = TypeVar("T")
+
+
+def _run(work: Callable[[Any], Awaitable[T]]) -> T:
+    """Open the configured database, run `work(db)`, close it; errors become clean messages."""
+
+    async def main() -> T:
+        from xshathra.storage.database import open_database
+
+        db = await open_database(Settings().database_url)
+        try:
+            return await work(db)
+        finally:
+            await db.close()
+
+    try:
+        return asyncio.run(main())
+    except (ValueError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _print_json(body: dict[str, Any]) -> None:
+    click.echo(json.dumps(body, indent=2))
+
+
+@click.group()
+@click.version_option(package_name="xshathra")
+def main() -> None:
+    """Xshathra: a multi-tenant realtime messaging server."""
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to listen on (default 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Port to listen on (default 3001).")
+def serve(host: str | None, port: int | None) -> None:
+    """Run one node: HTTP API, engine and test page on one port."""
+    from xshathra.server import serve as run_server
+
+    overrides: dict[str, Any] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    run_server(Settings(**overrides))
+
+
+@main.group()
+def apps() -> None:
+    """Manage applications (tenants)."""
+
+
+@apps.command("create")
+@click.argument("name")
+@click.option("--app-id", default=None, help="Slug [A-Za-z0-9_-]{1,64}; generated if absent.")
+@click.option("--allowed-domain", default=None)
+@click.option("--rate-limit", default=None, type=click.IntRange(1, 1_000_000))
+@click.option("--json", "as_json", is_flag=True, help="Print the HTTP API's JSON.")
+def apps_create(
+    name: str, app_id: str | None, allowed_domain: str | None, rate_limit: int | None, as_json: bool
+) -> None:
+    """Create an application; prints its keys once."""
+    from xshathra.api.views import application_view
+    from xshathra.tenancy.apps import APP_ID_PATTERN, AppExistsError, generate_app
+
+    if app_id is not None and not APP_ID_PATTERN.match(app_id):
+        raise click.ClickException("--app-id must match [A-Za-z0-9_-]{1,64}")
+    if not name.strip() or len(name) > 200:
+        raise click.ClickException("NAME must be 1 to 200 characters")
+    app, keys = generate_app(
+        name=name.strip(),
+        app_id=app_id,
+        allowed_domain=allowed_domain or None,
+        rate_limit=rate_limit or Settings().default_app_rate_limit,
+    )
+
+    async def work(db: Any) -> None:
+        try:
+            await db.apps.create_app(app)
+        except AppExistsError:
+            raise click.ClickException(f"an application with app_id '{app.app_id}' exists") from None
+
+    _run(work)
+    view = application_view(app, api_key=keys.api_key)
+    if as_json:
+        _print_json({"success": True, "application": view})
+        return
+    click.echo(f"Created application {app.app_id} ({app.name})")
+    for field in ("app_id", "api_key", "app_secret", "client_api_key"):
+        click.echo(f"  {field:16} {view[field]}")
+    click.echo("The api_key is shown only now: store it.")
+
+
+@apps.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def apps_list(as_json: bool) -> None:
+    """List applications."""
+    from xshathra.api.views import application_view
+
+    found = _run(lambda db: db.apps.list_apps())
+    views = [application_view(a) for a in found]
+    if as_json:
+        _print_json({"success": True, "applications": views})
+        return
+    if not views:
+        click.echo("No applications.")
+        return
+    click.echo(f"{'APP ID':<32} {'NAME':<28} {'STATUS':<8} RATE/MIN")
+    for v in views:
+        status = "enabled" if v["status"] else "disabled"
+        click.echo(f"{v['app_id']:<32} {v['name'][:28]:<28} {status:<8} {v['rate_limit']}")
+
+
+@apps.command("show")
+@click.argument("app_id")
+@click.option("--json", "as_json", is_flag=True)
+def apps_show(app_id: str, as_json: bool) -> None:
+    """Show one application."""
+    from xshathra.api.views import application_view
+
+    app = _run(lambda db: db.apps.get_app(app_id))
+    if app is None:
+        raise click.ClickException(f"application '{app_id}' not found")
+    view = application_view(app)
+    if as_json:
+        _print_json({"success": True, "application": view})
+        return
+    for key, value in view.items():
+        click.echo(f"{key:16} {json.dumps(value) if isinstance(value, dict) else value}")
+
+
+@apps.command("delete")
+@click.argument("app_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True)
+def apps_delete(app_id: str, yes: bool, as_json: bool) -> None:
+    """Delete an application and everything it owns."""
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Delete application '{app_id}' and all its data?", abort=True)
+    deleted = _run(lambda db: db.apps.delete_app(app_id))
+    if not deleted:
+        raise click.ClickException(f"application '{app_id}' not found")
+    if as_json:
+        _print_json({"success": True})
+    else:
+        click.echo(f"Deleted application {app_id}")
