@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.server import ServerProcess, running_server
+from tests.support.services import postgres_database
 
 
 @pytest.fixture(scope="module")
@@ -17,3 +18,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """
     with running_server(tmp_path_factory.mktemp("node")) as proc:
         yield proc
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server_any_db(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A real node on each database backend in turn."""
+    tmp = tmp_path_factory.mktemp(f"node-{request.param}")
+    if request.param == "sqlite":
+        with running_server(tmp) as proc:
+            yield proc
+    else:
+        with postgres_database() as url, running_server(tmp, database_url=url) as proc:
+            yield proc
