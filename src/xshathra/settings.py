@@ -47,5 +47,8 @@ class Settings(BaseSettings):
     ping_interval: int = 25  # seconds between server pings
     pong_timeout: int = 10  # seconds to wait for a pong after a ping
     connect_timeout: float = 10.0  # seconds for the first (connect) command
+    # Clients refresh tokens when their ttl runs out; this grace (as Centrifugo's
+    # client_expired_close_delay) lets the refresh arrive before the connection is closed.
+    expired_close_delay: float = 25.0
     token_rate_limit: int = 100  # per minute per client IP on the token endpoints
     default_app_rate_limit: int = 1000  # per minute per app on the HTTP API

@@ -317,7 +317,7 @@ class ClientSession:
             self._expire_timer = None
         self.expires_at = expires_at
         if expires_at is not None:
-            delay = max(0.0, expires_at - time.time())
+            delay = max(0.0, expires_at - time.time()) + self.node.settings.expired_close_delay
             self._expire_timer = self.node.loop.call_later(delay, self._expired)
 
     def _expired(self) -> None:
@@ -479,7 +479,7 @@ class ClientSession:
             sub.timer = None
         sub.expires_at = expires_at
         if expires_at is not None:
-            delay = max(0.0, expires_at - time.time())
+            delay = max(0.0, expires_at - time.time()) + self.node.settings.expired_close_delay
             sub.timer = self.node.loop.call_later(delay, self._sub_expired, sub)
 
     def _sub_expired(self, sub: Subscription) -> None:
