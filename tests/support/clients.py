@@ -13,6 +13,7 @@ from centrifuge import (
     Client,
     ClientEventHandler,
     ConnectedContext,
+    ConnectingContext,
     DisconnectedContext,
     JoinContext,
     LeaveContext,
@@ -115,6 +116,9 @@ class SubEvents(SubscriptionEventHandler):
 class ClientEvents(ClientEventHandler):
     def __init__(self, rec: Recorder) -> None:
         self.rec = rec
+
+    async def on_connecting(self, ctx: ConnectingContext) -> None:
+        self.rec.put("connecting", ctx)
 
     async def on_connected(self, ctx: ConnectedContext) -> None:
         self.rec.put("connected", ctx)
