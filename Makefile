@@ -33,6 +33,8 @@ serve: $(STAMP)
 	$(VENV)/bin/xshathra serve
 
 test: $(DEVSTAMP) $(JSSTAMP) chromium
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
 lint: $(DEVSTAMP)

@@ -94,7 +94,9 @@ def apps_create(
         try:
             await db.apps.create_app(app)
         except AppExistsError:
-            raise click.ClickException(f"an application with app_id '{app.app_id}' exists") from None
+            raise click.ClickException(
+                f"an application with app_id '{app.app_id}' exists"
+            ) from None
 
     _run(work)
     view = application_view(app, api_key=keys.api_key)

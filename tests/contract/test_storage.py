@@ -23,10 +23,12 @@ from xshathra.webhooks.models import Webhook, new_webhook_id
 
 async def test_app_round_trip(database: Database) -> None:
     """Every field, namespaces included, comes back as stored, with UTC-aware timestamps."""
-    app, keys = generate_app(name="Shop", app_id="shop", allowed_domain="example.com",
-                             rate_limit=60)
-    app = replace(app, namespaces={"chat": NamespaceOptions(presence=True, history_size=5,
-                                                            history_ttl=30)})
+    app, keys = generate_app(
+        name="Shop", app_id="shop", allowed_domain="example.com", rate_limit=60
+    )
+    app = replace(
+        app, namespaces={"chat": NamespaceOptions(presence=True, history_size=5, history_ttl=30)}
+    )
     await database.apps.create_app(app)
     got = await database.apps.get_app("shop")
     assert got == app
@@ -67,8 +69,13 @@ async def test_webhooks_are_scoped_and_cascade(database: Database) -> None:
     b, _ = generate_app(name="b", app_id="wb")
     await database.apps.create_app(a)
     await database.apps.create_app(b)
-    hook = Webhook(id=new_webhook_id(), app_id="wa", url="https://example.com/h",
-                   secret="s" * 16, events=("new-message", "*"))
+    hook = Webhook(
+        id=new_webhook_id(),
+        app_id="wa",
+        url="https://example.com/h",
+        secret="s" * 16,
+        events=("new-message", "*"),
+    )
     await database.webhooks.create_webhook(hook)
     assert await database.webhooks.list_webhooks("wa") == [hook]
     assert await database.webhooks.get_webhook("wb", hook.id) is None
@@ -116,8 +123,9 @@ async def test_two_nodes_migrate_one_postgres_database_at_once() -> None:
             await db.close()
 
 
-@pytest.mark.parametrize("url", ["mysql://root:hunter2@localhost/x", "nonsense",
-                                 "sqlite:///:memory:"])
+@pytest.mark.parametrize(
+    "url", ["mysql://root:hunter2@localhost/x", "nonsense", "sqlite:///:memory:"]
+)
 async def test_bad_urls_are_refused_without_leaking_secrets(url: str) -> None:
     with pytest.raises(ValueError) as info:
         await open_database(url)

@@ -15,10 +15,19 @@ from tests.support.server import ServerProcess
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM), reason="Debian chromium is not installed (apt-get install chromium)"
+    not os.path.exists(CHROMIUM),
+    reason="Debian chromium is not installed (apt-get install chromium)",
 )
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SCREENSHOT = Path(os.environ.get("XSHATHRA_SCREENSHOT_DIR", "/tmp")) / "socket-auth-test.png"
 
 
@@ -50,9 +59,11 @@ def test_page_walks_through_token_connect_subscribe_and_messages(
     page.click("#subscribe")
     expect(page.locator("#subscribe-status")).to_contain_text("Subscribed to public:lobby")
 
-    r = httpx.post(f"{server.base_url}/api/realtime/publish",
-                   headers={"Authorization": f"apikey {app['api_key']}"},
-                   json={"channel": "public:lobby", "data": {"text": "<b>hello page</b>"}})
+    r = httpx.post(
+        f"{server.base_url}/api/realtime/publish",
+        headers={"Authorization": f"apikey {app['api_key']}"},
+        json={"channel": "public:lobby", "data": {"text": "<b>hello page</b>"}},
+    )
     assert r.status_code == 200
     expect(page.locator("#log")).to_contain_text("<b>hello page</b>")  # shown as text, not HTML
     page.fill("#message-text", "typed in the page")

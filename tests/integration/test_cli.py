@@ -17,8 +17,15 @@ from tests.support.server import running_server
 
 def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "XSHATHRA_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
-    return subprocess.run([sys.executable, "-m", "xshathra", *args], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "xshathra", *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_apps_lifecycle_from_the_shell(tmp_path: Path) -> None:
@@ -37,8 +44,10 @@ def test_apps_lifecycle_from_the_shell(tmp_path: Path) -> None:
 
     # The key the CLI printed works against a server on the same database.
     with running_server(tmp_path, database_url=f"sqlite:///{tmp_path / 'cli.db'}") as srv:
-        r = httpx.get(f"{srv.base_url}/api/applications",
-                      headers={"X-API-Key": body["application"]["api_key"]})
+        r = httpx.get(
+            f"{srv.base_url}/api/applications",
+            headers={"X-API-Key": body["application"]["api_key"]},
+        )
         assert r.status_code == 200 and r.json()["application"] == shown["application"]
 
     deleted = cli(tmp_path, "apps", "delete", "shop", "--yes")
@@ -48,17 +57,22 @@ def test_apps_lifecycle_from_the_shell(tmp_path: Path) -> None:
 
 def test_cli_errors_are_clean(tmp_path: Path) -> None:
     assert cli(tmp_path, "apps", "create", "A", "--app-id", "dup").returncode == 0
-    for args in (("apps", "create", "B", "--app-id", "dup"),
-                 ("apps", "create", "C", "--app-id", "bad id!"),
-                 ("apps", "show", "missing"),
-                 ("apps", "delete", "missing", "--yes")):
+    for args in (
+        ("apps", "create", "B", "--app-id", "dup"),
+        ("apps", "create", "C", "--app-id", "bad id!"),
+        ("apps", "show", "missing"),
+        ("apps", "delete", "missing", "--yes"),
+    ):
         result = cli(tmp_path, *args)
         assert result.returncode != 0, args
         assert "Error" in result.stderr and "Traceback" not in result.stderr
     env_bad = subprocess.run(
         [sys.executable, "-m", "xshathra", "apps", "list"],
         env={**os.environ, "XSHATHRA_DATABASE_URL": "mysql://u:hunter2@h/db"},
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert env_bad.returncode != 0 and "hunter2" not in env_bad.stderr
     assert "Traceback" not in env_bad.stderr

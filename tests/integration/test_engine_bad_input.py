@@ -75,15 +75,21 @@ async def test_oversized_message_is_refused(server: ServerProcess) -> None:
     app = server.create_app(name="big")
     async with websockets.connect(server.ws_url, max_size=None) as ws:
         await connect(ws, realtime_token(server, app, "u"))
-        await ws.send(json.dumps({"id": 2, "publish": {"channel": "public:x",
-                                                       "data": "x" * 70_000}}))
+        await ws.send(
+            json.dumps({"id": 2, "publish": {"channel": "public:x", "data": "x" * 70_000}})
+        )
         assert await closed_with(ws) == 1009  # message too big, at the WebSocket layer
 
 
 @pytest.mark.parametrize(
     ("token_kind", "expected"),
-    [("garbage", "close:3500"), ("forged", "close:3500"), ("expired", "error:109"),
-     ("bad_claims", "close:3500"), ("none", "close:3500")],
+    [
+        ("garbage", "close:3500"),
+        ("forged", "close:3500"),
+        ("expired", "error:109"),
+        ("bad_claims", "close:3500"),
+        ("none", "close:3500"),
+    ],
 )
 async def test_bad_tokens(server: ServerProcess, token_kind: str, expected: str) -> None:
     app = server.create_app(name=f"tok-{token_kind}")
@@ -122,8 +128,11 @@ async def test_batched_commands_get_replies_in_order(server: ServerProcess) -> N
     app = server.create_app(name="batch")
     async with websockets.connect(server.ws_url) as ws:
         await connect(ws, realtime_token(server, app, "u"))
-        await ws.send(json.dumps({"id": 2, "subscribe": {"channel": "public:a"}}) + "\n"
-                      + json.dumps({"id": 3, "subscribe": {"channel": "public:b"}}))
+        await ws.send(
+            json.dumps({"id": 2, "subscribe": {"channel": "public:a"}})
+            + "\n"
+            + json.dumps({"id": 3, "subscribe": {"channel": "public:b"}})
+        )
         ids: list[int] = []
         while len(ids) < 2:
             frame = await asyncio.wait_for(ws.recv(), 5)

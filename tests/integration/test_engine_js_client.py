@@ -30,8 +30,9 @@ class JsClient:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
 
-    async def next(self, event: str, where: Callable[[Json], bool] = lambda _: True,
-                   timeout: float = 10) -> Json:
+    async def next(
+        self, event: str, where: Callable[[Json], bool] = lambda _: True, timeout: float = 10
+    ) -> Json:
         async def find() -> Json:
             assert self.proc.stdout is not None
             while True:
@@ -41,6 +42,7 @@ class JsClient:
                 msg: Json = json.loads(line)
                 if msg["event"] == event and where(msg):
                     return msg
+
         return await asyncio.wait_for(find(), timeout)
 
     async def send(self, cmd: str, **fields: Any) -> None:
@@ -51,8 +53,10 @@ class JsClient:
 
 async def start_js(server: ServerProcess, app: Json, **env: str) -> AsyncIterator[JsClient]:
     proc = await asyncio.create_subprocess_exec(
-        "node", str(JS_DIR / "scenario.mjs"),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        "node",
+        str(JS_DIR / "scenario.mjs"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
         env={**os.environ, "XS_BASE": server.base_url, "XS_API_KEY": str(app["api_key"]), **env},
         cwd=JS_DIR,
     )
@@ -77,24 +81,29 @@ async def test_publication_presence_and_history(
     client, app = js
     await client.next("connected")
     assert (await client.next("subscribed"))["recoverable"] is True
-    engine_api(server, app, "publish",
-               {"channel": "public:js", "data": {"text": "hi"}, "tags": {"event": "greet"}})
+    engine_api(
+        server,
+        app,
+        "publish",
+        {"channel": "public:js", "data": {"text": "hi"}, "tags": {"event": "greet"}},
+    )
     pub = await client.next("publication")
     assert pub["data"] == {"text": "hi"} and pub["tags"] == {"event": "greet"}
     assert pub["offset"] == 1
     await client.send("presence")
     assert (await client.next("presence"))["users"] == ["js-user"]
     await client.send("presence_stats")
-    assert (await client.next("presence_stats")) | {} == {"event": "presence_stats",
-                                                         "clients": 1, "users": 1}
+    assert (await client.next("presence_stats")) | {} == {
+        "event": "presence_stats",
+        "clients": 1,
+        "users": 1,
+    }
     await client.send("history", limit=10)
     history = await client.next("history")
     assert history["data"] == [{"text": "hi"}] and history["offset"] == 1
 
 
-async def test_recovery_after_reconnect(
-    server: ServerProcess, js: tuple[JsClient, Json]
-) -> None:
+async def test_recovery_after_reconnect(server: ServerProcess, js: tuple[JsClient, Json]) -> None:
     client, app = js
     await client.next("subscribed")
     engine_api(server, app, "publish", {"channel": "public:js", "data": 0})

@@ -36,8 +36,9 @@ async def clients() -> AsyncIterator[list[Client]]:
         await client.disconnect()
 
 
-async def connected(server: ServerProcess, clients: list[Client], rec: Recorder,
-                    **kwargs: Any) -> Client:
+async def connected(
+    server: ServerProcess, clients: list[Client], rec: Recorder, **kwargs: Any
+) -> Client:
     client = make_client(server, rec, **kwargs)
     clients.append(client)
     await client.connect()
@@ -56,10 +57,11 @@ async def test_broadcast_reaches_a_subscriber_with_event_tag(
     await sub.subscribe()
     await sub.ready(5)
     async with httpx.AsyncClient() as http:
-        r = await http.post(f"{server.base_url}/api/broadcast",
-                            headers={"X-API-Key": str(app["api_key"])},
-                            json={"room": "public:chat", "event": "new-message",
-                                  "data": {"text": "hello"}})
+        r = await http.post(
+            f"{server.base_url}/api/broadcast",
+            headers={"X-API-Key": str(app["api_key"])},
+            json={"room": "public:chat", "event": "new-message", "data": {"text": "hello"}},
+        )
     assert r.json()["subscriber_count"] == 1
     ctx = await rec.next("publication")
     assert ctx.pub.data == {"text": "hello"}
@@ -103,8 +105,9 @@ async def test_subscription_token_of_another_user_is_refused(
     app = server.create_app(name="other-user")
     rec = Recorder()
     client = await connected(server, clients, rec, token=realtime_token(server, app, "alice"))
-    sub = client.new_subscription("room-1", SubEvents(rec),
-                                  token=subscription_token(server, app, "bob", "room-1"))
+    sub = client.new_subscription(
+        "room-1", SubEvents(rec), token=subscription_token(server, app, "bob", "room-1")
+    )
     await sub.subscribe()
     assert (await rec.next("unsubscribed")).code == 103
 
@@ -114,8 +117,12 @@ async def test_server_side_subscriptions_from_the_token(
 ) -> None:
     app = server.create_app(name="srvsub")
     rec = Recorder()
-    await connected(server, clients, rec,
-                    token=realtime_token(server, app, "u1", channels=["news", "public:feed"]))
+    await connected(
+        server,
+        clients,
+        rec,
+        token=realtime_token(server, app, "u1", channels=["news", "public:feed"]),
+    )
     subscribed = {(await rec.next("server_subscribed")).channel for _ in range(2)}
     assert subscribed == {"news", "public:feed"}
     engine_api(server, app, "publish", {"channel": "news", "data": "extra"})
@@ -183,10 +190,15 @@ async def test_recovery_is_honest_when_the_gap_is_gone(
 ) -> None:
     """More missed than history keeps: recovered=False, not a silent partial recovery."""
     app = server.create_app(name="norecover")
-    r = httpx.put(f"{server.base_url}/api/applications/{app['app_id']}",
-                  headers={"X-API-Key": str(app["api_key"])},
-                  json={"namespaces": {"small": {"history_size": 2, "history_ttl": 60,
-                                                 "allow_subscribe_for_client": True}}})
+    r = httpx.put(
+        f"{server.base_url}/api/applications/{app['app_id']}",
+        headers={"X-API-Key": str(app["api_key"])},
+        json={
+            "namespaces": {
+                "small": {"history_size": 2, "history_ttl": 60, "allow_subscribe_for_client": True}
+            }
+        },
+    )
     assert r.status_code == 200, r.text
     rec = Recorder()
     client = await connected(server, clients, rec, token=realtime_token(server, app, "u1"))
@@ -245,10 +257,15 @@ async def test_client_publish_follows_namespace_options(
     server: ServerProcess, clients: list[Client]
 ) -> None:
     app = server.create_app(name="cpub")
-    r = httpx.put(f"{server.base_url}/api/applications/{app['app_id']}",
-                  headers={"X-API-Key": str(app["api_key"])},
-                  json={"namespaces": {"chat": {"allow_subscribe_for_client": True,
-                                                "allow_publish_for_subscriber": True}}})
+    r = httpx.put(
+        f"{server.base_url}/api/applications/{app['app_id']}",
+        headers={"X-API-Key": str(app["api_key"])},
+        json={
+            "namespaces": {
+                "chat": {"allow_subscribe_for_client": True, "allow_publish_for_subscriber": True}
+            }
+        },
+    )
     assert r.status_code == 200
     rec = Recorder()
     client = await connected(server, clients, rec, token=realtime_token(server, app, "u1"))
@@ -272,8 +289,12 @@ async def test_server_api_disconnect_without_reconnect(
     app = server.create_app(name="kick")
     rec = Recorder()
     client = await connected(server, clients, rec, token=realtime_token(server, app, "victim"))
-    engine_api(server, app, "disconnect",
-               {"user": "victim", "disconnect": {"code": 3503, "reason": "banned"}})
+    engine_api(
+        server,
+        app,
+        "disconnect",
+        {"user": "victim", "disconnect": {"code": 3503, "reason": "banned"}},
+    )
     ctx = await rec.next("disconnected")
     assert ctx.code == 3503 and client.state == ClientState.DISCONNECTED
 
@@ -321,7 +342,8 @@ async def test_token_of_one_app_cannot_reach_another(
     assert (await rec.next("disconnected")).code == 3500
     rec2 = Recorder()
     client2 = await connected(server, clients, rec2, token=realtime_token(server, b, "u"))
-    sub = client2.new_subscription("room", SubEvents(rec2),
-                                   token=subscription_token(server, a, "u", "room"))
+    sub = client2.new_subscription(
+        "room", SubEvents(rec2), token=subscription_token(server, a, "u", "room")
+    )
     await sub.subscribe()
     assert (await rec2.next("unsubscribed")).code == 103

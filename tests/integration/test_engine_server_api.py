@@ -13,7 +13,6 @@ from cent import (
     BatchRequest,
     BroadcastRequest,
     ChannelsRequest,
-    Client as Cent,
     DisconnectRequest,
     HistoryRemoveRequest,
     HistoryRequest,
@@ -24,6 +23,9 @@ from cent import (
     RefreshRequest,
     SubscribeRequest,
     UnsubscribeRequest,
+)
+from cent import (
+    Client as Cent,
 )
 from cent.exceptions import CentApiResponseError, CentUnauthorizedError
 from centrifuge import Client
@@ -55,19 +57,19 @@ async def call(fn: Any, request: Any) -> Any:
 
 async def test_publish_and_broadcast(subscribed: tuple[Cent, Recorder, Client, Json]) -> None:
     cent, rec, _, _ = subscribed
-    result = await call(cent.publish, PublishRequest(channel="public:api", data={"a": 1},
-                                                     tags={"k": "v"}))
+    result = await call(
+        cent.publish, PublishRequest(channel="public:api", data={"a": 1}, tags={"k": "v"})
+    )
     assert result.offset == 1 and result.epoch
     ctx = await rec.next("publication")
     assert ctx.pub.data == {"a": 1} and ctx.pub.tags == {"k": "v"}
-    both = await call(cent.broadcast, BroadcastRequest(channels=["public:api", "other"],
-                                                       data="b"))
+    both = await call(cent.broadcast, BroadcastRequest(channels=["public:api", "other"], data="b"))
     assert len(both.responses) == 2 and both.responses[0].result.offset == 2
     assert (await rec.next("publication")).pub.data == "b"
 
 
 async def test_presence_history_and_removal(
-    subscribed: tuple[Cent, Recorder, Client, Json]
+    subscribed: tuple[Cent, Recorder, Client, Json],
 ) -> None:
     cent, _, _, _ = subscribed
     presence = await call(cent.presence, PresenceRequest(channel="public:api"))
@@ -76,8 +78,7 @@ async def test_presence_history_and_removal(
     assert (stats.num_clients, stats.num_users) == (1, 1)
     for i in range(3):
         await call(cent.publish, PublishRequest(channel="public:api", data=i))
-    history = await call(cent.history, HistoryRequest(channel="public:api", limit=2,
-                                                      reverse=True))
+    history = await call(cent.history, HistoryRequest(channel="public:api", limit=2, reverse=True))
     assert [p.data for p in history.publications] == [2, 1] and history.offset == 3
     await call(cent.history_remove, HistoryRemoveRequest(channel="public:api"))
     emptied = await call(cent.history, HistoryRequest(channel="public:api", limit=10))
@@ -95,7 +96,7 @@ async def test_channels_and_info(subscribed: tuple[Cent, Recorder, Client, Json]
 
 
 async def test_subscribe_unsubscribe_disconnect_refresh(
-    subscribed: tuple[Cent, Recorder, Client, Json]
+    subscribed: tuple[Cent, Recorder, Client, Json],
 ) -> None:
     cent, rec, _, _ = subscribed
     await call(cent.subscribe, SubscribeRequest(user="u1", channel="alerts"))
@@ -112,10 +113,15 @@ async def test_subscribe_unsubscribe_disconnect_refresh(
 
 async def test_batch(subscribed: tuple[Cent, Recorder, Client, Json]) -> None:
     cent, rec, _, _ = subscribed
-    result = await call(cent.batch, BatchRequest(requests=[
-        PublishRequest(channel="public:api", data="one"),
-        PresenceStatsRequest(channel="public:api"),
-    ]))
+    result = await call(
+        cent.batch,
+        BatchRequest(
+            requests=[
+                PublishRequest(channel="public:api", data="one"),
+                PresenceStatsRequest(channel="public:api"),
+            ]
+        ),
+    )
     assert result.replies[0].offset == 1 and result.replies[1].num_clients == 1
     assert (await rec.next("publication")).pub.data == "one"
 
@@ -130,12 +136,17 @@ async def test_errors(server: ServerProcess) -> None:
         await call(cent.history, HistoryRequest(channel="no-history", limit=1))
     assert unavailable.value.code == 108
     with pytest.raises(CentUnauthorizedError):
-        await call(Cent(f"{server.base_url}/realtime/api", "wrong").publish,
-                   PublishRequest(channel="c", data=1))
-    r = httpx.post(f"{server.base_url}/realtime/api/nope", headers={"X-API-Key": str(app["api_key"])},
-                   json={})
+        await call(
+            Cent(f"{server.base_url}/realtime/api", "wrong").publish,
+            PublishRequest(channel="c", data=1),
+        )
+    r = httpx.post(
+        f"{server.base_url}/realtime/api/nope", headers={"X-API-Key": str(app["api_key"])}, json={}
+    )
     assert r.status_code == 404 and r.json()["error"]["code"] == 104
-    r = httpx.post(f"{server.base_url}/realtime/api/publish",
-                   headers={"Authorization": f"apikey {app['api_key']}",
-                            "content-type": "application/json"}, content=b"{broken")
+    r = httpx.post(
+        f"{server.base_url}/realtime/api/publish",
+        headers={"Authorization": f"apikey {app['api_key']}", "content-type": "application/json"},
+        content=b"{broken",
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == 107

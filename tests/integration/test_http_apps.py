@@ -44,16 +44,31 @@ def test_admin_creates_an_app_with_every_field(srv: ServerProcess, http: httpx.C
     """POST /api/applications answers 201 with all fields, secrets included, once."""
     r = http.post(
         "/api/applications",
-        json={"app_id": "shop-1_" + str(time.time_ns())[-6:], "name": "Shop",
-              "allowed_domain": "example.com", "rate_limit": 60},
+        json={
+            "app_id": "shop-1_" + str(time.time_ns())[-6:],
+            "name": "Shop",
+            "allowed_domain": "example.com",
+            "rate_limit": 60,
+        },
         headers=srv.admin_headers(),
     )
     assert r.status_code == 201, r.text
     app = r.json()["application"]
     assert r.json()["success"] is True
-    for field in ("app_id", "name", "app_secret", "api_key", "server_api_key", "client_api_key",
-                  "allowed_domain", "rate_limit", "status", "namespaces", "created_at",
-                  "updated_at"):
+    for field in (
+        "app_id",
+        "name",
+        "app_secret",
+        "api_key",
+        "server_api_key",
+        "client_api_key",
+        "allowed_domain",
+        "rate_limit",
+        "status",
+        "namespaces",
+        "created_at",
+        "updated_at",
+    ):
         assert field in app, field
     assert app["api_key"] == app["server_api_key"]
     assert app["allowed_domain"] == "example.com" and app["rate_limit"] == 60
@@ -79,8 +94,11 @@ def test_app_key_reads_only_its_own_app(srv: ServerProcess, http: httpx.Client) 
 def test_three_ways_to_pass_an_app_key(srv: ServerProcess, http: httpx.Client) -> None:
     app = srv.create_app(name="keys")
     k = str(app["api_key"])
-    for kwargs in ({"headers": {"X-APP-API-KEY": k}}, {"headers": {"X-API-Key": k}},
-                   {"params": {"api_key": k}}):
+    for kwargs in (
+        {"headers": {"X-APP-API-KEY": k}},
+        {"headers": {"X-API-Key": k}},
+        {"params": {"api_key": k}},
+    ):
         r = http.get("/api/applications", **kwargs)  # type: ignore[arg-type]
         assert r.status_code == 200 and r.json()["application"]["app_id"] == app["app_id"]
 
@@ -96,35 +114,56 @@ def test_creation_errors(srv: ServerProcess, http: httpx.Client) -> None:
     """Bad bodies get 400, a taken id 409, an app key 403, no key 401; nothing is created."""
     admin = srv.admin_headers()
     before = len(http.get("/api/applications", headers=admin).json()["applications"])
-    assert_error(http.post("/api/applications", content=b"{not json", headers={
-        **admin, "content-type": "application/json"}), 400)
+    assert_error(
+        http.post(
+            "/api/applications",
+            content=b"{not json",
+            headers={**admin, "content-type": "application/json"},
+        ),
+        400,
+    )
     assert "name" in assert_error(http.post("/api/applications", json={}, headers=admin), 400)
     assert_error(http.post("/api/applications", json={"name": 5}, headers=admin), 400)
     assert_error(http.post("/api/applications", json={"name": ""}, headers=admin), 400)
-    assert_error(http.post("/api/applications", json={"name": "x", "app_id": "bad id!"},
-                           headers=admin), 400)
-    assert_error(http.post("/api/applications", json={"name": "x", "rate_limit": 0},
-                           headers=admin), 400)
-    assert_error(http.post("/api/applications", json={"name": "x", "rate_limit": "10"},
-                           headers=admin), 400)
+    assert_error(
+        http.post("/api/applications", json={"name": "x", "app_id": "bad id!"}, headers=admin), 400
+    )
+    assert_error(
+        http.post("/api/applications", json={"name": "x", "rate_limit": 0}, headers=admin), 400
+    )
+    assert_error(
+        http.post("/api/applications", json={"name": "x", "rate_limit": "10"}, headers=admin), 400
+    )
     assert_error(http.post("/api/applications", json=[1, 2], headers=admin), 400)
     existing = srv.create_app(name="taken")
-    assert_error(http.post("/api/applications", json={"name": "x", "app_id": existing["app_id"]},
-                           headers=admin), 409)
+    assert_error(
+        http.post(
+            "/api/applications", json={"name": "x", "app_id": existing["app_id"]}, headers=admin
+        ),
+        409,
+    )
     assert_error(http.post("/api/applications", json={"name": "x"}, headers=key(existing)), 403)
     assert_error(http.post("/api/applications", json={"name": "x"}), 401)
-    assert_error(http.post("/api/applications", json={"name": "x"},
-                           headers={"X-ADMIN-API-KEY": "wrong"}), 401)
+    assert_error(
+        http.post("/api/applications", json={"name": "x"}, headers={"X-ADMIN-API-KEY": "wrong"}),
+        401,
+    )
     after = len(http.get("/api/applications", headers=admin).json()["applications"])
     assert after == before + 1  # only `existing`
 
 
 def test_update_application(srv: ServerProcess, http: httpx.Client) -> None:
     app = srv.create_app(name="upd")
-    r = http.put(f"/api/applications/{app['app_id']}", headers=key(app),
-                 json={"allowed_domain": "example.org", "rate_limit": 60, "name": "Renamed",
-                       "namespaces": {"chat": {"presence": True, "history_size": 10,
-                                               "history_ttl": 60}}})
+    r = http.put(
+        f"/api/applications/{app['app_id']}",
+        headers=key(app),
+        json={
+            "allowed_domain": "example.org",
+            "rate_limit": 60,
+            "name": "Renamed",
+            "namespaces": {"chat": {"presence": True, "history_size": 10, "history_ttl": 60}},
+        },
+    )
     assert r.status_code == 200, r.text
     got = r.json()["application"]
     assert got["allowed_domain"] == "example.org" and got["rate_limit"] == 60
@@ -140,8 +179,9 @@ def test_update_errors_leave_the_app_unchanged(srv: ServerProcess, http: httpx.C
     assert_error(http.put(url, headers=key(a), json={"namespaces": {"chat": {"bogus": 1}}}), 400)
     assert_error(http.put(url, headers=key(a), json={"allowed_domain": "not a domain"}), 400)
     assert_error(http.put(url, headers=key(b), json={"name": "stolen"}), 403)
-    assert_error(http.put("/api/applications/nope", headers=srv.admin_headers(),
-                          json={"name": "x"}), 404)
+    assert_error(
+        http.put("/api/applications/nope", headers=srv.admin_headers(), json={"name": "x"}), 404
+    )
     assert http.get("/api/applications", headers=key(a)).json()["application"]["name"] == "keep"
 
 
@@ -157,13 +197,17 @@ def test_regenerate_key_kills_the_old_one_at_once(srv: ServerProcess, http: http
 
 def test_disabled_app_is_refused(srv: ServerProcess, http: httpx.Client) -> None:
     app = srv.create_app(name="off")
-    r = http.put(f"/api/applications/{app['app_id']}", headers=srv.admin_headers(),
-                 json={"status": False})
+    r = http.put(
+        f"/api/applications/{app['app_id']}", headers=srv.admin_headers(), json={"status": False}
+    )
     assert r.status_code == 200 and r.json()["application"]["status"] is False
-    assert_error(http.post("/api/broadcast", headers=key(app),
-                           json={"room": "r", "event": "e"}), 403)
-    assert_error(http.post("/api/token", json={"app_id": app["app_id"],
-                                               "app_secret": app["app_secret"]}), 403)
+    assert_error(
+        http.post("/api/broadcast", headers=key(app), json={"room": "r", "event": "e"}), 403
+    )
+    assert_error(
+        http.post("/api/token", json={"app_id": app["app_id"], "app_secret": app["app_secret"]}),
+        403,
+    )
 
 
 def test_admin_deletes_an_app(srv: ServerProcess, http: httpx.Client) -> None:
@@ -172,8 +216,9 @@ def test_admin_deletes_an_app(srv: ServerProcess, http: httpx.Client) -> None:
     r = http.delete(f"/api/applications/{app['app_id']}", headers=srv.admin_headers())
     assert r.status_code == 200 and r.json() == {"success": True}
     assert_error(http.get("/api/applications", headers=key(app)), 401)
-    assert_error(http.delete(f"/api/applications/{app['app_id']}",
-                             headers=srv.admin_headers()), 404)
+    assert_error(
+        http.delete(f"/api/applications/{app['app_id']}", headers=srv.admin_headers()), 404
+    )
 
 
 # --- tokens ------------------------------------------------------------------------------------
@@ -181,9 +226,14 @@ def test_admin_deletes_an_app(srv: ServerProcess, http: httpx.Client) -> None:
 
 def test_token_carries_the_server_claims(srv: ServerProcess, http: httpx.Client) -> None:
     app = srv.create_app(name="tok")
-    r = http.post("/api/token", json={"app_id": app["app_id"], "app_secret": app["app_secret"],
-                                      "payload": {"user_id": "user-123", "name": "John",
-                                                  "app_id": "evil", "exp": 1}})
+    r = http.post(
+        "/api/token",
+        json={
+            "app_id": app["app_id"],
+            "app_secret": app["app_secret"],
+            "payload": {"user_id": "user-123", "name": "John", "app_id": "evil", "exp": 1},
+        },
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["success"] is True and body["expires_in"] == 86400
@@ -197,15 +247,21 @@ def test_token_carries_the_server_claims(srv: ServerProcess, http: httpx.Client)
 
 def test_token_errors(srv: ServerProcess, http: httpx.Client) -> None:
     app = srv.create_app(name="tokerr")
-    wrong = assert_error(http.post("/api/token", json={"app_id": app["app_id"],
-                                                       "app_secret": "nope"}), 401)
-    unknown = assert_error(http.post("/api/token", json={"app_id": "no-such-app",
-                                                         "app_secret": "nope"}), 401)
+    wrong = assert_error(
+        http.post("/api/token", json={"app_id": app["app_id"], "app_secret": "nope"}), 401
+    )
+    unknown = assert_error(
+        http.post("/api/token", json={"app_id": "no-such-app", "app_secret": "nope"}), 401
+    )
     assert wrong == unknown  # no way to tell which apps exist
     assert_error(http.post("/api/token", json={"app_id": app["app_id"]}), 400)
-    assert_error(http.post("/api/token", json={"app_id": app["app_id"],
-                                               "app_secret": app["app_secret"],
-                                               "payload": "x"}), 400)
+    assert_error(
+        http.post(
+            "/api/token",
+            json={"app_id": app["app_id"], "app_secret": app["app_secret"], "payload": "x"},
+        ),
+        400,
+    )
 
 
 # --- broadcast ---------------------------------------------------------------------------------
@@ -213,8 +269,11 @@ def test_token_errors(srv: ServerProcess, http: httpx.Client) -> None:
 
 def test_broadcast_answers_as_the_seed_says(srv: ServerProcess, http: httpx.Client) -> None:
     app = srv.create_app(name="bc")
-    r = http.post("/api/broadcast", headers=key(app),
-                  json={"room": "chat-room-1", "event": "new-message", "data": {"m": "hi"}})
+    r = http.post(
+        "/api/broadcast",
+        headers=key(app),
+        json={"room": "chat-room-1", "event": "new-message", "data": {"m": "hi"}},
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["success"] is True
@@ -225,22 +284,40 @@ def test_broadcast_answers_as_the_seed_says(srv: ServerProcess, http: httpx.Clie
 
 def test_broadcast_errors(srv: ServerProcess, http: httpx.Client) -> None:
     a, b = srv.create_app(name="bce"), srv.create_app(name="other")
-    assert "room" in assert_error(http.post("/api/broadcast", headers=key(a),
-                                            json={"event": "e"}), 400)
-    assert "event" in assert_error(http.post("/api/broadcast", headers=key(a),
-                                             json={"room": "r"}), 400)
+    assert "room" in assert_error(
+        http.post("/api/broadcast", headers=key(a), json={"event": "e"}), 400
+    )
+    assert "event" in assert_error(
+        http.post("/api/broadcast", headers=key(a), json={"room": "r"}), 400
+    )
     assert_error(http.post("/api/broadcast", headers=key(a), json={"room": 1, "event": "e"}), 400)
-    assert_error(http.post("/api/broadcast", headers=key(a),
-                           json={"room": "bad room", "event": "e"}), 400)
-    assert_error(http.post("/api/broadcast", headers=key(a),
-                           json={"app_id": b["app_id"], "room": "r", "event": "e"}), 403)
+    assert_error(
+        http.post("/api/broadcast", headers=key(a), json={"room": "bad room", "event": "e"}), 400
+    )
+    assert_error(
+        http.post(
+            "/api/broadcast",
+            headers=key(a),
+            json={"app_id": b["app_id"], "room": "r", "event": "e"},
+        ),
+        403,
+    )
     assert_error(http.post("/api/broadcast", json={"room": "r", "event": "e"}), 401)
-    assert_error(http.post("/api/broadcast", headers={"X-API-Key": "wrong"},
-                           json={"room": "r", "event": "e"}), 401)
-    assert_error(http.post("/api/broadcast", headers=srv.admin_headers(),
-                           json={"room": "r", "event": "e"}), 400)
-    ok = http.post("/api/broadcast", headers=srv.admin_headers(),
-                   json={"app_id": a["app_id"], "room": "r", "event": "e"})
+    assert_error(
+        http.post(
+            "/api/broadcast", headers={"X-API-Key": "wrong"}, json={"room": "r", "event": "e"}
+        ),
+        401,
+    )
+    assert_error(
+        http.post("/api/broadcast", headers=srv.admin_headers(), json={"room": "r", "event": "e"}),
+        400,
+    )
+    ok = http.post(
+        "/api/broadcast",
+        headers=srv.admin_headers(),
+        json={"app_id": a["app_id"], "room": "r", "event": "e"},
+    )
     assert ok.status_code == 200
     big = {"room": "r", "event": "e", "data": {"x": "y" * 70_000}}
     assert http.post("/api/broadcast", headers=key(a), json=big).status_code == 413
@@ -248,8 +325,11 @@ def test_broadcast_errors(srv: ServerProcess, http: httpx.Client) -> None:
 
 def test_oversized_request_body_is_refused(srv: ServerProcess, http: httpx.Client) -> None:
     app = srv.create_app(name="huge")
-    r = http.post("/api/broadcast", headers={**key(app), "content-type": "application/json"},
-                  content=b'{"room":"r","event":"e","data":"' + b"x" * 2_000_000 + b'"}')
+    r = http.post(
+        "/api/broadcast",
+        headers={**key(app), "content-type": "application/json"},
+        content=b'{"room":"r","event":"e","data":"' + b"x" * 2_000_000 + b'"}',
+    )
     assert_error(r, 413)
 
 
@@ -277,9 +357,15 @@ def test_analytics_shape(srv: ServerProcess, http: httpx.Client) -> None:
 
 def test_webhook_registration(srv: ServerProcess, http: httpx.Client) -> None:
     a, b = srv.create_app(name="wh"), srv.create_app(name="wh2")
-    r = http.post("/api/webhooks", headers=key(a), json={
-        "url": "http://127.0.0.1:9/hook", "secret": "s3cret-value",
-        "events": ["new-message", "user-joined", "*"]})
+    r = http.post(
+        "/api/webhooks",
+        headers=key(a),
+        json={
+            "url": "http://127.0.0.1:9/hook",
+            "secret": "s3cret-value",
+            "events": ["new-message", "user-joined", "*"],
+        },
+    )
     assert r.status_code == 201, r.text
     hook = r.json()["webhook"]
     assert hook["id"].startswith("webhook_") and hook["enabled"] is True
@@ -294,11 +380,13 @@ def test_webhook_registration(srv: ServerProcess, http: httpx.Client) -> None:
 
 def test_webhook_errors(srv: ServerProcess, http: httpx.Client) -> None:
     app = srv.create_app(name="whe")
-    for body in ({"url": "ftp://x.example/h", "events": ["*"]},
-                 {"url": "not a url", "events": ["*"]},
-                 {"url": "https://example.com/h", "events": []},
-                 {"url": "https://example.com/h"},
-                 {"url": "https://example.com/h", "events": "all"}):
+    for body in (
+        {"url": "ftp://x.example/h", "events": ["*"]},
+        {"url": "not a url", "events": ["*"]},
+        {"url": "https://example.com/h", "events": []},
+        {"url": "https://example.com/h"},
+        {"url": "https://example.com/h", "events": "all"},
+    ):
         assert_error(http.post("/api/webhooks", headers=key(app), json=body), 400)
     assert http.get("/api/webhooks", headers=key(app)).json()["webhooks"] == []
 

@@ -36,9 +36,16 @@ def http(server: ServerProcess) -> Iterator[httpx.Client]:
 
 def test_connection_token(server: ServerProcess, http: httpx.Client) -> None:
     app = server.create_app(name="rt")
-    r = http.post("/api/realtime/token", headers=apikey(app), json={
-        "userId": "user_01", "ttlSeconds": 120, "channels": ["public:lobby"],
-        "info": {"displayName": "Player One"}})
+    r = http.post(
+        "/api/realtime/token",
+        headers=apikey(app),
+        json={
+            "userId": "user_01",
+            "ttlSeconds": 120,
+            "channels": ["public:lobby"],
+            "info": {"displayName": "Player One"},
+        },
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["expiresInSeconds"] == 120
@@ -57,8 +64,11 @@ def test_default_ttl_and_bearer(server: ServerProcess, http: httpx.Client) -> No
 
 def test_subscription_token(server: ServerProcess, http: httpx.Client) -> None:
     app = server.create_app(name="rt3")
-    r = http.post("/api/realtime/subscription-token", headers=apikey(app),
-                  json={"userId": "u1", "channel": "room_abc", "ttlSeconds": 600})
+    r = http.post(
+        "/api/realtime/subscription-token",
+        headers=apikey(app),
+        json={"userId": "u1", "channel": "room_abc", "ttlSeconds": 600},
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["channel"] == "room_abc" and body["expiresInSeconds"] == 600
@@ -71,44 +81,59 @@ def test_token_errors(server: ServerProcess, http: httpx.Client) -> None:
     app = server.create_app(name="rt4")
     url = "/api/realtime/token"
     assert_error(http.post(url, json={"userId": "u"}), 401)
-    assert_error(http.post(url, headers={"Authorization": "apikey nope"}, json={"userId": "u"}),
-                 401)
+    assert_error(
+        http.post(url, headers={"Authorization": "apikey nope"}, json={"userId": "u"}), 401
+    )
     assert "userId" in assert_error(http.post(url, headers=apikey(app), json={}), 400)
     assert_error(http.post(url, headers=apikey(app), json={"userId": ""}), 400)
     assert_error(http.post(url, headers=apikey(app), json={"userId": 7}), 400)
     assert_error(http.post(url, headers=apikey(app), json={"userId": "u", "ttlSeconds": 10}), 400)
-    assert_error(http.post(url, headers=apikey(app), json={"userId": "u", "ttlSeconds": 9999}),
-                 400)
+    assert_error(http.post(url, headers=apikey(app), json={"userId": "u", "ttlSeconds": 9999}), 400)
     assert_error(http.post(url, headers=apikey(app), json={"userId": "u", "channels": "x"}), 400)
-    assert_error(http.post(url, headers={**apikey(app), "content-type": "application/json"},
-                           content=b"{oops"), 400)
-    assert_error(http.post("/api/realtime/subscription-token", headers=apikey(app),
-                           json={"userId": "u"}), 400)
+    assert_error(
+        http.post(
+            url, headers={**apikey(app), "content-type": "application/json"}, content=b"{oops"
+        ),
+        400,
+    )
+    assert_error(
+        http.post("/api/realtime/subscription-token", headers=apikey(app), json={"userId": "u"}),
+        400,
+    )
 
 
 def test_publish_proxy_answers_as_the_engine(server: ServerProcess, http: httpx.Client) -> None:
     app = server.create_app(name="pub")
-    r = http.post("/api/realtime/publish", headers=apikey(app),
-                  json={"channel": "public:lobby", "data": {"type": "ping"}})
+    r = http.post(
+        "/api/realtime/publish",
+        headers=apikey(app),
+        json={"channel": "public:lobby", "data": {"type": "ping"}},
+    )
     assert r.status_code == 200, r.text
     first = r.json()["result"]
     assert first["offset"] == 1 and first["epoch"]
-    second = http.post("/api/realtime/publish", headers=apikey(app),
-                       json={"channel": "public:lobby", "data": 1}).json()["result"]
+    second = http.post(
+        "/api/realtime/publish", headers=apikey(app), json={"channel": "public:lobby", "data": 1}
+    ).json()["result"]
     assert second == {"offset": 2, "epoch": first["epoch"]}
-    engine = http.post("/realtime/api/publish", headers={"X-API-Key": str(app["api_key"])},
-                       json={"channel": "public:lobby", "data": 2}).json()["result"]
+    engine = http.post(
+        "/realtime/api/publish",
+        headers={"X-API-Key": str(app["api_key"])},
+        json={"channel": "public:lobby", "data": 2},
+    ).json()["result"]
     assert engine["offset"] == 3
-    no_history = http.post("/api/realtime/publish", headers=apikey(app),
-                           json={"channel": "room", "data": {}}).json()
+    no_history = http.post(
+        "/api/realtime/publish", headers=apikey(app), json={"channel": "room", "data": {}}
+    ).json()
     assert no_history == {"result": {}}
 
 
 def test_publish_proxy_errors(server: ServerProcess, http: httpx.Client) -> None:
     app = server.create_app(name="puberr")
     assert_error(http.post("/api/realtime/publish", json={"channel": "c", "data": 1}), 401)
-    bad = http.post("/api/realtime/publish", headers=apikey(app),
-                    json={"channel": "bad channel", "data": 1})
+    bad = http.post(
+        "/api/realtime/publish", headers=apikey(app), json={"channel": "bad channel", "data": 1}
+    )
     assert bad.status_code == 200 and bad.json()["error"]["code"] == 107
     missing = http.post("/api/realtime/publish", headers=apikey(app), json={"channel": "c"})
     assert missing.json()["error"]["code"] == 107
@@ -122,9 +147,17 @@ def test_health(http: httpx.Client) -> None:
 
 def test_openapi_and_docs_are_served_locally(http: httpx.Client) -> None:
     spec = http.get("/openapi.json").json()
-    for path in ("/api/token", "/api/broadcast", "/api/applications", "/api/analytics",
-                 "/api/webhooks", "/api/realtime/token", "/api/realtime/subscription-token",
-                 "/api/realtime/publish", "/realtime/health"):
+    for path in (
+        "/api/token",
+        "/api/broadcast",
+        "/api/applications",
+        "/api/analytics",
+        "/api/webhooks",
+        "/api/realtime/token",
+        "/api/realtime/subscription-token",
+        "/api/realtime/publish",
+        "/realtime/health",
+    ):
         assert path in spec["paths"], path
     page = http.get("/docs")
     assert page.status_code == 200 and "/docs/static/swagger-ui-bundle.js" in page.text
@@ -137,21 +170,29 @@ def test_rate_limits(tmp_path: Path) -> None:
     with running_server(tmp_path, env={"XSHATHRA_TOKEN_RATE_LIMIT": "3"}) as srv:
         app = srv.create_app(name="limited", rate_limit=2)
         with httpx.Client(base_url=srv.base_url) as http:
-            codes = [http.post("/api/realtime/token", headers=apikey(app),
-                               json={"userId": "u"}).status_code for _ in range(4)]
+            codes = [
+                http.post(
+                    "/api/realtime/token", headers=apikey(app), json={"userId": "u"}
+                ).status_code
+                for _ in range(4)
+            ]
             assert codes == [200, 200, 200, 429]
             r = http.post("/api/token", json={"app_id": app["app_id"], "app_secret": "x"})
             assert r.status_code == 429 and r.json()["success"] is False
             assert int(r.headers["Retry-After"]) >= 1 and r.json()["retry_after"] >= 1
             body = {"room": "r", "event": "e"}
             headers = {"X-API-Key": str(app["api_key"])}
-            codes = [http.post("/api/broadcast", headers=headers, json=body).status_code
-                     for _ in range(3)]
+            codes = [
+                http.post("/api/broadcast", headers=headers, json=body).status_code
+                for _ in range(3)
+            ]
             assert codes == [200, 200, 429]
-            engine = http.post("/realtime/api/publish", headers=headers,
-                               json={"channel": "c", "data": 1})
+            engine = http.post(
+                "/realtime/api/publish", headers=headers, json={"channel": "c", "data": 1}
+            )
             assert engine.status_code == 429 and "Retry-After" in engine.headers
             other = srv.create_app(name="unlimited")
-            ok = http.post("/api/broadcast", headers={"X-API-Key": str(other["api_key"])},
-                           json=body)
+            ok = http.post(
+                "/api/broadcast", headers={"X-API-Key": str(other["api_key"])}, json=body
+            )
             assert ok.status_code == 200  # one app's limit never touches another's

@@ -35,22 +35,31 @@ DEADLINE = 5.0
 
 
 def realtime_token(
-    server: ServerProcess, app: Json, user: str, *, channels: list[str] | None = None,
+    server: ServerProcess,
+    app: Json,
+    user: str,
+    *,
+    channels: list[str] | None = None,
     ttl: int = 900,
 ) -> str:
     body: Json = {"userId": user, "ttlSeconds": ttl}
     if channels:
         body["channels"] = channels
-    r = httpx.post(f"{server.base_url}/api/realtime/token", json=body,
-                   headers={"Authorization": f"apikey {app['api_key']}"})
+    r = httpx.post(
+        f"{server.base_url}/api/realtime/token",
+        json=body,
+        headers={"Authorization": f"apikey {app['api_key']}"},
+    )
     assert r.status_code == 200, r.text
     return str(r.json()["token"])
 
 
 def subscription_token(server: ServerProcess, app: Json, user: str, channel: str) -> str:
-    r = httpx.post(f"{server.base_url}/api/realtime/subscription-token",
-                   json={"userId": user, "channel": channel},
-                   headers={"Authorization": f"apikey {app['api_key']}"})
+    r = httpx.post(
+        f"{server.base_url}/api/realtime/subscription-token",
+        json={"userId": user, "channel": channel},
+        headers={"Authorization": f"apikey {app['api_key']}"},
+    )
     assert r.status_code == 200, r.text
     return str(r.json()["token"])
 
@@ -63,8 +72,11 @@ def app_signed_token(app: Json, user: str, *, expires_in: int = 600, **claims: A
 
 
 def engine_api(server: ServerProcess, app: Json, method: str, body: Json) -> Json:
-    r = httpx.post(f"{server.base_url}/realtime/api/{method}", json=body,
-                   headers={"X-API-Key": str(app["api_key"])})
+    r = httpx.post(
+        f"{server.base_url}/realtime/api/{method}",
+        json=body,
+        headers={"X-API-Key": str(app["api_key"])},
+    )
     assert r.status_code == 200, r.text
     result: Json = r.json()
     return result
@@ -79,14 +91,17 @@ class Recorder:
     def put(self, kind: str, ctx: Any) -> None:
         self.events.put_nowait((kind, ctx))
 
-    async def next(self, kind: str, where: Callable[[Any], bool] = lambda _: True,
-                   timeout: float = DEADLINE) -> Any:
+    async def next(
+        self, kind: str, where: Callable[[Any], bool] = lambda _: True, timeout: float = DEADLINE
+    ) -> Any:
         """The next event of this kind that matches; others are skipped."""
+
         async def find() -> Any:
             while True:
                 got_kind, ctx = await self.events.get()
                 if got_kind == kind and where(ctx):
                     return ctx
+
         return await asyncio.wait_for(find(), timeout)
 
 

@@ -47,13 +47,11 @@ async def check_webhook_url(url: str, *, allow_private: bool) -> None:
     if host in METADATA_HOSTS or host.endswith(".internal") or host == "localhost":
         raise UnsafeURLError("url points to a private or loopback address")
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, port, type=socket.SOCK_STREAM
-        )
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError:
         raise UnsafeURLError("url host does not resolve") from None
     for info in infos:
-        address = info[4][0]
+        address = str(info[4][0])
         ip = ipaddress.ip_address(address.split("%", 1)[0])
         if not _is_public(ip):
             raise UnsafeURLError("url points to a private or loopback address")

@@ -8,14 +8,16 @@ import math
 import time
 
 from limits import RateLimitItemPerMinute
-from limits.storage import storage_from_string
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
 
 from xshathra.tenancy.apps import Application
 
 
 class RateLimiter:
-    def __init__(self, storage_uri: str = "async+memory://", *, token_per_minute: int = 100) -> None:
+    def __init__(
+        self, storage_uri: str = "async+memory://", *, token_per_minute: int = 100
+    ) -> None:
         self._storage = storage_from_string(storage_uri)
         self._limiter = MovingWindowRateLimiter(self._storage)
         self._token_item = RateLimitItemPerMinute(token_per_minute)

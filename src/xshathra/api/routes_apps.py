@@ -1,7 +1,6 @@
 """Seed 000, the apps API: `/api/token`, `/api/broadcast`, `/api/applications`,
 `/api/analytics`, `/api/webhooks`. Errors as `{"success": false, "error": "..."}`."""
 
-
 import hmac
 import re
 import time
@@ -29,8 +28,10 @@ from xshathra.tenancy.apps import (
 )
 from xshathra.webhooks.models import Webhook, new_webhook_id
 
-_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9*]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
-                        r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(:\d{1,5})?$")
+_DOMAIN_RE = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9*]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(:\d{1,5})?$"
+)
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_-]{0,64}$")
 LIFECYCLE_EVENTS = ("user-joined", "user-left", "room-occupied", "room-vacated")
 
@@ -128,8 +129,11 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
     async def ip_limited(request: Request) -> None:
         await check_ip_rate(ctx, request)
 
-    @router.post("/token", summary="Mint a client JWT (app_id + app_secret)",
-                 dependencies=[Depends(ip_limited)])
+    @router.post(
+        "/token",
+        summary="Mint a client JWT (app_id + app_secret)",
+        dependencies=[Depends(ip_limited)],
+    )
     async def token(body: TokenBody) -> JSONResponse:
         app = await ctx.db.apps.get_app(body.app_id) if APP_ID_PATTERN.match(body.app_id) else None
         # Compare against something even when the app is unknown: no timing hint either way.
@@ -143,12 +147,16 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
             {
                 "token": minted.token,
                 "expires_in": minted.expires_at - minted.issued_at,
-                "expires_at": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(minted.expires_at)),
+                "expires_at": time.strftime(
+                    "%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(minted.expires_at)
+                ),
             }
         )
 
     @router.post("/broadcast", summary="Broadcast an event to a room")
-    async def broadcast(body: BroadcastBody, who: CallerDep, app_id: str | None = None) -> JSONResponse:
+    async def broadcast(
+        body: BroadcastBody, who: CallerDep, app_id: str | None = None
+    ) -> JSONResponse:
         app = await target_app(who, ctx, body.app_id or app_id)
         await check_app_rate(ctx, who, app)
         if not body.room:
@@ -274,7 +282,9 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
         )
 
     @router.post("/webhooks", status_code=201, summary="Register a webhook")
-    async def create_webhook(body: WebhookBody, who: CallerDep, app_id: str | None = None) -> JSONResponse:
+    async def create_webhook(
+        body: WebhookBody, who: CallerDep, app_id: str | None = None
+    ) -> JSONResponse:
         app = await target_app(who, ctx, body.app_id or app_id)
         await check_app_rate(ctx, who, app)
         events = [e.strip() for e in body.events]
@@ -306,7 +316,9 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
         return _ok({"webhooks": [webhook_view(h) for h in hooks]})
 
     @router.delete("/webhooks/{webhook_id}", summary="Delete a webhook")
-    async def delete_webhook(webhook_id: str, who: CallerDep, app_id: str | None = None) -> JSONResponse:
+    async def delete_webhook(
+        webhook_id: str, who: CallerDep, app_id: str | None = None
+    ) -> JSONResponse:
         app = await target_app(who, ctx, app_id)
         await check_app_rate(ctx, who, app)
         if not await ctx.db.webhooks.delete_webhook(app.app_id, webhook_id):

@@ -4,7 +4,6 @@ Authenticated by the project's server API key (`Authorization: apikey <key>`, or
 the seed-000 headers). Errors as `{"error": "..."}`; publish answers exactly as the engine API.
 """
 
-
 from typing import Any
 
 import msgspec
@@ -27,17 +26,17 @@ MAX_CHANNELS_IN_TOKEN = 128
 
 class ConnectionTokenBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    userId: StrictStr  # noqa: N815 - the seed's wire name
-    ttlSeconds: StrictInt | None = None  # noqa: N815
+    userId: StrictStr
+    ttlSeconds: StrictInt | None = None
     channels: list[StrictStr] | None = None
     info: dict[str, Any] | None = None
 
 
 class SubscriptionTokenBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    userId: StrictStr  # noqa: N815
+    userId: StrictStr
     channel: StrictStr
-    ttlSeconds: StrictInt | None = None  # noqa: N815
+    ttlSeconds: StrictInt | None = None
     info: dict[str, Any] | None = None
 
 
@@ -45,7 +44,9 @@ def _ttl(value: int | None) -> int:
     if value is None:
         return REALTIME_TTL_DEFAULT
     if not REALTIME_TTL_MIN <= value <= REALTIME_TTL_MAX:
-        raise HttpError(400, f"ttlSeconds must be between {REALTIME_TTL_MIN} and {REALTIME_TTL_MAX}")
+        raise HttpError(
+            400, f"ttlSeconds must be between {REALTIME_TTL_MIN} and {REALTIME_TTL_MAX}"
+        )
     return value
 
 

@@ -62,7 +62,7 @@ class HistoryResult:
 
 
 class BrokerEventHandler(Protocol):
-    """What a broker calls when an event reaches this node. Called on the event loop, must not block."""
+    """What a broker calls when an event reaches this node: on the event loop, never blocking."""
 
     def on_publication(self, ref: ChannelRef, pub: BrokerPublication) -> None: ...
 

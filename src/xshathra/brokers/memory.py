@@ -38,7 +38,7 @@ def _new_epoch() -> str:
 
 
 class MemoryBroker:
-    """Broker for one node. History streams expire `history_ttl` seconds after their last publish."""
+    """Broker for one node. A history stream expires `history_ttl` s after its last publish."""
 
     def __init__(self) -> None:
         self._handler: BrokerEventHandler | None = None

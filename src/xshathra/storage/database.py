@@ -136,7 +136,9 @@ async def open_database(url: str) -> Database:
         await _migrate(engine)
     except Exception as exc:
         await engine.dispose()
-        raise RuntimeError(f"database {_redact(url)} is unavailable: {type(exc).__name__}") from None
+        raise RuntimeError(
+            f"database {_redact(url)} is unavailable: {type(exc).__name__}"
+        ) from None
     return Database(
         engine=engine,
         apps=SqlAppStore(engine),

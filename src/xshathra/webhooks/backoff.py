@@ -13,12 +13,14 @@ MAX_ATTEMPTS = 21
 
 def next_delay(attempt: int, rng: random.Random | None = None) -> float:
     """Delay before retry number `attempt` (1 = first retry): full jitter on an exponential."""
-    ceiling = min(CAP_SECONDS, BASE_SECONDS * (2 ** (attempt - 1)))
-    r = (rng or random).random()
+    ceiling: float = min(CAP_SECONDS, BASE_SECONDS * 2.0 ** (attempt - 1))
+    r: float = (rng or random).random()
     # Never below half the ceiling, so the schedule still spans the hour whatever the draws.
     return ceiling / 2 + r * ceiling / 2
 
 
 def minimum_total_seconds() -> float:
     """The shortest time between the first attempt and giving up, whatever the jitter."""
-    return sum(min(CAP_SECONDS, BASE_SECONDS * 2 ** (a - 1)) / 2 for a in range(1, MAX_ATTEMPTS))
+    return float(
+        sum(min(CAP_SECONDS, BASE_SECONDS * 2.0 ** (a - 1)) / 2 for a in range(1, MAX_ATTEMPTS))
+    )

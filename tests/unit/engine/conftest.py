@@ -55,6 +55,7 @@ class FakeTransport:
                         return message
                 self.changed.clear()
                 await self.changed.wait()
+
         return await asyncio.wait_for(loop(), timeout)
 
     async def wait_closed(self, timeout: float = 3.0) -> tuple[int, str]:
@@ -63,6 +64,7 @@ class FakeTransport:
                 self.changed.clear()
                 await self.changed.wait()
             return self.closed
+
         return await asyncio.wait_for(loop(), timeout)
 
 
@@ -83,9 +85,14 @@ class Harness:
 async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     db = await open_database(f"sqlite:///{tmp_path / 'unit.db'}")
     tokens = TokenService("k" * 48)
-    node = Node(settings=Settings(client_queue_max_bytes=1000), broker=MemoryBroker(),
-                presence=MemoryPresenceStore(), apps=db.apps, tokens=tokens,
-                analytics=MemoryAnalytics())
+    node = Node(
+        settings=Settings(client_queue_max_bytes=1000),
+        broker=MemoryBroker(),
+        presence=MemoryPresenceStore(),
+        apps=db.apps,
+        tokens=tokens,
+        analytics=MemoryAnalytics(),
+    )
     await node.start()
     app, _ = generate_app(name="unit")
     await db.apps.create_app(app)

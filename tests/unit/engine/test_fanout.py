@@ -46,7 +46,7 @@ async def test_publications_within_a_tick_share_one_write(harness: Harness) -> N
 
 
 async def test_slow_consumer_is_disconnected_with_3008(harness: Harness) -> None:
-    [(session, transport)] = await subscribe(harness, "public:slow")
+    [(_session, transport)] = await subscribe(harness, "public:slow")
     transport.buffered = 10_000  # more than client_queue_max_bytes=1000
     await publish(harness, "public:slow", b'"x"')
     assert (await transport.wait_closed())[0] == 3008

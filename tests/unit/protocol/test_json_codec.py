@@ -50,8 +50,10 @@ def test_defaults_are_omitted_on_encode() -> None:
     assert encode_reply(m.Reply(id=1, connect=m.ConnectResult(client="x"))) == (
         b'{"id":1,"connect":{"client":"x"}}'
     )
-    assert encode_reply(m.Reply(push=m.Push(channel="c", pub=m.Publication(
-        data=msgspec.Raw(b"[1]"))))) == b'{"push":{"channel":"c","pub":{"data":[1]}}}'
+    assert (
+        encode_reply(m.Reply(push=m.Push(channel="c", pub=m.Publication(data=msgspec.Raw(b"[1]")))))
+        == b'{"push":{"channel":"c","pub":{"data":[1]}}}'
+    )
 
 
 def test_join_frames() -> None:
@@ -61,20 +63,68 @@ def test_join_frames() -> None:
 def test_field_names_follow_client_proto() -> None:
     """The JSON names the SDKs read, as client.proto spells them."""
     assert set(m.Command.__struct_fields__) >= {
-        "id", "connect", "subscribe", "unsubscribe", "publish", "presence", "presence_stats",
-        "history", "ping", "send", "rpc", "refresh", "sub_refresh"}
+        "id",
+        "connect",
+        "subscribe",
+        "unsubscribe",
+        "publish",
+        "presence",
+        "presence_stats",
+        "history",
+        "ping",
+        "send",
+        "rpc",
+        "refresh",
+        "sub_refresh",
+    }
     assert set(m.SubscribeResult.__struct_fields__) >= {
-        "expires", "ttl", "recoverable", "epoch", "publications", "recovered", "offset",
-        "positioned", "data", "was_recovering"}
+        "expires",
+        "ttl",
+        "recoverable",
+        "epoch",
+        "publications",
+        "recovered",
+        "offset",
+        "positioned",
+        "data",
+        "was_recovering",
+    }
     assert set(m.ConnectResult.__struct_fields__) >= {
-        "client", "version", "expires", "ttl", "data", "subs", "ping", "pong", "session", "node"}
+        "client",
+        "version",
+        "expires",
+        "ttl",
+        "data",
+        "subs",
+        "ping",
+        "pong",
+        "session",
+        "node",
+    }
     assert set(m.Push.__struct_fields__) >= {
-        "channel", "pub", "join", "leave", "unsubscribe", "message", "subscribe", "disconnect",
-        "refresh"}
+        "channel",
+        "pub",
+        "join",
+        "leave",
+        "unsubscribe",
+        "message",
+        "subscribe",
+        "disconnect",
+        "refresh",
+    }
 
 
-@pytest.mark.parametrize(("code", "reconnect"), [(3000, True), (3499, True), (3500, False),
-                                                 (3999, False), (4000, True), (4500, False),
-                                                 (1000, False)])
+@pytest.mark.parametrize(
+    ("code", "reconnect"),
+    [
+        (3000, True),
+        (3499, True),
+        (3500, False),
+        (3999, False),
+        (4000, True),
+        (4500, False),
+        (1000, False),
+    ],
+)
 def test_reconnect_ranges(code: int, reconnect: bool) -> None:
     assert should_reconnect(code) is reconnect
