@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from xshathra.analytics.memory import MemoryAnalytics
+from xshathra.analytics.recorder import AnalyticsRecorder
 from xshathra.api.context import ServerContext
 from xshathra.api.executor import Executor
 from xshathra.api.ratelimit import RateLimiter
@@ -30,6 +30,8 @@ from xshathra.storage.database import Database, open_database
 from xshathra.tenancy.apps import hash_key
 from xshathra.tenancy.tokens import TokenService
 from xshathra.transports.websocket import NODE_STATE_KEY, CentrifugeWebSocketProtocol
+from xshathra.webhooks.dispatcher import WebhookDispatcher
+from xshathra.webhooks.events import WebhookEvents
 
 log = logging.getLogger("xshathra.server")
 
@@ -91,6 +93,8 @@ class Runtime:
         self.node: Node | None = None
         self.http: FastAPI | None = None
         self.secrets: Secrets | None = None
+        self.analytics: AnalyticsRecorder | None = None
+        self.dispatcher: WebhookDispatcher | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -98,7 +102,15 @@ class Runtime:
         self.secrets = sec = await bootstrap_secrets(settings, db)
         broker, presence = make_backends(settings.broker_url)
         tokens = TokenService(sec.token_secret)
-        analytics = MemoryAnalytics()
+        node_id = secrets.token_hex(8)
+        self.analytics = analytics = AnalyticsRecorder(db.analytics, node_id)
+        self.dispatcher = dispatcher = WebhookDispatcher(
+            db,
+            node_id,
+            allow_private=settings.webhook_allow_private,
+            timeout=settings.webhook_timeout,
+            retry_base=settings.webhook_retry_base,
+        )
         self.node = node = Node(
             settings=settings,
             broker=broker,
@@ -106,8 +118,12 @@ class Runtime:
             apps=db.apps,
             tokens=tokens,
             analytics=analytics,
+            events=WebhookEvents(db, dispatcher),
+            node_id=node_id,
         )
         await node.start()
+        await analytics.start()
+        await dispatcher.start()
         ctx = ServerContext(
             settings=settings,
             db=db,
@@ -120,8 +136,13 @@ class Runtime:
         self.http = build_http_app(ctx, self)
 
     async def stop(self) -> None:
+        """Close clients first (their last events still count), then flush and disconnect."""
         if self.node is not None:
             await self.node.close()
+        if self.dispatcher is not None:
+            await self.dispatcher.close()
+        if self.analytics is not None:
+            await self.analytics.close()
         if self.db is not None:
             await self.db.close()
 

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./xshathra.db"
     broker_url: str = "memory://"
     webhook_allow_private: bool = False
+    webhook_retry_base: float = 2.0  # seconds before the first retry; doubles each time
+    webhook_timeout: float = 10.0
 
     # Limits (SPEC §6): every queue and count is bounded.
     max_message_size: int = 65536

@@ -33,8 +33,11 @@ async def test_disabling_an_app_refuses_and_closes_its_connections(server: Serve
     token = realtime_token(server, app, "u")
     async with websockets.connect(server.ws_url) as ws:
         await connect(ws, token)
-        r = httpx.put(f"{server.base_url}/api/applications/{app['app_id']}",
-                      headers=server.admin_headers(), json={"status": False})
+        r = httpx.put(
+            f"{server.base_url}/api/applications/{app['app_id']}",
+            headers=server.admin_headers(),
+            json={"status": False},
+        )
         assert r.status_code == 200
         assert await closed_with(ws) == 3507
     async with websockets.connect(server.ws_url) as ws:
@@ -46,8 +49,9 @@ async def test_deleting_an_app_closes_its_connections(server: ServerProcess) -> 
     app = server.create_app(name="delete")
     async with websockets.connect(server.ws_url) as ws:
         await connect(ws, realtime_token(server, app, "u"))
-        r = httpx.delete(f"{server.base_url}/api/applications/{app['app_id']}",
-                         headers=server.admin_headers())
+        r = httpx.delete(
+            f"{server.base_url}/api/applications/{app['app_id']}", headers=server.admin_headers()
+        )
         assert r.status_code == 200
         assert await closed_with(ws) == 3507
 

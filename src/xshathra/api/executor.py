@@ -225,6 +225,11 @@ class Executor:
 
         await self._node.send_control(ControlMessage(type="app_changed", app_id=app_id))
 
+    async def webhooks_changed(self, app_id: str) -> None:
+        from xshathra.engine.node import ControlMessage
+
+        await self._node.send_control(ControlMessage(type="webhooks_changed", app_id=app_id))
+
     async def _control(
         self,
         app: Application,

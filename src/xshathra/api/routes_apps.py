@@ -17,7 +17,7 @@ from xshathra.api.context import ServerContext
 from xshathra.api.errors import HttpError
 from xshathra.api.executor import ApiError, PublishRequest
 from xshathra.api.netguard import UnsafeURLError, check_webhook_url
-from xshathra.api.views import application_view, iso, webhook_view
+from xshathra.api.views import application_view, delivery_view, iso, webhook_view
 from xshathra.tenancy.apps import (
     APP_ID_PATTERN,
     AppExistsError,
@@ -305,6 +305,7 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
             events=tuple(dict.fromkeys(events)),
         )
         await ctx.db.webhooks.create_webhook(webhook)
+        await ctx.executor.webhooks_changed(app.app_id)
         shown = secret if body.secret is None else None
         return _ok({"webhook": webhook_view(webhook, secret=shown)}, 201)
 
@@ -323,6 +324,33 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
         await check_app_rate(ctx, who, app)
         if not await ctx.db.webhooks.delete_webhook(app.app_id, webhook_id):
             raise HttpError(404, "webhook not found")
+        await ctx.executor.webhooks_changed(app.app_id)
+        return _ok({})
+
+    @router.get("/webhooks/{webhook_id}/deliveries", summary="Recent deliveries of a webhook")
+    async def deliveries(
+        webhook_id: str, who: CallerDep, app_id: str | None = None
+    ) -> JSONResponse:
+        app = await target_app(who, ctx, app_id)
+        await check_app_rate(ctx, who, app)
+        if await ctx.db.webhooks.get_webhook(app.app_id, webhook_id) is None:
+            raise HttpError(404, "webhook not found")
+        rows = await ctx.db.deliveries.list_for_webhook(webhook_id)
+        return _ok({"deliveries": [delivery_view(d) for d in rows]})
+
+    @router.post(
+        "/webhooks/{webhook_id}/deliveries/{delivery_id}/replay",
+        summary="Queue a delivery again (after a failure, say)",
+    )
+    async def replay(
+        webhook_id: str, delivery_id: str, who: CallerDep, app_id: str | None = None
+    ) -> JSONResponse:
+        app = await target_app(who, ctx, app_id)
+        await check_app_rate(ctx, who, app)
+        if await ctx.db.webhooks.get_webhook(app.app_id, webhook_id) is None:
+            raise HttpError(404, "webhook not found")
+        if not await ctx.db.deliveries.replay(webhook_id, delivery_id):
+            raise HttpError(404, "delivery not found")
         return _ok({})
 
     return router

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from xshathra.storage.deliveries import Delivery
 from xshathra.tenancy.apps import Application
 from xshathra.webhooks.models import Webhook
 
@@ -52,3 +53,19 @@ def webhook_view(webhook: Webhook, *, secret: str | None = None) -> dict[str, An
     if secret is not None:
         view["secret"] = secret
     return view
+
+
+def delivery_view(delivery: Delivery) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "event_id": delivery.event_id,
+        "event": delivery.event,
+        "room": delivery.room,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "last_status": delivery.last_status,
+        "last_error": delivery.last_error,
+        "next_attempt_at": iso(delivery.next_attempt_at) if delivery.status == "pending" else None,
+        "created_at": iso(delivery.created_at),
+        "delivered_at": iso(delivery.delivered_at) if delivery.delivered_at else None,
+    }

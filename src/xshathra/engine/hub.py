@@ -67,6 +67,9 @@ class Hub:
             if not users:
                 del self._users[key]
 
+    def app_ids(self) -> list[str]:
+        return list(self._connections)
+
     def connection_count(self, app_id: AppId) -> int:
         return len(self._connections.get(app_id, ()))
 

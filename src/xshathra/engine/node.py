@@ -11,7 +11,7 @@ import contextlib
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
@@ -38,7 +38,35 @@ from xshathra.tenancy.apps import AppId, Application, AppStore, NamespaceOptions
 from xshathra.tenancy.tokens import TokenService
 
 if TYPE_CHECKING:
-    from xshathra.analytics.memory import MemoryAnalytics
+    from collections.abc import Callable
+
+
+class Analytics(Protocol):
+    """Where the node counts usage (hot path: no I/O)."""
+
+    def bind_online(
+        self,
+        online: Callable[[str], tuple[int, set[str]]],
+        apps_online: Callable[[], list[str]] | None = None,
+    ) -> None: ...
+
+    def connection_opened(self, app_id: str, user: str) -> None: ...
+
+    def publication(self, app_id: str, *, broadcast: bool) -> None: ...
+
+
+class ChannelEvents(Protocol):
+    """Who hears about channel events beyond subscribers (webhooks). `publication` is awaited
+    before a publish is acknowledged, so its implementation must make the event durable."""
+
+    async def publication(
+        self, ref: ChannelRef, tags: dict[str, str] | None, data: bytes, user: str | None
+    ) -> None: ...
+
+    async def lifecycle(self, ref: ChannelRef, event: str, user: str, client: str) -> None: ...
+
+    def invalidate(self, app_id: str) -> None: ...
+
 
 log = logging.getLogger("xshathra.node")
 
@@ -68,7 +96,9 @@ class Node:
         presence: PresenceStore,
         apps: AppStore,
         tokens: TokenService,
-        analytics: MemoryAnalytics,
+        analytics: Analytics,
+        events: ChannelEvents | None = None,
+        node_id: str | None = None,
     ) -> None:
         self.settings = settings
         self.broker = broker
@@ -76,9 +106,10 @@ class Node:
         self.apps = apps
         self.tokens = tokens
         self.analytics = analytics
+        self.events = events
         self.hub = Hub()
         self.version = __version__
-        self.node_id = secrets.token_hex(8)
+        self.node_id = node_id or secrets.token_hex(8)
         self.name = settings.node_name or self.node_id
         self.started_at = time.time()
         self.loop = asyncio.get_running_loop()
@@ -86,7 +117,7 @@ class Node:
         self._ping_frame = OutgoingFrame(PING_FRAME)
         self._ping_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
-        analytics.bind_online(self._online)
+        analytics.bind_online(self._online, self.hub.app_ids)
 
     async def start(self) -> None:
         await self.broker.start(self)
@@ -134,6 +165,7 @@ class Node:
         self, session: ClientSession, subs: list[Subscription], emptied: list[ChannelRef]
     ) -> None:
         for sub in subs:
+            self.subscription_removed(session, sub.ref)
             try:
                 if sub.options.presence:
                     await self.presence.remove_presence(sub.ref, session.client_id)
@@ -155,10 +187,18 @@ class Node:
             await self.broker.unsubscribe(ref)
 
     def subscription_added(self, session: ClientSession, ref: ChannelRef) -> None:
-        return None
+        if self.events is None:
+            return
+        self._spawn(self.events.lifecycle(ref, "user-joined", session.user, session.client_id))
+        if self.hub.subscriber_count(ref) == 1:
+            self._spawn(self.events.lifecycle(ref, "room-occupied", "", ""))
 
     def subscription_removed(self, session: ClientSession, ref: ChannelRef) -> None:
-        return None
+        if self.events is None:
+            return
+        self._spawn(self.events.lifecycle(ref, "user-left", session.user, session.client_id))
+        if not self.hub.has_channel(ref):
+            self._spawn(self.events.lifecycle(ref, "room-vacated", "", ""))
 
     async def _ping_loop(self) -> None:
         """One sweep for all connections: drop those that missed the last pong, ping the rest."""
@@ -197,6 +237,10 @@ class Node:
         app_id = AppId(msg.app_id)
         if msg.type == "app_changed":
             await self._app_changed(app_id)
+            return
+        if msg.type == "webhooks_changed":
+            if self.events is not None:
+                self.events.invalidate(app_id)
             return
         if msg.client:
             one = self.hub.connection(app_id, msg.client)
@@ -257,6 +301,9 @@ class Node:
                 idempotency_key=idempotency_key,
             ),
         )
+        if self.events is not None:
+            # Durable before the publish is acknowledged (and before it is counted).
+            await self.events.publication(ref, tags, data, info.user if info else None)
         self.analytics.publication(ref.app_id, broadcast=origin == "api")
         return position
 

@@ -22,7 +22,9 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from xshathra.storage.analytics import SqlAnalyticsStore
 from xshathra.storage.apps import SqlAppStore
+from xshathra.storage.deliveries import SqlDeliveryStore
 from xshathra.storage.server_state import SqlServerStateStore
 from xshathra.storage.webhooks import SqlWebhookStore
 
@@ -58,6 +60,8 @@ class Database:
     apps: SqlAppStore
     webhooks: SqlWebhookStore
     server_state: SqlServerStateStore
+    deliveries: SqlDeliveryStore
+    analytics: SqlAnalyticsStore
 
     @property
     def dialect(self) -> str:
@@ -144,4 +148,6 @@ async def open_database(url: str) -> Database:
         apps=SqlAppStore(engine),
         webhooks=SqlWebhookStore(engine),
         server_state=SqlServerStateStore(engine),
+        deliveries=SqlDeliveryStore(engine),
+        analytics=SqlAnalyticsStore(engine),
     )

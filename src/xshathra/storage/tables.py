@@ -92,3 +92,63 @@ server_state = Table(
     Column("key", String(128), primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+# Transactional outbox of webhook deliveries: one row per (event, webhook), claimed with a
+# lease so that exactly one node attempts it at a time.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column(
+        "webhook_id",
+        String(64),
+        ForeignKey("webhooks.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("app_id", String(64), nullable=False),
+    Column("event_id", String(40), nullable=False),
+    Column("event", String(200), nullable=False),
+    Column("room", String(255), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("locked_by", String(64), nullable=True),
+    Column("locked_until", UTCDateTime, nullable=True),
+    Column("last_status", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    Index("ix_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_deliveries_webhook", "webhook_id", "created_at"),
+)
+
+# Analytics: per-minute counters and per-hour distinct users, summed from every node's flushes.
+analytics_counts = Table(
+    "analytics_counts",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("bucket", Integer, primary_key=True),  # unix seconds, start of the minute
+    Column("connections", Integer, nullable=False),
+    Column("events", Integer, nullable=False),
+    Column("broadcasts", Integer, nullable=False),
+)
+
+analytics_users = Table(
+    "analytics_users",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("bucket", Integer, primary_key=True),  # unix seconds, start of the hour
+    Column("user_id", String(255), primary_key=True),
+)
+
+# What each node has open now; rows older than a few flush intervals belong to dead nodes.
+analytics_online = Table(
+    "analytics_online",
+    metadata,
+    Column("node_id", String(64), primary_key=True),
+    Column("app_id", String(64), primary_key=True),
+    Column("connections", Integer, nullable=False),
+    Column("users", Text, nullable=False),  # JSON list of user ids connected on that node
+    Column("updated_at", Integer, nullable=False),  # unix seconds
+)

@@ -11,9 +11,9 @@ CAP_SECONDS = 600.0
 MAX_ATTEMPTS = 21
 
 
-def next_delay(attempt: int, rng: random.Random | None = None) -> float:
-    """Delay before retry number `attempt` (1 = first retry): full jitter on an exponential."""
-    ceiling: float = min(CAP_SECONDS, BASE_SECONDS * 2.0 ** (attempt - 1))
+def next_delay(attempt: int, rng: random.Random | None = None, base: float = BASE_SECONDS) -> float:
+    """Delay before retry number `attempt` (1 = first retry): jitter on an exponential."""
+    ceiling: float = min(CAP_SECONDS, base * 2.0 ** (attempt - 1))
     r: float = (rng or random).random()
     # Never below half the ceiling, so the schedule still spans the hour whatever the draws.
     return ceiling / 2 + r * ceiling / 2

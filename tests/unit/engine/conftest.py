@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from xshathra.analytics.memory import MemoryAnalytics
+from xshathra.analytics.recorder import AnalyticsRecorder
 from xshathra.brokers.memory import MemoryBroker
 from xshathra.engine.client import ClientSession
 from xshathra.engine.node import Node
@@ -91,7 +91,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
         presence=MemoryPresenceStore(),
         apps=db.apps,
         tokens=tokens,
-        analytics=MemoryAnalytics(),
+        analytics=AnalyticsRecorder(db.analytics, "unit-node"),
     )
     await node.start()
     app, _ = generate_app(name="unit")
