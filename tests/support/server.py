@@ -76,6 +76,7 @@ def running_server(
     admin_key: str | None = None,
 ) -> Iterator[ServerProcess]:
     """Run one node until the block ends; SIGTERM then SIGKILL on exit."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     admin_key = admin_key or "adm_" + secrets.token_urlsafe(16)
     full_env = {
