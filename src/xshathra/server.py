@@ -160,8 +160,23 @@ class Runtime:
 
 def build_http_app(ctx: ServerContext, runtime: Runtime) -> FastAPI:
     from xshathra.api.http_app import create_http_app
+    from xshathra.observability.metrics import (
+        CONTENT_TYPE,
+        HttpMetricsMiddleware,
+        HttpStats,
+        build_registry,
+        render,
+    )
 
     app = create_http_app(ctx)
+    http_stats = HttpStats()
+    assert runtime.node is not None and runtime.dispatcher is not None
+    registry = build_registry(runtime.node, runtime.dispatcher, http_stats)
+    app.add_middleware(HttpMetricsMiddleware, stats=http_stats)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(render(registry), media_type=CONTENT_TYPE)
 
     @app.get("/realtime/health", tags=["engine"], summary="Liveness of this node")
     async def health() -> Response:

@@ -87,6 +87,16 @@ class ControlMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
 _control_decoder = msgspec.json.Decoder(ControlMessage)
 
 
+class NodeStats:
+    """Plain counters for observability; read at scrape time, never locked."""
+
+    __slots__ = ("delivered", "publications")
+
+    def __init__(self) -> None:
+        self.publications: dict[str, int] = {"api": 0, "client": 0}
+        self.delivered = 0
+
+
 class Node:
     def __init__(
         self,
@@ -107,6 +117,7 @@ class Node:
         self.tokens = tokens
         self.analytics = analytics
         self.events = events
+        self.stats = NodeStats()
         self.hub = Hub()
         self.version = __version__
         self.node_id = node_id or secrets.token_hex(8)
@@ -217,7 +228,7 @@ class Node:
     # --- broker events ------------------------------------------------------------------------
 
     def on_publication(self, ref: ChannelRef, pub: BrokerPublication) -> None:
-        self.hub.broadcast_publication(ref, pub)
+        self.stats.delivered += self.hub.broadcast_publication(ref, pub)
 
     def on_join(self, ref: ChannelRef, info: ClientInfoData) -> None:
         self.hub.broadcast_join_leave(ref, info, join=True)
@@ -305,6 +316,7 @@ class Node:
             # Durable before the publish is acknowledged (and before it is counted).
             await self.events.publication(ref, tags, data, info.user if info else None)
         self.analytics.publication(ref.app_id, broadcast=origin == "api")
+        self.stats.publications[origin] = self.stats.publications.get(origin, 0) + 1
         return position
 
     async def api_publish(

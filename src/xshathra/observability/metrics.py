@@ -1,0 +1,111 @@
+"""Prometheus metrics at `/metrics`, read at scrape time from the counters the engine, the
+webhook dispatcher and the HTTP layer keep as plain integers (the hot path never touches
+prometheus-client). Labels are bounded: no per-app or per-channel series."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from xshathra.engine.node import Node
+    from xshathra.webhooks.dispatcher import WebhookDispatcher
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class HttpStats:
+    """Requests by route template, method and status; updated by `HttpMetricsMiddleware`."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, str], int] = {}
+
+    def add(self, route: str, method: str, status: int) -> None:
+        key = (route, method, str(status))
+        self.requests[key] = self.requests.get(key, 0) + 1
+
+
+class HttpMetricsMiddleware:
+    def __init__(self, app: ASGIApp, stats: HttpStats) -> None:
+        self.app = app
+        self.stats = stats
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            route = scope.get("route")
+            # The route's template (e.g. /api/webhooks/{webhook_id}) keeps cardinality bounded.
+            path = getattr(route, "path", None) or "unmatched"
+            self.stats.add(path, scope.get("method", ""), status)
+
+
+class XshathraCollector(Collector):
+    def __init__(self, node: Node, dispatcher: WebhookDispatcher, http: HttpStats) -> None:
+        self.node = node
+        self.dispatcher = dispatcher
+        self.http = http
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        hub, stats = self.node.hub, self.node.stats
+        yield GaugeMetricFamily(
+            "xshathra_connections",
+            "Open client connections on this node",
+            value=hub.total_connections(),
+        )
+        yield GaugeMetricFamily(
+            "xshathra_subscriptions",
+            "Live subscriptions on this node",
+            value=hub.subscription_total(),
+        )
+        pubs = CounterMetricFamily(
+            "xshathra_publications", "Publications by origin", labels=["origin"]
+        )
+        for origin, count in stats.publications.items():
+            pubs.add_metric([origin], count)
+        yield pubs
+        yield CounterMetricFamily(
+            "xshathra_messages_delivered",
+            "Publications queued to subscribers on this node",
+            value=stats.delivered,
+        )
+        hooks = CounterMetricFamily(
+            "xshathra_webhook_deliveries",
+            "Webhook delivery attempts by outcome",
+            labels=["outcome"],
+        )
+        for outcome, count in self.dispatcher.outcomes.items():
+            hooks.add_metric([outcome], count)
+        yield hooks
+        requests = CounterMetricFamily(
+            "xshathra_http_requests", "HTTP API requests", labels=["route", "method", "status"]
+        )
+        for (route, method, status), count in self.http.requests.items():
+            requests.add_metric([route, method, status], count)
+        yield requests
+
+
+def build_registry(node: Node, dispatcher: WebhookDispatcher, http: HttpStats) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(XshathraCollector(node, dispatcher, http))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)
