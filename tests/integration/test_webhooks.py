@@ -223,3 +223,21 @@ def test_private_targets_are_refused(tmp_path: Path) -> None:
             )
             assert r.status_code == 400, url
             assert r.json()["success"] is False
+
+
+def test_private_target_is_refused_again_at_delivery_time(tmp_path: Path) -> None:
+    """A webhook stored while private targets were allowed is not called once they are not."""
+    db = f"sqlite:///{tmp_path / 'ssrf.db'}"
+    with Receiver().running() as rx:
+        with running_server(tmp_path, database_url=db) as open_node:
+            app = open_node.create_app(name="later-refused")
+            hook = register(open_node, app, rx.url, ["*"])
+        env = {**FAST_RETRIES, "XSHATHRA_WEBHOOK_ALLOW_PRIVATE": "0"}
+        with running_server(
+            tmp_path, database_url=db, env=env, admin_key=open_node.admin_key
+        ) as strict:
+            broadcast(strict, app, "r", "e", 1)
+            log = deliveries(strict, app, hook)
+            while not log or log[0]["last_error"] is None:
+                log = deliveries(strict, app, hook)
+    assert "private" in log[0]["last_error"] and rx.requests == []
