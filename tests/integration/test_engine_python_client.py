@@ -347,3 +347,47 @@ async def test_token_of_one_app_cannot_reach_another(
     )
     await sub.subscribe()
     assert (await rec2.next("unsubscribed")).code == 103
+
+
+async def test_seed_000_token_connects(server: ServerProcess, clients: list[Client]) -> None:
+    """A token from POST /api/token (app_id + app_secret) opens a connection too."""
+    app = server.create_app(name="seed0")
+    r = httpx.post(
+        f"{server.base_url}/api/token",
+        json={
+            "app_id": app["app_id"],
+            "app_secret": app["app_secret"],
+            "payload": {"user_id": "seed-user"},
+        },
+    )
+    assert r.status_code == 200
+    rec = Recorder()
+    client = await connected(server, clients, rec, token=r.json()["token"])
+    sub = client.new_subscription("public:seed", SubEvents(rec))
+    await sub.subscribe()
+    await sub.ready(5)
+    presence = await sub.presence()
+    assert [c.user for c in presence.clients.values()] == ["seed-user"]
+
+
+async def test_subscription_token_refresh(server: ServerProcess, clients: list[Client]) -> None:
+    """A short-lived subscription token is refreshed through its get_token (sub_refresh)."""
+    app = server.create_app(name="subrefresh")
+    calls: list[str] = []
+    refreshed = asyncio.Event()
+
+    async def get_token(channel: str) -> str:
+        calls.append(channel)
+        if len(calls) >= 2:
+            refreshed.set()
+        return app_signed_token(app, "u1", expires_in=3, channel=channel)
+
+    rec = Recorder()
+    client = await connected(server, clients, rec, token=realtime_token(server, app, "u1"))
+    sub = client.new_subscription("private-feed", SubEvents(rec), get_token=get_token)
+    await sub.subscribe()
+    await sub.ready(5)
+    await asyncio.wait_for(refreshed.wait(), 10)
+    assert sub.state == SubscriptionState.SUBSCRIBED
+    engine_api(server, app, "publish", {"channel": "private-feed", "data": "fresh"})
+    assert (await rec.next("publication")).pub.data == "fresh"

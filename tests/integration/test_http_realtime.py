@@ -196,3 +196,15 @@ def test_rate_limits(tmp_path: Path) -> None:
                 "/api/broadcast", headers={"X-API-Key": str(other["api_key"])}, json=body
             )
             assert ok.status_code == 200  # one app's limit never touches another's
+
+
+def test_centrifugo_secret_alias_signs_tokens(tmp_path: Path) -> None:
+    """CENTRIFUGO_TOKEN_HMAC_SECRET_KEY sets the HS256 key the server mints with."""
+    secret = "s" * 48
+    with running_server(tmp_path, env={"CENTRIFUGO_TOKEN_HMAC_SECRET_KEY": secret}) as srv:
+        app = srv.create_app(name="alias")
+        r = httpx.post(
+            f"{srv.base_url}/api/realtime/token", headers=apikey(app), json={"userId": "u"}
+        )
+    claims = jwt.decode(r.json()["token"], secret, algorithms=["HS256"])
+    assert claims["sub"] == "u"
