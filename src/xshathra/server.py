@@ -40,17 +40,33 @@ _ADMIN_HASH_KEY = "admin_api_key_hash"
 _TOKEN_SECRET_KEY = "token_hmac_secret"
 
 
-def make_backends(broker_url: str) -> tuple[Broker, PresenceStore]:
-    """Choose the broker and presence store from the broker URL's scheme."""
+@dataclass
+class Backends:
+    broker: Broker
+    presence: PresenceStore
+    rate_limit_storage: str  # a `limits` storage URI: shared when the broker is shared
+
+
+def make_backends(broker_url: str, prefix: str = "xs") -> Backends:
+    """Choose the broker, presence store and rate-limit storage from the broker URL's scheme.
+    Backend modules are imported only when chosen."""
     scheme = broker_url.split("://", 1)[0].lower()
     if scheme == "memory":
         from xshathra.brokers.memory import MemoryBroker
         from xshathra.presence.memory import MemoryPresenceStore
 
-        return MemoryBroker(), MemoryPresenceStore()
+        return Backends(MemoryBroker(), MemoryPresenceStore(), "async+memory://")
+    if scheme in ("redis", "rediss"):
+        from xshathra.brokers.redis import RedisBroker
+        from xshathra.presence.redis import RedisPresenceStore
+
+        return Backends(
+            RedisBroker(broker_url, prefix=prefix),
+            RedisPresenceStore(broker_url, prefix=prefix),
+            "async+" + broker_url,
+        )
     raise SystemExit(
-        f"XSHATHRA_BROKER_URL: the '{scheme}' broker is not available in this version; "
-        "use memory://"
+        f"XSHATHRA_BROKER_URL: unsupported broker '{scheme}' (use memory:// or redis://)"
     )
 
 
@@ -100,7 +116,7 @@ class Runtime:
         settings = self.settings
         self.db = db = await open_database(settings.database_url)
         self.secrets = sec = await bootstrap_secrets(settings, db)
-        broker, presence = make_backends(settings.broker_url)
+        backends = make_backends(settings.broker_url, settings.broker_prefix)
         tokens = TokenService(sec.token_secret)
         node_id = secrets.token_hex(8)
         self.analytics = analytics = AnalyticsRecorder(db.analytics, node_id)
@@ -113,8 +129,8 @@ class Runtime:
         )
         self.node = node = Node(
             settings=settings,
-            broker=broker,
-            presence=presence,
+            broker=backends.broker,
+            presence=backends.presence,
             apps=db.apps,
             tokens=tokens,
             analytics=analytics,
@@ -131,7 +147,9 @@ class Runtime:
             admin_key_hash=sec.admin_key_hash,
             executor=Executor(node),
             analytics=analytics,
-            limiter=RateLimiter(token_per_minute=settings.token_rate_limit),
+            limiter=RateLimiter(
+                backends.rate_limit_storage, token_per_minute=settings.token_rate_limit
+            ),
         )
         self.http = build_http_app(ctx, self)
 

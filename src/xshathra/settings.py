@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     )
     database_url: str = "sqlite:///./xshathra.db"
     broker_url: str = "memory://"
+    broker_prefix: str = "xs"  # key and topic prefix in a shared Redis: one per deployment
     webhook_allow_private: bool = False
     webhook_retry_base: float = 2.0  # seconds before the first retry; doubles each time
     webhook_timeout: float = 10.0
@@ -47,6 +48,7 @@ class Settings(BaseSettings):
     client_command_burst: int = 200
     client_queue_max_bytes: int = 4_194_304
     ping_interval: int = 25  # seconds between server pings
+    presence_refresh_interval: float = 20.0  # a shared presence store expires entries at 60 s
     pong_timeout: int = 10  # seconds to wait for a pong after a ping
     connect_timeout: float = 10.0  # seconds for the first (connect) command
     # Clients refresh tokens when their ttl runs out; this grace (as Centrifugo's

@@ -18,7 +18,8 @@ class RateLimiter:
     def __init__(
         self, storage_uri: str = "async+memory://", *, token_per_minute: int = 100
     ) -> None:
-        self._storage = storage_from_string(storage_uri)
+        options = {"implementation": "redispy"} if storage_uri.startswith("async+redis") else {}
+        self._storage = storage_from_string(storage_uri, **options)
         self._limiter = MovingWindowRateLimiter(self._storage)
         self._token_item = RateLimitItemPerMinute(token_per_minute)
 

@@ -72,6 +72,9 @@ class BrokerEventHandler(Protocol):
 
     def on_control(self, data: bytes) -> None: ...
 
+    def on_reconnect(self) -> None:
+        """The broker's connection came back: events may have been missed meanwhile."""
+
 
 class Broker(Protocol):
     async def start(self, handler: BrokerEventHandler) -> None: ...

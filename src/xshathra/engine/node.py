@@ -127,21 +127,47 @@ class Node:
         self.scheduler = FlushScheduler(self.loop)
         self._ping_frame = OutgoingFrame(PING_FRAME)
         self._ping_task: asyncio.Task[None] | None = None
+        self._presence_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         analytics.bind_online(self._online, self.hub.app_ids)
 
     async def start(self) -> None:
         await self.broker.start(self)
         self._ping_task = self.loop.create_task(self._ping_loop())
+        self._presence_task = self.loop.create_task(self._presence_loop())
+
+    def on_reconnect(self) -> None:
+        """The broker lost messages while away: every subscriber resubscribes and recovers."""
+        from xshathra.engine.client import UNSUBSCRIBE_INSUFFICIENT
+
+        async def resubscribe_all() -> None:
+            for session in self.hub.all_connections():
+                for channel in list(session.subs):
+                    await session.server_unsubscribe(
+                        channel, UNSUBSCRIBE_INSUFFICIENT, "insufficient state"
+                    )
+
+        self._spawn(resubscribe_all())
+
+    async def _presence_loop(self) -> None:
+        """Refresh this node's presence entries so a shared store can expire a dead node's."""
+        while True:
+            await asyncio.sleep(self.settings.presence_refresh_interval)
+            for session in self.hub.all_connections():
+                for sub in list(session.subs.values()):
+                    if sub.options.presence and sub.live:
+                        with contextlib.suppress(Exception):
+                            await self.presence.add_presence(sub.ref, session.info(sub.chan_info))
 
     async def close(self) -> None:
         """Disconnect every client with a reconnect code and stop background work."""
         for session in self.hub.all_connections():
             session.disconnect(DisconnectCode.SHUTDOWN)
-        if self._ping_task is not None:
-            self._ping_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ping_task
+        for task in (self._ping_task, self._presence_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for task in list(self._background):
             task.cancel()
         await self.broker.close()
