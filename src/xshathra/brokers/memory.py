@@ -44,6 +44,7 @@ class MemoryBroker:
         self._handler: BrokerEventHandler | None = None
         self._streams: dict[ChannelRef, _Stream] = {}
         self._idempotency: dict[tuple[ChannelRef, str], tuple[float, StreamPosition]] = {}
+        self._subscribed: set[ChannelRef] = set()
 
     async def start(self, handler: BrokerEventHandler) -> None:
         self._handler = handler
@@ -55,10 +56,10 @@ class MemoryBroker:
         return None
 
     async def subscribe(self, ref: ChannelRef) -> None:
-        return None
+        self._subscribed.add(ref)
 
     async def unsubscribe(self, ref: ChannelRef) -> None:
-        return None
+        self._subscribed.discard(ref)
 
     def _stream(self, ref: ChannelRef, now: float) -> _Stream | None:
         stream = self._streams.get(ref)
@@ -101,7 +102,7 @@ class MemoryBroker:
         position = StreamPosition(offset, epoch)
         if opts.idempotency_key:
             self._idempotency[(ref, opts.idempotency_key)] = (now + IDEMPOTENCY_TTL, position)
-        if self._handler is not None:
+        if self._handler is not None and ref in self._subscribed:
             self._handler.on_publication(ref, pub)
         return position
 
@@ -110,11 +111,11 @@ class MemoryBroker:
             del self._idempotency[key]
 
     async def publish_join(self, ref: ChannelRef, info: ClientInfoData) -> None:
-        if self._handler is not None:
+        if self._handler is not None and ref in self._subscribed:
             self._handler.on_join(ref, info)
 
     async def publish_leave(self, ref: ChannelRef, info: ClientInfoData) -> None:
-        if self._handler is not None:
+        if self._handler is not None and ref in self._subscribed:
             self._handler.on_leave(ref, info)
 
     async def publish_control(self, data: bytes) -> None:
