@@ -59,7 +59,7 @@ async def test_pending_subscription_buffers_then_goes_live(harness: Harness) -> 
     session, transport = await harness.client()
     hub = harness.node.hub
     ref = ChannelRef(harness.app.app_id, "public:race")
-    hub.add_pending(ref, session)
+    await harness.node.add_pending_subscriber(ref, session)
     await publish(harness, "public:race", b"1")
     assert not [m for m in transport.messages if "push" in m]  # not sent before the reply
     buffered = hub.promote(ref, session)
