@@ -18,7 +18,11 @@ from importlib import resources
 import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from xshathra.brokers import (
     BrokerEventHandler,
@@ -62,6 +66,18 @@ def _unpack_info(info: Info | None) -> ClientInfoData | None:
     return None if info is None else ClientInfoData(*info)
 
 
+def redis_client(url: str) -> Redis:
+    """A client whose commands survive a Redis restart: a stale pooled connection is retried
+    on a fresh one instead of failing the first command after the restart."""
+    return Redis.from_url(
+        url,
+        decode_responses=False,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        health_check_interval=30,
+    )
+
+
 def _script(name: str) -> str:
     return resources.files("xshathra.brokers.lua").joinpath(name).read_text()
 
@@ -73,7 +89,7 @@ class RedisBroker:
         *,
         prefix: str = "xs",
     ) -> None:
-        self._redis: Redis = Redis.from_url(url, decode_responses=False)
+        self._redis: Redis = redis_client(url)
         self._prefix = prefix
         self._handler: BrokerEventHandler | None = None
         self._pubsub: PubSub | None = None

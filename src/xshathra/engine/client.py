@@ -516,21 +516,26 @@ class ClientSession:
             return False
         if sub.timer is not None:
             sub.timer.cancel()
-        await self.node.remove_subscriber(sub.ref, self)
-        info = self.info(sub.chan_info)
-        if sub.options.presence:
-            await self.node.presence.remove_presence(sub.ref, self.client_id)
-        if sub.options.join_leave:
-            await self.node.broker.publish_leave(sub.ref, info)
+        try:
+            await self.node.remove_subscriber(sub.ref, self)
+            if sub.options.presence:
+                await self.node.presence.remove_presence(sub.ref, self.client_id)
+            if sub.options.join_leave:
+                await self.node.broker.publish_leave(sub.ref, self.info(sub.chan_info))
+        except Exception as exc:
+            # Shared state is best effort here (a shared presence store expires entries);
+            # the local subscription is gone either way.
+            log.warning("cleanup after unsubscribe failed: %s", type(exc).__name__)
         self.node.subscription_removed(self, sub.ref)
         return True
 
     async def server_unsubscribe(self, channel: str, code: int, reason: str) -> None:
-        """Unsubscribe on the server's initiative and tell the client."""
-        if await self._drop_subscription(channel):
-            self.send_push(
-                m.Push(channel=channel, unsubscribe=m.Unsubscribe(code=code, reason=reason))
-            )
+        """Unsubscribe on the server's initiative and tell the client, even if cleaning shared
+        state (presence, leave) fails: the client must not keep a dead subscription."""
+        if channel not in self.subs:
+            return
+        await self._drop_subscription(channel)
+        self.send_push(m.Push(channel=channel, unsubscribe=m.Unsubscribe(code=code, reason=reason)))
 
     async def server_subscribe(self, channel: str) -> None:
         """Subscribe on the server's initiative (server API `subscribe`), then tell the client."""

@@ -143,9 +143,12 @@ class Node:
         async def resubscribe_all() -> None:
             for session in self.hub.all_connections():
                 for channel in list(session.subs):
-                    await session.server_unsubscribe(
-                        channel, UNSUBSCRIBE_INSUFFICIENT, "insufficient state"
-                    )
+                    try:
+                        await session.server_unsubscribe(
+                            channel, UNSUBSCRIBE_INSUFFICIENT, "insufficient state"
+                        )
+                    except Exception as exc:  # keep going: every client must hear it
+                        log.warning("resubscribe notice failed: %s", type(exc).__name__)
 
         self._spawn(resubscribe_all())
 
@@ -176,7 +179,12 @@ class Node:
     def _spawn(self, coro: object) -> None:
         task: asyncio.Task[None] = self.loop.create_task(coro)  # type: ignore[arg-type]
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("background task failed: %s", type(task.exception()).__name__)
 
     def _online(self, app_id: str) -> tuple[int, set[str]]:
         return self.hub.connection_count(AppId(app_id)), self.hub.user_ids(AppId(app_id))

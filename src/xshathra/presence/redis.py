@@ -11,6 +11,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from xshathra.brokers import ClientInfoData
+from xshathra.brokers.redis import redis_client
 from xshathra.engine.channels import ChannelRef
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -23,7 +24,7 @@ def _script(name: str) -> str:
 
 class RedisPresenceStore:
     def __init__(self, url: str, *, prefix: str = "xs", ttl: int = 60) -> None:
-        self._redis: Redis = Redis.from_url(url, decode_responses=False)
+        self._redis: Redis = redis_client(url)
         self._prefix = prefix
         self.ttl = ttl
         self._add = self._redis.register_script(_script("add.lua"))

@@ -1,0 +1,166 @@
+"""Several nodes sharing PostgreSQL and Redis: publications, presence, history, recovery,
+server API commands and rate limits hold across nodes, and a node reports Redis outages."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import subprocess
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from tests.integration.test_engine_bad_input import closed_with, connect, replies, reply
+from tests.support.clients import engine_api, realtime_token
+from tests.support.server import ServerProcess, running_server
+from tests.support.services import REDIS_HOST, REDIS_PORT, ensure_service, postgres_database
+
+Json = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerProcess]]:
+    """Three nodes on one PostgreSQL database and one Redis (under a unique key prefix)."""
+    ensure_service("redis", REDIS_HOST, REDIS_PORT)
+    env = {"XSHATHRA_BROKER_PREFIX": f"xs_it_{secrets.token_hex(4)}"}
+    broker = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+    with ExitStack() as stack:
+        url = stack.enter_context(postgres_database())
+        first = stack.enter_context(
+            running_server(
+                tmp_path_factory.mktemp("n1"), database_url=url, broker_url=broker, env=env
+            )
+        )
+        nodes = [first] + [
+            stack.enter_context(
+                running_server(
+                    tmp_path_factory.mktemp(f"n{i}"),
+                    database_url=url,
+                    broker_url=broker,
+                    env=env,
+                    admin_key=first.admin_key,
+                )
+            )
+            for i in (2, 3)
+        ]
+        yield nodes
+
+
+async def test_publication_presence_and_history_cross_nodes(cluster: list[ServerProcess]) -> None:
+    n1, n2, n3 = cluster
+    app = n1.create_app(name="cross")
+    async with websockets.connect(n1.ws_url) as ws:
+        await connect(ws, realtime_token(n1, app, "alice"))
+        await ws.send(json.dumps({"id": 2, "subscribe": {"channel": "public:x"}}))
+        await reply(ws)
+        engine_api(n2, app, "publish", {"channel": "public:x", "data": {"from": "n2"}})
+        push = await reply(ws)
+        assert push["push"]["pub"]["data"] == {"from": "n2"}
+        presence = engine_api(n3, app, "presence", {"channel": "public:x"})["result"]["presence"]
+        assert [c["user"] for c in presence.values()] == ["alice"]
+        history = engine_api(n3, app, "history", {"channel": "public:x", "limit": 5})["result"]
+        assert [p["data"] for p in history["publications"]] == [{"from": "n2"}]
+
+
+async def test_recovery_on_another_node(cluster: list[ServerProcess]) -> None:
+    n1, n2, n3 = cluster
+    app = n1.create_app(name="recover-elsewhere")
+    async with websockets.connect(n1.ws_url) as ws:
+        await connect(ws, realtime_token(n1, app, "u"))
+        await ws.send(json.dumps({"id": 2, "subscribe": {"channel": "public:r"}}))
+        position = (await reply(ws))["subscribe"]
+    for i in range(3):
+        engine_api(n2, app, "publish", {"channel": "public:r", "data": i})
+    async with websockets.connect(n3.ws_url) as ws:
+        await connect(ws, realtime_token(n3, app, "u"))
+        await ws.send(
+            json.dumps(
+                {
+                    "id": 2,
+                    "subscribe": {
+                        "channel": "public:r",
+                        "recover": True,
+                        "epoch": position["epoch"],
+                        "offset": position.get("offset", 0),
+                    },
+                }
+            )
+        )
+        result = (await reply(ws))["subscribe"]
+    assert result["recovered"] is True
+    assert [p["data"] for p in result["publications"]] == [0, 1, 2]
+
+
+async def test_server_api_and_app_changes_reach_other_nodes(cluster: list[ServerProcess]) -> None:
+    n1, n2, _ = cluster
+    app = n1.create_app(name="control")
+    async with websockets.connect(n1.ws_url) as ws:
+        await connect(ws, realtime_token(n1, app, "target"))
+        engine_api(n2, app, "subscribe", {"user": "target", "channel": "news"})
+        assert (await reply(ws))["push"]["subscribe"] is not None
+        engine_api(n2, app, "disconnect", {"user": "target"})
+        assert await closed_with(ws) == 3503
+    async with websockets.connect(n1.ws_url) as ws:
+        await connect(ws, realtime_token(n1, app, "target"))
+        r = httpx.put(
+            f"{n2.base_url}/api/applications/{app['app_id']}",
+            headers=n2.admin_headers(),
+            json={"status": False},
+        )
+        assert r.status_code == 200
+        assert await closed_with(ws) == 3507
+
+
+def test_rate_limits_are_shared(cluster: list[ServerProcess]) -> None:
+    n1, n2, _ = cluster
+    app = n1.create_app(name="shared-limit", rate_limit=3)
+    codes = [
+        httpx.post(
+            f"{node.base_url}/api/broadcast",
+            headers={"X-API-Key": str(app["api_key"])},
+            json={"room": "r", "event": "e"},
+        ).status_code
+        for node in (n1, n2, n1, n2)
+    ]
+    assert codes == [200, 200, 200, 429]
+
+
+async def test_redis_outage_is_reported_and_recovered(tmp_path: Path) -> None:
+    """Health is 503 while Redis is away and 200 after; clients are told to resubscribe."""
+    ensure_service("redis", REDIS_HOST, REDIS_PORT)
+    env = {"XSHATHRA_BROKER_PREFIX": f"xs_it_{secrets.token_hex(4)}"}
+    with running_server(
+        tmp_path, broker_url=f"redis://{REDIS_HOST}:{REDIS_PORT}/0", env=env
+    ) as node:
+        app = node.create_app(name="outage")
+        async with websockets.connect(node.ws_url) as ws:
+            await connect(ws, realtime_token(node, app, "u"))
+            await ws.send(json.dumps({"id": 2, "subscribe": {"channel": "public:o"}}))
+            await reply(ws)
+            subprocess.run(
+                ["redis-cli", "-p", str(REDIS_PORT), "shutdown", "nosave"],
+                capture_output=True,
+                timeout=10,
+                check=False,
+            )
+            try:
+                await _wait_health(node, 503)
+            finally:
+                ensure_service("redis", REDIS_HOST, REDIS_PORT)
+            await _wait_health(node, 200)
+            pushes = await replies(ws, 1, timeout=15)
+            assert pushes[0]["push"]["unsubscribe"]["code"] == 2500  # resubscribe and recover
+
+
+async def _wait_health(node: ServerProcess, status: int, timeout: float = 20) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with httpx.AsyncClient() as http:
+        while (await http.get(f"{node.base_url}/realtime/health")).status_code != status:
+            assert asyncio.get_running_loop().time() < deadline, f"health never became {status}"
+            await asyncio.sleep(0.2)  # the node notices the outage on its own schedule
