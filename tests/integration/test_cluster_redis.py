@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -52,15 +51,31 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerPro
         yield nodes
 
 
+async def subscribe(ws: Any, channel: str) -> Json:
+    """Subscribe and return the reply, whatever pushes share its frame (e.g. our own join)."""
+    await ws.send(json.dumps({"id": 2, "subscribe": {"channel": channel}}))
+    while True:
+        for message in await replies(ws, 1):
+            if message.get("id") == 2:
+                return message
+
+
+async def next_push(ws: Any, kind: str, timeout: float = 5) -> Json:
+    """The next push of this kind (pub, unsubscribe...), skipping others."""
+    while True:
+        for message in await replies(ws, 1, timeout=timeout):
+            if kind in message.get("push", {}):
+                return message
+
+
 async def test_publication_presence_and_history_cross_nodes(cluster: list[ServerProcess]) -> None:
     n1, n2, n3 = cluster
     app = n1.create_app(name="cross")
     async with websockets.connect(n1.ws_url) as ws:
         await connect(ws, realtime_token(n1, app, "alice"))
-        await ws.send(json.dumps({"id": 2, "subscribe": {"channel": "public:x"}}))
-        await reply(ws)
+        await subscribe(ws, "public:x")
         engine_api(n2, app, "publish", {"channel": "public:x", "data": {"from": "n2"}})
-        push = await reply(ws)
+        push = await next_push(ws, "pub")
         assert push["push"]["pub"]["data"] == {"from": "n2"}
         presence = engine_api(n3, app, "presence", {"channel": "public:x"})["result"]["presence"]
         assert [c["user"] for c in presence.values()] == ["alice"]
@@ -74,7 +89,8 @@ async def test_recovery_on_another_node(cluster: list[ServerProcess]) -> None:
     async with websockets.connect(n1.ws_url) as ws:
         await connect(ws, realtime_token(n1, app, "u"))
         await ws.send(json.dumps({"id": 2, "subscribe": {"channel": "public:r"}}))
-        position = (await reply(ws))["subscribe"]
+        # The reply may share a frame with the client's own join push: pick the reply.
+        position = next(m for m in await replies(ws, 1) if m.get("id") == 2)["subscribe"]
     for i in range(3):
         engine_api(n2, app, "publish", {"channel": "public:r", "data": i})
     async with websockets.connect(n3.ws_url) as ws:
@@ -92,7 +108,7 @@ async def test_recovery_on_another_node(cluster: list[ServerProcess]) -> None:
                 }
             )
         )
-        result = (await reply(ws))["subscribe"]
+        result = next(m for m in await replies(ws, 1) if m.get("id") == 2)["subscribe"]
     assert result["recovered"] is True
     assert [p["data"] for p in result["publications"]] == [0, 1, 2]
 
@@ -141,21 +157,24 @@ async def test_redis_outage_is_reported_and_recovered(tmp_path: Path) -> None:
         app = node.create_app(name="outage")
         async with websockets.connect(node.ws_url) as ws:
             await connect(ws, realtime_token(node, app, "u"))
-            await ws.send(json.dumps({"id": 2, "subscribe": {"channel": "public:o"}}))
-            await reply(ws)
-            subprocess.run(
-                ["redis-cli", "-p", str(REDIS_PORT), "shutdown", "nosave"],
-                capture_output=True,
-                timeout=10,
-                check=False,
+            await subscribe(ws, "public:o")
+            stop = await asyncio.create_subprocess_exec(
+                "redis-cli",
+                "-p",
+                str(REDIS_PORT),
+                "shutdown",
+                "nosave",
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
             )
+            await stop.wait()
             try:
                 await _wait_health(node, 503)
             finally:
                 ensure_service("redis", REDIS_HOST, REDIS_PORT)
             await _wait_health(node, 200)
-            pushes = await replies(ws, 1, timeout=15)
-            assert pushes[0]["push"]["unsubscribe"]["code"] == 2500  # resubscribe and recover
+            push = await next_push(ws, "unsubscribe", timeout=15)
+            assert push["push"]["unsubscribe"]["code"] == 2500  # resubscribe and recover
 
 
 async def _wait_health(node: ServerProcess, status: int, timeout: float = 20) -> None:

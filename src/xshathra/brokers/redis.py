@@ -90,6 +90,9 @@ class RedisBroker:
         prefix: str = "xs",
     ) -> None:
         self._redis: Redis = redis_client(url)
+        # The subscription has its own client without transparent retries: a lost connection
+        # must surface here, because messages sent meanwhile are gone and clients must recover.
+        self._subscriber: Redis = Redis.from_url(url, decode_responses=False)
         self._prefix = prefix
         self._handler: BrokerEventHandler | None = None
         self._pubsub: PubSub | None = None
@@ -125,7 +128,7 @@ class RedisBroker:
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     async def _open_pubsub(self) -> PubSub:
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        pubsub = self._subscriber.pubsub(ignore_subscribe_messages=True)
         await pubsub.subscribe(self._control, *self._topics)
         return pubsub
 
@@ -138,6 +141,7 @@ class RedisBroker:
             with contextlib.suppress(RedisError, OSError):
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]
         await self._redis.aclose()
+        await self._subscriber.aclose()
         self._handler = None
 
     async def ping(self) -> None:
