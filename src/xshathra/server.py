@@ -47,7 +47,7 @@ class Backends:
     rate_limit_storage: str  # a `limits` storage URI: shared when the broker is shared
 
 
-def make_backends(broker_url: str, prefix: str = "xs") -> Backends:
+def make_backends(broker_url: str, prefix: str = "xs", presence_ttl: int = 60) -> Backends:
     """Choose the broker, presence store and rate-limit storage from the broker URL's scheme.
     Backend modules are imported only when chosen."""
     scheme = broker_url.split("://", 1)[0].lower()
@@ -62,7 +62,7 @@ def make_backends(broker_url: str, prefix: str = "xs") -> Backends:
 
         return Backends(
             RedisBroker(broker_url, prefix=prefix),
-            RedisPresenceStore(broker_url, prefix=prefix),
+            RedisPresenceStore(broker_url, prefix=prefix, ttl=presence_ttl),
             "async+" + broker_url,
         )
     raise SystemExit(
@@ -116,7 +116,7 @@ class Runtime:
         settings = self.settings
         self.db = db = await open_database(settings.database_url)
         self.secrets = sec = await bootstrap_secrets(settings, db)
-        backends = make_backends(settings.broker_url, settings.broker_prefix)
+        backends = make_backends(settings.broker_url, settings.broker_prefix, settings.presence_ttl)
         tokens = TokenService(sec.token_secret)
         node_id = secrets.token_hex(8)
         self.analytics = analytics = AnalyticsRecorder(db.analytics, node_id)

@@ -48,7 +48,9 @@ class Settings(BaseSettings):
     client_command_burst: int = 200
     client_queue_max_bytes: int = 4_194_304
     ping_interval: int = 25  # seconds between server pings
-    presence_refresh_interval: float = 20.0  # a shared presence store expires entries at 60 s
+    # A shared presence store drops a client's entry `presence_ttl` seconds after its node
+    # last refreshed it (a node that died stops refreshing); nodes refresh at a third of it.
+    presence_ttl: int = 60
     pong_timeout: int = 10  # seconds to wait for a pong after a ping
     connect_timeout: float = 10.0  # seconds for the first (connect) command
     # Clients refresh tokens when their ttl runs out; this grace (as Centrifugo's

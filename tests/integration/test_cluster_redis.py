@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from websockets.exceptions import ConnectionClosed
 
 from tests.integration.test_engine_bad_input import closed_with, connect, replies, reply
 from tests.support.clients import engine_api, realtime_token
@@ -183,3 +184,70 @@ async def _wait_health(node: ServerProcess, status: int, timeout: float = 20) ->
         while (await http.get(f"{node.base_url}/realtime/health")).status_code != status:
             assert asyncio.get_running_loop().time() < deadline, f"health never became {status}"
             await asyncio.sleep(0.2)  # the node notices the outage on its own schedule
+
+
+async def test_killed_node_clients_recover_elsewhere_and_presence_expires(tmp_path: Path) -> None:
+    """SIGKILL one node: its client recovers on another node, its presence entries expire."""
+    ensure_service("redis", REDIS_HOST, REDIS_PORT)
+    env = {"XSHATHRA_BROKER_PREFIX": f"xs_it_{secrets.token_hex(4)}", "XSHATHRA_PRESENCE_TTL": "2"}
+    broker = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+    with (
+        postgres_database() as url,
+        running_server(tmp_path / "a", database_url=url, broker_url=broker, env=env) as a,
+        running_server(
+            tmp_path / "b", database_url=url, broker_url=broker, env=env, admin_key=a.admin_key
+        ) as b,
+    ):
+        app = a.create_app(name="failover")
+        async with websockets.connect(a.ws_url) as ws:
+            await connect(ws, realtime_token(a, app, "survivor"))
+            position = (await subscribe(ws, "public:f"))["subscribe"]
+            a.process.kill()
+            a.process.wait()
+            with pytest.raises(ConnectionClosed) as gone:
+                async with asyncio.timeout(10):
+                    while True:
+                        await ws.recv()
+            assert gone.value.rcvd is None  # the node vanished: no close frame at all
+        for i in range(2):
+            engine_api(b, app, "publish", {"channel": "public:f", "data": i})
+        async with websockets.connect(b.ws_url) as ws:
+            await connect(ws, realtime_token(b, app, "survivor"))
+            await ws.send(
+                json.dumps(
+                    {
+                        "id": 2,
+                        "subscribe": {
+                            "channel": "public:f",
+                            "recover": True,
+                            "epoch": position["epoch"],
+                            "offset": position.get("offset", 0),
+                        },
+                    }
+                )
+            )
+            result = next(m for m in await replies(ws, 1) if m.get("id") == 2)["subscribe"]
+            assert result["recovered"] is True
+            assert [p["data"] for p in result["publications"]] == [0, 1]
+            deadline = asyncio.get_running_loop().time() + 10
+            while True:  # only the new connection is left once the dead node's entry expires
+                users = engine_api(b, app, "presence", {"channel": "public:f"})["result"]
+                if len(users["presence"]) == 1:
+                    break
+                assert asyncio.get_running_loop().time() < deadline, users
+                await asyncio.sleep(0.3)  # expiry is time itself
+
+
+async def test_graceful_shutdown_tells_clients_to_reconnect(tmp_path: Path) -> None:
+    """SIGTERM closes client connections with 3001 (shutdown: reconnect elsewhere)."""
+    import signal
+
+    with running_server(tmp_path) as node:
+        app = node.create_app(name="drain")
+        async with websockets.connect(node.ws_url) as ws:
+            await connect(ws, realtime_token(node, app, "u"))
+            node.process.send_signal(signal.SIGTERM)
+            assert await closed_with(ws, timeout=10) == 3001
+        # uvicorn re-raises the signal once its graceful shutdown is done.
+        assert node.process.wait(timeout=15) in (0, -signal.SIGTERM)
+        assert "Application shutdown complete" in node.log()

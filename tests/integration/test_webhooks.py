@@ -241,3 +241,28 @@ def test_private_target_is_refused_again_at_delivery_time(tmp_path: Path) -> Non
             while not log or log[0]["last_error"] is None:
                 log = deliveries(strict, app, hook)
     assert "private" in log[0]["last_error"] and rx.requests == []
+
+
+def test_a_stalled_receiver_does_not_hold_up_others(tmp_path: Path) -> None:
+    """A receiver that never answers times out; another app's receiver is served meanwhile."""
+    import threading
+
+    release = threading.Event()
+    env = {**FAST_RETRIES, "XSHATHRA_WEBHOOK_TIMEOUT": "1"}
+    with (
+        running_server(tmp_path, env=env) as srv,
+        Receiver(stall=release).running() as slow,
+        Receiver().running() as fast,
+    ):
+        slow_app, fast_app = srv.create_app(name="slow"), srv.create_app(name="fast")
+        slow_hook = register(srv, slow_app, slow.url, ["*"])
+        register(srv, fast_app, fast.url, ["*"])
+        for i in range(20):
+            broadcast(srv, slow_app, "r", "e", i)
+        broadcast(srv, fast_app, "r", "e", "fast")
+        assert fast.wait_for(1, timeout=5)[0].json()["data"] == "fast"
+        log = deliveries(srv, slow_app, slow_hook)
+        while not any(d["last_error"] for d in log):
+            log = deliveries(srv, slow_app, slow_hook)
+        assert any(d["last_error"] == "ReadTimeout" for d in log)
+        release.set()

@@ -24,9 +24,14 @@ class Received:
 
 class Receiver:
     def __init__(
-        self, statuses: list[int] | None = None, default: int = 200, port: int = 0
+        self,
+        statuses: list[int] | None = None,
+        default: int = 200,
+        port: int = 0,
+        stall: threading.Event | None = None,
     ) -> None:
         self.statuses = list(statuses or [])
+        self.stall = stall  # when set, every request hangs until the event is set
         self.default = default
         self.requests: list[Received] = []
         self._cond = threading.Condition()
@@ -35,6 +40,8 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if receiver.stall is not None:
+                    receiver.stall.wait(30)
                 with receiver._cond:
                     receiver.requests.append(Received(dict(self.headers.items()), body))
                     status = receiver.statuses.pop(0) if receiver.statuses else receiver.default

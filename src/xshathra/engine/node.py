@@ -155,7 +155,7 @@ class Node:
     async def _presence_loop(self) -> None:
         """Refresh this node's presence entries so a shared store can expire a dead node's."""
         while True:
-            await asyncio.sleep(self.settings.presence_refresh_interval)
+            await asyncio.sleep(max(1.0, self.settings.presence_ttl / 3))
             for session in self.hub.all_connections():
                 for sub in list(session.subs.values()):
                     if sub.options.presence and sub.live:
