@@ -47,7 +47,9 @@ class Backends:
     rate_limit_storage: str  # a `limits` storage URI: shared when the broker is shared
 
 
-def make_backends(broker_url: str, prefix: str = "xs", presence_ttl: int = 60) -> Backends:
+def make_backends(
+    broker_url: str, prefix: str = "xs", presence_ttl: int = 60, node_id: str = ""
+) -> Backends:
     """Choose the broker, presence store and rate-limit storage from the broker URL's scheme.
     Backend modules are imported only when chosen."""
     scheme = broker_url.split("://", 1)[0].lower()
@@ -61,7 +63,7 @@ def make_backends(broker_url: str, prefix: str = "xs", presence_ttl: int = 60) -
         from xshathra.presence.redis import RedisPresenceStore
 
         return Backends(
-            RedisBroker(broker_url, prefix=prefix),
+            RedisBroker(broker_url, prefix=prefix, node_id=node_id),
             RedisPresenceStore(broker_url, prefix=prefix, ttl=presence_ttl),
             "async+" + broker_url,
         )
@@ -116,9 +118,11 @@ class Runtime:
         settings = self.settings
         self.db = db = await open_database(settings.database_url)
         self.secrets = sec = await bootstrap_secrets(settings, db)
-        backends = make_backends(settings.broker_url, settings.broker_prefix, settings.presence_ttl)
-        tokens = TokenService(sec.token_secret)
         node_id = secrets.token_hex(8)
+        backends = make_backends(
+            settings.broker_url, settings.broker_prefix, settings.presence_ttl, node_id
+        )
+        tokens = TokenService(sec.token_secret)
         self.analytics = analytics = AnalyticsRecorder(db.analytics, node_id)
         self.dispatcher = dispatcher = WebhookDispatcher(
             db,

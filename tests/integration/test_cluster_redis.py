@@ -251,3 +251,32 @@ async def test_graceful_shutdown_tells_clients_to_reconnect(tmp_path: Path) -> N
         # uvicorn re-raises the signal once its graceful shutdown is done.
         assert node.process.wait(timeout=15) in (0, -signal.SIGTERM)
         assert "Application shutdown complete" in node.log()
+
+
+async def test_broadcast_counts_subscribers_on_every_node(cluster: list[ServerProcess]) -> None:
+    n1, n2, n3 = cluster
+    app = n1.create_app(name="counts")
+    async with websockets.connect(n1.ws_url) as w1, websockets.connect(n2.ws_url) as w2:
+        for ws, node in ((w1, n1), (w2, n2)):
+            await connect(ws, realtime_token(node, app, "u"))
+            await subscribe(ws, "public:count")
+        r = httpx.post(
+            f"{n3.base_url}/api/broadcast",
+            headers={"X-API-Key": str(app["api_key"])},
+            json={"room": "public:count", "event": "e"},
+        )
+        assert r.json()["subscriber_count"] == 2
+    r = httpx.post(
+        f"{n3.base_url}/api/broadcast",
+        headers={"X-API-Key": str(app["api_key"])},
+        json={"room": "public:count", "event": "e"},
+    )
+    deadline = asyncio.get_running_loop().time() + 5
+    while r.json()["subscriber_count"] != 0:  # the nodes forget closed connections on their own
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.1)
+        r = httpx.post(
+            f"{n3.base_url}/api/broadcast",
+            headers={"X-API-Key": str(app["api_key"])},
+            json={"room": "public:count", "event": "e"},
+        )

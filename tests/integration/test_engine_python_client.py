@@ -1,11 +1,18 @@
 """The engine driven by the unmodified centrifuge-python client (PyPI `centrifuge-python`):
 connect, subscribe, publications with tags, join/leave, presence, history, recovery, token
-refresh, client publish, server-side subscriptions, server API effects, and tenancy."""
+refresh, client publish, server-side subscriptions, server API effects, ping/pong and tenancy.
+
+The module's node pings every second and closes an expired connection or subscription two
+seconds after its token's `exp` (Centrifugo's `client_expired_close_delay`), so that token
+refresh and ping/pong are proven against deadlines the server really enforces.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,15 +23,29 @@ from centrifuge.exceptions import CentrifugeError
 from tests.support.clients import (
     Recorder,
     SubEvents,
+    TcpProxy,
     app_signed_token,
     engine_api,
     make_client,
     realtime_token,
     subscription_token,
 )
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, free_port, running_server
 
 Json = dict[str, Any]
+
+PING_INTERVAL = 1
+EXPIRED_CLOSE_DELAY = 2
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    env = {
+        "XSHATHRA_PING_INTERVAL": str(PING_INTERVAL),
+        "XSHATHRA_EXPIRED_CLOSE_DELAY": str(EXPIRED_CLOSE_DELAY),
+    }
+    with running_server(tmp_path_factory.mktemp("node"), env=env) as proc:
+        yield proc
 
 
 @pytest.fixture
@@ -46,6 +67,126 @@ async def connected(
     return client
 
 
+def lost(ctx: Any) -> bool:
+    """A `connecting` (`subscribing`) event for a lost connection (subscription): code 0 is the
+    one connect() (subscribe()) itself emits."""
+    return bool(ctx.code != 0)
+
+
+def troubles(rec: Recorder) -> list[tuple[str, Any]]:
+    """Connections lost or closed so far, as recorded."""
+    return [
+        (k, c) for k, c in rec.kinds("connecting", "disconnected") if k != "connecting" or lost(c)
+    ]
+
+
+def set_namespaces(server: ServerProcess, app: Json, namespaces: Json) -> None:
+    r = httpx.put(
+        f"{server.base_url}/api/applications/{app['app_id']}",
+        headers={"X-API-Key": str(app["api_key"])},
+        json={"namespaces": namespaces},
+    )
+    assert r.status_code == 200, r.text
+
+
+# --- connecting ---------------------------------------------------------------------------------
+
+
+async def test_server_minted_token_connects_and_subscribes_to_public(
+    server: ServerProcess, clients: list[Client]
+) -> None:
+    app = server.create_app(name="minted")
+    rec = Recorder()
+    client = await connected(server, clients, rec, token=realtime_token(server, app, "u1"))
+    assert (await rec.next("connected")).client
+    sub = client.new_subscription("public:hello", SubEvents(rec))
+    await sub.subscribe()
+    ctx = await rec.next("subscribed")
+    assert ctx.channel == "public:hello" and sub.state == SubscriptionState.SUBSCRIBED
+    presence = await sub.presence()
+    assert [c.user for c in presence.clients.values()] == ["u1"]
+
+
+async def test_app_signed_token_connects(server: ServerProcess, clients: list[Client]) -> None:
+    """A token the app's backend signed with its app_secret, no round trip to the server."""
+    app = server.create_app(name="signed")
+    rec = Recorder()
+    client = await connected(server, clients, rec, token=app_signed_token(app, "backend-user"))
+    assert (await rec.next("connected")).client and client.state == ClientState.CONNECTED
+    sub = client.new_subscription("public:signed", SubEvents(rec))
+    await sub.subscribe()
+    await sub.ready(5)
+    presence = await sub.presence()
+    assert [c.user for c in presence.clients.values()] == ["backend-user"]
+
+
+async def test_seed_000_token_connects(server: ServerProcess, clients: list[Client]) -> None:
+    """A token from POST /api/token (app_id + app_secret) opens a connection too."""
+    app = server.create_app(name="seed0")
+    r = httpx.post(
+        f"{server.base_url}/api/token",
+        json={
+            "app_id": app["app_id"],
+            "app_secret": app["app_secret"],
+            "payload": {"user_id": "seed-user"},
+        },
+    )
+    assert r.status_code == 200
+    rec = Recorder()
+    client = await connected(server, clients, rec, token=r.json()["token"])
+    sub = client.new_subscription("public:seed", SubEvents(rec))
+    await sub.subscribe()
+    await sub.ready(5)
+    presence = await sub.presence()
+    assert [c.user for c in presence.clients.values()] == ["seed-user"]
+
+
+async def test_expired_connection_token_asks_for_a_new_one(
+    server: ServerProcess, clients: list[Client]
+) -> None:
+    """Error 109 on connect: the client calls get_token and connects with the fresh token."""
+    app = server.create_app(name="expired")
+    tokens = iter([app_signed_token(app, "u1", expires_in=-60), app_signed_token(app, "u1")])
+    calls: list[int] = []
+
+    async def get_token() -> str:
+        calls.append(1)
+        return next(tokens)
+
+    rec = Recorder()
+    client = make_client(server, rec, token=next(tokens), get_token=get_token)
+    clients.append(client)
+    await client.connect()
+    await rec.next("connected", timeout=10)
+    assert len(calls) == 1
+
+
+# --- publications ---------------------------------------------------------------------------------
+
+
+async def test_publication_carries_data_and_tags(
+    server: ServerProcess, clients: list[Client]
+) -> None:
+    """Engine API publish with tags: the subscriber gets data, tags and the offset."""
+    app = server.create_app(name="tags")
+    rec = Recorder()
+    client = await connected(server, clients, rec, token=realtime_token(server, app, "u1"))
+    sub = client.new_subscription("public:news", SubEvents(rec))
+    await sub.subscribe()
+    await sub.ready(5)
+    result = engine_api(
+        server,
+        app,
+        "publish",
+        {"channel": "public:news", "data": {"title": "t", "n": [1, 2]}, "tags": {"kind": "x"}},
+    )
+    ctx = await rec.next("publication")
+    assert ctx.pub.data == {"title": "t", "n": [1, 2]}
+    assert ctx.pub.tags == {"kind": "x"}
+    assert ctx.pub.offset == result["result"]["offset"] == 1
+    assert ctx.pub.info is None  # published by the backend, not by a client
+
+
 async def test_broadcast_reaches_a_subscriber_with_event_tag(
     server: ServerProcess, clients: list[Client]
 ) -> None:
@@ -62,6 +203,7 @@ async def test_broadcast_reaches_a_subscriber_with_event_tag(
             headers={"X-API-Key": str(app["api_key"])},
             json={"room": "public:chat", "event": "new-message", "data": {"text": "hello"}},
         )
+    assert r.status_code == 200, r.text
     assert r.json()["subscriber_count"] == 1
     ctx = await rec.next("publication")
     assert ctx.pub.data == {"text": "hello"}
@@ -69,12 +211,7 @@ async def test_broadcast_reaches_a_subscriber_with_event_tag(
     assert ctx.pub.offset == 1
 
 
-async def test_app_signed_token_connects(server: ServerProcess, clients: list[Client]) -> None:
-    app = server.create_app(name="signed")
-    rec = Recorder()
-    client = await connected(server, clients, rec, token=app_signed_token(app, "backend-user"))
-    ctx = await rec.next("connected")
-    assert ctx.client and client.state == ClientState.CONNECTED
+# --- private channels and server-side subscriptions -----------------------------------------------
 
 
 async def test_private_channel_needs_a_subscription_token(
@@ -128,6 +265,44 @@ async def test_server_side_subscriptions_from_the_token(
     engine_api(server, app, "publish", {"channel": "news", "data": "extra"})
     ctx = await rec.next("server_publication")
     assert ctx.channel == "news" and ctx.pub.data == "extra"
+    engine_api(server, app, "publish", {"channel": "public:feed", "data": "f", "tags": {"a": "b"}})
+    ctx = await rec.next("server_publication")
+    assert (ctx.channel, ctx.pub.data, ctx.pub.tags) == ("public:feed", "f", {"a": "b"})
+
+
+async def test_server_side_subscription_recovers_after_network_loss(
+    server: ServerProcess, clients: list[Client]
+) -> None:
+    """The client sends its server-side subs' positions on reconnect; missed ones come back."""
+    app = server.create_app(name="srvsub-recover")
+    rec = Recorder()
+    async with TcpProxy(server.port) as proxy:
+        await connected(
+            server,
+            clients,
+            rec,
+            url=proxy.ws_url,
+            token=realtime_token(server, app, "u1", channels=["public:feed"]),
+        )
+        first = await rec.next("server_subscribed")
+        assert first.recoverable
+        engine_api(server, app, "publish", {"channel": "public:feed", "data": 0})
+        assert (await rec.next("server_publication")).pub.data == 0
+
+        proxy.hold()
+        proxy.drop()
+        await rec.next("connecting", lost)
+        for i in (1, 2):
+            engine_api(server, app, "publish", {"channel": "public:feed", "data": i})
+        proxy.release()
+
+        again = await rec.next("server_subscribed", timeout=10)
+        assert again.channel == "public:feed" and again.was_recovering and again.recovered
+        got = [(await rec.next("server_publication")).pub.data for _ in range(2)]
+        assert got == [1, 2]
+
+
+# --- join/leave, presence, history ----------------------------------------------------------------
 
 
 async def test_join_leave_presence_and_history(
@@ -143,10 +318,12 @@ async def test_join_leave_presence_and_history(
     sub_b = b.new_subscription("public:room", SubEvents(rec_b))
     await sub_b.subscribe()
     await sub_b.ready(5)
-    assert (await rec_a.next("join")).info.user == "bob"
+    joined = await rec_a.next("join")
+    assert joined.info.user == "bob" and joined.info.client == b.client_id
 
     presence = await sub_a.presence()
     assert {c.user for c in presence.clients.values()} == {"alice", "bob"}
+    assert set(presence.clients) == {a.client_id, b.client_id}
     stats = await sub_a.presence_stats()
     assert (stats.num_clients, stats.num_users) == (2, 2)
 
@@ -154,17 +331,48 @@ async def test_join_leave_presence_and_history(
         engine_api(server, app, "publish", {"channel": "public:room", "data": {"i": i}})
     history = await sub_a.history(limit=2)
     assert [p.data for p in history.publications] == [{"i": 0}, {"i": 1}]
+    assert [p.offset for p in history.publications] == [1, 2]
     latest = await sub_a.history(limit=1, reverse=True)
     assert latest.publications[0].data == {"i": 2} and latest.offset == 3
 
     await sub_b.unsubscribe()
-    assert (await rec_a.next("leave")).info.user == "bob"
+    left = await rec_a.next("leave")
+    assert left.info.user == "bob" and left.info.client == b.client_id
     stats = await sub_a.presence_stats()
     assert (stats.num_clients, stats.num_users) == (1, 1)
 
 
+async def test_leave_when_a_connection_is_lost(
+    server: ServerProcess, clients: list[Client]
+) -> None:
+    """A subscriber whose network goes away leaves the channel and its presence."""
+    app = server.create_app(name="jl-lost")
+    rec_a, rec_b = Recorder(), Recorder()
+    a = await connected(server, clients, rec_a, token=realtime_token(server, app, "alice"))
+    sub_a = a.new_subscription("public:room", SubEvents(rec_a))
+    await sub_a.subscribe()
+    await sub_a.ready(5)
+    async with TcpProxy(server.port) as proxy:
+        b = await connected(
+            server, clients, rec_b, url=proxy.ws_url, token=realtime_token(server, app, "bob")
+        )
+        sub_b = b.new_subscription("public:room", SubEvents(rec_b))
+        await sub_b.subscribe()
+        await sub_b.ready(5)
+        await rec_a.next("join", lambda ctx: ctx.info.user == "bob")
+        proxy.hold()
+        proxy.drop()
+        assert (await rec_a.next("leave")).info.user == "bob"
+        presence = await sub_a.presence()
+        assert [c.user for c in presence.clients.values()] == ["alice"]
+        await b.disconnect()
+
+
+# --- recovery -------------------------------------------------------------------------------------
+
+
 async def test_recovery_after_reconnect(server: ServerProcess, clients: list[Client]) -> None:
-    """Missed publications come back in order with recovered=True."""
+    """disconnect() then connect(): missed publications come back in order, recovered=True."""
     app = server.create_app(name="recover")
     rec = Recorder()
     client = await connected(server, clients, rec, token=realtime_token(server, app, "u1"))
@@ -181,8 +389,37 @@ async def test_recovery_after_reconnect(server: ServerProcess, clients: list[Cli
     await client.connect()
     again = await rec.next("subscribed")
     assert again.was_recovering and again.recovered
-    got = [(await rec.next("publication")).pub.data for _ in range(3)]
-    assert got == [1, 2, 3]
+    got = [(await rec.next("publication")).pub for _ in range(3)]
+    assert [(p.data, p.offset) for p in got] == [(1, 2), (2, 3), (3, 4)]
+
+
+async def test_recovery_after_network_loss(server: ServerProcess, clients: list[Client]) -> None:
+    """The link dies under the client (no close frame); it reconnects by itself and recovers."""
+    app = server.create_app(name="recover-net")
+    rec = Recorder()
+    async with TcpProxy(server.port) as proxy:
+        client = await connected(
+            server, clients, rec, url=proxy.ws_url, token=realtime_token(server, app, "u1")
+        )
+        sub = client.new_subscription("public:stream", SubEvents(rec))
+        await sub.subscribe()
+        await rec.next("subscribed")
+        engine_api(server, app, "publish", {"channel": "public:stream", "data": 0})
+        assert (await rec.next("publication")).pub.data == 0
+
+        proxy.hold()  # the client's reconnect waits at the proxy until the gap exists
+        proxy.drop()
+        await rec.next("connecting", lost)
+        for i in range(1, 4):
+            engine_api(server, app, "publish", {"channel": "public:stream", "data": i})
+        proxy.release()
+
+        again = await rec.next("subscribed", timeout=10)
+        assert again.was_recovering and again.recovered
+        assert [(await rec.next("publication")).pub.data for _ in range(3)] == [1, 2, 3]
+        engine_api(server, app, "publish", {"channel": "public:stream", "data": 4})
+        live = (await rec.next("publication")).pub
+        assert (live.data, live.offset) == (4, 5)
 
 
 async def test_recovery_is_honest_when_the_gap_is_gone(
@@ -190,16 +427,11 @@ async def test_recovery_is_honest_when_the_gap_is_gone(
 ) -> None:
     """More missed than history keeps: recovered=False, not a silent partial recovery."""
     app = server.create_app(name="norecover")
-    r = httpx.put(
-        f"{server.base_url}/api/applications/{app['app_id']}",
-        headers={"X-API-Key": str(app["api_key"])},
-        json={
-            "namespaces": {
-                "small": {"history_size": 2, "history_ttl": 60, "allow_subscribe_for_client": True}
-            }
-        },
+    set_namespaces(
+        server,
+        app,
+        {"small": {"history_size": 2, "history_ttl": 60, "allow_subscribe_for_client": True}},
     )
-    assert r.status_code == 200, r.text
     rec = Recorder()
     client = await connected(server, clients, rec, token=realtime_token(server, app, "u1"))
     sub = client.new_subscription("small:s", SubEvents(rec))
@@ -211,18 +443,52 @@ async def test_recovery_is_honest_when_the_gap_is_gone(
     await client.connect()
     again = await rec.next("subscribed")
     assert again.was_recovering and not again.recovered
+    assert again.stream_position.offset == 5
+    assert not rec.kinds("publication")  # no partial replay of the 2 the history still has
+
+
+async def test_recovery_is_honest_when_the_epoch_changed(
+    tmp_path: Path, clients: list[Client]
+) -> None:
+    """A node restart loses the in-memory streams: the client reconnects by itself (shutdown
+    code 3001), and its subscription comes back with recovered=False under a new epoch."""
+    port, admin = free_port(), "adm_" + secrets.token_urlsafe(16)
+    rec = Recorder()
+    with running_server(tmp_path, port=port, admin_key=admin) as first:
+        app = first.create_app(name="epoch")
+        client = await connected(
+            first, clients, rec, token=app_signed_token(app, "u1"), max_reconnect_delay=0.5
+        )
+        sub = client.new_subscription("public:e", SubEvents(rec))
+        await sub.subscribe()
+        before = (await rec.next("subscribed")).stream_position
+        engine_api(first, app, "publish", {"channel": "public:e", "data": "old"})
+        assert (await rec.next("publication")).pub.data == "old"
+    assert (await rec.next("connecting", lost)).code == 3001
+
+    with running_server(tmp_path, port=port, admin_key=admin) as second:
+        again = await rec.next("subscribed", timeout=15)
+        assert again.was_recovering and not again.recovered
+        assert again.stream_position.epoch != before.epoch
+        engine_api(second, app, "publish", {"channel": "public:e", "data": "new"})
+        pub = (await rec.next("publication")).pub
+        assert (pub.data, pub.offset) == ("new", 1)
+
+
+# --- token refresh --------------------------------------------------------------------------------
 
 
 async def test_connection_token_refresh(server: ServerProcess, clients: list[Client]) -> None:
-    """A short-lived token is refreshed through get_token; the connection outlives it."""
+    """3-second tokens refreshed through get_token: the connection outlives the first token's
+    deadline (exp + close delay) without ever being closed."""
     app = server.create_app(name="refresh")
     calls: list[float] = []
-    refreshed = asyncio.Event()
+    third_call = asyncio.Event()
 
     async def get_token() -> str:
         calls.append(asyncio.get_running_loop().time())
-        if len(calls) >= 2:
-            refreshed.set()
+        if len(calls) >= 3:
+            third_call.set()
         return app_signed_token(app, "u1", expires_in=3)
 
     rec = Recorder()
@@ -230,44 +496,81 @@ async def test_connection_token_refresh(server: ServerProcess, clients: list[Cli
     sub = client.new_subscription("public:r", SubEvents(rec))
     await sub.subscribe()
     await sub.ready(5)
-    await asyncio.wait_for(refreshed.wait(), 10)  # the second call is the refresh
+    # Call 1 connects, call 2 refreshes at ~3 s, call 3 at ~6 s: past the first deadline (~5 s).
+    await asyncio.wait_for(third_call.wait(), 15)
+    assert troubles(rec) == []
     assert client.state == ClientState.CONNECTED
     engine_api(server, app, "publish", {"channel": "public:r", "data": "after refresh"})
     assert (await rec.next("publication")).pub.data == "after refresh"
 
 
-async def test_expired_connection_token_asks_for_a_new_one(
+async def test_connection_expires_without_refresh(
     server: ServerProcess, clients: list[Client]
 ) -> None:
-    """Error 109 on connect: the client calls get_token and connects with the fresh token."""
-    app = server.create_app(name="expired")
-    tokens = iter([app_signed_token(app, "u1", expires_in=-60), app_signed_token(app, "u1")])
+    """The control for the refresh test: with no get_token the server closes the connection
+    as expired (3005, a reconnect code) once the token's deadline has passed."""
+    app = server.create_app(name="no-refresh")
+    rec = Recorder()
+    await connected(server, clients, rec, token=app_signed_token(app, "u1", expires_in=2))
+    ctx = await rec.next("connecting", lost, timeout=2 + EXPIRED_CLOSE_DELAY + 4)
+    assert ctx.code == 3005
 
-    async def get_token() -> str:
-        return next(tokens)
+
+async def test_subscription_token_refresh(server: ServerProcess, clients: list[Client]) -> None:
+    """3-second subscription tokens refreshed through the subscription's get_token
+    (sub_refresh): the subscription outlives the first token's deadline."""
+    app = server.create_app(name="subrefresh")
+    calls: list[str] = []
+    third_call = asyncio.Event()
+
+    async def get_token(channel: str) -> str:
+        calls.append(channel)
+        if len(calls) >= 3:
+            third_call.set()
+        return app_signed_token(app, "u1", expires_in=3, channel=channel)
 
     rec = Recorder()
-    client = make_client(server, rec, token=next(tokens), get_token=get_token)
-    clients.append(client)
-    await client.connect()
-    await rec.next("connected", timeout=10)
+    client = await connected(server, clients, rec, token=realtime_token(server, app, "u1"))
+    sub = client.new_subscription("private-feed", SubEvents(rec), get_token=get_token)
+    await sub.subscribe()
+    await sub.ready(5)
+    await asyncio.wait_for(third_call.wait(), 15)
+    assert calls == ["private-feed"] * len(calls)
+    assert [(k, c) for k, c in rec.kinds("subscribing", "unsubscribed", "error") if lost(c)] == []
+    assert sub.state == SubscriptionState.SUBSCRIBED
+    engine_api(server, app, "publish", {"channel": "private-feed", "data": "fresh"})
+    assert (await rec.next("publication")).pub.data == "fresh"
+
+
+async def test_subscription_expires_without_refresh(
+    server: ServerProcess, clients: list[Client]
+) -> None:
+    """The control: a subscription token that is not refreshed ends the subscription with
+    2501 (expired, the client resubscribes) once its deadline has passed."""
+    app = server.create_app(name="sub-no-refresh")
+    rec = Recorder()
+    client = await connected(server, clients, rec, token=realtime_token(server, app, "u1"))
+    token = app_signed_token(app, "u1", expires_in=2, channel="private-x")
+    sub = client.new_subscription("private-x", SubEvents(rec), token=token)
+    await sub.subscribe()
+    await sub.ready(5)
+    ctx = await rec.next("subscribing", lost, timeout=2 + EXPIRED_CLOSE_DELAY + 4)
+    assert ctx.code == 2501
+
+
+# --- client publish, server API effects -----------------------------------------------------------
 
 
 async def test_client_publish_follows_namespace_options(
     server: ServerProcess, clients: list[Client]
 ) -> None:
     app = server.create_app(name="cpub")
-    r = httpx.put(
-        f"{server.base_url}/api/applications/{app['app_id']}",
-        headers={"X-API-Key": str(app["api_key"])},
-        json={
-            "namespaces": {
-                "chat": {"allow_subscribe_for_client": True, "allow_publish_for_subscriber": True}
-            }
-        },
+    set_namespaces(
+        server,
+        app,
+        {"chat": {"allow_subscribe_for_client": True, "allow_publish_for_subscriber": True}},
     )
-    assert r.status_code == 200
-    rec = Recorder()
+    rec, other_rec = Recorder(), Recorder()
     client = await connected(server, clients, rec, token=realtime_token(server, app, "u1"))
     public = client.new_subscription("public:x", SubEvents(rec))
     await public.subscribe()
@@ -275,28 +578,64 @@ async def test_client_publish_follows_namespace_options(
     with pytest.raises(CentrifugeError) as denied:
         await public.publish({"no": 1})
     assert getattr(denied.value, "code", None) == 103
+    history = engine_api(server, app, "history", {"channel": "public:x", "limit": 10})
+    assert history["result"]["publications"] == []
+
+    other = await connected(server, clients, other_rec, token=realtime_token(server, app, "u2"))
+    other_chat = other.new_subscription("chat:room", SubEvents(other_rec))
+    await other_chat.subscribe()
+    await other_chat.ready(5)
     chat = client.new_subscription("chat:room", SubEvents(rec))
     await chat.subscribe()
     await chat.ready(5)
     await chat.publish({"text": "from client"})
-    ctx = await rec.next("publication")
-    assert ctx.pub.data == {"text": "from client"} and ctx.pub.info.user == "u1"
+    for r in (rec, other_rec):
+        ctx = await r.next("publication")
+        assert ctx.pub.data == {"text": "from client"} and ctx.pub.info.user == "u1"
 
 
-async def test_server_api_disconnect_without_reconnect(
-    server: ServerProcess, clients: list[Client]
+@pytest.mark.parametrize(
+    ("code", "reconnects"), [(3503, False), (3999, False), (4501, False), (3011, True)]
+)
+async def test_server_api_disconnect(
+    server: ServerProcess, clients: list[Client], code: int, reconnects: bool
 ) -> None:
-    app = server.create_app(name="kick")
+    """The client is closed with the given code and reason; it reconnects only for the
+    reconnect ranges (3000-3499, 4000-4499)."""
+    app = server.create_app(name=f"kick-{code}")
     rec = Recorder()
     client = await connected(server, clients, rec, token=realtime_token(server, app, "victim"))
     engine_api(
         server,
         app,
         "disconnect",
-        {"user": "victim", "disconnect": {"code": 3503, "reason": "banned"}},
+        {"user": "victim", "disconnect": {"code": code, "reason": "bye now"}},
     )
-    ctx = await rec.next("disconnected")
-    assert ctx.code == 3503 and client.state == ClientState.DISCONNECTED
+    if reconnects:
+        ctx = await rec.next("connecting", lost)
+        assert (ctx.code, ctx.reason) == (code, "bye now")
+        await rec.next("connected")
+        assert client.state == ClientState.CONNECTED
+    else:
+        ctx = await rec.next("disconnected")
+        assert (ctx.code, ctx.reason) == (code, "bye now")
+        assert client.state == ClientState.DISCONNECTED
+        assert troubles(rec) == [("disconnected", ctx)]
+
+
+async def test_server_api_disconnect_reaches_only_that_user(
+    server: ServerProcess, clients: list[Client]
+) -> None:
+    app = server.create_app(name="kick-one")
+    rec_a, rec_b = Recorder(), Recorder()
+    await connected(server, clients, rec_a, token=realtime_token(server, app, "a"))
+    b = await connected(server, clients, rec_b, token=realtime_token(server, app, "b"))
+    engine_api(server, app, "disconnect", {"user": "a"})
+    assert (await rec_a.next("disconnected")).code == 3503
+    sub = b.new_subscription("public:still", SubEvents(rec_b))
+    await sub.subscribe()
+    await sub.ready(5)
+    assert b.state == ClientState.CONNECTED and troubles(rec_b) == []
 
 
 async def test_server_api_subscribe_and_unsubscribe(
@@ -311,23 +650,86 @@ async def test_server_api_subscribe_and_unsubscribe(
     assert (await rec.next("server_publication")).pub.data == "fire"
     engine_api(server, app, "unsubscribe", {"user": "u1", "channel": "alerts"})
     assert (await rec.next("server_unsubscribed")).channel == "alerts"
+    channels = engine_api(server, app, "channels", {})
+    assert "alerts" not in channels["result"]["channels"]
+
+
+async def test_server_api_unsubscribe_of_a_client_side_subscription(
+    server: ServerProcess, clients: list[Client]
+) -> None:
+    """Server API unsubscribe (code 2000) ends a client-side subscription for good."""
+    app = server.create_app(name="srvapi-unsub")
+    rec = Recorder()
+    client = await connected(server, clients, rec, token=realtime_token(server, app, "u1"))
+    sub = client.new_subscription("public:kicked", SubEvents(rec))
+    await sub.subscribe()
+    await sub.ready(5)
+    engine_api(server, app, "unsubscribe", {"user": "u1", "channel": "public:kicked"})
+    ctx = await rec.next("unsubscribed")
+    assert ctx.code == 2000 and sub.state == SubscriptionState.UNSUBSCRIBED
+
+
+# --- ping/pong ------------------------------------------------------------------------------
+
+
+async def test_ping_pong_keeps_an_idle_connection(
+    server: ServerProcess, clients: list[Client]
+) -> None:
+    """The node pings every second and drops a client that misses a pong (3012); the client
+    reconnects if it hears no ping within interval + 0.5 s. Idle for several intervals, the
+    connection must stay up in both directions."""
+    app = server.create_app(name="ping")
+    rec = Recorder()
+    client = await connected(
+        server, clients, rec, token=realtime_token(server, app, "u1"), max_server_ping_delay=0.5
+    )
+    sub = client.new_subscription("public:idle", SubEvents(rec))
+    await sub.subscribe()
+    await sub.ready(5)
+    with pytest.raises(TimeoutError):  # idle for several ping intervals: nothing happens
+        await rec.next("connecting", lost, timeout=PING_INTERVAL * 4.5)
+    assert troubles(rec) == []
+    assert client.state == ClientState.CONNECTED
+    engine_api(server, app, "publish", {"channel": "public:idle", "data": "awake"})
+    assert (await rec.next("publication")).pub.data == "awake"
+
+
+# --- tenancy --------------------------------------------------------------------------------------
 
 
 async def test_apps_are_isolated(server: ServerProcess, clients: list[Client]) -> None:
-    """Same channel name in two apps: no messages, presence or history cross over."""
+    """Same channel name in two apps: no messages, presence, history or channels cross over."""
     a, b = server.create_app(name="A"), server.create_app(name="B")
     rec = Recorder()
     client = await connected(server, clients, rec, token=realtime_token(server, a, "alice"))
     sub = client.new_subscription("public:lobby", SubEvents(rec))
     await sub.subscribe()
     await sub.ready(5)
-    engine_api(server, b, "publish", {"channel": "public:lobby", "data": "for B"})
+    published_b = engine_api(server, b, "publish", {"channel": "public:lobby", "data": "for B"})
+    assert published_b["result"]["offset"] == 1
     engine_api(server, a, "publish", {"channel": "public:lobby", "data": "for A"})
-    assert (await rec.next("publication")).pub.data == "for A"  # B's came first, never arrived
+    ctx = await rec.next("publication")
+    assert (ctx.pub.data, ctx.pub.offset) == ("for A", 1)  # B's came first, never arrived
+    assert [p.data for p in (await sub.history(limit=10)).publications] == ["for A"]
+
     presence_b = engine_api(server, b, "presence", {"channel": "public:lobby"})
     assert presence_b["result"]["presence"] == {}
+    stats_b = engine_api(server, b, "presence_stats", {"channel": "public:lobby"})
+    assert stats_b["result"].get("num_clients", 0) == 0
     history_b = engine_api(server, b, "history", {"channel": "public:lobby", "limit": 10})
     assert [p["data"] for p in history_b["result"]["publications"]] == ["for B"]
+    assert engine_api(server, b, "channels", {})["result"]["channels"] == {}
+    assert "public:lobby" in engine_api(server, a, "channels", {})["result"]["channels"]
+
+    async with httpx.AsyncClient() as http:  # B's broadcast to the same room stays in B
+        r = await http.post(
+            f"{server.base_url}/api/broadcast",
+            headers={"X-API-Key": str(b["api_key"])},
+            json={"room": "public:lobby", "event": "e", "data": "B again"},
+        )
+    assert r.status_code == 200 and r.json()["subscriber_count"] == 0
+    engine_api(server, a, "publish", {"channel": "public:lobby", "data": "A again"})
+    assert (await rec.next("publication")).pub.data == "A again"
 
 
 async def test_token_of_one_app_cannot_reach_another(
@@ -340,6 +742,8 @@ async def test_token_of_one_app_cannot_reach_another(
     clients.append(client)
     await client.connect()
     assert (await rec.next("disconnected")).code == 3500
+    assert client.state == ClientState.DISCONNECTED
+
     rec2 = Recorder()
     client2 = await connected(server, clients, rec2, token=realtime_token(server, b, "u"))
     sub = client2.new_subscription(
@@ -347,47 +751,8 @@ async def test_token_of_one_app_cannot_reach_another(
     )
     await sub.subscribe()
     assert (await rec2.next("unsubscribed")).code == 103
-
-
-async def test_seed_000_token_connects(server: ServerProcess, clients: list[Client]) -> None:
-    """A token from POST /api/token (app_id + app_secret) opens a connection too."""
-    app = server.create_app(name="seed0")
-    r = httpx.post(
-        f"{server.base_url}/api/token",
-        json={
-            "app_id": app["app_id"],
-            "app_secret": app["app_secret"],
-            "payload": {"user_id": "seed-user"},
-        },
-    )
-    assert r.status_code == 200
-    rec = Recorder()
-    client = await connected(server, clients, rec, token=r.json()["token"])
-    sub = client.new_subscription("public:seed", SubEvents(rec))
-    await sub.subscribe()
-    await sub.ready(5)
-    presence = await sub.presence()
-    assert [c.user for c in presence.clients.values()] == ["seed-user"]
-
-
-async def test_subscription_token_refresh(server: ServerProcess, clients: list[Client]) -> None:
-    """A short-lived subscription token is refreshed through its get_token (sub_refresh)."""
-    app = server.create_app(name="subrefresh")
-    calls: list[str] = []
-    refreshed = asyncio.Event()
-
-    async def get_token(channel: str) -> str:
-        calls.append(channel)
-        if len(calls) >= 2:
-            refreshed.set()
-        return app_signed_token(app, "u1", expires_in=3, channel=channel)
-
-    rec = Recorder()
-    client = await connected(server, clients, rec, token=realtime_token(server, app, "u1"))
-    sub = client.new_subscription("private-feed", SubEvents(rec), get_token=get_token)
-    await sub.subscribe()
-    await sub.ready(5)
-    await asyncio.wait_for(refreshed.wait(), 10)
-    assert sub.state == SubscriptionState.SUBSCRIBED
-    engine_api(server, app, "publish", {"channel": "private-feed", "data": "fresh"})
-    assert (await rec.next("publication")).pub.data == "fresh"
+    own = client2.new_subscription(
+        "room2", SubEvents(rec2), token=app_signed_token(a, "u", channel="room2")
+    )  # signed with A's secret, claiming A: still not a token of B
+    await own.subscribe()
+    assert (await rec2.next("unsubscribed")).code == 103

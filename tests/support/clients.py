@@ -22,6 +22,7 @@ from centrifuge import (
     ServerSubscribedContext,
     ServerUnsubscribedContext,
     SubscribedContext,
+    SubscribingContext,
     SubscriptionErrorContext,
     SubscriptionEventHandler,
     UnsubscribedContext,
@@ -87,9 +88,15 @@ class Recorder:
 
     def __init__(self) -> None:
         self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.log: list[tuple[str, Any]] = []  # every event ever recorded, consumed or not
 
     def put(self, kind: str, ctx: Any) -> None:
         self.events.put_nowait((kind, ctx))
+        self.log.append((kind, ctx))
+
+    def kinds(self, *kinds: str) -> list[tuple[str, Any]]:
+        """Every event of these kinds recorded so far, in order."""
+        return [(k, ctx) for k, ctx in self.log if k in kinds]
 
     async def next(
         self, kind: str, where: Callable[[Any], bool] = lambda _: True, timeout: float = DEADLINE
@@ -104,10 +111,21 @@ class Recorder:
 
         return await asyncio.wait_for(find(), timeout)
 
+    async def none(self, kind: str, within: float) -> None:
+        """Assert that no event of this kind arrives for `within` seconds (a negative wait)."""
+        try:
+            ctx = await self.next(kind, timeout=within)
+        except TimeoutError:
+            return
+        raise AssertionError(f"unexpected {kind} event: {ctx}")
+
 
 class SubEvents(SubscriptionEventHandler):
     def __init__(self, rec: Recorder) -> None:
         self.rec = rec
+
+    async def on_subscribing(self, ctx: SubscribingContext) -> None:
+        self.rec.put("subscribing", ctx)
 
     async def on_subscribed(self, ctx: SubscribedContext) -> None:
         self.rec.put("subscribed", ctx)
@@ -151,5 +169,82 @@ class ClientEvents(ClientEventHandler):
         self.rec.put("server_publication", ctx)
 
 
-def make_client(server: ServerProcess, rec: Recorder, **kwargs: Any) -> Client:
-    return Client(server.ws_url, events=ClientEvents(rec), **kwargs)
+def make_client(
+    server: ServerProcess, rec: Recorder, *, url: str | None = None, **kwargs: Any
+) -> Client:
+    """A centrifuge-python client whose events go to `rec` (through a proxy when `url` is set)."""
+    return Client(url or server.ws_url, events=ClientEvents(rec), **kwargs)
+
+
+class TcpProxy:
+    """A TCP relay between a client and the server, to cut the network under a live connection.
+
+    `drop()` aborts every relayed connection at once (no close frame: what a lost link looks
+    like to both sides); `hold()` makes new connections wait before they reach the server,
+    until `release()`, so a test can act while the client is certainly away.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._open = asyncio.Event()
+        self._open.set()
+        self._links: set[asyncio.StreamWriter] = set()
+        self.accepted = 0
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/realtime/connection/websocket"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> TcpProxy:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._open.set()
+        self.drop()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def hold(self) -> None:
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    def drop(self) -> None:
+        for writer in list(self._links):
+            writer.transport.abort()
+        self._links.clear()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self._links.add(writer)
+        await self._open.wait()
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._links.add(up_writer)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._links.discard(writer)
+        self._links.discard(up_writer)

@@ -160,14 +160,21 @@ class Executor:
         self._node = node
 
     async def publish(
-        self, app: Application, request: PublishRequest, *, origin: str = "api"
+        self,
+        app: Application,
+        request: PublishRequest,
+        *,
+        origin: str = "api",
+        count_subscribers: bool = False,
     ) -> PublishOutcome:
         """Publish `request.data` (raw JSON bytes, never parsed) to a channel of `app`.
 
         `origin` is "api" for HTTP publishes (counted as broadcasts in analytics).
         """
         _check_data(request.data, request.b64data)
-        return await self._node.api_publish(app, request, origin=origin)
+        return await self._node.api_publish(
+            app, request, origin=origin, count_subscribers=count_subscribers
+        )
 
     async def broadcast(self, app: Application, request: BroadcastRequest) -> dict[str, Any]:
         _check_data(request.data, request.b64data)

@@ -172,6 +172,7 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
                     tags={"event": body.event},
                 ),
                 origin="api",
+                count_subscribers=True,
             )
         except ApiError as exc:
             raise HttpError(413 if exc.code == 106 else 400, f"room: {exc.message}") from None

@@ -103,3 +103,9 @@ class Broker(Protocol):
     async def history(self, ref: ChannelRef, opts: HistoryOptions) -> HistoryResult: ...
 
     async def remove_history(self, ref: ChannelRef) -> None: ...
+
+    async def set_subscriber_count(self, ref: ChannelRef, count: int) -> None:
+        """Record how many subscribers this node has on the channel now."""
+
+    async def subscriber_count(self, ref: ChannelRef) -> int:
+        """Subscribers of the channel on every live node."""

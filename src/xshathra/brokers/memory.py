@@ -45,6 +45,7 @@ class MemoryBroker:
         self._streams: dict[ChannelRef, _Stream] = {}
         self._idempotency: dict[tuple[ChannelRef, str], tuple[float, StreamPosition]] = {}
         self._subscribed: set[ChannelRef] = set()
+        self._counts: dict[ChannelRef, int] = {}
 
     async def start(self, handler: BrokerEventHandler) -> None:
         self._handler = handler
@@ -147,3 +148,12 @@ class MemoryBroker:
         stream = self._streams.get(ref)
         if stream is not None:
             stream.items.clear()
+
+    async def set_subscriber_count(self, ref: ChannelRef, count: int) -> None:
+        if count:
+            self._counts[ref] = count
+        else:
+            self._counts.pop(ref, None)
+
+    async def subscriber_count(self, ref: ChannelRef) -> int:
+        return self._counts.get(ref, 0)

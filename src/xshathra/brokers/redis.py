@@ -37,6 +37,7 @@ from xshathra.engine.channels import ChannelRef
 
 log = logging.getLogger("xshathra.redis")
 
+NODE_TTL = 30  # seconds a node's subscriber counts are trusted without a heartbeat
 META_TTL = 7 * 86400  # the epoch outlives the stream, so old positions stay comparable
 IDEMPOTENCY_TTL = 300
 RECONNECT_MAX_DELAY = 5.0
@@ -88,6 +89,7 @@ class RedisBroker:
         url: str,
         *,
         prefix: str = "xs",
+        node_id: str = "",
     ) -> None:
         self._redis: Redis = redis_client(url)
         # The subscription has its own client without transparent retries: a lost connection
@@ -102,6 +104,8 @@ class RedisBroker:
         self._publish = self._redis.register_script(_script("publish.lua"))
         self._history = self._redis.register_script(_script("history.lua"))
         self.healthy = False
+        self._node_id = node_id or secrets.token_hex(8)
+        self._heartbeat: asyncio.Task[None] | None = None
 
     # --- naming: the only place a ChannelRef becomes Redis keys ------------------------------
 
@@ -118,6 +122,12 @@ class RedisBroker:
     def _meta(self, ref: ChannelRef) -> str:
         return f"{self._prefix}.mt.{self._ident(ref)}"
 
+    def _counts(self, ref: ChannelRef) -> str:
+        return f"{self._prefix}.sc.{self._ident(ref)}"
+
+    def _alive(self, node_id: str) -> str:
+        return f"{self._prefix}.node.{node_id}"
+
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def start(self, handler: BrokerEventHandler) -> None:
@@ -125,7 +135,16 @@ class RedisBroker:
         await self._redis.ping()
         self._pubsub = await self._open_pubsub()
         self.healthy = True
+        await self._redis.set(self._alive(self._node_id), b"1", ex=NODE_TTL)
         self._reader = asyncio.get_running_loop().create_task(self._read())
+        self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+
+    async def _beat(self) -> None:
+        """Keep this node's liveness key; counts of nodes without one are ignored."""
+        while True:
+            await asyncio.sleep(NODE_TTL / 3)
+            with contextlib.suppress(RedisError, OSError):
+                await self._redis.set(self._alive(self._node_id), b"1", ex=NODE_TTL)
 
     async def _open_pubsub(self) -> PubSub:
         pubsub = self._subscriber.pubsub(ignore_subscribe_messages=True)
@@ -133,10 +152,13 @@ class RedisBroker:
         return pubsub
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        for task in (self._reader, self._heartbeat):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.delete(self._alive(self._node_id))
         if self._pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -176,6 +198,9 @@ class RedisBroker:
                     continue
             self.healthy = True
             log.info("redis subscription restored (%d channels)", len(self._topics))
+            # Redis may have restarted empty: re-assert this node's liveness at once.
+            with contextlib.suppress(RedisError, OSError):
+                await self._redis.set(self._alive(self._node_id), b"1", ex=NODE_TTL)
             if self._handler is not None:
                 # Messages may have been missed meanwhile: the engine tells clients to recover.
                 self._handler.on_reconnect()
@@ -292,3 +317,21 @@ class RedisBroker:
 
     async def remove_history(self, ref: ChannelRef) -> None:
         await self._redis.delete(self._stream(ref))
+
+    async def set_subscriber_count(self, ref: ChannelRef, count: int) -> None:
+        key = self._counts(ref)
+        if count:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hset(key, self._node_id, count)
+                pipe.expire(key, 86400)
+                await pipe.execute()
+        else:
+            await self._redis.hdel(key, self._node_id)
+
+    async def subscriber_count(self, ref: ChannelRef) -> int:
+        raw: dict[bytes, bytes] = await self._redis.hgetall(self._counts(ref))  # type: ignore[assignment]
+        if not raw:
+            return 0
+        nodes = list(raw)
+        alive = await self._redis.mget([self._alive(n.decode()) for n in nodes])
+        return sum(int(raw[n]) for n, ok in zip(nodes, alive, strict=True) if ok)

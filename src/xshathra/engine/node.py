@@ -222,14 +222,19 @@ class Node:
             if not self.hub.has_channel(ref):
                 with contextlib.suppress(Exception):
                     await self.broker.unsubscribe(ref)
+        for ref in {s.ref for s in subs}:
+            with contextlib.suppress(Exception):
+                await self.broker.set_subscriber_count(ref, self.hub.subscriber_count(ref))
 
     async def add_pending_subscriber(self, ref: ChannelRef, session: ClientSession) -> None:
         if self.hub.add_pending(ref, session):
             await self.broker.subscribe(ref)
+        await self.broker.set_subscriber_count(ref, self.hub.subscriber_count(ref))
 
     async def remove_subscriber(self, ref: ChannelRef, session: ClientSession) -> None:
         if self.hub.remove_subscriber(ref, session):
             await self.broker.unsubscribe(ref)
+        await self.broker.set_subscriber_count(ref, self.hub.subscriber_count(ref))
 
     def subscription_added(self, session: ClientSession, ref: ChannelRef) -> None:
         if self.events is None:
@@ -354,7 +359,12 @@ class Node:
         return position
 
     async def api_publish(
-        self, app: Application, request: PublishRequest, *, origin: str = "api"
+        self,
+        app: Application,
+        request: PublishRequest,
+        *,
+        origin: str = "api",
+        count_subscribers: bool = False,
     ) -> PublishOutcome:
         ref = self.channel_ref(app, request.channel)
         data = bytes(request.data) if request.data else b"null"
@@ -372,7 +382,8 @@ class Node:
         )
         return PublishOutcome(
             result=PublishResult(offset=position.offset, epoch=position.epoch),
-            subscriber_count=self.subscriber_count(ref),
+            # Cluster-wide, read only when asked: it costs a round trip to a shared broker.
+            subscriber_count=await self.broker.subscriber_count(ref) if count_subscribers else 0,
         )
 
     def channel_ref(self, app: Application, channel: str) -> ChannelRef:
@@ -381,9 +392,6 @@ class Node:
         if not is_valid_channel(channel):
             raise ApiError(ErrorCode.BAD_REQUEST, "invalid channel name")
         return ChannelRef(app.app_id, channel)
-
-    def subscriber_count(self, ref: ChannelRef) -> int:
-        return self.hub.subscriber_count(ref)
 
     async def history(
         self,

@@ -52,6 +52,8 @@ def _app(row: Any) -> Application:
 
 
 class SqlAppStore:
+    """`AppStore` on SQLite or PostgreSQL; namespaces are stored as msgspec-encoded JSON text."""
+
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
@@ -60,7 +62,10 @@ class SqlAppStore:
             async with self._engine.begin() as conn:
                 await conn.execute(applications.insert().values(**_row(app)))
         except IntegrityError:
-            raise AppExistsError(app.app_id) from None
+            # The api_key_hash is unique too: only a taken app_id is "app exists".
+            if await self.get_app(app.app_id) is not None:
+                raise AppExistsError(app.app_id) from None
+            raise
 
     async def get_app(self, app_id: str) -> Application | None:
         async with self._engine.connect() as conn:

@@ -29,6 +29,9 @@ def _webhook(row: Any) -> Webhook:
 
 
 class SqlWebhookStore:
+    """`WebhookStore` in the `webhooks` table. Every query names the app, so one app can never
+    read or change another app's webhook even when it knows the id."""
+
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 

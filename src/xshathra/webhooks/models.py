@@ -36,12 +36,20 @@ class Webhook:
 
 
 class WebhookStore(Protocol):
-    async def create_webhook(self, webhook: Webhook) -> None: ...
+    """Webhook registrations, always addressed through their app: a webhook id alone reaches
+    nothing, so one app can never read or change another app's webhook."""
 
-    async def list_webhooks(self, app_id: str) -> list[Webhook]: ...
+    async def create_webhook(self, webhook: Webhook) -> None:
+        """Insert a new webhook; its app must exist. Deleting the app deletes its webhooks."""
 
-    async def get_webhook(self, app_id: str, webhook_id: str) -> Webhook | None: ...
+    async def list_webhooks(self, app_id: str) -> list[Webhook]:
+        """The app's webhooks, oldest first."""
 
-    async def delete_webhook(self, app_id: str, webhook_id: str) -> bool: ...
+    async def get_webhook(self, app_id: str, webhook_id: str) -> Webhook | None:
+        """The webhook if it exists and belongs to `app_id`, else None."""
 
-    async def set_enabled(self, app_id: str, webhook_id: str, enabled: bool) -> bool: ...
+    async def delete_webhook(self, app_id: str, webhook_id: str) -> bool:
+        """Delete the app's webhook; False if the app has no such webhook."""
+
+    async def set_enabled(self, app_id: str, webhook_id: str, enabled: bool) -> bool:
+        """Enable or disable the app's webhook; False if the app has no such webhook."""
