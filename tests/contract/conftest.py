@@ -1,4 +1,5 @@
-"""Storage contract fixtures: every test runs on SQLite and on PostgreSQL."""
+"""Storage contract fixtures: every test runs on SQLite and on PostgreSQL, each on a database
+of its own."""
 
 from __future__ import annotations
 
@@ -7,18 +8,25 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.services import postgres_database
+from tests.support.services import async_postgres_database
 from xshathra.storage.database import Database, open_database
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of an empty database that nothing has opened yet."""
     if request.param == "sqlite":
-        db = await open_database(f"sqlite:///{tmp_path / 'contract.db'}")
-        yield db
-        await db.close()
+        yield f"sqlite:///{tmp_path / 'contract.db'}"
     else:
-        with postgres_database() as url:
-            db = await open_database(url)
-            yield db
-            await db.close()
+        async with async_postgres_database() as url:
+            yield url
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    """The database at `database_url`, opened (migrated) and closed after the test."""
+    db = await open_database(database_url)
+    try:
+        yield db
+    finally:
+        await db.close()

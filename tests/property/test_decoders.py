@@ -9,6 +9,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from xshathra.api.routes_engine import METHODS
 from xshathra.engine.channels import is_valid_channel
 from xshathra.protocol import messages as m
 from xshathra.protocol.json_codec import ProtocolDecodeError, decode_commands, encode_reply
@@ -89,3 +90,41 @@ def test_token_verification_only_raises_token_errors(token: str) -> None:
 @given(st.text(max_size=300))
 def test_channel_grammar_never_raises(name: str) -> None:
     assert isinstance(is_valid_channel(name), bool)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(sorted(__import__("xshathra.api.routes_engine", fromlist=["METHODS"]).METHODS)),
+    st.one_of(st.binary(max_size=300), json_values.map(lambda v: json.dumps(v).encode())),
+)
+def test_server_api_request_decoders_only_refuse(method: str, body: bytes) -> None:
+    """Every server API method's decoder: arbitrary bodies decode or raise msgspec errors."""
+    from xshathra.api.routes_engine import _decoders
+
+    with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+        _decoders[method].decode(body or b"{}")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_control_and_broker_wire_decoders_never_crash(data: bytes) -> None:
+    """Node control messages and Redis channel messages: garbage is ignored, never raised."""
+    from xshathra.brokers.redis import RedisBroker
+    from xshathra.engine.channels import ChannelRef
+    from xshathra.engine.node import _control_decoder
+    from xshathra.tenancy.apps import AppId
+
+    with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+        _control_decoder.decode(data)
+
+    class Sink:
+        def __getattr__(self, name: str) -> object:
+            return lambda *args: None
+
+    broker = RedisBroker.__new__(RedisBroker)
+    broker._handler = Sink()  # type: ignore[assignment]
+    broker._control = b"ctl"
+    ref = ChannelRef(AppId("a"), "c")
+    broker._topics = {b"topic": ref}
+    for prefix in (b"", b"p", b"p1:e:", b"j", b"l"):
+        broker._dispatch(b"topic", prefix + data)

@@ -3,12 +3,16 @@ reason that says so. Each test that needs PostgreSQL gets a database of its own.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import pytest
 
@@ -16,17 +20,44 @@ PG_HOST, PG_PORT = "127.0.0.1", 5432
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 NATS_HOST, NATS_PORT = "127.0.0.1", 4222
 
-_START = {
-    "postgres": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
-    "redis": (
-        'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" '
-        "--appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log"
+_START_WAIT_S = 20.0  # a daemon that has not opened its port by then is not coming up
+
+
+@dataclass(frozen=True)
+class _Service:
+    title: str
+    host: str
+    port: int
+    start: str
+
+
+_SERVICES = {
+    "postgres": _Service(
+        "PostgreSQL",
+        PG_HOST,
+        PG_PORT,
+        "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
     ),
-    "nats": (
+    "redis": _Service(
+        "Redis",
+        REDIS_HOST,
+        REDIS_PORT,
+        'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" '
+        "--appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log",
+    ),
+    "nats": _Service(
+        "NATS",
+        NATS_HOST,
+        NATS_PORT,
         "start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- "
-        "-a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log"
+        "-a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log",
     ),
 }
+
+# Outcome of the first attempt per service, so a missing service costs one start attempt per
+# test session rather than one per test: None = up, a string = why it could not be started.
+_outcome: dict[str, str | None] = {}
+_outcome_lock = threading.Lock()
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -35,36 +66,139 @@ def _reachable(host: str, port: int) -> bool:
     return False
 
 
-def ensure_service(name: str, host: str, port: int) -> None:
-    """Return when the service answers; try to start it once; else skip the test."""
+def _try_start(service: _Service) -> str | None:
+    """Run the start command and wait (bounded) for the port; None on success, else why not."""
+    try:
+        done = subprocess.run(
+            service.start, shell=True, capture_output=True, text=True, timeout=60, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return "the start command did not finish within 60 s"
+    deadline = time.monotonic() + _START_WAIT_S
+    while time.monotonic() < deadline:
+        if _reachable(service.host, service.port):
+            return None
+        # Polling a daemon we do not own for its port: there is no event to await.
+        time.sleep(0.1)
+    output = (done.stderr or done.stdout).strip().splitlines()
+    said = output[-1] if output else "no output"
+    return f"`{service.start}` exited with {done.returncode} ({said})"
+
+
+def ensure_service(name: str, host: str | None = None, port: int | None = None) -> None:
+    """Return when the service (`postgres`, `redis` or `nats`) answers; try to start it once;
+    else skip the calling test with the reason."""
+    service = _SERVICES[name]
+    host, port = host or service.host, port or service.port
     if _reachable(host, port):
         return
-    subprocess.run(_START[name], shell=True, capture_output=True, timeout=30, check=False)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if _reachable(host, port):
-            return
-        time.sleep(0.2)  # waiting for a daemon to open its port: nothing to await
-    pytest.skip(f"{name} at {host}:{port} is not reachable and could not be started")
+    with _outcome_lock:
+        if name not in _outcome or _outcome[name] is None:
+            _outcome[name] = _try_start(service)
+        reason = _outcome[name]
+    if reason is not None:
+        pytest.skip(
+            f"{service.title} at {host}:{port} is not reachable and could not be started: {reason}"
+        )
 
 
-def _psql(sql: str, db: str = "postgres") -> None:
-    subprocess.run(
-        ["psql", "-h", PG_HOST, "-p", str(PG_PORT), "-U", "postgres", "-d", db, "-q", "-c", sql],
-        check=True,
-        capture_output=True,
-        timeout=30,
+def ensure_postgres() -> None:
+    ensure_service("postgres")
+
+
+def ensure_redis() -> None:
+    ensure_service("redis")
+
+
+def ensure_nats() -> None:
+    ensure_service("nats")
+
+
+def postgres_admin_url(database: str = "postgres") -> str:
+    """A URL of the local PostgreSQL as superuser `postgres` (trust auth), service ensured."""
+    ensure_postgres()
+    return f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{database}"
+
+
+def redis_url(db: int = 0) -> str:
+    ensure_redis()
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
+
+
+def nats_url() -> str:
+    ensure_nats()
+    return f"nats://{NATS_HOST}:{NATS_PORT}"
+
+
+async def _admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(
+        host=PG_HOST, port=PG_PORT, user="postgres", database="postgres", timeout=10
     )
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+_T = TypeVar("_T")
+
+
+def _run_in_thread(coro: Coroutine[Any, Any, _T]) -> _T:
+    """Run a coroutine to completion from sync code, even inside a running event loop
+    (sync context managers are used from async tests and from fixtures alike)."""
+    result: list[_T] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(asyncio.run(coro))
+        except BaseException as exc:
+            error.append(exc)
+
+    thread = threading.Thread(target=target, name="postgres-admin")
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+def _new_database_name() -> str:
+    return f"xshathra_test_{secrets.token_hex(6)}"
+
+
+def _drop_sql(name: str) -> str:
+    # FORCE: a test that failed mid-way may leave a pooled connection open on the database.
+    return f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
 
 
 @contextlib.contextmanager
 def postgres_database() -> Iterator[str]:
     """A fresh, uniquely named PostgreSQL database; dropped afterwards. Yields its URL."""
-    ensure_service("postgres", PG_HOST, PG_PORT)
-    name = f"xshathra_test_{secrets.token_hex(6)}"
-    _psql(f"CREATE DATABASE {name}")
+    ensure_postgres()
+    name = _new_database_name()
+    _run_in_thread(_admin(f'CREATE DATABASE "{name}"'))
     try:
-        yield f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}"
+        yield postgres_admin_url(name)
     finally:
-        with contextlib.suppress(subprocess.SubprocessError):
-            _psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        _run_in_thread(_admin(_drop_sql(name)))
+
+
+@contextlib.asynccontextmanager
+async def async_postgres_database() -> AsyncIterator[str]:
+    """`postgres_database` for async code: the same database lifecycle, awaited in the loop."""
+    ensure_postgres()
+    name = _new_database_name()
+    await _admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield postgres_admin_url(name)
+    finally:
+        await _admin(_drop_sql(name))
+
+
+async def drop_postgres_database(url: str) -> None:
+    """Drop the database a URL from `postgres_database` names, ending its open sessions."""
+    name = url.rsplit("/", 1)[1]
+    await _admin(_drop_sql(name))

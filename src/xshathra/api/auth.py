@@ -23,6 +23,14 @@ class Caller:
     app: Application | None  # the key's own app; None for the admin
 
 
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The caller and the application the request acts on (isolation already enforced)."""
+
+    caller: Caller
+    app: Application
+
+
 def app_key_from(request: Request, *, allow_authorization: bool) -> str:
     headers = request.headers
     key = headers.get("x-app-api-key") or headers.get("x-api-key") or ""

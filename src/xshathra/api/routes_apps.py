@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from xshathra.analytics import PERIODS
+from xshathra.api import docs
 from xshathra.api.auth import Caller, authenticate, check_app_rate, check_ip_rate, target_app
 from xshathra.api.context import ServerContext
 from xshathra.api.errors import HttpError
@@ -62,10 +63,12 @@ class CreateAppBody(_Body):
 
 class UpdateAppBody(_Body):
     name: StrictStr | None = None
-    allowed_domain: StrictStr | None = None
+    allowed_domain: StrictStr | None = Field(None, description="null or \"\" clears it.")
     rate_limit: StrictInt | None = None
     status: StrictBool | None = None
-    namespaces: dict[str, dict[str, Any]] | None = None
+    namespaces: dict[str, docs.NamespaceOptionsModel] | None = Field(
+        None, description="Replaces the app's namespaces: name -> options."
+    )
 
 
 class WebhookBody(_Body):
@@ -79,14 +82,22 @@ def _ok(body: dict[str, Any], status: int = 200) -> JSONResponse:
     return JSONResponse({"success": True, **body}, status_code=status)
 
 
-def _check_name(name: str) -> str:
+def check_name(name: str) -> str:
+    """An application name, trimmed; HttpError 400 unless 1 to 200 characters."""
     name = name.strip()
     if not name or len(name) > 200:
         raise HttpError(400, "name must be 1 to 200 characters")
     return name
 
 
-def _check_domain(domain: str | None) -> str | None:
+def check_app_id(app_id: str | None) -> str | None:
+    if app_id is not None and not APP_ID_PATTERN.match(app_id):
+        raise HttpError(400, "app_id must match [A-Za-z0-9_-]{1,64}")
+    return app_id
+
+
+def check_domain(domain: str | None) -> str | None:
+    """A host name (or None to clear it), lower-cased; HttpError 400 if it is not one."""
     if domain is None:
         return None
     domain = domain.strip().lower()
@@ -97,24 +108,19 @@ def _check_domain(domain: str | None) -> str | None:
     return domain
 
 
-def _check_rate(rate: int | None) -> int | None:
+def check_rate_limit(rate: int | None) -> int | None:
     if rate is not None and not 1 <= rate <= 1_000_000:
         raise HttpError(400, "rate_limit must be an integer from 1 to 1000000")
     return rate
 
 
-def _namespaces(raw: dict[str, dict[str, Any]]) -> dict[str, NamespaceOptions]:
+def _namespaces(raw: dict[str, docs.NamespaceOptionsModel]) -> dict[str, NamespaceOptions]:
+    """Validated options (types and ranges by the body model) as the engine's records."""
     result: dict[str, NamespaceOptions] = {}
     for name, options in raw.items():
         if not _NAMESPACE_RE.match(name):
             raise HttpError(400, f"namespace name '{name[:64]}' must match [A-Za-z0-9_-]{{0,64}}")
-        try:
-            opts = msgspec.convert(options, NamespaceOptions, strict=True)
-        except msgspec.ValidationError as exc:
-            raise HttpError(400, f"namespaces.{name}: {exc}") from None
-        if opts.history_size < 0 or opts.history_ttl < 0 or opts.history_size > 10_000:
-            raise HttpError(400, f"namespaces.{name}: history_size must be 0..10000, ttl >= 0")
-        result[name] = opts
+        result[name] = NamespaceOptions(**options.model_dump())
     return result
 
 
@@ -201,10 +207,10 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
         if body.app_id is not None and not APP_ID_PATTERN.match(body.app_id):
             raise HttpError(400, "app_id must match [A-Za-z0-9_-]{1,64}")
         app, keys = generate_app(
-            name=_check_name(body.name),
+            name=check_name(body.name),
             app_id=body.app_id,
-            allowed_domain=_check_domain(body.allowed_domain),
-            rate_limit=_check_rate(body.rate_limit) or ctx.settings.default_app_rate_limit,
+            allowed_domain=check_domain(body.allowed_domain),
+            rate_limit=check_rate_limit(body.rate_limit) or ctx.settings.default_app_rate_limit,
         )
         try:
             await ctx.db.apps.create_app(app)
@@ -219,11 +225,11 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
         changes: dict[str, Any] = {}
         fields = body.model_fields_set
         if body.name is not None:
-            changes["name"] = _check_name(body.name)
+            changes["name"] = check_name(body.name)
         if "allowed_domain" in fields:
-            changes["allowed_domain"] = _check_domain(body.allowed_domain)
+            changes["allowed_domain"] = check_domain(body.allowed_domain)
         if body.rate_limit is not None:
-            changes["rate_limit"] = _check_rate(body.rate_limit)
+            changes["rate_limit"] = check_rate_limit(body.rate_limit)
         if body.status is not None:
             changes["status"] = body.status
         if body.namespaces is not None:

@@ -4,14 +4,15 @@ Authenticated by the project's server API key (`Authorization: apikey <key>`, or
 the seed-000 headers). Errors as `{"error": "..."}`; publish answers exactly as the engine API.
 """
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from xshathra.api.auth import authenticate, check_app_rate, check_ip_rate, target_app
+from xshathra.api import docs
+from xshathra.api.auth import Target, authenticate, check_app_rate, check_ip_rate, target_app
 from xshathra.api.context import ServerContext
 from xshathra.api.errors import HttpError
 from xshathra.api.executor import ApiError, PublishRequest
@@ -23,20 +24,24 @@ _encoder = msgspec.json.Encoder()
 MAX_USER_ID = 255
 MAX_CHANNELS_IN_TOKEN = 128
 
+_TTL_DOC = f"Seconds, {REALTIME_TTL_MIN} to {REALTIME_TTL_MAX}; default {REALTIME_TTL_DEFAULT}."
+
 
 class ConnectionTokenBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    userId: StrictStr
-    ttlSeconds: StrictInt | None = None
-    channels: list[StrictStr] | None = None
-    info: dict[str, Any] | None = None
+    userId: StrictStr = Field(description="Stable id of the end user; the JWT's `sub`.")
+    ttlSeconds: StrictInt | None = Field(None, description=_TTL_DOC)
+    channels: list[StrictStr] | None = Field(
+        None, description="Channels the connection is subscribed to by the server."
+    )
+    info: dict[str, Any] | None = Field(None, description="Small JSON object for presence.")
 
 
 class SubscriptionTokenBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
     userId: StrictStr
-    channel: StrictStr
-    ttlSeconds: StrictInt | None = None
+    channel: StrictStr = Field(description="Full channel name, e.g. `public:room_abc`.")
+    ttlSeconds: StrictInt | None = Field(None, description=_TTL_DOC)
     info: dict[str, Any] | None = None
 
 
@@ -56,25 +61,43 @@ def _user(user_id: str) -> str:
     return user_id
 
 
+def _channel_error(channel: str) -> str:
+    return f"invalid channel name '{channel[:64]}'"
+
+
 def create_realtime_router(ctx: ServerContext) -> APIRouter:
     router = APIRouter(prefix="/api/realtime", tags=["realtime API (seed 001)"])
 
     async def ip_limited(request: Request) -> None:
         await check_ip_rate(ctx, request)
 
-    @router.post("/token", summary="Mint a connection JWT", dependencies=[Depends(ip_limited)])
-    async def connection_token(request: Request, body: ConnectionTokenBody) -> JSONResponse:
+    async def project(request: Request) -> Target:
+        """The app whose key authenticates the request (an admin names it with `?app_id=`).
+
+        A dependency, so a caller without a valid key learns nothing from body validation."""
         who = await authenticate(request, ctx, realtime=True)
-        app = await target_app(who, ctx, request.query_params.get("app_id"))
+        return Target(who, await target_app(who, ctx, request.query_params.get("app_id")))
+
+    ProjectDep = Annotated[Target, Depends(project)]
+    token_errors = docs.realtime_errors(400, 401, 403, 404, 413, 429, 500)
+
+    @router.post(
+        "/token",
+        summary="Mint a connection JWT",
+        dependencies=[Depends(ip_limited)],
+        response_model=docs.ConnectionTokenAnswer,
+        responses=token_errors,
+    )
+    async def connection_token(to: ProjectDep, body: ConnectionTokenBody) -> JSONResponse:
         channels = body.channels or []
         if len(channels) > MAX_CHANNELS_IN_TOKEN:
             raise HttpError(400, f"channels: at most {MAX_CHANNELS_IN_TOKEN} channels")
         for channel in channels:
             if not is_valid_channel(channel):
-                raise HttpError(400, f"channels: invalid channel name '{channel[:64]}'")
+                raise HttpError(400, f"channels: {_channel_error(channel)}")
         ttl = _ttl(body.ttlSeconds)
         minted = ctx.tokens.mint_connection_token(
-            app.app_id, _user(body.userId), ttl, channels or None, body.info
+            to.app.app_id, _user(body.userId), ttl, channels or None, body.info
         )
         return JSONResponse({"token": minted.token, "expiresInSeconds": ttl})
 
@@ -82,25 +105,34 @@ def create_realtime_router(ctx: ServerContext) -> APIRouter:
         "/subscription-token",
         summary="Mint a subscription JWT for one channel",
         dependencies=[Depends(ip_limited)],
+        response_model=docs.SubscriptionTokenAnswer,
+        responses=token_errors,
     )
-    async def subscription_token(request: Request, body: SubscriptionTokenBody) -> JSONResponse:
-        who = await authenticate(request, ctx, realtime=True)
-        app = await target_app(who, ctx, request.query_params.get("app_id"))
+    async def subscription_token(to: ProjectDep, body: SubscriptionTokenBody) -> JSONResponse:
         if not is_valid_channel(body.channel):
-            raise HttpError(400, "channel must be a valid channel name")
+            raise HttpError(400, f"channel: {_channel_error(body.channel)}")
         ttl = _ttl(body.ttlSeconds)
         minted = ctx.tokens.mint_subscription_token(
-            app.app_id, _user(body.userId), body.channel, ttl, body.info
+            to.app.app_id, _user(body.userId), body.channel, ttl, body.info
         )
         return JSONResponse(
             {"token": minted.token, "channel": body.channel, "expiresInSeconds": ttl}
         )
 
-    @router.post("/publish", summary="Publish through the engine's publish API")
-    async def publish(request: Request) -> Response:
-        who = await authenticate(request, ctx, realtime=True)
-        app = await target_app(who, ctx, request.query_params.get("app_id"))
-        await check_app_rate(ctx, who, app)
+    @router.post(
+        "/publish",
+        summary="Publish through the engine's publish API",
+        description=(
+            "The body is a Centrifugo publish request, handed unchanged to the engine's "
+            "`publish` method; the answer is the engine's: `{\"result\": {...}}`, or 200 "
+            '`{"error": {"code", "message"}}` for a refused publish (as Centrifugo answers).'
+        ),
+        response_model=docs.PublishAnswer,
+        responses=docs.realtime_errors(400, 401, 403, 404, 413, 429, 500),
+        openapi_extra=docs.PUBLISH_REQUEST_BODY,
+    )
+    async def publish(request: Request, to: ProjectDep) -> Response:
+        await check_app_rate(ctx, to.caller, to.app)
         try:
             req = _publish_decoder.decode(await request.body())
         except msgspec.DecodeError:
@@ -108,7 +140,7 @@ def create_realtime_router(ctx: ServerContext) -> APIRouter:
         except msgspec.ValidationError as exc:
             raise HttpError(400, f"invalid publish request: {exc}") from None
         try:
-            outcome = await ctx.executor.publish(app, req, origin="api")
+            outcome = await ctx.executor.publish(to.app, req, origin="api")
         except ApiError as exc:
             body = {"error": {"code": int(exc.code), "message": exc.message}}
             return Response(_encoder.encode(body), media_type="application/json")
