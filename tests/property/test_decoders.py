@@ -94,7 +94,7 @@ def test_channel_grammar_never_raises(name: str) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.sampled_from(sorted(__import__("xshathra.api.routes_engine", fromlist=["METHODS"]).METHODS)),
+    st.sampled_from(sorted(METHODS)),
     st.one_of(st.binary(max_size=300), json_values.map(lambda v: json.dumps(v).encode())),
 )
 def test_server_api_request_decoders_only_refuse(method: str, body: bytes) -> None:
