@@ -171,6 +171,12 @@ async def test_redis_outage_is_reported_and_recovered(tmp_path: Path) -> None:
             await stop.wait()
             try:
                 await _wait_health(node, 503)
+                r = httpx.post(
+                    f"{node.base_url}/realtime/api/publish",
+                    headers={"X-API-Key": str(app["api_key"])},
+                    json={"channel": "public:o", "data": 1},
+                )
+                assert r.status_code == 500 and r.json()["error"]["code"] == 100
             finally:
                 ensure_service("redis", REDIS_HOST, REDIS_PORT)
             await _wait_health(node, 200)

@@ -7,6 +7,7 @@ so the PyPI client `cent` works unmodified against `http://HOST/realtime/api`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from xshathra.protocol.codes import ErrorCode
 from xshathra.tenancy.apps import Application, hash_key
 
 _encoder = msgspec.json.Encoder()
+log = logging.getLogger("xshathra.api")
 
 Handler = Callable[[x.Executor, Application, Any], Awaitable[Any]]
 
@@ -124,6 +126,9 @@ def create_engine_router(ctx: ServerContext) -> APIRouter:
                 replies.append({method: reply["result"]})
             except x.ApiError as exc:
                 replies.append({"error": {"code": int(exc.code), "message": exc.message}})
+            except Exception as exc:
+                log.warning("server API %s failed in a batch: %s", method, type(exc).__name__)
+                replies.append({"error": {"code": 100, "message": "internal server error"}})
         return _json({"replies": replies})
 
     @router.post("/{method}", summary="Run one server API method (publish, presence, ...)")
@@ -143,5 +148,8 @@ def create_engine_router(ctx: ServerContext) -> APIRouter:
                 400 if exc.code == ErrorCode.BAD_REQUEST and "bad request:" in exc.message else 200
             )
             return _error(exc.code, exc.message, status)
+        except Exception as exc:
+            log.warning("server API %s failed: %s", method, type(exc).__name__)
+            return _error(ErrorCode.INTERNAL, status=500)
 
     return router

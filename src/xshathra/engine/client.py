@@ -216,6 +216,14 @@ class ClientSession:
         except ClientError as exc:
             self._send(m.Reply(id=cmd.id, error=_error(exc.code, exc.message)))
             return
+        except (DisconnectError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            # A backend failing (broker or store away): a temporary error the client retries,
+            # instead of dropping the whole connection.
+            log.warning("command failed on a backend: %s", type(exc).__name__)
+            self._send(m.Reply(id=cmd.id, error=_error(ErrorCode.INTERNAL)))
+            return
         if self.state is State.CLOSED:
             return
         self._send(m.Reply(id=cmd.id, **{field: result}))  # type: ignore[arg-type]
