@@ -75,7 +75,7 @@ async def run_method(
         raise x.ApiError(ErrorCode.METHOD_NOT_FOUND)
     try:
         request = _decoders[method].decode(body or b"{}")
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
         raise x.ApiError(ErrorCode.BAD_REQUEST, f"bad request: {exc}") from None
     result = await spec[1](ctx.executor, app, request)
     return {"result": result}
@@ -113,7 +113,7 @@ def create_engine_router(ctx: ServerContext) -> APIRouter:
             return app
         try:
             req = _batch_decoder.decode(await request.body() or b"{}")
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             return _error(ErrorCode.BAD_REQUEST, f"bad request: {exc}", 400)
         replies: list[dict[str, Any]] = []
         for command in req.commands:

@@ -24,12 +24,15 @@ from xshathra.engine.channels import ChannelRef
 IDEMPOTENCY_TTL = 300.0
 
 
+META_TTL = 7 * 86400.0  # as the Redis broker: the position outlives the publications
+
+
 @dataclass(slots=True)
 class _Stream:
     epoch: str
-    size: int
     offset: int = 0
-    expires_at: float = 0.0
+    items_expire_at: float = 0.0  # publications go at this time (0: never)
+    meta_expire_at: float = 0.0  # the epoch and offset go much later
     items: deque[BrokerPublication] = field(default_factory=deque)
 
 
@@ -62,11 +65,15 @@ class MemoryBroker:
     async def unsubscribe(self, ref: ChannelRef) -> None:
         self._subscribed.discard(ref)
 
-    def _stream(self, ref: ChannelRef, now: float) -> _Stream | None:
+    def _stream(self, ref: ChannelRef, now: float) -> _Stream:
+        """The channel's stream, its expired publications dropped; created when absent."""
         stream = self._streams.get(ref)
-        if stream is not None and stream.expires_at and stream.expires_at < now:
-            del self._streams[ref]
-            return None
+        if stream is not None and stream.meta_expire_at < now:
+            stream = None
+        if stream is None:
+            stream = self._streams[ref] = _Stream(epoch=_new_epoch(), meta_expire_at=now + META_TTL)
+        elif stream.items_expire_at and stream.items_expire_at < now:
+            stream.items.clear()
         return stream
 
     async def publish(self, ref: ChannelRef, data: bytes, opts: PublishOptions) -> StreamPosition:
@@ -79,13 +86,12 @@ class MemoryBroker:
             if len(self._idempotency) > 100_000:
                 self._purge_idempotency(now)
         offset, epoch = 0, ""
+        stream: _Stream | None = None
         if opts.history_size > 0:
             stream = self._stream(ref, now)
-            if stream is None:
-                stream = self._streams[ref] = _Stream(epoch=_new_epoch(), size=opts.history_size)
             stream.offset += 1
-            stream.size = opts.history_size
-            stream.expires_at = now + opts.history_ttl if opts.history_ttl > 0 else 0.0
+            stream.items_expire_at = now + opts.history_ttl if opts.history_ttl > 0 else 0.0
+            stream.meta_expire_at = now + max(META_TTL, opts.history_ttl)
             offset, epoch = stream.offset, stream.epoch
         pub = BrokerPublication(
             data=data,
@@ -95,8 +101,8 @@ class MemoryBroker:
             info=opts.info,
             time=int(time.time() * 1000),
         )
-        if opts.history_size > 0:
-            items = self._streams[ref].items
+        if stream is not None:
+            items = stream.items
             items.append(pub)
             while len(items) > opts.history_size:
                 items.popleft()
@@ -124,11 +130,9 @@ class MemoryBroker:
             self._handler.on_control(data)
 
     async def history(self, ref: ChannelRef, opts: HistoryOptions) -> HistoryResult:
+        # An unknown channel gets a stream (and an epoch) now, so that a position a client
+        # takes before any publication stays comparable later.
         stream = self._stream(ref, time.monotonic())
-        if stream is None:
-            # No stream yet: a fresh epoch so that a client's later position is comparable.
-            stream = self._streams[ref] = _Stream(epoch=_new_epoch(), size=0)
-            stream.expires_at = time.monotonic() + 600
         position = StreamPosition(stream.offset, stream.epoch)
         if opts.limit == 0:
             return HistoryResult([], position)
@@ -136,6 +140,8 @@ class MemoryBroker:
         if opts.since is not None:
             if opts.since.epoch != stream.epoch:
                 items = []  # caller compares epochs and reports unrecoverable
+            elif opts.reverse:  # paging backwards: what came before `since`
+                items = [p for p in items if p.offset < opts.since.offset]
             else:
                 items = [p for p in items if p.offset > opts.since.offset]
         if opts.reverse:

@@ -15,7 +15,7 @@ MAX_CHANNEL_LENGTH = 255
 NAMESPACE_SEPARATOR = ":"
 # Printable ASCII without space, quotes, backslash and angle brackets: safe in URLs, logs,
 # Redis keys and NATS subjects once escaped by the backend.
-_CHANNEL_RE = re.compile(r"^[A-Za-z0-9_\-.:@=,;/!~*+#|$%&^()\[\]{}?]{1,255}$")
+_CHANNEL_RE = re.compile(r"[A-Za-z0-9_\-.:@=,;/!~*+#|$%&^()\[\]{}?]{1,255}")
 
 
 class ChannelRef(NamedTuple):
@@ -24,7 +24,8 @@ class ChannelRef(NamedTuple):
 
 
 def is_valid_channel(name: str) -> bool:
-    return bool(_CHANNEL_RE.match(name))
+    # fullmatch, not match with "$": "$" would accept a trailing newline.
+    return _CHANNEL_RE.fullmatch(name) is not None
 
 
 def namespace_of(name: str) -> str:

@@ -174,6 +174,10 @@ class ClientSession:
             if not self._allow_command():
                 raise DisconnectError(DisconnectCode.TOO_MANY_REQUESTS)
             await self._dispatch(command)
+            if command.connect is not None and self.state is State.CONNECTING:
+                # The connect was refused (e.g. 109): centrifuge-js sends its subscribes in the
+                # same frame; they are dropped, not answered with a 3501 that would stop it.
+                return
 
     async def _dispatch(self, cmd: m.Command) -> None:
         if cmd.connect is not None:
@@ -577,12 +581,6 @@ class ClientSession:
 
     # --- other commands -----------------------------------------------------------------------
 
-    def _subscribed_or(self, channel: str, allowed: bool) -> Subscription | None:
-        sub = self.subs.get(channel)
-        if sub is None and not allowed:
-            raise ClientError(ErrorCode.PERMISSION_DENIED)
-        return sub
-
     async def _publish(self, req: m.PublishRequest) -> tuple[object, Finalizer | None]:
         channel = req.channel
         if not is_valid_channel(channel):
@@ -654,7 +652,7 @@ class ClientSession:
         if reason is None:
             reason = _disconnect_reason(code)
         if code != DisconnectCode.SLOW:
-            self.writer.flush_now()  # replies already queued go out before the close frame
+            self.writer.flush()  # replies already queued go out before the close frame
         self.writer.close()
         self.transport.close(int(code), reason)
         self._close_state()

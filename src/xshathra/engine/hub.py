@@ -127,6 +127,10 @@ class Hub:
                 del self._pending[ref]
         return ref not in self._subs and ref not in self._pending
 
+    def subscribers(self, ref: ChannelRef) -> list[ClientSession]:
+        """Live and pending subscribers of a channel on this node."""
+        return [*self._subs.get(ref, ()), *self._pending.get(ref, ())]
+
     def subscriber_count(self, ref: ChannelRef) -> int:
         return len(self._subs.get(ref, ())) + len(self._pending.get(ref, ()))
 

@@ -129,6 +129,8 @@ class Node:
         self._ping_task: asyncio.Task[None] | None = None
         self._presence_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        # Last publication position seen per channel with local subscribers (gap detection).
+        self._last_offsets: dict[ChannelRef, tuple[str, int]] = {}
         analytics.bind_online(self._online, self.hub.app_ids)
 
     async def start(self) -> None:
@@ -220,6 +222,7 @@ class Node:
                 log.exception("cleanup of a closed connection failed")
         for ref in emptied:
             if not self.hub.has_channel(ref):
+                self._last_offsets.pop(ref, None)
                 with contextlib.suppress(Exception):
                     await self.broker.unsubscribe(ref)
         for ref in {s.ref for s in subs}:
@@ -233,6 +236,7 @@ class Node:
 
     async def remove_subscriber(self, ref: ChannelRef, session: ClientSession) -> None:
         if self.hub.remove_subscriber(ref, session):
+            self._last_offsets.pop(ref, None)
             await self.broker.unsubscribe(ref)
         await self.broker.set_subscriber_count(ref, self.hub.subscriber_count(ref))
 
@@ -267,7 +271,26 @@ class Node:
     # --- broker events ------------------------------------------------------------------------
 
     def on_publication(self, ref: ChannelRef, pub: BrokerPublication) -> None:
+        if pub.offset:
+            # Brokers deliver at most once: a jump in offsets means publications were lost
+            # between the broker and this node. Subscribers then resubscribe and recover.
+            last = self._last_offsets.get(ref)
+            self._last_offsets[ref] = (pub.epoch, max(pub.offset, last[1] if last else 0))
+            if last is not None and last[0] == pub.epoch:
+                if pub.offset <= last[1]:
+                    return  # already delivered
+                if pub.offset != last[1] + 1:
+                    self._spawn(self._resubscribe_channel(ref))
+                    return
         self.stats.delivered += self.hub.broadcast_publication(ref, pub)
+
+    async def _resubscribe_channel(self, ref: ChannelRef) -> None:
+        from xshathra.engine.client import UNSUBSCRIBE_INSUFFICIENT
+
+        for session in self.hub.subscribers(ref):
+            await session.server_unsubscribe(
+                ref.name, UNSUBSCRIBE_INSUFFICIENT, "insufficient state"
+            )
 
     def on_join(self, ref: ChannelRef, info: ClientInfoData) -> None:
         self.hub.broadcast_join_leave(ref, info, join=True)
@@ -402,8 +425,9 @@ class Node:
     ) -> m.HistoryResult:
         """History of a channel, Centrifuge-shaped; 112 if `since` names another epoch."""
         since_pos = StreamPosition(since.offset, since.epoch) if since is not None else None
+        # As Centrifuge: 0 asks for the position only, -1 (or less) for everything kept.
         result = await self.broker.history(
-            ref, HistoryOptions(limit=limit if limit > 0 else 0, since=since_pos, reverse=reverse)
+            ref, HistoryOptions(limit=limit if limit >= 0 else -1, since=since_pos, reverse=reverse)
         )
         if since is not None and since.epoch and since.epoch != result.position.epoch:
             raise ClientError(ErrorCode.UNRECOVERABLE_POSITION)

@@ -94,10 +94,6 @@ class Writer:
             self.closed = True
             self._on_slow()
 
-    def flush_now(self) -> None:
-        """Write what is queued before a close frame goes out."""
-        self.flush()
-
     def close(self) -> None:
         self.closed = True
         self._pending = []

@@ -37,6 +37,9 @@ def decode_commands(frame: bytes) -> list[Command]:
             command = _command_decoder.decode(line)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise ProtocolDecodeError(str(exc)) from None
+        except RecursionError:
+            # msgspec refuses absurd nesting this way; it is malformed input, not our failure.
+            raise ProtocolDecodeError("too deeply nested") from None
         if command.id < 0 or command.id > 0xFFFFFFFF:
             raise ProtocolDecodeError("command id out of range")
         commands.append(command)

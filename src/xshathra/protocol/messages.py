@@ -185,7 +185,9 @@ class PresenceResult(msgspec.Struct, **_OPTS):
     presence: dict[str, ClientInfo] | None = None
 
 
-class PresenceStatsResult(msgspec.Struct, **_OPTS):
+class PresenceStatsResult(msgspec.Struct, kw_only=True):
+    """Both counts always present, zeros included: centrifuge-js reads them unguarded."""
+
     num_clients: int = 0
     num_users: int = 0
 

@@ -18,7 +18,7 @@ import msgspec
 
 AppId = NewType("AppId", str)
 
-APP_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+APP_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 DEFAULT_RATE_LIMIT = 1000
 
 

@@ -20,6 +20,7 @@ from websockets.server import ServerProtocol
 from xshathra.engine.client import ClientSession
 from xshathra.engine.writer import OutgoingFrame
 from xshathra.protocol.codes import DisconnectCode
+from xshathra.protocol.json_codec import join_frames
 
 if TYPE_CHECKING:
     from xshathra.engine.node import Node
@@ -176,7 +177,7 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
             transport.write(wire)
         else:
             # Several messages this tick: one frame, newline-joined, one write.
-            transport.write(ws_text_frame(b"\n".join([f.payload for f in frames])))
+            transport.write(ws_text_frame(join_frames([f.payload for f in frames])))
 
     def buffered_bytes(self) -> int:
         return self._transport.get_write_buffer_size() if self._transport is not None else 0
