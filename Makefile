@@ -41,5 +41,23 @@ lint: $(DEVSTAMP)
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/mypy
 
+BENCHSTAMP := $(VENV)/.installed-bench
+BENCHJS := bench/node_modules/.installed
+
+$(BENCHSTAMP): pyproject.toml $(DEVSTAMP)
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $@
+
+$(BENCHJS): bench/package.json bench/package-lock.json
+	cd bench && npm ci --no-audit --no-fund --silent
+	touch $@
+
+# Not part of `make test`: the benchmark pins the server to core 0 and the load client to core 1.
+bench: $(BENCHSTAMP) $(BENCHJS)
+	$(PY) -m bench.run
+
+bench-quick: $(BENCHSTAMP) $(BENCHJS)
+	$(PY) -m bench.run --quick
+
 clean:
 	rm -rf $(VENV) $(JSDIR)/node_modules .pytest_cache .mypy_cache
