@@ -1,6 +1,7 @@
 """The `xshathra` command: run a node, and manage applications from the shell.
 
-`--json` prints exactly the JSON the HTTP API answers; errors go to stderr with exit code 1.
+`--json` prints exactly the JSON the HTTP API answers (the same view functions and field checks
+serve both); errors go to stderr with exit code 1, never as a traceback or with a secret.
 """
 
 from __future__ import annotations
@@ -12,19 +13,34 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import click
+from pydantic import ValidationError
 
 from xshathra.settings import Settings
 
 T = TypeVar("T")
 
 
+def _settings(**overrides: Any) -> Settings:
+    """Settings from the environment, `.env` and flags; a bad value is a one-line error that
+    names the variable (never its value: it may be a secret)."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"XSHATHRA_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise click.ClickException(f"invalid configuration: {problems}") from None
+
+
 def _run(work: Callable[[Any], Awaitable[T]]) -> T:
     """Open the configured database, run `work(db)`, close it; errors become clean messages."""
+    url = _settings().database_url
 
     async def main() -> T:
         from xshathra.storage.database import open_database
 
-        db = await open_database(Settings().database_url)
+        db = await open_database(url)
         try:
             return await work(db)
         finally:
@@ -32,8 +48,14 @@ def _run(work: Callable[[Any], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(main())
+    except click.ClickException:
+        raise
     except (ValueError, RuntimeError) as exc:
+        # Our storage layer's own messages, with any password in a URL already masked.
         raise click.ClickException(str(exc)) from None
+    except Exception as exc:
+        # A driver's message may quote SQL parameters (secrets): name the error type only.
+        raise click.ClickException(f"database error ({type(exc).__name__})") from None
 
 
 def _print_json(body: dict[str, Any]) -> None:
@@ -58,7 +80,7 @@ def serve(host: str | None, port: int | None) -> None:
         overrides["host"] = host
     if port is not None:
         overrides["port"] = port
-    run_server(Settings(**overrides))
+    run_server(_settings(**overrides))
 
 
 @main.group()
@@ -76,19 +98,20 @@ def apps_create(
     name: str, app_id: str | None, allowed_domain: str | None, rate_limit: int | None, as_json: bool
 ) -> None:
     """Create an application; prints its keys once."""
+    from xshathra.api.errors import HttpError
+    from xshathra.api.routes_apps import check_app_id, check_domain, check_name
     from xshathra.api.views import application_view
-    from xshathra.tenancy.apps import APP_ID_PATTERN, AppExistsError, generate_app
+    from xshathra.tenancy.apps import AppExistsError, generate_app
 
-    if app_id is not None and not APP_ID_PATTERN.match(app_id):
-        raise click.ClickException("--app-id must match [A-Za-z0-9_-]{1,64}")
-    if not name.strip() or len(name) > 200:
-        raise click.ClickException("NAME must be 1 to 200 characters")
-    app, keys = generate_app(
-        name=name.strip(),
-        app_id=app_id,
-        allowed_domain=allowed_domain or None,
-        rate_limit=rate_limit or Settings().default_app_rate_limit,
-    )
+    try:  # the HTTP API's own checks, so both refuse the same values
+        app, keys = generate_app(
+            name=check_name(name),
+            app_id=check_app_id(app_id),
+            allowed_domain=check_domain(allowed_domain),
+            rate_limit=rate_limit or _settings().default_app_rate_limit,
+        )
+    except HttpError as exc:
+        raise click.ClickException(exc.message) from None
 
     async def work(db: Any) -> None:
         try:
@@ -153,7 +176,9 @@ def apps_show(app_id: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def apps_delete(app_id: str, yes: bool, as_json: bool) -> None:
     """Delete an application and everything it owns."""
-    if not yes and sys.stdin.isatty():
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.ClickException("no terminal to confirm on: pass --yes to delete")
         click.confirm(f"Delete application '{app_id}' and all its data?", abort=True)
     deleted = _run(lambda db: db.apps.delete_app(app_id))
     if not deleted:

@@ -51,7 +51,6 @@ class Settings(BaseSettings):
     # A shared presence store drops a client's entry `presence_ttl` seconds after its node
     # last refreshed it (a node that died stops refreshing); nodes refresh at a third of it.
     presence_ttl: int = 60
-    pong_timeout: int = 10  # seconds to wait for a pong after a ping
     connect_timeout: float = 10.0  # seconds for the first (connect) command
     # Clients refresh tokens when their ttl runs out; this grace (as Centrifugo's
     # client_expired_close_delay) lets the refresh arrive before the connection is closed.

@@ -1,51 +1,132 @@
-"""The Broker contract, identical on every backend (memory, Redis)."""
+"""The Broker contract, identical on every backend (memory, Redis), then what only a shared
+broker can show: two nodes, and a subscription that survives losing its connection."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.support.backends import Collector, broker_backend
-from xshathra.brokers import Broker, ClientInfoData, HistoryOptions, PublishOptions, StreamPosition
+from tests.support.backends import BACKENDS, BrokerBackend, Collector, broker_backend, redis_admin
+from xshathra.brokers import (
+    Broker,
+    BrokerPublication,
+    ClientInfoData,
+    HistoryOptions,
+    PublishOptions,
+    StreamPosition,
+)
 from xshathra.engine.channels import ChannelRef
 from xshathra.tenancy.apps import AppId
 
 REF = ChannelRef(AppId("app"), "public:room")
+OTHER = ChannelRef(AppId("app"), "elsewhere")
 HISTORY = PublishOptions(history_size=3, history_ttl=60)
+ALICE = ClientInfoData("alice", "c1", b'{"name":"Alice"}', b'{"role":"host"}')
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def make(request: pytest.FixtureRequest) -> AsyncIterator[Callable[[], Broker]]:
-    async with broker_backend(request.param) as factory:
-        yield factory
+@pytest.fixture(params=BACKENDS)
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[BrokerBackend]:
+    async with broker_backend(request.param) as backend:
+        yield backend
 
 
 @pytest.fixture
-async def node(make: Callable[[], Broker]) -> AsyncIterator[tuple[Broker, Collector]]:
-    broker, collector = make(), Collector()
-    await broker.start(collector)
-    yield broker, collector
-    await broker.close()
+async def node(backend: BrokerBackend) -> tuple[Broker, Collector]:
+    """A started broker and the handler it reports to (closed by the backend)."""
+    broker, events = backend.make(), Collector()
+    await broker.start(events)
+    return broker, events
+
+
+async def _all(broker: Broker, ref: ChannelRef = REF) -> list[BrokerPublication]:
+    return (await broker.history(ref, HistoryOptions(limit=-1))).publications
+
+
+# --- delivery -------------------------------------------------------------------------------
 
 
 async def test_publish_reaches_a_subscribed_handler_only(node: tuple[Broker, Collector]) -> None:
+    """A publication reaches the handler once subscribe() returned; other channels' do not."""
     broker, events = node
-    other = ChannelRef(AppId("app"), "elsewhere")
     await broker.subscribe(REF)
-    await broker.publish(other, b'"not for us"', PublishOptions())
-    await broker.publish(REF, b'{"a":1}', PublishOptions(tags={"event": "e"}))
+    await broker.publish(OTHER, b'"not for us"', PublishOptions())
+    position = await broker.publish(REF, b'{"a":1}', PublishOptions(tags={"event": "e"}))
+    assert position == StreamPosition(0, "")  # no history: no offset, no epoch
     kind, ref, pub = await events.next()
     assert (kind, ref) == ("pub", REF)
     assert pub.data == b'{"a":1}' and pub.tags == {"event": "e"}
+    assert (pub.offset, pub.epoch) == (0, "")
+
+
+async def test_publication_fields_survive_the_trip(node: tuple[Broker, Collector]) -> None:
+    """Data bytes, tags, publisher info, time, offset and epoch arrive as published, live and
+    from history alike."""
+    broker, events = node
+    await broker.subscribe(REF)
+    data = bytes(range(256))  # not even UTF-8: the broker never looks inside
+    before = int(time.time() * 1000)
+    opts = PublishOptions(history_size=3, history_ttl=60, tags={"k": "v", "e": ""}, info=ALICE)
+    position = await broker.publish(REF, data, opts)
+    _, _, live = await events.next()
+    [kept] = await _all(broker)
+    for pub in (live, kept):
+        assert pub.data == data and pub.tags == {"k": "v", "e": ""} and pub.info == ALICE
+        assert (pub.offset, pub.epoch) == (position.offset, position.epoch)
+        assert before - 1000 <= pub.time <= int(time.time() * 1000) + 1000
+
+
+async def test_unsubscribe_stops_delivery(node: tuple[Broker, Collector]) -> None:
+    """After unsubscribe() nothing of the channel arrives (control shows the order)."""
+    broker, events = node
+    await broker.subscribe(REF)
+    await broker.unsubscribe(REF)
+    await broker.publish(REF, b"1", PublishOptions())
+    await broker.publish_join(REF, ALICE)
+    await broker.publish_control(b"marker")
+    assert await events.next() == ("control", None, b"marker")
+
+
+async def test_join_leave_and_control(node: tuple[Broker, Collector]) -> None:
+    """Join and leave reach the channel's subscribers with the client's info; control reaches
+    the node without any subscription."""
+    broker, events = node
+    await broker.subscribe(REF)
+    await broker.publish_join(REF, ALICE)
+    assert await events.next() == ("join", REF, ALICE)
+    await broker.publish_leave(REF, ClientInfoData("bob", "c2"))
+    assert await events.next() == ("leave", REF, ClientInfoData("bob", "c2"))
+    await broker.publish_control(b"hello nodes")
+    assert await events.next() == ("control", None, b"hello nodes")
+
+
+async def test_apps_never_see_each_other(node: tuple[Broker, Collector]) -> None:
+    """Same channel name in two apps, and names built to collide if app and name were simply
+    joined with ':', stay apart in delivery and history."""
+    broker, events = node
+    mine = ChannelRef(AppId("a:b"), "c")
+    theirs = ChannelRef(AppId("a"), "b:c")
+    await broker.subscribe(mine)
+    await broker.publish(theirs, b'"theirs"', HISTORY)
+    await broker.publish(ChannelRef(AppId("other"), mine.name), b'"other"', HISTORY)
+    await broker.publish(mine, b'"mine"', HISTORY)
+    _, ref, pub = await events.next()
+    assert (ref, pub.data) == (mine, b'"mine"')
+    assert [p.data for p in await _all(broker, mine)] == [b'"mine"']
+    assert [p.data for p in await _all(broker, theirs)] == [b'"theirs"']
+
+
+# --- history --------------------------------------------------------------------------------
 
 
 async def test_offsets_increase_and_history_is_bounded(node: tuple[Broker, Collector]) -> None:
+    """Offsets go 1, 2, 3… in one epoch; history keeps the newest `history_size`."""
     broker, _ = node
     positions = [await broker.publish(REF, b"%d" % i, HISTORY) for i in range(5)]
     assert [p.offset for p in positions] == [1, 2, 3, 4, 5]
-    assert len({p.epoch for p in positions}) == 1
+    assert len({p.epoch for p in positions}) == 1 and positions[0].epoch != ""
     history = await broker.history(REF, HistoryOptions(limit=-1))
     assert [p.data for p in history.publications] == [b"2", b"3", b"4"]
     assert [p.offset for p in history.publications] == [3, 4, 5]
@@ -53,112 +134,184 @@ async def test_offsets_increase_and_history_is_bounded(node: tuple[Broker, Colle
 
 
 async def test_history_since_limit_reverse(node: tuple[Broker, Collector]) -> None:
+    """`limit` 0 is the position only, > 0 a bound, -1 everything; `since` keeps what comes
+    after it in its epoch, or with `reverse` (newest first) the page before it."""
     broker, _ = node
     for i in range(3):
-        last = await broker.publish(REF, b"%d" % i, HISTORY)
-    since = StreamPosition(1, last.epoch)
-    after = await broker.history(REF, HistoryOptions(limit=-1, since=since))
-    assert [p.offset for p in after.publications] == [2, 3]
-    newest = await broker.history(REF, HistoryOptions(limit=1, reverse=True))
-    assert [p.offset for p in newest.publications] == [3]
-    first = await broker.history(REF, HistoryOptions(limit=1))
-    assert [p.offset for p in first.publications] == [1]
-    only_position = await broker.history(REF, HistoryOptions(limit=0))
-    assert only_position.publications == [] and only_position.position == last
-    wrong_epoch = await broker.history(REF, HistoryOptions(limit=-1, since=StreamPosition(1, "x")))
-    assert wrong_epoch.publications == []
+        last = await broker.publish(REF, b"%d" % i, PublishOptions(history_size=10, history_ttl=60))
+
+    async def got(
+        limit: int, since: StreamPosition | None = None, reverse: bool = False
+    ) -> list[int]:
+        result = await broker.history(REF, HistoryOptions(limit, since, reverse))
+        assert result.position == last
+        return [p.offset for p in result.publications]
+
+    def at(offset: int, epoch: str = last.epoch) -> StreamPosition:
+        return StreamPosition(offset, epoch)
+
+    assert await got(limit=-1) == [1, 2, 3]
+    assert await got(limit=0) == []
+    assert await got(limit=0, since=at(1)) == []
+    assert await got(limit=1) == [1]
+    assert await got(limit=10) == [1, 2, 3]
+    assert await got(limit=1, reverse=True) == [3]
+    assert await got(limit=-1, reverse=True) == [3, 2, 1]
+    assert await got(limit=-1, since=at(1)) == [2, 3]
+    assert await got(limit=1, since=at(1)) == [2]
+    assert await got(limit=-1, since=at(0)) == [1, 2, 3]
+    assert await got(limit=-1, since=last) == []
+    assert await got(limit=-1, since=at(3), reverse=True) == [2, 1]
+    assert await got(limit=1, since=at(3), reverse=True) == [2]
+    assert await got(limit=-1, since=at(1), reverse=True) == []
+    assert await got(limit=-1, since=at(1, "another-epoch")) == []
+    assert await got(limit=-1, since=at(3, "another-epoch"), reverse=True) == []
 
 
 async def test_position_of_an_unused_channel(node: tuple[Broker, Collector]) -> None:
+    """Reading a channel nobody published to starts its epoch at offset 0; the first publish
+    continues it."""
     broker, _ = node
-    first = await broker.history(REF, HistoryOptions(limit=0))
+    first = await broker.history(REF, HistoryOptions(limit=-1))
     again = await broker.history(REF, HistoryOptions(limit=0))
-    assert first.position.offset == 0 and first.position.epoch == again.position.epoch != ""
-    published = await broker.publish(REF, b"1", HISTORY)
-    assert published == StreamPosition(1, first.position.epoch)
+    assert first.publications == [] and first.position.offset == 0
+    assert first.position.epoch == again.position.epoch != ""
+    assert await broker.publish(REF, b"1", HISTORY) == StreamPosition(1, first.position.epoch)
+
+
+async def test_epoch_changes_when_the_broker_loses_its_state(backend: BrokerBackend) -> None:
+    """After the broker forgot the channel (Redis restarted empty, the memory node restarted)
+    the epoch differs, so no client mistakes the new offsets for the ones it saw."""
+    broker = backend.make()
+    await broker.start(Collector())
+    before = [await broker.publish(REF, b"%d" % i, HISTORY) for i in range(2)]
+    await backend.lose_state()
+    broker = backend.make()
+    await broker.start(Collector())
+    position = (await broker.history(REF, HistoryOptions(limit=0))).position
+    assert position.epoch != before[-1].epoch and position.offset == 0
+    after = await broker.publish(REF, b"new", HISTORY)
+    assert after == StreamPosition(1, position.epoch)
+    stale = await broker.history(REF, HistoryOptions(limit=-1, since=before[0]))
+    assert stale.publications == []
 
 
 async def test_history_expires_after_its_ttl(node: tuple[Broker, Collector]) -> None:
+    """Publications go `history_ttl` seconds after the channel's last publish."""
     broker, _ = node
     await broker.publish(REF, b"1", PublishOptions(history_size=3, history_ttl=1))
+    assert len(await _all(broker)) == 1
     deadline = asyncio.get_running_loop().time() + 5
-    while (await broker.history(REF, HistoryOptions(limit=-1))).publications:
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.2)  # expiry is time itself: nothing to await but the clock
+    while await _all(broker):
+        assert asyncio.get_running_loop().time() < deadline, "history outlived its ttl"
+        await asyncio.sleep(0.1)  # expiry is time itself: nothing to await but the clock
 
 
 async def test_idempotency_key(node: tuple[Broker, Collector]) -> None:
+    """A repeated key answers the first result without publishing again; another key, or
+    the same key on another channel, publishes."""
     broker, events = node
     await broker.subscribe(REF)
     opts = PublishOptions(history_size=3, history_ttl=60, idempotency_key="k1")
     first = await broker.publish(REF, b"1", opts)
-    second = await broker.publish(REF, b"1", opts)
-    assert first == second
-    await events.next()
-    assert events.events.empty()
-    assert len((await broker.history(REF, HistoryOptions(limit=-1))).publications) == 1
+    second = await broker.publish(REF, b"2", opts)
+    assert first == second == StreamPosition(1, first.epoch)
+    other_key = PublishOptions(history_size=3, history_ttl=60, idempotency_key="k2")
+    assert (await broker.publish(REF, b"3", other_key)).offset == 2
+    assert (await broker.publish(OTHER, b"4", opts)).offset == 1
+    assert [(await events.next())[2].data for _ in range(2)] == [b"1", b"3"]
+    await broker.publish_control(b"marker")
+    assert await events.next() == ("control", None, b"marker")
+    assert [p.data for p in await _all(broker)] == [b"1", b"3"]
+
+
+async def test_idempotency_key_without_history(node: tuple[Broker, Collector]) -> None:
+    """Without history a repeated key is not delivered twice either."""
+    broker, events = node
+    await broker.subscribe(REF)
+    opts = PublishOptions(idempotency_key="once")
+    await broker.publish(REF, b"1", opts)
+    await broker.publish(REF, b"1", opts)
+    await broker.publish_control(b"marker")
+    assert (await events.next())[0] == "pub"
+    assert await events.next() == ("control", None, b"marker")
 
 
 async def test_remove_history_keeps_the_position(node: tuple[Broker, Collector]) -> None:
+    """remove_history drops the publications; epoch and offset go on."""
     broker, _ = node
     last = await broker.publish(REF, b"1", HISTORY)
     await broker.remove_history(REF)
     after = await broker.history(REF, HistoryOptions(limit=-1))
     assert after.publications == [] and after.position == last
+    assert await broker.publish(REF, b"2", HISTORY) == StreamPosition(2, last.epoch)
+    assert [p.offset for p in await _all(broker)] == [2]
 
 
-async def test_join_leave_and_control(node: tuple[Broker, Collector]) -> None:
-    broker, events = node
-    await broker.subscribe(REF)
-    info = ClientInfoData("alice", "c1", b'{"n":1}', b"")
-    await broker.publish_join(REF, info)
-    assert await events.next() == ("join", REF, info)
-    await broker.publish_leave(REF, info)
-    assert await events.next() == ("leave", REF, info)
-    await broker.publish_control(b"hello nodes")
-    assert await events.next() == ("control", None, b"hello nodes")
+# --- many nodes (Redis) -----------------------------------------------------------------------
 
 
-async def test_unsubscribe_stops_delivery(node: tuple[Broker, Collector]) -> None:
-    broker, events = node
-    await broker.subscribe(REF)
-    await broker.unsubscribe(REF)
-    await broker.publish(REF, b"1", PublishOptions())
-    await broker.publish_control(b"marker")  # control always arrives: it shows order
-    assert (await events.next())[0] == "control"
-
-
-@pytest.mark.parametrize("kind", ["redis"])
-async def test_two_nodes_share_publications(kind: str) -> None:
-    async with broker_backend(kind) as make:
-        a, b = make(), make()
+async def test_two_nodes_share_publications_history_and_control() -> None:
+    """A publication made on one node reaches the other's subscriber, with the same history;
+    control reaches every node, the sender included."""
+    async with broker_backend("redis") as backend:
+        a, b = backend.make(), backend.make()
         ea, eb = Collector(), Collector()
         await a.start(ea)
         await b.start(eb)
         await b.subscribe(REF)
-        await a.publish(REF, b'"from a"', HISTORY)
-        _, _, pub = await eb.next()
-        assert pub.data == b'"from a"' and pub.offset == 1
+        sent = await a.publish(REF, b'"from a"', HISTORY)
+        _, ref, pub = await eb.next()
+        assert (ref, pub.data, pub.offset, pub.epoch) == (REF, b'"from a"', 1, sent.epoch)
+        await a.publish_join(REF, ALICE)
+        assert await eb.next() == ("join", REF, ALICE)
         history = await b.history(REF, HistoryOptions(limit=-1))
         assert [p.data for p in history.publications] == [b'"from a"']
-        await a.close()
-        await b.close()
+        assert history.position == sent
+        await b.publish_control(b"to all")
+        assert await ea.next() == ("control", None, b"to all")
+        assert await eb.next() == ("control", None, b"to all")
+        assert ea.events.empty()  # a never subscribed REF
 
 
 async def test_redis_resubscribes_after_its_connection_is_killed() -> None:
-    async with broker_backend("redis") as make:
-        from redis.asyncio import Redis
-
-        from tests.support.backends import REDIS_URL
-
-        broker, events = make(), Collector()
+    """When its PUB/SUB connection dies the broker reconnects and resubscribes by itself, tells
+    the handler (clients must recover), and meanwhile accepts new subscriptions."""
+    async with broker_backend("redis") as backend:
+        broker, events = backend.make("victim"), Collector()
         await broker.start(events)
         await broker.subscribe(REF)
-        admin: Redis = Redis.from_url(REDIS_URL)
-        await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        admin = redis_admin()
+        try:
+            [conn] = [
+                c
+                for c in await admin.client_list(_type="pubsub")
+                if c["name"] == f"{backend.prefix}.sub.victim"
+            ]
+            # Only our node's connection: other suites may share this Redis.
+            await admin.client_kill_filter(_id=conn["id"])
+        finally:
+            await admin.aclose()
+        await broker.subscribe(OTHER)  # during the outage: must be live once subscribe returns
         await asyncio.wait_for(events.reconnects.wait(), 10)
+        await broker.ping()
         await broker.publish(REF, b'"after"', PublishOptions())
-        kind, _, pub = await events.next()
-        assert kind == "pub" and pub.data == b'"after"'
-        await admin.aclose()
+        await broker.publish(OTHER, b'"other"', PublishOptions())
+        got = {(await events.next())[2].data for _ in range(2)}
+        assert got == {b'"after"', b'"other"'}
+
+
+async def test_redis_unreachable_is_reported() -> None:
+    """Against a port where nothing listens, start() and ping() raise instead of hanging."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from xshathra.brokers.redis import RedisBroker
+
+    broker = RedisBroker("redis://127.0.0.1:1/0", prefix="xs_test_nowhere", node_id="n")
+    try:
+        with pytest.raises(RedisConnectionError):
+            await asyncio.wait_for(broker.start(Collector()), 10)
+        with pytest.raises(RedisConnectionError):
+            await broker.ping()
+    finally:
         await broker.close()

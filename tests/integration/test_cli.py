@@ -49,6 +49,15 @@ def test_apps_lifecycle_from_the_shell(tmp_path: Path) -> None:
             headers={"X-API-Key": body["application"]["api_key"]},
         )
         assert r.status_code == 200 and r.json()["application"] == shown["application"]
+        over_http = httpx.post(
+            f"{srv.base_url}/api/applications", json={"name": "H"}, headers=srv.admin_headers()
+        ).json()
+        assert set(over_http) == set(body)
+        assert set(over_http["application"]) == set(body["application"])
+        http_id = over_http["application"]["app_id"]
+        assert cli(tmp_path, "apps", "delete", http_id, "--yes", "--json").stdout.strip() == (
+            '{\n  "success": true\n}'
+        )
 
     deleted = cli(tmp_path, "apps", "delete", "shop", "--yes")
     assert deleted.returncode == 0
@@ -60,8 +69,12 @@ def test_cli_errors_are_clean(tmp_path: Path) -> None:
     for args in (
         ("apps", "create", "B", "--app-id", "dup"),
         ("apps", "create", "C", "--app-id", "bad id!"),
+        ("apps", "create", "D", "--allowed-domain", "not a domain"),
+        ("apps", "create", "E", "--rate-limit", "0"),
+        ("apps", "create", " "),
         ("apps", "show", "missing"),
         ("apps", "delete", "missing", "--yes"),
+        ("apps", "delete", "dup"),  # no --yes and no terminal to confirm on
     ):
         result = cli(tmp_path, *args)
         assert result.returncode != 0, args
@@ -76,6 +89,35 @@ def test_cli_errors_are_clean(tmp_path: Path) -> None:
     )
     assert env_bad.returncode != 0 and "hunter2" not in env_bad.stderr
     assert "Traceback" not in env_bad.stderr
+    listed = json.loads(cli(tmp_path, "apps", "list", "--json").stdout)["applications"]
+    assert [a["app_id"] for a in listed] == ["dup"]  # nothing above created or deleted
+
+
+def test_bad_configuration_is_one_clean_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "xshathra", "apps", "create", "A"],
+        env={
+            **os.environ,
+            "XSHATHRA_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+            "XSHATHRA_PORT": "not-a-port",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "XSHATHRA_PORT" in result.stderr and result.stdout == ""
+
+
+def test_human_output(tmp_path: Path) -> None:
+    created = cli(tmp_path, "apps", "create", "Human Shop", "--app-id", "hs", "--rate-limit", "5")
+    assert created.returncode == 0, created.stderr
+    assert "api_key" in created.stdout and "shown only now" in created.stdout
+    shown = cli(tmp_path, "apps", "show", "hs")
+    assert "Human Shop" in shown.stdout and "api_key_hint" in shown.stdout
+    assert "rate_limit       5" in shown.stdout
+    assert cli(tmp_path, "apps", "delete", "hs", "--yes").stdout.strip() == "Deleted application hs"
 
 
 def test_serve_prints_the_admin_key_once(tmp_path: Path) -> None:

@@ -109,15 +109,12 @@ class Recorder:
                 if got_kind == kind and where(ctx):
                     return ctx
 
-        return await asyncio.wait_for(find(), timeout)
-
-    async def none(self, kind: str, within: float) -> None:
-        """Assert that no event of this kind arrives for `within` seconds (a negative wait)."""
         try:
-            ctx = await self.next(kind, timeout=within)
+            return await asyncio.wait_for(find(), timeout)
         except TimeoutError:
-            return
-        raise AssertionError(f"unexpected {kind} event: {ctx}")
+            recent = [f"{k}: {c}" for k, c in self.log[-8:]]
+            message = f"no matching {kind} within {timeout} s; last events: {recent}"
+            raise TimeoutError(message) from None
 
 
 class SubEvents(SubscriptionEventHandler):

@@ -56,7 +56,7 @@ _SERVICES = {
 
 # Outcome of the first attempt per service, so a missing service costs one start attempt per
 # test session rather than one per test: None = up, a string = why it could not be started.
-_outcome: dict[str, str | None] = {}
+_outcome: dict[tuple[str, str, int], str | None] = {}
 _outcome_lock = threading.Lock()
 
 
@@ -66,7 +66,7 @@ def _reachable(host: str, port: int) -> bool:
     return False
 
 
-def _try_start(service: _Service) -> str | None:
+def _try_start(service: _Service, host: str, port: int) -> str | None:
     """Run the start command and wait (bounded) for the port; None on success, else why not."""
     try:
         done = subprocess.run(
@@ -76,7 +76,7 @@ def _try_start(service: _Service) -> str | None:
         return "the start command did not finish within 60 s"
     deadline = time.monotonic() + _START_WAIT_S
     while time.monotonic() < deadline:
-        if _reachable(service.host, service.port):
+        if _reachable(host, port):
             return None
         # Polling a daemon we do not own for its port: there is no event to await.
         time.sleep(0.1)
@@ -92,10 +92,11 @@ def ensure_service(name: str, host: str | None = None, port: int | None = None) 
     host, port = host or service.host, port or service.port
     if _reachable(host, port):
         return
+    key = (name, host, port)
     with _outcome_lock:
-        if name not in _outcome or _outcome[name] is None:
-            _outcome[name] = _try_start(service)
-        reason = _outcome[name]
+        if key not in _outcome or _outcome[key] is None:
+            _outcome[key] = _try_start(service, host, port)
+        reason = _outcome[key]
     if reason is not None:
         pytest.skip(
             f"{service.title} at {host}:{port} is not reachable and could not be started: {reason}"
@@ -131,7 +132,7 @@ def nats_url() -> str:
 
 
 async def _admin(sql: str) -> None:
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]
 
     conn = await asyncpg.connect(
         host=PG_HOST, port=PG_PORT, user="postgres", database="postgres", timeout=10

@@ -7,7 +7,9 @@ reaches a client.
 
 from __future__ import annotations
 
+import json
 import logging
+import traceback
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -37,9 +39,20 @@ class HttpError(Exception):
         self.extra = extra or {}
 
 
-def error_body(path: str, message: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+# Centrifugo error codes for answers the engine API's own handlers never reach (413, 404...).
+_ENGINE_CODES = {400: 107, 401: 101, 403: 103, 404: 104, 405: 104, 413: 106, 429: 111}
+
+
+def error_body(
+    path: str, message: str, extra: dict[str, Any] | None = None, *, status: int = 400
+) -> dict[str, Any]:
+    """The error object of the surface `path` belongs to: seed 001 under `/api/realtime/`,
+    Centrifugo's under `/realtime/api/`, seed 000 everywhere else."""
+    body: dict[str, Any]
     if path.startswith("/api/realtime/"):
-        body: dict[str, Any] = {"error": message}
+        body = {"error": message}
+    elif path.startswith("/realtime/api/"):
+        body = {"error": {"code": _ENGINE_CODES.get(status, 100), "message": message}}
     else:
         body = {"success": False, "error": message}
     body.update(extra or {})
@@ -54,7 +67,9 @@ def error_response(
     extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
     return JSONResponse(
-        error_body(request.url.path, message, extra), status_code=status, headers=headers
+        error_body(request.url.path, message, extra, status=status),
+        status_code=status,
+        headers=headers,
     )
 
 
@@ -73,6 +88,7 @@ _TYPE_WORDS = {
     "list_type": "an array",
     "model_type": "an object",
     "float_type": "a number",
+    "model_attributes_type": "an object",
 }
 
 
@@ -92,6 +108,11 @@ def validation_message(exc: RequestValidationError) -> str:
             return f"{name} must be {_TYPE_WORDS[kind]}"
         if kind == "extra_forbidden":
             return f"{name} is not a known field"
+        bounds = err.get("ctx") or {}
+        if kind == "greater_than_equal":
+            return f"{name} must be at least {bounds.get('ge')}"
+        if kind == "less_than_equal":
+            return f"{name} must be at most {bounds.get('le')}"
         msg = str(err.get("msg", "invalid value"))
         msg = msg.removeprefix("Value error, ")
         return f"{name}: {msg}" if name != "body" else msg
@@ -109,22 +130,74 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _starlette(request: Request, exc: StarletteHTTPException) -> Response:
-        message = {404: "not found", 405: "method not allowed"}.get(exc.status_code)
+        message = {404: "not found", 405: "method not allowed", 413: TOO_LARGE}.get(exc.status_code)
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            message = "invalid JSON body"  # FastAPI's words for JSON it could not load
         return error_response(
             request, exc.status_code, message or str(exc.detail), dict(exc.headers or {})
         )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.error(
-            "unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__
-        )
-        return error_response(request, 500, "internal server error")
+        # Reached only by errors outside the routes (in an outer middleware).
+        _log_unexpected(request.method, request.url.path, exc)
+        return error_response(request, 500, INTERNAL)
+
+
+INTERNAL = "internal server error"
+
+
+def _log_unexpected(method: str, path: str, exc: BaseException) -> None:
+    """Where it failed (type and frames), never the message: messages of driver errors can
+    carry SQL parameters, hence secrets."""
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("unhandled %s on %s %s\n%s", type(exc).__name__, method, path, frames.rstrip())
+
+
+class CatchAllMiddleware:
+    """Answer any exception a route lets escape with a generic 500 in the surface's shape, and
+    keep it from reaching the server's own error log (whose traceback would include the
+    exception's message). Installed innermost, just outside the exception handlers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            path = str(scope.get("path", ""))
+            _log_unexpected(str(scope.get("method", "")), path, exc)
+            if started:
+                raise
+            body = json.dumps(error_body(path, INTERNAL, status=500)).encode()
+            await _send_json(send, 500, body)
+
+
+def install_error_handling(app: FastAPI, *, max_body: int) -> None:
+    """Every piece that shapes errors: the handlers, the catch-all, the body limit."""
+    install_error_handlers(app)
+    app.add_middleware(CatchAllMiddleware)  # added first: innermost of the middlewares
+    app.add_middleware(BodyLimitMiddleware, limit=max_body)
 
 
 class BodyLimitMiddleware:
     """Refuse request bodies over `limit` bytes with 413, whether or not Content-Length says so,
-    without reading more than the limit into memory."""
+    without reading more than the limit into memory.
+
+    A streamed (chunked) body that grows past the limit raises `HTTPException(413)` from
+    `receive`: FastAPI re-raises HTTP exceptions met while reading a body (anything else
+    would become a 400), so the surface's own error shape answers it."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -140,41 +213,44 @@ class BodyLimitMiddleware:
                 await _too_large(path, send)
                 return
         received = 0
-        too_large = False
+        started = False
 
         async def limited_receive() -> Message:
-            nonlocal received, too_large
+            nonlocal received
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    too_large = True
-                    raise _BodyTooLarge
+                    raise StarletteHTTPException(413, TOO_LARGE)
             return message
 
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self.app(scope, limited_receive, send)
-        except _BodyTooLarge:
-            await _too_large(path, send)
-        except Exception:
-            if too_large:
-                await _too_large(path, send)
-            else:
+            await self.app(scope, limited_receive, tracking_send)
+        except StarletteHTTPException as exc:
+            # Only if the body was read outside FastAPI's exception handling.
+            if exc.status_code != 413 or started:
                 raise
+            await _too_large(path, send)
 
 
-class _BodyTooLarge(Exception):
-    pass
+TOO_LARGE = "request body too large"
 
 
 async def _too_large(path: str, send: Send) -> None:
-    import json
+    body = json.dumps(error_body(path, TOO_LARGE, status=413)).encode()
+    await _send_json(send, 413, body)
 
-    body = json.dumps(error_body(path, "request body too large")).encode()
+
+async def _send_json(send: Send, status: int, body: bytes) -> None:
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),

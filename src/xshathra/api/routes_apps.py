@@ -1,6 +1,9 @@
 """Seed 000, the apps API: `/api/token`, `/api/broadcast`, `/api/applications`,
 `/api/analytics`, `/api/webhooks`. Errors as `{"success": false, "error": "..."}`."""
 
+# No `from __future__ import annotations`: FastAPI must resolve the dependency aliases that are
+# defined inside `create_apps_router`.
+
 import hmac
 import re
 import time
@@ -63,7 +66,7 @@ class CreateAppBody(_Body):
 
 class UpdateAppBody(_Body):
     name: StrictStr | None = None
-    allowed_domain: StrictStr | None = Field(None, description="null or \"\" clears it.")
+    allowed_domain: StrictStr | None = Field(None, description='null or "" clears it.')
     rate_limit: StrictInt | None = None
     status: StrictBool | None = None
     namespaces: dict[str, docs.NamespaceOptionsModel] | None = Field(
@@ -138,7 +141,10 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
     @router.post(
         "/token",
         summary="Mint a client JWT (app_id + app_secret)",
+        description="No API key: the app's `app_secret` authenticates. 100 per minute per IP.",
         dependencies=[Depends(ip_limited)],
+        response_model=docs.TokenAnswer,
+        responses=docs.apps_errors(400, 401, 403, 413, 429, 500),
     )
     async def token(body: TokenBody) -> JSONResponse:
         app = await ctx.db.apps.get_app(body.app_id) if APP_ID_PATTERN.match(body.app_id) else None
@@ -159,7 +165,13 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
             }
         )
 
-    @router.post("/broadcast", summary="Broadcast an event to a room")
+    @router.post(
+        "/broadcast",
+        summary="Broadcast an event to a room",
+        description="Publishes `data` to channel `room` with `tags.event = event`.",
+        response_model=docs.BroadcastAnswer,
+        responses=docs.apps_errors(400, 401, 403, 404, 413, 429, 500),
+    )
     async def broadcast(
         body: BroadcastBody, who: CallerDep, app_id: str | None = None
     ) -> JSONResponse:
@@ -191,7 +203,16 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
             }
         )
 
-    @router.get("/applications", summary="Your application (app key) or all of them (admin)")
+    @router.get(
+        "/applications",
+        summary="Your application (app key) or all of them (admin)",
+        description=(
+            "With an app key: `{success, application}`. With the admin key: "
+            "`{success, applications: [...]}`, or one app with `?app_id=`."
+        ),
+        response_model=docs.ApplicationAnswer | docs.ApplicationsAnswer,
+        responses=docs.apps_errors(401, 403, 404, 429, 500),
+    )
     async def list_or_get(who: CallerDep, app_id: str | None = None) -> JSONResponse:
         if who.admin and not app_id:
             apps = await ctx.db.apps.list_apps()
@@ -200,15 +221,21 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
         await check_app_rate(ctx, who, app)
         return _ok({"application": application_view(app)})
 
-    @router.post("/applications", status_code=201, summary="Create an application (admin)")
+    @router.post(
+        "/applications",
+        status_code=201,
+        summary="Create an application (admin)",
+        description="The answer carries `api_key` (= `server_api_key`): it is shown only here.",
+        response_model=docs.ApplicationCreated,
+        responses=docs.apps_errors(400, 401, 403, 409, 413, 500),
+        openapi_extra=docs.ADMIN_ONLY,
+    )
     async def create(body: CreateAppBody, who: CallerDep) -> JSONResponse:
         if not who.admin:
             raise HttpError(403, "the admin API key is required")
-        if body.app_id is not None and not APP_ID_PATTERN.match(body.app_id):
-            raise HttpError(400, "app_id must match [A-Za-z0-9_-]{1,64}")
         app, keys = generate_app(
             name=check_name(body.name),
-            app_id=body.app_id,
+            app_id=check_app_id(body.app_id),
             allowed_domain=check_domain(body.allowed_domain),
             rate_limit=check_rate_limit(body.rate_limit) or ctx.settings.default_app_rate_limit,
         )
@@ -218,7 +245,12 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
             raise HttpError(409, "an application with this app_id already exists") from None
         return _ok({"application": application_view(app, api_key=keys.api_key)}, 201)
 
-    @router.put("/applications/{app_id}", summary="Update application settings")
+    @router.put(
+        "/applications/{app_id}",
+        summary="Update application settings",
+        response_model=docs.ApplicationAnswer,
+        responses=docs.apps_errors(400, 401, 403, 404, 413, 429, 500),
+    )
     async def update(app_id: str, body: UpdateAppBody, who: CallerDep) -> JSONResponse:
         app = await target_app(who, ctx, app_id)
         await check_app_rate(ctx, who, app)
@@ -240,7 +272,13 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
         await ctx.executor.app_changed(updated.app_id)
         return _ok({"application": application_view(updated)})
 
-    @router.delete("/applications/{app_id}", summary="Delete an application (admin)")
+    @router.delete(
+        "/applications/{app_id}",
+        summary="Delete an application (admin)",
+        response_model=docs.Success,
+        responses=docs.apps_errors(401, 403, 404, 500),
+        openapi_extra=docs.ADMIN_ONLY,
+    )
     async def delete(app_id: str, who: CallerDep) -> JSONResponse:
         if not who.admin:
             raise HttpError(403, "the admin API key is required")
@@ -249,20 +287,32 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
         await ctx.executor.app_changed(app_id)
         return _ok({})
 
-    @router.post("/applications/{app_id}/regenerate-api-key", summary="Regenerate the API key")
+    @router.post(
+        "/applications/{app_id}/regenerate-api-key",
+        summary="Regenerate the API key",
+        description="The new key is shown once; the old one fails at once, on every node.",
+        response_model=docs.KeyRegenerated,
+        responses=docs.apps_errors(401, 403, 404, 429, 500),
+    )
     async def regenerate(app_id: str, who: CallerDep) -> JSONResponse:
         app = await target_app(who, ctx, app_id)
         await check_app_rate(ctx, who, app)
         updated, keys = regenerate_api_key(app)
         if not await ctx.db.apps.update_app(updated):
             raise HttpError(404, "application not found")
+        await ctx.executor.app_changed(updated.app_id)
         view = application_view(updated, api_key=keys.api_key)
         return _ok({"application": view, "api_key": keys.api_key})
 
-    @router.get("/analytics", summary="Usage figures for a period")
+    @router.get(
+        "/analytics",
+        summary="Usage figures for a period",
+        response_model=docs.AnalyticsAnswer,
+        responses=docs.apps_errors(400, 401, 403, 404, 429, 500),
+    )
     async def analytics(
         who: CallerDep,
-        period: Annotated[str, Query()] = "24h",
+        period: Annotated[str, Query(description="1h, 24h, 7d or 30d")] = "24h",
         app_id: str | None = None,
     ) -> JSONResponse:
         app = await target_app(who, ctx, app_id)
@@ -288,7 +338,14 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
             }
         )
 
-    @router.post("/webhooks", status_code=201, summary="Register a webhook")
+    @router.post(
+        "/webhooks",
+        status_code=201,
+        summary="Register a webhook",
+        description="Without `secret` the server generates one and shows it once.",
+        response_model=docs.WebhookAnswer,
+        responses=docs.apps_errors(400, 401, 403, 404, 413, 429, 500),
+    )
     async def create_webhook(
         body: WebhookBody, who: CallerDep, app_id: str | None = None
     ) -> JSONResponse:
@@ -316,14 +373,24 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
         shown = secret if body.secret is None else None
         return _ok({"webhook": webhook_view(webhook, secret=shown)}, 201)
 
-    @router.get("/webhooks", summary="List webhooks")
+    @router.get(
+        "/webhooks",
+        summary="List webhooks",
+        response_model=docs.WebhooksAnswer,
+        responses=docs.apps_errors(400, 401, 403, 404, 429, 500),
+    )
     async def list_webhooks(who: CallerDep, app_id: str | None = None) -> JSONResponse:
         app = await target_app(who, ctx, app_id)
         await check_app_rate(ctx, who, app)
         hooks = await ctx.db.webhooks.list_webhooks(app.app_id)
         return _ok({"webhooks": [webhook_view(h) for h in hooks]})
 
-    @router.delete("/webhooks/{webhook_id}", summary="Delete a webhook")
+    @router.delete(
+        "/webhooks/{webhook_id}",
+        summary="Delete a webhook",
+        response_model=docs.Success,
+        responses=docs.apps_errors(400, 401, 403, 404, 429, 500),
+    )
     async def delete_webhook(
         webhook_id: str, who: CallerDep, app_id: str | None = None
     ) -> JSONResponse:
@@ -334,7 +401,12 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
         await ctx.executor.webhooks_changed(app.app_id)
         return _ok({})
 
-    @router.get("/webhooks/{webhook_id}/deliveries", summary="Recent deliveries of a webhook")
+    @router.get(
+        "/webhooks/{webhook_id}/deliveries",
+        summary="Recent deliveries of a webhook",
+        response_model=docs.DeliveriesAnswer,
+        responses=docs.apps_errors(400, 401, 403, 404, 429, 500),
+    )
     async def deliveries(
         webhook_id: str, who: CallerDep, app_id: str | None = None
     ) -> JSONResponse:
@@ -348,6 +420,8 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
     @router.post(
         "/webhooks/{webhook_id}/deliveries/{delivery_id}/replay",
         summary="Queue a delivery again (after a failure, say)",
+        response_model=docs.Success,
+        responses=docs.apps_errors(400, 401, 403, 404, 429, 500),
     )
     async def replay(
         webhook_id: str, delivery_id: str, who: CallerDep, app_id: str | None = None

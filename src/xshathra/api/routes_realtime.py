@@ -124,7 +124,7 @@ def create_realtime_router(ctx: ServerContext) -> APIRouter:
         summary="Publish through the engine's publish API",
         description=(
             "The body is a Centrifugo publish request, handed unchanged to the engine's "
-            "`publish` method; the answer is the engine's: `{\"result\": {...}}`, or 200 "
+            '`publish` method; the answer is the engine\'s: `{"result": {...}}`, or 200 '
             '`{"error": {"code", "message"}}` for a refused publish (as Centrifugo answers).'
         ),
         response_model=docs.PublishAnswer,
@@ -135,7 +135,7 @@ def create_realtime_router(ctx: ServerContext) -> APIRouter:
         await check_app_rate(ctx, to.caller, to.app)
         try:
             req = _publish_decoder.decode(await request.body())
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):  # nesting deeper than the stack
             raise HttpError(400, "invalid JSON body") from None
         except msgspec.ValidationError as exc:
             raise HttpError(400, f"invalid publish request: {exc}") from None

@@ -24,7 +24,7 @@ from xshathra.engine.channels import ChannelRef
 IDEMPOTENCY_TTL = 300.0
 
 
-META_TTL = 7 * 86400.0  # as the Redis broker: the position outlives the publications
+META_TTL = 30 * 86400.0  # as the Redis broker: the position outlives the publications
 
 
 @dataclass(slots=True)

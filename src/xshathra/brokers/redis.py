@@ -1,9 +1,10 @@
-"""Redis broker: publications, join/leave and control messages cross nodes over PUB/SUB;
+"""Redis broker: publications, join/leave and control messages cross nodes over PUB/SUB, and
 history lives in Redis streams written by the same Lua script that publishes, so publish and
-append are one atomic step and recovery works whichever node a client reconnects to.
+append are one atomic step and a client can recover on whichever node it reconnects to.
 
-Only this module turns a `ChannelRef` into Redis key names. It must never block the event loop
-on a lost connection: the reader reconnects with backoff and resubscribes by itself.
+Only this module turns a `ChannelRef` into Redis key and topic names. It must never let a lost
+subscription pass unnoticed: the reader reconnects with backoff, resubscribes by itself and
+then tells the handler (`on_reconnect`), because messages sent meanwhile are gone.
 """
 
 from __future__ import annotations
@@ -11,15 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+import re
 import secrets
 import time
+from collections import deque
+from collections.abc import Iterable
 from importlib import resources
 
 import msgspec
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -37,16 +42,24 @@ from xshathra.engine.channels import ChannelRef
 
 log = logging.getLogger("xshathra.redis")
 
+# Centrifuge's default HistoryMetaTTL: the epoch and top offset outlive the stream by far, so
+# a client returning after its channel's history expired still holds a comparable position;
+# the meta of channels nobody uses any more goes eventually instead of leaking forever.
+META_TTL = 30 * 86400
+IDEMPOTENCY_TTL = 300  # seconds a publish's idempotency key is remembered, as in centrifuge
 NODE_TTL = 30  # seconds a node's subscriber counts are trusted without a heartbeat
-META_TTL = 7 * 86400  # the epoch outlives the stream, so old positions stay comparable
-IDEMPOTENCY_TTL = 300
+CONFIRM_TIMEOUT = 5.0  # longest wait for Redis to confirm a SUBSCRIBE
+IDLE_PING = 5.0  # a silent subscription is PINGed after this long; no answer in as long: lost
+RECONNECT_MIN_DELAY = 0.05
 RECONNECT_MAX_DELAY = 5.0
 
 Info = tuple[str, str, bytes, bytes]
 
 
 class _Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
-    """A publication on the wire (msgpack): data bytes untouched."""
+    """A publication on the wire and in the stream (msgpack); `data` travels untouched. Offset
+    and epoch are not inside: the script prefixes them to the PUB/SUB message, and in the
+    stream the entry id is the offset and the meta hash holds the epoch."""
 
     data: bytes
     tags: dict[str, str] | None = None
@@ -56,7 +69,7 @@ class _Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
 
 _encode = msgspec.msgpack.Encoder().encode
 _envelope = msgspec.msgpack.Decoder(_Envelope)
-_info = msgspec.msgpack.Decoder(tuple[str, str, bytes, bytes])
+_info = msgspec.msgpack.Decoder(Info)
 
 
 def _pack_info(info: ClientInfoData | None) -> Info | None:
@@ -68,8 +81,10 @@ def _unpack_info(info: Info | None) -> ClientInfoData | None:
 
 
 def redis_client(url: str) -> Redis:
-    """A client whose commands survive a Redis restart: a stale pooled connection is retried
-    on a fresh one instead of failing the first command after the restart."""
+    """A client for commands that survives a Redis restart: a stale pooled connection is
+    retried on a fresh one instead of failing the first command after the restart. (A command
+    cut off after Redis ran it may thus run twice: publish with an idempotency key where that
+    matters.)"""
     return Redis.from_url(
         url,
         decode_responses=False,
@@ -80,130 +95,261 @@ def redis_client(url: str) -> Redis:
 
 
 def _script(name: str) -> str:
-    return resources.files("xshathra.brokers.lua").joinpath(name).read_text()
+    return resources.files("xshathra.brokers.lua").joinpath(name).read_text(encoding="utf-8")
+
+
+def _resolve(waiters: Iterable[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        if not waiter.done():  # a subscribe() that timed out has cancelled its own
+            waiter.set_result(None)
+
+
+def _ident(ref: ChannelRef) -> str:
+    """The channel's part of every key and topic. The app id is length-prefixed, so ("a:b",
+    "c") and ("a", "b:c") can never meet; the name comes last and needs no escaping."""
+    return f"{len(ref.app_id)}:{ref.app_id}:{ref.name}"
 
 
 class RedisBroker:
-    def __init__(
-        self,
-        url: str,
-        *,
-        prefix: str = "xs",
-        node_id: str = "",
-    ) -> None:
-        self._redis: Redis = redis_client(url)
-        # The subscription has its own client without transparent retries: a lost connection
-        # must surface here, because messages sent meanwhile are gone and clients must recover.
-        self._subscriber: Redis = Redis.from_url(url, decode_responses=False)
+    """Broker shared by every node that uses the same Redis and `prefix`.
+
+    One PUB/SUB connection per node carries every channel this node subscribed plus the
+    node-wide control topic; a reader task dispatches what arrives to the handler.
+    """
+
+    def __init__(self, url: str, *, prefix: str = "xs", node_id: str) -> None:
+        if not node_id:
+            raise ValueError("node_id must not be empty")
         self._prefix = prefix
-        self._handler: BrokerEventHandler | None = None
-        self._pubsub: PubSub | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._topics: dict[bytes, ChannelRef] = {}
-        self._control = f"{prefix}.control".encode()
+        self._node_id = node_id
+        self._redis: Redis = redis_client(url)
+        # The subscription is one bare connection, not redis-py's PubSub: PubSub reconnects
+        # and resubscribes silently on an error (even with retries off), and messages
+        # published meanwhile would be lost unnoticed. Named, so operators (and tests) can
+        # tell it apart in CLIENT LIST.
+        self._sub_pool = ConnectionPool.from_url(
+            url,
+            retry=Retry(NoBackoff(), 0),
+            client_name=re.sub(r"[^A-Za-z0-9_.:-]", "_", f"{prefix}.sub.{node_id}"),
+        )
         self._publish = self._redis.register_script(_script("publish.lua"))
         self._history = self._redis.register_script(_script("history.lua"))
-        self.healthy = False
-        self._node_id = node_id or secrets.token_hex(8)
+        self._control = f"{prefix}.control".encode()
+        self._handler: BrokerEventHandler | None = None
+        # Only the reader task reads from it; other tasks only write SUBSCRIBE/UNSUBSCRIBE.
+        self._conn: AbstractConnection | None = None
+        # Topics this node wants, whether or not Redis has confirmed them yet: a (re)connect
+        # subscribes exactly these.
+        self._topics: dict[bytes, ChannelRef] = {}
+        # Per topic, one entry per SUBSCRIBE sent on the current connection, oldest first, each
+        # holding the subscribe() calls waiting on it. Redis confirms in the order it was asked
+        # on one connection, so a confirmation resolves exactly the oldest entry, even across
+        # subscribe/unsubscribe/subscribe of one topic.
+        self._pending: dict[bytes, deque[list[asyncio.Future[None]]]] = {}
+        # Serialises SUBSCRIBE/UNSUBSCRIBE with (re)connecting, so no topic added while a
+        # connection is being opened can miss both that connection's snapshot and its own send.
+        self._sub_lock = asyncio.Lock()
+        self._ready = asyncio.Event()  # set while the subscription is live and confirmed
+        self._lost = False  # the subscription dropped: on_reconnect is owed once it is back
+        self._delay = RECONNECT_MIN_DELAY
+        self._reader: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._closed = False
 
-    # --- naming: the only place a ChannelRef becomes Redis keys ------------------------------
-
-    def _ident(self, ref: ChannelRef) -> str:
-        # Length-prefixed app id: ("a:b", "c") and ("a", "b:c") can never collide.
-        return f"{len(ref.app_id)}:{ref.app_id}:{ref.name}"
+    # --- naming: the only place a ChannelRef becomes Redis names -------------------------------
 
     def _topic(self, ref: ChannelRef) -> bytes:
-        return f"{self._prefix}.ch.{self._ident(ref)}".encode()
+        return f"{self._prefix}.ch.{_ident(ref)}".encode()
 
     def _stream(self, ref: ChannelRef) -> str:
-        return f"{self._prefix}.st.{self._ident(ref)}"
+        return f"{self._prefix}.st.{_ident(ref)}"
 
     def _meta(self, ref: ChannelRef) -> str:
-        return f"{self._prefix}.mt.{self._ident(ref)}"
+        return f"{self._prefix}.mt.{_ident(ref)}"
+
+    def _idempotency(self, ref: ChannelRef, key: str) -> str:
+        return f"{self._prefix}.id.{len(key)}:{key}:{_ident(ref)}"
 
     def _counts(self, ref: ChannelRef) -> str:
-        return f"{self._prefix}.sc.{self._ident(ref)}"
+        return f"{self._prefix}.sc.{_ident(ref)}"
 
     def _alive(self, node_id: str) -> str:
         return f"{self._prefix}.node.{node_id}"
 
-    # --- lifecycle ------------------------------------------------------------------------------
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        """True while the subscription is live: events published now reach this node."""
+        return self._ready.is_set()
 
     async def start(self, handler: BrokerEventHandler) -> None:
+        """Subscribe the control topic and return once Redis confirmed it."""
         self._handler = handler
-        await self._redis.ping()
-        self._pubsub = await self._open_pubsub()
-        self.healthy = True
+        await self._redis.ping()  # fail fast, with the driver's error, when Redis is down
         await self._redis.set(self._alive(self._node_id), b"1", ex=NODE_TTL)
-        self._reader = asyncio.get_running_loop().create_task(self._read())
-        self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
-
-    async def _beat(self) -> None:
-        """Keep this node's liveness key; counts of nodes without one are ignored."""
-        while True:
-            await asyncio.sleep(NODE_TTL / 3)
-            with contextlib.suppress(RedisError, OSError):
-                await self._redis.set(self._alive(self._node_id), b"1", ex=NODE_TTL)
-
-    async def _open_pubsub(self) -> PubSub:
-        pubsub = self._subscriber.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(self._control, *self._topics)
-        return pubsub
+        conn = await self._connect()
+        loop = asyncio.get_running_loop()
+        self._reader = loop.create_task(self._run(conn), name="xshathra-redis-reader")
+        self._heartbeat = loop.create_task(self._beat(), name="xshathra-redis-heartbeat")
+        try:
+            await asyncio.wait_for(self._ready.wait(), CONFIRM_TIMEOUT)
+        except TimeoutError:
+            await self.close()
+            raise RedisConnectionError("redis did not confirm the subscription") from None
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         for task in (self._reader, self._heartbeat):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        self._reader = self._heartbeat = None
+        self._ready.clear()
+        for queue in self._pending.values():
+            for entry in queue:
+                for waiter in entry:
+                    waiter.cancel()
+        self._pending.clear()
+        await self._drop_connection()
         with contextlib.suppress(RedisError, OSError):
             await self._redis.delete(self._alive(self._node_id))
-        if self._pubsub is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
         await self._redis.aclose()
-        await self._subscriber.aclose()
+        await self._sub_pool.aclose()
         self._handler = None
 
     async def ping(self) -> None:
-        if not self.healthy:
-            raise ConnectionError("redis subscription is down")
+        if not self._ready.is_set():
+            raise RedisConnectionError("redis subscription is down")
         await self._redis.ping()
 
-    async def _read(self) -> None:
-        delay = 0.1
+    async def _beat(self) -> None:
+        """Keep this node's liveness key; subscriber counts of nodes without one are ignored."""
         while True:
-            pubsub = self._pubsub
+            await asyncio.sleep(NODE_TTL / 3)
+            with contextlib.suppress(RedisError, OSError):
+                await self._redis.set(self._alive(self._node_id), b"1", ex=NODE_TTL)
+
+    # --- the subscription connection --------------------------------------------------------------
+
+    async def _connect(self) -> AbstractConnection:
+        """Open a fresh subscription with every wanted topic. The control topic goes last: Redis
+        confirms in order, so its confirmation means every channel before it is live."""
+        async with self._sub_lock:
+            await self._drop_connection_locked()
+            # Confirmations owed by the old connection will never come: the one SUBSCRIBE
+            # below answers them all, one entry per wanted topic.
+            pending, self._pending = self._pending, {}
+            for topic in self._topics:
+                entries = pending.pop(topic, ())
+                self._pending[topic] = deque([[w for entry in entries for w in entry]])
+            for entries in pending.values():  # unsubscribed meanwhile: nothing to wait for
+                _resolve(w for entry in entries for w in entry)
+            # The pool is only a factory here (URL parsing, TLS, auth): it never lends this one.
+            conn: AbstractConnection = self._sub_pool.make_connection()  # type: ignore[no-untyped-call]
             try:
-                assert pubsub is not None
-                while True:
-                    message = await pubsub.get_message(timeout=None)
-                    if message is not None and message["type"] == "message":
-                        self._dispatch(message["channel"], message["data"])
-                    delay = 0.1
+                await conn.connect()  # type: ignore[no-untyped-call]
+                await conn.send_command(
+                    "SUBSCRIBE", *self._topics, self._control, check_health=False
+                )
+            except BaseException:
+                await conn.disconnect(nowait=True)
+                raise
+            self._conn = conn
+            return conn
+
+    async def _drop_connection(self) -> None:
+        async with self._sub_lock:
+            await self._drop_connection_locked()
+
+    async def _drop_connection_locked(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await conn.disconnect(nowait=True)
+
+    @staticmethod
+    async def _send(conn: AbstractConnection, *args: str | bytes) -> None:
+        """Write a command on the subscription from any task; replies reach the reader.
+
+        A closed connection is left closed (send_command would reconnect it, and a second task
+        reading the handshake would collide with the reader): the reader owns reconnecting.
+        A failed write is the connection's loss, which the reader sees too and answers by
+        resubscribing every wanted topic."""
+        if conn.is_connected:
+            with contextlib.suppress(RedisError, OSError):
+                await conn.send_command(*args, check_health=False)
+
+    async def _run(self, conn: AbstractConnection) -> None:
+        """The reader, for the broker's lifetime: listen; on loss, reconnect and resubscribe."""
+        while True:
+            try:
+                await self._listen(conn)
             except (RedisError, OSError) as exc:
-                self.healthy = False
+                self._ready.clear()
+                self._lost = True
                 log.warning("redis subscription lost (%s); reconnecting", type(exc).__name__)
+                # Dropped at once, so a concurrent subscribe() leaves its topic to the next
+                # connection instead of writing to this dead one.
+                await self._drop_connection()
             while True:
-                await asyncio.sleep(delay)
-                delay = min(RECONNECT_MAX_DELAY, delay * 2)
+                # Jitter: nodes that lost Redis together should not all come back in lockstep.
+                await asyncio.sleep(self._delay * (0.5 + random.random()))
+                self._delay = min(RECONNECT_MAX_DELAY, self._delay * 2)
                 try:
-                    if self._pubsub is not None:
-                        with contextlib.suppress(RedisError, OSError):
-                            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
-                    self._pubsub = await self._open_pubsub()
+                    conn = await self._connect()
                     break
                 except (RedisError, OSError):
                     continue
-            self.healthy = True
-            log.info("redis subscription restored (%d channels)", len(self._topics))
             # Redis may have restarted empty: re-assert this node's liveness at once.
             with contextlib.suppress(RedisError, OSError):
                 await self._redis.set(self._alive(self._node_id), b"1", ex=NODE_TTL)
-            if self._handler is not None:
-                # Messages may have been missed meanwhile: the engine tells clients to recover.
-                self._handler.on_reconnect()
+
+    async def _listen(self, conn: AbstractConnection) -> None:
+        awaiting_pong = False
+        while True:
+            if not conn.is_connected:
+                raise RedisConnectionError("the subscription connection was closed")
+            reply = await conn.read_response(timeout=IDLE_PING, push_request=True)
+            if reply is None:
+                # Silence: a half-open TCP connection would stay silent forever, so probe it.
+                if awaiting_pong:
+                    raise RedisTimeoutError("no answer to PING on the subscription")
+                await self._send(conn, "PING")
+                awaiting_pong = True
+                continue
+            awaiting_pong = False
+            if not isinstance(reply, list) or len(reply) < 2:
+                continue
+            kind = reply[0]
+            try:
+                if kind == b"message" and len(reply) == 3:
+                    self._dispatch(reply[1], reply[2])
+                elif kind == b"subscribe":
+                    self._confirmed(reply[1])
+            except Exception:
+                # A failing handler must not take the reader down: every channel of this
+                # node would go silent. Log it and keep delivering.
+                log.exception("broker event handler failed")
+
+    def _confirmed(self, topic: bytes) -> None:
+        if topic == self._control and not self._ready.is_set():
+            self._ready.set()
+            self._delay = RECONNECT_MIN_DELAY
+            if self._lost:
+                self._lost = False
+                log.info("redis subscription restored (%d channels)", len(self._topics))
+                if self._handler is not None:
+                    # Events may have been missed meanwhile: the engine tells clients to recover.
+                    self._handler.on_reconnect()
+        queue = self._pending.get(topic)
+        if queue:
+            _resolve(queue.popleft())
+            if not queue:
+                del self._pending[topic]
 
     def _dispatch(self, topic: bytes, data: bytes) -> None:
         handler = self._handler
@@ -214,7 +360,7 @@ class RedisBroker:
             return
         ref = self._topics.get(topic)
         if ref is None:
-            return
+            return  # unsubscribed meanwhile
         kind = data[:1]
         try:
             if kind == b"p":
@@ -231,28 +377,41 @@ class RedisBroker:
                         time=env.time,
                     ),
                 )
-            elif kind in (b"j", b"l"):
-                info = ClientInfoData(*_info.decode(data[1:]))
-                if kind == b"j":
-                    handler.on_join(ref, info)
-                else:
-                    handler.on_leave(ref, info)
+            elif kind == b"j":
+                handler.on_join(ref, ClientInfoData(*_info.decode(data[1:])))
+            elif kind == b"l":
+                handler.on_leave(ref, ClientInfoData(*_info.decode(data[1:])))
         except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
             log.warning("ignoring a malformed message on a channel topic")
 
-    # --- Broker ---------------------------------------------------------------------------------
+    # --- Broker -----------------------------------------------------------------------------------
 
     async def subscribe(self, ref: ChannelRef) -> None:
+        """Return once Redis confirmed the subscription: a publication made after this returns
+        reaches the handler (the engine reads the stream position right after)."""
         topic = self._topic(ref)
-        self._topics[topic] = ref
-        if self._pubsub is not None and self.healthy:
-            await self._pubsub.subscribe(topic)
+        self._topics[topic] = ref  # first: a reconnect from here on includes the topic
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        async with self._sub_lock:
+            if topic not in self._topics:
+                return  # unsubscribed before its turn: nothing left to wait for
+            self._pending.setdefault(topic, deque()).append([waiter])
+            # No connection: the reader is reconnecting, and its SUBSCRIBE will answer us.
+            if self._conn is not None:
+                await self._send(self._conn, "SUBSCRIBE", topic)
+        try:
+            await asyncio.wait_for(waiter, CONFIRM_TIMEOUT)
+        except TimeoutError:
+            raise RedisConnectionError("redis did not confirm the subscription") from None
 
     async def unsubscribe(self, ref: ChannelRef) -> None:
         topic = self._topic(ref)
-        if self._topics.pop(topic, None) is not None and self._pubsub is not None and self.healthy:
-            with contextlib.suppress(RedisError, OSError):
-                await self._pubsub.unsubscribe(topic)
+        if self._topics.pop(topic, None) is None:
+            return
+        async with self._sub_lock:
+            # Re-check under the lock: a subscribe() that came meanwhile wants the topic again.
+            if self._conn is not None and topic not in self._topics:
+                await self._send(self._conn, "UNSUBSCRIBE", topic)
 
     async def publish(self, ref: ChannelRef, data: bytes, opts: PublishOptions) -> StreamPosition:
         payload = _encode(
@@ -260,18 +419,16 @@ class RedisBroker:
                 data=data, tags=opts.tags, info=_pack_info(opts.info), time=int(time.time() * 1000)
             )
         )
-        idem = ""
-        if opts.idempotency_key:
-            idem = f"{self._prefix}.id.{self._ident(ref)}.{opts.idempotency_key}"
+        idem = self._idempotency(ref, opts.idempotency_key) if opts.idempotency_key else ""
         result = await self._publish(
             keys=[self._stream(ref), self._meta(ref), idem],
             args=[
                 payload,
-                opts.history_size,
-                max(1, opts.history_ttl),
+                max(0, opts.history_size),
+                max(0, opts.history_ttl),
                 self._topic(ref),
                 secrets.token_hex(4),
-                max(META_TTL, opts.history_ttl),
+                META_TTL,
                 IDEMPOTENCY_TTL,
             ],
         )
@@ -288,25 +445,34 @@ class RedisBroker:
         await self._redis.publish(self._control, data)
 
     async def history(self, ref: ChannelRef, opts: HistoryOptions) -> HistoryResult:
-        first = 0
-        if opts.since is not None:
-            first = opts.since.offset + 1
+        since = opts.since
+        # Where the range starts. Oldest first: after `since`. Newest first: before `since`
+        # (paging backwards, as centrifuge does); offset 0 matches no entry, ids start at 1.
+        start: str | int
+        if since is None:
+            start = "+" if opts.reverse else "-"
+        else:
+            start = max(0, since.offset - 1) if opts.reverse else since.offset + 1
         raw = await self._history(
             keys=[self._stream(ref), self._meta(ref)],
-            args=[secrets.token_hex(4), META_TTL, first, opts.limit, "1" if opts.reverse else "0"],
+            args=[
+                secrets.token_hex(4),
+                META_TTL,
+                opts.limit,
+                "1" if opts.reverse else "0",
+                start,
+                since.epoch if since is not None else "",
+            ],
         )
-        offset, epoch = int(raw[0]), bytes(raw[1]).decode()
-        position = StreamPosition(offset, epoch)
-        if opts.since is not None and opts.since.epoch != epoch:
-            return HistoryResult([], position)  # the caller reports the epoch change
+        epoch = bytes(raw[1]).decode()
+        position = StreamPosition(int(raw[0]), epoch)
         pubs: list[BrokerPublication] = []
         for i in range(2, len(raw), 2):
-            entry_id = bytes(raw[i]).split(b"-", 1)[0]
             env = _envelope.decode(raw[i + 1])
             pubs.append(
                 BrokerPublication(
                     data=env.data,
-                    offset=int(entry_id),
+                    offset=int(bytes(raw[i]).partition(b"-")[0]),  # entry id "<offset>-0"
                     epoch=epoch,
                     tags=env.tags,
                     info=_unpack_info(env.info),
@@ -316,6 +482,7 @@ class RedisBroker:
         return HistoryResult(pubs, position)
 
     async def remove_history(self, ref: ChannelRef) -> None:
+        # The meta hash stays, as in centrifuge: epoch and offset go on, clients stay comparable.
         await self._redis.delete(self._stream(ref))
 
     async def set_subscriber_count(self, ref: ChannelRef, count: int) -> None:

@@ -7,6 +7,7 @@ It never touches sockets (the transport does) and never encodes a publication (t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -419,23 +420,29 @@ class ClientSession:
             join_leave=options.join_leave and (options.force_push_join_leave or req.join_leave),
         )
         self.subs[channel] = sub
+        info = self.info(chan_info)
         try:
             await node.add_pending_subscriber(ref, self)
             result, since_offset = await self._position(ref, options, req)
+            if options.presence:
+                await node.presence.add_presence(ref, info)
+            if options.join_leave:
+                await node.broker.publish_join(ref, info)
         except BaseException:
+            # Undo everything, so a retry starts clean and nothing stays pending (a pending
+            # entry would buffer publications forever).
             self.subs.pop(channel, None)
-            await node.remove_subscriber(ref, self)
+            with contextlib.suppress(Exception):
+                await node.remove_subscriber(ref, self)
+            if options.presence:
+                with contextlib.suppress(Exception):
+                    await node.presence.remove_presence(ref, self.client_id)
             raise
         if self.state is State.CLOSED or self.subs.get(channel) is not sub:
             raise ClientError(ErrorCode.INTERNAL, "subscription cancelled")
         self._set_sub_expiry(sub, expires_at)
         if expires_at is not None:
             result.expires, result.ttl = True, max(1, expires_at - int(time.time()))
-        info = self.info(chan_info)
-        if options.presence:
-            await node.presence.add_presence(ref, info)
-        if options.join_leave:
-            await node.broker.publish_join(ref, info)
 
         def finalize() -> None:
             if self.subs.get(channel) is not sub or self.state is State.CLOSED:

@@ -6,6 +6,8 @@ several nodes starting at once migrate once and safely. No other module creates 
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,15 +111,33 @@ def _upgrade(conn: Connection) -> None:
     command.upgrade(alembic_config(conn), "head")
 
 
+# Alembic keeps the running migration's context in module globals (`alembic.context`,
+# `alembic.op`), and `run_sync` lets other tasks run while a migration awaits the database:
+# two migrations in one process, even of different databases, must not interleave.
+_in_process_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _in_process_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _in_process_locks.get(loop)
+    if lock is None:
+        lock = _in_process_locks[loop] = asyncio.Lock()
+    return lock
+
+
 async def _migrate(engine: AsyncEngine) -> None:
-    """Upgrade to head in one transaction that holds the migration lock until it commits."""
-    async with engine.connect() as conn:
+    """Upgrade to head in one transaction that holds the migration lock until it commits.
+
+    The in-process lock is taken first: the database lock is only ever awaited by a task that
+    holds it, so the two cannot deadlock.
+    """
+    async with _in_process_lock(), engine.connect() as conn:
         if engine.dialect.name == "postgresql":
             # A transaction-scoped lock is released by COMMIT or ROLLBACK, even when the
             # upgrade fails, so a failed node never leaves the lock behind.
-            await conn.execute(
-                text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK}
-            )
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
         else:
             await conn.exec_driver_sql(f"PRAGMA busy_timeout={_MIGRATION_WAIT_MS}")
             # EXCLUSIVE: a second node blocks here until the first has committed the schema,

@@ -156,10 +156,10 @@ class TokenService:
             raise TokenError("channels must be a list of strings")
         return ConnectionClaims(
             app_id=app.app_id,
-            user=sub,
+            user=_text(sub, "sub"),
             expires_at=_expiry(claims),
             info=_info(claims),
-            channels=tuple(channels),
+            channels=tuple(_text(c, "channels") for c in channels),
         )
 
     def verify_subscription_token(self, token: str, app: Application) -> SubscriptionClaims:
@@ -172,8 +172,8 @@ class TokenService:
             raise TokenError("subscription token has no channel")
         return SubscriptionClaims(
             app_id=app.app_id,
-            user=sub,
-            channel=channel,
+            user=_text(sub, "sub"),
+            channel=_text(channel, "channel"),
             expires_at=_expiry(claims),
             info=_info(claims),
         )
@@ -190,4 +190,19 @@ def _expiry(claims: dict[str, Any]) -> int | None:
 
 def _info(claims: dict[str, Any]) -> bytes | None:
     info = claims.get("info")
-    return None if info is None else msgspec.json.encode(info)
+    if info is None:
+        return None
+    try:
+        return msgspec.json.encode(info)
+    except (UnicodeEncodeError, TypeError, ValueError, OverflowError):
+        raise TokenError("info must be encodable JSON") from None
+
+
+def _text(value: str, name: str) -> str:
+    """A claim that goes on the wire as text must be valid UTF-8 (JSON allows lone surrogates,
+    which could not be sent to anyone afterwards)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TokenError(f"{name} is not valid text") from None
+    return value

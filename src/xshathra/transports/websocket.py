@@ -54,7 +54,8 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._session: ClientSession | None = None
         self._fragments: list[bytes] = []
-        self._closing = False
+        self._closing = False  # TCP close under way
+        self._close_sent = False  # our Close frame is out: no more data frames
         self._abort_timer: asyncio.TimerHandle | None = None
         self.remote_ip = ""
         self.origin: str | None = None
@@ -84,6 +85,7 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
                 self._frame(event.opcode, bytes(event.data), event.fin)
         self._write_protocol_output()
         if self._ws.close_expected() and self._transport is not None and not self._closing:
+            # The closing handshake is complete (or the peer broke the protocol).
             self._closing = True
             self._close_soon()
 
@@ -150,12 +152,28 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         for chunk in self._ws.data_to_send():
             if chunk:
                 self._transport.write(chunk)
+            elif not self._closing:
+                # b"" is the sans-I/O signal to end our side of TCP. Half-close and keep reading
+                # (the protocol discards what still arrives) until the client closes too:
+                # closing outright with its bytes unread would reset the connection, and the
+                # client would never read our close code.
+                self._closing = True
+                if self._transport.can_write_eof():
+                    self._transport.write_eof()
+                else:
+                    self._transport.close()
+                if self._abort_timer is not None:
+                    self._abort_timer.cancel()
+                loop = asyncio.get_running_loop()
+                self._abort_timer = loop.call_later(CLOSE_GRACE_SECONDS, self._abort)
 
     def _close_soon(self) -> None:
         """Close after the buffer drains; abort if the peer does not read it in time."""
         if self._transport is None:
             return
         self._transport.close()
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
         loop = asyncio.get_running_loop()
         self._abort_timer = loop.call_later(CLOSE_GRACE_SECONDS, self._abort)
 
@@ -167,7 +185,7 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
 
     def send_frames(self, frames: list[OutgoingFrame]) -> None:
         transport = self._transport
-        if transport is None or self._closing:
+        if transport is None or self._closing or self._close_sent:
             return
         if len(frames) == 1:
             frame = frames[0]
@@ -183,9 +201,14 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         return self._transport.get_write_buffer_size() if self._transport is not None else 0
 
     def close(self, code: int, reason: str) -> None:
-        if self._closing or self._transport is None:
+        """Start the closing handshake. TCP is closed once the client answers with its own Close
+        (RFC 6455 7.1.1): closing at once, with the client's bytes unread, would reset the
+        connection and the client would never read the code. A silent client is cut off after
+        CLOSE_GRACE_SECONDS."""
+        if self._closing or self._close_sent or self._transport is None:
             return
-        self._closing = True
+        self._close_sent = True
         self._ws.send_close(code, reason)
         self._write_protocol_output()
-        self._close_soon()
+        loop = asyncio.get_running_loop()
+        self._abort_timer = loop.call_later(CLOSE_GRACE_SECONDS, self._abort)

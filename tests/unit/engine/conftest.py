@@ -13,6 +13,7 @@ from xshathra.analytics.recorder import AnalyticsRecorder
 from xshathra.brokers import Broker
 from xshathra.brokers.memory import MemoryBroker
 from xshathra.engine.node import Node
+from xshathra.presence import PresenceStore
 from xshathra.presence.memory import MemoryPresenceStore
 from xshathra.settings import Settings
 from xshathra.storage.database import Database, open_database
@@ -51,6 +52,7 @@ async def make_harness(db: Database) -> AsyncIterator[MakeHarness]:
     async def make(
         *,
         broker: Broker | None = None,
+        presence: PresenceStore | None = None,
         namespaces: dict[str, NamespaceOptions] | None = None,
         allowed_domain: str | None = None,
         **settings: Any,
@@ -59,7 +61,7 @@ async def make_harness(db: Database) -> AsyncIterator[MakeHarness]:
         node = Node(
             settings=Settings(**settings),
             broker=broker or MemoryBroker(),
-            presence=MemoryPresenceStore(),
+            presence=presence or MemoryPresenceStore(),
             apps=db.apps,
             tokens=tokens,
             analytics=AnalyticsRecorder(db.analytics, "unit-node"),

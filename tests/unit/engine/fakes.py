@@ -12,12 +12,13 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from xshathra.brokers import HistoryOptions, HistoryResult
+from xshathra.brokers import ClientInfoData, HistoryOptions, HistoryResult
 from xshathra.brokers.memory import MemoryBroker
 from xshathra.engine.channels import ChannelRef
 from xshathra.engine.client import ClientSession
 from xshathra.engine.node import Node
 from xshathra.engine.writer import OutgoingFrame
+from xshathra.presence.memory import MemoryPresenceStore
 from xshathra.tenancy.apps import Application
 from xshathra.tenancy.tokens import TokenService
 
@@ -165,14 +166,15 @@ class Harness:
         self, token: str, *, origin: str | None = None, **params: Any
     ) -> tuple[Client, Json]:
         client = self.open(origin)
-        client.send({"id": 1, "connect": {"token": token, **params}})
+        cid = client.next_id()
+        client.send({"id": cid, "connect": {"token": token, **params}})
         await client.transport.until(
             lambda: (
                 client.transport.closed is not None
-                or any(m.get("id") == 1 for m in client.transport.messages)
+                or any(m.get("id") == cid for m in client.transport.messages)
             )
         )
-        replies = [m for m in client.transport.messages if m.get("id") == 1]
+        replies = [m for m in client.transport.messages if m.get("id") == cid]
         return client, (replies[0] if replies else {})
 
     async def connect(
@@ -189,27 +191,48 @@ class Harness:
         application = app or self.app
         options = application.namespace_options(namespace_of(channel))
         return await self.node.publish(
-            self.ref(channel, application), json.dumps(data).encode(), options
+            self.ref(channel, application),
+            json.dumps(data, separators=(",", ":")).encode(),
+            options,
         )
 
 
 class GatedBroker(MemoryBroker):
-    """The memory broker, with a history read that can be held open before or after it reads,
-    to let publications arrive while a subscription is being set up."""
+    """The memory broker, with a step that can be held open while a subscription is being set
+    up: the history read (before or after it reads) or the subscriber count update."""
 
     def __init__(self) -> None:
         super().__init__()
         self.gate: asyncio.Event | None = None
-        self.hold_before_read = False
+        self.hold = "after-history"  # or "before-history", "subscriber-count"
         self.held = asyncio.Event()
 
+    async def _pass(self, step: str) -> None:
+        if self.gate is not None and self.hold == step:
+            self.held.set()
+            await self.gate.wait()
+
     async def history(self, ref: ChannelRef, opts: HistoryOptions) -> HistoryResult:
-        gate = self.gate
-        if gate is not None and self.hold_before_read:
-            self.held.set()
-            await gate.wait()
+        await self._pass("before-history")
         result = await super().history(ref, opts)
-        if gate is not None and not self.hold_before_read:
-            self.held.set()
-            await gate.wait()
+        await self._pass("after-history")
         return result
+
+    async def set_subscriber_count(self, ref: ChannelRef, count: int) -> None:
+        await super().set_subscriber_count(ref, count)
+        await self._pass("subscriber-count")
+
+
+class FlakyPresence(MemoryPresenceStore):
+    """The memory presence store, failing its next `fail_adds` additions as a shared store
+    that is briefly unreachable would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_adds = 0
+
+    async def add_presence(self, ref: ChannelRef, info: ClientInfoData) -> None:
+        if self.fail_adds > 0:
+            self.fail_adds -= 1
+            raise ConnectionError("presence store unreachable")
+        await super().add_presence(ref, info)

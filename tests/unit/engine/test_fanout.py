@@ -1,88 +1,124 @@
-"""Fan-out, batching, slow consumers and pending subscriptions, seen from the transport."""
+"""Fan-out and the writer, seen from the transport: encode once, batch per tick, drop the slow."""
 
 from __future__ import annotations
 
 import asyncio
 
-import msgspec
-
-from tests.unit.engine.conftest import Harness
-from xshathra.api.executor import PublishRequest
-from xshathra.engine.channels import ChannelRef
+from tests.unit.engine.conftest import MakeHarness
+from tests.unit.engine.fakes import FRAME_HEADER, Client, Harness
 
 
-async def subscribe(harness: Harness, channel: str, n: int = 1) -> list:  # type: ignore[type-arg]
-    pairs = [await harness.client(f"user{i}") for i in range(n)]
-    for session, transport in pairs:
-        session.on_message(b'{"id":2,"subscribe":{"channel":"%s"}}' % channel.encode())
-        await transport.wait_for(lambda m: m.get("id") == 2)
-    return pairs
+async def _subscribers(harness: Harness, channel: str, n: int) -> list[Client]:
+    clients = [await harness.connect(f"user{i}") for i in range(n)]
+    for client in clients:
+        await client.subscribe(channel)
+    return clients
 
 
-async def publish(harness: Harness, channel: str, data: bytes) -> None:
-    await harness.node.api_publish(
-        harness.app, PublishRequest(channel=channel, data=msgspec.Raw(data))
+def _is_pub(message: dict[str, object]) -> bool:
+    push = message.get("push")
+    return isinstance(push, dict) and "pub" in push
+
+
+async def test_one_publication_is_one_shared_frame_object(harness: Harness) -> None:
+    """A publication alone in its tick is encoded and framed once: every subscriber's transport
+    writes the very same bytes object."""
+    clients = await _subscribers(harness, "public:x", 3)
+    await harness.publish("public:x", {"n": 1})
+    for client in clients:
+        await client.transport.wait_for(_is_pub)
+    frames = [c.transport.frames[-1] for c in clients]
+    assert all(frame is frames[0] for frame in frames)
+    assert (
+        frames[0]
+        == FRAME_HEADER + b'{"push":{"channel":"public:x","pub":{"data":{"n":1},"offset":1}}}'
     )
 
 
-async def test_one_frame_object_is_shared_by_every_subscriber(harness: Harness) -> None:
-    """A publication is encoded and framed once; every writer gets the same object."""
-    pairs = await subscribe(harness, "public:x", 3)
-    await publish(harness, "public:x", b'{"n":1}')
-    for _, transport in pairs:
-        await transport.wait_for(lambda m: "push" in m)
-    frames = [t.writes[-1][0] for _, t in pairs]
-    assert all(f is frames[0] for f in frames)
+async def test_publications_within_a_tick_share_one_frame(harness: Harness) -> None:
+    """Several publications before the loop turns reach a subscriber as one frame of
+    newline-joined messages, in publish order."""
+    [client] = await _subscribers(harness, "public:b", 1)
+    before = len(client.transport.frames)
+    await asyncio.gather(*(harness.publish("public:b", i) for i in range(5)))
+    await client.transport.wait_for(lambda m: m.get("push", {}).get("pub", {}).get("data") == 4)
+    new_frames = client.transport.frames[before:]
+    assert len(new_frames) == 1
+    lines = new_frames[0][len(FRAME_HEADER) :].split(b"\n")
+    assert len(lines) == 5
+    assert [p["data"] for p in client.transport.pushes("pub")] == [0, 1, 2, 3, 4]
 
 
-async def test_publications_within_a_tick_share_one_write(harness: Harness) -> None:
-    """Several publications before the loop turns: one write with newline-joined messages."""
-    [(_, transport)] = await subscribe(harness, "public:b")
-    before = len(transport.writes)
-    await asyncio.gather(*(publish(harness, "public:b", b"%d" % i) for i in range(5)))
-    await transport.wait_for(lambda m: m.get("push", {}).get("pub", {}).get("data") == 4)
-    batches = transport.writes[before:]
-    assert len(batches) == 1 and len(batches[0]) == 5
+async def test_publications_in_separate_ticks_are_separate_frames(harness: Harness) -> None:
+    """Batching never delays: a publication after the previous one was flushed is its own
+    frame."""
+    [client] = await _subscribers(harness, "public:s", 1)
+    await harness.publish("public:s", 1)
+    await client.transport.wait_for(_is_pub)
+    before = len(client.transport.frames)
+    await harness.publish("public:s", 2)
+    await client.transport.wait_for(lambda m: m.get("push", {}).get("pub", {}).get("data") == 2)
+    assert len(client.transport.frames) == before + 1
 
 
-async def test_slow_consumer_is_disconnected_with_3008(harness: Harness) -> None:
-    [(_session, transport)] = await subscribe(harness, "public:slow")
-    transport.buffered = 10_000  # more than client_queue_max_bytes=1000
-    await publish(harness, "public:slow", b'"x"')
-    assert (await transport.wait_closed())[0] == 3008
-    assert harness.node.hub.subscriber_count(ChannelRef(harness.app.app_id, "public:slow")) == 0
+async def test_slow_consumer_is_closed_with_3008(make_harness: MakeHarness) -> None:
+    """A transport whose unsent bytes pass `client_queue_max_bytes` is closed as slow, its
+    subscriptions dropped; the others keep receiving."""
+    h = await make_harness(client_queue_max_bytes=1000)
+    slow, fine = await _subscribers(h, "public:slow", 2)
+    slow.transport.buffered = 10_000
+    await h.publish("public:slow", "x")
+    assert (await slow.transport.wait_closed())[0] == 3008
+    assert h.node.hub.subscriber_count(h.ref("public:slow")) == 1
+    await h.publish("public:slow", "y")
+    await fine.transport.wait_for(lambda m: m.get("push", {}).get("pub", {}).get("data") == "y")
+    assert [p["data"] for p in slow.transport.pushes("pub")] == ["x"]
 
 
-async def test_pending_subscription_buffers_then_goes_live(harness: Harness) -> None:
-    """While a subscription is being set up (history read for recovery), publications are
-    buffered for it, handed over on promotion, and live ones follow."""
-    session, transport = await harness.client()
-    hub = harness.node.hub
-    ref = ChannelRef(harness.app.app_id, "public:race")
-    await harness.node.add_pending_subscriber(ref, session)
-    await publish(harness, "public:race", b"1")
-    assert not [m for m in transport.messages if "push" in m]  # not sent before the reply
-    buffered = hub.promote(ref, session)
-    assert [offset for offset, _ in buffered] == [1]
-    await publish(harness, "public:race", b"2")
-    live = await transport.wait_for(lambda m: "push" in m)
-    assert live["push"]["pub"]["data"] == 2
+async def test_channels_of_two_apps_never_mix(harness: Harness, db: object) -> None:
+    """`public:lobby` of one app and `public:lobby` of another are different channels."""
+    from tests.unit.engine.conftest import create_app
+    from xshathra.storage.database import Database
+
+    assert isinstance(db, Database)
+    other_app = await create_app(db)
+    mine = await harness.connect("a")
+    theirs = await harness.connect("b", app=other_app)
+    await mine.subscribe("public:lobby")
+    await theirs.subscribe("public:lobby")
+    await harness.publish("public:lobby", "for-other-app", app=other_app)
+    await theirs.transport.wait_for(_is_pub)
+    await harness.publish("public:lobby", "mine")
+    await mine.transport.wait_for(_is_pub)
+    assert [p["data"] for p in mine.transport.pushes("pub")] == ["mine"]
+    assert [p["data"] for p in theirs.transport.pushes("pub")] == ["for-other-app"]
+    stats = await mine.result("presence_stats", {"channel": "public:lobby"})
+    assert stats == {"num_clients": 1, "num_users": 1}
 
 
-async def test_join_and_leave_reach_other_subscribers(harness: Harness) -> None:
-    [(_, watcher)] = await subscribe(harness, "public:jl")
-    joiner, _ = await harness.client("joiner")
-    joiner.on_message(b'{"id":2,"subscribe":{"channel":"public:jl"}}')
-    join = await watcher.wait_for(lambda m: "join" in m.get("push", {}))
-    assert join["push"]["join"]["info"]["user"] == "joiner"
-    joiner.on_message(b'{"id":3,"unsubscribe":{"channel":"public:jl"}}')
-    leave = await watcher.wait_for(lambda m: "leave" in m.get("push", {}))
-    assert leave["push"]["leave"]["info"]["user"] == "joiner"
+async def test_replies_queued_before_a_disconnect_are_sent_before_the_close(
+    make_harness: MakeHarness,
+) -> None:
+    """When a batch ends in a command that closes the connection, the replies to the earlier
+    commands of the batch still reach the client, before the close."""
+    h = await make_harness(client_command_burst=3, client_command_rate=0.001)
+    client = await h.connect()
+    client.send(*({"id": i, "ping": {}} for i in range(10, 20)))
+    assert (await client.transport.wait_closed())[0] == 3013
+    assert [m["id"] for m in client.transport.messages if m.get("id", 0) >= 10] == [10, 11]
 
 
-async def test_disconnect_cleans_presence(harness: Harness) -> None:
-    [(session, _), (_, other)] = await subscribe(harness, "public:p", 2)
-    session.disconnect(3000)
-    await other.wait_for(lambda m: "leave" in m.get("push", {}))
-    ref = ChannelRef(harness.app.app_id, "public:p")
-    assert await harness.node.presence.presence_stats(ref) == (1, 1)
+async def test_a_gap_in_offsets_makes_subscribers_recover(harness: Harness) -> None:
+    """Publications lost between broker and node (offset jumps): subscribers get 2500 and
+    resubscribe to recover; a duplicate is dropped."""
+    from xshathra.brokers import BrokerPublication
+
+    [client] = await _subscribers(harness, "public:gap", 1)
+    ref = harness.ref("public:gap")
+    node = harness.node
+    node.on_publication(ref, BrokerPublication(data=b"1", offset=1, epoch="e"))
+    node.on_publication(ref, BrokerPublication(data=b"1", offset=1, epoch="e"))  # duplicate
+    node.on_publication(ref, BrokerPublication(data=b"4", offset=4, epoch="e"))  # 2, 3 lost
+    push = await client.transport.wait_for(lambda m: "unsubscribe" in m.get("push", {}))
+    assert push["push"]["unsubscribe"]["code"] == 2500
+    assert [p["data"] for p in client.transport.pushes("pub")] == [1]

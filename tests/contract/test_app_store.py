@@ -1,0 +1,138 @@
+"""The AppStore contract (`tenancy.apps.AppStore`), identical on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy.exc import IntegrityError
+
+from xshathra.storage.database import Database
+from xshathra.tenancy.apps import (
+    AppExistsError,
+    AppId,
+    Application,
+    NamespaceOptions,
+    generate_app,
+    hash_key,
+    regenerate_api_key,
+)
+
+
+def _app(app_id: str, **changes: object) -> Application:
+    app, _ = generate_app(name=f"app {app_id}", app_id=app_id)
+    return replace(app, **changes)  # type: ignore[arg-type]
+
+
+async def test_every_field_round_trips(database: Database) -> None:
+    """An app comes back equal to what was stored, namespaces and optional fields included."""
+    app = _app(
+        "shop",
+        allowed_domain="example.com",
+        rate_limit=60,
+        status=False,
+        owner_id="user_1",
+        namespaces={
+            "chat": NamespaceOptions(
+                presence=True, join_leave=True, history_size=5, history_ttl=30
+            ),
+            "": NamespaceOptions(allow_subscribe_for_client=True),
+        },
+    )
+    await database.apps.create_app(app)
+    got = await database.apps.get_app("shop")
+    assert got == app
+    assert got is not None and isinstance(got.namespaces["chat"], NamespaceOptions)
+    assert await database.apps.get_app("absent") is None
+
+
+async def test_timestamps_come_back_as_aware_utc(database: Database) -> None:
+    """A timestamp given in any zone comes back as the same instant, tz-aware, in UTC."""
+    kolkata = timezone(timedelta(hours=5, minutes=30))
+    created = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=kolkata)
+    await database.apps.create_app(_app("tz", created_at=created, updated_at=created))
+    got = await database.apps.get_app("tz")
+    assert got is not None
+    for moment in (got.created_at, got.updated_at):
+        assert moment.tzinfo is not None and moment.utcoffset() == timedelta(0)
+        assert moment == created and moment.microsecond == 123456
+    assert got.created_at.replace(tzinfo=None) == datetime(2024, 5, 6, 1, 38, 9, 123456)
+
+
+async def test_duplicate_app_id_is_refused(database: Database) -> None:
+    """A second app with a taken app_id raises AppExistsError and the first is kept."""
+    first = _app("dup")
+    await database.apps.create_app(first)
+    with pytest.raises(AppExistsError):
+        await database.apps.create_app(_app("dup", name="intruder"))
+    assert await database.apps.get_app("dup") == first
+
+
+async def test_api_key_hash_is_unique_without_posing_as_a_taken_app_id(database: Database) -> None:
+    """Two apps can never share an API key; that clash is not reported as 'app exists'."""
+    first = _app("k1")
+    await database.apps.create_app(first)
+    with pytest.raises(IntegrityError):
+        await database.apps.create_app(_app("k2", api_key_hash=first.api_key_hash))
+    assert await database.apps.get_app("k2") is None
+
+
+async def test_lookup_by_api_key_hash(database: Database) -> None:
+    """The app is found by the hash of its key, and no other key finds it."""
+    app, keys = generate_app(name="keyed", app_id="keyed")
+    await database.apps.create_app(app)
+    await database.apps.create_app(_app("other"))
+    assert await database.apps.find_by_api_key_hash(hash_key(keys.api_key)) == app
+    assert await database.apps.find_by_api_key_hash(hash_key("not-a-key")) is None
+
+
+async def test_list_is_ordered_by_creation_and_filters_by_owner(database: Database) -> None:
+    """list_apps orders by created_at (not by id) and can keep one owner's apps."""
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    await database.apps.create_app(_app("b", created_at=start, owner_id="alice"))
+    await database.apps.create_app(_app("a", created_at=start + timedelta(seconds=1)))
+    await database.apps.create_app(
+        _app("c", created_at=start + timedelta(seconds=2), owner_id="alice")
+    )
+    assert [a.app_id for a in await database.apps.list_apps()] == ["b", "a", "c"]
+    assert [a.app_id for a in await database.apps.list_apps(owner_id="alice")] == ["b", "c"]
+    assert await database.apps.list_apps(owner_id="nobody") == []
+
+
+async def test_update_replaces_the_whole_record(database: Database) -> None:
+    """update_app stores every field of the new record, clearing what the new one lacks."""
+    original = _app(
+        "upd",
+        allowed_domain="example.com",
+        namespaces={"chat": NamespaceOptions(presence=True)},
+    )
+    await database.apps.create_app(original)
+    changed, keys = regenerate_api_key(
+        original.with_changes(
+            name="renamed", allowed_domain=None, namespaces={}, rate_limit=5, status=False
+        )
+    )
+    assert await database.apps.update_app(changed)
+    got = await database.apps.get_app("upd")
+    assert got == changed
+    assert got is not None and got.created_at == original.created_at
+    assert await database.apps.find_by_api_key_hash(original.api_key_hash) is None
+    assert await database.apps.find_by_api_key_hash(hash_key(keys.api_key)) == changed
+
+
+async def test_update_of_an_unknown_app_creates_nothing(database: Database) -> None:
+    """update_app answers False for an app that does not exist and does not insert it."""
+    assert not await database.apps.update_app(_app("ghost"))
+    assert await database.apps.get_app(AppId("ghost")) is None
+
+
+async def test_delete(database: Database) -> None:
+    """delete_app removes only that app and answers whether there was one."""
+    await database.apps.create_app(_app("gone"))
+    kept = _app("kept")
+    await database.apps.create_app(kept)
+    assert await database.apps.delete_app("gone")
+    assert not await database.apps.delete_app("gone")
+    assert await database.apps.get_app("gone") is None
+    assert await database.apps.list_apps() == [kept]

@@ -1,0 +1,95 @@
+"""The writer alone: one write per tick per connection, bounded, silent once closed."""
+
+from __future__ import annotations
+
+import asyncio
+
+from xshathra.engine.writer import FlushScheduler, OutgoingFrame, Writer
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.writes: list[list[bytes]] = []
+        self.buffered = 0
+        self.written = asyncio.Event()
+
+    def send_frames(self, frames: list[OutgoingFrame]) -> None:
+        self.writes.append([f.payload for f in frames])
+        self.written.set()
+
+    def buffered_bytes(self) -> int:
+        return self.buffered
+
+
+def _writer(sink: Sink, max_buffered: int = 100) -> tuple[Writer, list[str]]:
+    slow: list[str] = []
+    scheduler = FlushScheduler(asyncio.get_running_loop())
+    return Writer(sink, scheduler, max_buffered, lambda: slow.append("slow")), slow
+
+
+async def test_frames_of_one_tick_are_one_write_in_order() -> None:
+    """Everything queued before the loop turns goes out in a single write, in order."""
+    sink = Sink()
+    writer, _ = _writer(sink)
+    for i in range(4):
+        writer.enqueue(OutgoingFrame(b"%d" % i))
+    assert sink.writes == []  # nothing is written synchronously
+    await asyncio.wait_for(sink.written.wait(), 1)
+    assert sink.writes == [[b"0", b"1", b"2", b"3"]]
+
+
+async def test_one_scheduler_flushes_every_dirty_writer() -> None:
+    """Several writers marked in one tick are all flushed by the one callback."""
+    loop = asyncio.get_running_loop()
+    scheduler = FlushScheduler(loop)
+    sinks = [Sink() for _ in range(3)]
+    writers = [Writer(s, scheduler, 100, lambda: None) for s in sinks]
+    frame = OutgoingFrame(b"same")
+    for w in writers:
+        w.enqueue(frame)
+    await asyncio.wait_for(sinks[-1].written.wait(), 1)
+    assert [s.writes for s in sinks] == [[[b"same"]]] * 3
+
+
+async def test_over_the_buffer_limit_the_writer_reports_slow_once_and_stops() -> None:
+    """A sink holding more than the limit after a write makes the writer call `on_slow` once and
+    write nothing more."""
+    sink = Sink()
+    writer, slow = _writer(sink, max_buffered=10)
+    sink.buffered = 11
+    writer.enqueue(OutgoingFrame(b"a"))
+    await asyncio.wait_for(sink.written.wait(), 1)
+    assert slow == ["slow"] and writer.closed
+    sink.written.clear()
+    writer.enqueue(OutgoingFrame(b"b"))
+    writer.flush()
+    assert sink.writes == [[b"a"]] and slow == ["slow"]
+
+
+async def test_closed_writer_drops_what_was_queued() -> None:
+    """Closing a writer discards its queue; later frames are ignored."""
+    scheduler = FlushScheduler(asyncio.get_running_loop())
+    sink, witness = Sink(), Sink()
+    writer = Writer(sink, scheduler, 100, lambda: None)
+    other = Writer(witness, scheduler, 100, lambda: None)
+    writer.enqueue(OutgoingFrame(b"lost"))
+    writer.close()
+    writer.enqueue(OutgoingFrame(b"ignored"))
+    other.enqueue(OutgoingFrame(b"seen"))
+    # The scheduler's one callback flushes both: once the witness is written, so was `writer`.
+    await asyncio.wait_for(witness.written.wait(), 1)
+    assert sink.writes == []
+
+
+async def test_flush_writes_synchronously_and_once() -> None:
+    """`flush` writes what is queued at once (as before a close frame); the flush scheduled for
+    the tick then finds nothing left to write."""
+    scheduler = FlushScheduler(asyncio.get_running_loop())
+    sink, witness = Sink(), Sink()
+    writer = Writer(sink, scheduler, 100, lambda: None)
+    writer.enqueue(OutgoingFrame(b"x"))
+    writer.flush()
+    assert sink.writes == [[b"x"]]
+    Writer(witness, scheduler, 100, lambda: None).enqueue(OutgoingFrame(b"w"))
+    await asyncio.wait_for(witness.written.wait(), 1)
+    assert sink.writes == [[b"x"]]
