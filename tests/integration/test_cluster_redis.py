@@ -286,3 +286,27 @@ async def test_broadcast_counts_subscribers_on_every_node(cluster: list[ServerPr
             headers={"X-API-Key": str(app["api_key"])},
             json={"room": "public:count", "event": "e"},
         )
+
+
+async def test_room_occupancy_webhooks_fire_once_across_nodes(cluster: list[ServerProcess]) -> None:
+    """A room joined on two nodes is occupied once and vacated once, whatever the nodes."""
+    from tests.support.receiver import Receiver
+
+    n1, n2, _ = cluster
+    app = n1.create_app(name="occupancy")
+    with Receiver().running() as rx:
+        r = httpx.post(
+            f"{n1.base_url}/api/webhooks",
+            headers={"X-API-Key": str(app["api_key"])},
+            json={"url": rx.url, "events": ["room-occupied", "room-vacated"]},
+        )
+        assert r.status_code == 201
+        async with websockets.connect(n1.ws_url) as w1:
+            await connect(w1, realtime_token(n1, app, "a"))
+            await subscribe(w1, "public:room")
+            async with websockets.connect(n2.ws_url) as w2:
+                await connect(w2, realtime_token(n2, app, "b"))
+                await subscribe(w2, "public:room")
+        got = await asyncio.to_thread(rx.wait_for, 2)
+        events = [r.json()["event"] for r in got]
+    assert events == ["room-occupied", "room-vacated"]

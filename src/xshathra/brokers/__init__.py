@@ -104,8 +104,10 @@ class Broker(Protocol):
 
     async def remove_history(self, ref: ChannelRef) -> None: ...
 
-    async def set_subscriber_count(self, ref: ChannelRef, count: int) -> None:
-        """Record how many subscribers this node has on the channel now."""
+    async def set_subscriber_count(self, ref: ChannelRef, count: int) -> tuple[int, int]:
+        """Record how many subscribers this node has on the channel now; returns the channel's
+        subscribers on every live node before and after, read atomically with the change (so
+        exactly one node sees a channel become occupied or vacated)."""
 
     async def subscriber_count(self, ref: ChannelRef) -> int:
         """Subscribers of the channel on every live node."""

@@ -155,11 +155,13 @@ class MemoryBroker:
         if stream is not None:
             stream.items.clear()
 
-    async def set_subscriber_count(self, ref: ChannelRef, count: int) -> None:
+    async def set_subscriber_count(self, ref: ChannelRef, count: int) -> tuple[int, int]:
+        before = self._counts.get(ref, 0)
         if count:
             self._counts[ref] = count
         else:
             self._counts.pop(ref, None)
+        return before, count
 
     async def subscriber_count(self, ref: ChannelRef) -> int:
         return self._counts.get(ref, 0)

@@ -134,6 +134,7 @@ class RedisBroker:
         )
         self._publish = self._redis.register_script(_script("publish.lua"))
         self._history = self._redis.register_script(_script("history.lua"))
+        self._subscribers = self._redis.register_script(_script("subscribers.lua"))
         self._control = f"{prefix}.control".encode()
         self._handler: BrokerEventHandler | None = None
         # Only the reader task reads from it; other tasks only write SUBSCRIBE/UNSUBSCRIBE.
@@ -485,15 +486,12 @@ class RedisBroker:
         # The meta hash stays, as in centrifuge: epoch and offset go on, clients stay comparable.
         await self._redis.delete(self._stream(ref))
 
-    async def set_subscriber_count(self, ref: ChannelRef, count: int) -> None:
-        key = self._counts(ref)
-        if count:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.hset(key, self._node_id, count)
-                pipe.expire(key, 86400)
-                await pipe.execute()
-        else:
-            await self._redis.hdel(key, self._node_id)
+    async def set_subscriber_count(self, ref: ChannelRef, count: int) -> tuple[int, int]:
+        totals = await self._subscribers(
+            keys=[self._counts(ref)],
+            args=[self._node_id, count, f"{self._prefix}.node.", 86400],
+        )
+        return int(totals[0]), int(totals[1])
 
     async def subscriber_count(self, ref: ChannelRef) -> int:
         raw: dict[bytes, bytes] = await self._redis.hgetall(self._counts(ref))  # type: ignore[assignment]

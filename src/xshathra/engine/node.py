@@ -227,32 +227,37 @@ class Node:
                     await self.broker.unsubscribe(ref)
         for ref in {s.ref for s in subs}:
             with contextlib.suppress(Exception):
-                await self.broker.set_subscriber_count(ref, self.hub.subscriber_count(ref))
+                await self._count_subscribers(ref)
 
     async def add_pending_subscriber(self, ref: ChannelRef, session: ClientSession) -> None:
         if self.hub.add_pending(ref, session):
             await self.broker.subscribe(ref)
-        await self.broker.set_subscriber_count(ref, self.hub.subscriber_count(ref))
+        await self._count_subscribers(ref)
+
+    async def _count_subscribers(self, ref: ChannelRef) -> None:
+        """Publish this node's count; the cluster-wide transition decides occupancy events."""
+        before, after = await self.broker.set_subscriber_count(ref, self.hub.subscriber_count(ref))
+        if self.events is not None:
+            if before == 0 and after > 0:
+                self._spawn(self.events.lifecycle(ref, "room-occupied", "", ""))
+            elif before > 0 and after == 0:
+                self._spawn(self.events.lifecycle(ref, "room-vacated", "", ""))
 
     async def remove_subscriber(self, ref: ChannelRef, session: ClientSession) -> None:
         if self.hub.remove_subscriber(ref, session):
             self._last_offsets.pop(ref, None)
             await self.broker.unsubscribe(ref)
-        await self.broker.set_subscriber_count(ref, self.hub.subscriber_count(ref))
+        await self._count_subscribers(ref)
 
     def subscription_added(self, session: ClientSession, ref: ChannelRef) -> None:
         if self.events is None:
             return
         self._spawn(self.events.lifecycle(ref, "user-joined", session.user, session.client_id))
-        if self.hub.subscriber_count(ref) == 1:
-            self._spawn(self.events.lifecycle(ref, "room-occupied", "", ""))
 
     def subscription_removed(self, session: ClientSession, ref: ChannelRef) -> None:
         if self.events is None:
             return
         self._spawn(self.events.lifecycle(ref, "user-left", session.user, session.client_id))
-        if not self.hub.has_channel(ref):
-            self._spawn(self.events.lifecycle(ref, "room-vacated", "", ""))
 
     async def _ping_loop(self) -> None:
         """One sweep for all connections: drop those that missed the last pong, ping the rest."""

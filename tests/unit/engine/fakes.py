@@ -218,9 +218,10 @@ class GatedBroker(MemoryBroker):
         await self._pass("after-history")
         return result
 
-    async def set_subscriber_count(self, ref: ChannelRef, count: int) -> None:
-        await super().set_subscriber_count(ref, count)
+    async def set_subscriber_count(self, ref: ChannelRef, count: int) -> tuple[int, int]:
+        totals = await super().set_subscriber_count(ref, count)
         await self._pass("subscriber-count")
+        return totals
 
 
 class FlakyPresence(MemoryPresenceStore):
