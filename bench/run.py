@@ -307,10 +307,120 @@ async def measure(stack: Stack, n: int, rates: list[float]) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _table(results: dict[str, dict[int, Any]]) -> str:
+    lines = [
+        "| stack | N | max deliveries/s | server CPU | client CPU | p50 ms @70% | p99 ms @70% |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, by_n in results.items():
+        for n, r in sorted(by_n.items()):
+            lines.append(
+                f"| {name} | {n:,} | {r['max_deliveries_per_s']:,} | "
+                f"{r['server_cpu_at_max']} | {r['client_cpu_at_max']} | "
+                f"{r['at_70pct']['p50_ms']} | {r['at_70pct']['p99_ms']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def _pct(values: list[int], pct: int) -> float | None:
     if len(values) < 10:
         return None
     return round(statistics.quantiles(values, n=100)[pct - 1] / 1e6, 2)
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+async def idle_memory(stack: Stack, n: int) -> dict[str, Any]:
+    """Server memory per idle connection: RSS with n clients connected (and, for Xshathra,
+    subscribed) minus RSS before, over n."""
+    port = free_port()
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-idle-{stack.name}-"))
+    admin = "adm_" + secrets.token_hex(8)
+    env = {
+        **os.environ,
+        "XSHATHRA_ADMIN_API_KEY": admin,
+        "XSHATHRA_DATABASE_URL": f"sqlite:///{tmp / 'b.db'}",
+        "XSHATHRA_MAX_CONNECTIONS_PER_APP": str(n * 2),
+        **stack.env,
+    }
+    proc = subprocess.Popen(
+        ["taskset", "-c", SERVER_CORE, *stack.command(port, tmp)],
+        env=env,
+        cwd=tmp,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await wait_port(port)
+        ctx = await _setup(stack, port, admin)
+        await asyncio.sleep(1.0)
+        before = rss_bytes(proc.pid)
+        stats = Stats()
+        loop = asyncio.get_running_loop()
+        transports = []
+        for start in range(0, n, 500):
+            waits = []
+            for _ in range(start, min(n, start + 500)):
+                ready: asyncio.Future[None] = loop.create_future()
+                transport, _ = await loop.create_connection(
+                    lambda ready=ready: WsClient(
+                        "127.0.0.1",
+                        stack.path,
+                        stats,
+                        stack.hello(ctx),
+                        stack.count,
+                        False,
+                        stack.answer,
+                        ready,
+                    ),
+                    "127.0.0.1",
+                    port,
+                )
+                transports.append(transport)
+                waits.append(ready)
+            await asyncio.gather(*waits)
+        await asyncio.sleep(2.0)  # subscribe replies processed, allocator settled
+        after = rss_bytes(proc.pid)
+        for transport in transports:
+            transport.close()
+        return {
+            "stack": stack.name,
+            "n": n,
+            "rss_before": before,
+            "rss_after": after,
+            "bytes_per_connection": round((after - before) / n),
+        }
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def _setup(stack: Stack, port: int, admin: str) -> dict[str, Any]:
+    if stack.name != "xshathra":
+        return {}
+    import httpx
+
+    async with httpx.AsyncClient() as http:
+        for _ in range(100):
+            if (await http.get(f"http://127.0.0.1:{port}/realtime/health")).status_code == 200:
+                break
+            await asyncio.sleep(0.1)
+        r = await http.post(
+            f"http://127.0.0.1:{port}/api/applications",
+            headers={"X-ADMIN-API-KEY": admin},
+            json={"name": "bench", "rate_limit": 1_000_000},
+        )
+        app: dict[str, Any] = r.json()["application"]
+        return app
 
 
 async def latency_at(stack: Stack, n: int, rate: float) -> dict[str, Any]:
@@ -322,6 +432,12 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fanout at N=1,000 only")
     parser.add_argument("--stacks", default="xshathra,raw,node_ws,python_socketio")
+    parser.add_argument(
+        "--idle",
+        type=int,
+        default=0,
+        help="also measure memory per idle connection with this many clients",
+    )
     args = parser.parse_args()
     os.sched_setaffinity(0, {int(CLIENT_CORE)})
     sizes = [1000] if args.quick else [100, 1000, 5000]
@@ -337,9 +453,17 @@ async def main() -> None:
             found["at_70pct"] = await latency_at(stack, n, best_rate * 0.7)
             results.setdefault(name, {})[n] = found
             print(json.dumps(found), file=sys.stderr, flush=True)
+    idle: dict[str, Any] = {}
+    if args.idle:
+        for name in args.stacks.split(","):
+            idle[name] = await idle_memory(STACKS[name], args.idle)
+            print(json.dumps(idle[name]), file=sys.stderr, flush=True)
     out = BENCH / "results"
     out.mkdir(exist_ok=True)
     (out / "fanout.json").write_text(json.dumps(results, indent=2))
+    if idle:
+        (out / "idle.json").write_text(json.dumps(idle, indent=2))
+    (out / "fanout.md").write_text(_table(results))
     n = 1000
     summary: dict[str, Any] = {
         name: {
