@@ -80,19 +80,16 @@ async def check_app_rate(ctx: ServerContext, caller: Caller, app: Application) -
     """Count the request against the app's per-minute limit (app keys only; admins are exempt)."""
     if caller.admin:
         return
-    retry_after = await ctx.limiter.hit_app(app)
-    if retry_after is not None:
-        raise HttpError(
-            429,
-            "rate limit exceeded",
-            headers={"Retry-After": str(retry_after)},
-            extra={"retry_after": retry_after},
-        )
+    _refuse_if_limited(await ctx.limiter.hit_app(app))
 
 
 async def check_ip_rate(ctx: ServerContext, request: Request) -> None:
     ip = request.client.host if request.client is not None else ""
-    retry_after = await ctx.limiter.hit_ip(ip)
+    _refuse_if_limited(await ctx.limiter.hit_ip(ip))
+
+
+def _refuse_if_limited(retry_after: int | None) -> None:
+    """429 with `Retry-After` and `retry_after`, in the surface's error shape."""
     if retry_after is not None:
         raise HttpError(
             429,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from xshathra.engine.channels import ChannelRef, is_valid_channel, namespace_of
 from xshathra.protocol import messages as m
 from xshathra.protocol.codes import ERROR_MESSAGES, ErrorCode
 
@@ -159,6 +160,42 @@ class Executor:
     def __init__(self, node: Node) -> None:
         self._node = node
 
+    def _ref(self, app: Application, channel: str) -> ChannelRef:
+        """The app's channel, or a Centrifugo-style 107 for a name outside the grammar."""
+        if not isinstance(channel, str) or not channel:
+            raise ApiError(ErrorCode.BAD_REQUEST, "channel required")
+        if not is_valid_channel(channel):
+            raise ApiError(ErrorCode.BAD_REQUEST, "invalid channel name")
+        return ChannelRef(app.app_id, channel)
+
+    async def _publish(
+        self,
+        app: Application,
+        request: PublishRequest,
+        *,
+        origin: str = "api",
+        count_subscribers: bool = False,
+    ) -> PublishOutcome:
+        node = self._node
+        ref = self._ref(app, request.channel)
+        data = bytes(request.data) if request.data else b"null"
+        if len(data) > node.settings.max_message_size:
+            raise ApiError(ErrorCode.LIMIT_EXCEEDED, "message too large")
+        position = await node.publish(
+            ref,
+            data,
+            app.namespace_options(namespace_of(request.channel)),
+            tags=request.tags,
+            skip_history=request.skip_history,
+            idempotency_key=request.idempotency_key,
+            origin=origin,
+        )
+        return PublishOutcome(
+            result=PublishResult(offset=position.offset, epoch=position.epoch),
+            # Cluster-wide, read only when asked: it costs a round trip to a shared broker.
+            subscriber_count=await node.broker.subscriber_count(ref) if count_subscribers else 0,
+        )
+
     async def publish(
         self,
         app: Application,
@@ -172,9 +209,7 @@ class Executor:
         `origin` is "api" for HTTP publishes (counted as broadcasts in analytics).
         """
         _check_data(request.data, request.b64data)
-        return await self._node.api_publish(
-            app, request, origin=origin, count_subscribers=count_subscribers
-        )
+        return await self._publish(app, request, origin=origin, count_subscribers=count_subscribers)
 
     async def broadcast(self, app: Application, request: BroadcastRequest) -> dict[str, Any]:
         _check_data(request.data, request.b64data)
@@ -183,7 +218,7 @@ class Executor:
         responses: list[dict[str, Any]] = []
         for channel in request.channels:
             try:
-                outcome = await self._node.api_publish(
+                outcome = await self._publish(
                     app,
                     PublishRequest(
                         channel=channel,
@@ -199,12 +234,12 @@ class Executor:
         return {"responses": responses}
 
     async def subscribe(self, app: Application, request: SubscribeRequest) -> EmptyResult:
-        self._node.channel_ref(app, request.channel)
+        self._ref(app, request.channel)
         await self._control(app, "subscribe", request.user, request.client, channel=request.channel)
         return EmptyResult()
 
     async def unsubscribe(self, app: Application, request: UnsubscribeRequest) -> EmptyResult:
-        self._node.channel_ref(app, request.channel)
+        self._ref(app, request.channel)
         await self._control(
             app, "unsubscribe", request.user, request.client, channel=request.channel
         )
@@ -267,8 +302,8 @@ class Executor:
     async def presence(self, app: Application, request: ChannelRequest) -> m.PresenceResult:
         from xshathra.engine.hub import client_info_message
 
-        ref = self._node.channel_ref(app, request.channel)
-        if not app.namespace_options(_namespace(request.channel)).presence:
+        ref = self._ref(app, request.channel)
+        if not app.namespace_options(namespace_of(request.channel)).presence:
             raise ApiError(ErrorCode.NOT_AVAILABLE)
         clients = await self._node.presence.presence(ref)
         return m.PresenceResult(
@@ -278,8 +313,8 @@ class Executor:
     async def presence_stats(
         self, app: Application, request: ChannelRequest
     ) -> m.PresenceStatsResult:
-        ref = self._node.channel_ref(app, request.channel)
-        if not app.namespace_options(_namespace(request.channel)).presence:
+        ref = self._ref(app, request.channel)
+        if not app.namespace_options(namespace_of(request.channel)).presence:
             raise ApiError(ErrorCode.NOT_AVAILABLE)
         clients, users = await self._node.presence.presence_stats(ref)
         return m.PresenceStatsResult(num_clients=clients, num_users=users)
@@ -287,8 +322,8 @@ class Executor:
     async def history(self, app: Application, request: HistoryRequest) -> dict[str, Any]:
         from xshathra.engine.client import ClientError
 
-        ref = self._node.channel_ref(app, request.channel)
-        options = app.namespace_options(_namespace(request.channel))
+        ref = self._ref(app, request.channel)
+        options = app.namespace_options(namespace_of(request.channel))
         if options.history_size <= 0 or options.history_ttl <= 0:
             raise ApiError(ErrorCode.NOT_AVAILABLE)
         try:
@@ -303,7 +338,7 @@ class Executor:
         }
 
     async def history_remove(self, app: Application, request: ChannelRequest) -> EmptyResult:
-        ref = self._node.channel_ref(app, request.channel)
+        ref = self._ref(app, request.channel)
         await self._node.broker.remove_history(ref)
         return EmptyResult()
 
@@ -333,12 +368,6 @@ class Executor:
                 )
             ]
         )
-
-
-def _namespace(channel: str) -> str:
-    from xshathra.engine.channels import namespace_of
-
-    return namespace_of(channel)
 
 
 def _check_data(data: msgspec.Raw, b64data: str) -> None:

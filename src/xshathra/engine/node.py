@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Protocol
 import msgspec
 
 from xshathra import __version__
-from xshathra.api.executor import ApiError, PublishOutcome, PublishRequest, PublishResult
 from xshathra.brokers import (
     Broker,
     BrokerPublication,
@@ -25,7 +24,7 @@ from xshathra.brokers import (
     PublishOptions,
     StreamPosition,
 )
-from xshathra.engine.channels import ChannelRef, is_valid_channel, namespace_of
+from xshathra.engine.channels import ChannelRef
 from xshathra.engine.client import ClientError, ClientSession, State, Subscription
 from xshathra.engine.hub import Hub, publication_message
 from xshathra.engine.writer import FlushScheduler, OutgoingFrame
@@ -385,41 +384,6 @@ class Node:
         self.analytics.publication(ref.app_id, broadcast=origin == "api")
         self.stats.publications[origin] = self.stats.publications.get(origin, 0) + 1
         return position
-
-    async def api_publish(
-        self,
-        app: Application,
-        request: PublishRequest,
-        *,
-        origin: str = "api",
-        count_subscribers: bool = False,
-    ) -> PublishOutcome:
-        ref = self.channel_ref(app, request.channel)
-        data = bytes(request.data) if request.data else b"null"
-        if len(data) > self.settings.max_message_size:
-            raise ApiError(ErrorCode.LIMIT_EXCEEDED, "message too large")
-        options = app.namespace_options(namespace_of(request.channel))
-        position = await self.publish(
-            ref,
-            data,
-            options,
-            tags=request.tags,
-            skip_history=request.skip_history,
-            idempotency_key=request.idempotency_key,
-            origin=origin,
-        )
-        return PublishOutcome(
-            result=PublishResult(offset=position.offset, epoch=position.epoch),
-            # Cluster-wide, read only when asked: it costs a round trip to a shared broker.
-            subscriber_count=await self.broker.subscriber_count(ref) if count_subscribers else 0,
-        )
-
-    def channel_ref(self, app: Application, channel: str) -> ChannelRef:
-        if not isinstance(channel, str) or not channel:
-            raise ApiError(ErrorCode.BAD_REQUEST, "channel required")
-        if not is_valid_channel(channel):
-            raise ApiError(ErrorCode.BAD_REQUEST, "invalid channel name")
-        return ChannelRef(app.app_id, channel)
 
     async def history(
         self,
