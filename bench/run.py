@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,7 +203,11 @@ class Publisher:
             worker.cancel()
 
 
-async def measure(stack: Stack, n: int, rates: list[float]) -> dict[str, Any]:
+@contextlib.asynccontextmanager
+async def serving(
+    stack: Stack, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[int, subprocess.Popen[bytes], dict[str, Any]]]:
+    """Run one stack's server pinned to the server core; yields (port, process, app context)."""
     port = free_port()
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-{stack.name}-"))
     admin = "adm_" + secrets.token_hex(8)
@@ -211,6 +216,7 @@ async def measure(stack: Stack, n: int, rates: list[float]) -> dict[str, Any]:
         "XSHATHRA_ADMIN_API_KEY": admin,
         "XSHATHRA_DATABASE_URL": f"sqlite:///{tmp / 'b.db'}",
         **stack.env,
+        **(extra_env or {}),
     }
     proc = subprocess.Popen(
         ["taskset", "-c", SERVER_CORE, *stack.command(port, tmp)],
@@ -219,24 +225,20 @@ async def measure(stack: Stack, n: int, rates: list[float]) -> dict[str, Any]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    ctx: dict[str, Any] = {}
     try:
         await wait_port(port)
-        if stack.name == "xshathra":
-            import httpx
+        yield port, proc, await _setup(stack, port, admin)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
 
-            async with httpx.AsyncClient() as http:
-                for _ in range(50):
-                    r = await http.get(f"http://127.0.0.1:{port}/realtime/health")
-                    if r.status_code == 200:
-                        break
-                    await asyncio.sleep(0.1)
-                r = await http.post(
-                    f"http://127.0.0.1:{port}/api/applications",
-                    headers={"X-ADMIN-API-KEY": admin},
-                    json={"name": "bench", "rate_limit": 1_000_000},
-                )
-                ctx = r.json()["application"]
+
+async def measure(stack: Stack, n: int, rates: list[float]) -> dict[str, Any]:
+    async with serving(stack) as (port, proc, ctx):
         stats = Stats()
         loop = asyncio.get_running_loop()
         waits = []
@@ -298,13 +300,6 @@ async def measure(stack: Stack, n: int, rates: list[float]) -> dict[str, Any]:
             "client_cpu_at_max": peak["client_cpu"],
             "steps": steps,
         }
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _table(results: dict[str, dict[int, Any]]) -> str:
@@ -338,26 +333,11 @@ def rss_bytes(pid: int) -> int:
 async def idle_memory(stack: Stack, n: int) -> dict[str, Any]:
     """Server memory per idle connection: RSS with n clients connected (and, for Xshathra,
     subscribed) minus RSS before, over n."""
-    port = free_port()
-    tmp = Path(tempfile.mkdtemp(prefix=f"bench-idle-{stack.name}-"))
-    admin = "adm_" + secrets.token_hex(8)
-    env = {
-        **os.environ,
-        "XSHATHRA_ADMIN_API_KEY": admin,
-        "XSHATHRA_DATABASE_URL": f"sqlite:///{tmp / 'b.db'}",
-        "XSHATHRA_MAX_CONNECTIONS_PER_APP": str(n * 2),
-        **stack.env,
-    }
-    proc = subprocess.Popen(
-        ["taskset", "-c", SERVER_CORE, *stack.command(port, tmp)],
-        env=env,
-        cwd=tmp,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        await wait_port(port)
-        ctx = await _setup(stack, port, admin)
+    async with serving(stack, {"XSHATHRA_MAX_CONNECTIONS_PER_APP": str(n * 2)}) as (
+        port,
+        proc,
+        ctx,
+    ):
         await asyncio.sleep(1.0)
         before = rss_bytes(proc.pid)
         stats = Stats()
@@ -395,13 +375,6 @@ async def idle_memory(stack: Stack, n: int) -> dict[str, Any]:
             "rss_after": after,
             "bytes_per_connection": round((after - before) / n),
         }
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 async def _setup(stack: Stack, port: int, admin: str) -> dict[str, Any]:

@@ -76,6 +76,13 @@ async def target_app(caller: Caller, ctx: ServerContext, requested: str | None) 
     return caller.app
 
 
+async def rated_app(caller: Caller, ctx: ServerContext, requested: str | None) -> Application:
+    """The app a request acts on (see `target_app`), counted against its rate limit."""
+    app = await target_app(caller, ctx, requested)
+    await check_app_rate(ctx, caller, app)
+    return app
+
+
 async def check_app_rate(ctx: ServerContext, caller: Caller, app: Application) -> None:
     """Count the request against the app's per-minute limit (app keys only; admins are exempt)."""
     if caller.admin:

@@ -16,11 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from xshathra.analytics import PERIODS
 from xshathra.api import docs
-from xshathra.api.auth import Caller, authenticate, check_app_rate, check_ip_rate, target_app
+from xshathra.api.auth import (
+    Caller,
+    authenticate,
+    check_ip_rate,
+    rated_app,
+)
 from xshathra.api.context import ServerContext
 from xshathra.api.errors import HttpError
 from xshathra.api.executor import ApiError, PublishRequest
-from xshathra.api.netguard import UnsafeURLError, check_webhook_url
 from xshathra.api.views import application_view, delivery_view, iso, webhook_view
 from xshathra.tenancy.apps import (
     APP_ID_PATTERN,
@@ -31,6 +35,7 @@ from xshathra.tenancy.apps import (
     regenerate_api_key,
 )
 from xshathra.webhooks.models import Webhook, new_webhook_id
+from xshathra.webhooks.netguard import UnsafeURLError, check_webhook_url
 
 _DOMAIN_RE = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9*]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
@@ -175,8 +180,7 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
     async def broadcast(
         body: BroadcastBody, who: CallerDep, app_id: str | None = None
     ) -> JSONResponse:
-        app = await target_app(who, ctx, body.app_id or app_id)
-        await check_app_rate(ctx, who, app)
+        app = await rated_app(who, ctx, body.app_id or app_id)
         if not body.room:
             raise HttpError(400, "room is required")
         if not body.event or len(body.event) > 200:
@@ -217,8 +221,7 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
         if who.admin and not app_id:
             apps = await ctx.db.apps.list_apps()
             return _ok({"applications": [application_view(a) for a in apps]})
-        app = await target_app(who, ctx, app_id)
-        await check_app_rate(ctx, who, app)
+        app = await rated_app(who, ctx, app_id)
         return _ok({"application": application_view(app)})
 
     @router.post(
@@ -252,8 +255,7 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
         responses=docs.apps_errors(400, 401, 403, 404, 413, 429, 500),
     )
     async def update(app_id: str, body: UpdateAppBody, who: CallerDep) -> JSONResponse:
-        app = await target_app(who, ctx, app_id)
-        await check_app_rate(ctx, who, app)
+        app = await rated_app(who, ctx, app_id)
         changes: dict[str, Any] = {}
         fields = body.model_fields_set
         if body.name is not None:
@@ -295,8 +297,7 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
         responses=docs.apps_errors(401, 403, 404, 429, 500),
     )
     async def regenerate(app_id: str, who: CallerDep) -> JSONResponse:
-        app = await target_app(who, ctx, app_id)
-        await check_app_rate(ctx, who, app)
+        app = await rated_app(who, ctx, app_id)
         updated, keys = regenerate_api_key(app)
         if not await ctx.db.apps.update_app(updated):
             raise HttpError(404, "application not found")
@@ -315,8 +316,7 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
         period: Annotated[str, Query(description="1h, 24h, 7d or 30d")] = "24h",
         app_id: str | None = None,
     ) -> JSONResponse:
-        app = await target_app(who, ctx, app_id)
-        await check_app_rate(ctx, who, app)
+        app = await rated_app(who, ctx, app_id)
         seconds = PERIODS.get(period)
         if seconds is None:
             raise HttpError(400, "period must be one of 1h, 24h, 7d, 30d")
@@ -349,8 +349,7 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
     async def create_webhook(
         body: WebhookBody, who: CallerDep, app_id: str | None = None
     ) -> JSONResponse:
-        app = await target_app(who, ctx, body.app_id or app_id)
-        await check_app_rate(ctx, who, app)
+        app = await rated_app(who, ctx, body.app_id or app_id)
         events = [e.strip() for e in body.events]
         if not events or any(not e or len(e) > 200 for e in events) or len(events) > 100:
             raise HttpError(400, "events must be a non-empty array of event names")
@@ -380,8 +379,7 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
         responses=docs.apps_errors(400, 401, 403, 404, 429, 500),
     )
     async def list_webhooks(who: CallerDep, app_id: str | None = None) -> JSONResponse:
-        app = await target_app(who, ctx, app_id)
-        await check_app_rate(ctx, who, app)
+        app = await rated_app(who, ctx, app_id)
         hooks = await ctx.db.webhooks.list_webhooks(app.app_id)
         return _ok({"webhooks": [webhook_view(h) for h in hooks]})
 
@@ -394,8 +392,7 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
     async def delete_webhook(
         webhook_id: str, who: CallerDep, app_id: str | None = None
     ) -> JSONResponse:
-        app = await target_app(who, ctx, app_id)
-        await check_app_rate(ctx, who, app)
+        app = await rated_app(who, ctx, app_id)
         if not await ctx.db.webhooks.delete_webhook(app.app_id, webhook_id):
             raise HttpError(404, "webhook not found")
         await ctx.executor.webhooks_changed(app.app_id)
@@ -410,8 +407,7 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
     async def deliveries(
         webhook_id: str, who: CallerDep, app_id: str | None = None
     ) -> JSONResponse:
-        app = await target_app(who, ctx, app_id)
-        await check_app_rate(ctx, who, app)
+        app = await rated_app(who, ctx, app_id)
         if await ctx.db.webhooks.get_webhook(app.app_id, webhook_id) is None:
             raise HttpError(404, "webhook not found")
         rows = await ctx.db.deliveries.list_for_webhook(webhook_id)
@@ -426,8 +422,7 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
     async def replay(
         webhook_id: str, delivery_id: str, who: CallerDep, app_id: str | None = None
     ) -> JSONResponse:
-        app = await target_app(who, ctx, app_id)
-        await check_app_rate(ctx, who, app)
+        app = await rated_app(who, ctx, app_id)
         if await ctx.db.webhooks.get_webhook(app.app_id, webhook_id) is None:
             raise HttpError(404, "webhook not found")
         if not await ctx.db.deliveries.replay(webhook_id, delivery_id):

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from xshathra.api.netguard import UnsafeURLError, check_webhook_url
 from xshathra.storage.deliveries import Delivery
 from xshathra.webhooks.backoff import MAX_ATTEMPTS, next_delay
+from xshathra.webhooks.netguard import UnsafeURLError, check_webhook_url
 from xshathra.webhooks.signing import signed_headers
 
 if TYPE_CHECKING:
