@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.server import ServerProcess, running_server
-from tests.support.services import postgres_database
+from tests.support.services import NatsServer, postgres_database, private_nats
 
 
 @pytest.fixture(scope="module")
@@ -32,3 +32,10 @@ def server_any_db(
     else:
         with postgres_database() as url, running_server(tmp, database_url=url) as proc:
             yield proc
+
+
+@pytest.fixture
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """A private NATS server (JetStream on disk) that the test may stop and start again."""
+    with private_nats(str(tmp_path_factory.mktemp("nats"))) as server:
+        yield server

@@ -67,8 +67,19 @@ def make_backends(
             RedisPresenceStore(broker_url, prefix=prefix, ttl=presence_ttl),
             "async+" + broker_url,
         )
+    if scheme in ("nats", "tls"):
+        from xshathra.brokers.nats import NatsBroker
+        from xshathra.brokers.natslink import NatsLink
+        from xshathra.presence.nats import NatsPresenceStore
+
+        link = NatsLink(broker_url, name=f"{prefix}.{node_id}")
+        return Backends(
+            NatsBroker(link, prefix=prefix, node_id=node_id),
+            NatsPresenceStore(link, prefix=prefix, ttl=presence_ttl),
+            "async+memory://",
+        )
     raise SystemExit(
-        f"XSHATHRA_BROKER_URL: unsupported broker '{scheme}' (use memory:// or redis://)"
+        f"XSHATHRA_BROKER_URL: unsupported broker '{scheme}' (use memory://, redis:// or nats://)"
     )
 
 

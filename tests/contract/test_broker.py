@@ -9,7 +9,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.support.backends import BACKENDS, BrokerBackend, Collector, broker_backend, redis_admin
+from tests.support.backends import (
+    BACKENDS,
+    SHARED,
+    BrokerBackend,
+    Collector,
+    broker_backend,
+    redis_admin,
+)
+from tests.support.services import NatsServer
 from xshathra.brokers import (
     Broker,
     BrokerPublication,
@@ -248,13 +256,14 @@ async def test_remove_history_keeps_the_position(node: tuple[Broker, Collector])
     assert [p.offset for p in await _all(broker)] == [2]
 
 
-# --- many nodes (Redis) -----------------------------------------------------------------------
+# --- many nodes (Redis, NATS) -----------------------------------------------------------------
 
 
-async def test_two_nodes_share_publications_history_and_control() -> None:
+@pytest.mark.parametrize("kind", SHARED)
+async def test_two_nodes_share_publications_history_and_control(kind: str) -> None:
     """A publication made on one node reaches the other's subscriber, with the same history;
     control reaches every node, the sender included."""
-    async with broker_backend("redis") as backend:
+    async with broker_backend(kind) as backend:
         a, b = backend.make(), backend.make()
         ea, eb = Collector(), Collector()
         await a.start(ea)
@@ -315,3 +324,86 @@ async def test_redis_unreachable_is_reported() -> None:
             await broker.ping()
     finally:
         await broker.close()
+
+
+@pytest.mark.parametrize("kind", SHARED)
+async def test_concurrent_publishers_get_consecutive_offsets(kind: str) -> None:
+    """Two nodes appending to one channel at once never share or skip an offset, and a
+    subscriber receives every publication in offset order."""
+    async with broker_backend(kind) as backend:
+        a, b, watcher = backend.make(), backend.make(), backend.make()
+        events = Collector()
+        for broker in (a, b):
+            await broker.start(Collector())
+        await watcher.start(events)
+        await watcher.subscribe(REF)
+        opts = PublishOptions(history_size=100, history_ttl=60)
+        positions = await asyncio.gather(
+            *(broker.publish(REF, b"%d" % i, opts) for i in range(40) for broker in (a, b))
+        )
+        assert sorted(p.offset for p in positions) == list(range(1, 81))
+        assert len({p.epoch for p in positions}) == 1
+        received = [(await events.next())[2].offset for _ in range(80)]
+        assert received == list(range(1, 81))
+        history = await watcher.history(REF, HistoryOptions(limit=-1))
+        assert [p.offset for p in history.publications] == list(range(1, 81))
+
+
+async def test_subscriber_counts_add_up_over_nodes(backend: BrokerBackend) -> None:
+    """Each node reports its own count; the totals before and after a change are over every
+    node (on memory, the one node)."""
+    a, b = backend.make(), backend.make()
+    for broker in {id(a): a, id(b): b}.values():
+        await broker.start(Collector())
+    assert await a.set_subscriber_count(REF, 2) == (0, 2)
+    if a is b:
+        assert await a.set_subscriber_count(REF, 0) == (2, 0)
+        return
+    assert await b.set_subscriber_count(REF, 3) == (2, 5)
+    assert await a.subscriber_count(REF) == await b.subscriber_count(REF) == 5
+    assert await a.set_subscriber_count(REF, 0) == (5, 3)
+    assert await b.set_subscriber_count(REF, 0) == (3, 0)
+    assert await a.subscriber_count(OTHER) == 0
+
+
+async def test_nats_outage_resubscribes_and_tells_the_handler(nats_server: NatsServer) -> None:
+    """NATS restarting: the broker reports itself down, reconnects by itself, resubscribes,
+    tells the handler (clients must recover), and history kept on disk survives."""
+    async with broker_backend("nats") as backend:
+        backend.url = nats_server.url
+        broker, events = backend.make("victim"), Collector()
+        await broker.start(events)
+        await broker.subscribe(REF)
+        before = await broker.publish(REF, b'"before"', HISTORY)
+        assert (await events.next())[2].data == b'"before"'
+        nats_server.stop()
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:  # the client notices the closed socket on its own schedule
+            try:
+                await broker.ping()
+            except ConnectionError:
+                break
+            assert asyncio.get_running_loop().time() < deadline, "the outage went unnoticed"
+        with pytest.raises(ConnectionError):
+            await broker.publish(REF, b'"lost"', PublishOptions())
+        nats_server.start()
+        await asyncio.wait_for(events.reconnects.wait(), 15)
+        await broker.ping()
+        after = await broker.publish(REF, b'"after"', HISTORY)
+        assert after == StreamPosition(before.offset + 1, before.epoch)
+        kind, _, pub = await events.next()
+        assert (kind, pub.data) == ("pub", b'"after"')
+        history = await broker.history(REF, HistoryOptions(limit=-1))
+        assert [p.data for p in history.publications] == [b'"before"', b'"after"']
+
+
+async def test_nats_unreachable_is_reported() -> None:
+    """Against a port where nothing listens, start() raises a ConnectionError naming NATS."""
+    from xshathra.brokers.nats import NatsBroker
+    from xshathra.brokers.natslink import NatsLink
+
+    broker = NatsBroker(NatsLink("nats://127.0.0.1:1", name="n"), prefix="xs_nowhere", node_id="n")
+    with pytest.raises(ConnectionError, match="NATS"):
+        await asyncio.wait_for(broker.start(Collector()), 10)
+    with pytest.raises(ConnectionError):
+        await broker.ping()

@@ -1,4 +1,4 @@
-"""The PresenceStore contract, identical on every backend (memory, Redis), then the expiry of
+"""The PresenceStore contract, identical on every backend (memory, Redis, NATS), then the expiry of
 entries nobody refreshes, which only a shared store needs."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.support.backends import BACKENDS, presence_backend
+from tests.support.backends import BACKENDS, SHARED, presence_backend
 from xshathra.brokers import ClientInfoData
 from xshathra.engine.channels import ChannelRef
 from xshathra.presence import PresenceStore
@@ -70,10 +70,11 @@ async def test_channels_and_apps_are_separate(store: PresenceStore) -> None:
     assert await store.presence(ChannelRef(AppId("other-app"), "c")) == {}
 
 
-async def test_redis_entries_not_refreshed_expire() -> None:
+@pytest.mark.parametrize("kind", SHARED)
+async def test_entries_not_refreshed_expire(kind: str) -> None:
     """Entries of a node that stopped refreshing them (it died) vanish after `ttl`; entries
     that keep being refreshed stay."""
-    async with presence_backend("redis", ttl=1) as store:
+    async with presence_backend(kind, ttl=1) as store:
         await store.add_presence(REF, ClientInfoData("ghost", "c9"))
         await store.add_presence(REF, A1)
         assert await store.presence_stats(REF) == (2, 2)

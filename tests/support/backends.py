@@ -1,5 +1,5 @@
-"""Broker and presence backends for the contract suites: memory and Redis, each test under a
-unique Redis key prefix whose keys are deleted afterwards."""
+"""Broker and presence backends for the contract suites: memory, Redis and NATS, each test under
+a unique prefix whose Redis keys or JetStream streams are deleted afterwards."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from tests.support.services import REDIS_HOST, REDIS_PORT, ensure_service
+from tests.support.services import NATS_HOST, NATS_PORT, REDIS_HOST, REDIS_PORT, ensure_service
 from xshathra.brokers import Broker, BrokerPublication, ClientInfoData
 from xshathra.engine.channels import ChannelRef
 from xshathra.presence import PresenceStore
 
 REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
-BACKENDS = ["memory", "redis"]
+NATS_URL = f"nats://{NATS_HOST}:{NATS_PORT}"
+BACKENDS = ["memory", "redis", "nats"]
+SHARED = ["redis", "nats"]
 
 
 class Collector:
@@ -51,6 +53,20 @@ def redis_admin() -> Any:
     return Redis.from_url(REDIS_URL)
 
 
+async def _delete_streams(prefix: str) -> None:
+    """Delete the JetStream streams a test's brokers and presence stores created."""
+    import nats
+
+    nc = await nats.connect(NATS_URL)
+    try:
+        js = nc.jetstream()
+        for info in await js.streams_info():
+            if info.config.name and info.config.name.startswith(f"{prefix}_"):
+                await js.delete_stream(info.config.name)
+    finally:
+        await nc.close()
+
+
 async def _delete_prefix(prefix: str) -> None:
     client = redis_admin()
     try:
@@ -70,6 +86,7 @@ class BrokerBackend:
         self.prefix = f"xs_test_{secrets.token_hex(6)}"
         self._made: list[Broker] = []
         self._memory: Broker | None = None
+        self.url: str | None = None  # another server than the shared one (outage tests)
 
     def make(self, node_id: str | None = None) -> Broker:
         broker: Broker
@@ -79,6 +96,13 @@ class BrokerBackend:
             if self._memory is None:
                 self._memory = MemoryBroker()
             broker = self._memory
+        elif self.kind == "nats":
+            from xshathra.brokers.nats import NatsBroker
+            from xshathra.brokers.natslink import NatsLink
+
+            node_id = node_id or f"node-{len(self._made)}-{secrets.token_hex(3)}"
+            link = NatsLink(self.url or NATS_URL, name=f"{self.prefix}.{node_id}")
+            broker = NatsBroker(link, prefix=self.prefix, node_id=node_id)
         else:
             from xshathra.brokers.redis import RedisBroker
 
@@ -92,6 +116,8 @@ class BrokerBackend:
         node restarted. Brokers made afterwards see the new state."""
         if self.kind == "memory":
             self._memory = None
+        elif self.kind == "nats":
+            await _delete_streams(self.prefix)
         else:
             await _delete_prefix(self.prefix)
 
@@ -100,12 +126,16 @@ class BrokerBackend:
             await broker.close()
         if self.kind == "redis":
             await _delete_prefix(self.prefix)
+        elif self.kind == "nats" and self.url is None:
+            await _delete_streams(self.prefix)
 
 
 @asynccontextmanager
 async def broker_backend(kind: str) -> AsyncIterator[BrokerBackend]:
     if kind == "redis":
         ensure_service("redis", REDIS_HOST, REDIS_PORT)
+    elif kind == "nats":
+        ensure_service("nats", NATS_HOST, NATS_PORT)
     backend = BrokerBackend(kind)
     try:
         yield backend
@@ -121,6 +151,12 @@ async def presence_backend(kind: str, ttl: int = 60) -> AsyncIterator[PresenceSt
         from xshathra.presence.memory import MemoryPresenceStore
 
         store = MemoryPresenceStore()
+    elif kind == "nats":
+        ensure_service("nats", NATS_HOST, NATS_PORT)
+        from xshathra.brokers.natslink import NatsLink
+        from xshathra.presence.nats import NatsPresenceStore
+
+        store = NatsPresenceStore(NatsLink(NATS_URL, name=prefix), prefix=prefix, ttl=ttl)
     else:
         ensure_service("redis", REDIS_HOST, REDIS_PORT)
         from xshathra.presence.redis import RedisPresenceStore
@@ -132,3 +168,5 @@ async def presence_backend(kind: str, ttl: int = 60) -> AsyncIterator[PresenceSt
         await store.close()
         if kind == "redis":
             await _delete_prefix(prefix)
+        elif kind == "nats":
+            await _delete_streams(prefix)

@@ -203,3 +203,55 @@ async def drop_postgres_database(url: str) -> None:
     """Drop the database a URL from `postgres_database` names, ending its open sessions."""
     name = url.rsplit("/", 1)[1]
     await _admin(_drop_sql(name))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class NatsServer:
+    """A private nats-server with JetStream on a free port and a store of its own, which a
+    test may stop and start again (the shared one on 4222 must stay up for everyone else)."""
+
+    BINARY = "/usr/sbin/nats-server"
+
+    def __init__(self, store_dir: str) -> None:
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self._store = store_dir
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._proc = subprocess.Popen(
+            [self.BINARY, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", self._store],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + _START_WAIT_S
+        while not _reachable("127.0.0.1", self.port):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"nats-server did not start on port {self.port}")
+            time.sleep(0.05)  # a process we just started: its port is the only signal
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(timeout=20)
+            self._proc = None
+
+
+@contextlib.contextmanager
+def private_nats(store_dir: str) -> Iterator[NatsServer]:
+    """A started NatsServer, stopped afterwards; the test is skipped without the binary."""
+    import os
+
+    if not os.access(NatsServer.BINARY, os.X_OK):
+        pytest.skip(f"{NatsServer.BINARY} is not installed: cannot run a private NATS server")
+    server = NatsServer(store_dir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

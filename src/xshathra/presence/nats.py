@@ -1,0 +1,87 @@
+"""Presence in NATS JetStream, shared by every node: one stream message per (channel, client),
+the stream keeping only the newest per subject and dropping any older than `ttl` seconds, so
+the clients of a node that died vanish by themselves; a live node re-adds its clients'
+presence well within `ttl`. Only this module turns a `ChannelRef` into presence subjects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+from nats.js import api
+
+from xshathra.brokers import ClientInfoData
+from xshathra.brokers.natslink import NatsLink, channel_token, stream_name, text_token
+from xshathra.engine.channels import ChannelRef
+
+Info = tuple[str, str, bytes, bytes]
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(Info).decode
+
+
+class NatsPresenceStore:
+    def __init__(self, link: NatsLink, *, prefix: str = "xs", ttl: int = 60) -> None:
+        if ttl < 1:
+            raise ValueError("presence ttl must be at least 1 second")
+        self._link = link
+        self._prefix = prefix
+        self.ttl = ttl
+        self._stream = stream_name(prefix, "presence")
+        self._ready = False
+        self._lock = asyncio.Lock()
+
+    async def _open(self) -> None:
+        if self._ready:
+            return
+        async with self._lock:
+            if self._ready:
+                return
+            await self._link.acquire()
+            try:
+                await self._link.ensure_stream(
+                    api.StreamConfig(
+                        name=self._stream,
+                        subjects=[f"{self._prefix}.pr.>"],
+                        storage=api.StorageType.MEMORY,
+                        max_msgs_per_subject=1,
+                        max_age=self.ttl,
+                    )
+                )
+            except BaseException:
+                await self._link.release()
+                raise
+            self._ready = True
+
+    def _subject(self, ref: ChannelRef, client_id: str) -> str:
+        return f"{self._prefix}.pr.{channel_token(ref)}.{text_token(client_id)}"
+
+    async def add_presence(self, ref: ChannelRef, info: ClientInfoData) -> None:
+        await self._open()
+        _, js = await self._link.client()
+        encoded = _encode((info.user, info.client, info.conn_info, info.chan_info))
+        await js.publish(self._subject(ref, info.client), encoded)
+
+    async def remove_presence(self, ref: ChannelRef, client_id: str) -> None:
+        await self._open()
+        _, js = await self._link.client()
+        await js.purge_stream(self._stream, subject=self._subject(ref, client_id))
+
+    async def presence(self, ref: ChannelRef) -> dict[str, ClientInfoData]:
+        await self._open()
+        msgs = await self._link.snapshot(
+            self._stream, f"{self._prefix}.pr.{channel_token(ref)}.*", last_per_subject=True
+        )
+        entries = (ClientInfoData(*_decode(m.data)) for m in msgs if m.data)
+        return {info.client: info for info in entries}
+
+    async def presence_stats(self, ref: ChannelRef) -> tuple[int, int]:
+        clients = await self.presence(ref)
+        return len(clients), len({info.user for info in clients.values()})
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._ready:
+                self._ready = False
+                await self._link.release()
