@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 from xshathra.analytics.recorder import AnalyticsRecorder
 from xshathra.api.context import ServerContext
 from xshathra.api.executor import Executor
-from xshathra.api.ratelimit import RateLimiter
+from xshathra.api.ratelimit import LimitsCounter, RateLimiter, WindowCounter
 from xshathra.brokers import Broker
 from xshathra.engine.node import Node
 from xshathra.presence import PresenceStore
@@ -44,7 +44,7 @@ _TOKEN_SECRET_KEY = "token_hmac_secret"
 class Backends:
     broker: Broker
     presence: PresenceStore
-    rate_limit_storage: str  # a `limits` storage URI: shared when the broker is shared
+    rate_limits: WindowCounter  # shared when the broker is shared
 
 
 def make_backends(
@@ -57,7 +57,7 @@ def make_backends(
         from xshathra.brokers.memory import MemoryBroker
         from xshathra.presence.memory import MemoryPresenceStore
 
-        return Backends(MemoryBroker(), MemoryPresenceStore(), "async+memory://")
+        return Backends(MemoryBroker(), MemoryPresenceStore(), LimitsCounter("async+memory://"))
     if scheme in ("redis", "rediss"):
         from xshathra.brokers.redis import RedisBroker
         from xshathra.presence.redis import RedisPresenceStore
@@ -65,9 +65,10 @@ def make_backends(
         return Backends(
             RedisBroker(broker_url, prefix=prefix, node_id=node_id),
             RedisPresenceStore(broker_url, prefix=prefix, ttl=presence_ttl),
-            "async+" + broker_url,
+            LimitsCounter("async+" + broker_url),
         )
     if scheme in ("nats", "tls"):
+        from xshathra.api.ratelimit_nats import NatsWindowCounter
         from xshathra.brokers.nats import NatsBroker
         from xshathra.brokers.natslink import NatsLink
         from xshathra.presence.nats import NatsPresenceStore
@@ -76,7 +77,7 @@ def make_backends(
         return Backends(
             NatsBroker(link, prefix=prefix, node_id=node_id),
             NatsPresenceStore(link, prefix=prefix, ttl=presence_ttl),
-            "async+memory://",
+            NatsWindowCounter(link, prefix=prefix),
         )
     raise SystemExit(
         f"XSHATHRA_BROKER_URL: unsupported broker '{scheme}' (use memory://, redis:// or nats://)"
@@ -124,6 +125,7 @@ class Runtime:
         self.secrets: Secrets | None = None
         self.analytics: AnalyticsRecorder | None = None
         self.dispatcher: WebhookDispatcher | None = None
+        self.limiter: RateLimiter | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -155,6 +157,7 @@ class Runtime:
         await node.start()
         await analytics.start()
         await dispatcher.start()
+        self.limiter = RateLimiter(backends.rate_limits, token_per_minute=settings.token_rate_limit)
         ctx = ServerContext(
             settings=settings,
             db=db,
@@ -162,9 +165,7 @@ class Runtime:
             admin_key_hash=sec.admin_key_hash,
             executor=Executor(node),
             analytics=analytics,
-            limiter=RateLimiter(
-                backends.rate_limit_storage, token_per_minute=settings.token_rate_limit
-            ),
+            limiter=self.limiter,
         )
         self.http = build_http_app(ctx, self)
 
@@ -176,6 +177,8 @@ class Runtime:
             await self.dispatcher.close()
         if self.analytics is not None:
             await self.analytics.close()
+        if self.limiter is not None:
+            await self.limiter.close()
         if self.db is not None:
             await self.db.close()
 

@@ -1,13 +1,14 @@
-"""Rate limits (SPEC §6) with the `limits` library: per app at its `rate_limit` per minute on
-the HTTP API, and per client IP on the token endpoints. The storage is memory on one node and
-can be a shared Redis (`async+redis://...`) so limits hold across nodes."""
+"""Rate limits (SPEC §6): per app at its `rate_limit` per minute on the HTTP API, and per
+client IP on the token endpoints. Where the counts live is a `WindowCounter`: the `limits`
+library in memory on one node or in a shared Redis (`async+redis://...`), or JetStream when
+the nodes share NATS (`xshathra.api.ratelimit_nats`), so limits hold across nodes."""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from limits import RateLimitItemPerMinute
 from limits.aio.strategies import MovingWindowRateLimiter
@@ -18,10 +19,18 @@ from xshathra.tenancy.apps import Application
 log = logging.getLogger("xshathra.ratelimit")
 
 
-class RateLimiter:
-    def __init__(
-        self, storage_uri: str = "async+memory://", *, token_per_minute: int = 100
-    ) -> None:
+class WindowCounter(Protocol):
+    async def hit(self, per_minute: int, *keys: str) -> int | None:
+        """Count one request against `per_minute` under `keys`: None when allowed, else the
+        whole seconds until a request would be allowed again."""
+
+    async def close(self) -> None: ...
+
+
+class LimitsCounter:
+    """A moving window in a `limits` storage (memory, or Redis shared by every node)."""
+
+    def __init__(self, storage_uri: str = "async+memory://") -> None:
         options: dict[str, Any] = {}
         if storage_uri.startswith("async+redis"):
             from redis.asyncio.retry import Retry
@@ -37,29 +46,42 @@ class RateLimiter:
             }
         self._storage = storage_from_string(storage_uri, **options)
         self._limiter = MovingWindowRateLimiter(self._storage)
-        self._token_item = RateLimitItemPerMinute(token_per_minute)
 
-    async def _hit(self, item: RateLimitItemPerMinute, *keys: str) -> int | None:
-        """None when allowed; else whole seconds until a request would be allowed again.
-
-        If the shared storage is unreachable the request is allowed (and logged): a broker
-        outage must not take the whole HTTP API down with it."""
-        try:
-            if await self._limiter.hit(item, *keys):
-                return None
-        except (ConnectionError, OSError, TimeoutError) as exc:
-            log.warning("rate limit storage unavailable (%s): allowing", type(exc).__name__)
-            return None
-        except Exception as exc:
-            if "redis" not in type(exc).__module__:
-                raise
-            log.warning("rate limit storage unavailable (%s): allowing", type(exc).__name__)
+    async def hit(self, per_minute: int, *keys: str) -> int | None:
+        item = RateLimitItemPerMinute(per_minute)
+        if await self._limiter.hit(item, *keys):
             return None
         stats = await self._limiter.get_window_stats(item, *keys)
         return max(1, math.ceil(stats.reset_time - time.time()))
 
+    async def close(self) -> None:
+        return None
+
+
+class RateLimiter:
+    def __init__(self, counter: WindowCounter, *, token_per_minute: int = 100) -> None:
+        self._counter = counter
+        self._token_per_minute = token_per_minute
+
+    async def _hit(self, per_minute: int, *keys: str) -> int | None:
+        """If the shared storage is unreachable the request is allowed (and logged): a broker
+        outage must not take the whole HTTP API down with it."""
+        try:
+            return await self._counter.hit(max(1, per_minute), *keys)
+        except (ConnectionError, OSError, TimeoutError) as exc:
+            log.warning("rate limit storage unavailable (%s): allowing", type(exc).__name__)
+            return None
+        except Exception as exc:
+            if not type(exc).__module__.startswith(("redis", "nats")):
+                raise
+            log.warning("rate limit storage unavailable (%s): allowing", type(exc).__name__)
+            return None
+
     async def hit_app(self, app: Application) -> int | None:
-        return await self._hit(RateLimitItemPerMinute(max(1, app.rate_limit)), "app", app.app_id)
+        return await self._hit(app.rate_limit, "app", app.app_id)
 
     async def hit_ip(self, ip: str) -> int | None:
-        return await self._hit(self._token_item, "token-ip", ip or "unknown")
+        return await self._hit(self._token_per_minute, "token-ip", ip or "unknown")
+
+    async def close(self) -> None:
+        await self._counter.close()

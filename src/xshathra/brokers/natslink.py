@@ -29,6 +29,7 @@ CONNECT_TIMEOUT = 2
 REQUEST_TIMEOUT = 5.0
 # A stream whose config changed (an upgrade, another node with other settings) is updated.
 STREAM_NAME_IN_USE = 10058
+STREAM_RESTORE_ATTEMPTS = 40
 
 
 def channel_token(ref: ChannelRef) -> str:
@@ -64,7 +65,7 @@ class NatsLink:
         self._js: JetStreamContext | None = None
         self._lock = asyncio.Lock()
         self._users = 0
-        self._streams: set[str] = set()
+        self._streams: dict[str, api.StreamConfig] = {}  # ensured on this connection
         self.reconnect_hooks: list[Callable[[], None]] = []
 
     @property
@@ -100,6 +101,19 @@ class NatsLink:
     async def _connect(self) -> tuple[NatsClient, JetStreamContext]:
         async def reconnected() -> None:
             log.info("nats connection restored")
+            # NATS may have restarted without our memory-backed streams: recreate them all
+            # before anyone is told to re-read what they hold.
+            configs, self._streams = list(self._streams.values()), {}
+            for config in configs:
+                for attempt in range(STREAM_RESTORE_ATTEMPTS):
+                    try:
+                        await self.ensure_stream(config)
+                        break
+                    except (NatsError, APIError, TimeoutError) as exc:
+                        if attempt == STREAM_RESTORE_ATTEMPTS - 1:
+                            log.error("nats: stream %s not restored (%s)", config.name, exc)
+                        else:  # JetStream may still be starting up
+                            await asyncio.sleep(0.25)
             for hook in list(self.reconnect_hooks):
                 try:
                     hook()
@@ -107,7 +121,8 @@ class NatsLink:
                     log.exception("nats reconnect hook failed")
 
         async def disconnected() -> None:
-            log.warning("nats connection lost; reconnecting")
+            if self._nc is not None:  # not our own close
+                log.warning("nats connection lost; reconnecting")
 
         async def error(exc: Exception) -> None:
             # Reconnect attempts report here; the message never carries credentials.
@@ -156,7 +171,7 @@ class NatsLink:
             if exc.err_code != STREAM_NAME_IN_USE:
                 raise
             await js.update_stream(config)
-        self._streams.add(config.name)
+        self._streams[config.name] = config
 
     async def snapshot(
         self,

@@ -1,5 +1,6 @@
-"""Several nodes sharing PostgreSQL and Redis: publications, presence, history, recovery,
-server API commands and rate limits hold across nodes, and a node reports Redis outages."""
+"""Several nodes sharing PostgreSQL and a broker (Redis, then NATS): publications, presence,
+history, recovery, server API commands and rate limits hold across nodes, and a node reports
+broker outages."""
 
 from __future__ import annotations
 
@@ -19,17 +20,35 @@ from websockets.exceptions import ConnectionClosed
 from tests.integration.test_engine_bad_input import closed_with, connect, replies, reply
 from tests.support.clients import engine_api, realtime_token
 from tests.support.server import ServerProcess, running_server
-from tests.support.services import REDIS_HOST, REDIS_PORT, ensure_service, postgres_database
+from tests.support.services import (
+    NATS_HOST,
+    NATS_PORT,
+    REDIS_HOST,
+    REDIS_PORT,
+    NatsServer,
+    ensure_service,
+    postgres_database,
+)
 
 Json = dict[str, Any]
+BROKERS = {
+    "redis": f"redis://{REDIS_HOST}:{REDIS_PORT}/0",
+    "nats": f"nats://{NATS_HOST}:{NATS_PORT}",
+}
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerProcess]]:
-    """Three nodes on one PostgreSQL database and one Redis (under a unique key prefix)."""
-    ensure_service("redis", REDIS_HOST, REDIS_PORT)
+def shared_broker(kind: str) -> str:
+    ensure_service(kind)
+    return BROKERS[kind]
+
+
+@pytest.fixture(scope="module", params=list(BROKERS))
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[ServerProcess]]:
+    """Three nodes on one PostgreSQL database and one broker (under a unique prefix)."""
+    broker = shared_broker(request.param)
     env = {"XSHATHRA_BROKER_PREFIX": f"xs_it_{secrets.token_hex(4)}"}
-    broker = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
     with ExitStack() as stack:
         url = stack.enter_context(postgres_database())
         first = stack.enter_context(
@@ -184,6 +203,53 @@ async def test_redis_outage_is_reported_and_recovered(tmp_path: Path) -> None:
             assert push["push"]["unsubscribe"]["code"] == 2500  # resubscribe and recover
 
 
+async def test_nats_outage_is_reported_and_recovered(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    """Health is 503 while NATS is away and 200 after; clients are told to resubscribe, and
+    recover what was published since from the history JetStream kept on disk."""
+    with running_server(tmp_path, broker_url=nats_server.url) as node:
+        app = node.create_app(name="outage")
+        async with websockets.connect(node.ws_url) as ws:
+            await connect(ws, realtime_token(node, app, "u"))
+            position = (await subscribe(ws, "public:o"))["subscribe"]
+            nats_server.stop()
+            try:
+                await _wait_health(node, 503)
+                r = httpx.post(
+                    f"{node.base_url}/realtime/api/publish",
+                    headers={"X-API-Key": str(app["api_key"])},
+                    json={"channel": "public:o", "data": 1},
+                )
+                assert r.status_code == 500 and r.json()["error"]["code"] == 100
+            finally:
+                nats_server.start()
+            await _wait_health(node, 200)
+            push = await next_push(ws, "unsubscribe", timeout=15)
+            assert push["push"]["unsubscribe"]["code"] == 2500  # resubscribe and recover
+            engine_api(node, app, "publish", {"channel": "public:o", "data": "missed"})
+            await ws.send(
+                json.dumps(
+                    {
+                        "id": 3,
+                        "subscribe": {
+                            "channel": "public:o",
+                            "recover": True,
+                            "epoch": position["epoch"],
+                            "offset": position.get("offset", 0),
+                        },
+                    }
+                )
+            )
+            while True:
+                found = [m for m in await replies(ws, 1) if m.get("id") == 3]
+                if found:
+                    break
+            result = found[0]["subscribe"]
+            assert result["recovered"] is True
+            assert [p["data"] for p in result["publications"]] == ["missed"]
+
+
 async def _wait_health(node: ServerProcess, status: int, timeout: float = 20) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     async with httpx.AsyncClient() as http:
@@ -192,11 +258,13 @@ async def _wait_health(node: ServerProcess, status: int, timeout: float = 20) ->
             await asyncio.sleep(0.2)  # the node notices the outage on its own schedule
 
 
-async def test_killed_node_clients_recover_elsewhere_and_presence_expires(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", list(BROKERS))
+async def test_killed_node_clients_recover_elsewhere_and_presence_expires(
+    kind: str, tmp_path: Path
+) -> None:
     """SIGKILL one node: its client recovers on another node, its presence entries expire."""
-    ensure_service("redis", REDIS_HOST, REDIS_PORT)
+    broker = shared_broker(kind)
     env = {"XSHATHRA_BROKER_PREFIX": f"xs_it_{secrets.token_hex(4)}", "XSHATHRA_PRESENCE_TTL": "2"}
-    broker = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
     with (
         postgres_database() as url,
         running_server(tmp_path / "a", database_url=url, broker_url=broker, env=env) as a,

@@ -1,0 +1,100 @@
+"""The rate limiter's contract on every counter: memory, Redis (the `limits` library) and NATS
+JetStream. Per app at its own `rate_limit`, per IP on the token endpoints, with the seconds to
+wait when refused; on shared backends two nodes draw on one budget."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from tests.support.backends import BACKENDS, NATS_URL, REDIS_URL, _delete_streams
+from tests.support.services import ensure_service
+from xshathra.api.ratelimit import LimitsCounter, RateLimiter, WindowCounter
+from xshathra.tenancy.apps import generate_app
+
+NodeFactory = Callable[[int], RateLimiter]
+
+
+@pytest.fixture(params=BACKENDS)
+async def nodes(request: pytest.FixtureRequest) -> AsyncIterator[NodeFactory]:
+    """Makes limiters that share the backend's counts, as the nodes of one cluster do (on
+    memory, where nothing is shared, every call returns the same limiter)."""
+    kind: str = request.param
+    prefix = f"xs_test_{secrets.token_hex(6)}"
+    counters: list[WindowCounter] = []
+    memory = LimitsCounter("async+memory://")
+
+    def make(token_per_minute: int = 100) -> RateLimiter:
+        counter: WindowCounter
+        if kind == "memory":
+            counter = memory
+        elif kind == "redis":
+            # `limits` keys live under its own "LIMITS" prefix; unique keys keep tests apart.
+            counter = LimitsCounter("async+" + REDIS_URL)
+        else:
+            from xshathra.api.ratelimit_nats import NatsWindowCounter
+            from xshathra.brokers.natslink import NatsLink
+
+            counter = NatsWindowCounter(NatsLink(NATS_URL, name=prefix), prefix=prefix)
+        counters.append(counter)
+        return RateLimiter(counter, token_per_minute=token_per_minute)
+
+    if kind in ("redis", "nats"):
+        ensure_service(kind)
+    try:
+        yield make
+    finally:
+        for counter in counters:
+            await counter.close()
+        if kind == "nats":
+            await _delete_streams(prefix)
+
+
+
+
+async def test_each_app_has_its_own_budget(nodes: NodeFactory) -> None:
+    limiter = nodes(100)
+    small, _ = generate_app(name="small", rate_limit=2)
+    other, _ = generate_app(name="other", rate_limit=2)
+    assert [await limiter.hit_app(small) for _ in range(2)] == [None, None]
+    retry_after = await limiter.hit_app(small)
+    assert retry_after is not None and 1 <= retry_after <= 60
+    assert await limiter.hit_app(other) is None
+
+
+async def test_a_new_limit_applies_at_once(nodes: NodeFactory) -> None:
+    limiter = nodes(100)
+    app, _ = generate_app(name="grows", rate_limit=1)
+    assert await limiter.hit_app(app) is None
+    assert await limiter.hit_app(app) is not None
+    assert await limiter.hit_app(app.with_changes(rate_limit=5)) is None
+
+
+async def test_token_endpoints_count_per_ip(nodes: NodeFactory) -> None:
+    limiter = nodes(3)
+    ip = f"198.51.100.{secrets.randbelow(250)}"
+    assert [await limiter.hit_ip(ip) for _ in range(3)] == [None, None, None]
+    retry_after = await limiter.hit_ip(ip)
+    assert retry_after is not None and 1 <= retry_after <= 60
+    assert await limiter.hit_ip("203.0.113.9" if ip != "203.0.113.9" else "203.0.113.8") is None
+
+
+async def test_nodes_share_one_budget(nodes: NodeFactory) -> None:
+    """Requests spread over two nodes are counted together."""
+    first, second = nodes(100), nodes(100)
+    app, _ = generate_app(name="shared", rate_limit=3)
+    got = [await node.hit_app(app) for node in (first, second, first)]
+    assert got == [None, None, None]
+    assert await second.hit_app(app) is not None
+    assert await first.hit_app(app) is not None
+
+
+async def test_concurrent_requests_never_exceed_the_limit(nodes: NodeFactory) -> None:
+    """Twenty requests at once over two nodes against a limit of ten: exactly ten pass."""
+    first, second = nodes(100), nodes(100)
+    app, _ = generate_app(name="burst", rate_limit=10)
+    results = await asyncio.gather(*(node.hit_app(app) for node in (first, second) * 10))
+    assert sum(result is None for result in results) == 10
