@@ -5,6 +5,7 @@ broker outages."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from tests.support.services import (
     NatsServer,
     ensure_service,
     postgres_database,
+    private_nats,
 )
 
 Json = dict[str, Any]
@@ -378,3 +380,23 @@ async def test_room_occupancy_webhooks_fire_once_across_nodes(cluster: list[Serv
         got = await asyncio.to_thread(rx.wait_for, 2)
         events = [r.json()["event"] for r in got]
     assert events == ["room-occupied", "room-vacated"]
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("nats-no-jetstream", "has no JetStream"),
+        ("nats://127.0.0.1:1", "cannot connect to NATS"),
+        ("kafka://127.0.0.1:9092", "unsupported broker 'kafka'"),
+    ],
+)
+def test_a_broker_that_cannot_serve_is_refused_at_start(
+    url: str, expected: str, tmp_path: Path
+) -> None:
+    """A node does not start on a broker that lacks what it needs; it says which setting."""
+    with contextlib.ExitStack() as stack:
+        if url == "nats-no-jetstream":
+            url = stack.enter_context(private_nats(str(tmp_path / "js"), jetstream=False)).url
+        with pytest.raises(RuntimeError) as refused:
+            stack.enter_context(running_server(tmp_path / "node", broker_url=url))
+    assert "XSHATHRA_BROKER_URL" in str(refused.value) and expected in str(refused.value)

@@ -217,7 +217,8 @@ class NatsServer:
 
     BINARY = "/usr/sbin/nats-server"
 
-    def __init__(self, store_dir: str) -> None:
+    def __init__(self, store_dir: str, *, jetstream: bool = True) -> None:
+        self.jetstream = jetstream
         self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self._store = store_dir
@@ -225,7 +226,8 @@ class NatsServer:
 
     def start(self) -> None:
         self._proc = subprocess.Popen(
-            [self.BINARY, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", self._store],
+            [self.BINARY, "-a", "127.0.0.1", "-p", str(self.port)]
+            + (["-js", "-sd", self._store] if self.jetstream else []),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -243,13 +245,13 @@ class NatsServer:
 
 
 @contextlib.contextmanager
-def private_nats(store_dir: str) -> Iterator[NatsServer]:
+def private_nats(store_dir: str, *, jetstream: bool = True) -> Iterator[NatsServer]:
     """A started NatsServer, stopped afterwards; the test is skipped without the binary."""
     import os
 
     if not os.access(NatsServer.BINARY, os.X_OK):
         pytest.skip(f"{NatsServer.BINARY} is not installed: cannot run a private NATS server")
-    server = NatsServer(store_dir)
+    server = NatsServer(store_dir, jetstream=jetstream)
     server.start()
     try:
         yield server

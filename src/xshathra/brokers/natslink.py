@@ -145,7 +145,9 @@ class NatsLink:
                 error_cb=error,
             )
         except (TimeoutError, NatsError, OSError) as exc:
-            raise NatsUnavailable(f"cannot connect to NATS ({type(exc).__name__})") from None
+            raise NatsUnavailable(
+                f"XSHATHRA_BROKER_URL: cannot connect to NATS ({type(exc).__name__})"
+            ) from None
         # ...and unbounded once connected: a running node outlives any NATS restart.
         nc.options["max_reconnect_attempts"] = -1
         js = nc.jetstream(timeout=REQUEST_TIMEOUT)
