@@ -37,7 +37,10 @@ BENCH = ROOT / "bench"
 PY = sys.executable
 SERVER_CORE, CLIENT_CORE = "0", "1"
 STEP_SECONDS = 2.0
-CHANNEL = "public:bench"
+# A namespace as a Centrifugo user would configure broadcast fan-out: history for recovery,
+# no presence or join/leave (N joins to N subscribers would be N² messages at setup).
+NAMESPACE = {"history_size": 100, "history_ttl": 600, "allow_subscribe_for_client": True}
+CHANNEL = "bench:fanout"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -66,6 +69,8 @@ class Stack:
     publish_body: Callable[[bytes, dict[str, Any]], bytes]
     headers: Callable[[dict[str, Any]], dict[str, str]] = lambda ctx: {}
     env: dict[str, str] = field(default_factory=dict)
+    marker: bytes = b'"t":'  # occurs once per publication as the client receives it
+    ping: tuple[bytes, bytes] | None = None  # (server's ping frame, the client's answer)
 
 
 def _xs_hello(ctx: dict[str, Any]) -> list[bytes]:
@@ -97,6 +102,9 @@ STACKS: dict[str, Stack] = {
         lambda data, ctx: b'{"channel":"' + CHANNEL.encode() + b'","data":' + data + b"}",
         lambda ctx: {"X-API-Key": ctx["api_key"]},
         {"XSHATHRA_LOG_LEVEL": "warning", "XSHATHRA_CLIENT_COMMAND_BURST": "1000"},
+        marker=b'"pub"',
+        # `{}` is a ping alone or as one line of a batched frame; publications never hold it.
+        ping=(b"{}", b"{}"),
     ),
     "raw": Stack(
         "raw",
@@ -127,8 +135,28 @@ STACKS: dict[str, Stack] = {
         lambda p: b"3" if p == b"2" else None,
         "/publish",
         lambda d, c: d,
+        marker=b'42["msg"',
+        ping=(b"\x81\x012", b"3"),
     ),
 }
+
+
+def client_for(
+    stack: Stack, stats: Stats, ctx: dict[str, Any], sample: bool, ready: asyncio.Future[None]
+) -> WsClient:
+    """One load-client connection speaking `stack`'s protocol; `sample` ones time latency."""
+    return WsClient(
+        "127.0.0.1",
+        stack.path,
+        stats,
+        stack.hello(ctx),
+        stack.count,
+        sample,
+        stack.answer,
+        ready,
+        stack.marker,
+        stack.ping,
+    )
 
 
 def free_port() -> int:
@@ -245,16 +273,7 @@ async def measure(stack: Stack, n: int, rates: list[float]) -> dict[str, Any]:
         for i in range(n):
             ready: asyncio.Future[None] = loop.create_future()
             await loop.create_connection(
-                lambda ready=ready, i=i: WsClient(
-                    "127.0.0.1",
-                    stack.path,
-                    stats,
-                    stack.hello(ctx),
-                    stack.count,
-                    i % 50 == 0,
-                    stack.answer,
-                    ready,
-                ),
+                lambda ready=ready, i=i: client_for(stack, stats, ctx, i % 50 == 0, ready),
                 "127.0.0.1",
                 port,
             )
@@ -348,16 +367,7 @@ async def idle_memory(stack: Stack, n: int) -> dict[str, Any]:
             for _ in range(start, min(n, start + 500)):
                 ready: asyncio.Future[None] = loop.create_future()
                 transport, _ = await loop.create_connection(
-                    lambda ready=ready: WsClient(
-                        "127.0.0.1",
-                        stack.path,
-                        stats,
-                        stack.hello(ctx),
-                        stack.count,
-                        False,
-                        stack.answer,
-                        ready,
-                    ),
+                    lambda ready=ready: client_for(stack, stats, ctx, False, ready),
                     "127.0.0.1",
                     port,
                 )
@@ -393,6 +403,12 @@ async def _setup(stack: Stack, port: int, admin: str) -> dict[str, Any]:
             json={"name": "bench", "rate_limit": 1_000_000},
         )
         app: dict[str, Any] = r.json()["application"]
+        r = await http.put(
+            f"http://127.0.0.1:{port}/api/applications/{app['app_id']}",
+            headers={"X-ADMIN-API-KEY": admin},
+            json={"namespaces": {"bench": NAMESPACE}},
+        )
+        r.raise_for_status()
         return app
 
 
