@@ -65,6 +65,9 @@ class DisconnectError(Exception):
         self.reason = reason or DISCONNECT_REASONS[code]
 
 
+NO_CHANNELS: frozenset[str] = frozenset()  # shared: most tokens name no channels
+
+
 class State(Enum):
     CONNECTING = 0
     CONNECTED = 1
@@ -92,7 +95,6 @@ class ClientSession:
     __slots__ = (
         "__weakref__",
         "_connect_timer",
-        "_expire_timer",
         "_inbox",
         "_task",
         "_tokens",
@@ -103,6 +105,7 @@ class ClientSession:
         "client_id",
         "conn_info",
         "expires_at",
+        "expiry_deadline",
         "node",
         "state",
         "subs",
@@ -124,13 +127,13 @@ class ClientSession:
         self.app_id = AppId("")
         self.user = ""
         self.conn_info = b""
-        self.token_channels: frozenset[str] = frozenset()
+        self.token_channels: frozenset[str] = NO_CHANNELS
         self.expires_at: int | None = None
         self.subs: dict[str, Subscription] = {}
         self.awaiting_pong = False
         self._inbox: list[bytes] = []  # a list: a deque costs ~700 bytes per idle connection
         self._task: asyncio.Task[None] | None = None
-        self._expire_timer: asyncio.TimerHandle | None = None
+        self.expiry_deadline: float | None = None  # see engine.deadlines
         self._connect_timer: asyncio.TimerHandle | None = node.loop.call_later(
             node.settings.connect_timeout, self._connect_timeout
         )
@@ -300,7 +303,7 @@ class ClientSession:
             self._connect_timer = None
         self.app, self.app_id, self.user = app, app.app_id, claims.user
         self.conn_info = claims.info or b""
-        self.token_channels = frozenset(claims.channels)
+        self.token_channels = frozenset(claims.channels) if claims.channels else NO_CHANNELS
         self.state = State.CONNECTED
         node.register(self)
         self._set_expiry(claims.expires_at)
@@ -348,16 +351,16 @@ class ClientSession:
         return max(1, self.expires_at - int(time.time()))
 
     def _set_expiry(self, expires_at: int | None) -> None:
-        if self._expire_timer is not None:
-            self._expire_timer.cancel()
-            self._expire_timer = None
         self.expires_at = expires_at
-        if expires_at is not None:
-            delay = max(0.0, expires_at - time.time()) + self.node.settings.expired_close_delay
-            self._expire_timer = self.node.loop.call_later(delay, self._expired)
+        if expires_at is None:
+            self.expiry_deadline = None
+            return
+        at = max(float(expires_at), time.time()) + self.node.settings.expired_close_delay
+        self.expiry_deadline = at
+        self.node.deadlines.add(self, at)
 
-    def _expired(self) -> None:
-        self._expire_timer = None
+    def deadline_reached(self) -> None:
+        self.expiry_deadline = None
         if self.state is State.CONNECTED:
             self.disconnect(DisconnectCode.EXPIRED)
 
@@ -690,10 +693,10 @@ class ClientSession:
     def _close_state(self) -> None:
         self.state = State.CLOSED
         self.writer.close()
-        for timer in (self._connect_timer, self._expire_timer):
-            if timer is not None:
-                timer.cancel()
-        self._connect_timer = self._expire_timer = None
+        if self._connect_timer is not None:
+            self._connect_timer.cancel()
+            self._connect_timer = None
+        self.expiry_deadline = None  # its heap entry is now stale
         if self._task is not None and not self._task.done():
             self._task.cancel()
         subs, self.subs = self.subs, {}

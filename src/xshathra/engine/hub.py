@@ -48,24 +48,39 @@ class Hub:
         self._subs: dict[ChannelRef, dict[ClientSession, None]] = {}
         self._pending: dict[ChannelRef, dict[ClientSession, list[BufferedPublication]]] = {}
         self._connections: dict[AppId, dict[str, ClientSession]] = {}
-        self._users: dict[tuple[AppId, str], dict[ClientSession, None]] = {}
+        # Per app, user -> their one connection, or a dict of them once they have several:
+        # most users hold one connection, and a dict each would cost ~250 bytes per user.
+        self._users: dict[AppId, dict[str, ClientSession | dict[ClientSession, None]]] = {}
 
     # --- connections -----------------------------------------------------------------------
 
     def add_connection(self, session: ClientSession) -> None:
         self._connections.setdefault(session.app_id, {})[session.client_id] = session
-        self._users.setdefault((session.app_id, session.user), {})[session] = None
+        users = self._users.setdefault(session.app_id, {})
+        held = users.get(session.user)
+        if held is None:
+            users[session.user] = session
+        elif isinstance(held, dict):
+            held[session] = None
+        elif held is not session:
+            users[session.user] = {held: None, session: None}
 
     def remove_connection(self, session: ClientSession) -> None:
         conns = self._connections.get(session.app_id)
         if conns is not None and conns.pop(session.client_id, None) is not None and not conns:
             del self._connections[session.app_id]
-        key = (session.app_id, session.user)
-        users = self._users.get(key)
-        if users is not None:
-            users.pop(session, None)
-            if not users:
-                del self._users[key]
+        users = self._users.get(session.app_id)
+        if users is None:
+            return
+        held = users.get(session.user)
+        if held is session:
+            del users[session.user]
+        elif isinstance(held, dict):
+            held.pop(session, None)
+            if len(held) == 1:
+                users[session.user] = next(iter(held))
+        if not users:
+            del self._users[session.app_id]
 
     def app_ids(self) -> list[str]:
         return list(self._connections)
@@ -74,10 +89,11 @@ class Hub:
         return len(self._connections.get(app_id, ()))
 
     def user_count(self, app_id: AppId) -> int:
-        return sum(1 for (a, u) in self._users if a == app_id and u)
+        users = self._users.get(app_id, {})
+        return len(users) - ("" in users)  # anonymous connections are no user
 
     def user_ids(self, app_id: AppId) -> set[str]:
-        return {u for (a, u) in self._users if a == app_id and u}
+        return {u for u in self._users.get(app_id, ()) if u}
 
     def app_connections(self, app_id: AppId) -> list[ClientSession]:
         return list(self._connections.get(app_id, {}).values())
@@ -86,7 +102,10 @@ class Hub:
         return [s for conns in self._connections.values() for s in conns.values()]
 
     def user_connections(self, app_id: AppId, user: str) -> list[ClientSession]:
-        return list(self._users.get((app_id, user), ()))
+        held = self._users.get(app_id, {}).get(user)
+        if held is None:
+            return []
+        return list(held) if isinstance(held, dict) else [held]
 
     def connection(self, app_id: AppId, client_id: str) -> ClientSession | None:
         return self._connections.get(app_id, {}).get(client_id)

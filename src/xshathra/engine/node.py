@@ -26,6 +26,7 @@ from xshathra.brokers import (
 )
 from xshathra.engine.channels import ChannelRef
 from xshathra.engine.client import ClientError, ClientSession, State, Subscription
+from xshathra.engine.deadlines import Deadlines
 from xshathra.engine.hub import Hub, publication_message
 from xshathra.engine.writer import FlushScheduler, OutgoingFrame
 from xshathra.presence import PresenceStore
@@ -118,6 +119,9 @@ class Node:
         self.events = events
         self.stats = NodeStats()
         self.hub = Hub()
+        self.deadlines = Deadlines()  # connection expiries, swept once for all
+        # One Application object per app with connections here, shared by its sessions.
+        self._apps: dict[AppId, Application] = {}
         self.version = __version__
         self.node_id = node_id or secrets.token_hex(8)
         self.name = settings.node_name or self.node_id
@@ -136,6 +140,7 @@ class Node:
         await self.broker.start(self)
         self._ping_task = self.loop.create_task(self._ping_loop())
         self._presence_task = self.loop.create_task(self._presence_loop())
+        self.deadlines.start(self.loop)
 
     def on_reconnect(self) -> None:
         """The broker lost messages while away: every subscriber resubscribes and recovers."""
@@ -172,6 +177,7 @@ class Node:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        await self.deadlines.stop()
         for task in list(self._background):
             task.cancel()
         await self.broker.close()
@@ -191,11 +197,23 @@ class Node:
         return self.hub.connection_count(AppId(app_id)), self.hub.user_ids(AppId(app_id))
 
     async def get_app(self, app_id: str) -> Application | None:
-        return await self.apps.get_app(app_id)
+        """The app as stored now (a regenerated key or a disabled app counts at once), as one
+        object shared by all of its connections on this node rather than a copy each."""
+        app = await self.apps.get_app(app_id)
+        if app is None:
+            return None
+        known = self._apps.get(app.app_id)
+        if known is not None and known == app:
+            return known
+        if self.hub.connection_count(app.app_id):
+            self._apps[app.app_id] = app
+        return app
 
     # --- sessions ---------------------------------------------------------------------------
 
     def register(self, session: ClientSession) -> None:
+        if session.app is not None:
+            self._apps.setdefault(session.app_id, session.app)
         self.hub.add_connection(session)
         self.analytics.connection_opened(session.app_id, session.user)
 
@@ -203,6 +221,8 @@ class Node:
         """A connection closed: forget it now, clean shared state in the background."""
         if session.app is not None:
             self.hub.remove_connection(session)
+            if not self.hub.connection_count(session.app_id):
+                self._apps.pop(session.app_id, None)
         emptied = [s.ref for s in subs if self.hub.remove_subscriber(s.ref, session)]
         if subs or emptied:
             self._spawn(self._cleanup(session, subs, emptied))
@@ -342,6 +362,10 @@ class Node:
         if not sessions:
             return
         app = await self.apps.get_app(app_id)
+        if app is not None and app.status:
+            self._apps[app_id] = app
+        else:
+            self._apps.pop(app_id, None)
         for session in sessions:
             if app is None or not app.status:
                 session.disconnect(DisconnectCode.PERMISSION_DENIED, "application is disabled")
