@@ -31,7 +31,7 @@ from xshathra.protocol.codes import (
 )
 from xshathra.protocol.json_codec import ProtocolDecodeError, decode_commands, encode_reply
 from xshathra.tenancy.apps import AppId, Application, NamespaceOptions
-from xshathra.tenancy.tokens import TokenError, TokenExpiredError
+from xshathra.tenancy.tokens import ConnectionClaims, TokenError, TokenExpiredError
 
 if TYPE_CHECKING:
     from xshathra.engine.node import Node
@@ -306,6 +306,21 @@ class ClientSession:
         self.token_channels = frozenset(claims.channels) if claims.channels else NO_CHANNELS
         self.state = State.CONNECTED
         node.register(self)
+        try:
+            return await self._connected(req, claims)
+        except (ClientError, DisconnectError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            # Registered but not answered: an error reply would leave the client believing
+            # it is not connected while the server holds it as connected. End it cleanly;
+            # 3004 tells the client to reconnect.
+            log.warning("connect failed after registration: %s", type(exc).__name__)
+            raise DisconnectError(DisconnectCode.SERVER_ERROR) from None
+
+    async def _connected(
+        self, req: m.ConnectRequest, claims: ConnectionClaims
+    ) -> tuple[object, Finalizer | None]:
+        node = self.node
         self._set_expiry(claims.expires_at)
 
         # Server-side subscriptions: the token's channels, recovered from the client's

@@ -1,19 +1,19 @@
 """The engine's WebSocket endpoint, plugged into uvicorn as its `ws` protocol class.
 
 uvicorn parses the HTTP request and, on an upgrade, hands the raw request bytes and the socket
-to this class; from then on it only moves bytes. The handshake and incoming frames go through
-websockets' sans-I/O `ServerProtocol`; outgoing data frames are framed here once per payload
-and written straight to the transport, so fan-out pays no per-subscriber framework cost.
+to this class; from then on it only moves bytes. websockets' sans-I/O `ServerProtocol` checks
+the handshake and writes the response, and is then dropped: frames are parsed by `FrameReader`
+(transports.frames), which keeps a few fields per connection instead of a protocol object, a
+generator and the handshake request. Outgoing data frames are framed here once per payload and
+written straight to the transport, so fan-out pays no per-subscriber framework cost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 from typing import TYPE_CHECKING, Any
 
-from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
@@ -21,6 +21,18 @@ from xshathra.engine.client import ClientSession
 from xshathra.engine.writer import OutgoingFrame
 from xshathra.protocol.codes import DisconnectCode
 from xshathra.protocol.json_codec import join_frames
+from xshathra.transports.frames import (
+    BINARY,
+    CLOSE,
+    PING,
+    TEXT,
+    FrameReader,
+    ProtocolViolation,
+    close_code,
+    close_frame,
+    pong_frame,
+    ws_text_frame,
+)
 
 if TYPE_CHECKING:
     from xshathra.engine.node import Node
@@ -30,39 +42,63 @@ log = logging.getLogger("xshathra.websocket")
 ENGINE_PATHS = frozenset({"/realtime/connection/websocket", "/connection/websocket"})
 NODE_STATE_KEY = "xshathra_node"
 CLOSE_GRACE_SECONDS = 5.0
+MAX_HANDSHAKE_BYTES = 64 * 1024  # uvicorn has parsed the request already: this is generous
+
+__all__ = ["ENGINE_PATHS", "NODE_STATE_KEY", "CentrifugeWebSocketProtocol", "ws_text_frame"]
 
 
-def ws_text_frame(payload: bytes) -> bytes:
-    """An unmasked, final text frame (server-to-client frames are never masked)."""
-    n = len(payload)
-    if n < 126:
-        return bytes((0x81, n)) + payload
-    if n < 65536:
-        return struct.pack("!BBH", 0x81, 126, n) + payload
-    return struct.pack("!BBQ", 0x81, 127, n) + payload
+def _release_http_protocol(transport: asyncio.BaseTransport, successor: object) -> None:
+    """uvicorn's HTTP protocol, which hands the connection over to us, and its request parser
+    refer to each other; uvicorn breaks that cycle when a connection is lost, never when it is
+    upgraded, so each WebSocket would leave a few kilobytes to the cyclic garbage collector,
+    fragmenting the heap between collections. The protocol is never used again: break it."""
+    previous = transport.get_protocol()
+    if previous is not successor and getattr(previous, "parser", None) is not None:
+        previous.parser = None  # type: ignore[attr-defined]
 
 
 class CentrifugeWebSocketProtocol(asyncio.Protocol):
     """One WebSocket connection on an engine path. uvicorn constructs it with these arguments."""
 
+    __slots__ = (
+        "_abort_timer",
+        "_close_sent",
+        "_closing",
+        "_discarding",
+        "_handshake_bytes",
+        "_node",
+        "_reader",
+        "_server_state",
+        "_session",
+        "_transport",
+        "_ws",
+        "origin",
+        "remote_ip",
+    )
+
     def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any]) -> None:
         self._server_state = server_state
         self._node: Node | None = app_state.get(NODE_STATE_KEY)
-        max_size = self._node.settings.max_message_size if self._node is not None else 65536
-        # No extensions: data frames are written here directly, uncompressed.
-        self._ws = ServerProtocol(max_size=max_size)
+        # Only until the handshake is answered; no extensions: frames go out uncompressed.
+        self._ws: ServerProtocol | None = ServerProtocol(max_size=self._max_size())
+        self._handshake_bytes = b""  # the request, until its blank line has arrived
+        self._reader: FrameReader | None = None  # once open
         self._transport: asyncio.Transport | None = None
         self._session: ClientSession | None = None
-        self._fragments: list[bytes] = []
         self._closing = False  # TCP close under way
         self._close_sent = False  # our Close frame is out: no more data frames
+        self._discarding = False  # failed: what still arrives is read and dropped
         self._abort_timer: asyncio.TimerHandle | None = None
         self.remote_ip = ""
         self.origin: str | None = None
 
+    def _max_size(self) -> int:
+        return self._node.settings.max_message_size if self._node is not None else 65536
+
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        _release_http_protocol(transport, self)
         self._transport = transport  # type: ignore[assignment]
         self._server_state.connections.add(self)
         peer = transport.get_extra_info("peername")
@@ -72,27 +108,36 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         self._server_state.connections.discard(self)
         if self._abort_timer is not None:
             self._abort_timer.cancel()
+            self._abort_timer = None
         if self._session is not None:
             self._session.on_transport_closed()
             self._session = None
 
     def data_received(self, data: bytes) -> None:
-        self._ws.receive_data(data)
-        for event in self._ws.events_received():
-            if isinstance(event, Request):
-                self._handshake(event)
-            elif isinstance(event, Frame):
-                self._frame(event.opcode, bytes(event.data), event.fin)
-        self._write_protocol_output()
-        if self._ws.close_expected() and self._transport is not None and not self._closing:
-            # The closing handshake is complete (or the peer broke the protocol).
-            self._closing = True
-            self._close_soon()
+        if self._discarding:
+            return
+        if self._reader is None:
+            self._handshake_data(data)
+            return
+        try:
+            messages = self._reader.feed(data)
+        except ProtocolViolation as exc:
+            self._fail(exc.code, exc.reason)
+            return
+        for opcode, payload in messages:
+            if opcode in (TEXT, BINARY):
+                if not self._close_sent and self._session is not None:
+                    self._session.on_message(payload)
+            elif opcode == PING:
+                if not self._close_sent and self._transport is not None:
+                    self._transport.write(pong_frame(payload))
+            elif opcode == CLOSE:
+                self._close_received(payload)
+                return
+            # PONG: nothing to do, the engine's own ping is an application message.
 
     def eof_received(self) -> bool | None:
-        self._ws.receive_eof()
-        self._write_protocol_output()
-        return None
+        return None  # the client is gone: let the transport close
 
     # --- uvicorn hooks --------------------------------------------------------------------------
 
@@ -103,81 +148,115 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         elif self._transport is not None:
             self._transport.close()
 
-    # --- handshake and frames -------------------------------------------------------------------
+    # --- handshake --------------------------------------------------------------------------------
 
-    def _handshake(self, request: Request) -> None:
+    def _handshake_data(self, data: bytes) -> None:
+        """Feed websockets exactly the HTTP request; bytes after it are already frames."""
+        buffered = self._handshake_bytes + data
+        end = buffered.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buffered) > MAX_HANDSHAKE_BYTES:
+                self._discarding = True
+                self._close_soon()
+                return
+            self._handshake_bytes = buffered
+            return
+        self._handshake_bytes = b""
+        request_bytes, rest = buffered[: end + 4], buffered[end + 4 :]
+        ws = self._ws
+        assert ws is not None
+        ws.receive_data(request_bytes)
+        for event in ws.events_received():
+            if isinstance(event, Request):
+                self._handshake(ws, event)
+                break
+        else:  # not a valid request: websockets has answered it
+            self._refuse(ws)
+            return
+        if self._reader is not None and rest:
+            self.data_received(rest)
+
+    def _handshake(self, ws: ServerProtocol, request: Request) -> None:
         path = request.path.split("?", 1)[0].rstrip("/") or "/"
         if path not in ENGINE_PATHS:
-            self._ws.send_response(self._ws.reject(404, "Not Found\n"))
-            self._closing = True
-            self._write_protocol_output()
-            self._close_soon()
+            ws.send_response(ws.reject(404, "Not Found\n"))
+            self._refuse(ws)
             return
         if self._node is None:
-            self._ws.send_response(self._ws.reject(503, "Service Unavailable\n"))
-            self._closing = True
-            self._write_protocol_output()
-            self._close_soon()
+            ws.send_response(ws.reject(503, "Service Unavailable\n"))
+            self._refuse(ws)
             return
-        response = self._ws.accept(request)
-        self._ws.send_response(response)
+        response = ws.accept(request)
+        ws.send_response(response)
         if response.status_code != 101:
-            self._closing = True
-            self._write_protocol_output()
-            self._close_soon()
+            self._refuse(ws)
             return
+        self._write_all(ws)
+        self._ws = None  # open now: websockets' part is done
+        self._reader = FrameReader(self._max_size())
         self.origin = request.headers.get("Origin")
         self._session = ClientSession(self._node, self)
 
-    def _frame(self, opcode: Opcode, data: bytes, fin: bool) -> None:
-        if opcode in (Opcode.TEXT, Opcode.BINARY):
-            if fin:
-                self._deliver(data)
-            else:
-                self._fragments = [data]
-        elif opcode is Opcode.CONT:
-            self._fragments.append(data)
-            if fin:
-                message, self._fragments = b"".join(self._fragments), []
-                self._deliver(message)
-        # PING, PONG and CLOSE are answered by the sans-I/O protocol itself.
+    def _refuse(self, ws: ServerProtocol) -> None:
+        self._closing = self._discarding = True
+        self._write_all(ws)
+        self._ws = None
+        self._close_soon()
 
-    def _deliver(self, message: bytes) -> None:
-        if self._session is not None:
-            self._session.on_message(message)
-
-    def _write_protocol_output(self) -> None:
+    def _write_all(self, ws: ServerProtocol) -> None:
         if self._transport is None:
             return
-        for chunk in self._ws.data_to_send():
-            if chunk:
+        for chunk in ws.data_to_send():
+            if chunk:  # b"" is websockets' end-of-stream signal; closing is ours to do
                 self._transport.write(chunk)
-            elif not self._closing:
-                # b"" is the sans-I/O signal to end our side of TCP. Half-close and keep reading
-                # (the protocol discards what still arrives) until the client closes too:
-                # closing outright with its bytes unread would reset the connection, and the
-                # client would never read our close code.
-                self._closing = True
-                if self._transport.can_write_eof():
-                    self._transport.write_eof()
-                else:
-                    self._transport.close()
-                if self._abort_timer is not None:
-                    self._abort_timer.cancel()
-                loop = asyncio.get_running_loop()
-                self._abort_timer = loop.call_later(CLOSE_GRACE_SECONDS, self._abort)
+
+    # --- closing --------------------------------------------------------------------------------
+
+    def _close_received(self, payload: bytes) -> None:
+        """The client's Close: answer it (unless it answers ours), then end TCP; after the
+        closing handshake the server closes the connection first (RFC 6455 7.1.1)."""
+        if not self._close_sent and self._transport is not None:
+            self._close_sent = True
+            code = close_code(payload)
+            self._transport.write(close_frame(1000 if code == 1005 else code))
+        self._discarding = True
+        if not self._closing:
+            self._closing = True
+            self._close_soon()
+
+    def _fail(self, code: int, reason: str) -> None:
+        """The client broke the protocol: send Close with `code`, then half-close and keep
+        reading (dropping it) until the client closes too. Closing outright with its bytes
+        unread would reset the connection, and the client would never read the code."""
+        transport = self._transport
+        self._discarding = True
+        if transport is None or self._closing:
+            return
+        if not self._close_sent:
+            self._close_sent = True
+            transport.write(close_frame(code, reason))
+        self._closing = True
+        if transport.can_write_eof():
+            transport.write_eof()
+        else:
+            transport.close()
+        self._start_abort_timer()
 
     def _close_soon(self) -> None:
         """Close after the buffer drains; abort if the peer does not read it in time."""
         if self._transport is None:
             return
         self._transport.close()
+        self._start_abort_timer()
+
+    def _start_abort_timer(self) -> None:
         if self._abort_timer is not None:
             self._abort_timer.cancel()
         loop = asyncio.get_running_loop()
         self._abort_timer = loop.call_later(CLOSE_GRACE_SECONDS, self._abort)
 
     def _abort(self) -> None:
+        self._abort_timer = None
         if self._transport is not None:
             self._transport.abort()
 
@@ -208,7 +287,5 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         if self._closing or self._close_sent or self._transport is None:
             return
         self._close_sent = True
-        self._ws.send_close(code, reason)
-        self._write_protocol_output()
-        loop = asyncio.get_running_loop()
-        self._abort_timer = loop.call_later(CLOSE_GRACE_SECONDS, self._abort)
+        self._transport.write(close_frame(code, reason))
+        self._start_abort_timer()

@@ -8,6 +8,9 @@ import jwt
 
 from tests.unit.engine.conftest import MakeHarness, create_app
 from tests.unit.engine.fakes import Harness
+from xshathra.brokers import HistoryOptions, HistoryResult
+from xshathra.brokers.memory import MemoryBroker
+from xshathra.engine.channels import ChannelRef
 from xshathra.storage.database import Database
 
 
@@ -202,3 +205,23 @@ async def test_refresh_extends_the_connection(harness: Harness) -> None:
     assert result["client"] == client.session.client_id
     client.send({"id": 99, "refresh": {"token": harness.token("mallory", ttl=3000)}})
     assert (await client.transport.wait_closed())[0] == 3500
+
+
+class _HistoryDown(MemoryBroker):
+    """A broker whose history is unreachable (a shared broker that just went away)."""
+
+    async def history(self, ref: ChannelRef, opts: HistoryOptions) -> HistoryResult:
+        raise ConnectionError("history unreachable")
+
+
+async def test_a_connect_that_fails_half_way_ends_with_a_reconnect_code(
+    make_harness: MakeHarness,
+) -> None:
+    """A backend failing after the connection was registered (here: the server-side
+    subscription's history read) must not leave the client half connected: it is closed with
+    3004, and reconnects; nothing of it stays registered."""
+    h = await make_harness(broker=_HistoryDown())
+    client, _ = await h.connect_reply(h.token("u", channels=["public:feed"]))
+    code, _ = await client.transport.wait_closed(timeout=4)
+    assert code == 3004
+    assert h.node.hub.connection_count(h.app.app_id) == 0
