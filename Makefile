@@ -53,11 +53,12 @@ $(BENCHJS): bench/package.json bench/package-lock.json
 	touch $@
 
 # Not part of `make test`: the benchmark pins the server to core 0 and the load client to core 1.
+# BENCHARGS passes options through, e.g. `make bench BENCHARGS="--scenarios many,recovery"`.
 bench: $(BENCHSTAMP) $(BENCHJS)
-	$(PY) -m bench.run
+	$(PY) -m bench.run $(BENCHARGS)
 
 bench-quick: $(BENCHSTAMP) $(BENCHJS)
-	$(PY) -m bench.run --quick
+	$(PY) -m bench.run --quick $(BENCHARGS)
 
 clean:
 	rm -rf $(VENV) $(JSDIR)/node_modules .pytest_cache .mypy_cache

@@ -7,17 +7,26 @@ never be the bottleneck, so it does the least work that still measures:
   arrives (`bytes.count`, in C: no Python work per message), carrying the marker's length
   minus one byte over to the next read so a marker split between reads counts once, and
   answer the stack's application-level ping frame when they see it.
+
+`RecoveryClient` is the exception: few connections, every frame parsed as JSON, because the
+recovery scenario checks what each client got rather than how fast it arrives.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, cast
+
+# How a publication's send time appears in what the client receives: plain in a JSON payload,
+# or JSON-escaped where the server wraps the payload in a string (socket.io: `42["msg","{\"t\":`).
+TIME_KEYS = (b'"t":', b'\\"t\\":')
 
 
 @dataclass
@@ -35,8 +44,111 @@ def _mask(payload: bytes) -> bytes:
     return header + key + masked
 
 
-class WsClient(asyncio.Protocol):
-    """One connection. `on_open` sends the stack's hello; `count` counts messages in a frame."""
+def split_frames(buf: bytes) -> tuple[list[bytes], bytes]:
+    """The complete frames' payloads at the start of `buf`, and the incomplete rest."""
+    payloads: list[bytes] = []
+    pos, n = 0, len(buf)
+    while n - pos >= 2:
+        length = buf[pos + 1] & 0x7F
+        head = 2
+        if length == 126:
+            if n - pos < 4:
+                break
+            length = struct.unpack_from("!H", buf, pos + 2)[0]
+            head = 4
+        elif length == 127:
+            if n - pos < 10:
+                break
+            length = struct.unpack_from("!Q", buf, pos + 2)[0]
+            head = 10
+        if n - pos < head + length:
+            break
+        payloads.append(buf[pos + head : pos + head + length])
+        pos += head + length
+    return payloads, buf[pos:]
+
+
+def send_times(payload: bytes) -> list[int]:
+    """Every publication send time (ns) found in `payload`, plain or JSON-escaped."""
+    found: list[int] = []
+    for key in TIME_KEYS:
+        start = 0
+        while (i := payload.find(key, start)) >= 0:
+            j = k = i + len(key)
+            while k < len(payload) and 48 <= payload[k] <= 57:
+                k += 1
+            if k > j:
+                found.append(int(payload[j:k]))
+            start = k
+    return found
+
+
+class WsConnection(asyncio.Protocol):
+    """The upgrade handshake and frame splitting; subclasses say what to do with messages."""
+
+    def __init__(self, host: str, path: str, hello: list[bytes]) -> None:
+        self.host, self.path, self.hello = host, path, hello
+        self.buffer = b""
+        self.open = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # a stream transport: TCP
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.transport.write(
+            f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+
+    def send(self, payload: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(_mask(payload))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buffer + data if self.buffer else data
+        if not self.open:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                self.buffer = buf
+                return
+            if b" 101 " not in buf[:end]:
+                self.buffer = b""
+                self.refused(buf[:end].decode(errors="replace"))
+                return
+            self.open = True
+            self.buffer = b""
+            for message in self.hello:
+                self.send(message)
+            self.opened(buf[end + 4 :])
+            return
+        self.frames(buf)
+
+    def frames(self, buf: bytes) -> None:
+        payloads, self.buffer = split_frames(buf)
+        for payload in payloads:
+            self.message(payload)
+
+    def opened(self, rest: bytes) -> None:
+        """The upgrade succeeded and the hello is sent; `rest` is what followed the response."""
+        self.frames(rest)
+
+    def refused(self, response: str) -> None:
+        """The server answered the upgrade with something other than 101."""
+
+    def message(self, payload: bytes) -> None:
+        """One complete (unfragmented) frame's payload."""
+
+
+class WsClient(WsConnection):
+    """One load connection. It sends the stack's hello once upgraded and counts publications.
+
+    `ready` resolves once the server has confirmed the subscription: when `ready_marker` (the
+    subscribe reply) arrives, or at the upgrade when the stack has no subscribe step."""
 
     def __init__(
         self,
@@ -50,96 +162,144 @@ class WsClient(asyncio.Protocol):
         ready: asyncio.Future[None],
         marker: bytes = b"",
         ping: tuple[bytes, bytes] | None = None,
+        ready_marker: bytes = b"",
     ) -> None:
-        self.host, self.path, self.stats = host, path, stats
-        self.hello, self.count, self.sample, self.answer = hello, count, sample, answer
+        super().__init__(host, path, hello)
+        self.stats, self.count, self.sample, self.answer = stats, count, sample, answer
         self.ready = ready
         # Counting mode: no frame parsing, see the module's docstring.
         self.marker = marker if not sample else b""
         self.ping = ping
         self.carry = b""
-        self.buffer = b""
-        self.open = False
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.transport.write(
-            f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-
-    def send(self, payload: bytes) -> None:
-        if self.transport is not None:
-            self.transport.write(_mask(payload))
+        self.ready_marker = ready_marker
+        self.ready_tail = b""  # so a ready marker split between reads is still seen
 
     def data_received(self, data: bytes) -> None:
         if self.open and self.marker:
+            # The hot path, inline on purpose: one Python call per read adds up at 10⁵ reads/s.
             chunk = self.carry + data
             self.stats.received += chunk.count(self.marker)
             self.carry = chunk[-(len(self.marker) - 1) :]
             if self.ping is not None and self.ping[0] in chunk:
                 self.send(self.ping[1])
-            return
-        buf = self.buffer + data if self.buffer else data
-        if not self.open:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                self.buffer = buf
-                return
-            if b" 101 " not in buf[:end]:
-                self.stats.errors += 1
-                if not self.ready.done():
-                    self.ready.set_exception(ConnectionError(buf[:end].decode(errors="replace")))
-                return
-            self.open = True
-            buf = buf[end + 4 :]
-            for message in self.hello:
-                self.send(message)
             if not self.ready.done():
-                self.ready.set_result(None)
-            if self.marker:
-                self.data_received(buf)
-                return
-        pos, n = 0, len(buf)
-        while n - pos >= 2:
-            length = buf[pos + 1] & 0x7F
-            head = 2
-            if length == 126:
-                if n - pos < 4:
-                    break
-                length = struct.unpack_from("!H", buf, pos + 2)[0]
-                head = 4
-            elif length == 127:
-                if n - pos < 10:
-                    break
-                length = struct.unpack_from("!Q", buf, pos + 2)[0]
-                head = 10
-            if n - pos < head + length:
-                break
-            payload = buf[pos + head : pos + head + length]
-            pos += head + length
-            got = self.count(payload)
-            if got:
-                self.stats.received += got
-                if self.sample:
-                    self._latency(payload)
-            else:
-                reply = self.answer(payload)
-                if reply is not None:
-                    self.send(reply)
-        self.buffer = buf[pos:]
+                self._check_ready(data)
+            return
+        super().data_received(data)
 
-    def _latency(self, payload: bytes) -> None:
-        now = time.time_ns()
-        start = 0
-        while (i := payload.find(b'"t":', start)) >= 0:
-            j = i + 4
-            k = j
-            while k < len(payload) and 48 <= payload[k] <= 57:
-                k += 1
-            if k > j:
-                self.stats.latencies_ns.append(now - int(payload[j:k]))
-            start = k
+    def refused(self, response: str) -> None:
+        self.stats.errors += 1
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(response))
+
+    def opened(self, rest: bytes) -> None:
+        if not self.ready_marker and not self.ready.done():
+            self.ready.set_result(None)
+        if self.marker:
+            self.data_received(rest)  # now open: takes the counting path
+        else:
+            self.frames(rest)
+
+    def _check_ready(self, data: bytes) -> None:
+        seen = self.ready_tail + data
+        if self.ready_marker in seen:
+            self.ready.set_result(None)
+            self.ready_tail = b""
+        else:
+            self.ready_tail = seen[-len(self.ready_marker) :]
+
+    def message(self, payload: bytes) -> None:
+        if not self.ready.done():
+            self._check_ready(payload)
+        got = self.count(payload)
+        if got:
+            self.stats.received += got
+            if self.sample:
+                now = time.time_ns()
+                self.stats.latencies_ns.extend(now - t for t in send_times(payload))
+        else:
+            reply = self.answer(payload)
+            if reply is not None:
+                self.send(reply)
+
+
+class RecoveryClient(WsConnection):
+    """One Xshathra connection that parses every reply and publication on one channel.
+
+    It keeps the stream position (epoch, last offset) for a later recovering subscribe, and
+    resolves `done` once the subscribe reply says `recovered` and `expect` publications have
+    arrived (those in the reply and those pushed after it), or fails it on an error reply."""
+
+    def __init__(
+        self,
+        host: str,
+        path: str,
+        hello: list[bytes],
+        channel: str,
+        done: asyncio.Future[float],
+        expect: int = 0,
+        need_recovered: bool = False,
+    ) -> None:
+        super().__init__(host, path, hello)
+        self.channel, self.done, self.expect = channel, done, expect
+        self.need_recovered = need_recovered
+        self.epoch = ""
+        self.offset = 0
+        self.offsets: list[int] = []  # of the publications received, in arrival order
+        self.subscribed = False
+        self.recovered = False
+
+    def refused(self, response: str) -> None:
+        self._fail(f"upgrade refused: {response.splitlines()[0] if response else ''}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(f"connection lost ({exc or 'closed by server'})")
+
+    def message(self, payload: bytes) -> None:
+        if payload == b"{}":
+            self.send(b"{}")  # the server's ping, alone in its frame
+            return
+        for line in payload.split(b"\n"):
+            if line == b"{}":
+                self.send(b"{}")  # a ping batched with other replies
+            elif line:
+                self._reply(json.loads(line))
+        self._check_done()
+
+    def _reply(self, reply: dict[str, Any]) -> None:
+        if "error" in reply:
+            # A failed connect is reported too: a client then subscribed without a session
+            # would measure nothing meaningful.
+            self._fail(f"command {reply.get('id')}: {reply['error']}")
+        elif "subscribe" in reply:
+            result: dict[str, Any] = reply["subscribe"]
+            self.subscribed = True
+            self.recovered = bool(result.get("recovered"))
+            self.epoch = result.get("epoch", "")
+            self.offset = result.get("offset", 0)
+            for pub in result.get("publications", []):
+                self._publication(pub)
+        elif "push" in reply and reply["push"].get("channel") == self.channel:
+            pub = reply["push"].get("pub")
+            if pub is not None:
+                self._publication(pub)
+
+    @property
+    def got(self) -> int:
+        return len(self.offsets)
+
+    def _publication(self, pub: dict[str, Any]) -> None:
+        self.offsets.append(pub.get("offset", 0))
+        self.offset = max(self.offset, self.offsets[-1])
+
+    def _check_done(self) -> None:
+        if self.done.done() or not self.subscribed or self.got < self.expect:
+            return
+        if self.need_recovered and not self.recovered:
+            self._fail("subscribe reply says recovered=false")
+        else:
+            self.done.set_result(time.monotonic())
+
+    def _fail(self, why: str) -> None:
+        if not self.done.done():
+            self.done.set_exception(ConnectionError(why))

@@ -1,0 +1,131 @@
+"""Markdown tables for results/report.md and the one-line JSON summary run.py prints last."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SUMMARY_N = 1000  # the fan-out size the summary line and the ratios are taken at
+RATIO_PEERS = ("raw", "node_ws", "python_socketio", "node_socketio")
+TITLES = {
+    "fanout": "Fan-out: N clients on one channel",
+    "many": "Many channels: own channel each plus one shared (Xshathra only)",
+    "idle": "Idle memory per connection",
+    "recovery": "Recovery: reconnect after missed publications (Xshathra only)",
+}
+
+
+def _rows(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _ramp_row(name: str, r: dict[str, Any]) -> list[Any]:
+    at70 = r["at_70pct"]
+    return [
+        name,
+        f"{r['n']:,}",
+        f"{r['max_deliveries_per_s']:,}",
+        r["server_cpu_at_max"],
+        r["client_cpu_at_max"],
+        at70["p50_ms"],
+        at70["p99_ms"],
+    ]
+
+
+RAMP_HEADER = [
+    "stack",
+    "N",
+    "max deliveries/s",
+    "server CPU",
+    "client CPU",
+    "p50 ms @70%",
+    "p99 ms @70%",
+]
+
+
+def fanout_table(results: dict[str, dict[int, Any]]) -> str:
+    rows = [_ramp_row(name, r) for name, by_n in results.items() for _, r in sorted(by_n.items())]
+    return _rows(RAMP_HEADER, rows)
+
+
+def many_table(results: dict[str, Any]) -> str:
+    return _rows(RAMP_HEADER, [_ramp_row(name, r) for name, r in results.items()])
+
+
+def idle_table(results: dict[str, Any]) -> str:
+    rows = [
+        [name, f"{r['n']:,}", f"{r['bytes_per_connection']:,}", f"{r['rss_after']:,}"]
+        for name, r in results.items()
+    ]
+    return _rows(["stack", "N", "bytes/connection", "server RSS after"], rows)
+
+
+def recovery_table(results: dict[str, Any]) -> str:
+    rows = [
+        [
+            name,
+            f"{r['n']:,}",
+            r["messages"],
+            r["total_s"],
+            r["p50_ms"],
+            r["p99_ms"],
+            f"{r['recovered']:,}",
+            f"{r['failed']:,}",
+            r["server_cpu"],
+        ]
+        for name, r in results.items()
+    ]
+    header = [
+        "stack",
+        "clients",
+        "missed pubs",
+        "total s",
+        "p50 ms",
+        "p99 ms",
+        "recovered",
+        "failed",
+        "server CPU",
+    ]
+    return _rows(header, rows)
+
+
+def document(sections: dict[str, str]) -> str:
+    """report.md: one section per scenario this run measured (see bench/README.md)."""
+    parts = ["# Benchmark results\n"]
+    parts += [f"## {TITLES[name]}\n\n{table}" for name, table in sections.items()]
+    return "\n".join(parts)
+
+
+def summary(
+    fanout: dict[str, dict[int, Any]], many: dict[str, Any], recovery: dict[str, Any]
+) -> dict[str, Any]:
+    """Each stack's fan-out figures at N=1,000 (or the largest N run) and Xshathra's ratios to
+    the peers; the many-channels and recovery headlines when those ran."""
+    sizes = {n for by_n in fanout.values() for n in by_n}
+    n = SUMMARY_N if SUMMARY_N in sizes or not sizes else max(sizes)
+    out: dict[str, Any] = {
+        name: {
+            "deliveries_per_s": r[n]["max_deliveries_per_s"],
+            "p99_ms": r[n]["at_70pct"]["p99_ms"],
+            "server_cpu": r[n]["server_cpu_at_max"],
+            "client_cpu": r[n]["client_cpu_at_max"],
+        }
+        for name, r in fanout.items()
+        if n in r
+    }
+    xs = out.get("xshathra", {}).get("deliveries_per_s")
+    for peer in RATIO_PEERS:
+        if xs and peer in out and out[peer]["deliveries_per_s"]:
+            out[f"xshathra/{peer}"] = round(xs / out[peer]["deliveries_per_s"], 2)
+    if "xshathra" in many:
+        r = many["xshathra"]
+        out["many"] = {
+            "n": r["n"],
+            "deliveries_per_s": r["max_deliveries_per_s"],
+            "p99_ms": r["at_70pct"]["p99_ms"],
+        }
+    if "xshathra" in recovery:
+        r = recovery["xshathra"]
+        out["recovery"] = {k: r[k] for k in ("n", "total_s", "p99_ms", "failed")}
+    return out

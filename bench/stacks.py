@@ -1,0 +1,375 @@
+"""The stacks under test and what every scenario shares: starting a server pinned to its core,
+opening load connections in batches, publishing at a set rate, and reading CPU and memory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from bench.wsclient import Stats, WsClient
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+PY = sys.executable
+SERVER_CORE, CLIENT_CORE = "0", "1"
+# A namespace as a Centrifugo user would configure broadcast fan-out: history for recovery,
+# no presence or join/leave (N joins to N subscribers would be N² messages at setup).
+NAMESPACE = {"history_size": 100, "history_ttl": 600, "allow_subscribe_for_client": True}
+CHANNEL = "bench:fanout"
+XS_PATH = "/realtime/connection/websocket"
+SOCKETIO_PATH = "/socket.io/?EIO=4&transport=websocket"
+CONNECT_BATCH = 500
+READY_TIMEOUT = 120.0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu(pid: int) -> float:
+    """CPU of a process and its children (node, uvicorn workers)."""
+    total = cpu_seconds(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split() if (task / "children").exists() else []
+        total += sum(children_cpu(int(c)) for c in children)
+    return total
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+@dataclass
+class Stack:
+    name: str
+    command: Callable[[int, Path], list[str]]
+    path: str
+    hello: Callable[[dict[str, Any]], list[bytes]]
+    count: Callable[[bytes], int]
+    answer: Callable[[bytes], bytes | None]
+    publish_path: str
+    publish_body: Callable[[bytes, dict[str, Any]], bytes]
+    headers: Callable[[dict[str, Any]], dict[str, str]] = lambda ctx: {}
+    env: dict[str, str] = field(default_factory=dict)
+    marker: bytes = b'"t":'  # occurs once per publication as the client receives it
+    ping: tuple[bytes, bytes] | None = None  # (server's ping frame, the client's answer)
+    # What arrives once the server has taken the client on (subscribe reply, socket.io
+    # CONNECT ack); empty where the upgrade alone does it.
+    ready_marker: bytes = b""
+    channels: bool = False  # has named channels, so the many-channels and recovery scenarios
+
+    @property
+    def is_node(self) -> bool:
+        return self.command(0, Path("."))[0] == "node"
+
+
+def xs_token(ctx: dict[str, Any]) -> str:
+    return jwt.encode(
+        {
+            "sub": f"u{secrets.token_hex(3)}",
+            "app_id": ctx["app_id"],
+            "exp": int(time.time()) + 3600,
+        },
+        ctx["app_secret"],
+        algorithm="HS256",
+    )
+
+
+def xs_hello(ctx: dict[str, Any], *subscribes: dict[str, Any]) -> list[bytes]:
+    """One frame: connect (id 1) then each subscribe (ids 2, 3, …), newline-separated as the
+    Centrifuge JSON protocol batches commands."""
+    commands = [{"id": 1, "connect": {"token": xs_token(ctx)}}]
+    commands += [{"id": i, "subscribe": s} for i, s in enumerate(subscribes, start=2)]
+    return [b"\n".join(json.dumps(c).encode() for c in commands)]
+
+
+def xs_ready(last_id: int) -> bytes:
+    """The start of the reply to the subscribe with this id; an error reply does not match."""
+    return b'{"id":%d,"subscribe"' % last_id
+
+
+def xs_publish(channel: str, data: bytes) -> bytes:
+    return b'{"channel":"' + channel.encode() + b'","data":' + data + b"}"
+
+
+def _node(script: str) -> Callable[[int, Path], list[str]]:
+    return lambda port, tmp: ["node", str(BENCH / "peers" / script), str(port)]
+
+
+def _python(script: str) -> Callable[[int, Path], list[str]]:
+    return lambda port, tmp: [PY, str(BENCH / "peers" / script), str(port)]
+
+
+def _socketio(name: str, command: Callable[[int, Path], list[str]]) -> Stack:
+    """A socket.io server: Engine.IO v4 over WebSocket, the client joins namespace "/" (`40`);
+    each publication is `42["msg","<body as a JSON string>"]`; the server pings with `2`."""
+    return Stack(
+        name,
+        command,
+        SOCKETIO_PATH,
+        lambda ctx: [b"40"],
+        lambda p: 1 if p.startswith(b"42") else 0,
+        lambda p: b"3" if p == b"2" else None,
+        "/publish",
+        lambda d, c: d,
+        marker=b'42["msg"',
+        ping=(b"\x81\x012", b"3"),
+        ready_marker=b"40{",
+    )
+
+
+def _plain(name: str, command: Callable[[int, Path], list[str]]) -> Stack:
+    """A bare WebSocket server: every client gets every publication, no protocol on top."""
+    return Stack(name, command, "/", lambda ctx: [], lambda p: 1, lambda p: None, "/publish", _raw)
+
+
+def _raw(data: bytes, ctx: dict[str, Any]) -> bytes:
+    return data
+
+
+STACKS: dict[str, Stack] = {
+    "xshathra": Stack(
+        "xshathra",
+        lambda port, tmp: [PY, "-m", "xshathra", "serve", "--port", str(port)],
+        XS_PATH,
+        lambda ctx: xs_hello(ctx, {"channel": CHANNEL}),
+        lambda p: p.count(b'"pub"'),
+        lambda p: b"{}" if p == b"{}" else None,
+        "/realtime/api/publish",
+        lambda data, ctx: xs_publish(CHANNEL, data),
+        lambda ctx: {"X-API-Key": ctx["api_key"]},
+        {"XSHATHRA_LOG_LEVEL": "warning", "XSHATHRA_CLIENT_COMMAND_BURST": "1000"},
+        marker=b'"pub"',
+        # `{}` is a ping alone or as one line of a batched frame; publications never hold it.
+        ping=(b"{}", b"{}"),
+        ready_marker=xs_ready(2),
+        channels=True,
+    ),
+    "raw": _plain("raw", _python("raw_server.py")),
+    "node_ws": _plain("node_ws", _node("node_ws.mjs")),
+    "python_socketio": _socketio("python_socketio", _python("py_socketio.py")),
+    "node_socketio": _socketio("node_socketio", _node("node_socketio.mjs")),
+}
+
+
+def missing(stack: Stack) -> str | None:
+    """Why this stack cannot run here, or None."""
+    if stack.is_node and not shutil.which("node"):
+        return "node is not installed"
+    if stack.is_node and not (BENCH / "node_modules").is_dir():
+        return "bench/node_modules is missing (cd bench && npm ci)"
+    return None
+
+
+def client_for(
+    stack: Stack,
+    stats: Stats,
+    sample: bool,
+    ready: asyncio.Future[None],
+    hello: list[bytes],
+    ready_marker: bytes,
+) -> WsClient:
+    """One load-client connection speaking `stack`'s protocol; `sample` ones time latency."""
+    return WsClient(
+        "127.0.0.1",
+        stack.path,
+        stats,
+        hello,
+        stack.count,
+        sample,
+        stack.answer,
+        ready,
+        stack.marker,
+        stack.ping,
+        ready_marker,
+    )
+
+
+async def open_clients(
+    port: int,
+    n: int,
+    factory: Callable[[int, asyncio.Future[Any]], asyncio.Protocol],
+    batch: int = CONNECT_BATCH,
+) -> list[asyncio.BaseTransport]:
+    """Open n connections, `batch` at a time, each batch awaited until every client in it is
+    ready: one burst of thousands of handshakes would overflow the listen backlog and time
+    out connects, and measuring before everyone is subscribed would undercount."""
+    loop = asyncio.get_running_loop()
+    transports: list[asyncio.BaseTransport] = []
+    for start in range(0, n, batch):
+        waits: list[asyncio.Future[Any]] = []
+        for i in range(start, min(n, start + batch)):
+            ready: asyncio.Future[Any] = loop.create_future()
+            transport, _ = await loop.create_connection(
+                functools.partial(factory, i, ready), "127.0.0.1", port
+            )
+            transports.append(transport)
+            waits.append(ready)
+        try:
+            await asyncio.wait_for(asyncio.gather(*waits), READY_TIMEOUT)
+        except TimeoutError:
+            late = sum(not w.done() for w in waits)
+            raise TimeoutError(f"{late} of {len(waits)} clients not ready") from None
+    return transports
+
+
+def close_all(transports: list[asyncio.BaseTransport]) -> None:
+    for transport in transports:
+        transport.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+class Publisher:
+    """Keep-alive HTTP connections sending publications at a set rate. `body` wraps each
+    payload (which carries its send time) into a request body; it is called once per
+    publication, so it may vary the target channel."""
+
+    def __init__(
+        self,
+        port: int,
+        path: str,
+        headers: dict[str, str],
+        body: Callable[[bytes], bytes],
+        connections: int = 8,
+    ) -> None:
+        self.port, self.path, self.headers, self.body = port, path, headers, body
+        self.queue: asyncio.Queue[None] = asyncio.Queue(maxsize=10_000)
+        self.sent = 0
+        self.failed = 0  # non-2xx answers: a rate limit or a refused publication
+        self.workers = [asyncio.create_task(self._worker()) for _ in range(connections)]
+
+    async def _worker(self) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        extra = "".join(f"{k}: {v}\r\n" for k, v in self.headers.items())
+        while True:
+            await self.queue.get()
+            payload = b'{"t":%d,"p":"%s"}' % (time.time_ns(), b"x" * 60)
+            body = self.body(payload)
+            writer.write(
+                f"POST {self.path} HTTP/1.1\r\nHost: bench\r\n{extra}"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            self.sent += 1
+            if not head.startswith(b"HTTP/1.1 2"):
+                self.failed += 1
+
+    async def run(self, rate: float, seconds: float) -> None:
+        start = time.monotonic()
+        due = 0.0
+        while (elapsed := time.monotonic() - start) < seconds:
+            target = int(rate * elapsed)
+            while due < target:
+                self.queue.put_nowait(None)
+                due += 1
+            await asyncio.sleep(0.005)
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.cancel()
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    stack: Stack, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[int, subprocess.Popen[bytes], dict[str, Any]]]:
+    """Run one stack's server pinned to the server core; yields (port, process, app context)."""
+    port = free_port()
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-{stack.name}-"))
+    admin = "adm_" + secrets.token_hex(8)
+    env = {
+        **os.environ,
+        "XSHATHRA_ADMIN_API_KEY": admin,
+        "XSHATHRA_DATABASE_URL": f"sqlite:///{tmp / 'b.db'}",
+        **stack.env,
+        **(extra_env or {}),
+    }
+    proc = subprocess.Popen(
+        ["taskset", "-c", SERVER_CORE, *stack.command(port, tmp)],
+        env=env,
+        cwd=tmp,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await wait_port(port)
+        yield port, proc, await _setup(stack, port, admin)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def _setup(stack: Stack, port: int, admin: str) -> dict[str, Any]:
+    """Xshathra only: an application with the bench namespace; its keys are the context."""
+    if stack.name != "xshathra":
+        return {}
+    import httpx
+
+    async with httpx.AsyncClient() as http:
+        for _ in range(100):
+            if (await http.get(f"http://127.0.0.1:{port}/realtime/health")).status_code == 200:
+                break
+            await asyncio.sleep(0.1)
+        r = await http.post(
+            f"http://127.0.0.1:{port}/api/applications",
+            headers={"X-ADMIN-API-KEY": admin},
+            json={"name": "bench", "rate_limit": 1_000_000},
+        )
+        app: dict[str, Any] = r.json()["application"]
+        r = await http.put(
+            f"http://127.0.0.1:{port}/api/applications/{app['app_id']}",
+            headers={"X-ADMIN-API-KEY": admin},
+            json={"namespaces": {"bench": NAMESPACE}},
+        )
+        r.raise_for_status()
+        return app
