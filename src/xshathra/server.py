@@ -27,6 +27,7 @@ from xshathra.engine.node import Node
 from xshathra.presence import PresenceStore
 from xshathra.settings import Settings
 from xshathra.storage.database import Database, open_database
+from xshathra.tenancy.appcache import AppKeyCache
 from xshathra.tenancy.apps import hash_key
 from xshathra.tenancy.tokens import TokenService
 from xshathra.transports.websocket import NODE_STATE_KEY, CentrifugeWebSocketProtocol
@@ -171,6 +172,8 @@ class Runtime:
         await analytics.start()
         await dispatcher.start()
         self.limiter = RateLimiter(backends.rate_limits, token_per_minute=settings.token_rate_limit)
+        app_keys = AppKeyCache(db.apps)
+        node.app_change_listeners.append(app_keys.forget_app)
         ctx = ServerContext(
             settings=settings,
             db=db,
@@ -179,6 +182,7 @@ class Runtime:
             executor=Executor(node),
             analytics=analytics,
             limiter=self.limiter,
+            app_keys=app_keys,
         )
         self.http = build_http_app(ctx, self)
 

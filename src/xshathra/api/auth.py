@@ -53,7 +53,7 @@ async def authenticate(request: Request, ctx: ServerContext, *, realtime: bool =
     key = app_key_from(request, allow_authorization=realtime)
     if not key:
         raise HttpError(401, "missing API key")
-    app = await ctx.db.apps.find_by_api_key_hash(hash_key(key))
+    app = await ctx.app_keys.find_by_api_key_hash(hash_key(key))
     if app is None:
         raise HttpError(401, "invalid API key")
     return Caller(admin=False, app=app)

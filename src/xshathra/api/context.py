@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from xshathra.api.ratelimit import RateLimiter
     from xshathra.settings import Settings
     from xshathra.storage.database import Database
+    from xshathra.tenancy.appcache import AppKeyCache
     from xshathra.tenancy.tokens import TokenService
 
 
@@ -23,3 +24,4 @@ class ServerContext:
     executor: Executor
     analytics: AnalyticsReader
     limiter: RateLimiter
+    app_keys: AppKeyCache  # API key -> app, for authenticating requests

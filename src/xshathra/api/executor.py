@@ -15,6 +15,7 @@ import msgspec
 from xshathra.engine.channels import ChannelRef, is_valid_channel, namespace_of
 from xshathra.protocol import messages as m
 from xshathra.protocol.codes import ERROR_MESSAGES, ErrorCode
+from xshathra.tenancy.apps import AppId
 
 if TYPE_CHECKING:
     from xshathra.engine.node import Node
@@ -265,6 +266,8 @@ class Executor:
         """An app was updated or deleted: every node refreshes (or closes) its connections."""
         from xshathra.engine.node import ControlMessage
 
+        # Here at once (this node's next request must already see it), then everywhere.
+        self._node.notify_app_changed(AppId(app_id))
         await self._node.send_control(ControlMessage(type="app_changed", app_id=app_id))
 
     async def webhooks_changed(self, app_id: str) -> None:

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import msgspec
@@ -122,6 +123,8 @@ class Node:
         self.deadlines = Deadlines()  # connection expiries, swept once for all
         # One Application object per app with connections here, shared by its sessions.
         self._apps: dict[AppId, Application] = {}
+        # Told (synchronously) whenever an app changes on any node: caches drop the app.
+        self.app_change_listeners: list[Callable[[AppId], None]] = []
         self.version = __version__
         self.node_id = node_id or secrets.token_hex(8)
         self.name = settings.node_name or self.node_id
@@ -357,7 +360,12 @@ class Node:
             elif msg.type == "refresh":
                 session.server_refresh(msg.code)
 
+    def notify_app_changed(self, app_id: AppId) -> None:
+        for listener in self.app_change_listeners:
+            listener(app_id)
+
     async def _app_changed(self, app_id: AppId) -> None:
+        self.notify_app_changed(app_id)
         sessions = self.hub.app_connections(app_id)
         if not sessions:
             return

@@ -1,0 +1,44 @@
+"""API key -> application, cached for the HTTP API's hot path.
+
+Every publish authenticates with the app's API key; reading the app from the database each
+time costs more than the publish itself (and, on SQLite, a worker thread competing with the
+event loop for the GIL). Entries live at most `ttl` seconds, and an app's entries are dropped
+the moment any node changes it: the executor forgets them locally, and the `app_changed`
+control message makes every other node forget them too. So a regenerated key or a disabled
+app is refused at once; `ttl` only bounds staleness if a control message was lost (a broker
+outage). Unknown keys are never cached: a new app's key works at once.
+"""
+
+from __future__ import annotations
+
+import time
+
+from xshathra.tenancy.apps import Application, AppStore
+
+DEFAULT_TTL = 5.0
+MAX_ENTRIES = 10_000
+
+
+class AppKeyCache:
+    def __init__(self, store: AppStore, *, ttl: float = DEFAULT_TTL) -> None:
+        self._store = store
+        self._ttl = ttl
+        self._entries: dict[str, tuple[float, Application]] = {}
+
+    async def find_by_api_key_hash(self, key_hash: str) -> Application | None:
+        now = time.monotonic()
+        entry = self._entries.get(key_hash)
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        app = await self._store.find_by_api_key_hash(key_hash)
+        if app is None:
+            self._entries.pop(key_hash, None)
+            return None
+        if len(self._entries) >= MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[key_hash] = (now + self._ttl, app)
+        return app
+
+    def forget_app(self, app_id: str) -> None:
+        for key_hash in [k for k, (_, app) in self._entries.items() if app.app_id == app_id]:
+            del self._entries[key_hash]

@@ -1,0 +1,49 @@
+"""The API-key cache: a hit skips the store, a changed app is forgotten at once, entries
+expire, unknown keys are never remembered."""
+
+from __future__ import annotations
+
+import asyncio
+
+from xshathra.tenancy.appcache import AppKeyCache
+from xshathra.tenancy.apps import Application, generate_app, hash_key
+
+
+class CountingStore:
+    def __init__(self, apps: dict[str, Application]) -> None:
+        self.apps = apps
+        self.reads = 0
+
+    async def find_by_api_key_hash(self, key_hash: str) -> Application | None:
+        self.reads += 1
+        return self.apps.get(key_hash)
+
+
+def _store() -> tuple[CountingStore, Application, str]:
+    app, keys = generate_app(name="cached")
+    key_hash = hash_key(keys.api_key)
+    return CountingStore({key_hash: app}), app, key_hash
+
+
+async def test_a_hit_skips_the_store_and_a_change_is_seen_at_once() -> None:
+    store, app, key_hash = _store()
+    cache = AppKeyCache(store)  # type: ignore[arg-type]
+    assert await cache.find_by_api_key_hash(key_hash) is app
+    assert await cache.find_by_api_key_hash(key_hash) is app
+    assert store.reads == 1
+    store.apps.clear()  # the key was regenerated
+    cache.forget_app(app.app_id)
+    assert await cache.find_by_api_key_hash(key_hash) is None
+    assert store.reads == 2
+
+
+async def test_entries_expire_and_unknown_keys_are_not_remembered() -> None:
+    store, _, key_hash = _store()
+    cache = AppKeyCache(store, ttl=0.05)  # type: ignore[arg-type]
+    assert await cache.find_by_api_key_hash("nope") is None
+    assert await cache.find_by_api_key_hash("nope") is None
+    assert store.reads == 2
+    await cache.find_by_api_key_hash(key_hash)
+    await asyncio.sleep(0.1)  # expiry is time itself
+    await cache.find_by_api_key_hash(key_hash)
+    assert store.reads == 4
