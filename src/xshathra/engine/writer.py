@@ -12,6 +12,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
+from xshathra.protocol.json_codec import join_frames
+
 
 class OutgoingFrame:
     """One encoded reply or push. `wire` caches the transport's framing of `payload` alone, so a
@@ -38,15 +40,26 @@ class FlushScheduler:
     """Flushes every writer that got frames during this loop iteration, once, in one callback.
 
     One callback for all dirty writers (not one per writer or per frame) keeps the per-delivery
-    cost to a list append.
+    cost to a list append. Writers holding several frames send them as one message, and when a
+    fan-out gave a thousand writers the same frames, that message is built (and framed by the
+    transport) once for all of them: `merged` remembers it for the rest of the flush.
     """
 
-    __slots__ = ("_dirty", "_loop", "_scheduled")
+    __slots__ = ("_dirty", "_loop", "_merged", "_scheduled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._dirty: list[Writer] = []
         self._scheduled = False
+        # Frames (by identity; all alive until the flush ends) -> their merged frame.
+        self._merged: dict[tuple[int, ...], OutgoingFrame] = {}
+
+    def merged(self, frames: list[OutgoingFrame]) -> OutgoingFrame:
+        key = tuple(map(id, frames))
+        frame = self._merged.get(key)
+        if frame is None:
+            frame = self._merged[key] = OutgoingFrame(join_frames([f.payload for f in frames]))
+        return frame
 
     def mark(self, writer: Writer) -> None:
         self._dirty.append(writer)
@@ -57,8 +70,11 @@ class FlushScheduler:
     def _flush(self) -> None:
         dirty, self._dirty = self._dirty, []
         self._scheduled = False
-        for writer in dirty:
-            writer.flush()
+        try:
+            for writer in dirty:
+                writer.flush()
+        finally:
+            self._merged.clear()  # ids are only unique while the frames are alive
 
 
 class Writer:
@@ -89,6 +105,8 @@ class Writer:
         pending, self._pending = self._pending, []
         if self.closed or not pending:
             return
+        if len(pending) > 1:
+            pending = [self._scheduler.merged(pending)]
         self._sink.send_frames(pending)
         if self._sink.buffered_bytes() > self._max_buffered:
             self.closed = True

@@ -20,7 +20,6 @@ from websockets.server import ServerProtocol
 from xshathra.engine.client import ClientSession
 from xshathra.engine.writer import OutgoingFrame
 from xshathra.protocol.codes import DisconnectCode
-from xshathra.protocol.json_codec import join_frames
 from xshathra.transports.frames import (
     BINARY,
     CLOSE,
@@ -266,15 +265,11 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         transport = self._transport
         if transport is None or self._closing or self._close_sent:
             return
-        if len(frames) == 1:
-            frame = frames[0]
+        for frame in frames:  # the writer merges a tick's frames: almost always just one
             wire = frame.wire
             if wire is None:
                 wire = frame.wire = ws_text_frame(frame.payload)
             transport.write(wire)
-        else:
-            # Several messages this tick: one frame, newline-joined, one write.
-            transport.write(ws_text_frame(join_frames([f.payload for f in frames])))
 
     def buffered_bytes(self) -> int:
         return self._transport.get_write_buffer_size() if self._transport is not None else 0

@@ -28,14 +28,38 @@ def _writer(sink: Sink, max_buffered: int = 100) -> tuple[Writer, list[str]]:
 
 
 async def test_frames_of_one_tick_are_one_write_in_order() -> None:
-    """Everything queued before the loop turns goes out in a single write, in order."""
+    """Everything queued before the loop turns goes out as one message, in order (the
+    protocol's newline-joined batch)."""
     sink = Sink()
     writer, _ = _writer(sink)
     for i in range(4):
         writer.enqueue(OutgoingFrame(b"%d" % i))
     assert sink.writes == []  # nothing is written synchronously
     await asyncio.wait_for(sink.written.wait(), 1)
-    assert sink.writes == [[b"0", b"1", b"2", b"3"]]
+    assert sink.writes == [[b"0\n1\n2\n3"]]
+
+
+async def test_a_fan_out_batch_is_built_once_for_all_writers() -> None:
+    """Writers given the same frames in one tick send the very same merged frame, so its
+    joining and framing is done once, not once per subscriber."""
+    loop = asyncio.get_running_loop()
+    scheduler = FlushScheduler(loop)
+    seen: list[OutgoingFrame] = []
+
+    class Recording(Sink):
+        def send_frames(self, frames: list[OutgoingFrame]) -> None:
+            seen.extend(frames)
+            super().send_frames(frames)
+
+    sinks = [Recording() for _ in range(3)]
+    writers = [Writer(sink, scheduler, 1 << 20, lambda: None) for sink in sinks]
+    frames = [OutgoingFrame(b"a"), OutgoingFrame(b"b")]
+    for writer in writers:
+        for frame in frames:
+            writer.enqueue(frame)
+    await asyncio.wait_for(sinks[-1].written.wait(), 1)
+    assert len(seen) == 3 and seen[0] is seen[1] is seen[2]
+    assert seen[0].payload == b"a\nb"
 
 
 async def test_one_scheduler_flushes_every_dirty_writer() -> None:
