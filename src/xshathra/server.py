@@ -21,7 +21,12 @@ from starlette.types import Receive, Scope, Send
 from xshathra.analytics.recorder import AnalyticsRecorder
 from xshathra.api.context import ServerContext
 from xshathra.api.executor import Executor
-from xshathra.api.ratelimit import LimitsCounter, RateLimiter, WindowCounter
+from xshathra.api.ratelimit import (
+    LimitsCounter,
+    MemoryWindowCounter,
+    RateLimiter,
+    WindowCounter,
+)
 from xshathra.brokers import Broker
 from xshathra.engine.node import Node
 from xshathra.presence import PresenceStore
@@ -71,7 +76,7 @@ def _backends(
         from xshathra.brokers.memory import MemoryBroker
         from xshathra.presence.memory import MemoryPresenceStore
 
-        return Backends(MemoryBroker(), MemoryPresenceStore(), LimitsCounter("async+memory://"))
+        return Backends(MemoryBroker(), MemoryPresenceStore(), MemoryWindowCounter())
     if scheme in ("redis", "rediss"):
         from xshathra.brokers.redis import RedisBroker
         from xshathra.presence.redis import RedisPresenceStore

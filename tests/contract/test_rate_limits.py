@@ -1,6 +1,7 @@
-"""The rate limiter's contract on every counter: memory, Redis (the `limits` library) and NATS
-JetStream. Per app at its own `rate_limit`, per IP on the token endpoints, with the seconds to
-wait when refused; on shared backends two nodes draw on one budget."""
+"""The rate limiter's contract on every counter: memory and NATS JetStream (sliding-window
+counters), Redis (the `limits` library). Per app at its own `rate_limit`, per IP on the token
+endpoints, with the seconds to wait when refused; on shared backends two nodes draw on one
+budget."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from tests.support.backends import BACKENDS, NATS_URL, REDIS_URL, _delete_streams
 from tests.support.services import ensure_service
-from xshathra.api.ratelimit import LimitsCounter, RateLimiter, WindowCounter
+from xshathra.api.ratelimit import LimitsCounter, MemoryWindowCounter, RateLimiter, WindowCounter
 from xshathra.tenancy.apps import generate_app
 
 NodeFactory = Callable[[int], RateLimiter]
@@ -25,7 +26,7 @@ async def nodes(request: pytest.FixtureRequest) -> AsyncIterator[NodeFactory]:
     kind: str = request.param
     prefix = f"xs_test_{secrets.token_hex(6)}"
     counters: list[WindowCounter] = []
-    memory = LimitsCounter("async+memory://")
+    memory = MemoryWindowCounter()
 
     def make(token_per_minute: int = 100) -> RateLimiter:
         counter: WindowCounter
@@ -98,3 +99,23 @@ async def test_concurrent_requests_never_exceed_the_limit(nodes: NodeFactory) ->
     app, _ = generate_app(name="burst", rate_limit=10)
     results = await asyncio.gather(*(node.hit_app(app) for node in (first, second) * 10))
     assert sum(result is None for result in results) == 10
+
+
+async def test_the_memory_window_slides(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Last minute's requests still count, weighted by how much of that minute lies inside
+    the last 60 s; idle keys are forgotten."""
+    import xshathra.api.ratelimit as module
+
+    clock = [600.0]  # the start of minute 10
+    monkeypatch.setattr(module.time, "time", lambda: clock[0])
+    counter = MemoryWindowCounter()
+    assert [await counter.hit(4, "k") for _ in range(4)] == [None] * 4
+    assert await counter.hit(4, "k") == 60
+    clock[0] = 660.0 + 30  # half-way into the next minute: half of the 4 still count
+    assert [await counter.hit(4, "k") for _ in range(2)] == [None, None]
+    assert await counter.hit(4, "k") is not None
+    clock[0] = 660.0 + 59  # nearly all of the old minute has slid out
+    assert await counter.hit(4, "k") is None
+    clock[0] = 900.0  # minutes later: the key is swept
+    await counter.hit(4, "other")
+    assert ("k",) not in counter._counts

@@ -1,7 +1,7 @@
 """Rate limits (SPEC §6): per app at its `rate_limit` per minute on the HTTP API, and per
-client IP on the token endpoints. Where the counts live is a `WindowCounter`: the `limits`
-library in memory on one node or in a shared Redis (`async+redis://...`), or JetStream when
-the nodes share NATS (`xshathra.api.ratelimit_nats`), so limits hold across nodes."""
+client IP on the token endpoints. Where the counts live is a `WindowCounter`: in memory on one
+node, the `limits` library on a shared Redis (`async+redis://...`), or JetStream when the nodes
+share NATS (`xshathra.api.ratelimit_nats`), so limits hold across nodes."""
 
 from __future__ import annotations
 
@@ -25,6 +25,48 @@ class WindowCounter(Protocol):
         whole seconds until a request would be allowed again."""
 
     async def close(self) -> None: ...
+
+
+class MemoryWindowCounter:
+    """A sliding-window counter for one node: per key, this minute's count and the previous
+    minute's, the previous weighted by how much of it still lies inside the last 60 seconds
+    (as the NATS counter does). `limits`' own memory storage hands every hit to a worker
+    thread to expire old entries, which costs more than the request it limits."""
+
+    WINDOW = 60
+
+    def __init__(self) -> None:
+        # key -> (minute, count in it, count in the minute before)
+        self._counts: dict[tuple[str, ...], tuple[int, int, int]] = {}
+        self._swept = 0
+
+    async def hit(self, per_minute: int, *keys: str) -> int | None:
+        now = time.time()
+        minute = int(now // self.WINDOW)
+        if minute != self._swept:
+            self._sweep(minute)
+        at, count, previous = self._counts.get(keys, (minute, 0, 0))
+        if at != minute:  # the key's last minute is over: it becomes the previous one
+            at, count, previous = minute, 0, count if at == minute - 1 else 0
+        elapsed = now - minute * self.WINDOW
+        weighted = previous * (self.WINDOW - elapsed) / self.WINDOW
+        if weighted + count + 1 > per_minute:
+            self._counts[keys] = (at, count, previous)
+            if count + 1 > per_minute or previous == 0:
+                return max(1, math.ceil(self.WINDOW - elapsed))
+            wait = self.WINDOW - elapsed - (per_minute - count - 1) * self.WINDOW / previous
+            return max(1, math.ceil(wait))
+        self._counts[keys] = (at, count + 1, previous)
+        return None
+
+    def _sweep(self, minute: int) -> None:
+        """Once a minute: forget keys idle for two minutes, so memory follows live keys."""
+        self._swept = minute
+        for key in [k for k, (at, _, _) in self._counts.items() if at < minute - 1]:
+            del self._counts[key]
+
+    async def close(self) -> None:
+        self._counts.clear()
 
 
 class LimitsCounter:

@@ -86,7 +86,7 @@ def create_engine_router(ctx: ServerContext) -> APIRouter:
 
     async def authenticate(request: Request) -> Application | Response:
         key = api_key_from(request)
-        app = await ctx.db.apps.find_by_api_key_hash(hash_key(key)) if key else None
+        app = await ctx.app_keys.find_by_api_key_hash(hash_key(key)) if key else None
         if app is None:
             return _error(ErrorCode.UNAUTHORIZED, status=401)
         if not app.status:
