@@ -9,7 +9,6 @@ instead of growing memory.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Protocol
 
 from xshathra.protocol.json_codec import join_frames
@@ -77,32 +76,41 @@ class FlushScheduler:
             self._merged.clear()  # ids are only unique while the frames are alive
 
 
+class SlowListener(Protocol):
+    def writer_slow(self) -> None:
+        """The transport buffer passed its limit: the peer does not read fast enough."""
+
+
 class Writer:
-    __slots__ = ("_max_buffered", "_on_slow", "_pending", "_scheduler", "_sink", "closed")
+    __slots__ = ("_max_buffered", "_owner", "_pending", "_scheduler", "_sink", "closed")
 
     def __init__(
         self,
         sink: FrameSink,
         scheduler: FlushScheduler,
         max_buffered: int,
-        on_slow: Callable[[], None],
+        owner: SlowListener,
     ) -> None:
         self._sink = sink
         self._scheduler = scheduler
         self._max_buffered = max_buffered
-        self._on_slow = on_slow
-        self._pending: list[OutgoingFrame] = []
+        # The owner itself, not a bound method: that would be one more object per connection.
+        self._owner = owner
+        # None between flushes (nearly always, for an idle connection): no list to keep.
+        self._pending: list[OutgoingFrame] | None = None
         self.closed = False
 
     def enqueue(self, frame: OutgoingFrame) -> None:
         if self.closed:
             return
-        if not self._pending:
+        if self._pending is None:
+            self._pending = [frame]
             self._scheduler.mark(self)
-        self._pending.append(frame)
+        else:
+            self._pending.append(frame)
 
     def flush(self) -> None:
-        pending, self._pending = self._pending, []
+        pending, self._pending = self._pending, None
         if self.closed or not pending:
             return
         if len(pending) > 1:
@@ -110,8 +118,8 @@ class Writer:
         self._sink.send_frames(pending)
         if self._sink.buffered_bytes() > self._max_buffered:
             self.closed = True
-            self._on_slow()
+            self._owner.writer_slow()
 
     def close(self) -> None:
         self.closed = True
-        self._pending = []
+        self._pending = None

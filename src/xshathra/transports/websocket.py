@@ -72,7 +72,6 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         "_transport",
         "_ws",
         "origin",
-        "remote_ip",
     )
 
     def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any]) -> None:
@@ -88,8 +87,13 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         self._close_sent = False  # our Close frame is out: no more data frames
         self._discarding = False  # failed: what still arrives is read and dropped
         self._abort_timer: asyncio.TimerHandle | None = None
-        self.remote_ip = ""
         self.origin: str | None = None
+
+    @property
+    def remote_ip(self) -> str:
+        """Asked for rarely: not kept per connection."""
+        peer = self._transport.get_extra_info("peername") if self._transport else None
+        return str(peer[0]) if isinstance(peer, tuple) and peer else ""
 
     def _max_size(self) -> int:
         return self._node.settings.max_message_size if self._node is not None else 65536
@@ -100,8 +104,6 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         _release_http_protocol(transport, self)
         self._transport = transport  # type: ignore[assignment]
         self._server_state.connections.add(self)
-        peer = transport.get_extra_info("peername")
-        self.remote_ip = peer[0] if isinstance(peer, tuple) and peer else ""
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server_state.connections.discard(self)

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from xshathra.engine.writer import FlushScheduler, OutgoingFrame, Writer
+
+
+class Owner:
+    """The writer's owner, told when its peer reads too slowly."""
+
+    def __init__(self, on_slow: Callable[[], object] = lambda: None) -> None:
+        self.on_slow = on_slow
+
+    def writer_slow(self) -> None:
+        self.on_slow()
 
 
 class Sink:
@@ -24,7 +35,7 @@ class Sink:
 def _writer(sink: Sink, max_buffered: int = 100) -> tuple[Writer, list[str]]:
     slow: list[str] = []
     scheduler = FlushScheduler(asyncio.get_running_loop())
-    return Writer(sink, scheduler, max_buffered, lambda: slow.append("slow")), slow
+    return Writer(sink, scheduler, max_buffered, Owner(lambda: slow.append("slow"))), slow
 
 
 async def test_frames_of_one_tick_are_one_write_in_order() -> None:
@@ -52,7 +63,7 @@ async def test_a_fan_out_batch_is_built_once_for_all_writers() -> None:
             super().send_frames(frames)
 
     sinks = [Recording() for _ in range(3)]
-    writers = [Writer(sink, scheduler, 1 << 20, lambda: None) for sink in sinks]
+    writers = [Writer(sink, scheduler, 1 << 20, Owner()) for sink in sinks]
     frames = [OutgoingFrame(b"a"), OutgoingFrame(b"b")]
     for writer in writers:
         for frame in frames:
@@ -67,7 +78,7 @@ async def test_one_scheduler_flushes_every_dirty_writer() -> None:
     loop = asyncio.get_running_loop()
     scheduler = FlushScheduler(loop)
     sinks = [Sink() for _ in range(3)]
-    writers = [Writer(s, scheduler, 100, lambda: None) for s in sinks]
+    writers = [Writer(s, scheduler, 100, Owner()) for s in sinks]
     frame = OutgoingFrame(b"same")
     for w in writers:
         w.enqueue(frame)
@@ -94,8 +105,8 @@ async def test_closed_writer_drops_what_was_queued() -> None:
     """Closing a writer discards its queue; later frames are ignored."""
     scheduler = FlushScheduler(asyncio.get_running_loop())
     sink, witness = Sink(), Sink()
-    writer = Writer(sink, scheduler, 100, lambda: None)
-    other = Writer(witness, scheduler, 100, lambda: None)
+    writer = Writer(sink, scheduler, 100, Owner())
+    other = Writer(witness, scheduler, 100, Owner())
     writer.enqueue(OutgoingFrame(b"lost"))
     writer.close()
     writer.enqueue(OutgoingFrame(b"ignored"))
@@ -110,10 +121,10 @@ async def test_flush_writes_synchronously_and_once() -> None:
     the tick then finds nothing left to write."""
     scheduler = FlushScheduler(asyncio.get_running_loop())
     sink, witness = Sink(), Sink()
-    writer = Writer(sink, scheduler, 100, lambda: None)
+    writer = Writer(sink, scheduler, 100, Owner())
     writer.enqueue(OutgoingFrame(b"x"))
     writer.flush()
     assert sink.writes == [[b"x"]]
-    Writer(witness, scheduler, 100, lambda: None).enqueue(OutgoingFrame(b"w"))
+    Writer(witness, scheduler, 100, Owner()).enqueue(OutgoingFrame(b"w"))
     await asyncio.wait_for(witness.written.wait(), 1)
     assert sink.writes == [[b"x"]]
