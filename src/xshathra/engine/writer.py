@@ -28,11 +28,8 @@ class OutgoingFrame:
 class FrameSink(Protocol):
     """What a transport offers the writer."""
 
-    def send_frames(self, frames: list[OutgoingFrame]) -> None:
-        """Write these frames, in order, as few transport writes as the transport can."""
-
-    def buffered_bytes(self) -> int:
-        """Bytes written but not yet accepted by the kernel."""
+    def send_frame(self, frame: OutgoingFrame) -> int:
+        """Write this message; return the bytes written but not yet accepted by the kernel."""
 
 
 class FlushScheduler:
@@ -96,27 +93,29 @@ class Writer:
         self._max_buffered = max_buffered
         # The owner itself, not a bound method: that would be one more object per connection.
         self._owner = owner
-        # None between flushes (nearly always, for an idle connection): no list to keep.
-        self._pending: list[OutgoingFrame] | None = None
+        # What this tick queued: None (nearly always, for an idle connection), the one frame
+        # (a fan-out's usual case: no list allocated per delivery), or a list of them.
+        self._pending: OutgoingFrame | list[OutgoingFrame] | None = None
         self.closed = False
 
     def enqueue(self, frame: OutgoingFrame) -> None:
         if self.closed:
             return
-        if self._pending is None:
-            self._pending = [frame]
+        pending = self._pending
+        if pending is None:
+            self._pending = frame
             self._scheduler.mark(self)
+        elif type(pending) is list:
+            pending.append(frame)
         else:
-            self._pending.append(frame)
+            self._pending = [pending, frame]  # type: ignore[list-item]
 
     def flush(self) -> None:
         pending, self._pending = self._pending, None
-        if self.closed or not pending:
+        if self.closed or pending is None:
             return
-        if len(pending) > 1:
-            pending = [self._scheduler.merged(pending)]
-        self._sink.send_frames(pending)
-        if self._sink.buffered_bytes() > self._max_buffered:
+        frame = self._scheduler.merged(pending) if type(pending) is list else pending
+        if self._sink.send_frame(frame) > self._max_buffered:  # type: ignore[arg-type]
             self.closed = True
             self._owner.writer_slow()
 

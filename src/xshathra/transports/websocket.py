@@ -263,18 +263,15 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
 
     # --- ClientTransport (what the session sees) -------------------------------------------------
 
-    def send_frames(self, frames: list[OutgoingFrame]) -> None:
+    def send_frame(self, frame: OutgoingFrame) -> int:
         transport = self._transport
         if transport is None or self._closing or self._close_sent:
-            return
-        for frame in frames:  # the writer merges a tick's frames: almost always just one
-            wire = frame.wire
-            if wire is None:
-                wire = frame.wire = ws_text_frame(frame.payload)
-            transport.write(wire)
-
-    def buffered_bytes(self) -> int:
-        return self._transport.get_write_buffer_size() if self._transport is not None else 0
+            return 0
+        wire = frame.wire
+        if wire is None:  # framed once, however many subscribers it goes to
+            wire = frame.wire = ws_text_frame(frame.payload)
+        transport.write(wire)
+        return transport.get_write_buffer_size()
 
     def close(self, code: int, reason: str) -> None:
         """Start the closing handshake. TCP is closed once the client answers with its own Close

@@ -39,27 +39,21 @@ class FakeTransport:
     def __init__(self, origin: str | None = None, remote_ip: str = "127.0.0.1") -> None:
         self.remote_ip = remote_ip
         self.origin = origin
-        self.frames: list[bytes] = []  # one entry per send_frames call: one WebSocket message
+        self.frames: list[bytes] = []  # one entry per send_frame call: one WebSocket message
         self.messages: list[Json] = []  # every reply/push, in the order received
         self.closed: tuple[int, str] | None = None
         self.buffered = 0
         self.changed = asyncio.Event()
 
-    def send_frames(self, frames: list[OutgoingFrame]) -> None:
+    def send_frame(self, frame: OutgoingFrame) -> int:
         assert self.closed is None, "frame written after the close frame"
-        if len(frames) == 1:
-            frame = frames[0]
-            if frame.wire is None:
-                frame.wire = FRAME_HEADER + frame.payload
-            wire = frame.wire
-        else:
-            wire = FRAME_HEADER + b"\n".join(f.payload for f in frames)
+        if frame.wire is None:
+            frame.wire = FRAME_HEADER + frame.payload
+        wire = frame.wire
         self.frames.append(wire)
         for line in wire[len(FRAME_HEADER) :].split(b"\n"):
             self.messages.append(json.loads(line))
         self.changed.set()
-
-    def buffered_bytes(self) -> int:
         return self.buffered
 
     def close(self, code: int, reason: str) -> None:

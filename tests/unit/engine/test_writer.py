@@ -24,11 +24,9 @@ class Sink:
         self.buffered = 0
         self.written = asyncio.Event()
 
-    def send_frames(self, frames: list[OutgoingFrame]) -> None:
-        self.writes.append([f.payload for f in frames])
+    def send_frame(self, frame: OutgoingFrame) -> int:
+        self.writes.append([frame.payload])
         self.written.set()
-
-    def buffered_bytes(self) -> int:
         return self.buffered
 
 
@@ -58,9 +56,9 @@ async def test_a_fan_out_batch_is_built_once_for_all_writers() -> None:
     seen: list[OutgoingFrame] = []
 
     class Recording(Sink):
-        def send_frames(self, frames: list[OutgoingFrame]) -> None:
-            seen.extend(frames)
-            super().send_frames(frames)
+        def send_frame(self, frame: OutgoingFrame) -> int:
+            seen.append(frame)
+            return super().send_frame(frame)
 
     sinks = [Recording() for _ in range(3)]
     writers = [Writer(sink, scheduler, 1 << 20, Owner()) for sink in sinks]
