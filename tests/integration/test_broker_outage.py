@@ -18,7 +18,7 @@ import httpx
 from centrifuge import Client
 
 from tests.support.clients import Recorder, SubEvents, make_client, realtime_token
-from tests.support.server import ServerProcess, running_server
+from tests.support.server import ServerProcess, running_server, wait_health
 from tests.support.services import (
     REDIS_HOST,
     REDIS_PORT,
@@ -86,14 +86,6 @@ class Publisher:
         self._stop.set()
 
 
-async def _health(node: ServerProcess, status: int, timeout: float = 20) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    async with httpx.AsyncClient() as http:
-        while (await http.get(f"{node.base_url}/realtime/health")).status_code != status:
-            assert asyncio.get_running_loop().time() < deadline, f"health never became {status}"
-            await asyncio.sleep(0.1)  # the node notices the outage on its own schedule
-
-
 @contextlib.contextmanager
 def two_nodes(tmp_path: Path, broker: str) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     env = {"XSHATHRA_BROKER_PREFIX": f"xs_it_{secrets.token_hex(4)}"}
@@ -144,13 +136,13 @@ async def _outage_under_load(
                 await publisher.until(acked=50)
                 stop()
                 try:
-                    await _health(a, 503)
-                    await _health(b, 503)
+                    await wait_health(a, 503)
+                    await wait_health(b, 503)
                     await publisher.until(refused=5)
                 finally:
                     start()
-                await _health(a, 200)
-                await _health(b, 200)
+                await wait_health(a, 200)
+                await wait_health(b, 200)
                 for rec in recorders:  # told to recover (2500), each resubscribes by itself
                     await rec.next("subscribed", lambda ctx: ctx.was_recovering, 20)
                 resumed_from = publisher.next

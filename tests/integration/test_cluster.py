@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.integration.test_engine_bad_input import closed_with, connect, replies, reply
 from tests.support.clients import engine_api, realtime_token
-from tests.support.server import ServerProcess, running_server
+from tests.support.server import ServerProcess, running_server, wait_health
 from tests.support.services import (
     NATS_HOST,
     NATS_PORT,
@@ -82,6 +82,17 @@ async def subscribe(ws: Any, channel: str) -> Json:
                 return message
 
 
+def recover_command(command_id: int, channel: str, position: Json) -> str:
+    """Subscribe asking to recover from a position a subscribe reply gave."""
+    subscribe = {
+        "channel": channel,
+        "recover": True,
+        "epoch": position["epoch"],
+        "offset": position.get("offset", 0),
+    }
+    return json.dumps({"id": command_id, "subscribe": subscribe})
+
+
 async def next_push(ws: Any, kind: str, timeout: float = 5) -> Json:
     """The next push of this kind (pub, unsubscribe...), skipping others."""
     while True:
@@ -117,19 +128,7 @@ async def test_recovery_on_another_node(cluster: list[ServerProcess]) -> None:
         engine_api(n2, app, "publish", {"channel": "public:r", "data": i})
     async with websockets.connect(n3.ws_url) as ws:
         await connect(ws, realtime_token(n3, app, "u"))
-        await ws.send(
-            json.dumps(
-                {
-                    "id": 2,
-                    "subscribe": {
-                        "channel": "public:r",
-                        "recover": True,
-                        "epoch": position["epoch"],
-                        "offset": position.get("offset", 0),
-                    },
-                }
-            )
-        )
+        await ws.send(recover_command(2, "public:r", position))
         result = next(m for m in await replies(ws, 1) if m.get("id") == 2)["subscribe"]
     assert result["recovered"] is True
     assert [p["data"] for p in result["publications"]] == [0, 1, 2]
@@ -191,7 +190,7 @@ async def test_redis_outage_is_reported_and_recovered(tmp_path: Path) -> None:
             )
             await stop.wait()
             try:
-                await _wait_health(node, 503)
+                await wait_health(node, 503)
                 r = httpx.post(
                     f"{node.base_url}/realtime/api/publish",
                     headers={"X-API-Key": str(app["api_key"])},
@@ -200,7 +199,7 @@ async def test_redis_outage_is_reported_and_recovered(tmp_path: Path) -> None:
                 assert r.status_code == 500 and r.json()["error"]["code"] == 100
             finally:
                 ensure_service("redis", REDIS_HOST, REDIS_PORT)
-            await _wait_health(node, 200)
+            await wait_health(node, 200)
             push = await next_push(ws, "unsubscribe", timeout=15)
             assert push["push"]["unsubscribe"]["code"] == 2500  # resubscribe and recover
 
@@ -217,7 +216,7 @@ async def test_nats_outage_is_reported_and_recovered(
             position = (await subscribe(ws, "public:o"))["subscribe"]
             nats_server.stop()
             try:
-                await _wait_health(node, 503)
+                await wait_health(node, 503)
                 r = httpx.post(
                     f"{node.base_url}/realtime/api/publish",
                     headers={"X-API-Key": str(app["api_key"])},
@@ -226,23 +225,11 @@ async def test_nats_outage_is_reported_and_recovered(
                 assert r.status_code == 500 and r.json()["error"]["code"] == 100
             finally:
                 nats_server.start()
-            await _wait_health(node, 200)
+            await wait_health(node, 200)
             push = await next_push(ws, "unsubscribe", timeout=15)
             assert push["push"]["unsubscribe"]["code"] == 2500  # resubscribe and recover
             engine_api(node, app, "publish", {"channel": "public:o", "data": "missed"})
-            await ws.send(
-                json.dumps(
-                    {
-                        "id": 3,
-                        "subscribe": {
-                            "channel": "public:o",
-                            "recover": True,
-                            "epoch": position["epoch"],
-                            "offset": position.get("offset", 0),
-                        },
-                    }
-                )
-            )
+            await ws.send(recover_command(3, "public:o", position))
             while True:
                 found = [m for m in await replies(ws, 1) if m.get("id") == 3]
                 if found:
@@ -250,14 +237,6 @@ async def test_nats_outage_is_reported_and_recovered(
             result = found[0]["subscribe"]
             assert result["recovered"] is True
             assert [p["data"] for p in result["publications"]] == ["missed"]
-
-
-async def _wait_health(node: ServerProcess, status: int, timeout: float = 20) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    async with httpx.AsyncClient() as http:
-        while (await http.get(f"{node.base_url}/realtime/health")).status_code != status:
-            assert asyncio.get_running_loop().time() < deadline, f"health never became {status}"
-            await asyncio.sleep(0.2)  # the node notices the outage on its own schedule
 
 
 @pytest.mark.parametrize("kind", list(BROKERS))
@@ -289,19 +268,7 @@ async def test_killed_node_clients_recover_elsewhere_and_presence_expires(
             engine_api(b, app, "publish", {"channel": "public:f", "data": i})
         async with websockets.connect(b.ws_url) as ws:
             await connect(ws, realtime_token(b, app, "survivor"))
-            await ws.send(
-                json.dumps(
-                    {
-                        "id": 2,
-                        "subscribe": {
-                            "channel": "public:f",
-                            "recover": True,
-                            "epoch": position["epoch"],
-                            "offset": position.get("offset", 0),
-                        },
-                    }
-                )
-            )
+            await ws.send(recover_command(2, "public:f", position))
             result = next(m for m in await replies(ws, 1) if m.get("id") == 2)["subscribe"]
             assert result["recovered"] is True
             assert [p["data"] for p in result["publications"]] == [0, 1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -109,3 +110,12 @@ def running_server(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+async def wait_health(node: ServerProcess, status: int, timeout: float = 20) -> None:
+    """Until the node's /realtime/health answers `status` (a broker outage noticed, or over)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with httpx.AsyncClient() as http:
+        while (await http.get(f"{node.base_url}/realtime/health")).status_code != status:
+            assert asyncio.get_running_loop().time() < deadline, f"health never became {status}"
+            await asyncio.sleep(0.1)  # the node notices the outage on its own schedule

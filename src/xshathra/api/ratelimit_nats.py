@@ -9,14 +9,19 @@ counters do; the stream forgets counts after two minutes.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 
 from nats.js import JetStreamContext, api
 from nats.js.errors import APIError, NotFoundError
 
-from xshathra.brokers.natslink import NatsLink, NatsUnavailable, stream_name, text_token
+from xshathra.brokers.natslink import (
+    NatsLink,
+    NatsUnavailable,
+    StreamUser,
+    stream_name,
+    text_token,
+)
 
 WINDOW = 60
 WRONG_LAST_SEQUENCE = 10071
@@ -27,38 +32,22 @@ REQUEST_TIMEOUT = 1.0
 
 class NatsWindowCounter:
     def __init__(self, link: NatsLink, *, prefix: str = "xs") -> None:
-        self._link = link
         self._prefix = prefix
         self._stream = stream_name(prefix, "ratelimits")
-        self._ready = False
-        self._lock = asyncio.Lock()
+        self._user = StreamUser(
+            link,
+            api.StreamConfig(
+                name=self._stream,
+                subjects=[f"{prefix}.rl.>"],
+                storage=api.StorageType.MEMORY,
+                max_msgs_per_subject=1,
+                max_age=2 * WINDOW + 10,
+                allow_direct=True,
+            ),
+        )
         self._js: JetStreamContext | None = None
         # Finished minutes never change again: their counts are read once.
         self._finished: dict[str, int] = {}
-
-    async def _open(self) -> None:
-        if self._ready:
-            return
-        async with self._lock:
-            if self._ready:
-                return
-            nc, _ = await self._link.acquire()
-            self._js = nc.jetstream(timeout=REQUEST_TIMEOUT)
-            try:
-                await self._link.ensure_stream(
-                    api.StreamConfig(
-                        name=self._stream,
-                        subjects=[f"{self._prefix}.rl.>"],
-                        storage=api.StorageType.MEMORY,
-                        max_msgs_per_subject=1,
-                        max_age=2 * WINDOW + 10,
-                        allow_direct=True,
-                    )
-                )
-            except BaseException:
-                await self._link.release()
-                raise
-            self._ready = True
 
     async def _read(self, subject: str) -> tuple[int, int]:
         """(sequence of the count's message or 0, count)."""
@@ -78,9 +67,10 @@ class NatsWindowCounter:
         return count
 
     async def hit(self, per_minute: int, *keys: str) -> int | None:
-        await self._open()
+        if self._js is None:
+            nc, _ = await self._user.ready()
+            self._js = nc.jetstream(timeout=REQUEST_TIMEOUT)
         js = self._js
-        assert js is not None
         base = f"{self._prefix}.rl.{text_token(chr(31).join(keys))}"
         now = time.time()
         minute = int(now // WINDOW)
@@ -110,7 +100,5 @@ class NatsWindowCounter:
         raise NatsUnavailable("too many concurrent rate-limit updates")
 
     async def close(self) -> None:
-        async with self._lock:
-            if self._ready:
-                self._ready = False
-                await self._link.release()
+        self._js = None
+        await self._user.close()

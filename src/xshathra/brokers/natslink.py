@@ -19,7 +19,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext, api
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import APIError
 
 from xshathra.engine.channels import ChannelRef
 
@@ -222,5 +222,31 @@ class NatsLink:
             log.warning("nats background call failed (%s)", type(exc).__name__)
 
 
-def is_not_found(exc: BaseException) -> bool:
-    return isinstance(exc, NotFoundError)
+class StreamUser:
+    """A user of the shared link that needs one stream (presence, rate limits): opened on
+    first use, since those stores have no start of their own, and released by `close`."""
+
+    def __init__(self, link: NatsLink, config: api.StreamConfig) -> None:
+        self.link = link
+        self.config = config
+        self._ready = False
+        self._lock = asyncio.Lock()
+
+    async def ready(self) -> tuple[NatsClient, JetStreamContext]:
+        if not self._ready:
+            async with self._lock:
+                if not self._ready:
+                    await self.link.acquire()
+                    try:
+                        await self.link.ensure_stream(self.config)
+                    except BaseException:
+                        await self.link.release()
+                        raise
+                    self._ready = True
+        return await self.link.client()
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._ready:
+                self._ready = False
+                await self.link.release()

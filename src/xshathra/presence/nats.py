@@ -6,13 +6,17 @@ presence well within `ttl`. Only this module turns a `ChannelRef` into presence 
 
 from __future__ import annotations
 
-import asyncio
-
 import msgspec
 from nats.js import api
 
 from xshathra.brokers import ClientInfoData
-from xshathra.brokers.natslink import NatsLink, channel_token, stream_name, text_token
+from xshathra.brokers.natslink import (
+    NatsLink,
+    StreamUser,
+    channel_token,
+    stream_name,
+    text_token,
+)
 from xshathra.engine.channels import ChannelRef
 
 Info = tuple[str, str, bytes, bytes]
@@ -29,47 +33,31 @@ class NatsPresenceStore:
         self._prefix = prefix
         self.ttl = ttl
         self._stream = stream_name(prefix, "presence")
-        self._ready = False
-        self._lock = asyncio.Lock()
-
-    async def _open(self) -> None:
-        if self._ready:
-            return
-        async with self._lock:
-            if self._ready:
-                return
-            await self._link.acquire()
-            try:
-                await self._link.ensure_stream(
-                    api.StreamConfig(
-                        name=self._stream,
-                        subjects=[f"{self._prefix}.pr.>"],
-                        storage=api.StorageType.MEMORY,
-                        max_msgs_per_subject=1,
-                        max_age=self.ttl,
-                    )
-                )
-            except BaseException:
-                await self._link.release()
-                raise
-            self._ready = True
+        self._user = StreamUser(
+            link,
+            api.StreamConfig(
+                name=self._stream,
+                subjects=[f"{prefix}.pr.>"],
+                storage=api.StorageType.MEMORY,
+                max_msgs_per_subject=1,
+                max_age=ttl,
+            ),
+        )
 
     def _subject(self, ref: ChannelRef, client_id: str) -> str:
         return f"{self._prefix}.pr.{channel_token(ref)}.{text_token(client_id)}"
 
     async def add_presence(self, ref: ChannelRef, info: ClientInfoData) -> None:
-        await self._open()
-        _, js = await self._link.client()
+        _, js = await self._user.ready()
         encoded = _encode((info.user, info.client, info.conn_info, info.chan_info))
         await js.publish(self._subject(ref, info.client), encoded)
 
     async def remove_presence(self, ref: ChannelRef, client_id: str) -> None:
-        await self._open()
-        _, js = await self._link.client()
+        _, js = await self._user.ready()
         await js.purge_stream(self._stream, subject=self._subject(ref, client_id))
 
     async def presence(self, ref: ChannelRef) -> dict[str, ClientInfoData]:
-        await self._open()
+        await self._user.ready()
         msgs = await self._link.snapshot(
             self._stream, f"{self._prefix}.pr.{channel_token(ref)}.*", last_per_subject=True
         )
@@ -81,7 +69,4 @@ class NatsPresenceStore:
         return len(clients), len({info.user for info in clients.values()})
 
     async def close(self) -> None:
-        async with self._lock:
-            if self._ready:
-                self._ready = False
-                await self._link.release()
+        await self._user.close()

@@ -43,8 +43,6 @@ NODE_STATE_KEY = "xshathra_node"
 CLOSE_GRACE_SECONDS = 5.0
 MAX_HANDSHAKE_BYTES = 64 * 1024  # uvicorn has parsed the request already: this is generous
 
-__all__ = ["ENGINE_PATHS", "NODE_STATE_KEY", "CentrifugeWebSocketProtocol", "ws_text_frame"]
-
 
 def _release_http_protocol(transport: asyncio.BaseTransport, successor: object) -> None:
     """uvicorn's HTTP protocol, which hands the connection over to us, and its request parser
