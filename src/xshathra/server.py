@@ -59,19 +59,6 @@ def make_backends(
     """Choose the broker, presence store and rate-limit storage from the broker URL's scheme.
     Backend modules are imported only when chosen."""
     scheme = broker_url.split("://", 1)[0].lower()
-    try:
-        return _backends(scheme, broker_url, prefix, presence_ttl, node_id)
-    except ImportError as exc:
-        extra = "nats" if scheme in ("nats", "tls") else "redis"
-        raise SystemExit(
-            f"XSHATHRA_BROKER_URL: the {scheme}:// broker needs its driver "
-            f"({exc.name}): pip install 'xshathra[{extra}]'"
-        ) from None
-
-
-def _backends(
-    scheme: str, broker_url: str, prefix: str, presence_ttl: int, node_id: str
-) -> Backends:
     if scheme == "memory":
         from xshathra.brokers.memory import MemoryBroker
         from xshathra.presence.memory import MemoryPresenceStore

@@ -27,13 +27,27 @@ class WindowCounter(Protocol):
     async def close(self) -> None: ...
 
 
+WINDOW = 60  # seconds: limits are per minute
+
+
+def sliding_window_wait(per_minute: int, count: int, previous: int, elapsed: float) -> int | None:
+    """The sliding-window counter's verdict on one more request: None when allowed, else
+    whole seconds to wait. `count` is this minute's requests so far, `previous` the last
+    minute's, weighted by how much of that minute still lies in the last 60 seconds
+    (`elapsed`: seconds into this minute), as Cloudflare's and `limits`' counters do."""
+    if previous * (WINDOW - elapsed) / WINDOW + count + 1 <= per_minute:
+        return None
+    if count + 1 > per_minute or previous == 0:
+        return max(1, math.ceil(WINDOW - elapsed))  # only the next minute helps
+    # Until enough of the previous minute has slid out of the window.
+    return max(1, math.ceil(WINDOW - elapsed - (per_minute - count - 1) * WINDOW / previous))
+
+
 class MemoryWindowCounter:
     """A sliding-window counter for one node: per key, this minute's count and the previous
     minute's, the previous weighted by how much of it still lies inside the last 60 seconds
     (as the NATS counter does). `limits`' own memory storage hands every hit to a worker
     thread to expire old entries, which costs more than the request it limits."""
-
-    WINDOW = 60
 
     def __init__(self) -> None:
         # key -> (minute, count in it, count in the minute before)
@@ -42,22 +56,15 @@ class MemoryWindowCounter:
 
     async def hit(self, per_minute: int, *keys: str) -> int | None:
         now = time.time()
-        minute = int(now // self.WINDOW)
+        minute = int(now // WINDOW)
         if minute != self._swept:
             self._sweep(minute)
         at, count, previous = self._counts.get(keys, (minute, 0, 0))
         if at != minute:  # the key's last minute is over: it becomes the previous one
             at, count, previous = minute, 0, count if at == minute - 1 else 0
-        elapsed = now - minute * self.WINDOW
-        weighted = previous * (self.WINDOW - elapsed) / self.WINDOW
-        if weighted + count + 1 > per_minute:
-            self._counts[keys] = (at, count, previous)
-            if count + 1 > per_minute or previous == 0:
-                return max(1, math.ceil(self.WINDOW - elapsed))
-            wait = self.WINDOW - elapsed - (per_minute - count - 1) * self.WINDOW / previous
-            return max(1, math.ceil(wait))
-        self._counts[keys] = (at, count + 1, previous)
-        return None
+        wait = sliding_window_wait(per_minute, count, previous, now - minute * WINDOW)
+        self._counts[keys] = (at, count if wait is not None else count + 1, previous)
+        return wait
 
     def _sweep(self, minute: int) -> None:
         """Once a minute: forget keys idle for two minutes, so memory follows live keys."""

@@ -1,30 +1,27 @@
 """Rate-limit counts shared over NATS JetStream, for nodes that share NATS and no Redis.
 
-A sliding-window counter: one message per key and minute holds that minute's count, updated
-compare-and-set (`Nats-Expected-Last-Subject-Sequence`), so concurrent requests on several
-nodes never count once for two. The estimate weights the previous minute's count by how much
-of it still lies inside the last 60 seconds, as Cloudflare's and `limits`' sliding window
-counters do; the stream forgets counts after two minutes.
+The sliding-window counter of `xshathra.api.ratelimit`: one message per key and minute holds
+that minute's count, updated compare-and-set (`natslink.append_after`), so concurrent requests
+on several nodes never count once for two; the stream forgets counts after two minutes.
 """
 
 from __future__ import annotations
 
-import math
 import time
 
 from nats.js import JetStreamContext, api
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import NotFoundError
 
+from xshathra.api.ratelimit import WINDOW, sliding_window_wait
 from xshathra.brokers.natslink import (
     NatsLink,
     NatsUnavailable,
     StreamUser,
+    append_after,
     stream_name,
     text_token,
 )
 
-WINDOW = 60
-WRONG_LAST_SEQUENCE = 10071
 MAX_ATTEMPTS = 50
 # A request waits on its rate limit: an unreachable JetStream must not hold it up for long.
 REQUEST_TIMEOUT = 1.0
@@ -76,27 +73,15 @@ class NatsWindowCounter:
         minute = int(now // WINDOW)
         elapsed = now - minute * WINDOW
         previous = await self._previous(f"{base}.{minute - 1}")
-        weight = (WINDOW - elapsed) / WINDOW
         subject = f"{base}.{minute}"
         for _ in range(MAX_ATTEMPTS):
             seq, count = await self._read(subject)
-            if previous * weight + count + 1 > per_minute:
-                if count + 1 > per_minute or previous == 0:
-                    return max(1, math.ceil(WINDOW - elapsed))
-                # Until enough of the previous minute has slid out of the window.
-                wait = WINDOW - elapsed - (per_minute - count - 1) * WINDOW / previous
-                return max(1, math.ceil(wait))
-            try:
-                await js.publish(
-                    subject,
-                    str(count + 1).encode(),
-                    headers={"Nats-Expected-Last-Subject-Sequence": str(seq)},
-                )
-            except APIError as exc:
-                if exc.err_code != WRONG_LAST_SEQUENCE:
-                    raise
-                continue  # another request counted first: count again
-            return None
+            wait = sliding_window_wait(per_minute, count, previous, elapsed)
+            if wait is not None:
+                return wait
+            if await append_after(js, subject, str(count + 1).encode(), seq):
+                return None
+            # Another request counted first: count again.
         raise NatsUnavailable("too many concurrent rate-limit updates")
 
     async def close(self) -> None:

@@ -46,7 +46,13 @@ from xshathra.brokers import (
     PublishOptions,
     StreamPosition,
 )
-from xshathra.brokers.natslink import NatsLink, NatsUnavailable, channel_token, stream_name
+from xshathra.brokers.natslink import (
+    NatsLink,
+    NatsUnavailable,
+    append_after,
+    channel_token,
+    stream_name,
+)
 from xshathra.brokers.natslink import text_token as _text_token
 from xshathra.engine.channels import ChannelRef
 
@@ -56,9 +62,7 @@ META_TTL = 30 * 86400  # as the Redis broker: a channel's position outlives its 
 IDEMPOTENCY_TTL = 300
 NODE_TTL = 30
 CONFIRM_TIMEOUT = 5
-WRONG_LAST_SEQUENCE = 10071  # JetStream's answer when another append came first
 MAX_ATTEMPTS = 50
-EXPECT = "Nats-Expected-Last-Subject-Sequence"
 MSG_ID = "Nats-Msg-Id"
 TOPS_CACHED = 10_000
 
@@ -103,6 +107,12 @@ def _publication(env: _Envelope) -> BrokerPublication:
         info=_unpack_info(env.info),
         time=env.time,
     )
+
+
+async def _back_off(attempt: int) -> None:
+    """After losing a compare-and-set: retry at once a few times, then spread the nodes out."""
+    if attempt > 2:
+        await asyncio.sleep(random.random() * 0.002 * attempt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,17 +378,14 @@ class NatsBroker:
                 size=opts.history_size,
                 expires=now + opts.history_ttl * 1000 if opts.history_ttl > 0 else 0,
             )
-            headers = {EXPECT: str(top.seq if top else 0)}
+            headers = {}
             if opts.idempotency_key:
                 headers[MSG_ID] = f"{channel_token(ref)}:{opts.idempotency_key}"
-            try:
-                ack = await js.publish(subject, PUBLICATION + _encode(env), headers=headers)
-            except APIError as exc:
-                if exc.err_code != WRONG_LAST_SEQUENCE:
-                    raise
+            after = top.seq if top else 0
+            ack = await append_after(js, subject, PUBLICATION + _encode(env), after, headers)
+            if ack is None:
                 self._tops.pop(ref, None)  # another node appended first: read its top
-                if attempt > 2:
-                    await asyncio.sleep(random.random() * 0.002 * attempt)
+                await _back_off(attempt)
                 continue
             if ack.duplicate:
                 return await self._first_answer(ref, ack.seq)
@@ -425,17 +432,10 @@ class NatsBroker:
             if after
             else _Envelope(epoch=secrets.token_hex(4))
         )
-        try:
-            ack = await js.publish(
-                self._history(ref),
-                MARKER + _encode(env),
-                headers={EXPECT: str(after.seq if after else 0)},
-            )
-        except APIError as exc:
-            if exc.err_code == WRONG_LAST_SEQUENCE:
-                return None
-            raise
-        return _Top(ack.seq, env)
+        ack = await append_after(
+            js, self._history(ref), MARKER + _encode(env), after.seq if after else 0
+        )
+        return None if ack is None else _Top(ack.seq, env)
 
     async def publish_join(self, ref: ChannelRef, info: ClientInfoData) -> None:
         nc, _ = await self._connected()
@@ -527,19 +527,9 @@ class NatsBroker:
                 after_counts[self._node] = count
             else:
                 after_counts.pop(self._node, None)
-            try:
-                await js.publish(
-                    self._count_subject(ref),
-                    _encode(after_counts),
-                    headers={EXPECT: str(seq)},
-                )
-            except APIError as exc:
-                if exc.err_code != WRONG_LAST_SEQUENCE:
-                    raise
-                if attempt > 2:
-                    await asyncio.sleep(random.random() * 0.002 * attempt)
-                continue
-            return before, sum(after_counts.values())
+            if await append_after(js, self._count_subject(ref), _encode(after_counts), seq):
+                return before, sum(after_counts.values())
+            await _back_off(attempt)
         raise NatsUnavailable("too many concurrent subscriber count updates")
 
     async def subscriber_count(self, ref: ChannelRef) -> int:

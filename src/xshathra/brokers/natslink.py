@@ -29,6 +29,8 @@ CONNECT_TIMEOUT = 2
 REQUEST_TIMEOUT = 5.0
 # A stream whose config changed (an upgrade, another node with other settings) is updated.
 STREAM_NAME_IN_USE = 10058
+WRONG_LAST_SEQUENCE = 10071  # JetStream's answer when another append came first
+EXPECT_LAST = "Nats-Expected-Last-Subject-Sequence"
 STREAM_RESTORE_ATTEMPTS = 40
 
 
@@ -220,6 +222,26 @@ class NatsLink:
             await call
         except (TimeoutError, NatsError, APIError, OSError) as exc:
             log.warning("nats background call failed (%s)", type(exc).__name__)
+
+
+async def append_after(
+    js: JetStreamContext,
+    subject: str,
+    payload: bytes,
+    after: int,
+    headers: dict[str, str] | None = None,
+) -> api.PubAck | None:
+    """Append to `subject` only if its newest message is still stream sequence `after` (0:
+    the subject holds nothing): JetStream's compare-and-set. None when another append came
+    first; the caller re-reads and tries again."""
+    try:
+        return await js.publish(
+            subject, payload, headers={**(headers or {}), EXPECT_LAST: str(after)}
+        )
+    except APIError as exc:
+        if exc.err_code == WRONG_LAST_SEQUENCE:
+            return None
+        raise
 
 
 class StreamUser:

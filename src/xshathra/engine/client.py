@@ -699,9 +699,6 @@ class ClientSession:
 
     def writer_slow(self) -> None:
         """The writer's transport buffer passed its limit: the client does not keep up."""
-        self._on_slow()
-
-    def _on_slow(self) -> None:
         self.disconnect(DisconnectCode.SLOW)
 
     def disconnect(self, code: DisconnectCode | int, reason: str | None = None) -> None:
