@@ -19,7 +19,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from xshathra.analytics.recorder import AnalyticsRecorder
+from xshathra.api import engine_http
 from xshathra.api.context import ServerContext
+from xshathra.api.engine_http import EngineHttp
 from xshathra.api.executor import Executor
 from xshathra.api.ratelimit import (
     LimitsCounter,
@@ -29,6 +31,7 @@ from xshathra.api.ratelimit import (
 )
 from xshathra.brokers import Broker
 from xshathra.engine.node import Node
+from xshathra.observability.metrics import HttpStats
 from xshathra.presence import PresenceStore
 from xshathra.settings import Settings
 from xshathra.storage.database import Database, open_database
@@ -128,6 +131,7 @@ class Runtime:
         self.db: Database | None = None
         self.node: Node | None = None
         self.http: FastAPI | None = None
+        self.engine_http: EngineHttp | None = None  # the server API's hot path, before FastAPI
         self.secrets: Secrets | None = None
         self.analytics: AnalyticsRecorder | None = None
         self.dispatcher: WebhookDispatcher | None = None
@@ -176,7 +180,9 @@ class Runtime:
             limiter=self.limiter,
             app_keys=app_keys,
         )
-        self.http = build_http_app(ctx, self)
+        http_stats = HttpStats()
+        self.http = build_http_app(ctx, self, http_stats)
+        self.engine_http = EngineHttp(ctx, http_stats)
 
     async def stop(self) -> None:
         """Close clients first (their last events still count), then flush and disconnect."""
@@ -203,18 +209,16 @@ class Runtime:
         return True
 
 
-def build_http_app(ctx: ServerContext, runtime: Runtime) -> FastAPI:
+def build_http_app(ctx: ServerContext, runtime: Runtime, http_stats: HttpStats) -> FastAPI:
     from xshathra.api.http_app import create_http_app
     from xshathra.observability.metrics import (
         CONTENT_TYPE,
         HttpMetricsMiddleware,
-        HttpStats,
         build_registry,
         render,
     )
 
     app = create_http_app(ctx)
-    http_stats = HttpStats()
     assert runtime.node is not None and runtime.dispatcher is not None
     registry = build_registry(runtime.node, runtime.dispatcher, http_stats)
     app.add_middleware(HttpMetricsMiddleware, stats=http_stats)
@@ -246,8 +250,9 @@ def build_http_app(ctx: ServerContext, runtime: Runtime) -> FastAPI:
 
 class XshathraASGI:
     """The ASGI entry point: owns the lifespan (so the node exists before any request) and
-    hands HTTP to the FastAPI app built at startup. WebSockets never reach it: uvicorn gives
-    them to `CentrifugeWebSocketProtocol`."""
+    hands HTTP to the FastAPI app built at startup, except the server API's methods, which
+    `EngineHttp` answers directly (see api.engine_http). WebSockets never reach it: uvicorn
+    gives them to `CentrifugeWebSocketProtocol`."""
 
     def __init__(self, settings: Settings) -> None:
         self.runtime = Runtime(settings)
@@ -259,6 +264,10 @@ class XshathraASGI:
         http = self.runtime.http
         if http is None:
             await JSONResponse({"error": "starting"}, status_code=503)(scope, receive, send)
+            return
+        engine = self.runtime.engine_http
+        if engine is not None and engine_http.handles(scope):
+            await engine(scope, receive, send)
             return
         await http(scope, receive, send)
 

@@ -154,6 +154,30 @@ def test_declared_oversized_body_is_refused_before_reading(
     assert assert_shape(r, 413) == "request body too large"
 
 
+@pytest.mark.parametrize("path", ["/realtime/api/publish", "/realtime/api/batch"])
+def test_engine_api_bodies_past_the_limit_get_its_error_shape(
+    server: ServerProcess, http: httpx.Client, app: Json, path: str
+) -> None:
+    """The server API answers outside FastAPI (api.engine_http): the limit holds there too,
+    declared or streamed, in Centrifugo's error shape; the node goes on answering."""
+    key = {"X-API-Key": str(app["api_key"]), "content-type": "application/json"}
+    too_large = {"error": {"code": 106, "message": "request body too large"}}
+    declared = http.post(path, content=b"{" + b" " * 1_100_000 + b"}", headers=key)
+    assert (declared.status_code, declared.json()) == (413, too_large)
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"channel": "c", "data": "'
+        for _ in range(64):
+            yield b"x" * 65536
+        yield b'"}'
+
+    streamed = http.post(path, content=chunks(), headers=key)
+    assert "content-length" not in streamed.request.headers
+    assert (streamed.status_code, streamed.json()) == (413, too_large)
+    ok = http.post("/realtime/api/publish", json={"channel": "c", "data": {}}, headers=key)
+    assert ok.status_code == 200 and "result" in ok.json(), ok.text
+
+
 def test_no_secret_in_answers_or_the_log(
     server: ServerProcess, http: httpx.Client, app: Json
 ) -> None:

@@ -140,14 +140,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         # Reached only by errors outside the routes (in an outer middleware).
-        _log_unexpected(request.method, request.url.path, exc)
+        log_unexpected(request.method, request.url.path, exc)
         return error_response(request, 500, INTERNAL)
 
 
 INTERNAL = "internal server error"
 
 
-def _log_unexpected(method: str, path: str, exc: BaseException) -> None:
+def log_unexpected(method: str, path: str, exc: BaseException) -> None:
     """Where it failed (type and frames), never the message: messages of driver errors can
     carry SQL parameters, hence secrets."""
     frames = "".join(traceback.format_tb(exc.__traceback__))
@@ -177,7 +177,7 @@ class CatchAllMiddleware:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:
             path = str(scope.get("path", ""))
-            _log_unexpected(str(scope.get("method", "")), path, exc)
+            log_unexpected(str(scope.get("method", "")), path, exc)
             if started:
                 raise
             body = json.dumps(error_body(path, INTERNAL, status=500)).encode()
