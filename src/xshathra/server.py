@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import secrets
 import sys
@@ -285,12 +286,22 @@ class XshathraASGI:
                 if state is not None:
                     state[NODE_STATE_KEY] = self.runtime.node
                 await send({"type": "lifespan.startup.complete"})
+                settle_garbage_collector()
                 _print_banner(self.runtime)
             elif message["type"] == "lifespan.shutdown":
                 with contextlib.suppress(Exception):
                     await self.runtime.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def settle_garbage_collector() -> None:
+    """Take what start-up built (modules, the app, the routes: hundreds of thousands of objects
+    that live as long as the process) out of the cyclic collector's sight. Otherwise every
+    full collection walks them all again, a pause of tens of milliseconds at a time on a
+    small machine, which lands on the latency of every message in flight."""
+    gc.collect()
+    gc.freeze()
 
 
 def _safe(exc: BaseException) -> str:
