@@ -57,15 +57,6 @@ class EngineAnswer:
     headers: dict[str, str] | None = None
 
 
-@dataclass(slots=True)
-class EngineAnswer:
-    """One server API answer, whichever HTTP layer sends it."""
-
-    status: int
-    body: bytes
-    headers: dict[str, str] | None = None
-
-
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> EngineAnswer:
     return EngineAnswer(status, _encoder.encode(body), headers)
 
@@ -99,63 +90,6 @@ async def run_method(
         raise x.ApiError(ErrorCode.BAD_REQUEST, f"bad request: {exc}") from None
     result = await spec[1](ctx.executor, app, request)
     return {"result": result}
-
-
-async def answer(ctx: ServerContext, method: str, api_key: str, body: bytes) -> EngineAnswer:
-    """The whole server API behind one call: authenticate, rate-limit, run `method` (or a
-    batch) and shape the reply as Centrifugo does. Both HTTP layers (the bare ASGI fast path in
-    `api.engine_http` and the FastAPI route that documents it) answer through here."""
-    app = await ctx.app_keys.find_by_api_key_hash(hash_key(api_key)) if api_key else None
-    if app is None:
-        return _error(ErrorCode.UNAUTHORIZED, status=401)
-    if not app.status:
-        return _error(ErrorCode.PERMISSION_DENIED, "application is disabled", status=403)
-    limited = await ctx.limiter.hit_app(app)
-    if limited is not None:
-        return _json(
-            {
-                "error": {"code": int(ErrorCode.TOO_MANY_REQUESTS), "message": "too many requests"},
-                "retry_after": limited,
-            },
-            429,
-            {"Retry-After": str(limited)},
-        )
-    if method == "batch":
-        return await _batch(ctx, app, body)
-    if method not in METHODS:
-        return _error(ErrorCode.METHOD_NOT_FOUND, status=404)
-    if len(body) > ctx.settings.max_request_body:
-        return _error(ErrorCode.LIMIT_EXCEEDED, "request body too large", 413)
-    try:
-        return _json(await run_method(ctx, app, method, body))
-    except x.ApiError as exc:
-        status = 400 if exc.code == ErrorCode.BAD_REQUEST and "bad request:" in exc.message else 200
-        return _error(exc.code, exc.message, status)
-    except Exception as exc:
-        log.warning("server API %s failed: %s", method, type(exc).__name__)
-        return _error(ErrorCode.INTERNAL, status=500)
-
-
-async def _batch(ctx: ServerContext, app: Application, body: bytes) -> EngineAnswer:
-    try:
-        req = _batch_decoder.decode(body or b"{}")
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
-        return _error(ErrorCode.BAD_REQUEST, f"bad request: {exc}", 400)
-    replies: list[dict[str, Any]] = []
-    for command in req.commands:
-        if len(command) != 1:
-            replies.append({"error": {"code": 107, "message": "one method per command"}})
-            continue
-        ((method, params),) = command.items()
-        try:
-            reply = await run_method(ctx, app, method, bytes(params))
-            replies.append({method: reply["result"]})
-        except x.ApiError as exc:
-            replies.append({"error": {"code": int(exc.code), "message": exc.message}})
-        except Exception as exc:
-            log.warning("server API %s failed in a batch: %s", method, type(exc).__name__)
-            replies.append({"error": {"code": 100, "message": "internal server error"}})
-    return _json({"replies": replies})
 
 
 async def answer(ctx: ServerContext, method: str, api_key: str, body: bytes) -> EngineAnswer:

@@ -14,7 +14,7 @@ import msgspec
 
 from xshathra.brokers import BrokerPublication, ClientInfoData
 from xshathra.engine.channels import ChannelRef
-from xshathra.engine.writer import OutgoingFrame
+from xshathra.engine.writer import OutgoingFrame, Writer
 from xshathra.protocol import messages as m
 from xshathra.protocol.json_codec import encode_reply
 from xshathra.tenancy.apps import AppId
@@ -45,7 +45,9 @@ def publication_message(pub: BrokerPublication) -> m.Publication:
 
 class Hub:
     def __init__(self) -> None:
-        self._subs: dict[ChannelRef, dict[ClientSession, None]] = {}
+        # Live subscribers of each channel, each with its writer: the fan-out loop then reads
+        # no attribute per delivery.
+        self._subs: dict[ChannelRef, dict[ClientSession, Writer]] = {}
         self._pending: dict[ChannelRef, dict[ClientSession, list[BufferedPublication]]] = {}
         self._connections: dict[AppId, dict[str, ClientSession]] = {}
         # Per app, user -> their one connection, or a dict of them once they have several:
@@ -129,7 +131,7 @@ class Hub:
             buffered = pending.pop(session, [])
             if not pending:
                 del self._pending[ref]
-        self._subs.setdefault(ref, {})[session] = None
+        self._subs.setdefault(ref, {})[session] = session.writer
         return buffered
 
     def remove_subscriber(self, ref: ChannelRef, session: ClientSession) -> bool:
@@ -180,8 +182,8 @@ class Hub:
             encode_reply(m.Reply(push=m.Push(channel=ref.name, pub=publication_message(pub))))
         )
         if subs:
-            for session in subs:
-                session.writer.enqueue(frame)
+            for writer in subs.values():
+                writer.enqueue(frame)
         if pending:
             for buffer in pending.values():
                 buffer.append((pub.offset, frame))
