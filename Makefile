@@ -52,7 +52,9 @@ $(BENCHJS): bench/package.json bench/package-lock.json
 	cd bench && npm ci --no-audit --no-fund --silent
 	touch $@
 
-# Not part of `make test`: the benchmark pins the server to core 0 and the load client to core 1.
+# Not part of `make test`: the benchmark pins the server to core 0, the load client and the
+# publisher to core 1. The load client is C (bench/loadclient/): the run compiles it with `cc`
+# into bench/.build/ when the source is newer, so a C compiler is needed.
 # BENCHARGS passes options through, e.g. `make bench BENCHARGS="--scenarios many,recovery"`.
 bench: $(BENCHSTAMP) $(BENCHJS)
 	$(PY) -m bench.run $(BENCHARGS)

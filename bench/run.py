@@ -1,12 +1,14 @@
-"""Xshathra and its peers under the same load, server pinned to core 0, load client pinned to
-core 1. `python -m bench.run --quick` runs the fan-out scenario at N=1,000 only and prints, as
-its last line, one JSON object with each stack's figures and the ratios.
+"""Xshathra and its peers under the same load, server pinned to core 0; the load client (C,
+bench/loadclient) and the HTTP publisher (this process) pinned to core 1.
+`python -m bench.run --quick` runs the fan-out scenario at N=1,000 only and prints, as its last
+line, one JSON object with each stack's figures and the ratios.
 
 Scenarios (`--scenarios`, see bench/README.md):
 - fanout: N clients on one channel; ~100-byte JSON publications sent over HTTP at a rising
   rate until deliveries per second (counted at the clients) stop rising. Reported: the
-  maximum, p50/p99 publish-to-receive latency at 70% of it, and the CPU of the server and of
-  the client (a client near 100% would mean the client, not the server, was the limit).
+  maximum, p50/p99 publish-to-receive latency at 70% of it, and the CPU of the server, of the
+  load client and of the publisher (either near 100% would mean the benchmark, not the server,
+  was the limit).
 - many: N clients, each on its own channel and on one shared channel; publications go
   round-robin to the own channels with every tenth to the shared one; same method as fanout.
   Xshathra only: the peers have no channels.
@@ -30,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import loadclient, profile, report, targets
+from bench.loadclient import LoadClient
 from bench.recovery import recovery
 from bench.stacks import (
     BENCH,
@@ -39,22 +42,20 @@ from bench.stacks import (
     Publisher,
     Stack,
     children_cpu,
-    client_for,
-    close_all,
     cpu_seconds,
     missing,
-    open_clients,
     rss_bytes,
     serving,
     xs_hello,
     xs_publish,
     xs_ready,
 )
-from bench.wsclient import Stats
 
 STEP_SECONDS = 2.0
+LATENCY_SECONDS = 4.0  # the fixed-rate latency step: longer, for a steadier p99
+PROFILE_SECONDS = 5.0
 RATES = [25.0 * 2**i for i in range(12)]
-SAMPLE_EVERY = 50  # one connection in fifty decodes publications for latency
+SAMPLE_EVERY = 50  # one connection in fifty times publications (latency)
 SHARED = "bench:shared"
 SHARED_EVERY = 10  # in the many-channels mix, every tenth publication goes to SHARED
 SCENARIOS = ("fanout", "many", "idle", "recovery")
@@ -65,7 +66,7 @@ CHANNEL_ONLY = ("many", "recovery")  # scenarios the peers cannot run: they have
 class Load:
     """What a ramp's clients subscribe to and where its publications go."""
 
-    hello: Callable[[int], list[bytes]]  # the hello frames of connection i
+    hellos: list[list[bytes]]  # connection i sends the frames hellos[i % len(hellos)]
     ready_marker: bytes
     body: Callable[[bytes], bytes]  # a payload into the next publish request's body
     info: dict[str, Any] = field(default_factory=dict)  # what the results should say about it
@@ -76,9 +77,8 @@ LoadFor = Callable[[Stack, dict[str, Any], int], Load]
 
 def fanout_load(stack: Stack, ctx: dict[str, Any], n: int) -> Load:
     """Every client on the stack's one channel (or, for peers, on the server's one stream)."""
-    hello = stack.hello(ctx)
     return Load(
-        lambda i: hello,
+        [stack.hello(ctx)],
         stack.ready_marker,
         lambda d: stack.publish_body(d, ctx),
         {"deliveries_per_publication": n},
@@ -111,7 +111,7 @@ def many_load(stack: Stack, ctx: dict[str, Any], n: int) -> Load:
     """Xshathra only: connection i subscribes to its own channel (id 2) and the shared one
     (id 3) in the hello frame; it is ready when the second subscribe is answered."""
     return Load(
-        lambda i: xs_hello(ctx, {"channel": own_channel(i)}, {"channel": SHARED}),
+        [xs_hello(ctx, {"channel": own_channel(i)}, {"channel": SHARED}) for i in range(n)],
         xs_ready(3),
         MixedTargets(n),
         {
@@ -134,28 +134,51 @@ def _pct(values: list[int], pct: int) -> float | None:
     return round(statistics.quantiles(values, n=100)[pct - 1] / 1e6, 2)
 
 
+async def start_client(
+    stack: Stack,
+    port: int,
+    n: int,
+    hellos: list[list[bytes]],
+    ready_marker: bytes,
+    sample_every: int = 0,
+) -> LoadClient:
+    """n load connections speaking `stack`'s protocol, all taken on when this returns."""
+    return await LoadClient.start(
+        port, stack.path, n, hellos, stack.marker, stack.ping, ready_marker, sample_every
+    )
+
+
 async def ramp(
-    pid: int, stats: Stats, publisher: Publisher, rates: list[float]
+    pid: int,
+    client: LoadClient,
+    publisher: Publisher,
+    rates: list[float],
+    seconds: float = STEP_SECONDS,
 ) -> list[dict[str, Any]]:
-    """One STEP_SECONDS step per rate, stopping once deliveries rise by less than 5%."""
+    """One step per rate, stopping once deliveries rise by less than 5%."""
     steps: list[dict[str, Any]] = []
     best = 0.0
     for rate in rates:
-        stats.latencies_ns.clear()
-        received0, failed0 = stats.received, publisher.failed
-        cpu_s0, cpu_c0, t0 = children_cpu(pid), cpu_seconds(os.getpid()), time.monotonic()
-        await publisher.run(rate, STEP_SECONDS)
+        before = await client.stats()  # also drops the previous step's latencies
+        failed0 = publisher.failed
+        cpu_s0, cpu_c0 = children_cpu(pid), client.cpu_seconds()
+        cpu_p0, t0 = cpu_seconds(os.getpid()), time.monotonic()
+        await publisher.run(rate, seconds)
+        after = await client.stats()
         dt = time.monotonic() - t0
-        deliveries = (stats.received - received0) / dt
+        deliveries = (after.received - before.received) / dt
         steps.append(
             {
                 "rate": rate,
                 "deliveries_per_s": round(deliveries),
                 "server_cpu": round((children_cpu(pid) - cpu_s0) / dt, 2),
-                "client_cpu": round((cpu_seconds(os.getpid()) - cpu_c0) / dt, 2),
-                "p50_ms": _pct(stats.latencies_ns, 50),
-                "p99_ms": _pct(stats.latencies_ns, 99),
+                "client_cpu": round((client.cpu_seconds() - cpu_c0) / dt, 2),
+                "publisher_cpu": round((cpu_seconds(os.getpid()) - cpu_p0) / dt, 2),
+                "p50_ms": _pct(after.latencies_ns, 50),
+                "p99_ms": _pct(after.latencies_ns, 99),
                 "publish_errors": publisher.failed - failed0,
+                # by the server during the step: a slow-client disconnect would show here
+                "connections_closed": after.closed - before.closed,
             }
         )
         if deliveries < best * 1.05:
@@ -164,25 +187,35 @@ async def ramp(
     return steps
 
 
-async def measure(stack: Stack, n: int, rates: list[float], load_for: LoadFor) -> dict[str, Any]:
-    """A fresh server, n clients as `load_for` says, then the rising-rate ramp."""
+async def measure(
+    stack: Stack,
+    n: int,
+    rates: list[float],
+    load_for: LoadFor,
+    seconds: float = STEP_SECONDS,
+    profile_to: Path | None = None,
+) -> dict[str, Any]:
+    """A fresh server, n clients as `load_for` says, then the rising-rate ramp. With
+    `profile_to`, one more step at the last rate with py-spy attached to the server (a step of
+    its own, so that sampling never weighs on the figures of the measured ones)."""
     async with serving(stack, capacity_env(n)) as (port, proc, ctx):
         load = load_for(stack, ctx, n)
-        stats = Stats()
-        transports = await open_clients(
-            port,
-            n,
-            lambda i, ready: client_for(
-                stack, stats, i % SAMPLE_EVERY == 0, ready, load.hello(i), load.ready_marker
-            ),
-        )
-        await asyncio.sleep(1.0)  # let the server finish the setup work before timing
-        publisher = Publisher(port, stack.publish_path, stack.headers(ctx), load.body)
+        client = await start_client(stack, port, n, load.hellos, load.ready_marker, SAMPLE_EVERY)
         try:
-            steps = await ramp(proc.pid, stats, publisher, rates)
+            await asyncio.sleep(1.0)  # let the server finish the setup work before timing
+            publisher = Publisher(port, stack.publish_path, stack.headers(ctx), load.body)
+            try:
+                steps = await ramp(proc.pid, client, publisher, rates, seconds)
+                if profile_to is not None:
+                    found, _ = await asyncio.gather(
+                        profile.record(proc.pid, PROFILE_SECONDS, profile_to),
+                        publisher.run(steps[-1]["rate"], PROFILE_SECONDS + 1),
+                    )
+                    profile_to.with_suffix(".md").write_text(found.markdown())
+            finally:
+                publisher.close()
         finally:
-            publisher.close()
-            close_all(transports)
+            await client.close()
     peak = max(steps, key=lambda s: s["deliveries_per_s"])
     return {
         "stack": stack.name,
@@ -191,6 +224,7 @@ async def measure(stack: Stack, n: int, rates: list[float], load_for: LoadFor) -
         "max_deliveries_per_s": peak["deliveries_per_s"],
         "server_cpu_at_max": peak["server_cpu"],
         "client_cpu_at_max": peak["client_cpu"],
+        "publisher_cpu_at_max": peak["publisher_cpu"],
         "steps": steps,
     }
 
@@ -210,11 +244,29 @@ async def find_max(stack: Stack, n: int, load_for: LoadFor) -> dict[str, Any]:
     return found
 
 
-async def fanout(stacks: list[Stack], sizes: list[int]) -> dict[str, dict[int, Any]]:
+async def at_latency_rate(stack: Stack, n: int, found: dict[str, Any], out: Path) -> None:
+    """Latency at the fixed rate of the latency targets (targets.LATENCY_RATE deliveries/s):
+    a fresh server, one longer step. Xshathra's server is then profiled at that rate (see
+    bench.profile). A stack whose maximum is below the rate is left out: it would measure a
+    growing queue."""
+    if found["max_deliveries_per_s"] < targets.LATENCY_RATE:
+        found["at_latency_rate"] = {"skipped": "maximum below the rate"}
+        return
+    profile_to = out / f"profile-{stack.name}.txt" if stack.name == "xshathra" else None
+    result = await measure(
+        stack, n, [targets.LATENCY_RATE / n], fanout_load, LATENCY_SECONDS, profile_to
+    )
+    step = result["steps"][0]
+    found["at_latency_rate"] = {"target_deliveries_per_s": targets.LATENCY_RATE, **step}
+
+
+async def fanout(stacks: list[Stack], sizes: list[int], out: Path) -> dict[str, dict[int, Any]]:
     results: dict[str, dict[int, Any]] = {}
     for stack in stacks:
         for n in sizes:
             found = await find_max(stack, n, fanout_load)
+            if n == targets.N:
+                await at_latency_rate(stack, n, found, out)
             results.setdefault(stack.name, {})[n] = found
             progress(found)
     return results
@@ -230,16 +282,12 @@ async def idle_memory(stack: Stack, n: int) -> dict[str, Any]:
     async with serving(stack, capacity_env(n)) as (port, proc, ctx):
         await asyncio.sleep(1.0)
         before = rss_bytes(proc.pid)
-        stats = Stats()
-        hello = stack.hello(ctx)
-        transports = await open_clients(
-            port,
-            n,
-            lambda i, ready: client_for(stack, stats, False, ready, hello, stack.ready_marker),
-        )
-        await asyncio.sleep(2.0)  # allocator settled after the setup
-        after = rss_bytes(proc.pid)
-        close_all(transports)
+        client = await start_client(stack, port, n, [stack.hello(ctx)], stack.ready_marker)
+        try:
+            await asyncio.sleep(2.0)  # allocator settled after the setup
+            after = rss_bytes(proc.pid)
+        finally:
+            await client.close()
     return {
         "stack": stack.name,
         "n": n,
@@ -320,6 +368,10 @@ def raise_fd_limit() -> None:
 
 async def main() -> None:
     args = parse_args()
+    try:
+        loadclient.build()  # before any server starts: without a C compiler, stop at once
+    except RuntimeError as e:
+        sys.exit(f"bench: {e}")
     os.sched_setaffinity(0, {int(CLIENT_CORE)})
     raise_fd_limit()
     stacks = runnable(args.stacks.split(","))
@@ -335,8 +387,10 @@ async def main() -> None:
     fanout_results: dict[str, dict[int, Any]] = {}
     many_results: dict[str, Any] = {}
     recovery_results: dict[str, Any] = {}
+    profiled = out / "profile-xshathra.md"
     if "fanout" in args.scenarios:
-        fanout_results = await fanout(stacks, args.sizes)
+        profiled.unlink(missing_ok=True)  # only this run's profile goes in this run's report
+        fanout_results = await fanout(stacks, args.sizes, out)
         (out / "fanout.json").write_text(json.dumps(fanout_results, indent=2))
         sections["fanout"] = report.fanout_table(fanout_results)
         (out / "fanout.md").write_text(sections["fanout"])
@@ -345,6 +399,7 @@ async def main() -> None:
         many_results = await many(with_channels, args.many_n)
         (out / "many.json").write_text(json.dumps(many_results, indent=2))
         sections["many"] = report.many_table(many_results)
+    idle_results: dict[str, Any] = {}
     if "idle" in args.scenarios:
         idle_results = await idle(stacks, args.idle_n)
         (out / "idle.json").write_text(json.dumps(idle_results, indent=2))
@@ -355,6 +410,9 @@ async def main() -> None:
         }
         (out / "recovery.json").write_text(json.dumps(recovery_results, indent=2))
         sections["recovery"] = report.recovery_table(recovery_results)
+    sections = {"targets": targets.table(targets.check(fanout_results, idle_results)), **sections}
+    if profiled.exists():
+        sections["profile"] = profiled.read_text()
     (out / "report.md").write_text(report.document(sections))
     print(json.dumps(report.summary(fanout_results, many_results, recovery_results)))
 

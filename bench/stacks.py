@@ -1,5 +1,6 @@
 """The stacks under test and what every scenario shares: starting a server pinned to its core,
-opening load connections in batches, publishing at a set rate, and reading CPU and memory."""
+opening Python connections in batches (the recovery scenario's; the load connections are the C
+client's, bench/loadclient.py), publishing at a set rate, and reading CPU and memory."""
 
 from __future__ import annotations
 
@@ -22,8 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-
-from bench.wsclient import Stats, WsClient
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -65,15 +64,15 @@ class Stack:
     name: str
     command: Callable[[int, Path], list[str]]
     path: str
-    hello: Callable[[dict[str, Any]], list[bytes]]
-    count: Callable[[bytes], int]
-    answer: Callable[[bytes], bytes | None]
+    hello: Callable[[dict[str, Any]], list[bytes]]  # the frames a client sends once upgraded
     publish_path: str
     publish_body: Callable[[bytes, dict[str, Any]], bytes]
     headers: Callable[[dict[str, Any]], dict[str, str]] = lambda ctx: {}
     env: dict[str, str] = field(default_factory=dict)
     marker: bytes = b'"t":'  # occurs once per publication as the client receives it
-    ping: tuple[bytes, bytes] | None = None  # (server's ping frame, the client's answer)
+    # (the server's application ping payload, the client's answer); the ping may also be one
+    # line of a newline-batched payload (Centrifuge JSON).
+    ping: tuple[bytes, bytes] | None = None
     # What arrives once the server has taken the client on (subscribe reply, socket.io
     # CONNECT ack); empty where the upgrade alone does it.
     ready_marker: bytes = b""
@@ -129,19 +128,17 @@ def _socketio(name: str, command: Callable[[int, Path], list[str]]) -> Stack:
         command,
         SOCKETIO_PATH,
         lambda ctx: [b"40"],
-        lambda p: 1 if p.startswith(b"42") else 0,
-        lambda p: b"3" if p == b"2" else None,
         "/publish",
         lambda d, c: d,
         marker=b'42["msg"',
-        ping=(b"\x81\x012", b"3"),
+        ping=(b"2", b"3"),
         ready_marker=b"40{",
     )
 
 
 def _plain(name: str, command: Callable[[int, Path], list[str]]) -> Stack:
     """A bare WebSocket server: every client gets every publication, no protocol on top."""
-    return Stack(name, command, "/", lambda ctx: [], lambda p: 1, lambda p: None, "/publish", _raw)
+    return Stack(name, command, "/", lambda ctx: [], "/publish", _raw)
 
 
 def _raw(data: bytes, ctx: dict[str, Any]) -> bytes:
@@ -154,8 +151,6 @@ STACKS: dict[str, Stack] = {
         lambda port, tmp: [PY, "-m", "xshathra", "serve", "--port", str(port)],
         XS_PATH,
         lambda ctx: xs_hello(ctx, {"channel": CHANNEL}),
-        lambda p: p.count(b'"pub"'),
-        lambda p: b"{}" if p == b"{}" else None,
         "/realtime/api/publish",
         lambda data, ctx: xs_publish(CHANNEL, data),
         lambda ctx: {"X-API-Key": ctx["api_key"]},
@@ -180,30 +175,6 @@ def missing(stack: Stack) -> str | None:
     if stack.is_node and not (BENCH / "node_modules").is_dir():
         return "bench/node_modules is missing (cd bench && npm ci)"
     return None
-
-
-def client_for(
-    stack: Stack,
-    stats: Stats,
-    sample: bool,
-    ready: asyncio.Future[None],
-    hello: list[bytes],
-    ready_marker: bytes,
-) -> WsClient:
-    """One load-client connection speaking `stack`'s protocol; `sample` ones time latency."""
-    return WsClient(
-        "127.0.0.1",
-        stack.path,
-        stats,
-        hello,
-        stack.count,
-        sample,
-        stack.answer,
-        ready,
-        stack.marker,
-        stack.ping,
-        ready_marker,
-    )
 
 
 async def open_clients(

@@ -1,15 +1,8 @@
-"""A lean WebSocket load client: raw asyncio protocols and a hand-written frame parser. It must
-never be the bottleneck, so it does the least work that still measures:
-
-- sampled connections (one in fifty) parse every frame and decode each publication's send
-  time for latency;
-- the others only count publications, by counting the stack's publication marker in what
-  arrives (`bytes.count`, in C: no Python work per message), carrying the marker's length
-  minus one byte over to the next read so a marker split between reads counts once, and
-  answer the stack's application-level ping frame when they see it.
-
-`RecoveryClient` is the exception: few connections, every frame parsed as JSON, because the
-recovery scenario checks what each client got rather than how fast it arrives.
+"""A WebSocket client in Python for the recovery scenario: raw asyncio protocols and a
+hand-written frame parser. `RecoveryClient` parses every frame as JSON, because recovery checks
+what each client got rather than how fast it arrives, and it opens few connections. The load
+scenarios use the C client instead (bench/loadclient.py): at their rates a Python client is
+the bottleneck.
 """
 
 from __future__ import annotations
@@ -20,20 +13,7 @@ import json
 import os
 import struct
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, cast
-
-# How a publication's send time appears in what the client receives: plain in a JSON payload,
-# or JSON-escaped where the server wraps the payload in a string (socket.io: `42["msg","{\"t\":`).
-TIME_KEYS = (b'"t":', b'\\"t\\":')
-
-
-@dataclass
-class Stats:
-    received: int = 0
-    latencies_ns: list[int] = field(default_factory=list)
-    errors: int = 0
 
 
 def _mask(payload: bytes) -> bytes:
@@ -66,21 +46,6 @@ def split_frames(buf: bytes) -> tuple[list[bytes], bytes]:
         payloads.append(buf[pos + head : pos + head + length])
         pos += head + length
     return payloads, buf[pos:]
-
-
-def send_times(payload: bytes) -> list[int]:
-    """Every publication send time (ns) found in `payload`, plain or JSON-escaped."""
-    found: list[int] = []
-    for key in TIME_KEYS:
-        start = 0
-        while (i := payload.find(key, start)) >= 0:
-            j = k = i + len(key)
-            while k < len(payload) and 48 <= payload[k] <= 57:
-                k += 1
-            if k > j:
-                found.append(int(payload[j:k]))
-            start = k
-    return found
 
 
 class WsConnection(asyncio.Protocol):
@@ -142,85 +107,6 @@ class WsConnection(asyncio.Protocol):
 
     def message(self, payload: bytes) -> None:
         """One complete (unfragmented) frame's payload."""
-
-
-class WsClient(WsConnection):
-    """One load connection. It sends the stack's hello once upgraded and counts publications.
-
-    `ready` resolves once the server has confirmed the subscription: when `ready_marker` (the
-    subscribe reply) arrives, or at the upgrade when the stack has no subscribe step."""
-
-    def __init__(
-        self,
-        host: str,
-        path: str,
-        stats: Stats,
-        hello: list[bytes],
-        count: Callable[[bytes], int],
-        sample: bool,
-        answer: Callable[[bytes], bytes | None],
-        ready: asyncio.Future[None],
-        marker: bytes = b"",
-        ping: tuple[bytes, bytes] | None = None,
-        ready_marker: bytes = b"",
-    ) -> None:
-        super().__init__(host, path, hello)
-        self.stats, self.count, self.sample, self.answer = stats, count, sample, answer
-        self.ready = ready
-        # Counting mode: no frame parsing, see the module's docstring.
-        self.marker = marker if not sample else b""
-        self.ping = ping
-        self.carry = b""
-        self.ready_marker = ready_marker
-        self.ready_tail = b""  # so a ready marker split between reads is still seen
-
-    def data_received(self, data: bytes) -> None:
-        if self.open and self.marker:
-            # The hot path, inline on purpose: one Python call per read adds up at 10⁵ reads/s.
-            chunk = self.carry + data
-            self.stats.received += chunk.count(self.marker)
-            self.carry = chunk[-(len(self.marker) - 1) :]
-            if self.ping is not None and self.ping[0] in chunk:
-                self.send(self.ping[1])
-            if not self.ready.done():
-                self._check_ready(data)
-            return
-        super().data_received(data)
-
-    def refused(self, response: str) -> None:
-        self.stats.errors += 1
-        if not self.ready.done():
-            self.ready.set_exception(ConnectionError(response))
-
-    def opened(self, rest: bytes) -> None:
-        if not self.ready_marker and not self.ready.done():
-            self.ready.set_result(None)
-        if self.marker:
-            self.data_received(rest)  # now open: takes the counting path
-        else:
-            self.frames(rest)
-
-    def _check_ready(self, data: bytes) -> None:
-        seen = self.ready_tail + data
-        if self.ready_marker in seen:
-            self.ready.set_result(None)
-            self.ready_tail = b""
-        else:
-            self.ready_tail = seen[-len(self.ready_marker) :]
-
-    def message(self, payload: bytes) -> None:
-        if not self.ready.done():
-            self._check_ready(payload)
-        got = self.count(payload)
-        if got:
-            self.stats.received += got
-            if self.sample:
-                now = time.time_ns()
-                self.stats.latencies_ns.extend(now - t for t in send_times(payload))
-        else:
-            reply = self.answer(payload)
-            if reply is not None:
-                self.send(reply)
 
 
 class RecoveryClient(WsConnection):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import socketio
+import socketio  # type: ignore[import-untyped]  # no stubs, no py.typed
 import uvicorn
 
 sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins="*")
