@@ -21,6 +21,7 @@ from bench.stacks import BENCH, cpu_seconds
 
 SOURCE = BENCH / "loadclient" / "loadclient.c"
 BINARY = BENCH / ".build" / "loadclient"
+CONNECT_BATCH = 500  # connections opened at once: more can overflow a server's listen backlog
 LINE_LIMIT = 64 * 1024 * 1024  # a `stats` line holds every latency sample of a step
 
 
@@ -63,8 +64,8 @@ class ClientStats:
 
 class LoadClient:
     """n WebSocket connections held by the C client. Use `await LoadClient.start(...)`, which
-    returns once every connection is taken on (the client opens them 500 at a time and fails
-    if a batch is not ready within 120 s)."""
+    returns once every connection is taken on (the client opens them `batch` at a time and
+    fails if a batch is not ready within 120 s)."""
 
     def __init__(self, proc: asyncio.subprocess.Process, tmp: Path, n: int) -> None:
         self.proc, self.tmp, self.n = proc, tmp, n
@@ -80,6 +81,7 @@ class LoadClient:
         ping: tuple[bytes, bytes] | None = None,
         ready_marker: bytes = b"",
         sample_every: int = 0,
+        batch: int = CONNECT_BATCH,
     ) -> LoadClient:
         """`hellos[i % len(hellos)]` are the frames connection i sends after the upgrade;
         `marker` occurs once per publication received; `ping` is the server's application
@@ -103,6 +105,7 @@ class LoadClient:
             ping_payload,
             answer,
             ready_marker,
+            str(batch),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=LINE_LIMIT,

@@ -24,7 +24,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BATCH 500               /* connections opened at once: more overflows listen backlogs */
 #define READY_TIMEOUT_S 120     /* for one batch to be taken on */
 #define READ_SIZE (256 * 1024)  /* one read; the buffer is shared by all connections */
 #define MAX_HEAD 16384          /* an upgrade response with a longer head is not one */
@@ -66,7 +65,7 @@ static int64_t *latencies;
 static size_t nlatencies, caplatencies;
 
 static struct conn *conns;
-static long nconns, nready;
+static long nconns, nready, batch;  /* batch: connections opened at once (see usage) */
 static int running;  /* every connection was taken on: failures count instead of ending us */
 static int ep;
 static uint8_t *rbuf, *scratch;
@@ -560,17 +559,19 @@ static struct buf arg(const char *s) {
 static void usage(void) {
     fprintf(stderr,
             "usage: loadclient HOST PORT PATH N SAMPLE_EVERY HELLO_FILE MARKER PING ANSWER "
-            "READY\n"
+            "READY BATCH\n"
             "  N connections to ws://HOST:PORT/PATH; connection i times publications when\n"
             "  i %% SAMPLE_EVERY == 0 (0: none) and sends hello i %% (lines in HELLO_FILE);\n"
             "  MARKER is counted once a publication; a payload (or line of one) equal to PING\n"
             "  is answered with ANSWER; READY in a payload means the connection is taken on.\n"
-            "  PING, READY may be empty (no ping; ready at the upgrade).\n");
+            "  PING, READY may be empty (no ping; ready at the upgrade). Connections open\n"
+            "  BATCH at a time, each batch taken on before the next (more at once can\n"
+            "  overflow a listen backlog).\n");
     exit(2);
 }
 
 int main(int argc, char **argv) {
-    if (argc != 11)
+    if (argc != 12)
         usage();
     host = argv[1];
     port = argv[2];
@@ -582,7 +583,8 @@ int main(int argc, char **argv) {
     ping = arg(argv[8]);
     answer = arg(argv[9]);
     ready_marker = arg(argv[10]);
-    if (nconns <= 0 || sample_every < 0)
+    batch = atol(argv[11]);
+    if (nconns <= 0 || sample_every < 0 || batch <= 0)
         usage();
 
     struct rlimit lim;  /* one descriptor per connection: as many as we may have */
@@ -611,8 +613,8 @@ int main(int argc, char **argv) {
     conns = calloc((size_t)nconns, sizeof *conns);
     if (!conns)
         die("%s", "out of memory");
-    for (long start = 0; start < nconns; start += BATCH) {
-        long end = start + BATCH < nconns ? start + BATCH : nconns;
+    for (long start = 0; start < nconns; start += batch) {
+        long end = start + batch < nconns ? start + batch : nconns;
         for (long i = start; i < end; i++)
             open_conn(&conns[i], i, sample_every && i % sample_every == 0);
         int64_t deadline = now_ns(CLOCK_MONOTONIC) + (int64_t)READY_TIMEOUT_S * 1000000000;
