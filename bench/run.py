@@ -249,15 +249,18 @@ async def find_max(stack: Stack, n: int, load_for: LoadFor) -> dict[str, Any]:
     return found
 
 
-async def at_latency_rate(stack: Stack, n: int, found: dict[str, Any], out: Path) -> None:
+async def at_latency_rate(
+    stack: Stack, n: int, found: dict[str, Any], out: Path, profiled: bool
+) -> None:
     """Latency at the fixed rate of the latency targets (targets.LATENCY_RATE deliveries/s):
-    a fresh server, one longer step. Xshathra's server is then profiled at that rate (see
-    bench.profile). A stack whose maximum is below the rate is left out: it would measure a
-    growing queue."""
+    a fresh server, one longer step. With `profiled`, Xshathra's server is then profiled at
+    that rate (see bench.profile). A stack whose maximum is below the rate is left out: it
+    would measure a growing queue."""
     if found["max_deliveries_per_s"] < targets.LATENCY_RATE:
         found["at_latency_rate"] = {"skipped": "maximum below the rate"}
         return
-    profile_to = out / f"profile-{stack.name}.txt" if stack.name == "xshathra" else None
+    profiled = profiled and stack.name == "xshathra"
+    profile_to = out / f"profile-{stack.name}.txt" if profiled else None
     result = await measure(
         stack, n, [targets.LATENCY_RATE / n], fanout_load, LATENCY_SECONDS, profile_to
     )
@@ -265,13 +268,15 @@ async def at_latency_rate(stack: Stack, n: int, found: dict[str, Any], out: Path
     found["at_latency_rate"] = {"target_deliveries_per_s": targets.LATENCY_RATE, **step}
 
 
-async def fanout(stacks: list[Stack], sizes: list[int], out: Path) -> dict[str, dict[int, Any]]:
+async def fanout(
+    stacks: list[Stack], sizes: list[int], out: Path, profiled: bool
+) -> dict[str, dict[int, Any]]:
     results: dict[str, dict[int, Any]] = {}
     for stack in stacks:
         for n in sizes:
             found = await find_max(stack, n, fanout_load)
             if n == targets.N:
-                await at_latency_rate(stack, n, found, out)
+                await at_latency_rate(stack, n, found, out, profiled)
             results.setdefault(stack.name, {})[n] = found
             progress(found)
     return results
@@ -398,7 +403,8 @@ async def main() -> None:
     profiled = out / "profile-xshathra.md"
     if "fanout" in args.scenarios:
         profiled.unlink(missing_ok=True)  # only this run's profile goes in this run's report
-        fanout_results = await fanout(stacks, args.sizes, out)
+        # Not with --quick, which must stay under two minutes.
+        fanout_results = await fanout(stacks, args.sizes, out, profiled=not args.quick)
         (out / "fanout.json").write_text(json.dumps(fanout_results, indent=2))
         sections["fanout"] = report.fanout_table(fanout_results)
         (out / "fanout.md").write_text(sections["fanout"])
