@@ -13,6 +13,9 @@ from typing import Protocol
 
 from xshathra.protocol.json_codec import join_frames
 
+# Connections written per loop iteration by a flush; see FlushScheduler.
+FLUSH_CHUNK = 256
+
 
 class OutgoingFrame:
     """One encoded reply or push. `wire` caches the transport's framing of `payload` alone, so a
@@ -43,33 +46,46 @@ class FlushScheduler:
     The flush loop does each writer's work inline rather than calling a method per writer, and
     writers append themselves to `dirty` directly: at a fan-out to thousands, every Python call
     per delivery shows in the profile next to the write itself.
+
+    A flush writes at most FLUSH_CHUNK connections per loop iteration and continues in the next
+    one. In between, the loop reads what arrived: a publication that comes in while a large
+    fan-out is being written joins the frames still queued for the connections not written
+    yet, so they get both in one write, instead of waiting for the whole fan-out to end and
+    then costing every connection a second write.
     """
 
-    __slots__ = ("_loop", "_merged", "dirty")
+    __slots__ = ("_done", "_loop", "_merged", "dirty")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        # Writers with frames this tick. Never replaced, only cleared, since every writer
-        # holds it; a writer appended during the flush is flushed by the same loop.
+        # Writers with frames to send. Never replaced, only cleared once all are flushed, since
+        # every writer holds it; a writer appended during the flush is flushed by it too.
         self.dirty: list[Writer] = []
-        # Frames (by identity; all alive until the flush ends) -> their merged frame.
-        self._merged: dict[tuple[int, ...], OutgoingFrame] = {}
+        self._done = 0  # how many of `dirty` this flush has written
+        # Frames (by identity) -> the frames and their merged frame; holding the frames keeps
+        # their ids unique until the flush ends.
+        self._merged: dict[tuple[int, ...], tuple[list[OutgoingFrame], OutgoingFrame]] = {}
 
     def merged(self, frames: list[OutgoingFrame]) -> OutgoingFrame:
         key = tuple(map(id, frames))
-        frame = self._merged.get(key)
-        if frame is None:
-            frame = self._merged[key] = OutgoingFrame(join_frames([f.payload for f in frames]))
-        return frame
+        found = self._merged.get(key)
+        if found is None:
+            found = self._merged[key] = (
+                frames,
+                OutgoingFrame(join_frames([f.payload for f in frames])),
+            )
+        return found[1]
 
     def schedule(self) -> None:
-        """Called by the first writer to become dirty this tick."""
+        """Called by the first writer to become dirty while no flush is under way."""
         self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         dirty = self.dirty
+        start = self._done
+        self._done = end = start + FLUSH_CHUNK
         try:
-            for writer in dirty:
+            for writer in dirty[start:end]:
                 pending = writer._pending
                 if pending is None or writer.closed:
                     continue
@@ -79,8 +95,12 @@ class FlushScheduler:
                     writer.closed = True
                     writer._owner.writer_slow()
         finally:
-            dirty.clear()
-            self._merged.clear()  # ids are only unique while the frames are alive
+            if end < len(dirty):
+                self._loop.call_soon(self._flush)
+            else:
+                dirty.clear()
+                self._done = 0
+                self._merged.clear()
 
 
 class SlowListener(Protocol):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from xshathra.engine.writer import FlushScheduler, OutgoingFrame, Writer
+from xshathra.engine.writer import FLUSH_CHUNK, FlushScheduler, OutgoingFrame, Writer
 
 
 class Owner:
@@ -126,3 +126,28 @@ async def test_flush_writes_synchronously_and_once() -> None:
     Writer(witness, scheduler, 100, Owner()).enqueue(OutgoingFrame(b"w"))
     await asyncio.wait_for(witness.written.wait(), 1)
     assert sink.writes == [[b"x"]]
+
+
+async def test_a_frame_queued_during_a_large_flush_joins_the_connections_not_written_yet() -> None:
+    """A flush writes FLUSH_CHUNK connections per loop iteration. A frame queued in between
+    goes to the connections not written yet in one write with the first frame, and to those
+    already written in a write of its own: every connection gets both, in order, and nobody
+    waits for the whole fan-out before the second frame is taken in."""
+    scheduler = FlushScheduler(asyncio.get_running_loop())
+    sinks = [Sink() for _ in range(2 * FLUSH_CHUNK + 10)]
+    writers = [Writer(sink, scheduler, 1 << 20, Owner()) for sink in sinks]
+    first, second = OutgoingFrame(b"1"), OutgoingFrame(b"2")
+    for writer in writers:
+        writer.enqueue(first)
+    # The flush was scheduled before this task's resumption: its first chunk runs, then this
+    # task, then the next chunk (the loop's ready queue is first in, first out).
+    await asyncio.sleep(0)
+    assert sum(bool(sink.writes) for sink in sinks) == FLUSH_CHUNK
+    last = sinks[FLUSH_CHUNK - 1]  # its second write is the flush's last: it was dirty again last
+    last.written.clear()
+    for writer in writers:
+        writer.enqueue(second)
+    await asyncio.wait_for(last.written.wait(), 1)
+    assert all(sink.writes == [[b"1"], [b"2"]] for sink in sinks[:FLUSH_CHUNK])
+    assert all(sink.writes == [[b"1\n2"]] for sink in sinks[FLUSH_CHUNK:])
+    assert scheduler.dirty == []
