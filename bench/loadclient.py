@@ -17,11 +17,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.stacks import BENCH, cpu_seconds
+from bench.stacks import BENCH, CONNECT_BATCH, cpu_seconds
 
 SOURCE = BENCH / "loadclient" / "loadclient.c"
 BINARY = BENCH / ".build" / "loadclient"
-CONNECT_BATCH = 500  # connections opened at once: more can overflow a server's listen backlog
 LINE_LIMIT = 64 * 1024 * 1024  # a `stats` line holds every latency sample of a step
 
 

@@ -38,6 +38,7 @@ from bench.recovery import recovery
 from bench.stacks import (
     BENCH,
     CLIENT_CORE,
+    CONNECT_BATCH,
     STACKS,
     Publisher,
     Stack,
@@ -145,7 +146,7 @@ async def start_client(
     hellos: list[list[bytes]],
     ready_marker: bytes,
     sample_every: int = 0,
-    batch: int = loadclient.CONNECT_BATCH,
+    batch: int = CONNECT_BATCH,
 ) -> LoadClient:
     """n load connections speaking `stack`'s protocol, all taken on when this returns."""
     return await LoadClient.start(

@@ -34,7 +34,7 @@ NAMESPACE = {"history_size": 100, "history_ttl": 600, "allow_subscribe_for_clien
 CHANNEL = "bench:fanout"
 XS_PATH = "/realtime/connection/websocket"
 SOCKETIO_PATH = "/socket.io/?EIO=4&transport=websocket"
-CONNECT_BATCH = 500
+CONNECT_BATCH = 500  # connections opened at once: more can overflow a listen backlog
 READY_TIMEOUT = 120.0
 
 

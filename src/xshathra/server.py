@@ -32,7 +32,13 @@ from xshathra.api.ratelimit import (
 )
 from xshathra.brokers import Broker
 from xshathra.engine.node import Node
-from xshathra.observability.metrics import HttpStats
+from xshathra.observability.metrics import (
+    CONTENT_TYPE,
+    HttpMetricsMiddleware,
+    HttpStats,
+    build_registry,
+    render,
+)
 from xshathra.presence import PresenceStore
 from xshathra.settings import Settings
 from xshathra.storage.database import Database, open_database
@@ -212,12 +218,6 @@ class Runtime:
 
 def build_http_app(ctx: ServerContext, runtime: Runtime, http_stats: HttpStats) -> FastAPI:
     from xshathra.api.http_app import create_http_app
-    from xshathra.observability.metrics import (
-        CONTENT_TYPE,
-        HttpMetricsMiddleware,
-        build_registry,
-        render,
-    )
 
     app = create_http_app(ctx)
     assert runtime.node is not None and runtime.dispatcher is not None

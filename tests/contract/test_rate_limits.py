@@ -54,8 +54,6 @@ async def nodes(request: pytest.FixtureRequest) -> AsyncIterator[NodeFactory]:
             await _delete_streams(prefix)
 
 
-
-
 async def test_each_app_has_its_own_budget(nodes: NodeFactory) -> None:
     limiter = nodes(100)
     small, _ = generate_app(name="small", rate_limit=2)

@@ -168,6 +168,25 @@ def test_rate_limits_are_shared(cluster: list[ServerProcess]) -> None:
     assert codes == [200, 200, 200, 429]
 
 
+async def assert_broker_down(node: ServerProcess, app: Json) -> None:
+    """While the broker is away: health 503, and a publish is refused with 500 and code 100."""
+    await wait_health(node, 503)
+    r = httpx.post(
+        f"{node.base_url}/realtime/api/publish",
+        headers={"X-API-Key": str(app["api_key"])},
+        json={"channel": "public:o", "data": 1},
+    )
+    assert r.status_code == 500 and r.json()["error"]["code"] == 100
+
+
+async def assert_told_to_resubscribe(node: ServerProcess, ws: Any) -> None:
+    """Once the broker is back: health 200, and the client's subscription is ended with 2500
+    (resubscribe and recover)."""
+    await wait_health(node, 200)
+    push = await next_push(ws, "unsubscribe", timeout=15)
+    assert push["push"]["unsubscribe"]["code"] == 2500
+
+
 async def test_redis_outage_is_reported_and_recovered(tmp_path: Path) -> None:
     """Health is 503 while Redis is away and 200 after; clients are told to resubscribe."""
     ensure_service("redis", REDIS_HOST, REDIS_PORT)
@@ -190,18 +209,10 @@ async def test_redis_outage_is_reported_and_recovered(tmp_path: Path) -> None:
             )
             await stop.wait()
             try:
-                await wait_health(node, 503)
-                r = httpx.post(
-                    f"{node.base_url}/realtime/api/publish",
-                    headers={"X-API-Key": str(app["api_key"])},
-                    json={"channel": "public:o", "data": 1},
-                )
-                assert r.status_code == 500 and r.json()["error"]["code"] == 100
+                await assert_broker_down(node, app)
             finally:
                 ensure_service("redis", REDIS_HOST, REDIS_PORT)
-            await wait_health(node, 200)
-            push = await next_push(ws, "unsubscribe", timeout=15)
-            assert push["push"]["unsubscribe"]["code"] == 2500  # resubscribe and recover
+            await assert_told_to_resubscribe(node, ws)
 
 
 async def test_nats_outage_is_reported_and_recovered(
@@ -216,18 +227,10 @@ async def test_nats_outage_is_reported_and_recovered(
             position = (await subscribe(ws, "public:o"))["subscribe"]
             nats_server.stop()
             try:
-                await wait_health(node, 503)
-                r = httpx.post(
-                    f"{node.base_url}/realtime/api/publish",
-                    headers={"X-API-Key": str(app["api_key"])},
-                    json={"channel": "public:o", "data": 1},
-                )
-                assert r.status_code == 500 and r.json()["error"]["code"] == 100
+                await assert_broker_down(node, app)
             finally:
                 nats_server.start()
-            await wait_health(node, 200)
-            push = await next_push(ws, "unsubscribe", timeout=15)
-            assert push["push"]["unsubscribe"]["code"] == 2500  # resubscribe and recover
+            await assert_told_to_resubscribe(node, ws)
             engine_api(node, app, "publish", {"channel": "public:o", "data": "missed"})
             await ws.send(recover_command(3, "public:o", position))
             while True:

@@ -13,7 +13,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import secrets
 import socket
 import struct
 import time
@@ -32,6 +31,7 @@ from tests.support.clients import (
     realtime_token,
     subscription_token,
 )
+from tests.support.rawws import client_frame, read_frame, recv_exactly, upgrade
 from tests.support.server import ServerProcess, running_server
 
 Json = dict[str, Any]
@@ -215,62 +215,24 @@ async def test_message_just_under_the_limit_is_accepted(server: ServerProcess) -
         assert len((await reply(ws))["push"]["pub"]["data"]) == 60_000
 
 
-def _client_frame(payload: bytes, opcode: int = 0x1) -> bytes:
-    """One masked client frame, built by hand (the raw-socket test needs byte control)."""
-    mask = secrets.token_bytes(4)
-    n = len(payload)
-    if n < 126:
-        head = bytes((0x80 | opcode, 0x80 | n))
-    elif n < 65536:
-        head = bytes((0x80 | opcode, 0x80 | 126)) + struct.pack("!H", n)
-    else:
-        head = bytes((0x80 | opcode, 0x80 | 127)) + struct.pack("!Q", n)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise AssertionError(f"end of stream after {data!r}")
-        data += chunk
-    return data
-
-
 def _oversized_then_close_handshake(server: ServerProcess, token: str) -> tuple[int, bytes]:
     """Blocking socket on purpose: the kernel hands over every byte that arrived before a
     reset, so what the server sent is observed exactly. Returns (close code, rest of stream)."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-        key = base64.b64encode(secrets.token_bytes(16)).decode()
-        sock.sendall(
-            (
-                "GET /realtime/connection/websocket HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += _recv_exactly(sock, 1)
-        assert head.startswith(b"HTTP/1.1 101"), head
-        sock.sendall(_client_frame(json.dumps({"id": 1, "connect": {"token": token}}).encode()))
-        first = _recv_exactly(sock, 2)
-        size = first[1] & 0x7F
-        if size == 126:
-            size = struct.unpack("!H", _recv_exactly(sock, 2))[0]
-        assert b'"connect"' in _recv_exactly(sock, size)
+        upgrade(sock)
+        sock.sendall(client_frame(json.dumps({"id": 1, "connect": {"token": token}}).encode()))
+        assert b'"connect"' in read_frame(sock)[1]
 
         big = json.dumps({"id": 2, "publish": {"channel": "public:x", "data": "y" * 300_000}})
         step, payload = "sending the oversized message", b""
         try:
-            sock.sendall(_client_frame(big.encode()))
+            sock.sendall(client_frame(big.encode()))
             step = "reading the server's Close frame"
-            close = _recv_exactly(sock, 2)
+            close = recv_exactly(sock, 2)
             assert close[0] == 0x88, close  # a Close frame
-            payload = _recv_exactly(sock, close[1] & 0x7F)
+            payload = recv_exactly(sock, close[1] & 0x7F)
             step = "sending the client's Close frame"
-            sock.sendall(_client_frame(payload[:2], opcode=0x8))  # as the RFC asks
+            sock.sendall(client_frame(payload[:2], opcode=0x8))  # as the RFC asks
             step = "waiting for the end of the stream"
             rest = b""
             while chunk := sock.recv(65536):

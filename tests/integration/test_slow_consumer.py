@@ -7,9 +7,7 @@ nothing until the publishing is over; then it reads what it was sent, ending in 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import secrets
 import socket
 import struct
 from pathlib import Path
@@ -18,8 +16,8 @@ from typing import Any
 import httpx
 import websockets
 
-from tests.integration.test_engine_bad_input import _client_frame, _recv_exactly
 from tests.support.clients import realtime_token
+from tests.support.rawws import client_frame, read_frame, upgrade
 from tests.support.server import ServerProcess, running_server
 
 Json = dict[str, Any]
@@ -37,47 +35,26 @@ def _open_and_subscribe(server: ServerProcess, token: str) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: window size
     sock.settimeout(10)
     sock.connect(("127.0.0.1", server.port))
-    key = base64.b64encode(secrets.token_bytes(16)).decode()
-    sock.sendall(
-        (
-            "GET /realtime/connection/websocket HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += _recv_exactly(sock, 1)
-    assert head.startswith(b"HTTP/1.1 101"), head
+    upgrade(sock)
     commands = [
         {"id": 1, "connect": {"token": token}},
         {"id": 2, "subscribe": {"channel": CHANNEL}},
     ]
-    sock.sendall(_client_frame(b"\n".join(json.dumps(c).encode() for c in commands)))
+    sock.sendall(client_frame(b"\n".join(json.dumps(c).encode() for c in commands)))
     seen: list[Json] = []
     while not any(r.get("id") == 2 for r in seen):
-        opcode, payload = _read_frame(sock)
+        opcode, payload = read_frame(sock)
         assert opcode == 0x1, (opcode, payload)
         seen += [json.loads(line) for line in payload.split(b"\n") if line]
     assert "subscribe" in next(r for r in seen if r.get("id") == 2), seen
     return sock
 
 
-def _read_frame(sock: socket.socket) -> tuple[int, bytes]:
-    first, second = _recv_exactly(sock, 2)
-    size = second & 0x7F
-    if size == 126:
-        size = struct.unpack("!H", _recv_exactly(sock, 2))[0]
-    elif size == 127:
-        size = struct.unpack("!Q", _recv_exactly(sock, 8))[0]
-    return first & 0x0F, _recv_exactly(sock, size)
-
-
 def _drain(sock: socket.socket) -> tuple[int, list[int]]:
     """Read to the Close frame: its code, and the offsets of the publications before it."""
     offsets: list[int] = []
     while True:
-        opcode, payload = _read_frame(sock)
+        opcode, payload = read_frame(sock)
         if opcode == 0x8:
             return struct.unpack("!H", payload[:2])[0], offsets
         for line in payload.split(b"\n"):

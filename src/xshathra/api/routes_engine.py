@@ -94,7 +94,8 @@ async def run_method(
 
 async def answer(ctx: ServerContext, method: str, api_key: str, body: bytes) -> EngineAnswer:
     """The whole server API behind one call: authenticate, rate-limit, run `method` (or a
-    batch) and shape the reply as Centrifugo does. Both HTTP layers (the bare ASGI fast path in
+    batch) and shape the reply as Centrifugo does. The body limit is the HTTP layer's: a body
+    over it never gets here. Both HTTP layers (the bare ASGI fast path in
     `api.engine_http` and the FastAPI route that documents it) answer through here."""
     app = await ctx.app_keys.find_by_api_key_hash(hash_key(api_key)) if api_key else None
     if app is None:
@@ -115,8 +116,6 @@ async def answer(ctx: ServerContext, method: str, api_key: str, body: bytes) -> 
         return await _batch(ctx, app, body)
     if method not in METHODS:
         return _error(ErrorCode.METHOD_NOT_FOUND, status=404)
-    if len(body) > ctx.settings.max_request_body:
-        return _error(ErrorCode.LIMIT_EXCEEDED, "request body too large", 413)
     try:
         return _json(await run_method(ctx, app, method, body))
     except x.ApiError as exc:
