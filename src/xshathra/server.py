@@ -64,7 +64,11 @@ class Backends:
 
 
 def make_backends(
-    broker_url: str, prefix: str = "xs", presence_ttl: int = 60, node_id: str = ""
+    broker_url: str,
+    prefix: str = "xs",
+    presence_ttl: int = 60,
+    node_id: str = "",
+    history_max_bytes: tuple[int, int] = (256 << 20, 64 << 20),
 ) -> Backends:
     """Choose the broker, presence store and rate-limit storage from the broker URL's scheme.
     Backend modules are imported only when chosen."""
@@ -73,7 +77,11 @@ def make_backends(
         from xshathra.brokers.memory import MemoryBroker
         from xshathra.presence.memory import MemoryPresenceStore
 
-        return Backends(MemoryBroker(), MemoryPresenceStore(), MemoryWindowCounter())
+        # Budgets for history in this process (node, app); shared brokers bound it themselves.
+        broker = MemoryBroker(
+            max_bytes=history_max_bytes[0], max_bytes_per_app=history_max_bytes[1]
+        )
+        return Backends(broker, MemoryPresenceStore(), MemoryWindowCounter())
     if scheme in ("redis", "rediss"):
         from xshathra.brokers.redis import RedisBroker
         from xshathra.presence.redis import RedisPresenceStore
@@ -150,7 +158,11 @@ class Runtime:
         self.secrets = sec = await bootstrap_secrets(settings, db)
         node_id = secrets.token_hex(8)
         backends = make_backends(
-            settings.broker_url, settings.broker_prefix, settings.presence_ttl, node_id
+            settings.broker_url,
+            settings.broker_prefix,
+            settings.presence_ttl,
+            node_id,
+            (settings.history_max_bytes, settings.history_max_bytes_per_app),
         )
         tokens = TokenService(sec.token_secret)
         self.analytics = analytics = AnalyticsRecorder(db.analytics, node_id)

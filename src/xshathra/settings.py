@@ -57,3 +57,13 @@ class Settings(BaseSettings):
     expired_close_delay: float = 25.0
     token_rate_limit: int = 100  # per minute per client IP on the token endpoints
     default_app_rate_limit: int = 1000  # per minute per app on the HTTP API
+    # History held by the memory broker, in bytes (publications and channel positions): per
+    # node and per app. Over budget the oldest history goes (the app's over its own first);
+    # clients recovering across it are told recovered=false. Shared brokers (Redis, NATS) are
+    # bounded by history_size, history_ttl and their own memory settings instead.
+    history_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
+    history_max_bytes_per_app: int = Field(default=64 * 1024 * 1024, ge=64 * 1024)
+    # The most one history reply or one recovery may carry (half the per-client queue, so a
+    # reply alone never makes its client a slow consumer). A history call returns what fits;
+    # a recovery that does not fit answers recovered=false.
+    max_history_reply_bytes: int = Field(default=2 * 1024 * 1024, ge=64 * 1024)

@@ -83,7 +83,7 @@ class NamespaceOptionsModel(BaseModel):
     join_leave: StrictBool = False
     force_push_join_leave: StrictBool = False
     history_size: StrictInt = Field(0, ge=0, le=10_000)
-    history_ttl: StrictInt = Field(0, ge=0, description="Seconds.")
+    history_ttl: StrictInt = Field(0, ge=0, le=2_592_000, description="Seconds (30 days at most).")
     force_recovery: StrictBool = False
     allow_subscribe_for_client: StrictBool = False
     allow_publish_for_subscriber: StrictBool = False

@@ -182,15 +182,20 @@ class Executor:
         data = bytes(request.data) if request.data else b"null"
         if len(data) > node.settings.max_message_size:
             raise ApiError(ErrorCode.LIMIT_EXCEEDED, "message too large")
-        position = await node.publish(
-            ref,
-            data,
-            app.namespace_options(namespace_of(request.channel)),
-            tags=request.tags,
-            skip_history=request.skip_history,
-            idempotency_key=request.idempotency_key,
-            origin=origin,
-        )
+        from xshathra.engine.client import ClientError
+
+        try:
+            position = await node.publish(
+                ref,
+                data,
+                app.namespace_options(namespace_of(request.channel)),
+                tags=request.tags,
+                skip_history=request.skip_history,
+                idempotency_key=request.idempotency_key,
+                origin=origin,
+            )
+        except ClientError as exc:  # refused before anything was published
+            raise ApiError(exc.code, exc.message) from None
         return PublishOutcome(
             result=PublishResult(offset=position.offset, epoch=position.epoch),
             # Cluster-wide, read only when asked: it costs a round trip to a shared broker.

@@ -128,7 +128,10 @@ def _namespaces(raw: dict[str, docs.NamespaceOptionsModel]) -> dict[str, Namespa
     for name, options in raw.items():
         if not _NAMESPACE_RE.match(name):
             raise HttpError(400, f"namespace name '{name[:64]}' must match [A-Za-z0-9_-]{{0,64}}")
-        result[name] = NamespaceOptions(**options.model_dump())
+        try:
+            result[name] = NamespaceOptions(**options.model_dump())
+        except ValueError as exc:  # the bounds NamespaceOptions itself enforces
+            raise HttpError(400, f"namespace '{name}': {exc}") from None
     return result
 
 
@@ -186,11 +189,18 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
         if not body.event or len(body.event) > 200:
             raise HttpError(400, "event must be 1 to 200 characters")
         try:
+            # A lone surrogate (JSON "\ud800") parses here but cannot be encoded: refused
+            # before anything is published.
+            data = msgspec.json.encode(body.data)
+            body.event.encode()
+        except UnicodeEncodeError:
+            raise HttpError(400, "event and data must be valid Unicode text") from None
+        try:
             outcome = await ctx.executor.publish(
                 app,
                 PublishRequest(
                     channel=body.room,
-                    data=msgspec.Raw(msgspec.json.encode(body.data)),
+                    data=msgspec.Raw(data),
                     tags={"event": body.event},
                 ),
                 origin="api",

@@ -53,12 +53,44 @@ class HistoryOptions:
     limit: int = 0  # 0: only the stream position; -1: everything kept
     since: StreamPosition | None = None
     reverse: bool = False
+    # At most this many bytes of publications (`reply_size`) in the result; 0: no cap. The
+    # first publication always fits, so that paging through history always moves on.
+    max_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class HistoryResult:
     publications: list[BrokerPublication] = field(default_factory=list)
     position: StreamPosition = StreamPosition(0, "")
+    truncated: bool = False  # `max_bytes` left out publications that `limit` would have given
+
+
+# What one publication adds to a reply beyond its data, tags and info (JSON keys, offset).
+REPLY_OVERHEAD = 64
+
+
+def reply_size(pub: BrokerPublication) -> int:
+    """Roughly the bytes a publication takes in a reply frame (never less)."""
+    size = REPLY_OVERHEAD + len(pub.data)
+    if pub.tags:
+        size += sum(len(k) + len(v) + 6 for k, v in pub.tags.items())
+    if pub.info is not None:
+        info = pub.info
+        size += len(info.user) + len(info.client) + len(info.conn_info) + len(info.chan_info)
+    return size
+
+
+def fit(pubs: list[BrokerPublication], max_bytes: int) -> tuple[list[BrokerPublication], bool]:
+    """The longest prefix of `pubs` within `max_bytes` (at least one publication), and whether
+    any was left out. Every broker caps its history replies with it."""
+    if max_bytes <= 0:
+        return pubs, False
+    total = 0
+    for i, pub in enumerate(pubs):
+        total += reply_size(pub)
+        if total > max_bytes and i > 0:
+            return pubs[:i], True
+    return pubs, False
 
 
 class BrokerEventHandler(Protocol):

@@ -45,6 +45,7 @@ from xshathra.brokers import (
     HistoryResult,
     PublishOptions,
     StreamPosition,
+    fit,
 )
 from xshathra.brokers.natslink import (
     NatsLink,
@@ -484,7 +485,8 @@ class NatsBroker:
         pubs.sort(key=lambda p: p.offset, reverse=opts.reverse)
         if opts.limit > 0:
             pubs = pubs[: opts.limit]
-        return HistoryResult(pubs, position)
+        pubs, truncated = fit(pubs, opts.max_bytes)
+        return HistoryResult(pubs, position, truncated)
 
     async def remove_history(self, ref: ChannelRef) -> None:
         _, js = await self._link.client()

@@ -37,6 +37,7 @@ from xshathra.brokers import (
     HistoryResult,
     PublishOptions,
     StreamPosition,
+    fit,
 )
 from xshathra.engine.channels import ChannelRef
 
@@ -480,7 +481,8 @@ class RedisBroker:
                     time=env.time,
                 )
             )
-        return HistoryResult(pubs, position)
+        pubs, truncated = fit(pubs, opts.max_bytes)
+        return HistoryResult(pubs, position, truncated)
 
     async def remove_history(self, ref: ChannelRef) -> None:
         # The meta hash stays, as in centrifuge: epoch and offset go on, clients stay comparable.

@@ -515,11 +515,25 @@ class ClientSession:
         node = self.node
         if req.recover:
             since = StreamPosition(req.offset, req.epoch)
-            history = await node.broker.history(ref, HistoryOptions(limit=-1, since=since))
+            history = await node.broker.history(
+                ref,
+                HistoryOptions(
+                    limit=-1, since=since, max_bytes=node.settings.max_history_reply_bytes
+                ),
+            )
             position = history.position
-            recovered = position.epoch == req.epoch and (
-                position.offset == req.offset
-                or (bool(history.publications) and history.publications[0].offset == req.offset + 1)
+            # Too much missed for one reply: not recovered (the client reloads its state)
+            # rather than a frame of unbounded size.
+            recovered = (
+                not history.truncated
+                and position.epoch == req.epoch
+                and (
+                    position.offset == req.offset
+                    or (
+                        bool(history.publications)
+                        and history.publications[0].offset == req.offset + 1
+                    )
+                )
             )
             pubs = history.publications if recovered else []
             return (

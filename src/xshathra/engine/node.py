@@ -72,6 +72,18 @@ class ChannelEvents(Protocol):
 log = logging.getLogger("xshathra.node")
 
 
+def _check_text(tags: dict[str, str]) -> None:
+    """Refuse tags that cannot be encoded as UTF-8 (a lone surrogate that a lenient JSON
+    parser let in): checked before anything reaches the broker, so history, webhooks and every
+    subscriber's frame only ever hold what encodes. Tags are few and short: no hot-path cost."""
+    for key, value in tags.items():
+        try:
+            key.encode()
+            value.encode()
+        except UnicodeEncodeError:
+            raise ClientError(ErrorCode.BAD_REQUEST, "tags must be valid Unicode text") from None
+
+
 class ControlMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A command for every node (delivered through the broker): act on local connections."""
 
@@ -398,6 +410,8 @@ class Node:
         idempotency_key: str = "",
         origin: str = "api",
     ) -> StreamPosition:
+        if tags:
+            _check_text(tags)
         history = not skip_history and options.history_size > 0 and options.history_ttl > 0
         position = await self.broker.publish(
             ref,
@@ -428,7 +442,14 @@ class Node:
         since_pos = StreamPosition(since.offset, since.epoch) if since is not None else None
         # As Centrifuge: 0 asks for the position only, -1 (or less) for everything kept.
         result = await self.broker.history(
-            ref, HistoryOptions(limit=limit if limit >= 0 else -1, since=since_pos, reverse=reverse)
+            ref,
+            HistoryOptions(
+                limit=limit if limit >= 0 else -1,
+                since=since_pos,
+                reverse=reverse,
+                # One reply carries at most this much: the caller pages on from the last offset.
+                max_bytes=self.settings.max_history_reply_bytes,
+            ),
         )
         if since is not None and since.epoch and since.epoch != result.position.epoch:
             raise ClientError(ErrorCode.UNRECOVERABLE_POSITION)

@@ -74,6 +74,13 @@ class XshathraCollector(Collector):
             "Live subscriptions on this node",
             value=hub.subscription_total(),
         )
+        held = getattr(self.node.broker, "history_bytes", None)
+        if held is not None:  # only a broker that keeps history in this process has it
+            yield GaugeMetricFamily(
+                "xshathra_history_bytes",
+                "Bytes of channel history held in this process (memory broker)",
+                value=held,
+            )
         pubs = CounterMetricFamily(
             "xshathra_publications", "Publications by origin", labels=["origin"]
         )

@@ -20,6 +20,8 @@ AppId = NewType("AppId", str)
 
 APP_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 DEFAULT_RATE_LIMIT = 1000
+MAX_HISTORY_SIZE = 10_000  # publications kept per channel
+MAX_HISTORY_TTL = 30 * 86400  # seconds: as long as a channel's position is kept
 
 
 class NamespaceOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -36,6 +38,15 @@ class NamespaceOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     allow_publish_for_client: bool = False
     allow_presence_for_subscriber: bool = False
     allow_history_for_subscriber: bool = False
+
+    def __post_init__(self) -> None:
+        # Checked here, so every surface (HTTP, CLI, stored rows) refuses the same way: msgspec
+        # turns the ValueError into a validation error naming the option. An unbounded ttl
+        # broke every publish of the namespace on Redis (EXPIRE out of range).
+        if not 0 <= self.history_size <= MAX_HISTORY_SIZE:
+            raise ValueError(f"history_size must be from 0 to {MAX_HISTORY_SIZE}")
+        if not 0 <= self.history_ttl <= MAX_HISTORY_TTL:
+            raise ValueError(f"history_ttl must be from 0 to {MAX_HISTORY_TTL} seconds (30 days)")
 
 
 # Built-in namespaces (SPEC §4). "" is the default namespace of channels without a prefix.
