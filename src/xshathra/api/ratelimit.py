@@ -1,8 +1,9 @@
 """Rate limits (SPEC §6): per app at its `rate_limit` per minute on the HTTP API, and per
 client IP on the token endpoints. A request counts the work it asks for (`cost`: each channel
-of a broadcast, each command of a batch), all or nothing. Where the counts live is a `WindowCounter`: in memory on one
-node, the `limits` library on a shared Redis (`async+redis://...`), or JetStream when the nodes
-share NATS (`xshathra.api.ratelimit_nats`), so limits hold across nodes.
+of a broadcast, each command of a batch), all or nothing. Where the counts live is a
+`WindowCounter`: in memory on one node, the `limits` library on a shared Redis
+(`async+redis://...`), or JetStream when the nodes share NATS (`xshathra.api.ratelimit_nats`),
+so limits hold across nodes.
 
 Failed key attempts are counted per client address on this node only (`AuthFailures`): the
 check runs before every authentication, so it must cost a dict lookup, not a round trip."""
