@@ -216,6 +216,13 @@ class Executor:
         _check_data(request.data, request.b64data)
         if not request.channels:
             raise ApiError(ErrorCode.BAD_REQUEST, "channels required")
+        cap = self._node.settings.max_broadcast_channels
+        if len(request.channels) > cap:
+            # Refused whole, before any publish: one request must not fan out without bound.
+            raise ApiError(
+                ErrorCode.LIMIT_EXCEEDED,
+                f"broadcast to {len(request.channels)} channels, at most {cap} per broadcast",
+            )
         responses: list[dict[str, Any]] = []
         for channel in request.channels:
             try:
