@@ -109,7 +109,7 @@ def test_channels_pattern_is_bounded(capped: ServerProcess) -> None:
     started = time.monotonic()
     r = call(capped, app, "channels", {"pattern": "*a" * 150_000 + "b"})
     elapsed = time.monotonic() - started
-    assert r.status_code == 400 and r.json()["error"]["code"] == 107, r.text
+    assert r.status_code == 200 and r.json()["error"]["code"] == 107, r.text
     assert "pattern" in r.json()["error"]["message"]
     assert elapsed < 0.5, elapsed
     # The longest allowed pattern, built to backtrack, still answers quickly.

@@ -200,13 +200,13 @@ async def _batch(ctx: ServerContext, app: Application, body: bytes) -> EngineAns
     work = len(req.commands)
     commands: list[Command] = []
     if work <= cap:  # else refused below, before decoding what will never run
-        for command in req.commands:
-            if len(command) != 1:
+        for raw in req.commands:
+            if len(raw) != 1:
                 commands.append(
                     Command("", error=x.ApiError(ErrorCode.BAD_REQUEST, "one method per command"))
                 )
                 continue
-            ((method, params),) = command.items()
+            ((method, params),) = raw.items()
             commands.append(decode_command(method, bytes(params)))
         broadcast_cap = ctx.settings.max_broadcast_channels
         work = sum(command.cost(broadcast_cap) for command in commands)
