@@ -40,7 +40,7 @@ from xshathra.observability.metrics import (
     render,
 )
 from xshathra.presence import PresenceStore
-from xshathra.settings import Settings
+from xshathra.settings import Settings, proxy_entries
 from xshathra.storage.database import Database, open_database
 from xshathra.tenancy.appcache import AppKeyCache
 from xshathra.tenancy.apps import hash_key
@@ -186,7 +186,11 @@ class Runtime:
         await node.start()
         await analytics.start()
         await dispatcher.start()
-        self.limiter = RateLimiter(backends.rate_limits, token_per_minute=settings.token_rate_limit)
+        self.limiter = RateLimiter(
+            backends.rate_limits,
+            token_per_minute=settings.token_rate_limit,
+            auth_failures_per_minute=settings.auth_failure_limit,
+        )
         app_keys = AppKeyCache(db.apps)
         node.app_change_listeners.append(app_keys.forget_app)
         ctx = ServerContext(
@@ -343,6 +347,7 @@ def _print_banner(runtime: Runtime) -> None:
 
 
 def create_server(settings: Settings) -> uvicorn.Server:
+    proxies = proxy_entries(settings.trusted_proxies)
     config = uvicorn.Config(
         XshathraASGI(settings),
         host=settings.host,
@@ -355,6 +360,10 @@ def create_server(settings: Settings) -> uvicorn.Server:
         log_level=settings.log_level,
         timeout_graceful_shutdown=10,
         ws_max_size=settings.max_message_size,
+        # The client address (per-IP limits, logs) comes from X-Forwarded-For only when the
+        # peer is one of the operator's proxies; by default from nobody, not even loopback.
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
     )
     return uvicorn.Server(config)
 

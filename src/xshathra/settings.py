@@ -6,7 +6,9 @@ This module only describes configuration; it never opens connections or generate
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr
+import ipaddress
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -67,3 +69,29 @@ class Settings(BaseSettings):
     # reply alone never makes its client a slow consumer). A history call returns what fits;
     # a recovery that does not fit answers recovered=false.
     max_history_reply_bytes: int = Field(default=2 * 1024 * 1024, ge=64 * 1024)
+    # Fan-out of one server API request: each channel of a broadcast and each command of a
+    # batch (a broadcast inside a batch: each of its channels) is one unit of the app's
+    # rate limit, and one request may ask for at most this many.
+    max_broadcast_channels: int = 1000
+    max_batch_commands: int = 1000
+    # Failed API-key / admin-key attempts per client address and minute, after which the
+    # address is answered 429 before any key is checked (0: never throttle).
+    auth_failure_limit: int = 30
+    # Addresses (IPs or CIDRs, comma-separated) of the reverse proxies whose
+    # X-Forwarded-For / X-Forwarded-Proto are believed. Empty: none, the peer is the client.
+    trusted_proxies: str = ""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: str) -> str:
+        for entry in proxy_entries(value):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR") from None
+        return value
+
+
+def proxy_entries(value: str) -> list[str]:
+    """XSHATHRA_TRUSTED_PROXIES as a list: "127.0.0.1, 10.0.0.0/8" -> ["127.0.0.1", ...]."""
+    return [entry.strip() for entry in value.split(",") if entry.strip()]

@@ -117,3 +117,28 @@ async def test_the_memory_window_slides(monkeypatch: pytest.MonkeyPatch) -> None
     clock[0] = 900.0  # minutes later: the key is swept
     await counter.hit(4, "other")
     assert ("k",) not in counter._counts
+
+
+async def test_work_is_counted_not_requests(nodes: NodeFactory) -> None:
+    """A request that does several units of work (a broadcast's channels, a batch's commands)
+    draws that many from the budget, all or nothing: a refused hit takes none of it."""
+    first, second = nodes(100), nodes(100)
+    app, _ = generate_app(name="weighted", rate_limit=10)
+    assert await first.hit_app(app, cost=6) is None
+    retry_after = await second.hit_app(app, cost=6)  # 6 + 6 > 10: refused whole
+    assert retry_after is not None and 1 <= retry_after <= 60
+    assert await second.hit_app(app, cost=4) is None  # the refused 6 took nothing
+    assert await first.hit_app(app) is not None
+
+
+async def test_failed_key_attempts_block_a_client_address() -> None:
+    """After `limit` failures in a minute an address is refused before any key is checked;
+    other addresses are not, and checking costs no count of its own."""
+    limiter = RateLimiter(MemoryWindowCounter(), auth_failures_per_minute=3)
+    for _ in range(5):
+        assert limiter.auth_blocked("192.0.2.1") is None  # looking never counts
+    for _ in range(3):
+        limiter.auth_failed("192.0.2.1")
+    retry_after = limiter.auth_blocked("192.0.2.1")
+    assert retry_after is not None and 1 <= retry_after <= 60
+    assert limiter.auth_blocked("192.0.2.2") is None

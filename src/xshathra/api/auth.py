@@ -3,6 +3,8 @@
 App keys come as `X-APP-API-KEY`, `X-API-Key` or `?api_key=`, and on `/api/realtime/*` also as
 `Authorization: apikey <key>` or `Bearer <key>`. Keys are looked up by their SHA-256 (an indexed
 lookup on a hash reveals nothing about the key) and the admin key is compared in constant time.
+A client address with too many wrong keys in the last minute is refused (429) before any key
+is looked at, whichever key it sends; valid keys from other addresses never wait for it.
 """
 
 from __future__ import annotations
@@ -45,18 +47,35 @@ def app_key_from(request: Request, *, allow_authorization: bool) -> str:
 
 async def authenticate(request: Request, ctx: ServerContext, *, realtime: bool = False) -> Caller:
     """Identify the caller or raise 401. The admin key wins when both are sent."""
+    refuse_if_guessing(ctx, request)
     admin_key = request.headers.get("x-admin-api-key")
     if admin_key:
         if hmac.compare_digest(hash_key(admin_key), ctx.admin_key_hash):
             return Caller(admin=True, app=None)
+        key_failed(ctx, request)
         raise HttpError(401, "invalid admin API key")
     key = app_key_from(request, allow_authorization=realtime)
     if not key:
         raise HttpError(401, "missing API key")
     app = await ctx.app_keys.find_by_api_key_hash(hash_key(key))
     if app is None:
+        key_failed(ctx, request)
         raise HttpError(401, "invalid API key")
     return Caller(admin=False, app=app)
+
+
+def client_address(request: Request) -> str:
+    """The caller's address: the peer, or what a trusted proxy says (uvicorn resolved it)."""
+    return request.client.host if request.client is not None else ""
+
+
+def refuse_if_guessing(ctx: ServerContext, request: Request) -> None:
+    """429 for an address with too many wrong keys (or app secrets) in the last minute."""
+    _refuse_if_limited(ctx.limiter.auth_blocked(client_address(request)))
+
+
+def key_failed(ctx: ServerContext, request: Request) -> None:
+    ctx.limiter.auth_failed(client_address(request))
 
 
 async def target_app(caller: Caller, ctx: ServerContext, requested: str | None) -> Application:
@@ -91,8 +110,7 @@ async def check_app_rate(ctx: ServerContext, caller: Caller, app: Application) -
 
 
 async def check_ip_rate(ctx: ServerContext, request: Request) -> None:
-    ip = request.client.host if request.client is not None else ""
-    _refuse_if_limited(await ctx.limiter.hit_ip(ip))
+    _refuse_if_limited(await ctx.limiter.hit_ip(client_address(request)))
 
 
 def _refuse_if_limited(retry_after: int | None) -> None:

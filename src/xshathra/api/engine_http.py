@@ -81,7 +81,9 @@ class EngineHttp:
         if body is None:
             return None
         try:
-            return await answer(self._ctx, method, api_key_from(headers), body)
+            client = scope.get("client")
+            address = str(client[0]) if client else ""
+            return await answer(self._ctx, method, api_key_from(headers), body, address)
         except Exception as exc:
             log_unexpected("POST", path, exc)
             return _error(path, INTERNAL, 500)

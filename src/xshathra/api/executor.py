@@ -7,11 +7,13 @@ results are msgspec structs named and shaped as Centrifugo's server API names th
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from xshathra.api.globmatch import MAX_PATTERN_LENGTH, Glob
 from xshathra.engine.channels import ChannelRef, is_valid_channel, namespace_of
 from xshathra.protocol import messages as m
 from xshathra.protocol.codes import ERROR_MESSAGES, ErrorCode
@@ -20,6 +22,9 @@ from xshathra.tenancy.apps import AppId
 if TYPE_CHECKING:
     from xshathra.engine.node import Node
     from xshathra.tenancy.apps import Application
+
+# Channel names matched against a pattern between two yields to the event loop.
+CHANNELS_PER_SLICE = 2000
 
 _REQ: dict[str, Any] = {"kw_only": True, "forbid_unknown_fields": False}
 _RES: dict[str, Any] = {"kw_only": True, "omit_defaults": True}
@@ -221,6 +226,13 @@ class Executor:
         _check_data(request.data, request.b64data)
         if not request.channels:
             raise ApiError(ErrorCode.BAD_REQUEST, "channels required")
+        cap = self._node.settings.max_broadcast_channels
+        if len(request.channels) > cap:
+            # Refused whole, before any publish: one request must not fan out without bound.
+            raise ApiError(
+                ErrorCode.LIMIT_EXCEEDED,
+                f"broadcast to {len(request.channels)} channels, at most {cap} per broadcast",
+            )
         responses: list[dict[str, Any]] = []
         for channel in request.channels:
             try:
@@ -351,11 +363,23 @@ class Executor:
         return EmptyResult()
 
     async def channels(self, app: Application, request: ChannelsRequest) -> ChannelsResult:
-        import fnmatch
-
+        """The app's channels on this node, filtered by a shell-style `pattern`. The pattern is
+        bounded and matched in linear time (`api.globmatch`, never a regex nor a cache), and a
+        long listing yields to the event loop, so one tenant's call never stalls the others."""
         names = self._node.hub.channels(app.app_id)
         if request.pattern:
-            names = {k: v for k, v in names.items() if fnmatch.fnmatchcase(k, request.pattern)}
+            if len(request.pattern) > MAX_PATTERN_LENGTH:
+                raise ApiError(
+                    ErrorCode.BAD_REQUEST, f"pattern longer than {MAX_PATTERN_LENGTH} characters"
+                )
+            glob = Glob(request.pattern)
+            matched: dict[str, int] = {}
+            for index, (name, count) in enumerate(names.items()):
+                if index % CHANNELS_PER_SLICE == CHANNELS_PER_SLICE - 1:
+                    await asyncio.sleep(0)  # let other requests run between slices
+                if glob.matches(name):
+                    matched[name] = count
+            names = matched
         return ChannelsResult(channels={k: ChannelInfo(num_clients=v) for k, v in names.items()})
 
     async def info(self, app: Application, request: InfoRequest) -> InfoResult:

@@ -1,10 +1,16 @@
 """Rate limits (SPEC §6): per app at its `rate_limit` per minute on the HTTP API, and per
-client IP on the token endpoints. Where the counts live is a `WindowCounter`: in memory on one
-node, the `limits` library on a shared Redis (`async+redis://...`), or JetStream when the nodes
-share NATS (`xshathra.api.ratelimit_nats`), so limits hold across nodes."""
+client IP on the token endpoints. A request counts the work it asks for (`cost`: each channel
+of a broadcast, each command of a batch), all or nothing. Where the counts live is a
+`WindowCounter`: in memory on one node, the `limits` library on a shared Redis
+(`async+redis://...`), or JetStream when the nodes share NATS (`xshathra.api.ratelimit_nats`),
+so limits hold across nodes.
+
+Failed key attempts are counted per client address on this node only (`AuthFailures`): the
+check runs before every authentication, so it must cost a dict lookup, not a round trip."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -20,9 +26,9 @@ log = logging.getLogger("xshathra.ratelimit")
 
 
 class WindowCounter(Protocol):
-    async def hit(self, per_minute: int, *keys: str) -> int | None:
-        """Count one request against `per_minute` under `keys`: None when allowed, else the
-        whole seconds until a request would be allowed again."""
+    async def hit(self, per_minute: int, *keys: str, cost: int = 1) -> int | None:
+        """Count `cost` units against `per_minute` under `keys`, all or none: None when
+        allowed (all counted), else the whole seconds until they would be (none counted)."""
 
     async def close(self) -> None: ...
 
@@ -30,17 +36,19 @@ class WindowCounter(Protocol):
 WINDOW = 60  # seconds: limits are per minute
 
 
-def sliding_window_wait(per_minute: int, count: int, previous: int, elapsed: float) -> int | None:
-    """The sliding-window counter's verdict on one more request: None when allowed, else
-    whole seconds to wait. `count` is this minute's requests so far, `previous` the last
+def sliding_window_wait(
+    per_minute: int, count: int, previous: int, elapsed: float, cost: int = 1
+) -> int | None:
+    """The sliding-window counter's verdict on `cost` more units: None when allowed, else
+    whole seconds to wait. `count` is this minute's units so far, `previous` the last
     minute's, weighted by how much of that minute still lies in the last 60 seconds
     (`elapsed`: seconds into this minute), as Cloudflare's and `limits`' counters do."""
-    if previous * (WINDOW - elapsed) / WINDOW + count + 1 <= per_minute:
+    if previous * (WINDOW - elapsed) / WINDOW + count + cost <= per_minute:
         return None
-    if count + 1 > per_minute or previous == 0:
+    if count + cost > per_minute or previous == 0:
         return max(1, math.ceil(WINDOW - elapsed))  # only the next minute helps
     # Until enough of the previous minute has slid out of the window.
-    return max(1, math.ceil(WINDOW - elapsed - (per_minute - count - 1) * WINDOW / previous))
+    return max(1, math.ceil(WINDOW - elapsed - (per_minute - count - cost) * WINDOW / previous))
 
 
 class MemoryWindowCounter:
@@ -54,7 +62,11 @@ class MemoryWindowCounter:
         self._counts: dict[tuple[str, ...], tuple[int, int, int]] = {}
         self._swept = 0
 
-    async def hit(self, per_minute: int, *keys: str) -> int | None:
+    async def hit(self, per_minute: int, *keys: str, cost: int = 1) -> int | None:
+        return self.add(per_minute, *keys, cost=cost)
+
+    def add(self, per_minute: int, *keys: str, cost: int = 1) -> int | None:
+        """`hit` without the await: nothing here waits."""
         now = time.time()
         minute = int(now // WINDOW)
         if minute != self._swept:
@@ -62,9 +74,26 @@ class MemoryWindowCounter:
         at, count, previous = self._counts.get(keys, (minute, 0, 0))
         if at != minute:  # the key's last minute is over: it becomes the previous one
             at, count, previous = minute, 0, count if at == minute - 1 else 0
-        wait = sliding_window_wait(per_minute, count, previous, now - minute * WINDOW)
-        self._counts[keys] = (at, count if wait is not None else count + 1, previous)
+        wait = sliding_window_wait(per_minute, count, previous, now - minute * WINDOW, cost)
+        self._counts[keys] = (at, count if wait is not None else count + cost, previous)
         return wait
+
+    def peek(self, per_minute: int, *keys: str) -> int | None:
+        """What `hit` would answer for one more unit, counting nothing."""
+        now = time.time()
+        minute = int(now // WINDOW)
+        at, count, previous = self._counts.get(keys, (minute, 0, 0))
+        if at != minute:
+            count, previous = 0, count if at == minute - 1 else 0
+        return sliding_window_wait(per_minute, count, previous, now - minute * WINDOW)
+
+    def forget_oldest(self, n: int) -> None:
+        """Forget the `n` keys counted first (dicts keep insertion order)."""
+        for key in list(itertools.islice(self._counts, n)):
+            del self._counts[key]
+
+    def __len__(self) -> int:
+        return len(self._counts)
 
     def _sweep(self, minute: int) -> None:
         """Once a minute: forget keys idle for two minutes, so memory follows live keys."""
@@ -96,9 +125,11 @@ class LimitsCounter:
         self._storage = storage_from_string(storage_uri, **options)
         self._limiter = MovingWindowRateLimiter(self._storage)
 
-    async def hit(self, per_minute: int, *keys: str) -> int | None:
+    async def hit(self, per_minute: int, *keys: str, cost: int = 1) -> int | None:
         item = RateLimitItemPerMinute(per_minute)
-        if await self._limiter.hit(item, *keys):
+        # The moving window adds `cost` entries in one atomic step (a Lua script on Redis),
+        # or none when they do not all fit.
+        if await self._limiter.hit(item, *keys, cost=cost):
             return None
         stats = await self._limiter.get_window_stats(item, *keys)
         return max(1, math.ceil(stats.reset_time - time.time()))
@@ -107,16 +138,49 @@ class LimitsCounter:
         return None
 
 
+class AuthFailures:
+    """Failed key attempts per client address in the last minute, on this node. Keys are 192
+    bits of randomness, so this is not what keeps them secret; it keeps a guesser from
+    costing key lookups at line rate. Bounded: past `max_clients` addresses the oldest
+    counts are forgotten (a guesser with that many addresses is throttled per address by the
+    token limits and the app limits anyway)."""
+
+    def __init__(self, per_minute: int, *, max_clients: int = 100_000) -> None:
+        self._per_minute = per_minute
+        self._max_clients = max_clients
+        self._counts = MemoryWindowCounter()
+
+    def blocked(self, client: str) -> int | None:
+        """None when `client` may try a key, else the seconds until it may again."""
+        if self._per_minute <= 0 or not len(self._counts):
+            return None
+        return self._counts.peek(self._per_minute, client or "unknown")
+
+    def failed(self, client: str) -> None:
+        if self._per_minute <= 0:
+            return
+        if len(self._counts) >= self._max_clients:
+            self._counts.forget_oldest(self._max_clients // 10)
+        self._counts.add(self._per_minute, client or "unknown")
+
+
 class RateLimiter:
-    def __init__(self, counter: WindowCounter, *, token_per_minute: int = 100) -> None:
+    def __init__(
+        self,
+        counter: WindowCounter,
+        *,
+        token_per_minute: int = 100,
+        auth_failures_per_minute: int = 30,
+    ) -> None:
         self._counter = counter
         self._token_per_minute = token_per_minute
+        self._auth_failures = AuthFailures(auth_failures_per_minute)
 
-    async def _hit(self, per_minute: int, *keys: str) -> int | None:
+    async def _hit(self, per_minute: int, *keys: str, cost: int = 1) -> int | None:
         """If the shared storage is unreachable the request is allowed (and logged): a broker
         outage must not take the whole HTTP API down with it."""
         try:
-            return await self._counter.hit(max(1, per_minute), *keys)
+            return await self._counter.hit(max(1, per_minute), *keys, cost=cost)
         except (ConnectionError, OSError, TimeoutError) as exc:
             log.warning("rate limit storage unavailable (%s): allowing", type(exc).__name__)
             return None
@@ -126,11 +190,19 @@ class RateLimiter:
             log.warning("rate limit storage unavailable (%s): allowing", type(exc).__name__)
             return None
 
-    async def hit_app(self, app: Application) -> int | None:
-        return await self._hit(app.rate_limit, "app", app.app_id)
+    async def hit_app(self, app: Application, *, cost: int = 1) -> int | None:
+        """Count `cost` units of work against the app's per-minute `rate_limit`."""
+        return await self._hit(app.rate_limit, "app", app.app_id, cost=cost)
 
     async def hit_ip(self, ip: str) -> int | None:
         return await self._hit(self._token_per_minute, "token-ip", ip or "unknown")
+
+    def auth_blocked(self, client: str) -> int | None:
+        """Seconds `client` must wait before trying a key again (too many failures), or None."""
+        return self._auth_failures.blocked(client)
+
+    def auth_failed(self, client: str) -> None:
+        self._auth_failures.failed(client)
 
     async def close(self) -> None:
         await self._counter.close()

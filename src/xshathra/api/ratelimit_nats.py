@@ -63,7 +63,7 @@ class NatsWindowCounter:
             count = self._finished[subject] = (await self._read(subject))[1]
         return count
 
-    async def hit(self, per_minute: int, *keys: str) -> int | None:
+    async def hit(self, per_minute: int, *keys: str, cost: int = 1) -> int | None:
         if self._js is None:
             nc, _ = await self._user.ready()
             self._js = nc.jetstream(timeout=REQUEST_TIMEOUT)
@@ -76,10 +76,11 @@ class NatsWindowCounter:
         subject = f"{base}.{minute}"
         for _ in range(MAX_ATTEMPTS):
             seq, count = await self._read(subject)
-            wait = sliding_window_wait(per_minute, count, previous, elapsed)
+            wait = sliding_window_wait(per_minute, count, previous, elapsed, cost)
             if wait is not None:
                 return wait
-            if await append_after(js, subject, str(count + 1).encode(), seq):
+            # All `cost` units in one compare-and-set: a request is counted whole or not at all.
+            if await append_after(js, subject, str(count + cost).encode(), seq):
                 return None
             # Another request counted first: count again.
         raise NatsUnavailable("too many concurrent rate-limit updates")

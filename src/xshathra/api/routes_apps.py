@@ -20,7 +20,9 @@ from xshathra.api.auth import (
     Caller,
     authenticate,
     check_ip_rate,
+    key_failed,
     rated_app,
+    refuse_if_guessing,
 )
 from xshathra.api.context import ServerContext
 from xshathra.api.errors import HttpError
@@ -154,11 +156,13 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
         response_model=docs.TokenAnswer,
         responses=docs.apps_errors(400, 401, 403, 413, 429, 500),
     )
-    async def token(body: TokenBody) -> JSONResponse:
+    async def token(body: TokenBody, request: Request) -> JSONResponse:
+        refuse_if_guessing(ctx, request)  # an app_secret is a key too
         app = await ctx.db.apps.get_app(body.app_id) if APP_ID_PATTERN.match(body.app_id) else None
         # Compare against something even when the app is unknown: no timing hint either way.
         expected = app.app_secret if app is not None else new_secret()
         if not hmac.compare_digest(expected.encode(), body.app_secret.encode()) or app is None:
+            key_failed(ctx, request)
             raise HttpError(401, "invalid app_id or app_secret")
         if not app.status:
             raise HttpError(403, "application is disabled")

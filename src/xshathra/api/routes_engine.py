@@ -77,48 +77,95 @@ def api_key_from(headers: Mapping[str, str]) -> str:
     return ""
 
 
+@dataclass(slots=True)
+class Command:
+    """One method call, decoded before anything runs, so its work can be counted first."""
+
+    method: str
+    request: Any = None  # the decoded request; None when `error` says why there is none
+    error: x.ApiError | None = None
+
+    def cost(self, broadcast_cap: int) -> int:
+        """Units of the app's rate limit: one per publish a broadcast makes, else one. A
+        broadcast over the node's cap costs one: the executor refuses it without publishing."""
+        if isinstance(self.request, x.BroadcastRequest):
+            channels = len(self.request.channels)
+            return channels if 0 < channels <= broadcast_cap else 1
+        return 1
+
+
+def decode_command(method: str, body: bytes) -> Command:
+    spec = METHODS.get(method)
+    if spec is None:
+        return Command(method, error=x.ApiError(ErrorCode.METHOD_NOT_FOUND))
+    try:
+        return Command(method, _decoders[method].decode(body or b"{}"))
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+        return Command(method, error=x.ApiError(ErrorCode.BAD_REQUEST, f"bad request: {exc}"))
+
+
+async def run_command(ctx: ServerContext, app: Application, command: Command) -> dict[str, Any]:
+    """Run one decoded method; returns the Centrifugo reply object (result or error)."""
+    if command.error is not None:
+        raise command.error
+    result = await METHODS[command.method][1](ctx.executor, app, command.request)
+    return {"result": result}
+
+
 async def run_method(
     ctx: ServerContext, app: Application, method: str, body: bytes
 ) -> dict[str, Any]:
     """Decode and run one method; returns the Centrifugo reply object (result or error)."""
-    spec = METHODS.get(method)
-    if spec is None:
-        raise x.ApiError(ErrorCode.METHOD_NOT_FOUND)
-    try:
-        request = _decoders[method].decode(body or b"{}")
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
-        raise x.ApiError(ErrorCode.BAD_REQUEST, f"bad request: {exc}") from None
-    result = await spec[1](ctx.executor, app, request)
-    return {"result": result}
+    return await run_command(ctx, app, decode_command(method, body))
 
 
-async def answer(ctx: ServerContext, method: str, api_key: str, body: bytes) -> EngineAnswer:
+def _too_many(retry_after: int) -> EngineAnswer:
+    return _json(
+        {
+            "error": {"code": int(ErrorCode.TOO_MANY_REQUESTS), "message": "too many requests"},
+            "retry_after": retry_after,
+        },
+        429,
+        {"Retry-After": str(retry_after)},
+    )
+
+
+async def answer(
+    ctx: ServerContext, method: str, api_key: str, body: bytes, client: str = ""
+) -> EngineAnswer:
     """The whole server API behind one call: authenticate, rate-limit, run `method` (or a
     batch) and shape the reply as Centrifugo does. The body limit is the HTTP layer's: a body
     over it never gets here. Both HTTP layers (the bare ASGI fast path in
-    `api.engine_http` and the FastAPI route that documents it) answer through here."""
+    `api.engine_http` and the FastAPI route that documents it) answer through here.
+
+    `client` is the caller's address (already resolved from trusted proxies by uvicorn): an
+    address with too many wrong keys in the last minute is refused before any key lookup.
+
+    The request's work is counted before any of it runs: one unit per command, one per channel
+    of a broadcast. Work over the node's caps, or over what the app's `rate_limit` could ever
+    allow, is refused with 106; work that does not fit now, with 429 and Retry-After."""
+    limiter = ctx.limiter
+    blocked = limiter.auth_blocked(client)
+    if blocked is not None:
+        return _too_many(blocked)
     app = await ctx.app_keys.find_by_api_key_hash(hash_key(api_key)) if api_key else None
     if app is None:
+        if api_key:
+            limiter.auth_failed(client)
         return _error(ErrorCode.UNAUTHORIZED, status=401)
     if not app.status:
         return _error(ErrorCode.PERMISSION_DENIED, "application is disabled", status=403)
-    limited = await ctx.limiter.hit_app(app)
-    if limited is not None:
-        return _json(
-            {
-                "error": {"code": int(ErrorCode.TOO_MANY_REQUESTS), "message": "too many requests"},
-                "retry_after": limited,
-            },
-            429,
-            {"Retry-After": str(limited)},
-        )
     if method == "batch":
         return await _batch(ctx, app, body)
-    if method not in METHODS:
-        return _error(ErrorCode.METHOD_NOT_FOUND, status=404)
+    command = decode_command(method, body)
+    refused = await _admit(ctx, app, command.cost(ctx.settings.max_broadcast_channels), method)
+    if refused is not None:
+        return refused
     try:
-        return _json(await run_method(ctx, app, method, body))
+        return _json(await run_command(ctx, app, command))
     except x.ApiError as exc:
+        if exc.code == ErrorCode.METHOD_NOT_FOUND:
+            return _error(exc.code, exc.message, 404)
         status = 400 if exc.code == ErrorCode.BAD_REQUEST and "bad request:" in exc.message else 200
         return _error(exc.code, exc.message, status)
     except Exception as exc:
@@ -126,30 +173,71 @@ async def answer(ctx: ServerContext, method: str, api_key: str, body: bytes) -> 
         return _error(ErrorCode.INTERNAL, status=500)
 
 
+async def _admit(ctx: ServerContext, app: Application, cost: int, what: str) -> EngineAnswer | None:
+    """Count `cost` units against the app's rate limit, all or none; the refusal if not."""
+    if cost > app.rate_limit:
+        # It could never fit: a 429 would only invite retrying forever. One unit is counted,
+        # so refused requests still count as requests.
+        limited = await ctx.limiter.hit_app(app)
+        if limited is not None:
+            return _too_many(limited)
+        return _error(
+            ErrorCode.LIMIT_EXCEEDED,
+            f"{what} needs {cost} units (publishes or commands), over the app's rate_limit of "
+            f"{app.rate_limit} per minute",
+        )
+    limited = await ctx.limiter.hit_app(app, cost=cost)
+    return _too_many(limited) if limited is not None else None
+
+
 async def _batch(ctx: ServerContext, app: Application, body: bytes) -> EngineAnswer:
     try:
         req = _batch_decoder.decode(body or b"{}")
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
-        return _error(ErrorCode.BAD_REQUEST, f"bad request: {exc}", 400)
+        refused = await _admit(ctx, app, 1, "this batch")
+        return refused or _error(ErrorCode.BAD_REQUEST, f"bad request: {exc}", 400)
+    cap = ctx.settings.max_batch_commands
+    work = len(req.commands)
+    commands: list[Command] = []
+    if work <= cap:  # else refused below, before decoding what will never run
+        for raw in req.commands:
+            if len(raw) != 1:
+                commands.append(
+                    Command("", error=x.ApiError(ErrorCode.BAD_REQUEST, "one method per command"))
+                )
+                continue
+            ((method, params),) = raw.items()
+            commands.append(decode_command(method, bytes(params)))
+        broadcast_cap = ctx.settings.max_broadcast_channels
+        work = sum(command.cost(broadcast_cap) for command in commands)
+    if work > cap:
+        refused = await _admit(ctx, app, 1, "this batch")
+        return refused or _error(
+            ErrorCode.LIMIT_EXCEEDED,
+            f"batch too large: {work} commands and broadcast channels, at most {cap} per batch",
+        )
+    refused = await _admit(ctx, app, max(1, work), "this batch")
+    if refused is not None:
+        return refused
     replies: list[dict[str, Any]] = []
-    for command in req.commands:
-        if len(command) != 1:
-            replies.append({"error": {"code": 107, "message": "one method per command"}})
-            continue
-        ((method, params),) = command.items()
+    for command in commands:
         try:
-            reply = await run_method(ctx, app, method, bytes(params))
-            replies.append({method: reply["result"]})
+            reply = await run_command(ctx, app, command)
+            replies.append({command.method: reply["result"]})
         except x.ApiError as exc:
             replies.append({"error": {"code": int(exc.code), "message": exc.message}})
         except Exception as exc:
-            log.warning("server API %s failed in a batch: %s", method, type(exc).__name__)
+            log.warning("server API %s failed in a batch: %s", command.method, type(exc).__name__)
             replies.append({"error": {"code": 100, "message": "internal server error"}})
     return _json({"replies": replies})
 
 
 def _response(a: EngineAnswer) -> Response:
     return Response(a.body, a.status, a.headers, media_type="application/json")
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client is not None else ""
 
 
 def create_engine_router(ctx: ServerContext) -> APIRouter:
@@ -160,11 +248,13 @@ def create_engine_router(ctx: ServerContext) -> APIRouter:
     @router.post("/batch", summary="Run several methods in one request")
     async def batch(request: Request) -> Response:
         body = await request.body()
-        return _response(await answer(ctx, "batch", api_key_from(request.headers), body))
+        key = api_key_from(request.headers)
+        return _response(await answer(ctx, "batch", key, body, _client(request)))
 
     @router.post("/{method}", summary="Run one server API method (publish, presence, ...)")
     async def call(method: str, request: Request) -> Response:
         body = await request.body()
-        return _response(await answer(ctx, method, api_key_from(request.headers), body))
+        key = api_key_from(request.headers)
+        return _response(await answer(ctx, method, key, body, _client(request)))
 
     return router

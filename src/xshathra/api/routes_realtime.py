@@ -135,10 +135,11 @@ def create_realtime_router(ctx: ServerContext) -> APIRouter:
         await check_app_rate(ctx, to.caller, to.app)
         try:
             req = _publish_decoder.decode(await request.body())
-        except (msgspec.DecodeError, RecursionError):  # nesting deeper than the stack
-            raise HttpError(400, "invalid JSON body") from None
+        # ValidationError first: it is a DecodeError too, and says which field is wrong.
         except msgspec.ValidationError as exc:
             raise HttpError(400, f"invalid publish request: {exc}") from None
+        except (msgspec.DecodeError, RecursionError):  # nesting deeper than the stack
+            raise HttpError(400, "invalid JSON body") from None
         try:
             outcome = await ctx.executor.publish(to.app, req, origin="api")
         except ApiError as exc:
