@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     # last refreshed it (a node that died stops refreshing); nodes refresh at a third of it.
     presence_ttl: int = 60
     connect_timeout: float = 10.0  # seconds for the first (connect) command
+    # Bytes a WebSocket may send and be sent (pongs) before its connect succeeds; never less
+    # than one message of max_message_size. Past it, the connection is closed (3501).
+    preconnect_max_bytes: int = 131_072
     # Clients refresh tokens when their ttl runs out; this grace (as Centrifugo's
     # client_expired_close_delay) lets the refresh arrive before the connection is closed.
     expired_close_delay: float = 25.0

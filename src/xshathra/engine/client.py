@@ -184,6 +184,10 @@ class ClientSession:
         finally:
             self._task = None
 
+    def control_frame_allowed(self) -> bool:
+        """A WebSocket ping costs a reply like a command does: it draws on the same rate."""
+        return self.state is not State.CLOSED and self._allow_command()
+
     def _allow_command(self) -> bool:
         now = time.monotonic()
         settings = self.node.settings
