@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     # Limits (SPEC §6): every queue and count is bounded.
     max_message_size: int = 65536
     max_request_body: int = 1_048_576
+    # A request head (request line and headers, WebSocket upgrades included) larger than this
+    # is answered 431; one not complete within header_timeout seconds is answered 408.
+    max_header_bytes: int = 65_536
+    header_timeout: float = 10.0
     max_channels_per_connection: int = 128
     max_connections_per_app: int = 10_000
     client_command_rate: float = 100.0  # commands per second, sustained

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import socket
-import struct
 import threading
 import time
 from pathlib import Path
@@ -25,8 +24,8 @@ import httpx
 import websockets
 
 from tests.support.clients import realtime_token
-from tests.support.rawws import client_frame, read_frame, upgrade
-from tests.support.server import ServerProcess, running_server
+from tests.support.rawws import client_frame, close_code_or_end, open_raw
+from tests.support.server import ServerProcess, peak_rss, running_server
 
 Json = dict[str, Any]
 MIB = 1024 * 1024
@@ -37,27 +36,6 @@ NO_RATE_LIMIT = {
     "XSHATHRA_CLIENT_COMMAND_RATE": "1e9",
     "XSHATHRA_CLIENT_COMMAND_BURST": "1000000000",
 }
-
-
-def peak_rss(server: ServerProcess) -> int:
-    """The server process's peak resident set size (VmHWM), in bytes."""
-    status = Path(f"/proc/{server.process.pid}/status").read_text()
-    line = next(x for x in status.splitlines() if x.startswith("VmHWM:"))
-    return int(line.split()[1]) * 1024
-
-
-def open_raw(server: ServerProcess, token: str | None = None) -> socket.socket:
-    """An upgraded raw socket with a small receive buffer; connected when given a token."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: window size
-    sock.settimeout(10)
-    sock.connect(("127.0.0.1", server.port))
-    upgrade(sock)
-    if token is not None:
-        sock.sendall(client_frame(json.dumps({"id": 1, "connect": {"token": token}}).encode()))
-        opcode, payload = read_frame(sock)
-        assert opcode == 0x1 and "connect" in json.loads(payload), payload
-    return sock
 
 
 def flood(sock: socket.socket, total: int, stall: float) -> tuple[int, str]:
@@ -74,18 +52,6 @@ def flood(sock: socket.socket, total: int, stall: float) -> tuple[int, str]:
     except OSError:
         return sent, "ended"
     return sent, "done"
-
-
-def close_code_or_end(sock: socket.socket, deadline: float) -> int | None:
-    """Read what the server sent, to its Close frame (its code) or the end of the stream."""
-    sock.settimeout(deadline)
-    try:
-        while True:
-            opcode, payload = read_frame(sock)
-            if opcode == 0x8:
-                return int(struct.unpack("!H", payload[:2])[0])
-    except (AssertionError, OSError):  # AssertionError: rawws' end of stream
-        return None
 
 
 class Bystander:

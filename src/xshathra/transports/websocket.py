@@ -48,7 +48,7 @@ log = logging.getLogger("xshathra.websocket")
 ENGINE_PATHS = frozenset({"/realtime/connection/websocket", "/connection/websocket"})
 NODE_STATE_KEY = "xshathra_node"
 CLOSE_GRACE_SECONDS = 5.0
-MAX_HANDSHAKE_BYTES = 64 * 1024  # uvicorn has parsed the request already: this is generous
+MAX_HANDSHAKE_BYTES = 64 * 1024
 # Unsent output above which a connection is no longer read from (and below which it is again):
 # a quarter of the slow-consumer limit, at most this much.
 MAX_HIGH_WATER = 256 * 1024
@@ -114,10 +114,16 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
     def _max_size(self) -> int:
         return self._node.settings.max_message_size if self._node is not None else 65536
 
-    def _preconnect_budget(self) -> int:
-        """Room for the handshake and one connect command of the largest size, at least."""
+    def _handshake_limit(self) -> int:
+        """uvicorn has parsed the request within the head limit: this is generous."""
         if self._node is None:
             return MAX_HANDSHAKE_BYTES
+        return max(MAX_HANDSHAKE_BYTES, self._node.settings.max_header_bytes + 4096)
+
+    def _preconnect_budget(self) -> int:
+        """Room for one connect command of the largest size, at least."""
+        if self._node is None:
+            return 0
         settings = self._node.settings
         return max(settings.preconnect_max_bytes, settings.max_message_size + 4096)
 
@@ -142,10 +148,10 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._discarding:
             return
-        if self._budget is not None and self._spend(len(data)):
-            return
-        if self._reader is None:
+        if self._reader is None:  # the handshake is bounded by the HTTP layer's head limit
             self._handshake_data(data)
+            return
+        if self._budget is not None and self._spend(len(data)):
             return
         try:
             messages = self._reader.feed(data)
@@ -241,7 +247,7 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         buffered = self._handshake_bytes + data
         end = buffered.find(b"\r\n\r\n")
         if end < 0:
-            if len(buffered) > MAX_HANDSHAKE_BYTES:
+            if len(buffered) > self._handshake_limit():
                 self._discarding = True
                 self._close_soon()
                 return
