@@ -45,6 +45,7 @@ from xshathra.storage.database import Database, open_database
 from xshathra.tenancy.appcache import AppKeyCache
 from xshathra.tenancy.apps import hash_key
 from xshathra.tenancy.tokens import TokenService
+from xshathra.transports.http import BoundedHttpToolsProtocol
 from xshathra.transports.websocket import NODE_STATE_KEY, CentrifugeWebSocketProtocol
 from xshathra.webhooks.dispatcher import WebhookDispatcher
 from xshathra.webhooks.events import WebhookEvents
@@ -353,7 +354,10 @@ def create_server(settings: Settings) -> uvicorn.Server:
         host=settings.host,
         port=settings.port,
         ws=CentrifugeWebSocketProtocol,
-        http="httptools",
+        # httptools, with the request head bounded in size and time (issue 11, M1)
+        http=BoundedHttpToolsProtocol.configured(
+            settings.max_header_bytes, settings.header_timeout
+        ),
         loop="uvloop" if sys.platform != "win32" else "asyncio",
         lifespan="on",
         access_log=False,  # query strings may carry api_key: never log them

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     # Limits (SPEC §6): every queue and count is bounded.
     max_message_size: int = 65536
     max_request_body: int = 1_048_576
+    # A request head (request line and headers, WebSocket upgrades included) larger than this
+    # is answered 431; one not complete within header_timeout seconds is answered 408.
+    max_header_bytes: int = 65_536
+    header_timeout: float = 10.0
     max_channels_per_connection: int = 128
     max_connections_per_app: int = 10_000
     client_command_rate: float = 100.0  # commands per second, sustained
@@ -54,6 +58,9 @@ class Settings(BaseSettings):
     # last refreshed it (a node that died stops refreshing); nodes refresh at a third of it.
     presence_ttl: int = 60
     connect_timeout: float = 10.0  # seconds for the first (connect) command
+    # Bytes a WebSocket may send and be sent (pongs) before its connect succeeds; never less
+    # than one message of max_message_size. Past it, the connection is closed (3501).
+    preconnect_max_bytes: int = 131_072
     # Clients refresh tokens when their ttl runs out; this grace (as Centrifugo's
     # client_expired_close_delay) lets the refresh arrive before the connection is closed.
     expired_close_delay: float = 25.0

@@ -4,9 +4,14 @@ what exactly the server sends before a reset, or a client that stops reading."""
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 import socket
 import struct
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.support.server import ServerProcess
 
 ENGINE_PATH = "/realtime/connection/websocket"
 
@@ -59,3 +64,29 @@ def upgrade(sock: socket.socket) -> None:
     while b"\r\n\r\n" not in head:
         head += recv_exactly(sock, 1)
     assert head.startswith(b"HTTP/1.1 101"), head
+
+
+def open_raw(server: ServerProcess, token: str | None = None) -> socket.socket:
+    """An upgraded raw socket with a small receive buffer; connected when given a token."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: window size
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", server.port))
+    upgrade(sock)
+    if token is not None:
+        sock.sendall(client_frame(json.dumps({"id": 1, "connect": {"token": token}}).encode()))
+        opcode, payload = read_frame(sock)
+        assert opcode == 0x1 and "connect" in json.loads(payload), payload
+    return sock
+
+
+def close_code_or_end(sock: socket.socket, deadline: float) -> int | None:
+    """Read what the server sent, to its Close frame (its code) or the end of the stream."""
+    sock.settimeout(deadline)
+    try:
+        while True:
+            opcode, payload = read_frame(sock)
+            if opcode == 0x8:
+                return int(struct.unpack("!H", payload[:2])[0])
+    except (AssertionError, OSError):  # AssertionError: rawws' end of stream
+        return None

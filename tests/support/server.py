@@ -112,6 +112,13 @@ def running_server(
                 proc.wait()
 
 
+def peak_rss(server: ServerProcess) -> int:
+    """The server process's peak resident set size (VmHWM), in bytes."""
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    line = next(x for x in status.splitlines() if x.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
 async def wait_health(node: ServerProcess, status: int, timeout: float = 20) -> None:
     """Until the node's /realtime/health answers `status` (a broker outage noticed, or over)."""
     deadline = asyncio.get_running_loop().time() + timeout

@@ -184,6 +184,10 @@ class ClientSession:
         finally:
             self._task = None
 
+    def control_frame_allowed(self) -> bool:
+        """A WebSocket ping costs a reply like a command does: it draws on the same rate."""
+        return self.state is not State.CLOSED and self._allow_command()
+
     def _allow_command(self) -> bool:
         now = time.monotonic()
         settings = self.node.settings
@@ -291,16 +295,19 @@ class ClientSession:
         app = await node.get_app(app_id)
         if app is None:
             raise DisconnectError(DisconnectCode.INVALID_TOKEN)
-        if not app.status:
-            raise DisconnectError(DisconnectCode.PERMISSION_DENIED, "application is disabled")
-        if not _origin_allowed(app.allowed_domain, self.transport.origin):
-            raise DisconnectError(DisconnectCode.PERMISSION_DENIED, "origin not allowed")
+        # The token is verified before anything about the app is told: a client that cannot
+        # sign for the app gets the same refusal whether the app exists, is disabled or fences
+        # its origin (issue 11: those were readable before authentication).
         try:
             claims = node.tokens.verify_connection_token(req.token, app)
         except TokenExpiredError:
             raise ClientError(ErrorCode.TOKEN_EXPIRED) from None
         except TokenError:
             raise DisconnectError(DisconnectCode.INVALID_TOKEN) from None
+        if not app.status:
+            raise DisconnectError(DisconnectCode.PERMISSION_DENIED, "application is disabled")
+        if not _origin_allowed(app.allowed_domain, self.transport.origin):
+            raise DisconnectError(DisconnectCode.PERMISSION_DENIED, "origin not allowed")
         if self.closed:
             raise DisconnectError(DisconnectCode.CONNECTION_CLOSED)
         if node.hub.connection_count(app.app_id) >= node.settings.max_connections_per_app:
@@ -476,10 +483,16 @@ class ClientSession:
                 await node.presence.add_presence(ref, info)
             if options.join_leave:
                 await node.broker.publish_join(ref, info)
+            # Inside the undo: whatever fails here must not leave a pending subscriber behind.
+            self._set_sub_expiry(sub, expires_at)
+            if expires_at is not None:
+                result.expires, result.ttl = True, max(1, expires_at - int(time.time()))
         except BaseException:
             # Undo everything, so a retry starts clean and nothing stays pending (a pending
             # entry would buffer publications forever).
             self.subs.pop(channel, None)
+            if sub.timer is not None:
+                sub.timer.cancel()
             with contextlib.suppress(Exception):
                 await node.remove_subscriber(ref, self)
             if options.presence:
@@ -488,9 +501,6 @@ class ClientSession:
             raise
         if self.state is State.CLOSED or self.subs.get(channel) is not sub:
             raise ClientError(ErrorCode.INTERNAL, "subscription cancelled")
-        self._set_sub_expiry(sub, expires_at)
-        if expires_at is not None:
-            result.expires, result.ttl = True, max(1, expires_at - int(time.time()))
 
         def finalize() -> None:
             if self.subs.get(channel) is not sub or self.state is State.CLOSED:

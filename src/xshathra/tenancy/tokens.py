@@ -22,6 +22,7 @@ REALTIME_TTL_DEFAULT = 900
 REALTIME_TTL_MIN = 30
 REALTIME_TTL_MAX = 3600
 LEEWAY_SECONDS = 5
+MAX_EXP = 253_402_300_799  # 9999-12-31T23:59:59Z: later is no real expiry time
 
 # Claims the server owns; a caller's payload can never override them.
 _SERVER_CLAIMS = frozenset({"app_id", "iat", "exp"})
@@ -137,7 +138,8 @@ class TokenService:
             except jwt.InvalidSignatureError as exc:
                 last = exc
                 continue
-            except jwt.PyJWTError as exc:
+            except (jwt.PyJWTError, OverflowError, ValueError) as exc:
+                # OverflowError: PyJWT's int(exp) on an infinite exp.
                 raise TokenError("invalid token") from exc
             if claims.get("app_id") != app.app_id:
                 raise TokenError("token is for another app")
@@ -185,6 +187,10 @@ def _expiry(claims: dict[str, Any]) -> int | None:
         return None
     if not isinstance(exp, int | float) or isinstance(exp, bool):
         raise TokenError("exp must be a number")
+    # An absurd exp (10^30, infinity) would overflow the timers and the protocol's ttl field
+    # later, after a subscription was half made: refuse it here, as any invalid token.
+    if not exp <= MAX_EXP:  # also false for NaN
+        raise TokenError("exp out of range")
     return int(exp)
 
 

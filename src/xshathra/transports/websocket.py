@@ -6,6 +6,13 @@ the handshake and writes the response, and is then dropped: frames are parsed by
 (transports.frames), which keeps a few fields per connection instead of a protocol object, a
 generator and the handshake request. Outgoing data frames are framed here once per payload and
 written straight to the transport, so fan-out pays no per-subscriber framework cost.
+
+Every write is bounded (issue 11, H3). Reading stops while the connection's unsent output is
+above a high-water mark (the transport's `pause_writing` / `resume_writing`, called only when
+the mark is crossed, so fan-out pays nothing per delivery): a client that sends faster than it
+reads, pings included, is slowed to its own reading pace instead of growing our memory, and
+past `client_queue_max_bytes` it is cut off as slow (3008). Before `connect`, a connection has
+a small budget of bytes in and out; the session's connect deadline closes it with 3502.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
-from xshathra.engine.client import ClientSession
+from xshathra.engine.client import ClientSession, State
 from xshathra.engine.writer import OutgoingFrame
 from xshathra.protocol.codes import DisconnectCode
 from xshathra.transports.frames import (
@@ -41,7 +48,10 @@ log = logging.getLogger("xshathra.websocket")
 ENGINE_PATHS = frozenset({"/realtime/connection/websocket", "/connection/websocket"})
 NODE_STATE_KEY = "xshathra_node"
 CLOSE_GRACE_SECONDS = 5.0
-MAX_HANDSHAKE_BYTES = 64 * 1024  # uvicorn has parsed the request already: this is generous
+MAX_HANDSHAKE_BYTES = 64 * 1024
+# Unsent output above which a connection is no longer read from (and below which it is again):
+# a quarter of the slow-consumer limit, at most this much.
+MAX_HIGH_WATER = 256 * 1024
 
 
 def _release_http_protocol(transport: asyncio.BaseTransport, successor: object) -> None:
@@ -59,10 +69,12 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
 
     __slots__ = (
         "_abort_timer",
+        "_budget",
         "_close_sent",
         "_closing",
         "_discarding",
         "_handshake_bytes",
+        "_max_buffered",
         "_node",
         "_reader",
         "_server_state",
@@ -85,6 +97,12 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         self._close_sent = False  # our Close frame is out: no more data frames
         self._discarding = False  # failed: what still arrives is read and dropped
         self._abort_timer: asyncio.TimerHandle | None = None
+        # Bytes this connection may still send and be sent before its `connect` succeeds; None
+        # once connected.
+        self._budget: int | None = self._preconnect_budget()
+        self._max_buffered = (
+            self._node.settings.client_queue_max_bytes if self._node is not None else 1 << 20
+        )
         self.origin: str | None = None
 
     @property
@@ -96,11 +114,26 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
     def _max_size(self) -> int:
         return self._node.settings.max_message_size if self._node is not None else 65536
 
+    def _handshake_limit(self) -> int:
+        """uvicorn has parsed the request within the head limit: this is generous."""
+        if self._node is None:
+            return MAX_HANDSHAKE_BYTES
+        return max(MAX_HANDSHAKE_BYTES, self._node.settings.max_header_bytes + 4096)
+
+    def _preconnect_budget(self) -> int:
+        """Room for one connect command of the largest size, at least."""
+        if self._node is None:
+            return 0
+        settings = self._node.settings
+        return max(settings.preconnect_max_bytes, settings.max_message_size + 4096)
+
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         _release_http_protocol(transport, self)
         self._transport = transport  # type: ignore[assignment]
+        high = min(MAX_HIGH_WATER, self._max_buffered // 4)
+        transport.set_write_buffer_limits(high=high, low=high // 4)  # type: ignore[attr-defined]
         self._server_state.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -115,8 +148,10 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._discarding:
             return
-        if self._reader is None:
+        if self._reader is None:  # the handshake is bounded by the HTTP layer's head limit
             self._handshake_data(data)
+            return
+        if self._budget is not None and self._spend(len(data)):
             return
         try:
             messages = self._reader.feed(data)
@@ -128,15 +163,73 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
                 if not self._close_sent and self._session is not None:
                     self._session.on_message(payload)
             elif opcode == PING:
-                if not self._close_sent and self._transport is not None:
-                    self._transport.write(pong_frame(payload))
+                if not self._close_sent and self._pong(payload):
+                    return
             elif opcode == CLOSE:
                 self._close_received(payload)
                 return
-            # PONG: nothing to do, the engine's own ping is an application message.
+            # PONG: nothing to answer (the engine's own ping is an application message), but
+            # parsing a flood of them is work like any other frame's.
+            elif self._session is not None and not self._session.control_frame_allowed():
+                self._session.disconnect(DisconnectCode.TOO_MANY_REQUESTS)
+                return
 
     def eof_received(self) -> bool | None:
         return None  # the client is gone: let the transport close
+
+    def pause_writing(self) -> None:
+        """Unsent output passed the high-water mark: stop reading this client until it has
+        read its replies, so it cannot make us buffer more of them."""
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
+
+    # --- bounds ---------------------------------------------------------------------------------
+
+    def _spend(self, n: int) -> bool:
+        """Count `n` bytes against the pre-connect budget; True when the connection is done
+        for (its budget ran out, and it is being closed)."""
+        session = self._session
+        if session is not None and session.state is State.CONNECTED:
+            self._budget = None
+            return False
+        budget = self._budget = (self._budget or 0) - n
+        if budget >= 0:
+            return False
+        self._discarding = True
+        if session is not None:
+            session.disconnect(DisconnectCode.BAD_REQUEST, "too much data before connect")
+        else:
+            self._close_soon()
+        # Nothing it sends matters now: leave it unread (its sends stall) until the close
+        # grace ends or it closes.
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.pause_reading()
+        return True
+
+    def _pong(self, payload: bytes) -> bool:
+        """Answer a ping, within the same bounds as any other write; True when the connection
+        is being closed instead (pings count against the command rate: they are work)."""
+        session, transport = self._session, self._transport
+        if session is None or transport is None:
+            return True
+        if not session.control_frame_allowed():
+            session.disconnect(DisconnectCode.TOO_MANY_REQUESTS)
+            return True
+        frame = pong_frame(payload)
+        if self._budget is not None and self._spend(len(frame)):
+            return True
+        transport.write(frame)
+        if transport.get_write_buffer_size() > self._max_buffered:
+            session.writer_slow()
+            return True
+        return False
 
     # --- uvicorn hooks --------------------------------------------------------------------------
 
@@ -154,7 +247,7 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         buffered = self._handshake_bytes + data
         end = buffered.find(b"\r\n\r\n")
         if end < 0:
-            if len(buffered) > MAX_HANDSHAKE_BYTES:
+            if len(buffered) > self._handshake_limit():
                 self._discarding = True
                 self._close_soon()
                 return
