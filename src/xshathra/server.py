@@ -171,8 +171,12 @@ class Runtime:
             db,
             node_id,
             allow_private=settings.webhook_allow_private,
+            concurrency=settings.webhook_concurrency,
+            per_app=settings.webhook_concurrency_per_app,
             timeout=settings.webhook_timeout,
+            connect_timeout=settings.webhook_connect_timeout,
             retry_base=settings.webhook_retry_base,
+            retention_days=settings.webhook_delivery_retention_days,
         )
         self.node = node = Node(
             settings=settings,
@@ -181,7 +185,9 @@ class Runtime:
             apps=db.apps,
             tokens=tokens,
             analytics=analytics,
-            events=WebhookEvents(db, dispatcher),
+            events=WebhookEvents(
+                db, dispatcher, max_pending_per_app=settings.webhook_max_pending_per_app
+            ),
             node_id=node_id,
         )
         await node.start()

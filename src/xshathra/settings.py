@@ -39,7 +39,14 @@ class Settings(BaseSettings):
     broker_prefix: str = "xs"  # key and topic prefix in a shared Redis: one per deployment
     webhook_allow_private: bool = False
     webhook_retry_base: float = 2.0  # seconds before the first retry; doubles each time
-    webhook_timeout: float = 10.0
+    webhook_timeout: float = 10.0  # total deadline of one delivery attempt, in seconds
+    webhook_connect_timeout: float = 5.0
+    webhook_concurrency: int = 16  # delivery attempts in flight per node
+    webhook_concurrency_per_app: int = 4  # of those, at most this many for one app
+    webhook_max_per_app: int = 10  # webhooks one app can register
+    # Deliveries of one app waiting to go out; more are recorded as failed ("dropped").
+    webhook_max_pending_per_app: int = 10_000
+    webhook_delivery_retention_days: float = 7.0  # delivered/failed rows kept this long
 
     # Limits (SPEC §6): every queue and count is bounded.
     max_message_size: int = 65536

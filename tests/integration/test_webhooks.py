@@ -168,7 +168,8 @@ def test_replay_of_a_failed_delivery(srv: ServerProcess) -> None:
 
 
 def test_a_killed_node_still_delivers_after_restart(tmp_path: Path) -> None:
-    """Queued in the database before the publish is acknowledged: SIGKILL loses nothing."""
+    """Queued in the database before the publish is acknowledged: SIGKILL loses nothing (a
+    delivery the killed node had not released yet falls due when its hold ends)."""
     port = free_port()
     db = f"sqlite:///{tmp_path / 'durable.db'}"
     with running_server(tmp_path, database_url=db, env=FAST_RETRIES) as first:
@@ -181,7 +182,7 @@ def test_a_killed_node_still_delivers_after_restart(tmp_path: Path) -> None:
         Receiver(port=port).running() as rx,
         running_server(tmp_path, database_url=db, env=FAST_RETRIES, admin_key=first.admin_key),
     ):
-        [got] = rx.wait_for(1, timeout=20)
+        [got] = rx.wait_for(1, timeout=30)
     assert got.json()["event"] == "must-arrive" and got.json()["data"] == {"n": 42}
 
 
@@ -264,5 +265,10 @@ def test_a_stalled_receiver_does_not_hold_up_others(tmp_path: Path) -> None:
         log = deliveries(srv, slow_app, slow_hook)
         while not any(d["last_error"] for d in log):
             log = deliveries(srv, slow_app, slow_hook)
-        assert any(d["last_error"] == "ReadTimeout" for d in log)
+        # httpx's read timeout or the attempt's total deadline, whichever fires first
+        assert any(
+            d["last_error"] == "ReadTimeout" or d["last_error"].startswith("DeadlineExceeded")
+            for d in log
+            if d["last_error"]
+        )
         release.set()

@@ -36,7 +36,7 @@ from xshathra.tenancy.apps import (
     new_secret,
     regenerate_api_key,
 )
-from xshathra.webhooks.models import Webhook, new_webhook_id
+from xshathra.webhooks.models import Webhook, WebhookLimitError, new_webhook_id
 from xshathra.webhooks.netguard import UnsafeURLError, check_webhook_url
 
 _DOMAIN_RE = re.compile(
@@ -381,7 +381,12 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
             secret=secret,
             events=tuple(dict.fromkeys(events)),
         )
-        await ctx.db.webhooks.create_webhook(webhook)
+        try:
+            await ctx.db.webhooks.create_webhook(
+                webhook, max_per_app=ctx.settings.webhook_max_per_app
+            )
+        except WebhookLimitError as exc:
+            raise HttpError(400, str(exc)) from None
         await ctx.executor.webhooks_changed(app.app_id)
         shown = secret if body.secret is None else None
         return _ok({"webhook": webhook_view(webhook, secret=shown)}, 201)

@@ -56,13 +56,22 @@ class Analytics(Protocol):
     def publication(self, app_id: str, *, broadcast: bool) -> None: ...
 
 
+class HeldEvent(Protocol):
+    """A publication's event, made durable before the publish and held until it went out."""
+
+    def release(self) -> None: ...
+
+    async def cancel(self) -> None: ...
+
+
 class ChannelEvents(Protocol):
     """Who hears about channel events beyond subscribers (webhooks). `publication` is awaited
-    before a publish is acknowledged, so its implementation must make the event durable."""
+    before the broker publish, so its implementation must make the event durable (and hold it
+    until `release`, or drop it on `cancel`)."""
 
     async def publication(
         self, ref: ChannelRef, tags: dict[str, str] | None, data: bytes, user: str | None
-    ) -> None: ...
+    ) -> HeldEvent | None: ...
 
     async def lifecycle(self, ref: ChannelRef, event: str, user: str, client: str) -> None: ...
 
@@ -413,20 +422,29 @@ class Node:
         if tags:
             _check_text(tags)
         history = not skip_history and options.history_size > 0 and options.history_ttl > 0
-        position = await self.broker.publish(
-            ref,
-            data,
-            PublishOptions(
-                history_size=options.history_size if history else 0,
-                history_ttl=options.history_ttl if history else 0,
-                tags=tags,
-                info=info,
-                idempotency_key=idempotency_key,
-            ),
-        )
+        held: HeldEvent | None = None
         if self.events is not None:
-            # Durable before the publish is acknowledged (and before it is counted).
-            await self.events.publication(ref, tags, data, info.user if info else None)
+            # Durable before the publication goes out: a failed write answers an error with
+            # nothing published, so a retry is no duplicate. Held until the broker took it.
+            held = await self.events.publication(ref, tags, data, info.user if info else None)
+        try:
+            position = await self.broker.publish(
+                ref,
+                data,
+                PublishOptions(
+                    history_size=options.history_size if history else 0,
+                    history_ttl=options.history_ttl if history else 0,
+                    tags=tags,
+                    info=info,
+                    idempotency_key=idempotency_key,
+                ),
+            )
+        except BaseException:
+            if held is not None:
+                await held.cancel()
+            raise
+        if held is not None:
+            held.release()
         self.analytics.publication(ref.app_id, broadcast=origin == "api")
         self.stats.publications[origin] = self.stats.publications.get(origin, 0) + 1
         return position

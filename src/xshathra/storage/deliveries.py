@@ -1,17 +1,24 @@
-"""The webhook delivery outbox in SQL: enqueue, lease-based claiming, outcomes, history.
+"""The webhook delivery outbox in SQL: enqueue (capped per app), lease-based claiming that is
+fair across apps, outcomes, history and pruning.
 
-Claiming sets a lease (`locked_until`) in one statement (with `FOR UPDATE SKIP LOCKED` on
-PostgreSQL; SQLite serialises writers), so concurrent nodes never attempt the same delivery
-at once; a node that dies mid-attempt loses its lease and another node retries.
+Claiming sets a lease (`locked_until`) in one UPDATE whose WHERE re-states "due and not
+leased": SQLite serialises writers, and PostgreSQL re-checks that condition on a row another
+node claimed meanwhile (READ COMMITTED re-evaluation), so concurrent nodes never attempt the same
+delivery at once; a node that dies mid-attempt loses its lease and another node retries.
+
+Due rows are claimed round-robin across apps (each app's oldest first, then each app's second,
+...), at most `per_app` at a time per app, so one app's backlog or slow receivers cannot hold up
+another app's deliveries.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, delete, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from xshathra.storage.tables import webhook_deliveries
@@ -72,55 +79,137 @@ class SqlDeliveryStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def enqueue(self, items: list[NewDelivery]) -> None:
-        """Insert deliveries in one transaction; they are due at once."""
-        if not items:
-            return
-        now = utcnow()
-        rows = [
-            {
-                "id": d.id,
-                "webhook_id": d.webhook_id,
-                "app_id": d.app_id,
-                "event_id": d.event_id,
-                "event": d.event,
-                "room": d.room,
-                "body": d.body,
-                "status": PENDING,
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-            }
-            for d in items
-        ]
-        async with self._engine.begin() as conn:
-            await conn.execute(webhook_deliveries.insert(), rows)
+    async def enqueue(
+        self,
+        items: list[NewDelivery],
+        *,
+        max_pending: int | None = None,
+        hold_seconds: float = 0.0,
+    ) -> int:
+        """Insert deliveries (all of one app) in one transaction, due after `hold_seconds`.
 
-    async def claim_due(self, node_id: str, limit: int, lease_seconds: float) -> list[Delivery]:
+        Past `max_pending` pending deliveries for the app, the extra ones are stored as failed
+        ("dropped") so that the loss is visible in the delivery log; returns how many were.
+        """
+        if not items:
+            return 0
         now = utcnow()
-        due = (
+        async with self._engine.begin() as conn:
+            room = len(items)
+            if max_pending is not None:
+                # Bounded count: never scans more than the cap, whatever the backlog.
+                pending = select(literal(1)).where(
+                    webhook_deliveries.c.app_id == items[0].app_id,
+                    webhook_deliveries.c.status == PENDING,
+                )
+                count = select(func.count()).select_from(pending.limit(max_pending).subquery())
+                room = max(0, max_pending - int((await conn.execute(count)).scalar_one()))
+            dropped_error = f"dropped: the app has {max_pending} pending deliveries (the limit)"
+            rows = [
+                {
+                    "id": d.id,
+                    "webhook_id": d.webhook_id,
+                    "app_id": d.app_id,
+                    "event_id": d.event_id,
+                    "event": d.event,
+                    "room": d.room,
+                    "body": d.body,
+                    "status": PENDING if i < room else FAILED,
+                    "attempts": 0,
+                    "next_attempt_at": now + timedelta(seconds=hold_seconds) if i < room else now,
+                    "last_error": None if i < room else dropped_error,
+                    "created_at": now,
+                }
+                for i, d in enumerate(items)
+            ]
+            await conn.execute(webhook_deliveries.insert(), rows)
+        return len(items) - min(room, len(items))
+
+    async def release(self, delivery_ids: list[str]) -> None:
+        """Make held deliveries due now (their publication went out)."""
+        if not delivery_ids:
+            return
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(webhook_deliveries)
+                .where(
+                    webhook_deliveries.c.id.in_(delivery_ids),
+                    webhook_deliveries.c.status == PENDING,
+                    webhook_deliveries.c.attempts == 0,
+                    webhook_deliveries.c.locked_by.is_(None),
+                )
+                .values(next_attempt_at=utcnow())
+            )
+
+    async def cancel(self, delivery_ids: list[str]) -> None:
+        """Remove held deliveries whose publication failed: there is no event to tell."""
+        if not delivery_ids:
+            return
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                delete(webhook_deliveries).where(
+                    webhook_deliveries.c.id.in_(delivery_ids),
+                    webhook_deliveries.c.attempts == 0,
+                    webhook_deliveries.c.locked_by.is_(None),
+                )
+            )
+
+    async def prune(self, before: datetime, batch: int = 5_000) -> int:
+        """Delete up to `batch` delivered or failed rows last attempted before `before`."""
+        old = (
             select(webhook_deliveries.c.id)
             .where(
-                webhook_deliveries.c.status == PENDING,
-                webhook_deliveries.c.next_attempt_at <= now,
-                or_(
-                    webhook_deliveries.c.locked_until.is_(None),
-                    webhook_deliveries.c.locked_until < now,
-                ),
+                webhook_deliveries.c.status.in_((DELIVERED, FAILED)),
+                webhook_deliveries.c.next_attempt_at < before,
             )
-            .order_by(webhook_deliveries.c.next_attempt_at)
-            .limit(limit)
+            .limit(batch)
         )
-        if self._engine.dialect.name == "postgresql":
-            due = due.with_for_update(skip_locked=True)
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                delete(webhook_deliveries).where(webhook_deliveries.c.id.in_(old.scalar_subquery()))
+            )
+        return int(result.rowcount or 0)
+
+    async def claim_due(
+        self,
+        node_id: str,
+        limit: int,
+        lease_seconds: float,
+        *,
+        per_app: int | None = None,
+        busy: Mapping[str, int] | None = None,
+    ) -> list[Delivery]:
+        """Lease up to `limit` due deliveries, round-robin across apps; an app gets at most
+        `per_app` minus what this node already has in flight for it (`busy`)."""
+        now = utcnow()
+        t = webhook_deliveries
+        due = (
+            t.c.status == PENDING,
+            t.c.next_attempt_at <= now,
+            or_(t.c.locked_until.is_(None), t.c.locked_until < now),
+        )
+        rank = func.row_number().over(
+            partition_by=t.c.app_id, order_by=(t.c.next_attempt_at, t.c.id)
+        )
+        ranked = select(t.c.id, t.c.app_id, t.c.next_attempt_at, rank.label("rank")).where(*due)
+        ranked_q = ranked.subquery()
+        pick = select(ranked_q.c.id)
+        if per_app is not None:
+            allowance: ColumnElement[Any] = literal(per_app)
+            if busy:
+                allowance = case(
+                    {app: per_app - n for app, n in busy.items()},
+                    value=ranked_q.c.app_id,
+                    else_=per_app,
+                )
+            pick = pick.where(ranked_q.c.rank <= allowance)
+        pick = pick.order_by(ranked_q.c.rank, ranked_q.c.next_attempt_at).limit(limit)
         claim = (
-            update(webhook_deliveries)
-            .where(webhook_deliveries.c.id.in_(due.scalar_subquery()))
+            update(t)
+            .where(t.c.id.in_(pick.scalar_subquery()), *due)
             .values(locked_by=node_id, locked_until=now + timedelta(seconds=lease_seconds))
-            .returning(*webhook_deliveries.c)
+            .returning(*t.c)
         )
-        # One statement: on SQLite it runs under the database's single write lock, so two
-        # processes never claim the same rows either.
         async with self._engine.begin() as conn:
             rows = (await conn.execute(claim)).all()
         return [_delivery(r) for r in rows]

@@ -121,6 +121,8 @@ webhook_deliveries = Table(
     Column("delivered_at", UTCDateTime, nullable=True),
     Index("ix_deliveries_due", "status", "next_attempt_at"),
     Index("ix_deliveries_webhook", "webhook_id", "created_at"),
+    # Per-app pending count (the cap) and per-app ranking of due rows (fair claiming).
+    Index("ix_deliveries_app_status", "app_id", "status", "next_attempt_at"),
 )
 
 # Analytics: per-minute counters and per-hour distinct users, summed from every node's flushes.

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from xshathra.storage.tables import webhooks
+from xshathra.storage.tables import applications, webhooks
 from xshathra.tenancy.apps import utcnow
-from xshathra.webhooks.models import Webhook
+from xshathra.webhooks.models import Webhook, WebhookLimitError
 
 _events_decoder = msgspec.json.Decoder(list[str])
 
@@ -35,20 +35,43 @@ class SqlWebhookStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def create_webhook(self, webhook: Webhook) -> None:
+    async def create_webhook(self, webhook: Webhook, *, max_per_app: int | None = None) -> None:
+        values = {
+            "id": webhook.id,
+            "app_id": webhook.app_id,
+            "url": webhook.url,
+            "secret": webhook.secret,
+            "events": msgspec.json.encode(list(webhook.events)).decode(),
+            "enabled": webhook.enabled,
+            "created_at": webhook.created_at,
+            "updated_at": webhook.updated_at,
+        }
         async with self._engine.begin() as conn:
-            await conn.execute(
-                webhooks.insert().values(
-                    id=webhook.id,
-                    app_id=webhook.app_id,
-                    url=webhook.url,
-                    secret=webhook.secret,
-                    events=msgspec.json.encode(list(webhook.events)).decode(),
-                    enabled=webhook.enabled,
-                    created_at=webhook.created_at,
-                    updated_at=webhook.updated_at,
+            if max_per_app is None:
+                await conn.execute(webhooks.insert().values(**values))
+                return
+            if conn.dialect.name == "postgresql":
+                # Serialise creations for this app, so two at once cannot both pass the count.
+                await conn.execute(
+                    select(applications.c.app_id)
+                    .where(applications.c.app_id == webhook.app_id)
+                    .with_for_update()
                 )
+            # One statement: the count and the insert are atomic under SQLite's write lock.
+            count = (
+                select(func.count())
+                .select_from(webhooks)
+                .where(webhooks.c.app_id == webhook.app_id)
+                .scalar_subquery()
             )
+            insert = webhooks.insert().from_select(
+                list(values),
+                select(*(literal(v, webhooks.c[k].type).label(k) for k, v in values.items())).where(
+                    count < max_per_app
+                ),
+            )
+            if (await conn.execute(insert)).rowcount == 0:
+                raise WebhookLimitError(max_per_app)
 
     async def list_webhooks(self, app_id: str) -> list[Webhook]:
         query = (

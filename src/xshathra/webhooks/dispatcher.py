@@ -1,6 +1,11 @@
 """Delivers queued webhooks: claims due rows with a lease, POSTs them signed, records the
-outcome, and schedules retries with backoff. Bounded concurrency and timeouts mean a slow or
-hostile receiver cannot stall others or grow memory.
+outcome, and schedules retries with backoff.
+
+One tenant cannot hold up another: rows are claimed round-robin across apps, each app has at
+most `per_app` attempts in flight on this node, and every attempt has a connect timeout and a
+total deadline (a receiver that trickles bytes cannot stretch it). Requests go through the SSRF
+guard's pinned transport, so they reach only the address that was checked. Old delivered and
+failed rows are pruned.
 
 Delivery is at least once: a node that dies after the receiver answered but before recording it
 leaves the row to be retried after its lease; receivers deduplicate by the body's `id`.
@@ -10,21 +15,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
+from collections import Counter
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import httpx
 
 from xshathra.storage.deliveries import Delivery
+from xshathra.tenancy.apps import utcnow
 from xshathra.webhooks.backoff import MAX_ATTEMPTS, next_delay
-from xshathra.webhooks.netguard import UnsafeURLError, check_webhook_url
+from xshathra.webhooks.netguard import Resolver, UnsafeURLError, guarded_client, system_resolver
 from xshathra.webhooks.signing import signed_headers
 
 if TYPE_CHECKING:
     from xshathra.storage.database import Database
 
 log = logging.getLogger("xshathra.webhooks")
+
+PRUNE_EVERY_SECONDS = 3600.0
 
 
 class WebhookDispatcher:
@@ -35,31 +46,46 @@ class WebhookDispatcher:
         *,
         allow_private: bool,
         concurrency: int = 16,
+        per_app: int = 4,
         timeout: float = 10.0,
+        connect_timeout: float = 5.0,
         lease_seconds: float = 60.0,
         poll_seconds: float = 1.0,
         retry_base: float = 2.0,
+        retention_days: float = 7.0,
+        resolver: Resolver = system_resolver,
     ) -> None:
         self._db = db
         self._node_id = node_id
-        self._allow_private = allow_private
         self._concurrency = concurrency
+        self._per_app = max(1, min(per_app, concurrency))
         self._timeout = timeout
-        self._lease = lease_seconds
+        # The lease must outlast an attempt, or another node would start the same delivery.
+        self._lease = max(lease_seconds, 2 * timeout + 5)
         self._poll = poll_seconds
         self._retry_base = retry_base
+        self._retention = timedelta(days=retention_days)
+        self._last_prune = 0.0
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
+        self._busy: Counter[str] = Counter()  # attempts in flight here, per app
+        self._released: list[str] = []  # held deliveries whose publication went out
         self._task: asyncio.Task[None] | None = None
-        self._client = httpx.AsyncClient(
-            follow_redirects=False,
-            trust_env=False,
-            timeout=httpx.Timeout(timeout),
+        self._client = guarded_client(
+            allow_private=allow_private,
+            resolver=resolver,
+            timeout=httpx.Timeout(timeout, connect=min(connect_timeout, timeout)),
             limits=httpx.Limits(max_connections=concurrency * 2),
         )
-        self.outcomes: dict[str, int] = {"delivered": 0, "retry": 0, "failed": 0}
+        self.outcomes: dict[str, int] = {"delivered": 0, "retry": 0, "failed": 0, "dropped": 0}
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def release(self, delivery_ids: list[str]) -> None:
+        """Deliveries held until their publication went out: make them due (batched, in the
+        loop). Should this never run (a crash), they fall due when the hold ends."""
+        self._released.extend(delivery_ids)
         self._wake.set()
 
     async def start(self) -> None:
@@ -77,27 +103,61 @@ class WebhookDispatcher:
 
     async def _run(self) -> None:
         while True:
+            await self._housekeeping()
             free = self._concurrency - len(self._inflight)
             claimed: list[Delivery] = []
             if free > 0:
                 try:
-                    claimed = await self._db.deliveries.claim_due(self._node_id, free, self._lease)
-                except Exception as exc:
+                    claimed = await self._db.deliveries.claim_due(
+                        self._node_id,
+                        free,
+                        self._lease,
+                        per_app=self._per_app,
+                        busy={app: n for app, n in self._busy.items() if n > 0},
+                    )
+                except Exception as exc:  # the database may be away for a while
                     log.warning("webhook claim failed: %s", type(exc).__name__)
             for delivery in claimed:
+                self._busy[delivery.app_id] += 1
                 task = asyncio.get_running_loop().create_task(self._deliver(delivery))
                 self._inflight.add(task)
-                task.add_done_callback(self._done)
+                task.add_done_callback(functools.partial(self._done, app_id=delivery.app_id))
             if not claimed or free <= 0:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll)
 
-    def _done(self, task: asyncio.Task[None]) -> None:
+    async def _housekeeping(self) -> None:
+        """Release held deliveries; prune old finished rows now and then. Errors are logged by
+        type only: a driver's message can carry SQL parameters (bodies, secrets)."""
+        released, self._released = self._released, []
+        try:
+            await self._db.deliveries.release(released)
+        except Exception as exc:  # they fall due anyway when their hold ends
+            log.warning("webhook release failed: %s", type(exc).__name__)
+        if time.monotonic() - self._last_prune >= PRUNE_EVERY_SECONDS:
+            self._last_prune = time.monotonic()
+            try:
+                await self._db.deliveries.prune(utcnow() - self._retention)
+            except Exception as exc:
+                log.warning("webhook delivery pruning failed: %s", type(exc).__name__)
+
+    def _done(self, task: asyncio.Task[None], app_id: str) -> None:
         self._inflight.discard(task)
+        self._busy[app_id] -= 1
+        if self._busy[app_id] <= 0:
+            del self._busy[app_id]
         self._wake.set()  # a slot is free: look for more due work
 
     async def _deliver(self, delivery: Delivery) -> None:
+        """One attempt. Never lets an exception escape the task: an unretrieved task error is
+        logged by asyncio with the driver's full text, SQL parameters included."""
+        try:
+            await self._attempt(delivery)
+        except Exception as exc:  # the row keeps its lease and is retried when it ends
+            log.warning("webhook delivery %s not recorded: %s", delivery.id, type(exc).__name__)
+
+    async def _attempt(self, delivery: Delivery) -> None:
         store = self._db.deliveries
         attempts = delivery.attempts + 1
         webhook = await self._db.webhooks.get_webhook(delivery.app_id, delivery.webhook_id)
@@ -109,12 +169,13 @@ class WebhookDispatcher:
             return
         status: int | None = None
         try:
-            await check_webhook_url(webhook.url, allow_private=self._allow_private)
             body = delivery.body.encode()
             headers = signed_headers(webhook.secret, int(time.time()), body)
-            async with self._client.stream(
-                "POST", webhook.url, content=body, headers=headers
-            ) as response:
+            # The total deadline: httpx's timeouts are per phase and per read.
+            async with (
+                asyncio.timeout(self._timeout),
+                self._client.stream("POST", webhook.url, content=body, headers=headers) as response,
+            ):
                 status = response.status_code
             if 200 <= status < 300:
                 await store.mark_delivered(delivery.id, self._node_id, attempts, status)
@@ -132,6 +193,8 @@ class WebhookDispatcher:
             error = str(exc)
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}"
+        except TimeoutError:
+            error = f"DeadlineExceeded: no answer within {self._timeout:g} s"
         if attempts >= MAX_ATTEMPTS:
             await store.mark_failed(delivery.id, self._node_id, attempts, status, error)
             self.outcomes["failed"] += 1

@@ -2,11 +2,19 @@
 
 `emit` writes one delivery row per matching webhook before it returns, so whoever awaits it
 (a publish being acknowledged) knows the event is safely queued. Webhook lists are cached per
-app and invalidated when they change.
+app and invalidated when they change. Past the app's cap on pending deliveries, the extra rows
+are recorded as failed ("dropped") and counted.
+
+A publication's rows are written *before* the broker publish and held (not due) until it went
+out: a failed write then answers an error with nothing published, so the client's retry is no
+duplicate. After the publish the rows are released (batched by the dispatcher, off the publish
+path); if the publish fails they are removed. Should the node die between the two, the hold ends
+and the rows are delivered anyway: at least once, as every delivery.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from typing import TYPE_CHECKING
@@ -22,6 +30,12 @@ if TYPE_CHECKING:
     from xshathra.webhooks.dispatcher import WebhookDispatcher
 
 CACHE_SECONDS = 30.0
+# How long a publication's deliveries wait for the publish to go out before they fall due
+# anyway (only a node that died in between leaves them held that long). Longer than a broker
+# operation may take (their timeouts are 5 s), so a slow publish is not overtaken.
+HOLD_SECONDS = 15.0
+
+log = logging.getLogger("xshathra.webhooks")
 
 
 class WebhookBody(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -39,10 +53,39 @@ class WebhookBody(msgspec.Struct, kw_only=True, omit_defaults=True):
 _encoder = msgspec.json.Encoder()
 
 
+class HeldDeliveries:
+    """A publication's deliveries, written and held until the publish went out."""
+
+    __slots__ = ("_events", "ids")
+
+    def __init__(self, events: WebhookEvents, ids: list[str]) -> None:
+        self._events = events
+        self.ids = ids
+
+    def release(self) -> None:
+        """The publication went out: make the deliveries due."""
+        self._events.released(self.ids)
+
+    async def cancel(self) -> None:
+        """The publication failed: remove them. Never raises (the caller is already failing);
+        logs the error's type only, as a driver's text can hold SQL parameters."""
+        try:
+            await self._events.cancel(self.ids)
+        except Exception as exc:
+            log.warning("webhook deliveries of a failed publish kept: %s", type(exc).__name__)
+
+
 class WebhookEvents:
-    def __init__(self, db: Database, dispatcher: WebhookDispatcher | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        dispatcher: WebhookDispatcher | None = None,
+        *,
+        max_pending_per_app: int | None = None,
+    ) -> None:
         self._db = db
         self._dispatcher = dispatcher
+        self._max_pending = max_pending_per_app
         self._cache: dict[str, tuple[float, list[Webhook]]] = {}
 
     def invalidate(self, app_id: str) -> None:
@@ -59,11 +102,28 @@ class WebhookEvents:
         self._cache[app_id] = (now + CACHE_SECONDS, hooks)
         return hooks
 
-    async def emit(self, ref: ChannelRef, event: str, data: bytes, user_id: str | None) -> None:
-        """Queue the event for every webhook of the app that wants it."""
+    def released(self, ids: list[str]) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.release(ids)
+        # Without a dispatcher here the rows fall due when their hold ends.
+
+    async def cancel(self, ids: list[str]) -> None:
+        await self._db.deliveries.cancel(ids)
+
+    async def emit(
+        self,
+        ref: ChannelRef,
+        event: str,
+        data: bytes,
+        user_id: str | None,
+        *,
+        hold: bool = False,
+    ) -> list[str]:
+        """Queue the event for every webhook of the app that wants it; return the ids queued.
+        With `hold` the rows are not due until released (see `HeldDeliveries`)."""
         hooks = [h for h in await self._webhooks(ref.app_id) if h.wants(event)]
         if not hooks:
-            return
+            return []
         event_id = "evt_" + secrets.token_hex(12)
         body = _encoder.encode(
             WebhookBody(
@@ -76,30 +136,37 @@ class WebhookEvents:
                 timestamp=int(time.time() * 1000),
             )
         ).decode()
-        await self._db.deliveries.enqueue(
-            [
-                NewDelivery(
-                    id="dlv_" + secrets.token_hex(12),
-                    webhook_id=h.id,
-                    app_id=ref.app_id,
-                    event_id=event_id,
-                    event=event,
-                    room=ref.name,
-                    body=body,
-                )
-                for h in hooks
-            ]
+        items = [
+            NewDelivery(
+                id="dlv_" + secrets.token_hex(12),
+                webhook_id=h.id,
+                app_id=ref.app_id,
+                event_id=event_id,
+                event=event,
+                room=ref.name,
+                body=body,
+            )
+            for h in hooks
+        ]
+        dropped = await self._db.deliveries.enqueue(
+            items, max_pending=self._max_pending, hold_seconds=HOLD_SECONDS if hold else 0.0
         )
         if self._dispatcher is not None:
-            self._dispatcher.wake()
+            if dropped:
+                self._dispatcher.outcomes["dropped"] += dropped
+            if not hold:
+                self._dispatcher.wake()
+        return [d.id for d in items[: len(items) - dropped]]
 
     # --- what the engine calls ----------------------------------------------------------------
 
     async def publication(
         self, ref: ChannelRef, tags: dict[str, str] | None, data: bytes, user: str | None
-    ) -> None:
+    ) -> HeldDeliveries | None:
+        """Before the publish: write the deliveries, held until `release` (or `cancel`)."""
         event = (tags or {}).get("event") or "publication"
-        await self.emit(ref, event, data, user)
+        ids = await self.emit(ref, event, data, user, hold=True)
+        return HeldDeliveries(self, ids) if ids else None
 
     async def lifecycle(self, ref: ChannelRef, event: str, user: str, client: str) -> None:
         data = _encoder.encode({"channel": ref.name, "client": client} if client else {})

@@ -35,12 +35,21 @@ class Webhook:
         return self.enabled and ("*" in self.events or event in self.events)
 
 
+class WebhookLimitError(Exception):
+    """The app already has as many webhooks as it may have."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"an app can have at most {limit} webhooks")
+        self.limit = limit
+
+
 class WebhookStore(Protocol):
     """Webhook registrations, always addressed through their app: a webhook id alone reaches
     nothing, so one app can never read or change another app's webhook."""
 
-    async def create_webhook(self, webhook: Webhook) -> None:
-        """Insert a new webhook; its app must exist. Deleting the app deletes its webhooks."""
+    async def create_webhook(self, webhook: Webhook, *, max_per_app: int | None = None) -> None:
+        """Insert a new webhook; its app must exist. Deleting the app deletes its webhooks.
+        Raises `WebhookLimitError` if the app has `max_per_app` already (checked atomically)."""
 
     async def list_webhooks(self, app_id: str) -> list[Webhook]:
         """The app's webhooks, oldest first."""
