@@ -67,6 +67,15 @@ applications = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
+# app_ids of deleted applications: never given out again (a tombstone), so that tokens the old
+# tenant minted, and whatever history or presence a broker still holds, reach no new tenant.
+deleted_apps = Table(
+    "deleted_apps",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("deleted_at", UTCDateTime, nullable=False),
+)
+
 webhooks = Table(
     "webhooks",
     metadata,

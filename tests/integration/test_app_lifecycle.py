@@ -1,0 +1,163 @@
+"""Applications under attack from their own leaked key, against a real node on SQLite and on
+PostgreSQL: updates never undo the admin's key regeneration, suspension or rate limit (H2), an
+app key cannot raise its own rate limit past the operator's ceiling (M7), and what a disabled
+app may still do (only the admin re-enables it)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.server import ServerProcess
+
+Json = dict[str, Any]
+WORKERS = 8
+DEADLINE = 20.0
+
+
+@pytest.fixture
+def srv(server_any_db: ServerProcess) -> ServerProcess:
+    return server_any_db
+
+
+def key(app: Json) -> dict[str, str]:
+    return {"X-API-Key": str(app["api_key"])}
+
+
+def assert_error(r: httpx.Response, status: int) -> str:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["success"] is False and isinstance(body["error"], str) and body["error"]
+    return str(body["error"])
+
+
+async def _under_flood(
+    srv: ServerProcess, app: Json, admin_action: Callable[[httpx.AsyncClient], Awaitable[None]]
+) -> None:
+    """WORKERS loops PUT the app's name with its (leaked) key while the admin acts once in
+    the middle; returns when every PUT, including those in flight at the admin's moment, has
+    been answered."""
+    url = f"/api/applications/{app['app_id']}"
+    answered = 0
+    warmed, stop = asyncio.Event(), asyncio.Event()
+    statuses: set[int] = set()
+
+    async def worker(http: httpx.AsyncClient, n: int) -> None:
+        nonlocal answered
+        i = 0
+        while not stop.is_set():
+            i += 1
+            r = await http.put(url, headers=key(app), json={"name": f"leaked {n}.{i}"})
+            statuses.add(r.status_code)
+            assert r.status_code in (200, 401, 403, 429), r.text
+            answered += 1
+            if answered >= 4 * WORKERS:
+                warmed.set()
+
+    async with httpx.AsyncClient(base_url=srv.base_url, timeout=10) as http:
+        async with asyncio.timeout(DEADLINE), asyncio.TaskGroup() as group:
+            for n in range(WORKERS):
+                group.create_task(worker(http, n))
+            await warmed.wait()
+            before = answered
+            await admin_action(http)
+            # Keep the flood going until every worker has sent requests after the admin's.
+            while answered < before + 4 * WORKERS:
+                await asyncio.sleep(0.01)  # polling a counter the workers advance
+            stop.set()
+    assert 200 in statuses  # the flood did reach the update path
+
+
+async def test_leaked_key_cannot_undo_regeneration(srv: ServerProcess) -> None:
+    """H2: after the admin regenerates the key, the old key stays refused whatever PUTs it
+    had in flight."""
+    app = srv.create_app(name="leaky", rate_limit=1_000_000)
+    fresh: list[str] = []
+
+    async def regenerate(http: httpx.AsyncClient) -> None:
+        r = await http.post(
+            f"/api/applications/{app['app_id']}/regenerate-api-key", headers=srv.admin_headers()
+        )
+        assert r.status_code == 200, r.text
+        fresh.append(r.json()["api_key"])
+
+    await _under_flood(srv, app, regenerate)
+    async with httpx.AsyncClient(base_url=srv.base_url, timeout=10) as http:
+        assert_error(await http.get("/api/applications", headers=key(app)), 401)
+        r = await http.get("/api/applications", headers={"X-API-Key": fresh[0]})
+        assert r.status_code == 200, r.text
+
+
+async def test_leaked_key_cannot_undo_suspension(srv: ServerProcess) -> None:
+    """H2: the admin's `status: false` stays false while the app's key keeps updating."""
+    app = srv.create_app(name="suspended", rate_limit=1_000_000)
+
+    async def suspend(http: httpx.AsyncClient) -> None:
+        r = await http.put(
+            f"/api/applications/{app['app_id']}",
+            headers=srv.admin_headers(),
+            json={"status": False},
+        )
+        assert r.status_code == 200, r.text
+
+    await _under_flood(srv, app, suspend)
+    async with httpx.AsyncClient(base_url=srv.base_url, timeout=10) as http:
+        r = await http.get(
+            "/api/applications", params={"app_id": app["app_id"]}, headers=srv.admin_headers()
+        )
+        assert r.json()["application"]["status"] is False, r.text
+        assert_error(await http.get("/api/applications", headers=key(app)), 403)
+
+
+async def test_leaked_key_cannot_undo_the_admins_rate_limit(srv: ServerProcess) -> None:
+    """H2: a rate limit the admin sets is not written over by the app's concurrent updates
+    of other fields."""
+    app = srv.create_app(name="throttled", rate_limit=1_000_000)
+
+    async def throttle(http: httpx.AsyncClient) -> None:
+        r = await http.put(
+            f"/api/applications/{app['app_id']}",
+            headers=srv.admin_headers(),
+            json={"rate_limit": 777_777},
+        )
+        assert r.status_code == 200, r.text
+
+    await _under_flood(srv, app, throttle)
+    async with httpx.AsyncClient(base_url=srv.base_url, timeout=10) as http:
+        r = await http.get(
+            "/api/applications", params={"app_id": app["app_id"]}, headers=srv.admin_headers()
+        )
+        got = r.json()["application"]
+        assert got["rate_limit"] == 777_777, r.text
+        assert got["name"].startswith("leaked ")  # the app's own changes did land
+
+
+def test_an_app_key_cannot_lift_its_rate_limit_past_the_ceiling(srv: ServerProcess) -> None:
+    """M7: with its own key an app sets rate_limit up to the operator's ceiling (default
+    1000), a 400 naming the ceiling above it; the admin key may set any value."""
+    app = srv.create_app(name="greedy", rate_limit=10)
+    url = f"{srv.base_url}/api/applications/{app['app_id']}"
+    error = assert_error(httpx.put(url, headers=key(app), json={"rate_limit": 1_000_000}), 400)
+    assert "1000" in error and "1000000" not in error
+    assert_error(httpx.put(url, headers=key(app), json={"rate_limit": 1001}), 400)
+    r = httpx.put(url, headers=key(app), json={"rate_limit": 1000})
+    assert r.status_code == 200 and r.json()["application"]["rate_limit"] == 1000, r.text
+    r = httpx.put(url, headers=srv.admin_headers(), json={"rate_limit": 1_000_000})
+    assert r.status_code == 200 and r.json()["application"]["rate_limit"] == 1_000_000, r.text
+
+
+def test_an_app_that_disables_itself_is_re_enabled_only_by_the_admin(srv: ServerProcess) -> None:
+    """Low: `status: false` with the app's own key disables it; from then on its key is
+    refused (403), `status: true` included, until the admin enables it again."""
+    app = srv.create_app(name="self-off")
+    url = f"{srv.base_url}/api/applications/{app['app_id']}"
+    r = httpx.put(url, headers=key(app), json={"status": False})
+    assert r.status_code == 200 and r.json()["application"]["status"] is False, r.text
+    assert_error(httpx.put(url, headers=key(app), json={"status": True}), 403)
+    r = httpx.put(url, headers=srv.admin_headers(), json={"status": True})
+    assert r.status_code == 200 and r.json()["application"]["status"] is True, r.text
+    assert httpx.get(f"{srv.base_url}/api/applications", headers=key(app)).status_code == 200
