@@ -43,7 +43,8 @@ async def _under_flood(
     been answered."""
     url = f"/api/applications/{app['app_id']}"
     answered = 0
-    warmed, stop = asyncio.Event(), asyncio.Event()
+    target = 4 * WORKERS  # answers to wait for before the admin acts, then after it
+    reached, stop = asyncio.Event(), asyncio.Event()
     statuses: set[int] = set()
 
     async def worker(http: httpx.AsyncClient, n: int) -> None:
@@ -55,20 +56,23 @@ async def _under_flood(
             statuses.add(r.status_code)
             assert r.status_code in (200, 401, 403, 429), r.text
             answered += 1
-            if answered >= 4 * WORKERS:
-                warmed.set()
+            if answered >= target:
+                reached.set()
 
-    async with httpx.AsyncClient(base_url=srv.base_url, timeout=10) as http:
-        async with asyncio.timeout(DEADLINE), asyncio.TaskGroup() as group:
-            for n in range(WORKERS):
-                group.create_task(worker(http, n))
-            await warmed.wait()
-            before = answered
-            await admin_action(http)
-            # Keep the flood going until every worker has sent requests after the admin's.
-            while answered < before + 4 * WORKERS:
-                await asyncio.sleep(0.01)  # polling a counter the workers advance
-            stop.set()
+    async with (
+        httpx.AsyncClient(base_url=srv.base_url, timeout=10) as http,
+        asyncio.timeout(DEADLINE),
+        asyncio.TaskGroup() as group,
+    ):
+        for n in range(WORKERS):
+            group.create_task(worker(http, n))
+        await reached.wait()
+        await admin_action(http)
+        # Keep the flood going until the workers have sent as many requests again.
+        reached.clear()
+        target = answered + 4 * WORKERS
+        await reached.wait()
+        stop.set()
     assert 200 in statuses  # the flood did reach the update path
 
 
