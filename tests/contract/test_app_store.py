@@ -172,3 +172,53 @@ async def test_a_deleted_app_id_is_never_reused(database: Database) -> None:
         await database.apps.create_app(_app("once", name="newcomer"))
     assert await database.apps.get_app("once") is None
     assert not await database.apps.delete_app("once")
+
+
+async def test_delete_purges_what_sql_holds_for_the_app(database: Database) -> None:
+    """M4: deleting an app removes its webhooks, their deliveries and its analytics rows, and
+    leaves another app's untouched."""
+    from sqlalchemy import func, select
+
+    from xshathra.storage.deliveries import NewDelivery
+    from xshathra.storage.tables import (
+        analytics_counts,
+        analytics_online,
+        analytics_users,
+        webhook_deliveries,
+        webhooks,
+    )
+    from xshathra.webhooks.models import Webhook, new_webhook_id
+
+    tables = (webhooks, webhook_deliveries, analytics_counts, analytics_users, analytics_online)
+    for app_id in ("purged", "bystander"):
+        await database.apps.create_app(_app(app_id))
+        hook = Webhook(
+            id=new_webhook_id(),
+            app_id=app_id,
+            url="https://x.example/h",
+            secret="s" * 12,
+            events=("*",),
+        )
+        await database.webhooks.create_webhook(hook)
+        await database.deliveries.enqueue(
+            [NewDelivery(f"dlv_{app_id}", hook.id, app_id, "evt_1", "news", "room", "{}")]
+        )
+        await database.analytics.flush(
+            {(app_id, 60): [1, 2, 3]},
+            {(app_id, 3600, "u")},
+            f"node-{app_id}",
+            {app_id: (1, ["u"])},
+            60,
+        )
+
+    async def rows(app_id: str) -> list[int]:
+        async with database.engine.connect() as conn:
+            return [
+                (await conn.execute(select(func.count()).where(t.c.app_id == app_id))).scalar_one()
+                for t in tables
+            ]
+
+    assert await rows("purged") == [1] * len(tables)
+    assert await database.apps.delete_app("purged")
+    assert await rows("purged") == [0] * len(tables)
+    assert await rows("bystander") == [1] * len(tables)

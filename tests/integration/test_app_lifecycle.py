@@ -1,17 +1,23 @@
 """Applications under attack from their own leaked key, against a real node on SQLite and on
 PostgreSQL: updates never undo the admin's key regeneration, suspension or rate limit (H2), an
 app key cannot raise its own rate limit past the operator's ceiling (M7), and what a disabled
-app may still do (only the admin re-enables it)."""
+app may still do (only the admin re-enables it); and that a deleted app leaves nothing behind
+for a new tenant to inherit, since its app_id is never given out again (M4)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
+import websockets
 
+from tests.integration.test_engine_bad_input import closed_with, connect
+from tests.support.clients import app_signed_token, realtime_token
 from tests.support.server import ServerProcess
 
 Json = dict[str, Any]
@@ -165,3 +171,54 @@ def test_an_app_that_disables_itself_is_re_enabled_only_by_the_admin(srv: Server
     r = httpx.put(url, headers=srv.admin_headers(), json={"status": True})
     assert r.status_code == 200 and r.json()["application"]["status"] is True, r.text
     assert httpx.get(f"{srv.base_url}/api/applications", headers=key(app)).status_code == 200
+
+
+async def test_a_deleted_app_id_is_retired_with_everything_it_had(srv: ServerProcess) -> None:
+    """M4: after the admin deletes an app (whose webhooks, key and history every cache on the
+    node holds), its app_id cannot be created again (409 saying why), its tokens, those the
+    server minted and those its backend signed, are refused at once, its key is refused, and
+    nothing answers 500."""
+    app_id = "doomed-" + secrets.token_hex(4)
+    app = srv.create_app(name="doomed", app_id=app_id)
+    base, admin = srv.base_url, srv.admin_headers()
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        r = await http.post(
+            "/api/webhooks",
+            headers=key(app),
+            json={"url": "http://127.0.0.1:9/hook", "events": ["news"]},
+        )
+        assert r.status_code == 201, r.text
+        body = {"room": "public:lobby", "event": "news", "data": {"n": 1}}
+        r = await http.post("/api/broadcast", headers=key(app), json=body)
+        assert r.status_code == 200, r.text
+        minted, signed = realtime_token(srv, app, "u"), app_signed_token(app, "u")
+        async with websockets.connect(srv.ws_url) as open_ws:
+            assert "connect" in await connect(open_ws, minted)
+            r = await http.delete(f"/api/applications/{app_id}", headers=admin)
+            assert r.status_code == 200, r.text
+            assert await closed_with(open_ws) == 3507  # its open connections are closed
+        again = await http.post(
+            "/api/applications", headers=admin, json={"app_id": app_id, "name": "squatter"}
+        )
+        assert "deleted" in assert_error(again, 409)
+        assert_error(await http.post("/api/broadcast", headers=key(app), json=body), 401)
+        r = await http.post("/api/broadcast", headers=admin, json={**body, "app_id": app_id})
+        assert_error(r, 404)
+        r = await http.post("/api/token", json={"app_id": app_id, "app_secret": app["app_secret"]})
+        assert_error(r, 401)
+    for token in (minted, signed):
+        async with websockets.connect(srv.ws_url) as ws:
+            await ws.send(json.dumps({"id": 1, "connect": {"token": token}}))
+            assert await closed_with(ws) == 3500
+
+
+async def test_the_id_of_an_app_that_never_existed_is_free(srv: ServerProcess) -> None:
+    """Retiring deleted ids takes nothing else: a fresh id is created, a taken one is 409."""
+    app_id = "fresh-" + secrets.token_hex(4)
+    srv.create_app(app_id=app_id)
+    r = httpx.post(
+        f"{srv.base_url}/api/applications",
+        headers=srv.admin_headers(),
+        json={"app_id": app_id, "name": "twin"},
+    )
+    assert "already exists" in assert_error(r, 409)

@@ -363,6 +363,10 @@ class Node:
     def notify_app_changed(self, app_id: AppId) -> None:
         for listener in self.app_change_listeners:
             listener(app_id)
+        if self.events is not None:
+            # A deleted app's webhooks are gone from SQL: a cached list would make the next
+            # publication under the id queue deliveries for them (a foreign-key error).
+            self.events.invalidate(app_id)
 
     async def _app_changed(self, app_id: AppId) -> None:
         self.notify_app_changed(app_id)
@@ -375,7 +379,9 @@ class Node:
         else:
             self._apps.pop(app_id, None)
         for session in sessions:
-            if app is None or not app.status:
+            if app is None:
+                session.disconnect(DisconnectCode.PERMISSION_DENIED, "application deleted")
+            elif not app.status:
                 session.disconnect(DisconnectCode.PERMISSION_DENIED, "application is disabled")
             else:
                 session.app = app
