@@ -75,8 +75,14 @@ class CreateAppBody(_Body):
 class UpdateAppBody(_Body):
     name: StrictStr | None = None
     allowed_domain: StrictStr | None = Field(None, description='null or "" clears it.')
-    rate_limit: StrictInt | None = None
-    status: StrictBool | None = None
+    rate_limit: StrictInt | None = Field(
+        None,
+        description="Per minute: up to XSHATHRA_APP_RATE_LIMIT_CEILING with the app's own key, "
+        "up to 1000000 with the admin key.",
+    )
+    status: StrictBool | None = Field(
+        None, description="An app key may disable its app; only the admin enables it again."
+    )
     namespaces: dict[str, docs.NamespaceOptionsModel] | None = Field(
         None, description="Replaces the app's namespaces: name -> options."
     )
