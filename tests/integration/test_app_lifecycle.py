@@ -10,6 +10,7 @@ import asyncio
 import json
 import secrets
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +19,8 @@ import websockets
 
 from tests.integration.test_engine_bad_input import closed_with, connect
 from tests.support.clients import app_signed_token, realtime_token
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, running_server
+from tests.support.services import REDIS_HOST, REDIS_PORT, ensure_service, postgres_database
 
 Json = dict[str, Any]
 WORKERS = 8
@@ -144,6 +146,57 @@ async def test_leaked_key_cannot_undo_the_admins_rate_limit(srv: ServerProcess) 
         got = r.json()["application"]
         assert got["rate_limit"] == 777_777, r.text
         assert got["name"].startswith("leaked ")  # the app's own changes did land
+
+
+async def _refused_within(node: ServerProcess, headers: dict[str, str], status: int) -> None:
+    """Until `node` answers `status` to these headers: another node's change reaches it by a
+    control message, on the broker's schedule."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE
+    async with httpx.AsyncClient(base_url=node.base_url, timeout=10) as http:
+        while (await http.get("/api/applications", headers=headers)).status_code != status:
+            assert loop.time() < deadline, f"{node.base_url} never answered {status}"
+            await asyncio.sleep(0.05)  # the control message travels through Redis
+
+
+async def test_two_nodes_a_leaked_key_on_one_cannot_undo_the_admin_on_the_other(
+    tmp_path: Path,
+) -> None:
+    """H2 across nodes (PostgreSQL + Redis): the leaked key floods node B while the admin
+    regenerates the key and suspends the app on node A; afterwards the old key is refused on
+    both nodes and the app stays suspended."""
+    ensure_service("redis")
+    broker = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+    env = {"XSHATHRA_BROKER_PREFIX": f"xs_it_{secrets.token_hex(4)}"}
+    with (
+        postgres_database() as url,
+        running_server(tmp_path / "a", database_url=url, broker_url=broker, env=env) as a,
+        running_server(
+            tmp_path / "b", database_url=url, broker_url=broker, env=env, admin_key=a.admin_key
+        ) as b,
+    ):
+        app = a.create_app(name="two-node leak", rate_limit=1_000_000)
+        fresh: list[str] = []
+
+        async def regenerate_and_suspend(_: httpx.AsyncClient) -> None:
+            async with httpx.AsyncClient(base_url=a.base_url, timeout=10) as http:
+                url = f"/api/applications/{app['app_id']}"
+                r = await http.post(f"{url}/regenerate-api-key", headers=a.admin_headers())
+                assert r.status_code == 200, r.text
+                fresh.append(r.json()["api_key"])
+                r = await http.put(url, headers=a.admin_headers(), json={"status": False})
+                assert r.status_code == 200, r.text
+
+        await _under_flood(b, app, regenerate_and_suspend)
+        for node in (a, b):
+            await _refused_within(node, key(app), 401)
+            await _refused_within(node, {"X-API-Key": fresh[0]}, 403)
+        r = httpx.get(
+            f"{a.base_url}/api/applications",
+            params={"app_id": app["app_id"]},
+            headers=a.admin_headers(),
+        )
+        assert r.json()["application"]["status"] is False, r.text
 
 
 def test_an_app_key_cannot_lift_its_rate_limit_past_the_ceiling(srv: ServerProcess) -> None:
