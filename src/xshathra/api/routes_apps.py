@@ -283,7 +283,7 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
             changes["rate_limit"] = body.rate_limit
         if body.status is not None:
             # An app key may disable its own app but never enable it: a disabled app's key is
-            # refused everywhere, so only the admin re-enables (README, "Applications").
+            # refused everywhere, so only the admin re-enables (README, "Keys and tokens").
             changes["status"] = body.status
         if body.namespaces is not None:
             changes["namespaces"] = _namespaces(body.namespaces)

@@ -1,8 +1,8 @@
 """Applications in SQL: `SqlAppStore` implements `tenancy.apps.AppStore`.
 
 Every change is one conditional UPDATE of the fields it sets (with RETURNING, so the answer is
-the row as that statement left it); deletion purges the app's rows and retires its app_id in
-one transaction.
+the row as that statement left it); deletion purges the app's rows and retires its app_id (in
+`app_ids`, where every app_id ever created stays) in one transaction.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from sqlalchemy import delete, exists, select, true, update
+from sqlalchemy import delete, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -18,8 +18,8 @@ from xshathra.storage.tables import (
     analytics_counts,
     analytics_online,
     analytics_users,
+    app_ids,
     applications,
-    deleted_apps,
     webhook_deliveries,
     webhooks,
 )
@@ -82,19 +82,23 @@ class SqlAppStore:
     async def create_app(self, app: Application) -> None:
         try:
             async with self._engine.begin() as conn:
-                # In the insert's own transaction: a delete commits its tombstone together
-                # with the removal, so an id is either still taken or already retired.
-                retired = await conn.execute(
-                    select(exists().where(deleted_apps.c.app_id == app.app_id))
-                )
-                if retired.scalar():
-                    raise AppIdRetiredError(app.app_id)
+                # The id's registry row first: its primary key refuses an id that is taken or
+                # retired, even against a delete or another create running at the same time.
+                await conn.execute(app_ids.insert().values(app_id=app.app_id))
                 await conn.execute(applications.insert().values(**_row(app)))
         except IntegrityError:
-            # The api_key_hash is unique too: only a taken app_id is "app exists".
-            if await self.get_app(app.app_id) is not None:
-                raise AppExistsError(app.app_id) from None
-            raise
+            async with self._engine.connect() as conn:
+                known = (
+                    await conn.execute(
+                        select(app_ids.c.deleted_at).where(app_ids.c.app_id == app.app_id)
+                    )
+                ).first()
+            # The api_key_hash is unique too: only a known app_id is "app exists".
+            if known is None:
+                raise
+            if known.deleted_at is not None:
+                raise AppIdRetiredError(app.app_id) from None
+            raise AppExistsError(app.app_id) from None
 
     async def get_app(self, app_id: str) -> Application | None:
         async with self._engine.connect() as conn:
@@ -165,5 +169,7 @@ class SqlAppStore:
             await conn.execute(delete(webhooks).where(webhooks.c.app_id == app_id))
             for table in (analytics_counts, analytics_users, analytics_online):
                 await conn.execute(delete(table).where(table.c.app_id == app_id))
-            await conn.execute(deleted_apps.insert().values(app_id=app_id, deleted_at=utcnow()))
+            await conn.execute(
+                update(app_ids).where(app_ids.c.app_id == app_id).values(deleted_at=utcnow())
+            )
         return True
