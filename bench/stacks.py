@@ -296,7 +296,7 @@ async def serving(
     """Run one stack's server pinned to the server core; yields (port, process, app context)."""
     port = free_port()
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-{stack.name}-"))
-    admin = "adm_" + secrets.token_hex(8)
+    admin = "adm_" + secrets.token_hex(16)  # 32+ bytes: a weak admin key stops the start
     env = {
         **os.environ,
         "XSHATHRA_ADMIN_API_KEY": admin,

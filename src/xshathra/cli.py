@@ -101,7 +101,7 @@ def apps_create(
     from xshathra.api.errors import HttpError
     from xshathra.api.routes_apps import check_app_id, check_domain, check_name
     from xshathra.api.views import application_view
-    from xshathra.tenancy.apps import AppExistsError, generate_app
+    from xshathra.tenancy.apps import AppExistsError, AppIdRetiredError, generate_app
 
     try:  # the HTTP API's own checks, so both refuse the same values
         app, keys = generate_app(
@@ -116,6 +116,10 @@ def apps_create(
     async def work(db: Any) -> None:
         try:
             await db.apps.create_app(app)
+        except AppIdRetiredError:
+            raise click.ClickException(
+                f"app_id '{app.app_id}' was used by a deleted application and cannot be reused"
+            ) from None
         except AppExistsError:
             raise click.ClickException(
                 f"an application with app_id '{app.app_id}' exists"
@@ -175,7 +179,7 @@ def apps_show(app_id: str, as_json: bool) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True)
 def apps_delete(app_id: str, yes: bool, as_json: bool) -> None:
-    """Delete an application and everything it owns."""
+    """Delete an application and everything it owns; its app_id is never given out again."""
     if not yes:
         if not sys.stdin.isatty():
             raise click.ClickException("no terminal to confirm on: pass --yes to delete")

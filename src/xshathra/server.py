@@ -116,9 +116,48 @@ class Secrets:
     generated_admin_key: str | None  # shown once, on the start that created it
 
 
+MIN_SECRET_BYTES = 32
+
+
+class WeakSecretError(ValueError):
+    """A configured secret is too short to resist guessing; the message names the variable."""
+
+
+def check_secret_strength(settings: Settings) -> None:
+    """Refuse a configured admin key or token HMAC secret under MIN_SECRET_BYTES: anyone who
+    guesses the admin key owns every tenant, and the HMAC secret signs every tenant's tokens.
+    XSHATHRA_ALLOW_WEAK_SECRETS (development) turns the refusal into a warning. Neither names
+    the value. Generated secrets are always long enough."""
+    configured = (
+        ("XSHATHRA_ADMIN_API_KEY", settings.admin_api_key),
+        ("XSHATHRA_TOKEN_HMAC_SECRET", settings.token_hmac_secret),
+    )
+    for variable, secret in configured:
+        if secret is None or not secret.get_secret_value():
+            continue
+        size = len(secret.get_secret_value().encode())
+        if size >= MIN_SECRET_BYTES:
+            continue
+        if not settings.allow_weak_secrets:
+            raise WeakSecretError(
+                f"{variable} is shorter than {MIN_SECRET_BYTES} bytes ({size}): use a random "
+                f"secret of {MIN_SECRET_BYTES} bytes or more (or unset it to have one generated), "
+                "or set XSHATHRA_ALLOW_WEAK_SECRETS=1 for development"
+            )
+        log.warning(
+            "%s is shorter than %d bytes (%d): accepted because XSHATHRA_ALLOW_WEAK_SECRETS is "
+            "set; never run like this in production",
+            variable,
+            MIN_SECRET_BYTES,
+            size,
+        )
+
+
 async def bootstrap_secrets(settings: Settings, db: Database) -> Secrets:
-    """Use configured secrets, else the stored ones, else generate and store them (once, even
-    when several nodes start together: the database keeps the first value written)."""
+    """Use configured secrets (refused when weak, see `check_secret_strength`), else the stored
+    ones, else generate and store them (once, even when several nodes start together: the
+    database keeps the first value written)."""
+    check_secret_strength(settings)
     generated: str | None = None
     if settings.admin_api_key is not None and settings.admin_api_key.get_secret_value():
         admin_hash = hash_key(settings.admin_api_key.get_secret_value())

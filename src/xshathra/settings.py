@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     public_url: str = ""
 
     admin_api_key: SecretStr | None = None
+    # Development only: accept an admin key or HMAC secret shorter than 32 bytes (with a warning).
+    allow_weak_secrets: bool = False
     token_hmac_secret: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices(
@@ -73,6 +75,8 @@ class Settings(BaseSettings):
     expired_close_delay: float = 25.0
     token_rate_limit: int = 100  # per minute per client IP on the token endpoints
     default_app_rate_limit: int = 1000  # per minute per app on the HTTP API
+    # The highest rate_limit an app may set with its own key (the admin key may set any).
+    app_rate_limit_ceiling: int = Field(default=1000, ge=1)
     # History held by the memory broker, in bytes (publications and channel positions): per
     # node and per app. Over budget the oldest history goes (the app's over its own first);
     # clients recovering across it are told recovered=false. Shared brokers (Redis, NATS) are

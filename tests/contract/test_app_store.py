@@ -12,11 +12,12 @@ from xshathra.storage.database import Database
 from xshathra.tenancy.apps import (
     AppExistsError,
     AppId,
+    AppIdRetiredError,
     Application,
     NamespaceOptions,
     generate_app,
     hash_key,
-    regenerate_api_key,
+    new_api_key,
 )
 
 
@@ -100,30 +101,54 @@ async def test_list_is_ordered_by_creation_and_filters_by_owner(database: Databa
     assert await database.apps.list_apps(owner_id="nobody") == []
 
 
-async def test_update_replaces_the_whole_record(database: Database) -> None:
-    """update_app stores every field of the new record, clearing what the new one lacks."""
+async def test_update_sets_only_the_given_fields(database: Database) -> None:
+    """update_app writes the fields it is given (None clears allowed_domain) and keeps the
+    others, the key included; it answers the row as stored."""
     original = _app(
         "upd",
         allowed_domain="example.com",
         namespaces={"chat": NamespaceOptions(presence=True)},
     )
     await database.apps.create_app(original)
-    changed, keys = regenerate_api_key(
-        original.with_changes(
-            name="renamed", allowed_domain=None, namespaces={}, rate_limit=5, status=False
-        )
+    got = await database.apps.update_app(
+        "upd", {"name": "renamed", "allowed_domain": None, "namespaces": {}, "rate_limit": 5}
     )
-    assert await database.apps.update_app(changed)
-    got = await database.apps.get_app("upd")
-    assert got == changed
-    assert got is not None and got.created_at == original.created_at
-    assert await database.apps.find_by_api_key_hash(original.api_key_hash) is None
-    assert await database.apps.find_by_api_key_hash(hash_key(keys.api_key)) == changed
+    assert got is not None and got == await database.apps.get_app("upd")
+    assert (got.name, got.allowed_domain, got.namespaces, got.rate_limit) == (
+        "renamed",
+        None,
+        {},
+        5,
+    )
+    assert got.api_key_hash == original.api_key_hash and got.status is True
+    assert got.created_at == original.created_at and got.updated_at >= original.updated_at
+    status_only = await database.apps.update_app("upd", {"status": False})
+    assert status_only is not None and status_only.name == "renamed" and not status_only.status
+
+
+async def test_a_stale_key_or_a_disabled_app_changes_nothing(database: Database) -> None:
+    """With while_key, an update or a key change applies only while that key is the app's
+    and the app is enabled (H2: a regeneration or a suspension always wins)."""
+    app, keys = generate_app(name="guarded", app_id="guarded")
+    await database.apps.create_app(app)
+    old = keys.api_key_hash
+    regenerated = await database.apps.set_api_key("guarded", new_api_key())
+    assert regenerated is not None and regenerated.api_key_hash != old
+    assert await database.apps.update_app("guarded", {"name": "x"}, while_key=old) is None
+    assert await database.apps.set_api_key("guarded", new_api_key(), while_key=old) is None
+    assert await database.apps.get_app("guarded") == regenerated
+    current = regenerated.api_key_hash
+    assert await database.apps.update_app("guarded", {"status": False}, while_key=current)
+    assert await database.apps.update_app("guarded", {"status": True}, while_key=current) is None
+    stored = await database.apps.get_app("guarded")
+    assert stored is not None and stored.status is False
+    assert await database.apps.update_app("guarded", {"status": True}) is not None
 
 
 async def test_update_of_an_unknown_app_creates_nothing(database: Database) -> None:
-    """update_app answers False for an app that does not exist and does not insert it."""
-    assert not await database.apps.update_app(_app("ghost"))
+    """update_app and set_api_key answer None for an app that does not exist."""
+    assert await database.apps.update_app("ghost", {"name": "boo"}) is None
+    assert await database.apps.set_api_key("ghost", new_api_key()) is None
     assert await database.apps.get_app(AppId("ghost")) is None
 
 
@@ -136,3 +161,64 @@ async def test_delete(database: Database) -> None:
     assert not await database.apps.delete_app("gone")
     assert await database.apps.get_app("gone") is None
     assert await database.apps.list_apps() == [kept]
+
+
+async def test_a_deleted_app_id_is_never_reused(database: Database) -> None:
+    """M4: after delete_app the app_id is retired: creating it again raises AppIdRetiredError
+    (an AppExistsError), whatever the new record holds."""
+    await database.apps.create_app(_app("once"))
+    assert await database.apps.delete_app("once")
+    with pytest.raises(AppIdRetiredError):
+        await database.apps.create_app(_app("once", name="newcomer"))
+    assert await database.apps.get_app("once") is None
+    assert not await database.apps.delete_app("once")
+
+
+async def test_delete_purges_what_sql_holds_for_the_app(database: Database) -> None:
+    """M4: deleting an app removes its webhooks, their deliveries and its analytics rows, and
+    leaves another app's untouched."""
+    from sqlalchemy import func, select
+
+    from xshathra.storage.deliveries import NewDelivery
+    from xshathra.storage.tables import (
+        analytics_counts,
+        analytics_online,
+        analytics_users,
+        webhook_deliveries,
+        webhooks,
+    )
+    from xshathra.webhooks.models import Webhook, new_webhook_id
+
+    tables = (webhooks, webhook_deliveries, analytics_counts, analytics_users, analytics_online)
+    for app_id in ("purged", "bystander"):
+        await database.apps.create_app(_app(app_id))
+        hook = Webhook(
+            id=new_webhook_id(),
+            app_id=app_id,
+            url="https://x.example/h",
+            secret="s" * 12,
+            events=("*",),
+        )
+        await database.webhooks.create_webhook(hook)
+        await database.deliveries.enqueue(
+            [NewDelivery(f"dlv_{app_id}", hook.id, app_id, "evt_1", "news", "room", "{}")]
+        )
+        await database.analytics.flush(
+            {(app_id, 60): [1, 2, 3]},
+            {(app_id, 3600, "u")},
+            f"node-{app_id}",
+            {app_id: (1, ["u"])},
+            60,
+        )
+
+    async def rows(app_id: str) -> list[int]:
+        async with database.engine.connect() as conn:
+            return [
+                (await conn.execute(select(func.count()).where(t.c.app_id == app_id))).scalar_one()
+                for t in tables
+            ]
+
+    assert await rows("purged") == [1] * len(tables)
+    assert await database.apps.delete_app("purged")
+    assert await rows("purged") == [0] * len(tables)
+    assert await rows("bystander") == [1] * len(tables)

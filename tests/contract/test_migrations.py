@@ -232,3 +232,33 @@ async def test_unreachable_database_names_no_password() -> None:
     message = str(info.value)
     assert "unavailable" in message and "127.0.0.1:1" in message
     assert "hunter2" not in message and info.value.__cause__ is None
+
+
+async def test_0003_registers_the_ids_of_apps_created_before_it(database_url: str) -> None:
+    """An app created under revision 0002 is known to `app_ids` after the upgrade: its id is
+    still 'taken' while it lives and retired once deleted."""
+    from alembic import command
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from xshathra.storage.apps import _row
+    from xshathra.storage.tables import applications
+    from xshathra.tenancy.apps import AppExistsError, AppIdRetiredError
+
+    old, _ = generate_app(name="from 0002", app_id="veteran")
+    engine = create_async_engine(async_url(database_url))
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "0002"))
+            await conn.execute(applications.insert().values(**_row(old)))
+    finally:
+        await engine.dispose()
+    db = await open_database(database_url)
+    try:
+        with pytest.raises(AppExistsError) as taken:
+            await db.apps.create_app(generate_app(name="twin", app_id="veteran")[0])
+        assert not isinstance(taken.value, AppIdRetiredError)
+        assert await db.apps.delete_app("veteran")
+        with pytest.raises(AppIdRetiredError):
+            await db.apps.create_app(generate_app(name="heir", app_id="veteran")[0])
+    finally:
+        await db.close()

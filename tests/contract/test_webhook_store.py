@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from xshathra.storage.database import Database
-from xshathra.tenancy.apps import generate_app
+from xshathra.tenancy.apps import AppIdRetiredError, generate_app
 from xshathra.webhooks.models import Webhook, new_webhook_id
 
 _T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -109,9 +109,9 @@ async def test_deleting_an_app_deletes_its_webhooks(database: Database) -> None:
     assert await database.apps.delete_app("wa")
     assert await database.webhooks.list_webhooks("wa") == []
     assert await database.webhooks.list_webhooks("wb") == [other]
-    # Re-creating the app must not resurrect the old webhooks.
-    await _apps(database, "wa")
-    assert await database.webhooks.list_webhooks("wa") == []
+    # The app_id is retired (M4): nothing can be created under it to inherit them.
+    with pytest.raises(AppIdRetiredError):
+        await _apps(database, "wa")
 
 
 async def test_a_webhook_needs_an_existing_app(database: Database) -> None:

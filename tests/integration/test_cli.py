@@ -131,3 +131,12 @@ def test_serve_prints_the_admin_key_once(tmp_path: Path) -> None:
         assert key_line not in again.log()  # shown once only
         r = httpx.get(f"{again.base_url}/api/applications", headers={"X-ADMIN-API-KEY": key_line})
         assert r.status_code == 200
+
+
+def test_a_deleted_app_id_cannot_be_created_again(tmp_path: Path) -> None:
+    """M4: the CLI refuses a retired app_id with a clear line, as the HTTP API answers 409."""
+    assert cli(tmp_path, "apps", "create", "Once", "--app-id", "once").returncode == 0
+    assert cli(tmp_path, "apps", "delete", "once", "--yes").returncode == 0
+    again = cli(tmp_path, "apps", "create", "Twice", "--app-id", "once")
+    assert again.returncode == 1 and "Traceback" not in again.stderr
+    assert "deleted application" in again.stderr and again.stdout == ""

@@ -583,7 +583,7 @@ async def test_recovery_is_honest_when_the_epoch_changed(
 ) -> None:
     """A node restart loses the in-memory streams: the client reconnects by itself (shutdown
     code 3001), and its subscription comes back with recovered=False under a new epoch."""
-    port, admin = free_port(), "adm_" + secrets.token_urlsafe(16)
+    port, admin = free_port(), "adm_" + secrets.token_urlsafe(32)
     rec = Recorder()
     with running_server(tmp_path, port=port, admin_key=admin) as first:
         app = first.create_app(name="epoch")

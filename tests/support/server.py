@@ -79,7 +79,7 @@ def running_server(
     """Run one node until the block ends; SIGTERM then SIGKILL on exit."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    admin_key = admin_key or "adm_" + secrets.token_urlsafe(16)
+    admin_key = admin_key or "adm_" + secrets.token_urlsafe(32)  # 32+ bytes: weak keys stop a start
     full_env = {
         **os.environ,
         "XSHATHRA_ADMIN_API_KEY": admin_key,

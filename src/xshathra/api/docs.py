@@ -38,7 +38,7 @@ _STATUS_WORDS = {
     401: "Missing or invalid key (or app_id/app_secret)",
     403: "Forbidden: another application's app_id, a disabled application, or admin only",
     404: "Not found",
-    409: "The app_id is taken",
+    409: "The app_id is taken, or was used by a deleted app (never reused)",
     413: "Request body too large",
     429: "Rate limit exceeded (see the Retry-After header)",
     500: "Internal server error (a generic message only)",

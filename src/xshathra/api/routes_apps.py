@@ -7,7 +7,7 @@
 import hmac
 import re
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import msgspec
 from fastapi import APIRouter, Depends, Query, Request
@@ -30,11 +30,14 @@ from xshathra.api.executor import ApiError, PublishRequest
 from xshathra.api.views import application_view, delivery_view, iso, webhook_view
 from xshathra.tenancy.apps import (
     APP_ID_PATTERN,
+    AppChanges,
     AppExistsError,
+    AppIdRetiredError,
+    Application,
     NamespaceOptions,
     generate_app,
+    new_api_key,
     new_secret,
-    regenerate_api_key,
 )
 from xshathra.webhooks.models import Webhook, WebhookLimitError, new_webhook_id
 from xshathra.webhooks.netguard import UnsafeURLError, check_webhook_url
@@ -74,8 +77,14 @@ class CreateAppBody(_Body):
 class UpdateAppBody(_Body):
     name: StrictStr | None = None
     allowed_domain: StrictStr | None = Field(None, description='null or "" clears it.')
-    rate_limit: StrictInt | None = None
-    status: StrictBool | None = None
+    rate_limit: StrictInt | None = Field(
+        None,
+        description="Per minute: up to XSHATHRA_APP_RATE_LIMIT_CEILING with the app's own key, "
+        "up to 1000000 with the admin key.",
+    )
+    status: StrictBool | None = Field(
+        None, description="An app key may disable its app; only the admin enables it again."
+    )
     namespaces: dict[str, docs.NamespaceOptionsModel] | None = Field(
         None, description="Replaces the app's namespaces: name -> options."
     )
@@ -118,9 +127,11 @@ def check_domain(domain: str | None) -> str | None:
     return domain
 
 
-def check_rate_limit(rate: int | None) -> int | None:
-    if rate is not None and not 1 <= rate <= 1_000_000:
-        raise HttpError(400, "rate_limit must be an integer from 1 to 1000000")
+def check_rate_limit(rate: int | None, ceiling: int = 1_000_000) -> int | None:
+    """A per-minute limit from 1 to `ceiling`: 1,000,000 for the admin, the operator's
+    XSHATHRA_APP_RATE_LIMIT_CEILING for an app's own key (a leaked key must not lift it)."""
+    if rate is not None and not 1 <= rate <= ceiling:
+        raise HttpError(400, f"rate_limit must be an integer from 1 to {ceiling}")
     return rate
 
 
@@ -258,6 +269,10 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
         )
         try:
             await ctx.db.apps.create_app(app)
+        except AppIdRetiredError:
+            raise HttpError(
+                409, "this app_id was used by a deleted application and cannot be reused"
+            ) from None
         except AppExistsError:
             raise HttpError(409, "an application with this app_id already exists") from None
         return _ok({"application": application_view(app, api_key=keys.api_key)}, 201)
@@ -270,23 +285,40 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
     )
     async def update(app_id: str, body: UpdateAppBody, who: CallerDep) -> JSONResponse:
         app = await rated_app(who, ctx, app_id)
-        changes: dict[str, Any] = {}
+        changes: AppChanges = {}
         fields = body.model_fields_set
         if body.name is not None:
             changes["name"] = check_name(body.name)
         if "allowed_domain" in fields:
             changes["allowed_domain"] = check_domain(body.allowed_domain)
         if body.rate_limit is not None:
-            changes["rate_limit"] = check_rate_limit(body.rate_limit)
+            ceiling = 1_000_000 if who.admin else ctx.settings.app_rate_limit_ceiling
+            check_rate_limit(body.rate_limit, ceiling)
+            changes["rate_limit"] = body.rate_limit
         if body.status is not None:
+            # An app key may disable its own app but never enable it: a disabled app's key is
+            # refused everywhere, so only the admin re-enables (README, "Keys and tokens").
             changes["status"] = body.status
         if body.namespaces is not None:
             changes["namespaces"] = _namespaces(body.namespaces)
-        updated = app.with_changes(**changes)
-        if not await ctx.db.apps.update_app(updated):
-            raise HttpError(404, "application not found")
+        # Only the fields given, and for an app key only while the key that authenticated is
+        # still current and the app enabled: a regeneration or suspension always wins.
+        while_key = None if who.admin else app.api_key_hash
+        updated = await ctx.db.apps.update_app(app.app_id, changes, while_key=while_key)
+        if updated is None:
+            await _refuse_stale(app.app_id, while_key)
         await ctx.executor.app_changed(updated.app_id)
         return _ok({"application": application_view(updated)})
+
+    async def _refuse_stale(app_id: str, while_key: str | None) -> NoReturn:
+        """Why a conditional change matched no row, as the caller's next request would hear
+        it: the app is gone (404), its key was regenerated (401) or it was disabled (403)."""
+        current = await ctx.db.apps.get_app(app_id)
+        if current is None:
+            raise HttpError(404, "application not found")
+        if while_key is not None and current.api_key_hash != while_key:
+            raise HttpError(401, "invalid API key")
+        raise HttpError(403, "application is disabled")
 
     @router.delete(
         "/applications/{app_id}",
@@ -312,9 +344,13 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
     )
     async def regenerate(app_id: str, who: CallerDep) -> JSONResponse:
         app = await rated_app(who, ctx, app_id)
-        updated, keys = regenerate_api_key(app)
-        if not await ctx.db.apps.update_app(updated):
-            raise HttpError(404, "application not found")
+        keys = new_api_key()
+        while_key = None if who.admin else app.api_key_hash
+        updated: Application | None = await ctx.db.apps.set_api_key(
+            app.app_id, keys, while_key=while_key
+        )
+        if updated is None:
+            await _refuse_stale(app.app_id, while_key)
         await ctx.executor.app_changed(updated.app_id)
         view = application_view(updated, api_key=keys.api_key)
         return _ok({"application": view, "api_key": keys.api_key})

@@ -292,6 +292,7 @@ class ClientSession:
             app_id = node.tokens.peek_app_id(req.token)
         except TokenError:
             raise DisconnectError(DisconnectCode.INVALID_TOKEN) from None
+        app_changes = node.app_changes
         app = await node.get_app(app_id)
         if app is None:
             raise DisconnectError(DisconnectCode.INVALID_TOKEN)
@@ -319,7 +320,7 @@ class ClientSession:
         self.conn_info = claims.info or b""
         self.token_channels = frozenset(claims.channels) if claims.channels else NO_CHANNELS
         self.state = State.CONNECTED
-        node.register(self)
+        node.register(self, app_changes)
         try:
             return await self._connected(req, claims)
         except (ClientError, DisconnectError, asyncio.CancelledError):

@@ -146,6 +146,8 @@ class Node:
         self._apps: dict[AppId, Application] = {}
         # Told (synchronously) whenever an app changes on any node: caches drop the app.
         self.app_change_listeners: list[Callable[[AppId], None]] = []
+        # Bumped by every app change: a connect whose read of its app spans one checks again.
+        self.app_changes = 0
         self.version = __version__
         self.node_id = node_id or secrets.token_hex(8)
         self.name = settings.node_name or self.node_id
@@ -235,11 +237,16 @@ class Node:
 
     # --- sessions ---------------------------------------------------------------------------
 
-    def register(self, session: ClientSession) -> None:
+    def register(self, session: ClientSession, app_changes: int | None = None) -> None:
+        """Add a connected session. `app_changes` is `self.app_changes` from before its app
+        was read: if an app changed since, the app may have been disabled or deleted while
+        the change found this session not yet registered, so its app is checked again."""
         if session.app is not None:
             self._apps.setdefault(session.app_id, session.app)
         self.hub.add_connection(session)
         self.analytics.connection_opened(session.app_id, session.user)
+        if app_changes is not None and app_changes != self.app_changes:
+            self._spawn(self._app_changed(session.app_id))
 
     def unregister(self, session: ClientSession, subs: list[Subscription]) -> None:
         """A connection closed: forget it now, clean shared state in the background."""
@@ -382,8 +389,13 @@ class Node:
                 session.server_refresh(msg.code)
 
     def notify_app_changed(self, app_id: AppId) -> None:
+        self.app_changes += 1
         for listener in self.app_change_listeners:
             listener(app_id)
+        if self.events is not None:
+            # A deleted app's webhooks are gone from SQL: a cached list would make the next
+            # publication under the id queue deliveries for them (a foreign-key error).
+            self.events.invalidate(app_id)
 
     async def _app_changed(self, app_id: AppId) -> None:
         self.notify_app_changed(app_id)
@@ -396,7 +408,9 @@ class Node:
         else:
             self._apps.pop(app_id, None)
         for session in sessions:
-            if app is None or not app.status:
+            if app is None:
+                session.disconnect(DisconnectCode.PERMISSION_DENIED, "application deleted")
+            elif not app.status:
                 session.disconnect(DisconnectCode.PERMISSION_DENIED, "application is disabled")
             else:
                 session.app = app

@@ -1,16 +1,38 @@
-"""Applications in SQL: `SqlAppStore` implements `tenancy.apps.AppStore`."""
+"""Applications in SQL: `SqlAppStore` implements `tenancy.apps.AppStore`.
+
+Every change is one conditional UPDATE of the fields it sets (with RETURNING, so the answer is
+the row as that statement left it); deletion purges the app's rows and retires its app_id (in
+`app_ids`, where every app_id ever created stays) in one transaction.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import msgspec
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from xshathra.storage.tables import applications
-from xshathra.tenancy.apps import AppExistsError, AppId, Application, NamespaceOptions
+from xshathra.storage.tables import (
+    analytics_counts,
+    analytics_online,
+    analytics_users,
+    app_ids,
+    applications,
+    webhook_deliveries,
+    webhooks,
+)
+from xshathra.tenancy.apps import (
+    AppChanges,
+    AppExistsError,
+    AppId,
+    AppIdRetiredError,
+    Application,
+    NamespaceOptions,
+    NewAppKeys,
+    utcnow,
+)
 
 _namespaces_decoder = msgspec.json.Decoder(dict[str, NamespaceOptions])
 
@@ -60,12 +82,23 @@ class SqlAppStore:
     async def create_app(self, app: Application) -> None:
         try:
             async with self._engine.begin() as conn:
+                # The id's registry row first: its primary key refuses an id that is taken or
+                # retired, even against a delete or another create running at the same time.
+                await conn.execute(app_ids.insert().values(app_id=app.app_id))
                 await conn.execute(applications.insert().values(**_row(app)))
         except IntegrityError:
-            # The api_key_hash is unique too: only a taken app_id is "app exists".
-            if await self.get_app(app.app_id) is not None:
-                raise AppExistsError(app.app_id) from None
-            raise
+            async with self._engine.connect() as conn:
+                known = (
+                    await conn.execute(
+                        select(app_ids.c.deleted_at).where(app_ids.c.app_id == app.app_id)
+                    )
+                ).first()
+            # The api_key_hash is unique too: only a known app_id is "app exists".
+            if known is None:
+                raise
+            if known.deleted_at is not None:
+                raise AppIdRetiredError(app.app_id) from None
+            raise AppExistsError(app.app_id) from None
 
     async def get_app(self, app_id: str) -> Application | None:
         async with self._engine.connect() as conn:
@@ -91,16 +124,52 @@ class SqlAppStore:
             rows = (await conn.execute(query)).all()
         return [_app(r) for r in rows]
 
-    async def update_app(self, app: Application) -> bool:
-        values = _row(app)
-        del values["app_id"], values["created_at"]
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                update(applications).where(applications.c.app_id == app.app_id).values(**values)
+    async def update_app(
+        self, app_id: str, changes: AppChanges, *, while_key: str | None = None
+    ) -> Application | None:
+        values: dict[str, Any] = {**changes, "updated_at": utcnow()}
+        if "namespaces" in changes:
+            values["namespaces"] = msgspec.json.encode(changes["namespaces"]).decode()
+        return await self._update(app_id, values, while_key)
+
+    async def set_api_key(
+        self, app_id: str, keys: NewAppKeys, *, while_key: str | None = None
+    ) -> Application | None:
+        values = {
+            "api_key_hash": keys.api_key_hash,
+            "api_key_hint": keys.api_key_hint,
+            "updated_at": utcnow(),
+        }
+        return await self._update(app_id, values, while_key)
+
+    async def _update(
+        self, app_id: str, values: dict[str, Any], while_key: str | None
+    ) -> Application | None:
+        """One UPDATE of `values`; with `while_key`, only if the caller's key is still the
+        app's and the app is enabled, checked by the same statement that writes."""
+        query = update(applications).where(applications.c.app_id == app_id)
+        if while_key is not None:
+            query = query.where(
+                applications.c.api_key_hash == while_key, applications.c.status == true()
             )
-        return bool(result.rowcount)
+        async with self._engine.begin() as conn:
+            row = (await conn.execute(query.values(**values).returning(applications))).first()
+        return _app(row) if row is not None else None
 
     async def delete_app(self, app_id: str) -> bool:
         async with self._engine.begin() as conn:
             result = await conn.execute(delete(applications).where(applications.c.app_id == app_id))
-        return bool(result.rowcount)
+            if not result.rowcount:
+                return False
+            # Everything SQL holds for the app goes with it (webhooks and their deliveries
+            # cascade too; the explicit deletes also cover rows written without the cascade).
+            await conn.execute(
+                delete(webhook_deliveries).where(webhook_deliveries.c.app_id == app_id)
+            )
+            await conn.execute(delete(webhooks).where(webhooks.c.app_id == app_id))
+            for table in (analytics_counts, analytics_users, analytics_online):
+                await conn.execute(delete(table).where(table.c.app_id == app_id))
+            await conn.execute(
+                update(app_ids).where(app_ids.c.app_id == app_id).values(deleted_at=utcnow())
+            )
+        return True

@@ -7,6 +7,9 @@ several nodes starting at once migrate once and safely. No other module creates 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import stat
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +29,8 @@ from xshathra.storage.server_state import ServerStateStore, SqlServerStateStore
 from xshathra.storage.webhooks import SqlWebhookStore
 from xshathra.tenancy.apps import AppStore
 from xshathra.webhooks.models import WebhookStore
+
+log = logging.getLogger("xshathra.storage")
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _PG_MIGRATION_LOCK = 0x58534D47  # "XSMG": the advisory lock id that serialises migrations
@@ -151,9 +156,27 @@ async def _migrate(engine: AsyncEngine) -> None:
                 await conn.exec_driver_sql(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
 
 
+def _private_sqlite_file(path: Path) -> None:
+    """The file holds every app's secret and the server's HMAC secret: create it readable and
+    writable by the owner only, before SQLite does (SQLite gives its -wal and -shm files the
+    database file's mode), and tighten a file an earlier version created world-readable."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if os.name != "posix":
+        return
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))  # never truncates an existing file
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            if stat.S_IMODE(file.stat().st_mode) & 0o077:
+                file.chmod(0o600)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:  # another owner's file: say so, but the start need not fail
+            log.warning("could not make %s private (mode 0600): %s", file, exc.strerror)
+
+
 def _create_engine(url: URL) -> AsyncEngine:
     if url.get_backend_name() == "sqlite":
-        Path(url.database or "").parent.mkdir(parents=True, exist_ok=True)
+        _private_sqlite_file(Path(url.database or ""))
         engine = create_async_engine(url)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine

@@ -67,6 +67,17 @@ applications = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
+# Every app_id ever given out. A deleted app's row stays, with `deleted_at` set (a tombstone), so
+# the id is never given out again: tokens the old tenant minted, and whatever history or presence
+# a broker still holds for it, reach no new tenant. Creating an app inserts here first, so the
+# primary key decides between two creates, or a create and a delete, without a race.
+app_ids = Table(
+    "app_ids",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("deleted_at", UTCDateTime, nullable=True),
+)
+
 webhooks = Table(
     "webhooks",
     metadata,

@@ -7,6 +7,10 @@ the moment any node changes it: the executor forgets them locally, and the `app_
 control message makes every other node forget them too. So a regenerated key or a disabled
 app is refused at once; `ttl` only bounds staleness if a control message was lost (a broker
 outage). Unknown keys are never cached: a new app's key works at once.
+
+A lookup that was reading the store while an app changed does not keep what it read: it may
+be the row from before the change (the old key, the app still enabled), which would otherwise
+stay valid here for another `ttl`.
 """
 
 from __future__ import annotations
@@ -24,21 +28,26 @@ class AppKeyCache:
         self._store = store
         self._ttl = ttl
         self._entries: dict[str, tuple[float, Application]] = {}
+        self._changes = 0  # bumped by every forget_app: a read that spans one is not cached
 
     async def find_by_api_key_hash(self, key_hash: str) -> Application | None:
         now = time.monotonic()
         entry = self._entries.get(key_hash)
         if entry is not None and entry[0] > now:
             return entry[1]
+        changes = self._changes
         app = await self._store.find_by_api_key_hash(key_hash)
         if app is None:
             self._entries.pop(key_hash, None)
             return None
+        if changes != self._changes:
+            return app  # answer this request, but do not remember what may be stale
         if len(self._entries) >= MAX_ENTRIES:
             self._entries.clear()
         self._entries[key_hash] = (now + self._ttl, app)
         return app
 
     def forget_app(self, app_id: str) -> None:
+        self._changes += 1
         for key_hash in [k for k, (_, app) in self._entries.items() if app.app_id == app_id]:
             del self._entries[key_hash]

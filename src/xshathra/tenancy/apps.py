@@ -12,7 +12,7 @@ import re
 import secrets
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import NewType, Protocol
+from typing import NewType, Protocol, TypedDict
 
 import msgspec
 
@@ -129,6 +129,29 @@ class NewAppKeys:
 
     api_key: str
 
+    @property
+    def api_key_hash(self) -> str:
+        return hash_key(self.api_key)
+
+    @property
+    def api_key_hint(self) -> str:
+        return self.api_key[-4:]
+
+
+def new_api_key() -> NewAppKeys:
+    return NewAppKeys(new_secret("xs_"))
+
+
+class AppChanges(TypedDict, total=False):
+    """The fields an update may set; a field that is absent is left as stored. Keys and
+    `created_at` are not here: regeneration has its own statement (`AppStore.set_api_key`)."""
+
+    name: str
+    allowed_domain: str | None
+    rate_limit: int
+    status: bool
+    namespaces: dict[str, NamespaceOptions]
+
 
 def generate_app(
     *,
@@ -139,37 +162,48 @@ def generate_app(
     owner_id: str | None = None,
 ) -> tuple[Application, NewAppKeys]:
     """Create a new application record with fresh random keys."""
-    api_key = new_secret("xs_")
+    keys = new_api_key()
     app = Application(
         app_id=AppId(app_id or "app_" + secrets.token_hex(8)),
         name=name,
         app_secret=new_secret("xss_"),
-        api_key_hash=hash_key(api_key),
-        api_key_hint=api_key[-4:],
+        api_key_hash=keys.api_key_hash,
+        api_key_hint=keys.api_key_hint,
         client_api_key=new_secret("xc_"),
         allowed_domain=allowed_domain,
         rate_limit=rate_limit,
         owner_id=owner_id,
     )
-    return app, NewAppKeys(api_key=api_key)
+    return app, keys
 
 
 def regenerate_api_key(app: Application) -> tuple[Application, NewAppKeys]:
-    api_key = new_secret("xs_")
-    return app.with_changes(api_key_hash=hash_key(api_key), api_key_hint=api_key[-4:]), NewAppKeys(
-        api_key
-    )
+    """The record as it will be once `keys` replace its API key (the store's `set_api_key`
+    writes only the key columns)."""
+    keys = new_api_key()
+    return app.with_changes(api_key_hash=keys.api_key_hash, api_key_hint=keys.api_key_hint), keys
 
 
 class AppExistsError(Exception):
     """An application with this app_id already exists."""
 
 
+class AppIdRetiredError(AppExistsError):
+    """The app_id belonged to an application that was deleted: it is never given out again, so
+    nothing of the old tenant (tokens it minted, history, presence) can reach a new one."""
+
+
 class AppStore(Protocol):
-    """Persistent applications. Implementations: `storage.sql.SqlAppStore` (SQLite, PostgreSQL)."""
+    """Persistent applications. Implementations: `storage.apps.SqlAppStore` (SQLite, PostgreSQL).
+
+    Changes are written field by field, each in one conditional statement, never as a whole
+    record read earlier: a request that started before the admin regenerated a key or disabled
+    the app must not write the old key or status back (a lost update).
+    """
 
     async def create_app(self, app: Application) -> None:
-        """Insert a new app; raises `AppExistsError` if the app_id is taken."""
+        """Insert a new app; raises `AppExistsError` if the app_id is taken, or
+        `AppIdRetiredError` if it belonged to a deleted app."""
 
     async def get_app(self, app_id: str) -> Application | None: ...
 
@@ -178,8 +212,18 @@ class AppStore(Protocol):
     async def list_apps(self, owner_id: str | None = None) -> list[Application]:
         """All apps (ordered by created_at), or only those of one dashboard owner."""
 
-    async def update_app(self, app: Application) -> bool:
-        """Replace the stored record with the same app_id; False if there is none."""
+    async def update_app(
+        self, app_id: str, changes: AppChanges, *, while_key: str | None = None
+    ) -> Application | None:
+        """Set only the given fields (and `updated_at`). With `while_key` (the API key hash
+        that authenticated the caller), only while that is still the app's key and the app is
+        enabled. The app as stored afterwards, or None when no row matched."""
+
+    async def set_api_key(
+        self, app_id: str, keys: NewAppKeys, *, while_key: str | None = None
+    ) -> Application | None:
+        """Replace the API key (hash and hint), with `while_key` as in `update_app`."""
 
     async def delete_app(self, app_id: str) -> bool:
-        """Delete the app and everything that belongs to it; False if there was none."""
+        """Delete the app and everything SQL holds for it, and retire its app_id for good;
+        False if there was none."""

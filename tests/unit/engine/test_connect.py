@@ -149,7 +149,7 @@ async def test_app_disabled_while_connected_closes_its_connections(
     from xshathra.engine.node import ControlMessage
 
     client = await harness.connect()
-    await db.apps.update_app(harness.app.with_changes(status=False))
+    await db.apps.update_app(harness.app.app_id, {"status": False})
     await harness.node.send_control(ControlMessage(type="app_changed", app_id=harness.app.app_id))
     assert (await client.transport.wait_closed())[0] == 3507
 

@@ -47,3 +47,28 @@ async def test_entries_expire_and_unknown_keys_are_not_remembered() -> None:
     await asyncio.sleep(0.1)  # expiry is time itself
     await cache.find_by_api_key_hash(key_hash)
     assert store.reads == 4
+
+
+async def test_a_read_that_spans_a_change_is_not_remembered() -> None:
+    """H2: a lookup that read the app while it was being changed (the key regenerated) answers
+    its own request but is not cached, or the old key would stay valid for another ttl."""
+    store, app, key_hash = _store()
+    reading, release = asyncio.Event(), asyncio.Event()
+    plain_find = store.find_by_api_key_hash
+
+    async def slow_find(k: str) -> Application | None:
+        found = await plain_find(k)  # the row as it was before the change
+        reading.set()
+        await release.wait()
+        return found
+
+    store.find_by_api_key_hash = slow_find  # type: ignore[method-assign]
+    cache = AppKeyCache(store)  # type: ignore[arg-type]
+    lookup = asyncio.create_task(cache.find_by_api_key_hash(key_hash))
+    await asyncio.wait_for(reading.wait(), 2)
+    store.apps.clear()  # the key is regenerated meanwhile
+    cache.forget_app(app.app_id)
+    release.set()
+    assert await lookup is app
+    store.find_by_api_key_hash = plain_find  # type: ignore[method-assign]
+    assert await cache.find_by_api_key_hash(key_hash) is None

@@ -7,7 +7,7 @@ Revises: 0002 (to be rebased onto 0003 when the tombstone migration lands)
 from alembic import op
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 
 
 def upgrade() -> None:
