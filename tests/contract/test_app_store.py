@@ -222,3 +222,33 @@ async def test_delete_purges_what_sql_holds_for_the_app(database: Database) -> N
     assert await database.apps.delete_app("purged")
     assert await rows("purged") == [0] * len(tables)
     assert await rows("bystander") == [1] * len(tables)
+
+
+async def test_history_options_stored_before_their_bounds_are_read_clamped(
+    database: Database,
+) -> None:
+    """A row written before history_size/history_ttl had upper bounds (issue 11, M9) still
+    loads: the out-of-range values come back at the bounds instead of making the app
+    unreadable."""
+    from sqlalchemy import update
+
+    from xshathra.storage.tables import applications
+    from xshathra.tenancy.apps import MAX_HISTORY_SIZE, MAX_HISTORY_TTL
+
+    await database.apps.create_app(_app("veteran"))
+    stored = (
+        '{"chat": {"history_size": 50000, "history_ttl": 100000000000000000000,'
+        ' "presence": true}, "": {}}'
+    )
+    async with database.engine.begin() as conn:
+        await conn.execute(
+            update(applications).where(applications.c.app_id == "veteran").values(namespaces=stored)
+        )
+    got = await database.apps.get_app("veteran")
+    assert got is not None
+    chat = got.namespaces["chat"]
+    assert (chat.history_size, chat.history_ttl, chat.presence) == (
+        MAX_HISTORY_SIZE,
+        MAX_HISTORY_TTL,
+        True,
+    )

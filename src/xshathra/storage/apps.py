@@ -24,6 +24,8 @@ from xshathra.storage.tables import (
     webhooks,
 )
 from xshathra.tenancy.apps import (
+    MAX_HISTORY_SIZE,
+    MAX_HISTORY_TTL,
     AppChanges,
     AppExistsError,
     AppId,
@@ -35,6 +37,26 @@ from xshathra.tenancy.apps import (
 )
 
 _namespaces_decoder = msgspec.json.Decoder(dict[str, NamespaceOptions])
+_raw_namespaces_decoder = msgspec.json.Decoder(dict[str, dict[str, Any]])
+
+
+def _decode_namespaces(text: str) -> dict[str, NamespaceOptions]:
+    """Stored namespace options. Rows written before history_size and history_ttl had upper
+    bounds may hold larger values: they are read clamped to the bounds (what every broker
+    would keep at most anyway) instead of making the whole app unreadable."""
+    try:
+        return _namespaces_decoder.decode(text)
+    except msgspec.ValidationError:
+        raw = _raw_namespaces_decoder.decode(text)
+        for options in raw.values():
+            for name, ceiling in (
+                ("history_size", MAX_HISTORY_SIZE),
+                ("history_ttl", MAX_HISTORY_TTL),
+            ):
+                value = options.get(name)
+                if isinstance(value, int | float):
+                    options[name] = max(0, min(int(value), ceiling))
+        return msgspec.convert(raw, dict[str, NamespaceOptions])
 
 
 def _row(app: Application) -> dict[str, Any]:
@@ -66,7 +88,7 @@ def _app(row: Any) -> Application:
         allowed_domain=row.allowed_domain,
         rate_limit=row.rate_limit,
         status=bool(row.status),
-        namespaces=_namespaces_decoder.decode(row.namespaces),
+        namespaces=_decode_namespaces(row.namespaces),
         owner_id=row.owner_id,
         created_at=row.created_at,
         updated_at=row.updated_at,
