@@ -137,8 +137,15 @@ async def test_failed_key_attempts_block_a_client_address() -> None:
     limiter = RateLimiter(MemoryWindowCounter(), auth_failures_per_minute=3)
     for _ in range(5):
         assert limiter.auth_blocked("192.0.2.1") is None  # looking never counts
-    for _ in range(3):
-        limiter.auth_failed("192.0.2.1")
+    for _ in range(5):
+        limiter.auth_failed("192.0.2.1", "the-same-stale-key")
+    # One wrong key sent again and again (a backend with a rotated key) is one failure: it is
+    # known now, and answered without a lookup, but it locks nobody out.
+    assert limiter.auth_known_bad("the-same-stale-key")
+    assert limiter.auth_blocked("192.0.2.1") is None
+    for i in range(2):
+        limiter.auth_failed("192.0.2.1", f"wrong-{i}")
     retry_after = limiter.auth_blocked("192.0.2.1")
     assert retry_after is not None and 1 <= retry_after <= 60
     assert limiter.auth_blocked("192.0.2.2") is None
+    assert not limiter.auth_known_bad("never-tried")

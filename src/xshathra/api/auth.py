@@ -3,8 +3,10 @@
 App keys come as `X-APP-API-KEY`, `X-API-Key` or `?api_key=`, and on `/api/realtime/*` also as
 `Authorization: apikey <key>` or `Bearer <key>`. Keys are looked up by their SHA-256 (an indexed
 lookup on a hash reveals nothing about the key) and the admin key is compared in constant time.
-A client address with too many wrong keys in the last minute is refused (429) before any key
-is looked at, whichever key it sends; valid keys from other addresses never wait for it.
+A client address with too many distinct wrong keys in the last minute is refused (429) for
+any key that would need a store lookup; the admin key and app keys this node has cached still
+work from it. The same wrong key sent again is answered 401 without a lookup and is not a new
+failure, so a backend still sending a rotated key locks nobody out.
 """
 
 from __future__ import annotations
@@ -47,19 +49,31 @@ def app_key_from(request: Request, *, allow_authorization: bool) -> str:
 
 async def authenticate(request: Request, ctx: ServerContext, *, realtime: bool = False) -> Caller:
     """Identify the caller or raise 401. The admin key wins when both are sent."""
-    refuse_if_guessing(ctx, request)
+    limiter = ctx.limiter
+    blocked = limiter.auth_blocked(client_address(request))
     admin_key = request.headers.get("x-admin-api-key")
     if admin_key:
-        if hmac.compare_digest(hash_key(admin_key), ctx.admin_key_hash):
+        admin_hash = hash_key(admin_key)
+        if hmac.compare_digest(admin_hash, ctx.admin_key_hash):
             return Caller(admin=True, app=None)
-        key_failed(ctx, request)
+        if not limiter.auth_known_bad(admin_hash):
+            _refuse_if_limited(blocked)
+            key_failed(ctx, request, admin_hash)
         raise HttpError(401, "invalid admin API key")
     key = app_key_from(request, allow_authorization=realtime)
     if not key:
         raise HttpError(401, "missing API key")
-    app = await ctx.app_keys.find_by_api_key_hash(hash_key(key))
+    key_hash = hash_key(key)
+    if limiter.auth_known_bad(key_hash):
+        raise HttpError(401, "invalid API key")
+    if blocked is not None:
+        app = ctx.app_keys.cached(key_hash)
+        if app is None:
+            _refuse_if_limited(blocked)
+    else:
+        app = await ctx.app_keys.find_by_api_key_hash(key_hash)
     if app is None:
-        key_failed(ctx, request)
+        key_failed(ctx, request, key_hash)
         raise HttpError(401, "invalid API key")
     return Caller(admin=False, app=app)
 
@@ -74,8 +88,8 @@ def refuse_if_guessing(ctx: ServerContext, request: Request) -> None:
     _refuse_if_limited(ctx.limiter.auth_blocked(client_address(request)))
 
 
-def key_failed(ctx: ServerContext, request: Request) -> None:
-    ctx.limiter.auth_failed(client_address(request))
+def key_failed(ctx: ServerContext, request: Request, secret_hash: str) -> None:
+    ctx.limiter.auth_failed(client_address(request), secret_hash)
 
 
 async def target_app(caller: Caller, ctx: ServerContext, requested: str | None) -> Application:

@@ -141,14 +141,17 @@ class LimitsCounter:
 class AuthFailures:
     """Failed key attempts per client address in the last minute, on this node. Keys are 192
     bits of randomness, so this is not what keeps them secret; it keeps a guesser from
-    costing key lookups at line rate. Bounded: past `max_clients` addresses the oldest
-    counts are forgotten (a guesser with that many addresses is throttled per address by the
-    token limits and the app limits anyway)."""
+    costing key lookups at line rate. Only distinct wrong keys count: the same wrong key sent
+    again (a backend still using a rotated key, say) is remembered for a minute and answered
+    without a lookup, so it costs nothing and never locks its address out. Bounded: past
+    `max_clients` addresses (or wrong keys) the oldest are forgotten (a guesser with that many
+    addresses is throttled per address by the token limits and the app limits anyway)."""
 
     def __init__(self, per_minute: int, *, max_clients: int = 100_000) -> None:
         self._per_minute = per_minute
         self._max_clients = max_clients
         self._counts = MemoryWindowCounter()
+        self._known_bad: dict[str, float] = {}  # hash of a wrong key -> until when it is known
 
     def blocked(self, client: str) -> int | None:
         """None when `client` may try a key, else the seconds until it may again."""
@@ -156,9 +159,22 @@ class AuthFailures:
             return None
         return self._counts.peek(self._per_minute, client or "unknown")
 
-    def failed(self, client: str) -> None:
+    def known_bad(self, secret_hash: str) -> bool:
+        """Whether this key (by its hash) failed in the last minute: refuse it without a lookup.
+        A wrong key never becomes right: new keys are fresh random values."""
+        until = self._known_bad.get(secret_hash)
+        return until is not None and until > time.monotonic()
+
+    def failed(self, client: str, secret_hash: str) -> None:
         if self._per_minute <= 0:
             return
+        now = time.monotonic()
+        if self._known_bad.get(secret_hash, 0.0) > now:
+            return  # the same wrong key again: not a new guess
+        if len(self._known_bad) >= self._max_clients:
+            for stale in list(itertools.islice(self._known_bad, self._max_clients // 10)):
+                del self._known_bad[stale]
+        self._known_bad[secret_hash] = now + WINDOW
         if len(self._counts) >= self._max_clients:
             self._counts.forget_oldest(self._max_clients // 10)
         self._counts.add(self._per_minute, client or "unknown")
@@ -201,8 +217,13 @@ class RateLimiter:
         """Seconds `client` must wait before trying a key again (too many failures), or None."""
         return self._auth_failures.blocked(client)
 
-    def auth_failed(self, client: str) -> None:
-        self._auth_failures.failed(client)
+    def auth_known_bad(self, secret_hash: str) -> bool:
+        """Whether this key failed on this node in the last minute (answer 401, no lookup)."""
+        return self._auth_failures.known_bad(secret_hash)
+
+    def auth_failed(self, client: str, secret_hash: str) -> None:
+        """A wrong key (by its hash) from `client`; only distinct wrong keys count."""
+        self._auth_failures.failed(client, secret_hash)
 
     async def close(self) -> None:
         await self._counter.close()

@@ -36,6 +36,7 @@ from xshathra.tenancy.apps import (
     Application,
     NamespaceOptions,
     generate_app,
+    hash_key,
     new_api_key,
     new_secret,
 )
@@ -173,7 +174,7 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
         # Compare against something even when the app is unknown: no timing hint either way.
         expected = app.app_secret if app is not None else new_secret()
         if not hmac.compare_digest(expected.encode(), body.app_secret.encode()) or app is None:
-            key_failed(ctx, request)
+            key_failed(ctx, request, hash_key(f"{body.app_id}:{body.app_secret}"))
             raise HttpError(401, "invalid app_id or app_secret")
         if not app.status:
             raise HttpError(403, "application is disabled")

@@ -139,19 +139,27 @@ async def answer(
     `api.engine_http` and the FastAPI route that documents it) answer through here.
 
     `client` is the caller's address (already resolved from trusted proxies by uvicorn): an
-    address with too many wrong keys in the last minute is refused before any key lookup.
+    address with too many wrong keys in the last minute is refused unless its key is one this
+    node has cached (no store lookup for a guesser).
 
     The request's work is counted before any of it runs: one unit per command, one per channel
     of a broadcast. Work over the node's caps, or over what the app's `rate_limit` could ever
     allow, is refused with 106; work that does not fit now, with 429 and Retry-After."""
     limiter = ctx.limiter
+    key_hash = hash_key(api_key) if api_key else ""
+    if key_hash and limiter.auth_known_bad(key_hash):
+        return _error(ErrorCode.UNAUTHORIZED, status=401)  # the same wrong key: no lookup
     blocked = limiter.auth_blocked(client)
     if blocked is not None:
-        return _too_many(blocked)
-    app = await ctx.app_keys.find_by_api_key_hash(hash_key(api_key)) if api_key else None
+        # A throttled address may still use a key this node knows (no lookup): see api.auth.
+        app = ctx.app_keys.cached(key_hash) if key_hash else None
+        if app is None:
+            return _too_many(blocked)
+    else:
+        app = await ctx.app_keys.find_by_api_key_hash(key_hash) if key_hash else None
     if app is None:
-        if api_key:
-            limiter.auth_failed(client)
+        if key_hash:
+            limiter.auth_failed(client, key_hash)
         return _error(ErrorCode.UNAUTHORIZED, status=401)
     if not app.status:
         return _error(ErrorCode.PERMISSION_DENIED, "application is disabled", status=403)

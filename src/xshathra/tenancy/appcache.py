@@ -47,6 +47,12 @@ class AppKeyCache:
         self._entries[key_hash] = (now + self._ttl, app)
         return app
 
+    def cached(self, key_hash: str) -> Application | None:
+        """The app behind `key_hash` if this node holds it now, without asking the store: what
+        a throttled client address may still use (a known key costs no lookup)."""
+        entry = self._entries.get(key_hash)
+        return entry[1] if entry is not None and entry[0] > time.monotonic() else None
+
     def forget_app(self, app_id: str) -> None:
         self._changes += 1
         for key_hash in [k for k, (_, app) in self._entries.items() if app.app_id == app_id]:
