@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from sqlalchemy.exc import IntegrityError
 
+from xshathra.model import AppId
 from xshathra.storage.database import Database
 from xshathra.tenancy.apps import (
     AppExistsError,
-    AppId,
     AppIdRetiredError,
     Application,
     NamespaceOptions,

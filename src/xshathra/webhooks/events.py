@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from xshathra.engine.channels import ChannelRef
+from xshathra.model import ChannelRef
 from xshathra.storage.deliveries import NewDelivery
 from xshathra.webhooks.models import Webhook
 
