@@ -30,7 +30,7 @@ from xshathra.api.ratelimit import (
     RateLimiter,
     WindowCounter,
 )
-from xshathra.brokers import Broker
+from xshathra.brokers import ClusterBroker
 from xshathra.engine.node import Node
 from xshathra.observability.metrics import (
     CONTENT_TYPE,
@@ -59,7 +59,7 @@ _TOKEN_SECRET_KEY = "token_hmac_secret"
 
 @dataclass
 class Backends:
-    broker: Broker
+    broker: ClusterBroker
     presence: PresenceStore
     rate_limits: WindowCounter  # shared when the broker is shared
 
@@ -95,7 +95,7 @@ def make_backends(
     if scheme in ("nats", "tls"):
         from xshathra.api.ratelimit_nats import NatsWindowCounter
         from xshathra.brokers.nats import NatsBroker
-        from xshathra.brokers.natslink import NatsLink
+        from xshathra.links.nats import NatsLink
         from xshathra.presence.nats import NatsPresenceStore
 
         link = NatsLink(broker_url, name=f"{prefix}.{node_id}")

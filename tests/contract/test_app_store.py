@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from sqlalchemy.exc import IntegrityError
 
+from xshathra.model import AppId
 from xshathra.storage.database import Database
 from xshathra.tenancy.apps import (
     AppExistsError,
-    AppId,
     AppIdRetiredError,
     Application,
     NamespaceOptions,
@@ -179,7 +179,6 @@ async def test_delete_purges_what_sql_holds_for_the_app(database: Database) -> N
     leaves another app's untouched."""
     from sqlalchemy import func, select
 
-    from xshathra.storage.deliveries import NewDelivery
     from xshathra.storage.tables import (
         analytics_counts,
         analytics_online,
@@ -187,7 +186,7 @@ async def test_delete_purges_what_sql_holds_for_the_app(database: Database) -> N
         webhook_deliveries,
         webhooks,
     )
-    from xshathra.webhooks.models import Webhook, new_webhook_id
+    from xshathra.webhooks.models import NewDelivery, Webhook, new_webhook_id
 
     tables = (webhooks, webhook_deliveries, analytics_counts, analytics_users, analytics_online)
     for app_id in ("purged", "bystander"):

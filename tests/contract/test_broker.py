@@ -18,16 +18,16 @@ from tests.support.backends import (
     redis_admin,
 )
 from tests.support.services import NatsServer
-from xshathra.brokers import (
-    Broker,
+from xshathra.brokers import ClusterBroker
+from xshathra.model import (
+    AppId,
     BrokerPublication,
+    ChannelRef,
     ClientInfoData,
     HistoryOptions,
     PublishOptions,
     StreamPosition,
 )
-from xshathra.engine.channels import ChannelRef
-from xshathra.tenancy.apps import AppId
 
 REF = ChannelRef(AppId("app"), "public:room")
 OTHER = ChannelRef(AppId("app"), "elsewhere")
@@ -42,21 +42,23 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[BrokerBackend
 
 
 @pytest.fixture
-async def node(backend: BrokerBackend) -> tuple[Broker, Collector]:
+async def node(backend: BrokerBackend) -> tuple[ClusterBroker, Collector]:
     """A started broker and the handler it reports to (closed by the backend)."""
     broker, events = backend.make(), Collector()
     await broker.start(events)
     return broker, events
 
 
-async def _all(broker: Broker, ref: ChannelRef = REF) -> list[BrokerPublication]:
+async def _all(broker: ClusterBroker, ref: ChannelRef = REF) -> list[BrokerPublication]:
     return (await broker.history(ref, HistoryOptions(limit=-1))).publications
 
 
 # --- delivery -------------------------------------------------------------------------------
 
 
-async def test_publish_reaches_a_subscribed_handler_only(node: tuple[Broker, Collector]) -> None:
+async def test_publish_reaches_a_subscribed_handler_only(
+    node: tuple[ClusterBroker, Collector],
+) -> None:
     """A publication reaches the handler once subscribe() returned; other channels' do not."""
     broker, events = node
     await broker.subscribe(REF)
@@ -69,7 +71,7 @@ async def test_publish_reaches_a_subscribed_handler_only(node: tuple[Broker, Col
     assert (pub.offset, pub.epoch) == (0, "")
 
 
-async def test_publication_fields_survive_the_trip(node: tuple[Broker, Collector]) -> None:
+async def test_publication_fields_survive_the_trip(node: tuple[ClusterBroker, Collector]) -> None:
     """Data bytes, tags, publisher info, time, offset and epoch arrive as published, live and
     from history alike."""
     broker, events = node
@@ -86,7 +88,7 @@ async def test_publication_fields_survive_the_trip(node: tuple[Broker, Collector
         assert before - 1000 <= pub.time <= int(time.time() * 1000) + 1000
 
 
-async def test_unsubscribe_stops_delivery(node: tuple[Broker, Collector]) -> None:
+async def test_unsubscribe_stops_delivery(node: tuple[ClusterBroker, Collector]) -> None:
     """After unsubscribe() nothing of the channel arrives (control shows the order)."""
     broker, events = node
     await broker.subscribe(REF)
@@ -97,7 +99,7 @@ async def test_unsubscribe_stops_delivery(node: tuple[Broker, Collector]) -> Non
     assert await events.next() == ("control", None, b"marker")
 
 
-async def test_join_leave_and_control(node: tuple[Broker, Collector]) -> None:
+async def test_join_leave_and_control(node: tuple[ClusterBroker, Collector]) -> None:
     """Join and leave reach the channel's subscribers with the client's info; control reaches
     the node without any subscription."""
     broker, events = node
@@ -110,7 +112,7 @@ async def test_join_leave_and_control(node: tuple[Broker, Collector]) -> None:
     assert await events.next() == ("control", None, b"hello nodes")
 
 
-async def test_apps_never_see_each_other(node: tuple[Broker, Collector]) -> None:
+async def test_apps_never_see_each_other(node: tuple[ClusterBroker, Collector]) -> None:
     """Same channel name in two apps, and names built to collide if app and name were simply
     joined with ':', stay apart in delivery and history."""
     broker, events = node
@@ -129,7 +131,9 @@ async def test_apps_never_see_each_other(node: tuple[Broker, Collector]) -> None
 # --- history --------------------------------------------------------------------------------
 
 
-async def test_offsets_increase_and_history_is_bounded(node: tuple[Broker, Collector]) -> None:
+async def test_offsets_increase_and_history_is_bounded(
+    node: tuple[ClusterBroker, Collector],
+) -> None:
     """Offsets go 1, 2, 3… in one epoch; history keeps the newest `history_size`."""
     broker, _ = node
     positions = [await broker.publish(REF, b"%d" % i, HISTORY) for i in range(5)]
@@ -141,7 +145,7 @@ async def test_offsets_increase_and_history_is_bounded(node: tuple[Broker, Colle
     assert history.position == positions[-1]
 
 
-async def test_history_since_limit_reverse(node: tuple[Broker, Collector]) -> None:
+async def test_history_since_limit_reverse(node: tuple[ClusterBroker, Collector]) -> None:
     """`limit` 0 is the position only, > 0 a bound, -1 everything; `since` keeps what comes
     after it in its epoch, or with `reverse` (newest first) the page before it."""
     broker, _ = node
@@ -176,7 +180,7 @@ async def test_history_since_limit_reverse(node: tuple[Broker, Collector]) -> No
     assert await got(limit=-1, since=at(3, "another-epoch"), reverse=True) == []
 
 
-async def test_position_of_an_unused_channel(node: tuple[Broker, Collector]) -> None:
+async def test_position_of_an_unused_channel(node: tuple[ClusterBroker, Collector]) -> None:
     """Reading a channel nobody published to starts its epoch at offset 0; the first publish
     continues it."""
     broker, _ = node
@@ -204,7 +208,7 @@ async def test_epoch_changes_when_the_broker_loses_its_state(backend: BrokerBack
     assert stale.publications == []
 
 
-async def test_history_expires_after_its_ttl(node: tuple[Broker, Collector]) -> None:
+async def test_history_expires_after_its_ttl(node: tuple[ClusterBroker, Collector]) -> None:
     """Publications go `history_ttl` seconds after the channel's last publish."""
     broker, _ = node
     await broker.publish(REF, b"1", PublishOptions(history_size=3, history_ttl=1))
@@ -215,7 +219,7 @@ async def test_history_expires_after_its_ttl(node: tuple[Broker, Collector]) -> 
         await asyncio.sleep(0.1)  # expiry is time itself: nothing to await but the clock
 
 
-async def test_idempotency_key(node: tuple[Broker, Collector]) -> None:
+async def test_idempotency_key(node: tuple[ClusterBroker, Collector]) -> None:
     """A repeated key answers the first result without publishing again; another key, or
     the same key on another channel, publishes."""
     broker, events = node
@@ -233,7 +237,7 @@ async def test_idempotency_key(node: tuple[Broker, Collector]) -> None:
     assert [p.data for p in await _all(broker)] == [b"1", b"3"]
 
 
-async def test_idempotency_key_without_history(node: tuple[Broker, Collector]) -> None:
+async def test_idempotency_key_without_history(node: tuple[ClusterBroker, Collector]) -> None:
     """Without history a repeated key is not delivered twice either."""
     broker, events = node
     await broker.subscribe(REF)
@@ -245,7 +249,7 @@ async def test_idempotency_key_without_history(node: tuple[Broker, Collector]) -
     assert await events.next() == ("control", None, b"marker")
 
 
-async def test_remove_history_keeps_the_position(node: tuple[Broker, Collector]) -> None:
+async def test_remove_history_keeps_the_position(node: tuple[ClusterBroker, Collector]) -> None:
     """remove_history drops the publications; epoch and offset go on."""
     broker, _ = node
     last = await broker.publish(REF, b"1", HISTORY)
@@ -400,7 +404,7 @@ async def test_nats_outage_resubscribes_and_tells_the_handler(nats_server: NatsS
 async def test_nats_unreachable_is_reported() -> None:
     """Against a port where nothing listens, start() raises a ConnectionError naming NATS."""
     from xshathra.brokers.nats import NatsBroker
-    from xshathra.brokers.natslink import NatsLink
+    from xshathra.links.nats import NatsLink
 
     broker = NatsBroker(NatsLink("nats://127.0.0.1:1", name="n"), prefix="xs_nowhere", node_id="n")
     with pytest.raises(ConnectionError, match="NATS"):

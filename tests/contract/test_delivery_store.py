@@ -8,9 +8,8 @@ import asyncio
 from datetime import timedelta
 
 from xshathra.storage.database import Database
-from xshathra.storage.deliveries import NewDelivery
 from xshathra.tenancy.apps import generate_app, utcnow
-from xshathra.webhooks.models import Webhook, WebhookLimitError, new_webhook_id
+from xshathra.webhooks.models import NewDelivery, Webhook, WebhookLimitError, new_webhook_id
 
 
 async def _app_with_hook(database: Database, app_id: str) -> str:

@@ -9,10 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.support.backends import BACKENDS, SHARED, presence_backend
-from xshathra.brokers import ClientInfoData
-from xshathra.engine.channels import ChannelRef
+from xshathra.model import AppId, ChannelRef, ClientInfoData
 from xshathra.presence import PresenceStore
-from xshathra.tenancy.apps import AppId
 
 REF = ChannelRef(AppId("app"), "public:room")
 A1 = ClientInfoData("alice", "c1", b'{"x":1}', b'{"seat":3}')

@@ -37,7 +37,7 @@ async def nodes(request: pytest.FixtureRequest) -> AsyncIterator[NodeFactory]:
             counter = LimitsCounter("async+" + REDIS_URL)
         else:
             from xshathra.api.ratelimit_nats import NatsWindowCounter
-            from xshathra.brokers.natslink import NatsLink
+            from xshathra.links.nats import NatsLink
 
             counter = NatsWindowCounter(NatsLink(NATS_URL, name=prefix), prefix=prefix)
         counters.append(counter)

@@ -506,9 +506,8 @@ def test_server_api_request_decoders_only_refuse(method: str, body: bytes) -> No
 def test_control_and_broker_wire_decoders_never_crash(data: bytes) -> None:
     """Node control messages and Redis channel messages: garbage is ignored, never raised."""
     from xshathra.brokers.redis import RedisBroker
-    from xshathra.engine.channels import ChannelRef
     from xshathra.engine.node import _control_decoder
-    from xshathra.tenancy.apps import AppId
+    from xshathra.model import AppId, ChannelRef
 
     with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
         _control_decoder.decode(data)

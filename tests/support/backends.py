@@ -10,8 +10,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from tests.support.services import NATS_HOST, NATS_PORT, REDIS_HOST, REDIS_PORT, ensure_service
-from xshathra.brokers import Broker, BrokerPublication, ClientInfoData
-from xshathra.engine.channels import ChannelRef
+from xshathra.brokers import ClusterBroker
+from xshathra.model import BrokerPublication, ChannelRef, ClientInfoData
 from xshathra.presence import PresenceStore
 
 REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
@@ -84,12 +84,12 @@ class BrokerBackend:
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self.prefix = f"xs_test_{secrets.token_hex(6)}"
-        self._made: list[Broker] = []
-        self._memory: Broker | None = None
+        self._made: list[ClusterBroker] = []
+        self._memory: ClusterBroker | None = None
         self.url: str | None = None  # another server than the shared one (outage tests)
 
-    def make(self, node_id: str | None = None) -> Broker:
-        broker: Broker
+    def make(self, node_id: str | None = None) -> ClusterBroker:
+        broker: ClusterBroker
         if self.kind == "memory":
             from xshathra.brokers.memory import MemoryBroker
 
@@ -98,7 +98,7 @@ class BrokerBackend:
             broker = self._memory
         elif self.kind == "nats":
             from xshathra.brokers.nats import NatsBroker
-            from xshathra.brokers.natslink import NatsLink
+            from xshathra.links.nats import NatsLink
 
             node_id = node_id or f"node-{len(self._made)}-{secrets.token_hex(3)}"
             link = NatsLink(self.url or NATS_URL, name=f"{self.prefix}.{node_id}")
@@ -153,7 +153,7 @@ async def presence_backend(kind: str, ttl: int = 60) -> AsyncIterator[PresenceSt
         store = MemoryPresenceStore()
     elif kind == "nats":
         ensure_service("nats", NATS_HOST, NATS_PORT)
-        from xshathra.brokers.natslink import NatsLink
+        from xshathra.links.nats import NatsLink
         from xshathra.presence.nats import NatsPresenceStore
 
         store = NatsPresenceStore(NatsLink(NATS_URL, name=prefix), prefix=prefix, ttl=ttl)

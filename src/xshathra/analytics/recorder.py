@@ -12,8 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from xshathra.analytics import AnalyticsPoint, AnalyticsSnapshot
-from xshathra.storage.analytics import SqlAnalyticsStore
+from xshathra.analytics import AnalyticsPoint, AnalyticsSnapshot, AnalyticsStore
 
 log = logging.getLogger("xshathra.analytics")
 KEEP_SECONDS = 31 * 86400
@@ -28,7 +27,7 @@ def _hour(t: float) -> int:
 
 
 class AnalyticsRecorder:
-    def __init__(self, store: SqlAnalyticsStore, node_id: str, flush_interval: float = 2.0) -> None:
+    def __init__(self, store: AnalyticsStore, node_id: str, flush_interval: float = 2.0) -> None:
         self._store = store
         self._node_id = node_id
         self._interval = flush_interval

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from xshathra.api.globmatch import MAX_PATTERN_LENGTH, Glob
-from xshathra.engine.channels import ChannelRef, is_valid_channel, namespace_of
+from xshathra.engine.channels import is_valid_channel, namespace_of
+from xshathra.model import AppId, ChannelRef
 from xshathra.protocol import messages as m
 from xshathra.protocol.codes import ERROR_MESSAGES, ErrorCode
-from xshathra.tenancy.apps import AppId
 
 if TYPE_CHECKING:
     from xshathra.engine.node import Node

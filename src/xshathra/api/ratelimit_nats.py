@@ -13,7 +13,7 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
 from xshathra.api.ratelimit import WINDOW, sliding_window_wait
-from xshathra.brokers.natslink import (
+from xshathra.links.nats import (
     NatsLink,
     NatsUnavailable,
     StreamUser,

@@ -13,9 +13,8 @@ from typing import Any
 
 import msgspec
 
-from xshathra.storage.deliveries import Delivery
 from xshathra.tenancy.apps import Application
-from xshathra.webhooks.models import Webhook
+from xshathra.webhooks.models import Delivery, Webhook
 
 
 def iso(value: datetime) -> str:

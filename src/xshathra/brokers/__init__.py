@@ -1,115 +1,54 @@
-"""The broker: moves publications, join/leave events and control messages between nodes, and keeps
-channel history, because publishing and appending to history must be one atomic step.
+"""The broker contract: `Broker` moves publications and join/leave events between nodes and
+keeps channel history (publishing and appending to history are one atomic step); `ControlBus`
+carries node-wide control messages. Every backend here implements both on one connection, as
+`ClusterBroker`. The value types they exchange live in `xshathra.model`.
 
-Contract (as centrifuge's Broker states it): delivery to other nodes is at most once; history
-offsets are strictly increasing within an epoch; a new epoch means earlier offsets are void.
+Guarantees, as centrifuge states them: delivery to other nodes is at most once and, per channel
+and per publishing node, in publish order; history offsets are strictly increasing within an
+epoch; a new epoch means earlier offsets are void. A backend that may have lost messages (its
+connection dropped) must say so through `on_reconnect`, never recover silently.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Protocol
 
-from xshathra.engine.channels import ChannelRef
-
-
-@dataclass(frozen=True, slots=True)
-class StreamPosition:
-    offset: int
-    epoch: str
-
-
-@dataclass(frozen=True, slots=True)
-class ClientInfoData:
-    """Who published or joined. `conn_info`/`chan_info` are raw JSON bytes or b""."""
-
-    user: str
-    client: str
-    conn_info: bytes = b""
-    chan_info: bytes = b""
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerPublication:
-    data: bytes  # raw JSON, never parsed by the engine
-    offset: int = 0
-    epoch: str = ""
-    tags: dict[str, str] | None = None
-    info: ClientInfoData | None = None
-    time: int = 0  # unix ms
-
-
-@dataclass(frozen=True, slots=True)
-class PublishOptions:
-    history_size: int = 0
-    history_ttl: int = 0  # seconds
-    tags: dict[str, str] | None = None
-    info: ClientInfoData | None = None
-    idempotency_key: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryOptions:
-    limit: int = 0  # 0: only the stream position; -1: everything kept
-    since: StreamPosition | None = None
-    reverse: bool = False
-    # At most this many bytes of publications (`reply_size`) in the result; 0: no cap. The
-    # first publication always fits, so that paging through history always moves on.
-    max_bytes: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryResult:
-    publications: list[BrokerPublication] = field(default_factory=list)
-    position: StreamPosition = StreamPosition(0, "")
-    truncated: bool = False  # `max_bytes` left out publications that `limit` would have given
-
-
-# What one publication adds to a reply beyond its data, tags and info (JSON keys, offset).
-REPLY_OVERHEAD = 64
-
-
-def reply_size(pub: BrokerPublication) -> int:
-    """Roughly the bytes a publication takes in a reply frame (never less)."""
-    size = REPLY_OVERHEAD + len(pub.data)
-    if pub.tags:
-        size += sum(len(k) + len(v) + 6 for k, v in pub.tags.items())
-    if pub.info is not None:
-        info = pub.info
-        size += len(info.user) + len(info.client) + len(info.conn_info) + len(info.chan_info)
-    return size
-
-
-def fit(pubs: list[BrokerPublication], max_bytes: int) -> tuple[list[BrokerPublication], bool]:
-    """The longest prefix of `pubs` within `max_bytes` (at least one publication), and whether
-    any was left out. Every broker caps its history replies with it."""
-    if max_bytes <= 0:
-        return pubs, False
-    total = 0
-    for i, pub in enumerate(pubs):
-        total += reply_size(pub)
-        if total > max_bytes and i > 0:
-            return pubs[:i], True
-    return pubs, False
+from xshathra.model import (
+    BrokerPublication,
+    ChannelRef,
+    ClientInfoData,
+    HistoryOptions,
+    HistoryResult,
+    PublishOptions,
+    StreamPosition,
+    SubscriberCounts,
+)
 
 
 class BrokerEventHandler(Protocol):
     """What a broker calls when an event reaches this node: on the event loop, never blocking."""
 
-    def on_publication(self, ref: ChannelRef, pub: BrokerPublication) -> None: ...
+    def on_publication(self, ref: ChannelRef, pub: BrokerPublication) -> None:
+        """A publication of a channel this node subscribed, at most once, in publish order."""
 
     def on_join(self, ref: ChannelRef, info: ClientInfoData) -> None: ...
 
     def on_leave(self, ref: ChannelRef, info: ClientInfoData) -> None: ...
 
-    def on_control(self, data: bytes) -> None: ...
+    def on_control(self, data: bytes) -> None:
+        """A control message (`ControlBus.publish_control`) from any node, this one included."""
 
     def on_reconnect(self) -> None:
         """The broker's connection came back: events may have been missed meanwhile."""
 
 
 class Broker(Protocol):
-    async def start(self, handler: BrokerEventHandler) -> None: ...
+    """Publish/subscribe between nodes, channel history and cluster-wide subscriber counts."""
+
+    async def start(self, handler: BrokerEventHandler) -> None:
+        """Connect and deliver events to `handler` from now on. A backend whose subscription
+        drops must resubscribe by itself and then call `handler.on_reconnect()` (the events
+        published meanwhile are lost), so subscribers can recover from history."""
 
     async def close(self) -> None: ...
 
@@ -117,29 +56,49 @@ class Broker(Protocol):
         """Raise if the broker cannot serve (used by the health check)."""
 
     async def subscribe(self, ref: ChannelRef) -> None:
-        """Start receiving this channel's events on this node (first local subscriber)."""
+        """Start receiving this channel's events on this node (first local subscriber); returns
+        once the subscription is live, so a publish after it is not missed."""
 
     async def unsubscribe(self, ref: ChannelRef) -> None:
         """Stop receiving them (last local subscriber left)."""
 
     async def publish(self, ref: ChannelRef, data: bytes, opts: PublishOptions) -> StreamPosition:
-        """Deliver to every node and, when `opts.history_size` > 0, append to history atomically."""
+        """Deliver to every node subscribed (at most once) and, when `opts.history_size` > 0,
+        append to history in the same atomic step: a publication is in history if and only if
+        it was sent, and its offset is the stream's next one. With `opts.idempotency_key`, a
+        repeat of the key on the channel within the backend's window publishes nothing again
+        and returns the first publish's position."""
 
-    async def publish_join(self, ref: ChannelRef, info: ClientInfoData) -> None: ...
+    async def publish_join(self, ref: ChannelRef, info: ClientInfoData) -> None:
+        """Deliver a join event to every node subscribed (at most once, never in history)."""
 
-    async def publish_leave(self, ref: ChannelRef, info: ClientInfoData) -> None: ...
+    async def publish_leave(self, ref: ChannelRef, info: ClientInfoData) -> None:
+        """Deliver a leave event to every node subscribed (at most once, never in history)."""
 
-    async def publish_control(self, data: bytes) -> None:
-        """Deliver a control message to every node, this one included."""
+    async def history(self, ref: ChannelRef, opts: HistoryOptions) -> HistoryResult:
+        """The channel's kept publications as `opts` selects them (capped by `opts.max_bytes`
+        with `xshathra.model.fit`) and its current stream position, even when none is kept."""
 
-    async def history(self, ref: ChannelRef, opts: HistoryOptions) -> HistoryResult: ...
+    async def remove_history(self, ref: ChannelRef) -> None:
+        """Drop the kept publications; the stream position (offset and epoch) stays."""
 
-    async def remove_history(self, ref: ChannelRef) -> None: ...
-
-    async def set_subscriber_count(self, ref: ChannelRef, count: int) -> tuple[int, int]:
+    async def set_subscriber_count(self, ref: ChannelRef, count: int) -> SubscriberCounts:
         """Record how many subscribers this node has on the channel now; returns the channel's
         subscribers on every live node before and after, read atomically with the change (so
         exactly one node sees a channel become occupied or vacated)."""
 
     async def subscriber_count(self, ref: ChannelRef) -> int:
         """Subscribers of the channel on every live node."""
+
+
+class ControlBus(Protocol):
+    """Node-wide control messages (disconnect, unsubscribe, app changes, ...)."""
+
+    async def publish_control(self, data: bytes) -> None:
+        """Deliver `data` to the `on_control` of every live node's handler, this node's
+        included, at most once. A node that was cut off learns of it through `on_reconnect`."""
+
+
+class ClusterBroker(Broker, ControlBus, Protocol):
+    """A broker that carries control messages too, on the same connection and to the handler
+    given to `start`: what a node is given (memory, Redis and NATS all implement it)."""

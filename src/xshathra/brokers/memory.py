@@ -23,18 +23,19 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from xshathra.brokers import (
-    BrokerEventHandler,
+from xshathra.brokers import BrokerEventHandler, ClusterBroker
+from xshathra.model import (
+    AppId,
     BrokerPublication,
+    ChannelRef,
     ClientInfoData,
     HistoryOptions,
     HistoryResult,
     PublishOptions,
     StreamPosition,
+    SubscriberCounts,
     fit,
 )
-from xshathra.engine.channels import ChannelRef
-from xshathra.tenancy.apps import AppId
 
 IDEMPOTENCY_TTL = 300.0
 
@@ -80,7 +81,7 @@ def _kept_size(pub: BrokerPublication) -> int:
     return size
 
 
-class MemoryBroker:
+class MemoryBroker(ClusterBroker):
     """Broker for one node. A history stream expires `history_ttl` s after its last publish."""
 
     def __init__(
@@ -355,13 +356,13 @@ class MemoryBroker:
             stream.items.clear()
             self._charge(ref, stream, STREAM_OVERHEAD - stream.size)
 
-    async def set_subscriber_count(self, ref: ChannelRef, count: int) -> tuple[int, int]:
+    async def set_subscriber_count(self, ref: ChannelRef, count: int) -> SubscriberCounts:
         before = self._counts.get(ref, 0)
         if count:
             self._counts[ref] = count
         else:
             self._counts.pop(ref, None)
-        return before, count
+        return SubscriberCounts(before, count)
 
     async def subscriber_count(self, ref: ChannelRef) -> int:
         return self._counts.get(ref, 0)

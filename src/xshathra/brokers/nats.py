@@ -37,25 +37,27 @@ from nats.errors import Error as NatsError
 from nats.js import api
 from nats.js.errors import APIError, NotFoundError
 
-from xshathra.brokers import (
-    BrokerEventHandler,
-    BrokerPublication,
-    ClientInfoData,
-    HistoryOptions,
-    HistoryResult,
-    PublishOptions,
-    StreamPosition,
-    fit,
-)
-from xshathra.brokers.natslink import (
+from xshathra.brokers import BrokerEventHandler, ClusterBroker
+from xshathra.links.nats import (
     NatsLink,
     NatsUnavailable,
     append_after,
     channel_token,
     stream_name,
 )
-from xshathra.brokers.natslink import text_token as _text_token
-from xshathra.engine.channels import ChannelRef
+from xshathra.links.nats import text_token as _text_token
+from xshathra.links.packing import Info, decode_info, encode_info, pack_info, unpack_info
+from xshathra.model import (
+    BrokerPublication,
+    ChannelRef,
+    ClientInfoData,
+    HistoryOptions,
+    HistoryResult,
+    PublishOptions,
+    StreamPosition,
+    SubscriberCounts,
+    fit,
+)
 
 log = logging.getLogger("xshathra.nats")
 
@@ -66,8 +68,6 @@ CONFIRM_TIMEOUT = 5
 MAX_ATTEMPTS = 50
 MSG_ID = "Nats-Msg-Id"
 TOPS_CACHED = 10_000
-
-Info = tuple[str, str, bytes, bytes]
 
 
 class _Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
@@ -85,18 +85,9 @@ class _Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
 
 _encode = msgspec.msgpack.Encoder().encode
 _envelope = msgspec.msgpack.Decoder(_Envelope)
-_info = msgspec.msgpack.Decoder(Info)
 _counts = msgspec.msgpack.Decoder(dict[str, int])
 
 PUBLICATION, MARKER, JOIN, LEAVE = b"p", b"m", b"j", b"l"
-
-
-def _pack_info(info: ClientInfoData | None) -> Info | None:
-    return None if info is None else (info.user, info.client, info.conn_info, info.chan_info)
-
-
-def _unpack_info(info: Info | None) -> ClientInfoData | None:
-    return None if info is None else ClientInfoData(*info)
 
 
 def _publication(env: _Envelope) -> BrokerPublication:
@@ -105,7 +96,7 @@ def _publication(env: _Envelope) -> BrokerPublication:
         offset=env.offset,
         epoch=env.epoch,
         tags=env.tags,
-        info=_unpack_info(env.info),
+        info=unpack_info(env.info),
         time=env.time,
     )
 
@@ -124,7 +115,7 @@ class _Top:
     env: _Envelope
 
 
-class NatsBroker:
+class NatsBroker(ClusterBroker):
     """Broker shared by every node that uses the same NATS (with JetStream) and `prefix`."""
 
     def __init__(self, link: NatsLink, *, prefix: str = "xs", node_id: str) -> None:
@@ -305,9 +296,9 @@ class NatsBroker:
                 if kind == PUBLICATION:
                     handler.on_publication(ref, _publication(_envelope.decode(data[1:])))
                 elif kind == JOIN:
-                    handler.on_join(ref, ClientInfoData(*_info.decode(data[1:])))
+                    handler.on_join(ref, unpack_info(decode_info(data[1:])))
                 elif kind == LEAVE:
-                    handler.on_leave(ref, ClientInfoData(*_info.decode(data[1:])))
+                    handler.on_leave(ref, unpack_info(decode_info(data[1:])))
             except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
                 log.warning("ignoring a malformed message on a channel subject")
             except Exception:
@@ -348,7 +339,7 @@ class NatsBroker:
             _Envelope(
                 data=data,
                 tags=opts.tags,
-                info=_pack_info(opts.info),
+                info=pack_info(opts.info),
                 time=int(time.time() * 1000),
             )
         )
@@ -374,7 +365,7 @@ class NatsBroker:
                 offset=top.env.offset + 1 if top else 1,
                 epoch=top.env.epoch if top else secrets.token_hex(4),
                 tags=opts.tags,
-                info=_pack_info(opts.info),
+                info=pack_info(opts.info),
                 time=now,
                 size=opts.history_size,
                 expires=now + opts.history_ttl * 1000 if opts.history_ttl > 0 else 0,
@@ -440,11 +431,11 @@ class NatsBroker:
 
     async def publish_join(self, ref: ChannelRef, info: ClientInfoData) -> None:
         nc, _ = await self._connected()
-        await nc.publish(self._channel(ref), JOIN + _encode(_pack_info(info)))
+        await nc.publish(self._channel(ref), JOIN + encode_info(pack_info(info)))
 
     async def publish_leave(self, ref: ChannelRef, info: ClientInfoData) -> None:
         nc, _ = await self._connected()
-        await nc.publish(self._channel(ref), LEAVE + _encode(_pack_info(info)))
+        await nc.publish(self._channel(ref), LEAVE + encode_info(pack_info(info)))
 
     async def publish_control(self, data: bytes) -> None:
         nc, _ = await self._connected()
@@ -518,7 +509,7 @@ class NatsBroker:
             await self._refresh_alive()  # a node that started since we last looked
         return sum(n for node, n in counts.items() if node in self._alive)
 
-    async def set_subscriber_count(self, ref: ChannelRef, count: int) -> tuple[int, int]:
+    async def set_subscriber_count(self, ref: ChannelRef, count: int) -> SubscriberCounts:
         _, js = await self._connected()
         for attempt in range(MAX_ATTEMPTS):
             seq, counts = await self._counts(ref)
@@ -530,7 +521,7 @@ class NatsBroker:
             else:
                 after_counts.pop(self._node, None)
             if await append_after(js, self._count_subject(ref), _encode(after_counts), seq):
-                return before, sum(after_counts.values())
+                return SubscriberCounts(before, sum(after_counts.values()))
             await _back_off(attempt)
         raise NatsUnavailable("too many concurrent subscriber count updates")
 

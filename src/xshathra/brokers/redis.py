@@ -24,22 +24,26 @@ import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from xshathra.brokers import (
-    BrokerEventHandler,
+from xshathra.brokers import BrokerEventHandler, ClusterBroker
+from xshathra.links.keys import channel_ident
+from xshathra.links.packing import Info, decode_info, encode_info, pack_info, unpack_info
+from xshathra.links.redis import redis_client
+from xshathra.model import (
     BrokerPublication,
+    ChannelRef,
     ClientInfoData,
     HistoryOptions,
     HistoryResult,
     PublishOptions,
     StreamPosition,
+    SubscriberCounts,
     fit,
 )
-from xshathra.engine.channels import ChannelRef
 
 log = logging.getLogger("xshathra.redis")
 
@@ -53,8 +57,6 @@ CONFIRM_TIMEOUT = 5.0  # longest wait for Redis to confirm a SUBSCRIBE
 IDLE_PING = 5.0  # a silent subscription is PINGed after this long; no answer in as long: lost
 RECONNECT_MIN_DELAY = 0.05
 RECONNECT_MAX_DELAY = 5.0
-
-Info = tuple[str, str, bytes, bytes]
 
 
 class _Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
@@ -70,29 +72,6 @@ class _Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
 
 _encode = msgspec.msgpack.Encoder().encode
 _envelope = msgspec.msgpack.Decoder(_Envelope)
-_info = msgspec.msgpack.Decoder(Info)
-
-
-def _pack_info(info: ClientInfoData | None) -> Info | None:
-    return None if info is None else (info.user, info.client, info.conn_info, info.chan_info)
-
-
-def _unpack_info(info: Info | None) -> ClientInfoData | None:
-    return None if info is None else ClientInfoData(*info)
-
-
-def redis_client(url: str) -> Redis:
-    """A client for commands that survives a Redis restart: a stale pooled connection is
-    retried on a fresh one instead of failing the first command after the restart. (A command
-    cut off after Redis ran it may thus run twice: publish with an idempotency key where that
-    matters.)"""
-    return Redis.from_url(
-        url,
-        decode_responses=False,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        health_check_interval=30,
-    )
 
 
 def _script(name: str) -> str:
@@ -105,13 +84,7 @@ def _resolve(waiters: Iterable[asyncio.Future[None]]) -> None:
             waiter.set_result(None)
 
 
-def _ident(ref: ChannelRef) -> str:
-    """The channel's part of every key and topic. The app id is length-prefixed, so ("a:b",
-    "c") and ("a", "b:c") can never meet; the name comes last and needs no escaping."""
-    return f"{len(ref.app_id)}:{ref.app_id}:{ref.name}"
-
-
-class RedisBroker:
+class RedisBroker(ClusterBroker):
     """Broker shared by every node that uses the same Redis and `prefix`.
 
     One PUB/SUB connection per node carries every channel this node subscribed plus the
@@ -161,19 +134,19 @@ class RedisBroker:
     # --- naming: the only place a ChannelRef becomes Redis names -------------------------------
 
     def _topic(self, ref: ChannelRef) -> bytes:
-        return f"{self._prefix}.ch.{_ident(ref)}".encode()
+        return f"{self._prefix}.ch.{channel_ident(ref)}".encode()
 
     def _stream(self, ref: ChannelRef) -> str:
-        return f"{self._prefix}.st.{_ident(ref)}"
+        return f"{self._prefix}.st.{channel_ident(ref)}"
 
     def _meta(self, ref: ChannelRef) -> str:
-        return f"{self._prefix}.mt.{_ident(ref)}"
+        return f"{self._prefix}.mt.{channel_ident(ref)}"
 
     def _idempotency(self, ref: ChannelRef, key: str) -> str:
-        return f"{self._prefix}.id.{len(key)}:{key}:{_ident(ref)}"
+        return f"{self._prefix}.id.{len(key)}:{key}:{channel_ident(ref)}"
 
     def _counts(self, ref: ChannelRef) -> str:
-        return f"{self._prefix}.sc.{_ident(ref)}"
+        return f"{self._prefix}.sc.{channel_ident(ref)}"
 
     def _alive(self, node_id: str) -> str:
         return f"{self._prefix}.node.{node_id}"
@@ -375,14 +348,14 @@ class RedisBroker:
                         offset=int(offset),
                         epoch=epoch.decode(),
                         tags=env.tags,
-                        info=_unpack_info(env.info),
+                        info=unpack_info(env.info),
                         time=env.time,
                     ),
                 )
             elif kind == b"j":
-                handler.on_join(ref, ClientInfoData(*_info.decode(data[1:])))
+                handler.on_join(ref, unpack_info(decode_info(data[1:])))
             elif kind == b"l":
-                handler.on_leave(ref, ClientInfoData(*_info.decode(data[1:])))
+                handler.on_leave(ref, unpack_info(decode_info(data[1:])))
         except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
             log.warning("ignoring a malformed message on a channel topic")
 
@@ -418,7 +391,7 @@ class RedisBroker:
     async def publish(self, ref: ChannelRef, data: bytes, opts: PublishOptions) -> StreamPosition:
         payload = _encode(
             _Envelope(
-                data=data, tags=opts.tags, info=_pack_info(opts.info), time=int(time.time() * 1000)
+                data=data, tags=opts.tags, info=pack_info(opts.info), time=int(time.time() * 1000)
             )
         )
         idem = self._idempotency(ref, opts.idempotency_key) if opts.idempotency_key else ""
@@ -438,10 +411,10 @@ class RedisBroker:
         return StreamPosition(int(offset), epoch.decode())
 
     async def publish_join(self, ref: ChannelRef, info: ClientInfoData) -> None:
-        await self._redis.publish(self._topic(ref), b"j" + _encode(_pack_info(info)))
+        await self._redis.publish(self._topic(ref), b"j" + encode_info(pack_info(info)))
 
     async def publish_leave(self, ref: ChannelRef, info: ClientInfoData) -> None:
-        await self._redis.publish(self._topic(ref), b"l" + _encode(_pack_info(info)))
+        await self._redis.publish(self._topic(ref), b"l" + encode_info(pack_info(info)))
 
     async def publish_control(self, data: bytes) -> None:
         await self._redis.publish(self._control, data)
@@ -477,7 +450,7 @@ class RedisBroker:
                     offset=int(bytes(raw[i]).partition(b"-")[0]),  # entry id "<offset>-0"
                     epoch=epoch,
                     tags=env.tags,
-                    info=_unpack_info(env.info),
+                    info=unpack_info(env.info),
                     time=env.time,
                 )
             )
@@ -488,12 +461,12 @@ class RedisBroker:
         # The meta hash stays, as in centrifuge: epoch and offset go on, clients stay comparable.
         await self._redis.delete(self._stream(ref))
 
-    async def set_subscriber_count(self, ref: ChannelRef, count: int) -> tuple[int, int]:
+    async def set_subscriber_count(self, ref: ChannelRef, count: int) -> SubscriberCounts:
         totals = await self._subscribers(
             keys=[self._counts(ref)],
             args=[self._node_id, count, f"{self._prefix}.node.", 86400],
         )
-        return int(totals[0]), int(totals[1])
+        return SubscriberCounts(int(totals[0]), int(totals[1]))
 
     async def subscriber_count(self, ref: ChannelRef) -> int:
         raw: dict[bytes, bytes] = await self._redis.hgetall(self._counts(ref))  # type: ignore[assignment]

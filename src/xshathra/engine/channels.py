@@ -1,26 +1,15 @@
-"""Channels inside tenants: the typed channel key, the name grammar and the namespace rule.
-
-Tenancy is never a glued string in business code: a channel is `ChannelRef(app_id, name)`.
-Only backends turn a ref into their own storage keys.
-"""
+"""Channels inside tenants: the name grammar and the namespace rule. The typed channel key,
+`ChannelRef`, is in `xshathra.model`."""
 
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
-
-from xshathra.tenancy.apps import AppId
 
 MAX_CHANNEL_LENGTH = 255
 NAMESPACE_SEPARATOR = ":"
 # Printable ASCII without space, quotes, backslash and angle brackets: safe in URLs, logs,
 # Redis keys and NATS subjects once escaped by the backend.
 _CHANNEL_RE = re.compile(r"[A-Za-z0-9_\-.:@=,;/!~*+#|$%&^()\[\]{}?]{1,255}")
-
-
-class ChannelRef(NamedTuple):
-    app_id: AppId
-    name: str
 
 
 def is_valid_channel(name: str) -> bool:

@@ -17,10 +17,10 @@ from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
-from xshathra.brokers import ClientInfoData, HistoryOptions, StreamPosition
-from xshathra.engine.channels import ChannelRef, is_valid_channel, namespace_of
+from xshathra.engine.channels import is_valid_channel, namespace_of
 from xshathra.engine.hub import client_info_message, publication_message
 from xshathra.engine.writer import FrameSink, OutgoingFrame, Writer
+from xshathra.model import AppId, ChannelRef, ClientInfoData, HistoryOptions, StreamPosition
 from xshathra.protocol import messages as m
 from xshathra.protocol.codes import (
     DISCONNECT_REASONS,
@@ -30,7 +30,7 @@ from xshathra.protocol.codes import (
     ErrorCode,
 )
 from xshathra.protocol.json_codec import ProtocolDecodeError, decode_commands, encode_reply
-from xshathra.tenancy.apps import AppId, Application, NamespaceOptions
+from xshathra.tenancy.apps import Application, NamespaceOptions
 from xshathra.tenancy.tokens import ConnectionClaims, TokenError, TokenExpiredError
 
 if TYPE_CHECKING:

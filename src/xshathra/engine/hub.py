@@ -12,12 +12,10 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from xshathra.brokers import BrokerPublication, ClientInfoData
-from xshathra.engine.channels import ChannelRef
 from xshathra.engine.writer import OutgoingFrame, Writer
+from xshathra.model import AppId, BrokerPublication, ChannelRef, ClientInfoData
 from xshathra.protocol import messages as m
 from xshathra.protocol.json_codec import encode_reply
-from xshathra.tenancy.apps import AppId
 
 if TYPE_CHECKING:
     from xshathra.engine.client import ClientSession

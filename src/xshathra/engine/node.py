@@ -17,25 +17,26 @@ from typing import TYPE_CHECKING, Protocol
 import msgspec
 
 from xshathra import __version__
-from xshathra.brokers import (
-    Broker,
+from xshathra.brokers import ClusterBroker
+from xshathra.engine.client import ClientError, ClientSession, State, Subscription
+from xshathra.engine.deadlines import Deadlines
+from xshathra.engine.hub import Hub, publication_message
+from xshathra.engine.writer import FlushScheduler, OutgoingFrame
+from xshathra.model import (
+    AppId,
     BrokerPublication,
+    ChannelRef,
     ClientInfoData,
     HistoryOptions,
     PublishOptions,
     StreamPosition,
 )
-from xshathra.engine.channels import ChannelRef
-from xshathra.engine.client import ClientError, ClientSession, State, Subscription
-from xshathra.engine.deadlines import Deadlines
-from xshathra.engine.hub import Hub, publication_message
-from xshathra.engine.writer import FlushScheduler, OutgoingFrame
 from xshathra.presence import PresenceStore
 from xshathra.protocol import messages as m
 from xshathra.protocol.codes import DisconnectCode, ErrorCode
 from xshathra.protocol.json_codec import PING_FRAME
 from xshathra.settings import Settings
-from xshathra.tenancy.apps import AppId, Application, AppStore, NamespaceOptions
+from xshathra.tenancy.apps import Application, AppStore, NamespaceOptions
 from xshathra.tenancy.tokens import TokenService
 
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ class Node:
         self,
         *,
         settings: Settings,
-        broker: Broker,
+        broker: ClusterBroker,
         presence: PresenceStore,
         apps: AppStore,
         tokens: TokenService,

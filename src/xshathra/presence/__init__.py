@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from xshathra.brokers import ClientInfoData
-from xshathra.engine.channels import ChannelRef
+from xshathra.model import ChannelRef, ClientInfoData, PresenceStats
 
 
 class PresenceStore(Protocol):
@@ -19,7 +18,7 @@ class PresenceStore(Protocol):
 
     async def presence(self, ref: ChannelRef) -> dict[str, ClientInfoData]: ...
 
-    async def presence_stats(self, ref: ChannelRef) -> tuple[int, int]:
-        """(number of clients, number of distinct users)."""
+    async def presence_stats(self, ref: ChannelRef) -> PresenceStats:
+        """The number of clients present and of distinct users among them."""
 
     async def close(self) -> None: ...

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from xshathra.brokers import ClientInfoData
-from xshathra.engine.channels import ChannelRef
+from xshathra.model import ChannelRef, ClientInfoData, PresenceStats
+from xshathra.presence import PresenceStore
 
 
-class MemoryPresenceStore:
+class MemoryPresenceStore(PresenceStore):
     def __init__(self) -> None:
         self._channels: dict[ChannelRef, dict[str, ClientInfoData]] = {}
 
@@ -23,9 +23,9 @@ class MemoryPresenceStore:
     async def presence(self, ref: ChannelRef) -> dict[str, ClientInfoData]:
         return dict(self._channels.get(ref, {}))
 
-    async def presence_stats(self, ref: ChannelRef) -> tuple[int, int]:
+    async def presence_stats(self, ref: ChannelRef) -> PresenceStats:
         clients = self._channels.get(ref, {})
-        return len(clients), len({info.user for info in clients.values()})
+        return PresenceStats(len(clients), len({info.user for info in clients.values()}))
 
     async def close(self) -> None:
         self._channels.clear()

@@ -6,26 +6,21 @@ presence well within `ttl`. Only this module turns a `ChannelRef` into presence 
 
 from __future__ import annotations
 
-import msgspec
 from nats.js import api
 
-from xshathra.brokers import ClientInfoData
-from xshathra.brokers.natslink import (
+from xshathra.links.nats import (
     NatsLink,
     StreamUser,
     channel_token,
     stream_name,
     text_token,
 )
-from xshathra.engine.channels import ChannelRef
-
-Info = tuple[str, str, bytes, bytes]
-
-_encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder(Info).decode
+from xshathra.links.packing import decode_info, encode_info, pack_info, unpack_info
+from xshathra.model import ChannelRef, ClientInfoData, PresenceStats
+from xshathra.presence import PresenceStore
 
 
-class NatsPresenceStore:
+class NatsPresenceStore(PresenceStore):
     def __init__(self, link: NatsLink, *, prefix: str = "xs", ttl: int = 60) -> None:
         if ttl < 1:
             raise ValueError("presence ttl must be at least 1 second")
@@ -49,7 +44,7 @@ class NatsPresenceStore:
 
     async def add_presence(self, ref: ChannelRef, info: ClientInfoData) -> None:
         _, js = await self._user.ready()
-        encoded = _encode((info.user, info.client, info.conn_info, info.chan_info))
+        encoded = encode_info(pack_info(info))
         await js.publish(self._subject(ref, info.client), encoded)
 
     async def remove_presence(self, ref: ChannelRef, client_id: str) -> None:
@@ -61,12 +56,12 @@ class NatsPresenceStore:
         msgs = await self._link.snapshot(
             self._stream, f"{self._prefix}.pr.{channel_token(ref)}.*", last_per_subject=True
         )
-        entries = (ClientInfoData(*_decode(m.data)) for m in msgs if m.data)
+        entries = (unpack_info(decode_info(m.data)) for m in msgs if m.data)
         return {info.client: info for info in entries}
 
-    async def presence_stats(self, ref: ChannelRef) -> tuple[int, int]:
+    async def presence_stats(self, ref: ChannelRef) -> PresenceStats:
         clients = await self.presence(ref)
-        return len(clients), len({info.user for info in clients.values()})
+        return PresenceStats(len(clients), len({info.user for info in clients.values()}))
 
     async def close(self) -> None:
         await self._user.close()

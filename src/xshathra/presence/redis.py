@@ -10,24 +10,20 @@ from __future__ import annotations
 
 from importlib import resources
 
-import msgspec
 from redis.asyncio import Redis
 
-from xshathra.brokers import ClientInfoData
-from xshathra.brokers.redis import redis_client
-from xshathra.engine.channels import ChannelRef
-
-Info = tuple[str, str, bytes, bytes]
-
-_encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder(Info).decode
+from xshathra.links.keys import channel_ident
+from xshathra.links.packing import decode_info, encode_info, pack_info, unpack_info
+from xshathra.links.redis import redis_client
+from xshathra.model import ChannelRef, ClientInfoData, PresenceStats
+from xshathra.presence import PresenceStore
 
 
 def _script(name: str) -> str:
     return resources.files("xshathra.presence.lua").joinpath(name).read_text(encoding="utf-8")
 
 
-class RedisPresenceStore:
+class RedisPresenceStore(PresenceStore):
     def __init__(self, url: str, *, prefix: str = "xs", ttl: int = 60) -> None:
         if ttl < 1:
             raise ValueError("presence ttl must be at least 1 second")
@@ -39,12 +35,11 @@ class RedisPresenceStore:
         self._read = self._redis.register_script(_script("read.lua"))
 
     def _keys(self, ref: ChannelRef) -> list[str]:
-        # Length-prefixed app id, as in the broker: ("a:b", "c") and ("a", "b:c") never meet.
-        ident = f"{len(ref.app_id)}:{ref.app_id}:{ref.name}"
+        ident = channel_ident(ref)  # the broker's too: ("a:b", "c") never meets ("a", "b:c")
         return [f"{self._prefix}.{kind}.{ident}" for kind in ("ph", "pz", "pu")]
 
     async def add_presence(self, ref: ChannelRef, info: ClientInfoData) -> None:
-        encoded = _encode((info.user, info.client, info.conn_info, info.chan_info))
+        encoded = encode_info(pack_info(info))
         await self._add(
             keys=self._keys(ref), args=[info.client, encoded, info.user, self.ttl * 1000]
         )
@@ -55,13 +50,13 @@ class RedisPresenceStore:
     async def presence(self, ref: ChannelRef) -> dict[str, ClientInfoData]:
         flat = await self._read(keys=self._keys(ref), args=["list"])
         return {
-            bytes(flat[i]).decode(): ClientInfoData(*_decode(flat[i + 1]))
+            bytes(flat[i]).decode(): unpack_info(decode_info(flat[i + 1]))
             for i in range(0, len(flat), 2)
         }
 
-    async def presence_stats(self, ref: ChannelRef) -> tuple[int, int]:
+    async def presence_stats(self, ref: ChannelRef) -> PresenceStats:
         clients, users = await self._read(keys=self._keys(ref), args=["stats"])
-        return int(clients), int(users)
+        return PresenceStats(int(clients), int(users))
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -7,13 +7,14 @@ import msgspec
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from xshathra.analytics import AnalyticsStore
 from xshathra.storage._dialect import insert_for
 from xshathra.storage.tables import analytics_counts, analytics_online, analytics_users
 
 _users_decoder = msgspec.json.Decoder(list[str])
 
 
-class SqlAnalyticsStore:
+class SqlAnalyticsStore(AnalyticsStore):
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 

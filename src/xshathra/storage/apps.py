@@ -14,6 +14,7 @@ from sqlalchemy import delete, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from xshathra.model import AppId
 from xshathra.storage.tables import (
     analytics_counts,
     analytics_online,
@@ -28,7 +29,6 @@ from xshathra.tenancy.apps import (
     MAX_HISTORY_TTL,
     AppChanges,
     AppExistsError,
-    AppId,
     AppIdRetiredError,
     Application,
     NamespaceOptions,

@@ -22,13 +22,14 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from xshathra.analytics import AnalyticsStore
 from xshathra.storage.analytics import SqlAnalyticsStore
 from xshathra.storage.apps import SqlAppStore
 from xshathra.storage.deliveries import SqlDeliveryStore
 from xshathra.storage.server_state import ServerStateStore, SqlServerStateStore
 from xshathra.storage.webhooks import SqlWebhookStore
 from xshathra.tenancy.apps import AppStore
-from xshathra.webhooks.models import WebhookStore
+from xshathra.webhooks.store import DeliveryStore, WebhookStore
 
 log = logging.getLogger("xshathra.storage")
 
@@ -74,8 +75,8 @@ class Database:
     apps: AppStore
     webhooks: WebhookStore
     server_state: ServerStateStore
-    deliveries: SqlDeliveryStore
-    analytics: SqlAnalyticsStore
+    deliveries: DeliveryStore
+    analytics: AnalyticsStore
 
     @property
     def dialect(self) -> str:

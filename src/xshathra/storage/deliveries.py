@@ -14,7 +14,6 @@ another app's deliveries.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,26 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from xshathra.storage.tables import webhook_deliveries
 from xshathra.tenancy.apps import utcnow
+from xshathra.webhooks.models import Delivery, NewDelivery
+from xshathra.webhooks.store import DeliveryStore
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Delivery:
-    id: str
-    webhook_id: str
-    app_id: str
-    event_id: str
-    event: str
-    room: str
-    body: str
-    status: str
-    attempts: int
-    next_attempt_at: datetime
-    last_status: int | None
-    last_error: str | None
-    created_at: datetime
-    delivered_at: datetime | None
 
 
 def _delivery(row: Any) -> Delivery:
@@ -64,18 +47,7 @@ def _delivery(row: Any) -> Delivery:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class NewDelivery:
-    id: str
-    webhook_id: str
-    app_id: str
-    event_id: str
-    event: str
-    room: str
-    body: str
-
-
-class SqlDeliveryStore:
+class SqlDeliveryStore(DeliveryStore):
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 

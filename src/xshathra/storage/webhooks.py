@@ -1,4 +1,4 @@
-"""Webhook registrations in SQL: `SqlWebhookStore` implements `webhooks.models.WebhookStore`."""
+"""Webhook registrations in SQL: `SqlWebhookStore` implements `webhooks.store.WebhookStore`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from xshathra.storage.tables import applications, webhooks
 from xshathra.tenancy.apps import utcnow
 from xshathra.webhooks.models import Webhook, WebhookLimitError
+from xshathra.webhooks.store import WebhookStore
 
 _events_decoder = msgspec.json.Decoder(list[str])
 
@@ -28,7 +29,7 @@ def _webhook(row: Any) -> Webhook:
     )
 
 
-class SqlWebhookStore:
+class SqlWebhookStore(WebhookStore):
     """`WebhookStore` in the `webhooks` table. Every query names the app, so one app can never
     read or change another app's webhook even when it knows the id."""
 

@@ -12,11 +12,11 @@ import re
 import secrets
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import NewType, Protocol, TypedDict
+from typing import Protocol, TypedDict
 
 import msgspec
 
-AppId = NewType("AppId", str)
+from xshathra.model import AppId
 
 APP_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 DEFAULT_RATE_LIMIT = 1000

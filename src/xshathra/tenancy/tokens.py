@@ -14,7 +14,8 @@ from typing import Any
 import jwt
 import msgspec
 
-from xshathra.tenancy.apps import AppId, Application
+from xshathra.model import AppId
+from xshathra.tenancy.apps import Application
 
 ALGORITHM = "HS256"
 API_TOKEN_TTL = 86400

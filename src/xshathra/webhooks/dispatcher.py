@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from xshathra.storage.deliveries import Delivery
 from xshathra.tenancy.apps import utcnow
 from xshathra.webhooks.backoff import MAX_ATTEMPTS, next_delay
+from xshathra.webhooks.models import Delivery
 from xshathra.webhooks.netguard import Resolver, UnsafeURLError, guarded_client, system_resolver
 from xshathra.webhooks.signing import signed_headers
 
 if TYPE_CHECKING:
-    from xshathra.storage.database import Database
+    from xshathra.webhooks.store import WebhookStores
 
 log = logging.getLogger("xshathra.webhooks")
 
@@ -41,7 +41,7 @@ PRUNE_EVERY_SECONDS = 3600.0
 class WebhookDispatcher:
     def __init__(
         self,
-        db: Database,
+        db: WebhookStores,
         node_id: str,
         *,
         allow_private: bool,

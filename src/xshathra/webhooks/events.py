@@ -21,13 +21,12 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from xshathra.engine.channels import ChannelRef
-from xshathra.storage.deliveries import NewDelivery
-from xshathra.webhooks.models import Webhook
+from xshathra.model import ChannelRef
+from xshathra.webhooks.models import NewDelivery, Webhook
 
 if TYPE_CHECKING:
-    from xshathra.storage.database import Database
     from xshathra.webhooks.dispatcher import WebhookDispatcher
+    from xshathra.webhooks.store import WebhookStores
 
 CACHE_SECONDS = 30.0
 # How long a publication's deliveries wait for the publish to go out before they fall due
@@ -78,7 +77,7 @@ class HeldDeliveries:
 class WebhookEvents:
     def __init__(
         self,
-        db: Database,
+        db: WebhookStores,
         dispatcher: WebhookDispatcher | None = None,
         *,
         max_pending_per_app: int | None = None,

@@ -1,4 +1,5 @@
-"""Webhook registrations: the record and the store contract. No I/O here."""
+"""Webhook registrations and deliveries: the records both the dispatcher and the stores use.
+No I/O here; the store contracts are in `webhooks.store`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import string
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
 
 from xshathra.tenancy.apps import utcnow
 
@@ -43,22 +43,30 @@ class WebhookLimitError(Exception):
         self.limit = limit
 
 
-class WebhookStore(Protocol):
-    """Webhook registrations, always addressed through their app: a webhook id alone reaches
-    nothing, so one app can never read or change another app's webhook."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delivery:
+    id: str
+    webhook_id: str
+    app_id: str
+    event_id: str
+    event: str
+    room: str
+    body: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    last_status: int | None
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
 
-    async def create_webhook(self, webhook: Webhook, *, max_per_app: int | None = None) -> None:
-        """Insert a new webhook; its app must exist. Deleting the app deletes its webhooks.
-        Raises `WebhookLimitError` if the app has `max_per_app` already (checked atomically)."""
 
-    async def list_webhooks(self, app_id: str) -> list[Webhook]:
-        """The app's webhooks, oldest first."""
-
-    async def get_webhook(self, app_id: str, webhook_id: str) -> Webhook | None:
-        """The webhook if it exists and belongs to `app_id`, else None."""
-
-    async def delete_webhook(self, app_id: str, webhook_id: str) -> bool:
-        """Delete the app's webhook; False if the app has no such webhook."""
-
-    async def set_enabled(self, app_id: str, webhook_id: str, enabled: bool) -> bool:
-        """Enable or disable the app's webhook; False if the app has no such webhook."""
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    id: str
+    webhook_id: str
+    app_id: str
+    event_id: str
+    event: str
+    room: str
+    body: str

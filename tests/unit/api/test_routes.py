@@ -13,7 +13,7 @@ import jwt
 import pytest
 
 from tests.unit.api.conftest import TOKEN_SECRET, Api, start_api, unit_settings
-from xshathra.tenancy.apps import AppId
+from xshathra.model import AppId
 from xshathra.tenancy.tokens import TokenError, TokenExpiredError, TokenService
 
 

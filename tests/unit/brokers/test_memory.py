@@ -6,16 +6,16 @@ from __future__ import annotations
 import pytest
 
 import xshathra.brokers.memory as memory_module
-from xshathra.brokers import (
+from xshathra.brokers.memory import IDEMPOTENCY_TTL, MemoryBroker
+from xshathra.model import (
+    AppId,
     BrokerPublication,
+    ChannelRef,
     ClientInfoData,
     HistoryOptions,
     PublishOptions,
     StreamPosition,
 )
-from xshathra.brokers.memory import IDEMPOTENCY_TTL, MemoryBroker
-from xshathra.engine.channels import ChannelRef
-from xshathra.tenancy.apps import AppId
 
 REF = ChannelRef(AppId("app"), "public:chan")
 KEEP = PublishOptions(history_size=10, history_ttl=60)

@@ -8,10 +8,8 @@ import pytest
 
 import xshathra.brokers.memory as memory_module
 from tests.unit.brokers.test_memory import Clock, Recorder
-from xshathra.brokers import HistoryOptions, PublishOptions, StreamPosition
 from xshathra.brokers.memory import META_TTL, STREAM_OVERHEAD, MemoryBroker
-from xshathra.engine.channels import ChannelRef
-from xshathra.tenancy.apps import AppId
+from xshathra.model import AppId, ChannelRef, HistoryOptions, PublishOptions, StreamPosition
 
 KEEP = PublishOptions(history_size=100, history_ttl=60)
 KIB = b"x" * 1024

@@ -10,7 +10,7 @@ import pytest
 
 from tests.unit.engine.fakes import Harness
 from xshathra.analytics.recorder import AnalyticsRecorder
-from xshathra.brokers import Broker
+from xshathra.brokers import ClusterBroker
 from xshathra.brokers.memory import MemoryBroker
 from xshathra.engine.node import Node
 from xshathra.presence import PresenceStore
@@ -51,7 +51,7 @@ async def make_harness(db: Database) -> AsyncIterator[MakeHarness]:
 
     async def make(
         *,
-        broker: Broker | None = None,
+        broker: ClusterBroker | None = None,
         presence: PresenceStore | None = None,
         namespaces: dict[str, NamespaceOptions] | None = None,
         allowed_domain: str | None = None,

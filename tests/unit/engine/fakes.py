@@ -12,12 +12,11 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from xshathra.brokers import ClientInfoData, HistoryOptions, HistoryResult
 from xshathra.brokers.memory import MemoryBroker
-from xshathra.engine.channels import ChannelRef
 from xshathra.engine.client import ClientSession
 from xshathra.engine.node import Node
 from xshathra.engine.writer import OutgoingFrame
+from xshathra.model import ChannelRef, ClientInfoData, HistoryOptions, HistoryResult
 from xshathra.presence.memory import MemoryPresenceStore
 from xshathra.tenancy.apps import Application
 from xshathra.tenancy.tokens import TokenService

@@ -10,8 +10,8 @@ from typing import Any
 from tests.unit.engine.fakes import Harness
 from xshathra.analytics.recorder import AnalyticsRecorder
 from xshathra.brokers.memory import MemoryBroker
-from xshathra.engine.channels import ChannelRef
 from xshathra.engine.node import ControlMessage, Node
+from xshathra.model import ChannelRef
 from xshathra.presence.memory import MemoryPresenceStore
 from xshathra.settings import Settings
 from xshathra.storage.database import Database

@@ -8,9 +8,8 @@ import jwt
 
 from tests.unit.engine.conftest import MakeHarness, create_app
 from tests.unit.engine.fakes import Harness
-from xshathra.brokers import HistoryOptions, HistoryResult
 from xshathra.brokers.memory import MemoryBroker
-from xshathra.engine.channels import ChannelRef
+from xshathra.model import ChannelRef, HistoryOptions, HistoryResult
 from xshathra.storage.database import Database
 
 

@@ -111,7 +111,7 @@ async def test_replies_queued_before_a_disconnect_are_sent_before_the_close(
 async def test_a_gap_in_offsets_makes_subscribers_recover(harness: Harness) -> None:
     """Publications lost between broker and node (offset jumps): subscribers get 2500 and
     resubscribe to recover; a duplicate is dropped."""
-    from xshathra.brokers import BrokerPublication
+    from xshathra.model import BrokerPublication
 
     [client] = await _subscribers(harness, "public:gap", 1)
     ref = harness.ref("public:gap")

@@ -14,10 +14,9 @@ import pytest
 
 from tests.support.receiver import Receiver
 from xshathra.storage.database import open_database
-from xshathra.storage.deliveries import NewDelivery
 from xshathra.tenancy.apps import generate_app
 from xshathra.webhooks.dispatcher import WebhookDispatcher
-from xshathra.webhooks.models import Webhook, new_webhook_id
+from xshathra.webhooks.models import NewDelivery, Webhook, new_webhook_id
 
 
 async def test_a_failing_outcome_write_logs_no_driver_text(

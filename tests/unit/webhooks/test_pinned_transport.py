@@ -19,10 +19,9 @@ import pytest
 
 from tests.support.receiver import Receiver
 from xshathra.storage.database import open_database
-from xshathra.storage.deliveries import NewDelivery
 from xshathra.tenancy.apps import generate_app
 from xshathra.webhooks.dispatcher import WebhookDispatcher
-from xshathra.webhooks.models import Webhook, new_webhook_id
+from xshathra.webhooks.models import NewDelivery, Webhook, new_webhook_id
 from xshathra.webhooks.netguard import UnsafeURLError, guarded_client
 
 PUBLIC = "93.184.215.14"  # a public address; nothing here listens on the receiver's port

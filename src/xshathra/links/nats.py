@@ -1,6 +1,6 @@
-"""The NATS connection a node shares between its broker and its presence store, and the few
-JetStream operations both need: ensuring a stream exists, and reading a consistent snapshot
-of what a stream holds under a subject filter.
+"""The NATS connection a node shares between its broker, its presence store and its rate-limit
+counters, and the few JetStream operations they need: ensuring a stream exists, and reading a
+consistent snapshot of what a stream holds under a subject filter.
 
 Only the NATS modules turn a `ChannelRef` into subject tokens (`channel_token`).
 """
@@ -21,7 +21,8 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext, api
 from nats.js.errors import APIError
 
-from xshathra.engine.channels import ChannelRef
+from xshathra.links.keys import channel_ident
+from xshathra.model import ChannelRef
 
 log = logging.getLogger("xshathra.nats")
 
@@ -38,8 +39,7 @@ def channel_token(ref: ChannelRef) -> str:
     """One subject token naming the channel: base64url of the length-prefixed app id and the
     name, so any channel name (dots, spaces, `*`, `>`) is a valid token and ("a:b", "c")
     never meets ("a", "b:c")."""
-    ident = f"{len(ref.app_id)}:{ref.app_id}:{ref.name}".encode()
-    return base64.urlsafe_b64encode(ident).rstrip(b"=").decode()
+    return base64.urlsafe_b64encode(channel_ident(ref).encode()).rstrip(b"=").decode()
 
 
 def text_token(text: str) -> str:
