@@ -19,6 +19,7 @@ from xshathra.engine.client import ClientSession
 from xshathra.engine.node import Node
 from xshathra.engine.writer import OutgoingFrame
 from xshathra.presence.memory import MemoryPresenceStore
+from xshathra.protocol.codec import Codec
 from xshathra.protocol.json_codec import JSON_CODEC
 from xshathra.tenancy.apps import Application
 from xshathra.tenancy.tokens import TokenService
@@ -37,8 +38,8 @@ class FakeTransport:
     frame.
     """
 
-    codec = JSON_CODEC
-    framing = "fake"
+    codec: Codec = JSON_CODEC
+    framing: str = "fake"
 
     def __init__(self, origin: str | None = None, remote_ip: str = "127.0.0.1") -> None:
         self.remote_ip = remote_ip
