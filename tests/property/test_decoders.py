@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from xshathra.api.routes_engine import METHODS
 from xshathra.engine.channels import MAX_CHANNEL_LENGTH, is_valid_channel, namespace_of
 from xshathra.protocol import messages as m
+from xshathra.protocol.codec import ProtocolDecodeError
 from xshathra.protocol.json_codec import (
     MAX_COMMANDS_PER_FRAME,
-    ProtocolDecodeError,
     decode_commands,
     encode_reply,
 )

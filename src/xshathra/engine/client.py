@@ -1,7 +1,8 @@
 """One client session: the Centrifuge command state machine for a single connection.
 
 It owns the connection's credentials, subscriptions and timers, and answers commands in order.
-It never touches sockets (the transport does) and never encodes a publication (the hub does).
+It never touches sockets (the transport does) and never encodes a publication (the hub does);
+it reads and writes its own frames through the codec its transport chose.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from xshathra.engine.hub import client_info_message, publication_message
 from xshathra.engine.writer import FrameSink, OutgoingFrame, Writer
 from xshathra.model import AppId, ChannelRef, ClientInfoData, HistoryOptions, StreamPosition
 from xshathra.protocol import messages as m
+from xshathra.protocol.codec import ProtocolDecodeError
 from xshathra.protocol.codes import (
     DISCONNECT_REASONS,
     ERROR_MESSAGES,
@@ -29,7 +31,6 @@ from xshathra.protocol.codes import (
     DisconnectCode,
     ErrorCode,
 )
-from xshathra.protocol.json_codec import ProtocolDecodeError, decode_commands, encode_reply
 from xshathra.tenancy.apps import Application, NamespaceOptions
 from xshathra.tenancy.tokens import ConnectionClaims, TokenError, TokenExpiredError
 
@@ -203,7 +204,7 @@ class ClientSession:
 
     async def _handle_frame(self, frame: bytes) -> None:
         try:
-            commands = decode_commands(frame)
+            commands = self.transport.codec.decode_commands(frame)
         except ProtocolDecodeError:
             raise DisconnectError(DisconnectCode.BAD_REQUEST) from None
         for command in commands:
@@ -275,7 +276,7 @@ class ClientSession:
             finalize()
 
     def _send(self, reply: m.Reply) -> None:
-        self.writer.enqueue(OutgoingFrame(encode_reply(reply)))
+        self.writer.enqueue(OutgoingFrame(self.transport.codec.encode_reply(reply)))
 
     def send_push(self, push: m.Push) -> None:
         self._send(m.Reply(push=push))

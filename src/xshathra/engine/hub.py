@@ -1,9 +1,10 @@
 """The hub: this node's registry of connections and subscriptions, and the fan-out.
 
-Fan-out encodes each publication once and hands the same frame to every local subscriber's
-writer; it never awaits and never parses publication data. Subscriptions still being set up
-("pending": history being read for recovery) get publications buffered instead, so nothing
-published meanwhile is lost or sent before the subscribe reply.
+Fan-out encodes each publication once per (codec, framing) pair present on this node (one, when
+every client speaks JSON over WebSocket) and hands the same frame to every local subscriber's
+writer of that pair; it never awaits and never parses publication data. Subscriptions still
+being set up ("pending": history being read for recovery) get publications buffered instead, so
+nothing published meanwhile is lost or sent before the subscribe reply.
 """
 
 from __future__ import annotations
@@ -15,12 +16,19 @@ import msgspec
 from xshathra.engine.writer import OutgoingFrame, Writer
 from xshathra.model import AppId, BrokerPublication, ChannelRef, ClientInfoData
 from xshathra.protocol import messages as m
-from xshathra.protocol.json_codec import encode_reply
+from xshathra.protocol.codec import Codec
 
 if TYPE_CHECKING:
     from xshathra.engine.client import ClientSession
+    from xshathra.engine.writer import FrameSink
 
 BufferedPublication = tuple[int, OutgoingFrame]  # (offset, frame)
+# Subscribers that can be sent the very same frame: one codec, one framing of its output.
+Encoding = tuple[Codec, str]
+
+
+def encoding_of(sink: FrameSink) -> Encoding:
+    return (sink.codec, sink.framing)
 
 
 def client_info_message(info: ClientInfoData) -> m.ClientInfo:
@@ -44,8 +52,12 @@ def publication_message(pub: BrokerPublication) -> m.Publication:
 class Hub:
     def __init__(self) -> None:
         # Live subscribers of each channel, each with its writer: the fan-out loop then reads
-        # no attribute per delivery.
-        self._subs: dict[ChannelRef, dict[ClientSession, Writer]] = {}
+        # no attribute per delivery. Grouped first by (codec, framing), not per channel: fan-out
+        # then encodes once per group with no lookup per subscriber, and a node with one group
+        # (the usual case) pays one more dict per node, not one per channel.
+        self._live: dict[Encoding, dict[ChannelRef, dict[ClientSession, Writer]]] = {}
+        # Each group's ping frame, encoded and framed once for all its connections.
+        self._pings: dict[Encoding, OutgoingFrame] = {}
         self._pending: dict[ChannelRef, dict[ClientSession, list[BufferedPublication]]] = {}
         self._connections: dict[AppId, dict[str, ClientSession]] = {}
         # Per app, user -> their one connection, or a dict of them once they have several:
@@ -117,7 +129,7 @@ class Hub:
 
     def add_pending(self, ref: ChannelRef, session: ClientSession) -> bool:
         """Start buffering for a subscription being set up. True if the channel was empty here."""
-        was_empty = ref not in self._subs and ref not in self._pending
+        was_empty = not self.has_channel(ref)
         self._pending.setdefault(ref, {})[session] = []
         return was_empty
 
@@ -129,75 +141,114 @@ class Hub:
             buffered = pending.pop(session, [])
             if not pending:
                 del self._pending[ref]
-        self._subs.setdefault(ref, {})[session] = session.writer
+        live = self._live.setdefault(encoding_of(session.transport), {})
+        live.setdefault(ref, {})[session] = session.writer
         return buffered
 
     def remove_subscriber(self, ref: ChannelRef, session: ClientSession) -> bool:
         """Remove a live or pending subscription. True if the channel is now empty here."""
-        subs = self._subs.get(ref)
-        if subs is not None:
+        key = encoding_of(session.transport)
+        live = self._live.get(key)
+        if live is not None and (subs := live.get(ref)) is not None:
             subs.pop(session, None)
             if not subs:
-                del self._subs[ref]
+                del live[ref]
+                if not live:
+                    del self._live[key]
         pending = self._pending.get(ref)
         if pending is not None:
             pending.pop(session, None)
             if not pending:
                 del self._pending[ref]
-        return ref not in self._subs and ref not in self._pending
+        return not self.has_channel(ref)
 
     def subscribers(self, ref: ChannelRef) -> list[ClientSession]:
         """Live and pending subscribers of a channel on this node."""
-        return [*self._subs.get(ref, ()), *self._pending.get(ref, ())]
+        live = [s for group in self._live.values() for s in group.get(ref, ())]
+        return [*live, *self._pending.get(ref, ())]
 
     def subscriber_count(self, ref: ChannelRef) -> int:
-        return len(self._subs.get(ref, ())) + len(self._pending.get(ref, ()))
+        live = sum(len(group.get(ref, ())) for group in self._live.values())
+        return live + len(self._pending.get(ref, ()))
 
     def channels(self, app_id: AppId) -> dict[str, int]:
         """Channel name -> number of local subscribers, for one app."""
         names: dict[str, int] = {}
-        for ref in (*self._subs, *self._pending):
+        for ref in (*(r for group in self._live.values() for r in group), *self._pending):
             if ref.app_id == app_id:
                 names[ref.name] = self.subscriber_count(ref)
         return names
 
     def subscription_total(self) -> int:
-        return sum(len(s) for s in self._subs.values())
+        return sum(len(s) for group in self._live.values() for s in group.values())
 
     def has_channel(self, ref: ChannelRef) -> bool:
-        return ref in self._subs or ref in self._pending
+        return ref in self._pending or any(ref in group for group in self._live.values())
 
     # --- fan-out -----------------------------------------------------------------------------
 
     def broadcast_publication(self, ref: ChannelRef, pub: BrokerPublication) -> int:
         """Queue a publication to every local subscriber; returns how many it reached."""
-        subs = self._subs.get(ref)
         pending = self._pending.get(ref)
-        if not subs and not pending:
-            return 0
-        # Encoded once for every subscriber: the same bytes object goes to each writer.
-        frame = OutgoingFrame(
-            encode_reply(m.Reply(push=m.Push(channel=ref.name, pub=publication_message(pub))))
-        )
-        if subs:
+        reply: m.Reply | None = None
+        frames: dict[Encoding, OutgoingFrame] | None = None
+        reached = 0
+        # One pass per (codec, framing) group: one, unless clients speak several formats.
+        for key, live in self._live.items():
+            subs = live.get(ref)
+            if subs is None:
+                continue
+            if reply is None:
+                reply = m.Reply(push=m.Push(channel=ref.name, pub=publication_message(pub)))
+            # Encoded once for every subscriber of the group: the same bytes object goes to each
+            # writer.
+            frame = OutgoingFrame(key[0].encode_reply(reply))
             for writer in subs.values():
                 writer.enqueue(frame)
+            reached += len(subs)
+            if pending:
+                if frames is None:
+                    frames = {}
+                frames[key] = frame
         if pending:
-            for buffer in pending.values():
-                buffer.append((pub.offset, frame))
-        return (len(subs) if subs else 0) + (len(pending) if pending else 0)
+            # Few and short-lived (a subscribe reading history): a lookup each is fine here.
+            if reply is None:
+                reply = m.Reply(push=m.Push(channel=ref.name, pub=publication_message(pub)))
+            if frames is None:
+                frames = {}
+            for session, buffer in pending.items():
+                key = encoding_of(session.transport)
+                encoded = frames.get(key)
+                if encoded is None:
+                    encoded = frames[key] = OutgoingFrame(key[0].encode_reply(reply))
+                buffer.append((pub.offset, encoded))
+            reached += len(pending)
+        return reached
 
     def broadcast_join_leave(self, ref: ChannelRef, info: ClientInfoData, *, join: bool) -> None:
-        subs = self._subs.get(ref)
-        if not subs:
-            return
-        message = client_info_message(info)
-        push = (
-            m.Push(channel=ref.name, join=m.Join(info=message))
-            if join
-            else m.Push(channel=ref.name, leave=m.Leave(info=message))
-        )
-        frame = OutgoingFrame(encode_reply(m.Reply(push=push)))
-        for session in subs:
-            if session.wants_join_leave(ref.name):
-                session.writer.enqueue(frame)
+        reply: m.Reply | None = None
+        for key, live in self._live.items():
+            subs = live.get(ref)
+            if not subs:
+                continue
+            if reply is None:
+                message = client_info_message(info)
+                push = (
+                    m.Push(channel=ref.name, join=m.Join(info=message))
+                    if join
+                    else m.Push(channel=ref.name, leave=m.Leave(info=message))
+                )
+                reply = m.Reply(push=push)
+            frame = OutgoingFrame(key[0].encode_reply(reply))
+            for session in subs:
+                if session.wants_join_leave(ref.name):
+                    session.writer.enqueue(frame)
+
+    def ping_frame(self, sink: FrameSink) -> OutgoingFrame:
+        """The server ping for a connection, the same frame for every connection of its group,
+        so that it is framed once per sweep and group, not once per connection."""
+        key = encoding_of(sink)
+        frame = self._pings.get(key)
+        if frame is None:
+            frame = self._pings[key] = OutgoingFrame(key[0].ping)
+        return frame

@@ -21,7 +21,7 @@ from xshathra.brokers import ClusterBroker
 from xshathra.engine.client import ClientError, ClientSession, State, Subscription
 from xshathra.engine.deadlines import Deadlines
 from xshathra.engine.hub import Hub, publication_message
-from xshathra.engine.writer import FlushScheduler, OutgoingFrame
+from xshathra.engine.writer import FlushScheduler
 from xshathra.model import (
     AppId,
     BrokerPublication,
@@ -34,7 +34,6 @@ from xshathra.model import (
 from xshathra.presence import PresenceStore
 from xshathra.protocol import messages as m
 from xshathra.protocol.codes import DisconnectCode, ErrorCode
-from xshathra.protocol.json_codec import PING_FRAME
 from xshathra.settings import Settings
 from xshathra.tenancy.apps import Application, AppStore, NamespaceOptions
 from xshathra.tenancy.tokens import TokenService
@@ -155,7 +154,6 @@ class Node:
         self.started_at = time.time()
         self.loop = asyncio.get_running_loop()
         self.scheduler = FlushScheduler(self.loop)
-        self._ping_frame = OutgoingFrame(PING_FRAME)
         self._ping_task: asyncio.Task[None] | None = None
         self._presence_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -322,7 +320,7 @@ class Node:
                     session.disconnect(DisconnectCode.NO_PONG)
                     continue
                 session.awaiting_pong = True
-                session.writer.enqueue(self._ping_frame)
+                session.writer.enqueue(self.hub.ping_frame(session.transport))
 
     # --- broker events ------------------------------------------------------------------------
 

@@ -1,9 +1,9 @@
 """Outgoing frames and the per-connection writer: batching within a loop tick, bounded memory.
 
-A frame is encoded once (per publication, not per subscriber) and the same object is queued to
-every subscriber. Writers never await: a tick's messages for one connection are joined into one
-write, and a connection whose transport buffer passes its limit is disconnected as slow (3008)
-instead of growing memory.
+A frame is encoded once (per publication and (codec, framing) pair, not per subscriber) and the
+same object is queued to every subscriber of that pair. Writers never await: a tick's messages
+for one connection are joined into one write by the connection's codec, and a connection whose
+transport buffer passes its limit is disconnected as slow (3008) instead of growing memory.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-from xshathra.protocol.json_codec import join_frames
+from xshathra.protocol.codec import Codec
 
 # Connections written per loop iteration by a flush; see FlushScheduler.
 FLUSH_CHUNK = 256
@@ -19,7 +19,8 @@ FLUSH_CHUNK = 256
 
 class OutgoingFrame:
     """One encoded reply or push. `wire` caches the transport's framing of `payload` alone, so a
-    frame fanned out to thousands of connections is framed once."""
+    frame fanned out to thousands of connections is framed once. A frame therefore only ever
+    goes to sinks of one codec and one framing (the hub encodes once per such pair)."""
 
     __slots__ = ("payload", "wire")
 
@@ -29,7 +30,17 @@ class OutgoingFrame:
 
 
 class FrameSink(Protocol):
-    """What a transport offers the writer."""
+    """What a transport offers the writer (and the hub, which groups subscribers by the pair
+    `codec`, `framing`)."""
+
+    @property
+    def codec(self) -> Codec:
+        """The wire format chosen for this connection; it also merges a tick's frames."""
+
+    @property
+    def framing(self) -> str:
+        """How this sink wraps one message into `OutgoingFrame.wire` ("websocket", "sse"...):
+        sinks that frame alike share the framed bytes of a fanned-out frame."""
 
     def send_frame(self, frame: OutgoingFrame) -> int:
         """Write this message; return the bytes written but not yet accepted by the kernel."""
@@ -66,13 +77,15 @@ class FlushScheduler:
         # their ids unique until the flush ends.
         self._merged: dict[tuple[int, ...], tuple[list[OutgoingFrame], OutgoingFrame]] = {}
 
-    def merged(self, frames: list[OutgoingFrame]) -> OutgoingFrame:
+    def merged(self, frames: list[OutgoingFrame], codec: Codec) -> OutgoingFrame:
+        """The frames as one message, joined by `codec` (the one that encoded them: the same
+        frames are never encoded by two codecs, so the frames alone are the key)."""
         key = tuple(map(id, frames))
         found = self._merged.get(key)
         if found is None:
             found = self._merged[key] = (
                 frames,
-                OutgoingFrame(join_frames([f.payload for f in frames])),
+                OutgoingFrame(codec.join_frames([f.payload for f in frames])),
             )
         return found[1]
 
@@ -90,8 +103,9 @@ class FlushScheduler:
                 if pending is None or writer.closed:
                     continue
                 writer._pending = None
-                frame = self.merged(pending) if type(pending) is list else pending
-                if writer._sink.send_frame(frame) > writer._max_buffered:  # type: ignore[arg-type]
+                sink = writer._sink
+                frame = self.merged(pending, sink.codec) if type(pending) is list else pending
+                if sink.send_frame(frame) > writer._max_buffered:  # type: ignore[arg-type]
                     writer.closed = True
                     writer._owner.writer_slow()
         finally:
@@ -149,8 +163,9 @@ class Writer:
         pending, self._pending = self._pending, None
         if self.closed or pending is None:
             return
-        frame = self._scheduler.merged(pending) if type(pending) is list else pending
-        if self._sink.send_frame(frame) > self._max_buffered:  # type: ignore[arg-type]
+        sink = self._sink
+        frame = self._scheduler.merged(pending, sink.codec) if type(pending) is list else pending
+        if sink.send_frame(frame) > self._max_buffered:  # type: ignore[arg-type]
             self.closed = True
             self._owner.writer_slow()
 

@@ -2,21 +2,18 @@
 
 A WebSocket text frame from the client carries one or more commands separated by "\\n"; a frame
 to the client carries one or more replies joined the same way. Decoding never raises anything
-but `ProtocolDecodeError`, whatever the bytes.
+but `ProtocolDecodeError`, whatever the bytes. `JSON_CODEC` is this format as a `Codec`, the
+one the engine is handed; the functions are the same code, for tests and tools.
 """
 
 from __future__ import annotations
 
 import msgspec
 
+from xshathra.protocol.codec import ProtocolDecodeError, WireFormat
 from xshathra.protocol.messages import Command, Reply
 
 MAX_COMMANDS_PER_FRAME = 256
-
-
-class ProtocolDecodeError(Exception):
-    """The frame is not a valid batch of commands."""
-
 
 _command_decoder = msgspec.json.Decoder(Command)
 _encoder = msgspec.json.Encoder()
@@ -54,3 +51,21 @@ def encode_reply(reply: Reply) -> bytes:
 def join_frames(encoded: list[bytes]) -> bytes:
     """Join several encoded replies into one frame, as the protocol allows."""
     return b"\n".join(encoded)
+
+
+class JsonCodec:
+    """The JSON format as a `Codec`. Stateless: `JSON_CODEC` is the one instance."""
+
+    __slots__ = ()
+
+    name = "json"
+    wire_format = WireFormat.TEXT
+    ping = PING_FRAME
+    decode_commands = staticmethod(decode_commands)
+    # The encoder's own method, not `encode_reply`: fan-out calls this once per publication,
+    # and a Python frame around it would be the only extra work the codec seam adds.
+    encode_reply = staticmethod(_encoder.encode)
+    join_frames = staticmethod(join_frames)
+
+
+JSON_CODEC = JsonCodec()

@@ -5,7 +5,8 @@ to this class; from then on it only moves bytes. websockets' sans-I/O `ServerPro
 the handshake and writes the response, and is then dropped: frames are parsed by `FrameReader`
 (transports.frames), which keeps a few fields per connection instead of a protocol object, a
 generator and the handshake request. Outgoing data frames are framed here once per payload and
-written straight to the transport, so fan-out pays no per-subscriber framework cost.
+written straight to the transport, so fan-out pays no per-subscriber framework cost. It is a
+`Transport` (transports.base): bidirectional, JSON in text frames today.
 
 Every write is bounded (issue 11, H3). Reading stops while the connection's unsent output is
 above a high-water mark (the transport's `pause_writing` / `resume_writing`, called only when
@@ -26,7 +27,9 @@ from websockets.server import ServerProtocol
 
 from xshathra.engine.client import ClientSession, State
 from xshathra.engine.writer import OutgoingFrame
+from xshathra.protocol.codec import Codec, WireFormat
 from xshathra.protocol.codes import DisconnectCode
+from xshathra.protocol.json_codec import JSON_CODEC
 from xshathra.transports.frames import (
     BINARY,
     CLOSE,
@@ -37,11 +40,12 @@ from xshathra.transports.frames import (
     close_code,
     close_frame,
     pong_frame,
-    ws_text_frame,
+    ws_frame,
 )
 
 if TYPE_CHECKING:
     from xshathra.engine.node import Node
+    from xshathra.transports.base import Transport
 
 log = logging.getLogger("xshathra.websocket")
 
@@ -52,6 +56,8 @@ MAX_HANDSHAKE_BYTES = 64 * 1024
 # Unsent output above which a connection is no longer read from (and below which it is again):
 # a quarter of the slow-consumer limit, at most this much.
 MAX_HIGH_WATER = 256 * 1024
+# The first byte of a final, unmasked data frame of each wire format.
+_DATA_FRAME = {WireFormat.TEXT: 0x80 | TEXT, WireFormat.BINARY: 0x80 | BINARY}
 
 
 def _release_http_protocol(transport: asyncio.BaseTransport, successor: object) -> None:
@@ -66,6 +72,13 @@ def _release_http_protocol(transport: asyncio.BaseTransport, successor: object) 
 
 class CentrifugeWebSocketProtocol(asyncio.Protocol):
     """One WebSocket connection on an engine path. uvicorn constructs it with these arguments."""
+
+    # Transport (transports.base). Class attributes while JSON is the one codec: nothing per
+    # connection. A codec chosen at the handshake (protobuf) becomes a slot set there.
+    name = "websocket"
+    framing = "websocket"
+    unidirectional = False
+    codec: Codec = JSON_CODEC
 
     __slots__ = (
         "_abort_timer",
@@ -104,6 +117,10 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
             self._node.settings.client_queue_max_bytes if self._node is not None else 1 << 20
         )
         self.origin: str | None = None
+
+    @property
+    def wire_format(self) -> WireFormat:
+        return self.codec.wire_format
 
     @property
     def remote_ip(self) -> str:
@@ -360,7 +377,7 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
             return 0
         wire = frame.wire
         if wire is None:  # framed once, however many subscribers it goes to
-            wire = frame.wire = ws_text_frame(frame.payload)
+            wire = frame.wire = ws_frame(_DATA_FRAME[self.codec.wire_format], frame.payload)
         transport.write(wire)
         return transport.get_write_buffer_size()
 
@@ -374,3 +391,10 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         self._close_sent = True
         self._transport.write(close_frame(code, reason))
         self._start_abort_timer()
+
+
+if TYPE_CHECKING:
+    # Checked by mypy only: the class implements Transport (subclassing the Protocol would give
+    # every connection a __dict__).
+    def _implements_transport(ws: CentrifugeWebSocketProtocol) -> Transport:
+        return ws

@@ -18,6 +18,8 @@ from xshathra.engine.node import Node
 from xshathra.engine.writer import OutgoingFrame
 from xshathra.model import ChannelRef, ClientInfoData, HistoryOptions, HistoryResult
 from xshathra.presence.memory import MemoryPresenceStore
+from xshathra.protocol.codec import Codec
+from xshathra.protocol.json_codec import JSON_CODEC
 from xshathra.tenancy.apps import Application
 from xshathra.tenancy.tokens import TokenService
 
@@ -34,6 +36,9 @@ class FakeTransport:
     the frame's cached `wire` bytes; several messages in one write become one newline-joined
     frame.
     """
+
+    codec: Codec = JSON_CODEC
+    framing: str = "fake"
 
     def __init__(self, origin: str | None = None, remote_ip: str = "127.0.0.1") -> None:
         self.remote_ip = remote_ip

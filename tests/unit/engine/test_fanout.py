@@ -6,6 +6,8 @@ import asyncio
 
 from tests.unit.engine.conftest import MakeHarness
 from tests.unit.engine.fakes import FRAME_HEADER, Client, Harness
+from xshathra.protocol import messages as m
+from xshathra.protocol.json_codec import JSON_CODEC
 
 
 async def _subscribers(harness: Harness, channel: str, n: int) -> list[Client]:
@@ -122,3 +124,57 @@ async def test_a_gap_in_offsets_makes_subscribers_recover(harness: Harness) -> N
     push = await client.transport.wait_for(lambda m: "unsubscribe" in m.get("push", {}))
     assert push["push"]["unsubscribe"]["code"] == 2500
     assert [p["data"] for p in client.transport.pushes("pub")] == [1]
+
+
+class CountingCodec:
+    """JSON on the wire, but a codec of its own: the hub must group its sessions apart and
+    encode for them once per publication."""
+
+    name = "json"
+    wire_format = JSON_CODEC.wire_format
+    ping = JSON_CODEC.ping
+
+    def __init__(self) -> None:
+        self.encoded = 0
+
+    def decode_commands(self, frame: bytes, /) -> list[m.Command]:
+        return JSON_CODEC.decode_commands(frame)
+
+    def encode_reply(self, reply: m.Reply, /) -> bytes:
+        self.encoded += 1
+        return JSON_CODEC.encode_reply(reply)
+
+    def join_frames(self, encoded: list[bytes], /) -> bytes:
+        return JSON_CODEC.join_frames(encoded)
+
+
+async def test_a_publication_is_encoded_once_per_codec_and_framing(harness: Harness) -> None:
+    """Subscribers of one (codec, framing) pair share one frame object; another codec or
+    another framing gets a frame of its own, encoded once for all its subscribers."""
+    counting = CountingCodec()
+    plain = [harness.open() for _ in range(2)]
+    other_framing = [harness.open() for _ in range(2)]
+    other_codec = [harness.open() for _ in range(2)]
+    for client in other_framing:
+        client.transport.framing = "other"
+    for client in other_codec:
+        client.transport.codec = counting
+    clients = [*plain, *other_framing, *other_codec]
+    for client in clients:
+        client.send({"id": 1, "connect": {"token": harness.token("u")}})
+        await client.transport.wait_for(lambda msg: msg.get("id") == 1)
+        await client.subscribe("public:mixed")
+    assert harness.node.hub.subscriber_count(harness.ref("public:mixed")) == 6
+    counting.encoded = 0
+    await harness.publish("public:mixed", {"n": 1})
+    for client in clients:
+        await client.transport.wait_for(_is_pub)
+    frames = [c.transport.frames[-1] for c in clients]
+    assert all(frame == frames[0] for frame in frames)
+    assert frames[0] is frames[1] and frames[2] is frames[3] and frames[4] is frames[5]
+    assert frames[0] is not frames[2] and frames[0] is not frames[4]
+    assert counting.encoded == 1
+    for client in clients:
+        client.session.disconnect(3000)
+    assert harness.node.hub.subscriber_count(harness.ref("public:mixed")) == 0
+    assert harness.node.hub.subscription_total() == 0

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 from xshathra.engine.writer import FLUSH_CHUNK, FlushScheduler, OutgoingFrame, Writer
+from xshathra.protocol.json_codec import JSON_CODEC
 
 
 class Owner:
@@ -19,6 +20,9 @@ class Owner:
 
 
 class Sink:
+    codec = JSON_CODEC
+    framing = "test"
+
     def __init__(self) -> None:
         self.writes: list[list[bytes]] = []
         self.buffered = 0

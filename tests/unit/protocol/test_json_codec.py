@@ -8,10 +8,10 @@ import msgspec
 import pytest
 
 from xshathra.protocol import messages as m
+from xshathra.protocol.codec import ProtocolDecodeError
 from xshathra.protocol.json_codec import (
     MAX_COMMANDS_PER_FRAME,
     PING_FRAME,
-    ProtocolDecodeError,
     decode_commands,
     encode_reply,
     join_frames,
