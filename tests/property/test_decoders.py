@@ -507,11 +507,11 @@ def test_control_and_broker_wire_decoders_never_crash(data: bytes) -> None:
     """Node control messages and Redis channel messages: garbage is ignored, never raised."""
     from xshathra.brokers.redis import RedisBroker
     from xshathra.engine.channels import ChannelRef
-    from xshathra.engine.node import _control_decoder
+    from xshathra.engine.control import decode_control
     from xshathra.tenancy.apps import AppId
 
     with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
-        _control_decoder.decode(data)
+        decode_control(data)
 
     class Sink:
         def __getattr__(self, name: str) -> object:
