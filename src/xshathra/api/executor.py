@@ -175,7 +175,7 @@ class InfoResult(msgspec.Struct, kw_only=True):
 class Executor:
     """Runs server API commands for one application at a time."""
 
-    def __init__(self, node: Node, *, max_broadcast_channels: int = 1000) -> None:
+    def __init__(self, node: Node, *, max_broadcast_channels: int) -> None:
         self._node = node
         self._max_broadcast_channels = max_broadcast_channels
 

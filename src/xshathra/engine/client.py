@@ -422,8 +422,7 @@ class ClientSession:
     ) -> tuple[m.SubscribeResult, Finalizer]:
         node = self.node
         assert self.app is not None
-        if not is_valid_channel(channel):
-            raise ClientError(ErrorCode.BAD_REQUEST, "invalid channel name")
+        ref = node.channel_ref(self.app_id, channel)
         if channel in self.subs:
             raise ClientError(ErrorCode.ALREADY_SUBSCRIBED)
         if len(self.subs) >= node.options.max_channels_per_connection:
@@ -452,7 +451,6 @@ class ClientSession:
         else:
             raise ClientError(ErrorCode.PERMISSION_DENIED)
 
-        ref = ChannelRef(self.app_id, channel)
         sub = Subscription(
             ref=ref,
             options=options,
