@@ -32,6 +32,7 @@ from xshathra.api.ratelimit import (
 )
 from xshathra.brokers import ClusterBroker
 from xshathra.engine.node import Node
+from xshathra.engine.options import EngineOptions
 from xshathra.observability.metrics import (
     CONTENT_TYPE,
     HttpMetricsMiddleware,
@@ -106,6 +107,26 @@ def make_backends(
         )
     raise SystemExit(
         f"XSHATHRA_BROKER_URL: unsupported broker '{scheme}' (use memory://, redis:// or nats://)"
+    )
+
+
+def engine_options(settings: Settings) -> EngineOptions:
+    """The part of the settings the engine (and the transports serving it) reads."""
+    return EngineOptions(
+        node_name=settings.node_name,
+        max_message_size=settings.max_message_size,
+        max_channels_per_connection=settings.max_channels_per_connection,
+        max_connections_per_app=settings.max_connections_per_app,
+        client_command_rate=settings.client_command_rate,
+        client_command_burst=settings.client_command_burst,
+        client_queue_max_bytes=settings.client_queue_max_bytes,
+        max_history_reply_bytes=settings.max_history_reply_bytes,
+        ping_interval=settings.ping_interval,
+        presence_ttl=settings.presence_ttl,
+        connect_timeout=settings.connect_timeout,
+        expired_close_delay=settings.expired_close_delay,
+        max_header_bytes=settings.max_header_bytes,
+        preconnect_max_bytes=settings.preconnect_max_bytes,
     )
 
 
@@ -218,7 +239,7 @@ class Runtime:
             retention_days=settings.webhook_delivery_retention_days,
         )
         self.node = node = Node(
-            settings=settings,
+            options=engine_options(settings),
             broker=backends.broker,
             presence=backends.presence,
             apps=db.apps,
@@ -244,7 +265,7 @@ class Runtime:
             db=db,
             tokens=tokens,
             admin_key_hash=sec.admin_key_hash,
-            executor=Executor(node),
+            executor=Executor(node, max_broadcast_channels=settings.max_broadcast_channels),
             analytics=analytics,
             limiter=self.limiter,
             app_keys=app_keys,
@@ -272,7 +293,7 @@ class Runtime:
         try:
             async with asyncio.timeout(HEALTH_TIMEOUT):
                 await self.db.ping()
-                await self.node.broker.ping()
+                await self.node.ping()
         except Exception:
             return False
         return True

@@ -506,11 +506,11 @@ def test_server_api_request_decoders_only_refuse(method: str, body: bytes) -> No
 def test_control_and_broker_wire_decoders_never_crash(data: bytes) -> None:
     """Node control messages and Redis channel messages: garbage is ignored, never raised."""
     from xshathra.brokers.redis import RedisBroker
-    from xshathra.engine.node import _control_decoder
+    from xshathra.engine.control import decode_control
     from xshathra.model import AppId, ChannelRef
 
     with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
-        _control_decoder.decode(data)
+        decode_control(data)
 
     class Sink:
         def __getattr__(self, name: str) -> object:

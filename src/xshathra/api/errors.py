@@ -18,6 +18,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from xshathra.protocol.codes import ErrorCode
+
 log = logging.getLogger("xshathra.api")
 
 
@@ -40,7 +42,15 @@ class HttpError(Exception):
 
 
 # Centrifugo error codes for answers the engine API's own handlers never reach (413, 404...).
-_ENGINE_CODES = {400: 107, 401: 101, 403: 103, 404: 104, 405: 104, 413: 106, 429: 111}
+_ENGINE_CODES = {
+    400: ErrorCode.BAD_REQUEST,
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.PERMISSION_DENIED,
+    404: ErrorCode.METHOD_NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_FOUND,
+    413: ErrorCode.LIMIT_EXCEEDED,
+    429: ErrorCode.TOO_MANY_REQUESTS,
+}
 
 
 def error_body(
@@ -52,7 +62,8 @@ def error_body(
     if path.startswith("/api/realtime/"):
         body = {"error": message}
     elif path.startswith("/realtime/api/"):
-        body = {"error": {"code": _ENGINE_CODES.get(status, 100), "message": message}}
+        code = _ENGINE_CODES.get(status, ErrorCode.INTERNAL)
+        body = {"error": {"code": int(code), "message": message}}
     else:
         body = {"success": False, "error": message}
     body.update(extra or {})

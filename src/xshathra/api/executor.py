@@ -14,10 +14,20 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from xshathra.api.globmatch import MAX_PATTERN_LENGTH, Glob
-from xshathra.engine.channels import is_valid_channel, namespace_of
+from xshathra.engine.channels import namespace_of
+from xshathra.engine.control import (
+    AppChanged,
+    Disconnect,
+    Refresh,
+    Subscribe,
+    Unsubscribe,
+    WebhooksChanged,
+)
+from xshathra.engine.errors import ClientError
+from xshathra.engine.hub import client_info_message
 from xshathra.model import AppId, ChannelRef
 from xshathra.protocol import messages as m
-from xshathra.protocol.codes import ERROR_MESSAGES, ErrorCode
+from xshathra.protocol.codes import ERROR_MESSAGES, DisconnectCode, ErrorCode
 
 if TYPE_CHECKING:
     from xshathra.engine.node import Node
@@ -28,6 +38,8 @@ CHANNELS_PER_SLICE = 2000
 
 _REQ: dict[str, Any] = {"kw_only": True, "forbid_unknown_fields": False}
 _RES: dict[str, Any] = {"kw_only": True, "omit_defaults": True}
+# Disconnect codes the API may send: the protocol's and the applications' ranges.
+_DISCONNECT_CODES_FIRST, _DISCONNECT_CODES_LAST = 3000, 4999
 
 
 class ApiError(Exception):
@@ -163,16 +175,18 @@ class InfoResult(msgspec.Struct, kw_only=True):
 class Executor:
     """Runs server API commands for one application at a time."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, *, max_broadcast_channels: int) -> None:
         self._node = node
+        self._max_broadcast_channels = max_broadcast_channels
 
     def _ref(self, app: Application, channel: str) -> ChannelRef:
         """The app's channel, or a Centrifugo-style 107 for a name outside the grammar."""
         if not isinstance(channel, str) or not channel:
             raise ApiError(ErrorCode.BAD_REQUEST, "channel required")
-        if not is_valid_channel(channel):
-            raise ApiError(ErrorCode.BAD_REQUEST, "invalid channel name")
-        return ChannelRef(app.app_id, channel)
+        try:
+            return self._node.channel_ref(app.app_id, channel)
+        except ClientError as exc:
+            raise ApiError(exc.code, exc.message) from None
 
     async def _publish(
         self,
@@ -184,12 +198,8 @@ class Executor:
     ) -> PublishOutcome:
         node = self._node
         ref = self._ref(app, request.channel)
-        data = bytes(request.data) if request.data else b"null"
-        if len(data) > node.settings.max_message_size:
-            raise ApiError(ErrorCode.LIMIT_EXCEEDED, "message too large")
-        from xshathra.engine.client import ClientError
-
         try:
+            data = node.publication_data(request.data)
             position = await node.publish(
                 ref,
                 data,
@@ -204,7 +214,7 @@ class Executor:
         return PublishOutcome(
             result=PublishResult(offset=position.offset, epoch=position.epoch),
             # Cluster-wide, read only when asked: it costs a round trip to a shared broker.
-            subscriber_count=await node.broker.subscriber_count(ref) if count_subscribers else 0,
+            subscriber_count=await node.subscriber_count(ref) if count_subscribers else 0,
         )
 
     async def publish(
@@ -226,7 +236,7 @@ class Executor:
         _check_data(request.data, request.b64data)
         if not request.channels:
             raise ApiError(ErrorCode.BAD_REQUEST, "channels required")
-        cap = self._node.settings.max_broadcast_channels
+        cap = self._max_broadcast_channels
         if len(request.channels) > cap:
             # Refused whole, before any publish: one request must not fan out without bound.
             raise ApiError(
@@ -253,13 +263,27 @@ class Executor:
 
     async def subscribe(self, app: Application, request: SubscribeRequest) -> EmptyResult:
         self._ref(app, request.channel)
-        await self._control(app, "subscribe", request.user, request.client, channel=request.channel)
+        _check_target(request.user, request.client)
+        await self._node.send_control(
+            Subscribe(
+                app_id=app.app_id,
+                user=request.user,
+                client=request.client,
+                channel=request.channel,
+            )
+        )
         return EmptyResult()
 
     async def unsubscribe(self, app: Application, request: UnsubscribeRequest) -> EmptyResult:
         self._ref(app, request.channel)
-        await self._control(
-            app, "unsubscribe", request.user, request.client, channel=request.channel
+        _check_target(request.user, request.client)
+        await self._node.send_control(
+            Unsubscribe(
+                app_id=app.app_id,
+                user=request.user,
+                client=request.client,
+                channel=request.channel,
+            )
         )
         return EmptyResult()
 
@@ -267,65 +291,44 @@ class Executor:
         code, reason = 0, ""
         if request.disconnect is not None:
             code, reason = request.disconnect.code, request.disconnect.reason
-            if code and not (3000 <= code < 5000):
+            if code and not (_DISCONNECT_CODES_FIRST <= code <= _DISCONNECT_CODES_LAST):
                 raise ApiError(ErrorCode.BAD_REQUEST, "disconnect code must be within 3000-4999")
-        await self._control(
-            app, "disconnect", request.user, request.client, code=code, reason=reason
+        _check_target(request.user, request.client)
+        await self._node.send_control(
+            Disconnect(
+                app_id=app.app_id,
+                user=request.user,
+                client=request.client,
+                code=code or DisconnectCode.FORCE_NO_RECONNECT,
+                reason=reason,
+            )
         )
         return EmptyResult()
 
     async def refresh(self, app: Application, request: RefreshRequest) -> EmptyResult:
         expire_at = -1 if request.expired else request.expire_at
-        await self._control(app, "refresh", request.user, request.client, code=expire_at)
+        _check_target(request.user, request.client)
+        await self._node.send_control(
+            Refresh(
+                app_id=app.app_id, user=request.user, client=request.client, expire_at=expire_at
+            )
+        )
         return EmptyResult()
 
     async def app_changed(self, app_id: str) -> None:
         """An app was updated or deleted: every node refreshes (or closes) its connections."""
-        from xshathra.engine.node import ControlMessage
-
         # Here at once (this node's next request must already see it), then everywhere.
         self._node.notify_app_changed(AppId(app_id))
-        await self._node.send_control(ControlMessage(type="app_changed", app_id=app_id))
+        await self._node.send_control(AppChanged(app_id=app_id))
 
     async def webhooks_changed(self, app_id: str) -> None:
-        from xshathra.engine.node import ControlMessage
-
-        await self._node.send_control(ControlMessage(type="webhooks_changed", app_id=app_id))
-
-    async def _control(
-        self,
-        app: Application,
-        kind: str,
-        user: str,
-        client: str,
-        *,
-        channel: str = "",
-        code: int = 0,
-        reason: str = "",
-    ) -> None:
-        from xshathra.engine.node import ControlMessage
-
-        if not user and not client:
-            raise ApiError(ErrorCode.BAD_REQUEST, "user required")
-        await self._node.send_control(
-            ControlMessage(
-                type=kind,
-                app_id=app.app_id,
-                user=user,
-                client=client,
-                channel=channel,
-                code=code,
-                reason=reason,
-            )
-        )
+        await self._node.send_control(WebhooksChanged(app_id=app_id))
 
     async def presence(self, app: Application, request: ChannelRequest) -> m.PresenceResult:
-        from xshathra.engine.hub import client_info_message
-
         ref = self._ref(app, request.channel)
         if not app.namespace_options(namespace_of(request.channel)).presence:
             raise ApiError(ErrorCode.NOT_AVAILABLE)
-        clients = await self._node.presence.presence(ref)
+        clients = await self._node.presence(ref)
         return m.PresenceResult(
             presence={k: client_info_message(v) for k, v in clients.items()} or {}
         )
@@ -336,12 +339,10 @@ class Executor:
         ref = self._ref(app, request.channel)
         if not app.namespace_options(namespace_of(request.channel)).presence:
             raise ApiError(ErrorCode.NOT_AVAILABLE)
-        clients, users = await self._node.presence.presence_stats(ref)
+        clients, users = await self._node.presence_stats(ref)
         return m.PresenceStatsResult(num_clients=clients, num_users=users)
 
     async def history(self, app: Application, request: HistoryRequest) -> dict[str, Any]:
-        from xshathra.engine.client import ClientError
-
         ref = self._ref(app, request.channel)
         options = app.namespace_options(namespace_of(request.channel))
         if options.history_size <= 0 or options.history_ttl <= 0:
@@ -359,14 +360,14 @@ class Executor:
 
     async def history_remove(self, app: Application, request: ChannelRequest) -> EmptyResult:
         ref = self._ref(app, request.channel)
-        await self._node.broker.remove_history(ref)
+        await self._node.remove_history(ref)
         return EmptyResult()
 
     async def channels(self, app: Application, request: ChannelsRequest) -> ChannelsResult:
         """The app's channels on this node, filtered by a shell-style `pattern`. The pattern is
         bounded and matched in linear time (`api.globmatch`, never a regex nor a cache), and a
         long listing yields to the event loop, so one tenant's call never stalls the others."""
-        names = self._node.hub.channels(app.app_id)
+        names = self._node.channels(app.app_id)
         if request.pattern:
             if len(request.pattern) > MAX_PATTERN_LENGTH:
                 raise ApiError(
@@ -384,22 +385,27 @@ class Executor:
 
     async def info(self, app: Application, request: InfoRequest) -> InfoResult:
         node = self._node
-        hub = node.hub
-        channels = hub.channels(app.app_id)
+        counts = node.app_info(app.app_id)
         return InfoResult(
             nodes=[
                 NodeInfo(
                     uid=node.node_id,
                     name=node.name,
                     version=node.version,
-                    num_clients=hub.connection_count(app.app_id),
-                    num_users=hub.user_count(app.app_id),
-                    num_channels=len(channels),
-                    num_subs=sum(channels.values()),
+                    num_clients=counts.num_clients,
+                    num_users=counts.num_users,
+                    num_channels=counts.num_channels,
+                    num_subs=counts.num_subs,
                     uptime=int(time.time() - node.started_at),
                 )
             ]
         )
+
+
+def _check_target(user: str, client: str) -> None:
+    """A control command names the connections it acts on."""
+    if not user and not client:
+        raise ApiError(ErrorCode.BAD_REQUEST, "user required")
 
 
 def _check_data(data: msgspec.Raw, b64data: str) -> None:

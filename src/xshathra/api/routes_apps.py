@@ -28,6 +28,7 @@ from xshathra.api.context import ServerContext
 from xshathra.api.errors import HttpError
 from xshathra.api.executor import ApiError, PublishRequest
 from xshathra.api.views import application_view, delivery_view, iso, webhook_view
+from xshathra.protocol.codes import ErrorCode, LifecycleEvent
 from xshathra.tenancy.apps import (
     APP_ID_PATTERN,
     AppChanges,
@@ -48,7 +49,7 @@ _DOMAIN_RE = re.compile(
     r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(:\d{1,5})?$"
 )
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_-]{0,64}$")
-LIFECYCLE_EVENTS = ("user-joined", "user-left", "room-occupied", "room-vacated")
+LIFECYCLE_EVENTS = tuple(event.value for event in LifecycleEvent)
 
 
 class _Body(BaseModel):
@@ -223,7 +224,9 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
                 count_subscribers=True,
             )
         except ApiError as exc:
-            raise HttpError(413 if exc.code == 106 else 400, f"room: {exc.message}") from None
+            raise HttpError(
+                413 if exc.code == ErrorCode.LIMIT_EXCEEDED else 400, f"room: {exc.message}"
+            ) from None
         return _ok(
             {
                 "room": f"app-{app.app_id}-{body.room}",

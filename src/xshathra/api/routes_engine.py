@@ -17,11 +17,12 @@ from fastapi import APIRouter, Request, Response
 
 from xshathra.api import executor as x
 from xshathra.api.context import ServerContext
-from xshathra.protocol.codes import ErrorCode
+from xshathra.protocol.codes import ERROR_MESSAGES, ErrorCode
 from xshathra.tenancy.apps import Application, hash_key
 
 _encoder = msgspec.json.Encoder()
 log = logging.getLogger("xshathra.api")
+_INTERNAL = ERROR_MESSAGES[ErrorCode.INTERNAL]
 
 Handler = Callable[[x.Executor, Application, Any], Awaitable[Any]]
 
@@ -236,7 +237,7 @@ async def _batch(ctx: ServerContext, app: Application, body: bytes) -> EngineAns
             replies.append({"error": {"code": int(exc.code), "message": exc.message}})
         except Exception as exc:
             log.warning("server API %s failed in a batch: %s", command.method, type(exc).__name__)
-            replies.append({"error": {"code": 100, "message": "internal server error"}})
+            replies.append({"error": {"code": int(ErrorCode.INTERNAL), "message": _INTERNAL}})
     return _json({"replies": replies})
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 from xshathra.engine.channels import is_valid_channel, namespace_of
+from xshathra.engine.errors import ClientError, DisconnectError
 from xshathra.engine.hub import client_info_message, publication_message
 from xshathra.engine.writer import FrameSink, OutgoingFrame, Writer
 from xshathra.model import AppId, ChannelRef, ClientInfoData, HistoryOptions, StreamPosition
@@ -30,6 +31,7 @@ from xshathra.protocol.codes import (
     TEMPORARY_ERRORS,
     DisconnectCode,
     ErrorCode,
+    UnsubscribeCode,
 )
 from xshathra.tenancy.apps import Application, NamespaceOptions
 from xshathra.tenancy.tokens import ConnectionClaims, TokenError, TokenExpiredError
@@ -38,10 +40,6 @@ if TYPE_CHECKING:
     from xshathra.engine.node import Node
 
 log = logging.getLogger("xshathra.client")
-
-UNSUBSCRIBE_SERVER = 2000  # server unsubscribed the client: it stays unsubscribed
-UNSUBSCRIBE_INSUFFICIENT = 2500  # client resubscribes (and recovers)
-UNSUBSCRIBE_EXPIRED = 2501  # subscription token expired: client resubscribes with a new token
 
 
 class ClientTransport(FrameSink, Protocol):
@@ -52,20 +50,6 @@ class ClientTransport(FrameSink, Protocol):
 
     def close(self, code: int, reason: str) -> None:
         """Send a close frame with this code after what is queued, then close the connection."""
-
-
-class ClientError(Exception):
-    def __init__(self, code: ErrorCode, message: str | None = None) -> None:
-        super().__init__(message or ERROR_MESSAGES[code])
-        self.code = code
-        self.message = message or ERROR_MESSAGES[code]
-
-
-class DisconnectError(Exception):
-    def __init__(self, code: DisconnectCode, reason: str | None = None) -> None:
-        super().__init__(reason or DISCONNECT_REASONS[code])
-        self.code = code
-        self.reason = reason or DISCONNECT_REASONS[code]
 
 
 NO_CHANNELS: frozenset[str] = frozenset()  # shared: most tokens name no channels
@@ -121,7 +105,7 @@ class ClientSession:
     def __init__(self, node: Node, transport: ClientTransport) -> None:
         self.node = node
         self.transport = transport
-        self.writer = Writer(transport, node.scheduler, node.settings.client_queue_max_bytes, self)
+        self.writer = Writer(transport, node.scheduler, node.options.client_queue_max_bytes, self)
         self.client_id = str(uuid.uuid4())
         self.state = State.CONNECTING
         self.app: Application | None = None
@@ -138,9 +122,9 @@ class ClientSession:
         self._task: asyncio.Task[None] | None = None
         self.expiry_deadline: float | None = None  # see engine.deadlines
         self._connect_timer: asyncio.TimerHandle | None = node.loop.call_later(
-            node.settings.connect_timeout, self._connect_timeout
+            node.options.connect_timeout, self._connect_timeout
         )
-        self._tokens = float(node.settings.client_command_burst)
+        self._tokens = float(node.options.client_command_burst)
         self._tokens_at = time.monotonic()
 
     @property
@@ -191,10 +175,10 @@ class ClientSession:
 
     def _allow_command(self) -> bool:
         now = time.monotonic()
-        settings = self.node.settings
+        options = self.node.options
         self._tokens = min(
-            float(settings.client_command_burst),
-            self._tokens + (now - self._tokens_at) * settings.client_command_rate,
+            float(options.client_command_burst),
+            self._tokens + (now - self._tokens_at) * options.client_command_rate,
         )
         self._tokens_at = now
         if self._tokens < 1.0:
@@ -312,7 +296,7 @@ class ClientSession:
             raise DisconnectError(DisconnectCode.PERMISSION_DENIED, "origin not allowed")
         if self.closed:
             raise DisconnectError(DisconnectCode.CONNECTION_CLOSED)
-        if node.hub.connection_count(app.app_id) >= node.settings.max_connections_per_app:
+        if node.hub.connection_count(app.app_id) >= node.options.max_connections_per_app:
             raise DisconnectError(DisconnectCode.CONNECTION_LIMIT)
         if self._connect_timer is not None:
             self._connect_timer.cancel()
@@ -343,7 +327,7 @@ class ClientSession:
         # positions when it sends them back in `subs` on reconnect.
         results: dict[str, m.SubscribeResult] = {}
         finalizers: list[Finalizer] = []
-        for channel in claims.channels[: node.settings.max_channels_per_connection]:
+        for channel in claims.channels[: node.options.max_channels_per_connection]:
             if not is_valid_channel(channel) or channel in self.subs:
                 continue
             recover = (req.subs or {}).get(channel) or m.SubscribeRequest(channel=channel)
@@ -360,7 +344,7 @@ class ClientSession:
             expires=self.expires_at is not None,
             ttl=ttl,
             subs=results or None,
-            ping=node.settings.ping_interval,
+            ping=node.options.ping_interval,
             pong=True,
             node=node.node_id,
         )
@@ -386,7 +370,7 @@ class ClientSession:
         if expires_at is None:
             self.expiry_deadline = None
             return
-        at = max(float(expires_at), time.time()) + self.node.settings.expired_close_delay
+        at = max(float(expires_at), time.time()) + self.node.options.expired_close_delay
         self.expiry_deadline = at
         self.node.deadlines.add(self, at)
 
@@ -439,11 +423,10 @@ class ClientSession:
     ) -> tuple[m.SubscribeResult, Finalizer]:
         node = self.node
         assert self.app is not None
-        if not is_valid_channel(channel):
-            raise ClientError(ErrorCode.BAD_REQUEST, "invalid channel name")
+        ref = node.channel_ref(self.app_id, channel)
         if channel in self.subs:
             raise ClientError(ErrorCode.ALREADY_SUBSCRIBED)
-        if len(self.subs) >= node.settings.max_channels_per_connection:
+        if len(self.subs) >= node.options.max_channels_per_connection:
             raise ClientError(ErrorCode.LIMIT_EXCEEDED)
         options = self._options(channel)
         chan_info = b""
@@ -469,7 +452,6 @@ class ClientSession:
         else:
             raise ClientError(ErrorCode.PERMISSION_DENIED)
 
-        ref = ChannelRef(self.app_id, channel)
         sub = Subscription(
             ref=ref,
             options=options,
@@ -482,7 +464,7 @@ class ClientSession:
             await node.add_pending_subscriber(ref, self)
             result, since_offset = await self._position(ref, options, req)
             if options.presence:
-                await node.presence.add_presence(ref, info)
+                await node.presence_store.add_presence(ref, info)
             if options.join_leave:
                 await node.broker.publish_join(ref, info)
             # Inside the undo: whatever fails here must not leave a pending subscriber behind.
@@ -499,7 +481,7 @@ class ClientSession:
                 await node.remove_subscriber(ref, self)
             if options.presence:
                 with contextlib.suppress(Exception):
-                    await node.presence.remove_presence(ref, self.client_id)
+                    await node.presence_store.remove_presence(ref, self.client_id)
             raise
         if self.state is State.CLOSED or self.subs.get(channel) is not sub:
             raise ClientError(ErrorCode.INTERNAL, "subscription cancelled")
@@ -530,7 +512,7 @@ class ClientSession:
             history = await node.broker.history(
                 ref,
                 HistoryOptions(
-                    limit=-1, since=since, max_bytes=node.settings.max_history_reply_bytes
+                    limit=-1, since=since, max_bytes=node.options.max_history_reply_bytes
                 ),
             )
             position = history.position
@@ -572,14 +554,16 @@ class ClientSession:
             sub.timer = None
         sub.expires_at = expires_at
         if expires_at is not None:
-            delay = max(0.0, expires_at - time.time()) + self.node.settings.expired_close_delay
+            delay = max(0.0, expires_at - time.time()) + self.node.options.expired_close_delay
             sub.timer = self.node.loop.call_later(delay, self._sub_expired, sub)
 
     def _sub_expired(self, sub: Subscription) -> None:
         sub.timer = None
         if self.subs.get(sub.ref.name) is sub:
             self.node.loop.create_task(
-                self.server_unsubscribe(sub.ref.name, UNSUBSCRIBE_EXPIRED, "subscription expired")
+                self.server_unsubscribe(
+                    sub.ref.name, UnsubscribeCode.EXPIRED, "subscription expired"
+                )
             )
 
     async def _sub_refresh(self, req: m.SubRefreshRequest) -> tuple[object, Finalizer | None]:
@@ -612,7 +596,7 @@ class ClientSession:
         try:
             await self.node.remove_subscriber(sub.ref, self)
             if sub.options.presence:
-                await self.node.presence.remove_presence(sub.ref, self.client_id)
+                await self.node.presence_store.remove_presence(sub.ref, self.client_id)
             if sub.options.join_leave:
                 await self.node.broker.publish_leave(sub.ref, self.info(sub.chan_info))
         except Exception as exc:
@@ -622,7 +606,7 @@ class ClientSession:
         self.node.subscription_removed(self, sub.ref)
         return True
 
-    async def server_unsubscribe(self, channel: str, code: int, reason: str) -> None:
+    async def server_unsubscribe(self, channel: str, code: UnsubscribeCode, reason: str) -> None:
         """Unsubscribe on the server's initiative and tell the client, even if cleaning shared
         state (presence, leave) fails: the client must not keep a dead subscription."""
         if channel not in self.subs:
@@ -664,8 +648,7 @@ class ClientSession:
 
     async def _publish(self, req: m.PublishRequest) -> tuple[object, Finalizer | None]:
         channel = req.channel
-        if not is_valid_channel(channel):
-            raise ClientError(ErrorCode.BAD_REQUEST, "invalid channel name")
+        ref = self.node.channel_ref(self.app_id, channel)
         options = self._options(channel)
         sub = self.subs.get(channel)
         allowed = options.allow_publish_for_client or (
@@ -673,13 +656,9 @@ class ClientSession:
         )
         if not allowed:
             raise ClientError(ErrorCode.PERMISSION_DENIED)
-        data = bytes(req.data) if req.data else b"null"
-        if len(data) > self.node.settings.max_message_size:
-            raise ClientError(ErrorCode.LIMIT_EXCEEDED, "message too large")
+        data = self.node.publication_data(req.data)
         info = self.info(sub.chan_info if sub is not None else b"")
-        await self.node.publish(
-            ChannelRef(self.app_id, channel), data, options, info=info, origin="client"
-        )
+        await self.node.publish(ref, data, options, info=info, origin="client")
         return m.PublishResult(), None
 
     async def _presence(self, req: m.PresenceRequest) -> tuple[object, Finalizer | None]:
@@ -689,7 +668,7 @@ class ClientSession:
         sub = self.subs.get(req.channel)
         if sub is None or not options.allow_presence_for_subscriber:
             raise ClientError(ErrorCode.PERMISSION_DENIED)
-        clients = await self.node.presence.presence(sub.ref)
+        clients = await self.node.presence_store.presence(sub.ref)
         return (
             m.PresenceResult(presence={k: client_info_message(v) for k, v in clients.items()}),
             None,
@@ -702,7 +681,7 @@ class ClientSession:
         sub = self.subs.get(req.channel)
         if sub is None or not options.allow_presence_for_subscriber:
             raise ClientError(ErrorCode.PERMISSION_DENIED)
-        clients, users = await self.node.presence.presence_stats(sub.ref)
+        clients, users = await self.node.presence_store.presence_stats(sub.ref)
         return m.PresenceStatsResult(num_clients=clients, num_users=users), None
 
     async def _history(self, req: m.HistoryRequest) -> tuple[object, Finalizer | None]:

@@ -1,7 +1,9 @@
-"""The node: composition root of the engine. It owns the hub, talks to the broker and the
-presence store, runs the ping sweep, and executes what the server API asks of connections.
+"""The node: the engine's one facade. It owns the hub, talks to the broker and the presence
+store, runs the ping sweep, validates publications, and executes what the server API asks of
+connections; callers outside the engine use its methods, never its hub or backends.
 
-It knows nothing of HTTP, SQL or a concrete backend: those are handed in by `server.py`.
+It knows nothing of HTTP, SQL, settings or a concrete backend: those are handed in by
+`server.py`, the limits as a frozen `EngineOptions`.
 """
 
 from __future__ import annotations
@@ -12,15 +14,31 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import msgspec
+import msgspec.structs
 
 from xshathra import __version__
 from xshathra.brokers import ClusterBroker
-from xshathra.engine.client import ClientError, ClientSession, State, Subscription
+from xshathra.engine.channels import is_valid_channel
+from xshathra.engine.client import ClientSession, State, Subscription
+from xshathra.engine.control import (
+    AppChanged,
+    ControlMessage,
+    Disconnect,
+    Refresh,
+    Subscribe,
+    Unsubscribe,
+    WebhooksChanged,
+    decode_control,
+    encode_control,
+)
 from xshathra.engine.deadlines import Deadlines
+from xshathra.engine.errors import ClientError
 from xshathra.engine.hub import Hub, publication_message
+from xshathra.engine.options import EngineOptions
 from xshathra.engine.writer import FlushScheduler
 from xshathra.model import (
     AppId,
@@ -33,8 +51,7 @@ from xshathra.model import (
 )
 from xshathra.presence import PresenceStore
 from xshathra.protocol import messages as m
-from xshathra.protocol.codes import DisconnectCode, ErrorCode
-from xshathra.settings import Settings
+from xshathra.protocol.codes import DisconnectCode, ErrorCode, LifecycleEvent, UnsubscribeCode
 from xshathra.tenancy.apps import Application, AppStore, NamespaceOptions
 from xshathra.tenancy.tokens import TokenService
 
@@ -73,7 +90,9 @@ class ChannelEvents(Protocol):
         self, ref: ChannelRef, tags: dict[str, str] | None, data: bytes, user: str | None
     ) -> HeldEvent | None: ...
 
-    async def lifecycle(self, ref: ChannelRef, event: str, user: str, client: str) -> None: ...
+    async def lifecycle(
+        self, ref: ChannelRef, event: LifecycleEvent, user: str, client: str
+    ) -> None: ...
 
     def invalidate(self, app_id: str) -> None: ...
 
@@ -93,20 +112,14 @@ def _check_text(tags: dict[str, str]) -> None:
             raise ClientError(ErrorCode.BAD_REQUEST, "tags must be valid Unicode text") from None
 
 
-class ControlMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """A command for every node (delivered through the broker): act on local connections."""
+@dataclass(frozen=True, slots=True)
+class AppInfo:
+    """One app's share of this node, as the server API's `info` reports it."""
 
-    type: str  # disconnect | unsubscribe | subscribe | app_changed
-    app_id: str
-    user: str = ""
-    client: str = ""
-    channel: str = ""
-    code: int = 0
-    reason: str = ""
-    origin_node: str = ""
-
-
-_control_decoder = msgspec.json.Decoder(ControlMessage)
+    num_clients: int
+    num_users: int
+    num_channels: int
+    num_subs: int
 
 
 class NodeStats:
@@ -123,7 +136,7 @@ class Node:
     def __init__(
         self,
         *,
-        settings: Settings,
+        options: EngineOptions,
         broker: ClusterBroker,
         presence: PresenceStore,
         apps: AppStore,
@@ -132,9 +145,9 @@ class Node:
         events: ChannelEvents | None = None,
         node_id: str | None = None,
     ) -> None:
-        self.settings = settings
+        self.options = options
         self.broker = broker
-        self.presence = presence
+        self.presence_store = presence
         self.apps = apps
         self.tokens = tokens
         self.analytics = analytics
@@ -150,7 +163,7 @@ class Node:
         self.app_changes = 0
         self.version = __version__
         self.node_id = node_id or secrets.token_hex(8)
-        self.name = settings.node_name or self.node_id
+        self.name = options.node_name or self.node_id
         self.started_at = time.time()
         self.loop = asyncio.get_running_loop()
         self.scheduler = FlushScheduler(self.loop)
@@ -169,14 +182,13 @@ class Node:
 
     def on_reconnect(self) -> None:
         """The broker lost messages while away: every subscriber resubscribes and recovers."""
-        from xshathra.engine.client import UNSUBSCRIBE_INSUFFICIENT
 
         async def resubscribe_all() -> None:
             for session in self.hub.all_connections():
                 for channel in list(session.subs):
                     try:
                         await session.server_unsubscribe(
-                            channel, UNSUBSCRIBE_INSUFFICIENT, "insufficient state"
+                            channel, UnsubscribeCode.INSUFFICIENT, "insufficient state"
                         )
                     except Exception as exc:  # keep going: every client must hear it
                         log.warning("resubscribe notice failed: %s", type(exc).__name__)
@@ -186,12 +198,14 @@ class Node:
     async def _presence_loop(self) -> None:
         """Refresh this node's presence entries so a shared store can expire a dead node's."""
         while True:
-            await asyncio.sleep(max(1.0, self.settings.presence_ttl / 3))
+            await asyncio.sleep(max(1.0, self.options.presence_ttl / 3))
             for session in self.hub.all_connections():
                 for sub in list(session.subs.values()):
                     if sub.options.presence and sub.live:
                         with contextlib.suppress(Exception):
-                            await self.presence.add_presence(sub.ref, session.info(sub.chan_info))
+                            await self.presence_store.add_presence(
+                                sub.ref, session.info(sub.chan_info)
+                            )
 
     async def close(self) -> None:
         """Disconnect every client with a reconnect code and stop background work."""
@@ -206,7 +220,7 @@ class Node:
         for task in list(self._background):
             task.cancel()
         await self.broker.close()
-        await self.presence.close()
+        await self.presence_store.close()
 
     def _spawn(self, coro: object) -> None:
         task: asyncio.Task[None] = self.loop.create_task(coro)  # type: ignore[arg-type]
@@ -264,7 +278,7 @@ class Node:
             self.subscription_removed(session, sub.ref)
             try:
                 if sub.options.presence:
-                    await self.presence.remove_presence(sub.ref, session.client_id)
+                    await self.presence_store.remove_presence(sub.ref, session.client_id)
                 if sub.options.join_leave:
                     await self.broker.publish_leave(sub.ref, session.info(sub.chan_info))
             except Exception:
@@ -288,9 +302,9 @@ class Node:
         before, after = await self.broker.set_subscriber_count(ref, self.hub.subscriber_count(ref))
         if self.events is not None:
             if before == 0 and after > 0:
-                self._spawn(self.events.lifecycle(ref, "room-occupied", "", ""))
+                self._spawn(self.events.lifecycle(ref, LifecycleEvent.ROOM_OCCUPIED, "", ""))
             elif before > 0 and after == 0:
-                self._spawn(self.events.lifecycle(ref, "room-vacated", "", ""))
+                self._spawn(self.events.lifecycle(ref, LifecycleEvent.ROOM_VACATED, "", ""))
 
     async def remove_subscriber(self, ref: ChannelRef, session: ClientSession) -> None:
         if self.hub.remove_subscriber(ref, session):
@@ -301,16 +315,20 @@ class Node:
     def subscription_added(self, session: ClientSession, ref: ChannelRef) -> None:
         if self.events is None:
             return
-        self._spawn(self.events.lifecycle(ref, "user-joined", session.user, session.client_id))
+        self._spawn(
+            self.events.lifecycle(ref, LifecycleEvent.USER_JOINED, session.user, session.client_id)
+        )
 
     def subscription_removed(self, session: ClientSession, ref: ChannelRef) -> None:
         if self.events is None:
             return
-        self._spawn(self.events.lifecycle(ref, "user-left", session.user, session.client_id))
+        self._spawn(
+            self.events.lifecycle(ref, LifecycleEvent.USER_LEFT, session.user, session.client_id)
+        )
 
     async def _ping_loop(self) -> None:
         """One sweep for all connections: drop those that missed the last pong, ping the rest."""
-        interval = self.settings.ping_interval
+        interval = self.options.ping_interval
         while True:
             await asyncio.sleep(interval)
             for session in self.hub.all_connections():
@@ -339,11 +357,9 @@ class Node:
         self.stats.delivered += self.hub.broadcast_publication(ref, pub)
 
     async def _resubscribe_channel(self, ref: ChannelRef) -> None:
-        from xshathra.engine.client import UNSUBSCRIBE_INSUFFICIENT
-
         for session in self.hub.subscribers(ref):
             await session.server_unsubscribe(
-                ref.name, UNSUBSCRIBE_INSUFFICIENT, "insufficient state"
+                ref.name, UnsubscribeCode.INSUFFICIENT, "insufficient state"
             )
 
     def on_join(self, ref: ChannelRef, info: ClientInfoData) -> None:
@@ -354,7 +370,7 @@ class Node:
 
     def on_control(self, data: bytes) -> None:
         try:
-            msg = _control_decoder.decode(data)
+            msg = decode_control(data)
         except (msgspec.DecodeError, msgspec.ValidationError):
             log.warning("ignoring a malformed control message")
             return
@@ -362,10 +378,10 @@ class Node:
 
     async def _apply_control(self, msg: ControlMessage) -> None:
         app_id = AppId(msg.app_id)
-        if msg.type == "app_changed":
+        if isinstance(msg, AppChanged):
             await self._app_changed(app_id)
             return
-        if msg.type == "webhooks_changed":
+        if isinstance(msg, WebhooksChanged):
             if self.events is not None:
                 self.events.invalidate(app_id)
             return
@@ -375,17 +391,14 @@ class Node:
         else:
             targets = self.hub.user_connections(app_id, msg.user)
         for session in targets:
-            if msg.type == "disconnect":
-                code = msg.code or DisconnectCode.FORCE_NO_RECONNECT
-                session.disconnect(code, msg.reason or None)
-            elif msg.type == "unsubscribe":
-                await session.server_unsubscribe(
-                    msg.channel, msg.code or 2000, msg.reason or "server unsubscribe"
-                )
-            elif msg.type == "subscribe":
+            if isinstance(msg, Disconnect):
+                session.disconnect(msg.code, msg.reason or None)
+            elif isinstance(msg, Unsubscribe):
+                await session.server_unsubscribe(msg.channel, msg.code, msg.reason)
+            elif isinstance(msg, Subscribe):
                 await session.server_subscribe(msg.channel)
-            elif msg.type == "refresh":
-                session.server_refresh(msg.code)
+            elif isinstance(msg, Refresh):
+                session.server_refresh(msg.expire_at)
 
     def notify_app_changed(self, app_id: AppId) -> None:
         self.app_changes += 1
@@ -415,10 +428,28 @@ class Node:
                 session.app = app
 
     async def send_control(self, msg: ControlMessage) -> None:
-        msg.origin_node = self.node_id
-        await self.broker.publish_control(msgspec.json.encode(msg))
+        """Act on connections and caches of every node, this one included (the broker's
+        control bus delivers to its sender too)."""
+        msg = msgspec.structs.replace(msg, origin_node=self.node_id)
+        await self.broker.publish_control(encode_control(msg))
 
     # --- publishing and reading -----------------------------------------------------------------
+    # Publish validation, written once: the client's publish command and the HTTP APIs call
+    # `channel_ref` and `publication_data` before `publish`, which checks the tags itself.
+
+    def channel_ref(self, app_id: AppId, channel: str) -> ChannelRef:
+        """The app's channel; a 107 for a name outside the channel grammar."""
+        if not is_valid_channel(channel):
+            raise ClientError(ErrorCode.BAD_REQUEST, "invalid channel name")
+        return ChannelRef(app_id, channel)
+
+    def publication_data(self, data: bytes | msgspec.Raw) -> bytes:
+        """What a publication carries: `null` when no data was given; a 106 past the size
+        limit. The data is never parsed."""
+        payload = bytes(data) if data else b"null"
+        if len(payload) > self.options.max_message_size:
+            raise ClientError(ErrorCode.LIMIT_EXCEEDED, "message too large")
+        return payload
 
     async def publish(
         self,
@@ -479,7 +510,7 @@ class Node:
                 since=since_pos,
                 reverse=reverse,
                 # One reply carries at most this much: the caller pages on from the last offset.
-                max_bytes=self.settings.max_history_reply_bytes,
+                max_bytes=self.options.max_history_reply_bytes,
             ),
         )
         if since is not None and since.epoch and since.epoch != result.position.epoch:
@@ -489,3 +520,50 @@ class Node:
             epoch=result.position.epoch,
             offset=result.position.offset,
         )
+
+    async def remove_history(self, ref: ChannelRef) -> None:
+        await self.broker.remove_history(ref)
+
+    async def subscriber_count(self, ref: ChannelRef) -> int:
+        """Subscribers of the channel on every node (a round trip to a shared broker)."""
+        return await self.broker.subscriber_count(ref)
+
+    # --- presence -------------------------------------------------------------------------------
+
+    async def presence(self, ref: ChannelRef) -> dict[str, ClientInfoData]:
+        """Clients present in the channel, by client id, on every node."""
+        return await self.presence_store.presence(ref)
+
+    async def presence_stats(self, ref: ChannelRef) -> tuple[int, int]:
+        """(clients, distinct users) present in the channel, on every node."""
+        return await self.presence_store.presence_stats(ref)
+
+    # --- this node ------------------------------------------------------------------------------
+
+    def channels(self, app_id: AppId) -> dict[str, int]:
+        """The app's channels with subscribers on this node, with their subscriber counts."""
+        return self.hub.channels(app_id)
+
+    def connection_total(self) -> int:
+        return self.hub.total_connections()
+
+    def subscription_total(self) -> int:
+        return self.hub.subscription_total()
+
+    def history_bytes(self) -> int | None:
+        """Bytes of history held in this process; None for a broker that keeps it elsewhere."""
+        held: int | None = getattr(self.broker, "history_bytes", None)
+        return held
+
+    def app_info(self, app_id: AppId) -> AppInfo:
+        channels = self.hub.channels(app_id)
+        return AppInfo(
+            num_clients=self.hub.connection_count(app_id),
+            num_users=self.hub.user_count(app_id),
+            num_channels=len(channels),
+            num_subs=sum(channels.values()),
+        )
+
+    async def ping(self) -> None:
+        """Raises if the broker cannot be reached (the health check)."""
+        await self.broker.ping()

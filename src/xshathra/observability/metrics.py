@@ -63,18 +63,18 @@ class XshathraCollector(Collector):
         self.http = http
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        hub, stats = self.node.hub, self.node.stats
+        node, stats = self.node, self.node.stats
         yield GaugeMetricFamily(
             "xshathra_connections",
             "Open client connections on this node",
-            value=hub.total_connections(),
+            value=node.connection_total(),
         )
         yield GaugeMetricFamily(
             "xshathra_subscriptions",
             "Live subscriptions on this node",
-            value=hub.subscription_total(),
+            value=node.subscription_total(),
         )
-        held = getattr(self.node.broker, "history_bytes", None)
+        held = node.history_bytes()
         if held is not None:  # only a broker that keeps history in this process has it
             yield GaugeMetricFamily(
                 "xshathra_history_bytes",

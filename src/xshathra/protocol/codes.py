@@ -9,7 +9,7 @@ are the same two ranges left to applications.
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
 
 class ErrorCode(IntEnum):
@@ -97,6 +97,25 @@ DISCONNECT_REASONS: dict[DisconnectCode, str] = {
     DisconnectCode.NOT_AVAILABLE: "not available",
     DisconnectCode.TOO_MANY_ERRORS: "too many errors",
 }
+
+
+class UnsubscribeCode(IntEnum):
+    """Codes of an unsubscribe push: 2000-2499 the client stays unsubscribed, 2500-2999 it
+    subscribes again (and recovers)."""
+
+    SERVER = 2000  # the server unsubscribed the client
+    INSUFFICIENT = 2500  # publications were lost: resubscribe and recover
+    EXPIRED = 2501  # the subscription token expired: resubscribe with a new token
+
+
+class LifecycleEvent(StrEnum):
+    """Channel lifecycle events the engine reports and webhooks deliver, named as the seed's
+    webhook contract names them."""
+
+    USER_JOINED = "user-joined"
+    USER_LEFT = "user-left"
+    ROOM_OCCUPIED = "room-occupied"
+    ROOM_VACATED = "room-vacated"
 
 
 def should_reconnect(code: int) -> bool:

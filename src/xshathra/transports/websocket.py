@@ -114,7 +114,7 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         # once connected.
         self._budget: int | None = self._preconnect_budget()
         self._max_buffered = (
-            self._node.settings.client_queue_max_bytes if self._node is not None else 1 << 20
+            self._node.options.client_queue_max_bytes if self._node is not None else 1 << 20
         )
         self.origin: str | None = None
 
@@ -129,20 +129,20 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         return str(peer[0]) if isinstance(peer, tuple) and peer else ""
 
     def _max_size(self) -> int:
-        return self._node.settings.max_message_size if self._node is not None else 65536
+        return self._node.options.max_message_size if self._node is not None else 65536
 
     def _handshake_limit(self) -> int:
         """uvicorn has parsed the request within the head limit: this is generous."""
         if self._node is None:
             return MAX_HANDSHAKE_BYTES
-        return max(MAX_HANDSHAKE_BYTES, self._node.settings.max_header_bytes + 4096)
+        return max(MAX_HANDSHAKE_BYTES, self._node.options.max_header_bytes + 4096)
 
     def _preconnect_budget(self) -> int:
         """Room for one connect command of the largest size, at least."""
         if self._node is None:
             return 0
-        settings = self._node.settings
-        return max(settings.preconnect_max_bytes, settings.max_message_size + 4096)
+        options = self._node.options
+        return max(options.preconnect_max_bytes, options.max_message_size + 4096)
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from xshathra.model import ChannelRef
+from xshathra.protocol.codes import LifecycleEvent
 from xshathra.webhooks.models import NewDelivery, Webhook
 
 if TYPE_CHECKING:
@@ -167,6 +168,8 @@ class WebhookEvents:
         ids = await self.emit(ref, event, data, user, hold=True)
         return HeldDeliveries(self, ids) if ids else None
 
-    async def lifecycle(self, ref: ChannelRef, event: str, user: str, client: str) -> None:
+    async def lifecycle(
+        self, ref: ChannelRef, event: LifecycleEvent, user: str, client: str
+    ) -> None:
         data = _encoder.encode({"channel": ref.name, "client": client} if client else {})
-        await self.emit(ref, event, data, user or None)
+        await self.emit(ref, event.value, data, user or None)

@@ -13,9 +13,9 @@ from xshathra.analytics.recorder import AnalyticsRecorder
 from xshathra.brokers import ClusterBroker
 from xshathra.brokers.memory import MemoryBroker
 from xshathra.engine.node import Node
+from xshathra.engine.options import EngineOptions
 from xshathra.presence import PresenceStore
 from xshathra.presence.memory import MemoryPresenceStore
-from xshathra.settings import Settings
 from xshathra.storage.database import Database, open_database
 from xshathra.tenancy.apps import Application, NamespaceOptions, generate_app
 from xshathra.tenancy.tokens import TokenService
@@ -46,7 +46,7 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 
 @pytest.fixture
 async def make_harness(db: Database) -> AsyncIterator[MakeHarness]:
-    """Build a started node with the given settings (and broker), and one app."""
+    """Build a started node with the given options (and broker), and one app."""
     nodes: list[Node] = []
 
     async def make(
@@ -55,11 +55,11 @@ async def make_harness(db: Database) -> AsyncIterator[MakeHarness]:
         presence: PresenceStore | None = None,
         namespaces: dict[str, NamespaceOptions] | None = None,
         allowed_domain: str | None = None,
-        **settings: Any,
+        **options: Any,
     ) -> Harness:
         tokens = TokenService(SECRET)
         node = Node(
-            settings=Settings(**settings),
+            options=EngineOptions(**options),
             broker=broker or MemoryBroker(),
             presence=presence or MemoryPresenceStore(),
             apps=db.apps,

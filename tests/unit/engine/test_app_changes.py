@@ -10,10 +10,11 @@ from typing import Any
 from tests.unit.engine.fakes import Harness
 from xshathra.analytics.recorder import AnalyticsRecorder
 from xshathra.brokers.memory import MemoryBroker
-from xshathra.engine.node import ControlMessage, Node
+from xshathra.engine.control import AppChanged
+from xshathra.engine.node import Node
+from xshathra.engine.options import EngineOptions
 from xshathra.model import ChannelRef
 from xshathra.presence.memory import MemoryPresenceStore
-from xshathra.settings import Settings
 from xshathra.storage.database import Database
 from xshathra.tenancy.apps import Application, AppStore
 from xshathra.tenancy.tokens import TokenService
@@ -47,7 +48,7 @@ async def test_an_app_change_drops_its_webhook_cache_here_and_on_other_nodes(
     broker = MemoryBroker()
     events = RecordingEvents()
     node = Node(
-        settings=Settings(),
+        options=EngineOptions(),
         broker=broker,
         presence=MemoryPresenceStore(),
         apps=db.apps,
@@ -61,7 +62,7 @@ async def test_an_app_change_drops_its_webhook_cache_here_and_on_other_nodes(
         assert events.invalidated == ["app-a"]  # at once, before any control message
         events.changed.clear()
         # What another node's change looks like here: the app_changed control message.
-        await node.send_control(ControlMessage(type="app_changed", app_id="app-b"))
+        await node.send_control(AppChanged(app_id="app-b"))
         await asyncio.wait_for(events.changed.wait(), DEADLINE)
         assert events.invalidated[-1] == "app-b"
     finally:
@@ -99,7 +100,7 @@ async def test_a_connect_that_read_the_app_before_its_deletion_is_closed(
     applied = asyncio.Event()
     harness.node.app_change_listeners.append(lambda _: applied.set())
     assert await db.apps.delete_app(harness.app.app_id)
-    await harness.node.send_control(ControlMessage(type="app_changed", app_id=harness.app.app_id))
+    await harness.node.send_control(AppChanged(app_id=harness.app.app_id))
     await asyncio.wait_for(applied.wait(), DEADLINE)  # applied while the connect still waits
     held.release.set()
     assert (await client.transport.wait_closed())[0] == 3507

@@ -19,7 +19,7 @@ async def test_connect_reply_carries_client_version_ping_and_pong(harness: Harne
     result = reply["connect"]
     assert result["client"] and result["client"] != "00000000-0000-0000-0000-000000000000"
     assert result["version"] == harness.node.version
-    assert result["ping"] == harness.node.settings.ping_interval
+    assert result["ping"] == harness.node.options.ping_interval
     assert result["pong"] is True
     assert result["expires"] is True
     assert 590 <= result["ttl"] <= 600
@@ -145,11 +145,11 @@ async def test_app_disabled_while_connected_closes_its_connections(
     harness: Harness, db: Database
 ) -> None:
     """Disabling an app (app_changed control) closes its open connections with 3507."""
-    from xshathra.engine.node import ControlMessage
+    from xshathra.engine.control import AppChanged
 
     client = await harness.connect()
     await db.apps.update_app(harness.app.app_id, {"status": False})
-    await harness.node.send_control(ControlMessage(type="app_changed", app_id=harness.app.app_id))
+    await harness.node.send_control(AppChanged(app_id=harness.app.app_id))
     assert (await client.transport.wait_closed())[0] == 3507
 
 

@@ -8,7 +8,7 @@ import jwt
 
 from tests.unit.engine.conftest import MakeHarness
 from tests.unit.engine.fakes import FlakyPresence, Harness
-from xshathra.engine.node import ControlMessage
+from xshathra.engine.control import Disconnect, Subscribe, Unsubscribe
 from xshathra.tenancy.apps import NamespaceOptions
 
 
@@ -158,7 +158,7 @@ async def test_leave_is_pushed_when_a_subscriber_disconnects(harness: Harness) -
     await goner.subscribe("public:gone")
     goner.session.disconnect(3000)
     await watcher.transport.wait_for(lambda m: "leave" in m.get("push", {}))
-    assert await harness.node.presence.presence_stats(harness.ref("public:gone")) == (1, 1)
+    assert await harness.node.presence_stats(harness.ref("public:gone")) == (1, 1)
 
 
 async def test_join_leave_is_opt_in_where_not_forced(make_harness: MakeHarness) -> None:
@@ -187,9 +187,7 @@ async def test_server_unsubscribe_pushes_code_2000(harness: Harness) -> None:
     client = await harness.connect("victim")
     await client.subscribe("public:kick")
     await harness.node.send_control(
-        ControlMessage(
-            type="unsubscribe", app_id=harness.app.app_id, user="victim", channel="public:kick"
-        )
+        Unsubscribe(app_id=harness.app.app_id, user="victim", channel="public:kick")
     )
     push = await client.transport.wait_for(lambda m: "unsubscribe" in m.get("push", {}))
     assert push["push"]["channel"] == "public:kick"
@@ -204,9 +202,7 @@ async def test_server_subscribe_pushes_subscribe_then_delivers(harness: Harness)
     follow."""
     client = await harness.connect("target")
     await harness.node.send_control(
-        ControlMessage(
-            type="subscribe", app_id=harness.app.app_id, user="target", channel="public:srv"
-        )
+        Subscribe(app_id=harness.app.app_id, user="target", channel="public:srv")
     )
     push = await client.transport.wait_for(lambda m: "subscribe" in m.get("push", {}))
     assert push["push"]["channel"] == "public:srv"
@@ -220,14 +216,11 @@ async def test_server_disconnect_uses_the_given_code(harness: Harness) -> None:
     """A disconnect control closes the user's connections with its code (default 3503)."""
     a, b = await harness.connect("dropped"), await harness.connect("dropped")
     keep = await harness.connect("kept")
-    await harness.node.send_control(
-        ControlMessage(type="disconnect", app_id=harness.app.app_id, user="dropped")
-    )
+    await harness.node.send_control(Disconnect(app_id=harness.app.app_id, user="dropped"))
     assert (await a.transport.wait_closed())[0] == 3503
     assert (await b.transport.wait_closed())[0] == 3503
     await harness.node.send_control(
-        ControlMessage(
-            type="disconnect",
+        Disconnect(
             app_id=harness.app.app_id,
             client=keep.session.client_id,
             code=4001,

@@ -8,7 +8,7 @@ import pytest
 
 from tests.unit.engine.conftest import MakeHarness
 from tests.unit.engine.fakes import Harness
-from xshathra.engine.node import ControlMessage
+from xshathra.engine.control import Refresh
 
 
 async def test_connection_expires_with_3005(make_harness: MakeHarness) -> None:
@@ -38,15 +38,13 @@ async def test_server_refresh_pushes_the_new_ttl(harness: Harness) -> None:
     client = await harness.connect("u", ttl=60)
     expire_at = int(time.time()) + 3600
     await harness.node.send_control(
-        ControlMessage(type="refresh", app_id=harness.app.app_id, user="u", code=expire_at)
+        Refresh(app_id=harness.app.app_id, user="u", expire_at=expire_at)
     )
     push = await client.transport.wait_for(lambda m: "refresh" in m.get("push", {}))
     assert push["push"]["refresh"]["expires"] is True
     assert 3590 <= push["push"]["refresh"]["ttl"] <= 3600
     assert client.session.expires_at == expire_at
-    await harness.node.send_control(
-        ControlMessage(type="refresh", app_id=harness.app.app_id, user="u", code=0)
-    )
+    await harness.node.send_control(Refresh(app_id=harness.app.app_id, user="u", expire_at=0))
     await client.transport.until(lambda: len(client.transport.pushes("refresh")) == 2)
     assert client.transport.pushes("refresh")[-1] == {}
     assert client.session.expires_at is None
@@ -55,9 +53,7 @@ async def test_server_refresh_pushes_the_new_ttl(harness: Harness) -> None:
 async def test_server_refresh_in_the_past_expires_the_connection(harness: Harness) -> None:
     """A server refresh with -1 expires the connection at once (3005)."""
     client = await harness.connect("u")
-    await harness.node.send_control(
-        ControlMessage(type="refresh", app_id=harness.app.app_id, user="u", code=-1)
-    )
+    await harness.node.send_control(Refresh(app_id=harness.app.app_id, user="u", expire_at=-1))
     assert (await client.transport.wait_closed())[0] == 3005
 
 
