@@ -24,12 +24,7 @@ from xshathra.api import engine_http
 from xshathra.api.context import ServerContext
 from xshathra.api.engine_http import EngineHttp
 from xshathra.api.executor import Executor
-from xshathra.api.ratelimit import (
-    LimitsCounter,
-    MemoryWindowCounter,
-    RateLimiter,
-    WindowCounter,
-)
+from xshathra.api.ratelimit import RateLimiter
 from xshathra.brokers import Broker
 from xshathra.engine.node import Node
 from xshathra.observability.metrics import (
@@ -40,6 +35,7 @@ from xshathra.observability.metrics import (
     render,
 )
 from xshathra.presence import PresenceStore
+from xshathra.ratelimit import WindowCounter
 from xshathra.settings import Settings, proxy_entries
 from xshathra.storage.database import Database, open_database
 from xshathra.tenancy.appcache import AppKeyCache
@@ -77,6 +73,7 @@ def make_backends(
     if scheme == "memory":
         from xshathra.brokers.memory import MemoryBroker
         from xshathra.presence.memory import MemoryPresenceStore
+        from xshathra.ratelimit.memory import MemoryWindowCounter
 
         # Budgets for history in this process (node, app); shared brokers bound it themselves.
         broker = MemoryBroker(
@@ -86,6 +83,7 @@ def make_backends(
     if scheme in ("redis", "rediss"):
         from xshathra.brokers.redis import RedisBroker
         from xshathra.presence.redis import RedisPresenceStore
+        from xshathra.ratelimit.redis import LimitsCounter
 
         return Backends(
             RedisBroker(broker_url, prefix=prefix, node_id=node_id),
@@ -93,10 +91,10 @@ def make_backends(
             LimitsCounter("async+" + broker_url),
         )
     if scheme in ("nats", "tls"):
-        from xshathra.api.ratelimit_nats import NatsWindowCounter
         from xshathra.brokers.nats import NatsBroker
         from xshathra.brokers.natslink import NatsLink
         from xshathra.presence.nats import NatsPresenceStore
+        from xshathra.ratelimit.nats import NatsWindowCounter
 
         link = NatsLink(broker_url, name=f"{prefix}.{node_id}")
         return Backends(

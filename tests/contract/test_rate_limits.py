@@ -13,7 +13,10 @@ import pytest
 
 from tests.support.backends import BACKENDS, NATS_URL, REDIS_URL, _delete_streams
 from tests.support.services import ensure_service
-from xshathra.api.ratelimit import LimitsCounter, MemoryWindowCounter, RateLimiter, WindowCounter
+from xshathra.api.ratelimit import RateLimiter
+from xshathra.ratelimit import WindowCounter
+from xshathra.ratelimit.memory import MemoryWindowCounter
+from xshathra.ratelimit.redis import LimitsCounter
 from xshathra.tenancy.apps import generate_app
 
 NodeFactory = Callable[[int], RateLimiter]
@@ -36,8 +39,8 @@ async def nodes(request: pytest.FixtureRequest) -> AsyncIterator[NodeFactory]:
             # `limits` keys live under its own "LIMITS" prefix; unique keys keep tests apart.
             counter = LimitsCounter("async+" + REDIS_URL)
         else:
-            from xshathra.api.ratelimit_nats import NatsWindowCounter
             from xshathra.brokers.natslink import NatsLink
+            from xshathra.ratelimit.nats import NatsWindowCounter
 
             counter = NatsWindowCounter(NatsLink(NATS_URL, name=prefix), prefix=prefix)
         counters.append(counter)
@@ -102,7 +105,7 @@ async def test_concurrent_requests_never_exceed_the_limit(nodes: NodeFactory) ->
 async def test_the_memory_window_slides(monkeypatch: pytest.MonkeyPatch) -> None:
     """Last minute's requests still count, weighted by how much of that minute lies inside
     the last 60 s; idle keys are forgotten."""
-    import xshathra.api.ratelimit as module
+    import xshathra.ratelimit.memory as module
 
     clock = [600.0]  # the start of minute 10
     monkeypatch.setattr(module.time, "time", lambda: clock[0])
