@@ -20,11 +20,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from xshathra.analytics.recorder import AnalyticsRecorder
-from xshathra.api import engine_http
 from xshathra.api.context import ServerContext
-from xshathra.api.engine_http import EngineHttp
 from xshathra.api.executor import Executor
 from xshathra.api.ratelimit import RateLimiter
+from xshathra.api.server import engine_http
+from xshathra.api.server.engine_http import EngineHttp
 from xshathra.brokers import Broker
 from xshathra.engine.node import Node
 from xshathra.observability.metrics import (
@@ -40,6 +40,7 @@ from xshathra.settings import Settings, proxy_entries
 from xshathra.storage.database import Database, open_database
 from xshathra.tenancy.appcache import AppKeyCache
 from xshathra.tenancy.apps import hash_key
+from xshathra.tenancy.service import ApplicationService
 from xshathra.tenancy.tokens import TokenService
 from xshathra.transports.http import BoundedHttpToolsProtocol
 from xshathra.transports.websocket import NODE_STATE_KEY, CentrifugeWebSocketProtocol
@@ -237,15 +238,27 @@ class Runtime:
         )
         app_keys = AppKeyCache(db.apps)
         node.app_change_listeners.append(app_keys.forget_app)
+        executor = Executor(node)
         ctx = ServerContext(
             settings=settings,
             db=db,
             tokens=tokens,
             admin_key_hash=sec.admin_key_hash,
-            executor=Executor(node),
+            executor=executor,
             analytics=analytics,
             limiter=self.limiter,
             app_keys=app_keys,
+            # The executor tells this node and the others of every change (control bus).
+            apps=ApplicationService(
+                db.apps,
+                db.webhooks,
+                db.deliveries,
+                executor,
+                default_rate_limit=settings.default_app_rate_limit,
+                key_rate_limit_ceiling=settings.app_rate_limit_ceiling,
+                webhook_max_per_app=settings.webhook_max_per_app,
+                webhook_allow_private=settings.webhook_allow_private,
+            ),
         )
         http_stats = HttpStats()
         self.http = build_http_app(ctx, self, http_stats)
@@ -312,7 +325,7 @@ def build_http_app(ctx: ServerContext, runtime: Runtime, http_stats: HttpStats) 
 class XshathraASGI:
     """The ASGI entry point: owns the lifespan (so the node exists before any request) and
     hands HTTP to the FastAPI app built at startup, except the server API's methods, which
-    `EngineHttp` answers directly (see api.engine_http). WebSockets never reach it: uvicorn
+    `EngineHttp` answers directly (see api.server.engine_http). WebSockets never reach it: uvicorn
     gives them to `CentrifugeWebSocketProtocol`."""
 
     def __init__(self, settings: Settings) -> None:

@@ -10,9 +10,11 @@ check runs before every authentication, so it must cost a dict lookup, not a rou
 
 from __future__ import annotations
 
+import itertools
 import logging
+import time
 
-from xshathra.ratelimit import WindowCounter
+from xshathra.ratelimit import WINDOW, WindowCounter
 from xshathra.ratelimit.memory import MemoryWindowCounter
 from xshathra.tenancy.apps import Application
 
