@@ -1,7 +1,8 @@
 """The `xshathra` command: run a node, and manage applications from the shell.
 
-`--json` prints exactly the JSON the HTTP API answers (the same view functions and field checks
-serve both); errors go to stderr with exit code 1, never as a traceback or with a secret.
+`--json` prints exactly the JSON the HTTP API answers (the same view functions serve both, and
+the same application service checks and makes the changes); errors go to stderr with exit
+code 1, never as a traceback or with a secret.
 """
 
 from __future__ import annotations
@@ -10,12 +11,15 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from pydantic import ValidationError
 
 from xshathra.settings import Settings
+
+if TYPE_CHECKING:
+    from xshathra.tenancy.service import ApplicationService
 
 T = TypeVar("T")
 
@@ -33,16 +37,29 @@ def _settings(**overrides: Any) -> Settings:
         raise click.ClickException(f"invalid configuration: {problems}") from None
 
 
-def _run(work: Callable[[Any], Awaitable[T]]) -> T:
-    """Open the configured database, run `work(db)`, close it; errors become clean messages."""
-    url = _settings().database_url
+def _run(work: Callable[[ApplicationService], Awaitable[T]]) -> T:
+    """Open the configured database, run `work(service)` with the application service over it,
+    close it; errors become clean messages. No node runs here, so no node is told of changes
+    (one that runs reads the database)."""
+    settings = _settings()
 
     async def main() -> T:
         from xshathra.storage.database import open_database
+        from xshathra.tenancy.service import ApplicationService, NoNotifier
 
-        db = await open_database(url)
+        db = await open_database(settings.database_url)
         try:
-            return await work(db)
+            service = ApplicationService(
+                db.apps,
+                db.webhooks,
+                db.deliveries,
+                NoNotifier(),
+                default_rate_limit=settings.default_app_rate_limit,
+                key_rate_limit_ceiling=settings.app_rate_limit_ceiling,
+                webhook_max_per_app=settings.webhook_max_per_app,
+                webhook_allow_private=settings.webhook_allow_private,
+            )
+            return await work(service)
         finally:
             await db.close()
 
@@ -98,34 +115,25 @@ def apps_create(
     name: str, app_id: str | None, allowed_domain: str | None, rate_limit: int | None, as_json: bool
 ) -> None:
     """Create an application; prints its keys once."""
-    from xshathra.api.errors import HttpError
-    from xshathra.api.routes_apps import check_app_id, check_domain, check_name
     from xshathra.api.views import application_view
-    from xshathra.tenancy.apps import AppExistsError, AppIdRetiredError, generate_app
+    from xshathra.tenancy.apps import AppExistsError, AppIdRetiredError, Application, NewAppKeys
+    from xshathra.tenancy.service import ServiceError
 
-    try:  # the HTTP API's own checks, so both refuse the same values
-        app, keys = generate_app(
-            name=check_name(name),
-            app_id=check_app_id(app_id),
-            allowed_domain=check_domain(allowed_domain),
-            rate_limit=rate_limit or _settings().default_app_rate_limit,
-        )
-    except HttpError as exc:
-        raise click.ClickException(exc.message) from None
-
-    async def work(db: Any) -> None:
-        try:
-            await db.apps.create_app(app)
+    async def work(service: ApplicationService) -> tuple[Application, NewAppKeys]:
+        try:  # the checks of the HTTP API too: the same service makes both changes
+            return await service.create_application(
+                name=name, app_id=app_id, allowed_domain=allowed_domain, rate_limit=rate_limit
+            )
+        except ServiceError as exc:
+            raise click.ClickException(exc.message) from None
         except AppIdRetiredError:
             raise click.ClickException(
-                f"app_id '{app.app_id}' was used by a deleted application and cannot be reused"
+                f"app_id '{app_id}' was used by a deleted application and cannot be reused"
             ) from None
         except AppExistsError:
-            raise click.ClickException(
-                f"an application with app_id '{app.app_id}' exists"
-            ) from None
+            raise click.ClickException(f"an application with app_id '{app_id}' exists") from None
 
-    _run(work)
+    app, keys = _run(work)
     view = application_view(app, api_key=keys.api_key)
     if as_json:
         _print_json({"success": True, "application": view})
@@ -142,7 +150,7 @@ def apps_list(as_json: bool) -> None:
     """List applications."""
     from xshathra.api.views import application_view
 
-    found = _run(lambda db: db.apps.list_apps())
+    found = _run(lambda service: service.list_applications())
     views = [application_view(a) for a in found]
     if as_json:
         _print_json({"success": True, "applications": views})
@@ -163,7 +171,7 @@ def apps_show(app_id: str, as_json: bool) -> None:
     """Show one application."""
     from xshathra.api.views import application_view
 
-    app = _run(lambda db: db.apps.get_app(app_id))
+    app = _run(lambda service: service.get_application(app_id))
     if app is None:
         raise click.ClickException(f"application '{app_id}' not found")
     view = application_view(app)
@@ -184,9 +192,15 @@ def apps_delete(app_id: str, yes: bool, as_json: bool) -> None:
         if not sys.stdin.isatty():
             raise click.ClickException("no terminal to confirm on: pass --yes to delete")
         click.confirm(f"Delete application '{app_id}' and all its data?", abort=True)
-    deleted = _run(lambda db: db.apps.delete_app(app_id))
-    if not deleted:
-        raise click.ClickException(f"application '{app_id}' not found")
+    from xshathra.tenancy.service import NotFound
+
+    async def work(service: ApplicationService) -> None:
+        try:
+            await service.delete_application(app_id)
+        except NotFound:
+            raise click.ClickException(f"application '{app_id}' not found") from None
+
+    _run(work)
     if as_json:
         _print_json({"success": True})
     else:

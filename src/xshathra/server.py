@@ -20,16 +20,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from xshathra.analytics.recorder import AnalyticsRecorder
-from xshathra.api import engine_http
 from xshathra.api.context import ServerContext
-from xshathra.api.engine_http import EngineHttp
 from xshathra.api.executor import Executor
-from xshathra.api.ratelimit import (
-    LimitsCounter,
-    MemoryWindowCounter,
-    RateLimiter,
-    WindowCounter,
-)
+from xshathra.api.ratelimit import RateLimiter
+from xshathra.api.server import engine_http
+from xshathra.api.server.engine_http import EngineHttp
 from xshathra.brokers import ClusterBroker
 from xshathra.engine.node import Node
 from xshathra.engine.options import EngineOptions
@@ -41,10 +36,12 @@ from xshathra.observability.metrics import (
     render,
 )
 from xshathra.presence import PresenceStore
+from xshathra.ratelimit import WindowCounter
 from xshathra.settings import Settings, proxy_entries
 from xshathra.storage.database import Database, open_database
 from xshathra.tenancy.appcache import AppKeyCache
 from xshathra.tenancy.apps import hash_key
+from xshathra.tenancy.service import ApplicationService
 from xshathra.tenancy.tokens import TokenService
 from xshathra.transports.http import BoundedHttpToolsProtocol
 from xshathra.transports.websocket import NODE_STATE_KEY, CentrifugeWebSocketProtocol
@@ -78,6 +75,7 @@ def make_backends(
     if scheme == "memory":
         from xshathra.brokers.memory import MemoryBroker
         from xshathra.presence.memory import MemoryPresenceStore
+        from xshathra.ratelimit.memory import MemoryWindowCounter
 
         # Budgets for history in this process (node, app); shared brokers bound it themselves.
         broker = MemoryBroker(
@@ -87,6 +85,7 @@ def make_backends(
     if scheme in ("redis", "rediss"):
         from xshathra.brokers.redis import RedisBroker
         from xshathra.presence.redis import RedisPresenceStore
+        from xshathra.ratelimit.redis import LimitsCounter
 
         return Backends(
             RedisBroker(broker_url, prefix=prefix, node_id=node_id),
@@ -94,10 +93,10 @@ def make_backends(
             LimitsCounter("async+" + broker_url),
         )
     if scheme in ("nats", "tls"):
-        from xshathra.api.ratelimit_nats import NatsWindowCounter
         from xshathra.brokers.nats import NatsBroker
         from xshathra.links.nats import NatsLink
         from xshathra.presence.nats import NatsPresenceStore
+        from xshathra.ratelimit.nats import NatsWindowCounter
 
         link = NatsLink(broker_url, name=f"{prefix}.{node_id}")
         return Backends(
@@ -260,15 +259,27 @@ class Runtime:
         )
         app_keys = AppKeyCache(db.apps)
         node.app_change_listeners.append(app_keys.forget_app)
+        executor = Executor(node, max_broadcast_channels=settings.max_broadcast_channels)
         ctx = ServerContext(
             settings=settings,
             db=db,
             tokens=tokens,
             admin_key_hash=sec.admin_key_hash,
-            executor=Executor(node, max_broadcast_channels=settings.max_broadcast_channels),
+            executor=executor,
             analytics=analytics,
             limiter=self.limiter,
             app_keys=app_keys,
+            # The executor tells this node and the others of every change (control bus).
+            apps=ApplicationService(
+                db.apps,
+                db.webhooks,
+                db.deliveries,
+                executor,
+                default_rate_limit=settings.default_app_rate_limit,
+                key_rate_limit_ceiling=settings.app_rate_limit_ceiling,
+                webhook_max_per_app=settings.webhook_max_per_app,
+                webhook_allow_private=settings.webhook_allow_private,
+            ),
         )
         http_stats = HttpStats()
         self.http = build_http_app(ctx, self, http_stats)
@@ -335,7 +346,7 @@ def build_http_app(ctx: ServerContext, runtime: Runtime, http_stats: HttpStats) 
 class XshathraASGI:
     """The ASGI entry point: owns the lifespan (so the node exists before any request) and
     hands HTTP to the FastAPI app built at startup, except the server API's methods, which
-    `EngineHttp` answers directly (see api.engine_http). WebSockets never reach it: uvicorn
+    `EngineHttp` answers directly (see api.server.engine_http). WebSockets never reach it: uvicorn
     gives them to `CentrifugeWebSocketProtocol`."""
 
     def __init__(self, settings: Settings) -> None:

@@ -13,7 +13,10 @@ import pytest
 
 from tests.support.backends import BACKENDS, NATS_URL, REDIS_URL, _delete_streams
 from tests.support.services import ensure_service
-from xshathra.api.ratelimit import LimitsCounter, MemoryWindowCounter, RateLimiter, WindowCounter
+from xshathra.api.ratelimit import RateLimiter
+from xshathra.ratelimit import WindowCounter
+from xshathra.ratelimit.memory import MemoryWindowCounter
+from xshathra.ratelimit.redis import LimitsCounter
 from xshathra.tenancy.apps import generate_app
 
 NodeFactory = Callable[[int], RateLimiter]
@@ -36,8 +39,8 @@ async def nodes(request: pytest.FixtureRequest) -> AsyncIterator[NodeFactory]:
             # `limits` keys live under its own "LIMITS" prefix; unique keys keep tests apart.
             counter = LimitsCounter("async+" + REDIS_URL)
         else:
-            from xshathra.api.ratelimit_nats import NatsWindowCounter
             from xshathra.links.nats import NatsLink
+            from xshathra.ratelimit.nats import NatsWindowCounter
 
             counter = NatsWindowCounter(NatsLink(NATS_URL, name=prefix), prefix=prefix)
         counters.append(counter)
@@ -102,7 +105,7 @@ async def test_concurrent_requests_never_exceed_the_limit(nodes: NodeFactory) ->
 async def test_the_memory_window_slides(monkeypatch: pytest.MonkeyPatch) -> None:
     """Last minute's requests still count, weighted by how much of that minute lies inside
     the last 60 s; idle keys are forgotten."""
-    import xshathra.api.ratelimit as module
+    import xshathra.ratelimit.memory as module
 
     clock = [600.0]  # the start of minute 10
     monkeypatch.setattr(module.time, "time", lambda: clock[0])
@@ -138,14 +141,15 @@ async def test_failed_key_attempts_block_a_client_address() -> None:
     for _ in range(5):
         assert limiter.auth_blocked("192.0.2.1") is None  # looking never counts
     for _ in range(5):
-        limiter.auth_failed("192.0.2.1", "the-same-stale-key")
+        limiter.auth_failed("192.0.2.1", "app", "the-same-stale-key")
     # One wrong key sent again and again (a backend with a rotated key) is one failure: it is
     # known now, and answered without a lookup, but it locks nobody out.
-    assert limiter.auth_known_bad("the-same-stale-key")
+    assert limiter.auth_known_bad("app", "the-same-stale-key")
+    assert not limiter.auth_known_bad("admin", "the-same-stale-key")  # kinds are apart
     assert limiter.auth_blocked("192.0.2.1") is None
     for i in range(2):
-        limiter.auth_failed("192.0.2.1", f"wrong-{i}")
+        limiter.auth_failed("192.0.2.1", "app", f"wrong-{i}")
     retry_after = limiter.auth_blocked("192.0.2.1")
     assert retry_after is not None and 1 <= retry_after <= 60
     assert limiter.auth_blocked("192.0.2.2") is None
-    assert not limiter.auth_known_bad("never-tried")
+    assert not limiter.auth_known_bad("app", "never-tried")

@@ -158,7 +158,7 @@ def test_declared_oversized_body_is_refused_before_reading(
 def test_engine_api_bodies_past_the_limit_get_its_error_shape(
     server: ServerProcess, http: httpx.Client, app: Json, path: str
 ) -> None:
-    """The server API answers outside FastAPI (api.engine_http): the limit holds there too,
+    """The server API answers outside FastAPI (api.server.engine_http): the limit holds there too,
     declared or streamed, in Centrifugo's error shape; the node goes on answering."""
     key = {"X-API-Key": str(app["api_key"]), "content-type": "application/json"}
     too_large = {"error": {"code": 106, "message": "request body too large"}}

@@ -18,7 +18,7 @@ import msgspec
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from xshathra.api.routes_engine import METHODS
+from xshathra.api.server.routes import METHODS
 from xshathra.engine.channels import MAX_CHANNEL_LENGTH, is_valid_channel, namespace_of
 from xshathra.protocol import messages as m
 from xshathra.protocol.codec import ProtocolDecodeError
@@ -495,7 +495,7 @@ def test_channel_grammar_never_raises_and_admits_only_safe_names(name: str) -> N
 )
 def test_server_api_request_decoders_only_refuse(method: str, body: bytes) -> None:
     """Every server API method's decoder: arbitrary bodies decode or raise msgspec errors."""
-    from xshathra.api.routes_engine import _decoders
+    from xshathra.api.server.routes import _decoders
 
     with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
         _decoders[method].decode(body or b"{}")

@@ -18,6 +18,7 @@ from fastapi import Request
 
 from xshathra.api.context import ServerContext
 from xshathra.api.errors import HttpError
+from xshathra.api.ratelimit import KeyKind
 from xshathra.tenancy.apps import Application, hash_key
 
 
@@ -56,15 +57,15 @@ async def authenticate(request: Request, ctx: ServerContext, *, realtime: bool =
         admin_hash = hash_key(admin_key)
         if hmac.compare_digest(admin_hash, ctx.admin_key_hash):
             return Caller(admin=True, app=None)
-        if not limiter.auth_known_bad(admin_hash):
+        if not limiter.auth_known_bad("admin", admin_hash):
             _refuse_if_limited(blocked)
-            key_failed(ctx, request, admin_hash)
+            key_failed(ctx, request, "admin", admin_hash)
         raise HttpError(401, "invalid admin API key")
     key = app_key_from(request, allow_authorization=realtime)
     if not key:
         raise HttpError(401, "missing API key")
     key_hash = hash_key(key)
-    if limiter.auth_known_bad(key_hash):
+    if limiter.auth_known_bad("app", key_hash):
         raise HttpError(401, "invalid API key")
     if blocked is not None:
         app = ctx.app_keys.cached(key_hash)
@@ -73,7 +74,7 @@ async def authenticate(request: Request, ctx: ServerContext, *, realtime: bool =
     else:
         app = await ctx.app_keys.find_by_api_key_hash(key_hash)
     if app is None:
-        key_failed(ctx, request, key_hash)
+        key_failed(ctx, request, "app", key_hash)
         raise HttpError(401, "invalid API key")
     return Caller(admin=False, app=app)
 
@@ -88,8 +89,8 @@ def refuse_if_guessing(ctx: ServerContext, request: Request) -> None:
     _refuse_if_limited(ctx.limiter.auth_blocked(client_address(request)))
 
 
-def key_failed(ctx: ServerContext, request: Request, secret_hash: str) -> None:
-    ctx.limiter.auth_failed(client_address(request), secret_hash)
+def key_failed(ctx: ServerContext, request: Request, kind: KeyKind, secret_hash: str) -> None:
+    ctx.limiter.auth_failed(client_address(request), kind, secret_hash)
 
 
 async def target_app(caller: Caller, ctx: ServerContext, requested: str | None) -> Application:

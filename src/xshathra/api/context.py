@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from xshathra.settings import Settings
     from xshathra.storage.database import Database
     from xshathra.tenancy.appcache import AppKeyCache
+    from xshathra.tenancy.service import ApplicationService
     from xshathra.tenancy.tokens import TokenService
 
 
@@ -25,3 +26,4 @@ class ServerContext:
     analytics: AnalyticsReader
     limiter: RateLimiter
     app_keys: AppKeyCache  # API key -> app, for authenticating requests
+    apps: ApplicationService  # every change to applications and webhooks

@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
+from xshathra.tenancy.apps import MAX_HISTORY_SIZE, MAX_HISTORY_TTL, NamespaceOptions
+
 # --- errors ------------------------------------------------------------------------------------
 
 
@@ -74,22 +76,29 @@ class BroadcastAnswer(Success):
     timestamp: int = Field(description="Unix milliseconds.")
 
 
+_NS = NamespaceOptions()  # the defaults
+
+
 class NamespaceOptionsModel(BaseModel):
-    """Channel options of one namespace, as Centrifugo names them (`NamespaceOptions`)."""
+    """Channel options of one namespace, as Centrifugo names them: the schema of
+    `tenancy.apps.NamespaceOptions` (its defaults and bounds), for the docs and for readable
+    messages naming a wrong field. The options are enforced by `NamespaceOptions` itself."""
 
     model_config = ConfigDict(extra="forbid")
 
-    presence: StrictBool = False
-    join_leave: StrictBool = False
-    force_push_join_leave: StrictBool = False
-    history_size: StrictInt = Field(0, ge=0, le=10_000)
-    history_ttl: StrictInt = Field(0, ge=0, le=2_592_000, description="Seconds (30 days at most).")
-    force_recovery: StrictBool = False
-    allow_subscribe_for_client: StrictBool = False
-    allow_publish_for_subscriber: StrictBool = False
-    allow_publish_for_client: StrictBool = False
-    allow_presence_for_subscriber: StrictBool = False
-    allow_history_for_subscriber: StrictBool = False
+    presence: StrictBool = _NS.presence
+    join_leave: StrictBool = _NS.join_leave
+    force_push_join_leave: StrictBool = _NS.force_push_join_leave
+    history_size: StrictInt = Field(_NS.history_size, ge=0, le=MAX_HISTORY_SIZE)
+    history_ttl: StrictInt = Field(
+        _NS.history_ttl, ge=0, le=MAX_HISTORY_TTL, description="Seconds (30 days at most)."
+    )
+    force_recovery: StrictBool = _NS.force_recovery
+    allow_subscribe_for_client: StrictBool = _NS.allow_subscribe_for_client
+    allow_publish_for_subscriber: StrictBool = _NS.allow_publish_for_subscriber
+    allow_publish_for_client: StrictBool = _NS.allow_publish_for_client
+    allow_presence_for_subscriber: StrictBool = _NS.allow_presence_for_subscriber
+    allow_history_for_subscriber: StrictBool = _NS.allow_history_for_subscriber
 
 
 class ApplicationOut(BaseModel):

@@ -1,8 +1,10 @@
-"""HTTP errors in the shape each surface documents, and the handlers that enforce them.
+"""HTTP errors: the exception routes raise, and the handlers that answer it in the shape of the
+surface it belongs to. No stack trace, internal detail or secret ever reaches a client.
 
-Seed-000 endpoints answer `{"success": false, "error": "..."}`, seed-001 endpoints
-(`/api/realtime/*`) answer `{"error": "..."}`. No stack trace, internal detail or secret ever
-reaches a client.
+Each surface (`api.apps`, `api.realtime`, `api.server`) declares its own `ErrorFormat`, and its
+router answers every error of its routes in it (`surface_route`). A request that reaches no
+surface's route (an unknown path, a body refused before routing, a crash in a middleware) is
+answered in the format `ErrorsFor` picks for its path, from the prefixes the surfaces declare.
 """
 
 from __future__ import annotations
@@ -10,17 +12,23 @@ from __future__ import annotations
 import json
 import logging
 import traceback
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from xshathra.protocol.codes import ErrorCode
-
 log = logging.getLogger("xshathra.api")
+
+ErrorFormat = Callable[[str, int], dict[str, Any]]
+"""A surface's error object for (message, HTTP status); `extra` fields are added to it."""
+
+ErrorsFor = Callable[[str], ErrorFormat]
+"""The error format for a request path that no surface's route answered."""
 
 
 class HttpError(Exception):
@@ -41,46 +49,24 @@ class HttpError(Exception):
         self.extra = extra or {}
 
 
-# Centrifugo error codes for answers the engine API's own handlers never reach (413, 404...).
-_ENGINE_CODES = {
-    400: ErrorCode.BAD_REQUEST,
-    401: ErrorCode.UNAUTHORIZED,
-    403: ErrorCode.PERMISSION_DENIED,
-    404: ErrorCode.METHOD_NOT_FOUND,
-    405: ErrorCode.METHOD_NOT_FOUND,
-    413: ErrorCode.LIMIT_EXCEEDED,
-    429: ErrorCode.TOO_MANY_REQUESTS,
-}
-
-
-def error_body(
-    path: str, message: str, extra: dict[str, Any] | None = None, *, status: int = 400
+def format_error(
+    errors: ErrorFormat, message: str, extra: dict[str, Any] | None = None, *, status: int = 400
 ) -> dict[str, Any]:
-    """The error object of the surface `path` belongs to: seed 001 under `/api/realtime/`,
-    Centrifugo's under `/realtime/api/`, seed 000 everywhere else."""
-    body: dict[str, Any]
-    if path.startswith("/api/realtime/"):
-        body = {"error": message}
-    elif path.startswith("/realtime/api/"):
-        code = _ENGINE_CODES.get(status, ErrorCode.INTERNAL)
-        body = {"error": {"code": int(code), "message": message}}
-    else:
-        body = {"success": False, "error": message}
+    """The error object in format `errors`, with `extra` fields (`retry_after`) added."""
+    body = errors(message, status)
     body.update(extra or {})
     return body
 
 
 def error_response(
-    request: Request,
+    errors: ErrorFormat,
     status: int,
     message: str,
     headers: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
     return JSONResponse(
-        error_body(request.url.path, message, extra, status=status),
-        status_code=status,
-        headers=headers,
+        format_error(errors, message, extra, status=status), status_code=status, headers=headers
     )
 
 
@@ -130,32 +116,87 @@ def validation_message(exc: RequestValidationError) -> str:
     return "invalid request"
 
 
-def install_error_handlers(app: FastAPI) -> None:
+INTERNAL = "internal server error"
+TOO_LARGE = "request body too large"
+
+
+def http_exception_message(exc: StarletteHTTPException) -> str:
+    """Words for the framework's own HTTP exceptions (no route, no method, a body too large)."""
+    message = {404: "not found", 405: "method not allowed", 413: TOO_LARGE}.get(exc.status_code)
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        message = "invalid JSON body"  # FastAPI's words for JSON it could not load
+    return message or str(exc.detail)
+
+
+def surface_route(errors: ErrorFormat) -> type[APIRoute]:
+    """The route class of a surface's router: every error of its routes (raised `HttpError`,
+    a body that fails validation, a body over the limit, a wrong method, a crash) is answered
+    in `errors`, the surface's own format. `APIRouter(route_class=surface_route(...))`."""
+
+    class SurfaceRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def answer(request: Request) -> Response:
+                try:
+                    return await handler(request)
+                except HttpError as exc:
+                    return error_response(errors, exc.status, exc.message, exc.headers, exc.extra)
+                except RequestValidationError as exc:
+                    return error_response(errors, 400, validation_message(exc))
+                except StarletteHTTPException as exc:
+                    message = http_exception_message(exc)
+                    return error_response(errors, exc.status_code, message, dict(exc.headers or {}))
+                except Exception as exc:
+                    log_unexpected(request.method, request.url.path, exc)
+                    return error_response(errors, 500, INTERNAL)
+
+            return answer
+
+        async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+            try:
+                await super().handle(scope, receive, send)
+            except StarletteHTTPException as exc:
+                if exc.status_code != 405:  # the path is this route's, the method is not
+                    raise
+                headers = dict(exc.headers or {})
+                await error_response(errors, 405, http_exception_message(exc), headers)(
+                    scope, receive, send
+                )
+
+    return SurfaceRoute
+
+
+def install_error_handlers(app: FastAPI, errors_for: ErrorsFor) -> None:
+    """Handlers for errors outside the surfaces' routes, in the format of the path's surface."""
+
+    def respond(
+        request: Request,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Response:
+        return error_response(errors_for(request.url.path), status, message, headers, extra)
+
     @app.exception_handler(HttpError)
     async def _http_error(request: Request, exc: HttpError) -> Response:
-        return error_response(request, exc.status, exc.message, exc.headers, exc.extra)
+        return respond(request, exc.status, exc.message, exc.headers, exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        return error_response(request, 400, validation_message(exc))
+        return respond(request, 400, validation_message(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _starlette(request: Request, exc: StarletteHTTPException) -> Response:
-        message = {404: "not found", 405: "method not allowed", 413: TOO_LARGE}.get(exc.status_code)
-        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
-            message = "invalid JSON body"  # FastAPI's words for JSON it could not load
-        return error_response(
-            request, exc.status_code, message or str(exc.detail), dict(exc.headers or {})
-        )
+        message = http_exception_message(exc)
+        return respond(request, exc.status_code, message, dict(exc.headers or {}))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         # Reached only by errors outside the routes (in an outer middleware).
         log_unexpected(request.method, request.url.path, exc)
-        return error_response(request, 500, INTERNAL)
-
-
-INTERNAL = "internal server error"
+        return respond(request, 500, INTERNAL)
 
 
 def log_unexpected(method: str, path: str, exc: BaseException) -> None:
@@ -166,12 +207,13 @@ def log_unexpected(method: str, path: str, exc: BaseException) -> None:
 
 
 class CatchAllMiddleware:
-    """Answer any exception a route lets escape with a generic 500 in the surface's shape, and
-    keep it from reaching the server's own error log (whose traceback would include the
-    exception's message). Installed innermost, just outside the exception handlers."""
+    """Answer any exception that escapes with a generic 500 in the surface's shape, and keep it
+    from reaching the server's own error log (whose traceback would include the exception's
+    message). Installed innermost, just outside the exception handlers."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, errors_for: ErrorsFor) -> None:
         self.app = app
+        self.errors_for = errors_for
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -191,15 +233,17 @@ class CatchAllMiddleware:
             log_unexpected(str(scope.get("method", "")), path, exc)
             if started:
                 raise
-            body = json.dumps(error_body(path, INTERNAL, status=500)).encode()
+            body = json.dumps(format_error(self.errors_for(path), INTERNAL, status=500)).encode()
             await _send_json(send, 500, body)
 
 
-def install_error_handling(app: FastAPI, *, max_body: int) -> None:
-    """Every piece that shapes errors: the handlers, the catch-all, the body limit."""
-    install_error_handlers(app)
-    app.add_middleware(CatchAllMiddleware)  # added first: innermost of the middlewares
-    app.add_middleware(BodyLimitMiddleware, limit=max_body)
+def install_error_handling(app: FastAPI, *, max_body: int, errors_for: ErrorsFor) -> None:
+    """Every piece that shapes errors outside the surfaces' routes: the handlers, the
+    catch-all, the body limit; `errors_for` picks the format by path."""
+    install_error_handlers(app, errors_for)
+    # added first: innermost of the middlewares
+    app.add_middleware(CatchAllMiddleware, errors_for=errors_for)
+    app.add_middleware(BodyLimitMiddleware, limit=max_body, errors_for=errors_for)
 
 
 class BodyLimitMiddleware:
@@ -210,9 +254,10 @@ class BodyLimitMiddleware:
     `receive`: FastAPI re-raises HTTP exceptions met while reading a body (anything else
     would become a 400), so the surface's own error shape answers it."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, errors_for: ErrorsFor) -> None:
         self.app = app
         self.limit = limit
+        self.errors_for = errors_for
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -221,7 +266,7 @@ class BodyLimitMiddleware:
         path = scope.get("path", "")
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await _too_large(path, send)
+                await self._too_large(path, send)
                 return
         received = 0
         started = False
@@ -246,15 +291,11 @@ class BodyLimitMiddleware:
             # Only if the body was read outside FastAPI's exception handling.
             if exc.status_code != 413 or started:
                 raise
-            await _too_large(path, send)
+            await self._too_large(path, send)
 
-
-TOO_LARGE = "request body too large"
-
-
-async def _too_large(path: str, send: Send) -> None:
-    body = json.dumps(error_body(path, TOO_LARGE, status=413)).encode()
-    await _send_json(send, 413, body)
+    async def _too_large(self, path: str, send: Send) -> None:
+        body = json.dumps(format_error(self.errors_for(path), TOO_LARGE, status=413)).encode()
+        await _send_json(send, 413, body)
 
 
 async def _send_json(send: Send, status: int, body: bytes) -> None:

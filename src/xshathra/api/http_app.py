@@ -1,16 +1,49 @@
-"""The FastAPI application for every HTTP surface except the engine's WebSocket."""
+"""The FastAPI application for every HTTP surface except the engine's WebSocket: it gathers the
+surfaces' routers, their error formats (for requests no route answers) and the docs."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import FastAPI
 
 from xshathra import __version__
+from xshathra.api import errors, realtime, server
+from xshathra.api.apps.errors import apps_error
+from xshathra.api.apps.routes import create_apps_router
 from xshathra.api.context import ServerContext
 from xshathra.api.docs import install_docs
-from xshathra.api.errors import install_error_handling
-from xshathra.api.routes_apps import create_apps_router
-from xshathra.api.routes_engine import create_engine_router
-from xshathra.api.routes_realtime import create_realtime_router
+from xshathra.api.realtime.errors import realtime_error
+from xshathra.api.realtime.routes import create_realtime_router
+from xshathra.api.server.errors import server_error
+from xshathra.api.server.routes import create_engine_router
+
+# Where each surface lives, for the requests that reach none of its routes (an unknown path, a
+# body refused before routing). Every other path, `/api/...` included, answers as seed 000.
+SURFACE_ERRORS: tuple[tuple[str, errors.ErrorFormat], ...] = (
+    (realtime.PREFIX + "/", realtime_error),
+    (server.PREFIX + "/", server_error),
+)
+
+
+def errors_for(path: str) -> errors.ErrorFormat:
+    """The error format of the surface `path` belongs to; seed 000's for any other path."""
+    for prefix, shape in SURFACE_ERRORS:
+        if path.startswith(prefix):
+            return shape
+    return apps_error
+
+
+def error_body(
+    path: str, message: str, extra: dict[str, Any] | None = None, *, status: int = 400
+) -> dict[str, Any]:
+    """The error object a request to `path` gets when no surface's route answers it."""
+    return errors.format_error(errors_for(path), message, extra, status=status)
+
+
+def install_error_handling(app: FastAPI, *, max_body: int) -> None:
+    """The handlers, catch-all and body limit for errors outside the surfaces' routes."""
+    errors.install_error_handling(app, max_body=max_body, errors_for=errors_for)
 
 
 def create_http_app(ctx: ServerContext) -> FastAPI:

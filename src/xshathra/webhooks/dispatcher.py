@@ -24,9 +24,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from xshathra.tenancy.apps import utcnow
 from xshathra.webhooks.backoff import MAX_ATTEMPTS, next_delay
-from xshathra.webhooks.models import Delivery
+from xshathra.webhooks.models import Delivery, utcnow
 from xshathra.webhooks.netguard import Resolver, UnsafeURLError, guarded_client, system_resolver
 from xshathra.webhooks.signing import signed_headers
 

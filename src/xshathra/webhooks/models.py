@@ -7,11 +7,14 @@ import secrets
 import string
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
-
-from xshathra.tenancy.apps import utcnow
+from datetime import UTC, datetime
 
 _BASE36 = string.digits + string.ascii_lowercase
+
+
+def utcnow() -> datetime:
+    # Not tenancy's: the application service (in tenancy) imports this package.
+    return datetime.now(UTC)
 
 
 def new_webhook_id() -> str:

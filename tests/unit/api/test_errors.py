@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, StrictInt, StrictStr
 
 from tests.unit.api.conftest import Api
-from xshathra.api.errors import error_body, install_error_handling
+from xshathra.api.http_app import error_body, install_error_handling
 
 SECRET_TEXT = "db-password-hunter2"
 

@@ -5,9 +5,10 @@
 # defined inside `create_apps_router`.
 
 import hmac
-import re
 import time
-from typing import Annotated, Any, NoReturn
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
 
 import msgspec
 from fastapi import APIRouter, Depends, Query, Request
@@ -16,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from xshathra.analytics import PERIODS
 from xshathra.api import docs
+from xshathra.api.apps import PREFIX
+from xshathra.api.apps.errors import apps_error
 from xshathra.api.auth import (
     Caller,
     authenticate,
@@ -25,30 +28,26 @@ from xshathra.api.auth import (
     refuse_if_guessing,
 )
 from xshathra.api.context import ServerContext
-from xshathra.api.errors import HttpError
+from xshathra.api.errors import HttpError, surface_route
 from xshathra.api.executor import ApiError, PublishRequest
 from xshathra.api.views import application_view, delivery_view, iso, webhook_view
 from xshathra.protocol.codes import ErrorCode, LifecycleEvent
 from xshathra.tenancy.apps import (
     APP_ID_PATTERN,
-    AppChanges,
     AppExistsError,
     AppIdRetiredError,
-    Application,
-    NamespaceOptions,
-    generate_app,
     hash_key,
-    new_api_key,
     new_secret,
 )
-from xshathra.webhooks.models import Webhook, WebhookLimitError, new_webhook_id
-from xshathra.webhooks.netguard import UnsafeURLError, check_webhook_url
-
-_DOMAIN_RE = re.compile(
-    r"^(?=.{1,253}$)([A-Za-z0-9*]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
-    r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(:\d{1,5})?$"
+from xshathra.tenancy.service import (
+    AppDisabled,
+    AppUpdate,
+    InvalidInput,
+    KeyReplaced,
+    NotFound,
+    ServiceError,
 )
-_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_-]{0,64}$")
+
 LIFECYCLE_EVENTS = tuple(event.value for event in LifecycleEvent)
 
 
@@ -103,55 +102,29 @@ def _ok(body: dict[str, Any], status: int = 200) -> JSONResponse:
     return JSONResponse({"success": True, **body}, status_code=status)
 
 
-def check_name(name: str) -> str:
-    """An application name, trimmed; HttpError 400 unless 1 to 200 characters."""
-    name = name.strip()
-    if not name or len(name) > 200:
-        raise HttpError(400, "name must be 1 to 200 characters")
-    return name
+# The HTTP status of each refusal of the application service.
+_STATUS: dict[type[ServiceError], int] = {
+    InvalidInput: 400,
+    KeyReplaced: 401,
+    AppDisabled: 403,
+    NotFound: 404,
+}
 
 
-def check_app_id(app_id: str | None) -> str | None:
-    if app_id is not None and not APP_ID_PATTERN.match(app_id):
-        raise HttpError(400, "app_id must match [A-Za-z0-9_-]{1,64}")
-    return app_id
-
-
-def check_domain(domain: str | None) -> str | None:
-    """A host name (or None to clear it), lower-cased; HttpError 400 if it is not one."""
-    if domain is None:
-        return None
-    domain = domain.strip().lower()
-    if domain == "":
-        return None
-    if not _DOMAIN_RE.match(domain):
-        raise HttpError(400, "allowed_domain must be a domain name such as example.com")
-    return domain
-
-
-def check_rate_limit(rate: int | None, ceiling: int = 1_000_000) -> int | None:
-    """A per-minute limit from 1 to `ceiling`: 1,000,000 for the admin, the operator's
-    XSHATHRA_APP_RATE_LIMIT_CEILING for an app's own key (a leaked key must not lift it)."""
-    if rate is not None and not 1 <= rate <= ceiling:
-        raise HttpError(400, f"rate_limit must be an integer from 1 to {ceiling}")
-    return rate
-
-
-def _namespaces(raw: dict[str, docs.NamespaceOptionsModel]) -> dict[str, NamespaceOptions]:
-    """Validated options (types and ranges by the body model) as the engine's records."""
-    result: dict[str, NamespaceOptions] = {}
-    for name, options in raw.items():
-        if not _NAMESPACE_RE.match(name):
-            raise HttpError(400, f"namespace name '{name[:64]}' must match [A-Za-z0-9_-]{{0,64}}")
-        try:
-            result[name] = NamespaceOptions(**options.model_dump())
-        except ValueError as exc:  # the bounds NamespaceOptions itself enforces
-            raise HttpError(400, f"namespace '{name}': {exc}") from None
-    return result
+@contextmanager
+def refusals() -> Iterator[None]:
+    """The application service's refusals as this surface's HTTP errors."""
+    try:
+        yield
+    except ServiceError as exc:
+        raise HttpError(_STATUS[type(exc)], exc.message) from None
 
 
 def create_apps_router(ctx: ServerContext) -> APIRouter:
-    router = APIRouter(prefix="/api", tags=["apps API (seed 000)"])
+    router = APIRouter(
+        prefix=PREFIX, tags=["apps API (seed 000)"], route_class=surface_route(apps_error)
+    )
+    service = ctx.apps
 
     async def caller(request: Request) -> Caller:
         return await authenticate(request, ctx)
@@ -175,7 +148,7 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
         # Compare against something even when the app is unknown: no timing hint either way.
         expected = app.app_secret if app is not None else new_secret()
         if not hmac.compare_digest(expected.encode(), body.app_secret.encode()) or app is None:
-            key_failed(ctx, request, hash_key(f"{body.app_id}:{body.app_secret}"))
+            key_failed(ctx, request, "secret", hash_key(f"{body.app_id}:{body.app_secret}"))
             raise HttpError(401, "invalid app_id or app_secret")
         if not app.status:
             raise HttpError(403, "application is disabled")
@@ -248,7 +221,7 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
     )
     async def list_or_get(who: CallerDep, app_id: str | None = None) -> JSONResponse:
         if who.admin and not app_id:
-            apps = await ctx.db.apps.list_apps()
+            apps = await service.list_applications()
             return _ok({"applications": [application_view(a) for a in apps]})
         app = await rated_app(who, ctx, app_id)
         return _ok({"application": application_view(app)})
@@ -265,14 +238,14 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
     async def create(body: CreateAppBody, who: CallerDep) -> JSONResponse:
         if not who.admin:
             raise HttpError(403, "the admin API key is required")
-        app, keys = generate_app(
-            name=check_name(body.name),
-            app_id=check_app_id(body.app_id),
-            allowed_domain=check_domain(body.allowed_domain),
-            rate_limit=check_rate_limit(body.rate_limit) or ctx.settings.default_app_rate_limit,
-        )
         try:
-            await ctx.db.apps.create_app(app)
+            with refusals():
+                app, keys = await service.create_application(
+                    name=body.name,
+                    app_id=body.app_id,
+                    allowed_domain=body.allowed_domain,
+                    rate_limit=body.rate_limit,
+                )
         except AppIdRetiredError:
             raise HttpError(
                 409, "this app_id was used by a deleted application and cannot be reused"
@@ -289,40 +262,20 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
     )
     async def update(app_id: str, body: UpdateAppBody, who: CallerDep) -> JSONResponse:
         app = await rated_app(who, ctx, app_id)
-        changes: AppChanges = {}
-        fields = body.model_fields_set
+        update: AppUpdate = {}
         if body.name is not None:
-            changes["name"] = check_name(body.name)
-        if "allowed_domain" in fields:
-            changes["allowed_domain"] = check_domain(body.allowed_domain)
+            update["name"] = body.name
+        if "allowed_domain" in body.model_fields_set:
+            update["allowed_domain"] = body.allowed_domain
         if body.rate_limit is not None:
-            ceiling = 1_000_000 if who.admin else ctx.settings.app_rate_limit_ceiling
-            check_rate_limit(body.rate_limit, ceiling)
-            changes["rate_limit"] = body.rate_limit
+            update["rate_limit"] = body.rate_limit
         if body.status is not None:
-            # An app key may disable its own app but never enable it: a disabled app's key is
-            # refused everywhere, so only the admin re-enables (README, "Keys and tokens").
-            changes["status"] = body.status
+            update["status"] = body.status
         if body.namespaces is not None:
-            changes["namespaces"] = _namespaces(body.namespaces)
-        # Only the fields given, and for an app key only while the key that authenticated is
-        # still current and the app enabled: a regeneration or suspension always wins.
-        while_key = None if who.admin else app.api_key_hash
-        updated = await ctx.db.apps.update_app(app.app_id, changes, while_key=while_key)
-        if updated is None:
-            await _refuse_stale(app.app_id, while_key)
-        await ctx.executor.app_changed(updated.app_id)
+            update["namespaces"] = {n: o.model_dump() for n, o in body.namespaces.items()}
+        with refusals():
+            updated = await service.update_application(app, update, as_admin=who.admin)
         return _ok({"application": application_view(updated)})
-
-    async def _refuse_stale(app_id: str, while_key: str | None) -> NoReturn:
-        """Why a conditional change matched no row, as the caller's next request would hear
-        it: the app is gone (404), its key was regenerated (401) or it was disabled (403)."""
-        current = await ctx.db.apps.get_app(app_id)
-        if current is None:
-            raise HttpError(404, "application not found")
-        if while_key is not None and current.api_key_hash != while_key:
-            raise HttpError(401, "invalid API key")
-        raise HttpError(403, "application is disabled")
 
     @router.delete(
         "/applications/{app_id}",
@@ -334,9 +287,8 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
     async def delete(app_id: str, who: CallerDep) -> JSONResponse:
         if not who.admin:
             raise HttpError(403, "the admin API key is required")
-        if not await ctx.db.apps.delete_app(app_id):
-            raise HttpError(404, "application not found")
-        await ctx.executor.app_changed(app_id)
+        with refusals():
+            await service.delete_application(app_id)
         return _ok({})
 
     @router.post(
@@ -348,14 +300,8 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
     )
     async def regenerate(app_id: str, who: CallerDep) -> JSONResponse:
         app = await rated_app(who, ctx, app_id)
-        keys = new_api_key()
-        while_key = None if who.admin else app.api_key_hash
-        updated: Application | None = await ctx.db.apps.set_api_key(
-            app.app_id, keys, while_key=while_key
-        )
-        if updated is None:
-            await _refuse_stale(app.app_id, while_key)
-        await ctx.executor.app_changed(updated.app_id)
+        with refusals():
+            updated, keys = await service.regenerate_api_key(app, as_admin=who.admin)
         view = application_view(updated, api_key=keys.api_key)
         return _ok({"application": view, "api_key": keys.api_key})
 
@@ -404,31 +350,10 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
         body: WebhookBody, who: CallerDep, app_id: str | None = None
     ) -> JSONResponse:
         app = await rated_app(who, ctx, body.app_id or app_id)
-        events = [e.strip() for e in body.events]
-        if not events or any(not e or len(e) > 200 for e in events) or len(events) > 100:
-            raise HttpError(400, "events must be a non-empty array of event names")
-        try:
-            await check_webhook_url(body.url, allow_private=ctx.settings.webhook_allow_private)
-        except UnsafeURLError as exc:
-            raise HttpError(400, str(exc)) from None
-        if body.secret is not None and not 8 <= len(body.secret) <= 200:
-            raise HttpError(400, "secret must be 8 to 200 characters")
-        secret = body.secret or new_secret("whsec_")
-        webhook = Webhook(
-            id=new_webhook_id(),
-            app_id=app.app_id,
-            url=body.url.strip(),
-            secret=secret,
-            events=tuple(dict.fromkeys(events)),
-        )
-        try:
-            await ctx.db.webhooks.create_webhook(
-                webhook, max_per_app=ctx.settings.webhook_max_per_app
+        with refusals():
+            webhook, shown = await service.create_webhook(
+                app.app_id, url=body.url, events=body.events, secret=body.secret
             )
-        except WebhookLimitError as exc:
-            raise HttpError(400, str(exc)) from None
-        await ctx.executor.webhooks_changed(app.app_id)
-        shown = secret if body.secret is None else None
         return _ok({"webhook": webhook_view(webhook, secret=shown)}, 201)
 
     @router.get(
@@ -439,7 +364,7 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
     )
     async def list_webhooks(who: CallerDep, app_id: str | None = None) -> JSONResponse:
         app = await rated_app(who, ctx, app_id)
-        hooks = await ctx.db.webhooks.list_webhooks(app.app_id)
+        hooks = await service.list_webhooks(app.app_id)
         return _ok({"webhooks": [webhook_view(h) for h in hooks]})
 
     @router.delete(
@@ -452,9 +377,8 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
         webhook_id: str, who: CallerDep, app_id: str | None = None
     ) -> JSONResponse:
         app = await rated_app(who, ctx, app_id)
-        if not await ctx.db.webhooks.delete_webhook(app.app_id, webhook_id):
-            raise HttpError(404, "webhook not found")
-        await ctx.executor.webhooks_changed(app.app_id)
+        with refusals():
+            await service.delete_webhook(app.app_id, webhook_id)
         return _ok({})
 
     @router.get(
@@ -467,9 +391,8 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
         webhook_id: str, who: CallerDep, app_id: str | None = None
     ) -> JSONResponse:
         app = await rated_app(who, ctx, app_id)
-        if await ctx.db.webhooks.get_webhook(app.app_id, webhook_id) is None:
-            raise HttpError(404, "webhook not found")
-        rows = await ctx.db.deliveries.list_for_webhook(webhook_id)
+        with refusals():
+            rows = await service.list_deliveries(app.app_id, webhook_id)
         return _ok({"deliveries": [delivery_view(d) for d in rows]})
 
     @router.post(
@@ -482,10 +405,8 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
         webhook_id: str, delivery_id: str, who: CallerDep, app_id: str | None = None
     ) -> JSONResponse:
         app = await rated_app(who, ctx, app_id)
-        if await ctx.db.webhooks.get_webhook(app.app_id, webhook_id) is None:
-            raise HttpError(404, "webhook not found")
-        if not await ctx.db.deliveries.replay(webhook_id, delivery_id):
-            raise HttpError(404, "delivery not found")
+        with refusals():
+            await service.replay_delivery(app.app_id, webhook_id, delivery_id)
         return _ok({})
 
     return router

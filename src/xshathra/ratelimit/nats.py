@@ -1,6 +1,6 @@
 """Rate-limit counts shared over NATS JetStream, for nodes that share NATS and no Redis.
 
-The sliding-window counter of `xshathra.api.ratelimit`: one message per key and minute holds
+The sliding-window counter of `xshathra.ratelimit.memory`: one message per key and minute holds
 that minute's count, updated compare-and-set (`natslink.append_after`), so concurrent requests
 on several nodes never count once for two; the stream forgets counts after two minutes.
 """
@@ -12,7 +12,6 @@ import time
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
-from xshathra.api.ratelimit import WINDOW, sliding_window_wait
 from xshathra.links.nats import (
     NatsLink,
     NatsUnavailable,
@@ -21,6 +20,7 @@ from xshathra.links.nats import (
     stream_name,
     text_token,
 )
+from xshathra.ratelimit import WINDOW, sliding_window_wait
 
 MAX_ATTEMPTS = 50
 # A request waits on its rate limit: an unreachable JetStream must not hold it up for long.

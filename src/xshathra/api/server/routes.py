@@ -17,6 +17,9 @@ from fastapi import APIRouter, Request, Response
 
 from xshathra.api import executor as x
 from xshathra.api.context import ServerContext
+from xshathra.api.errors import surface_route
+from xshathra.api.server import PREFIX
+from xshathra.api.server.errors import server_error
 from xshathra.protocol.codes import ERROR_MESSAGES, ErrorCode
 from xshathra.tenancy.apps import Application, hash_key
 
@@ -78,6 +81,14 @@ def api_key_from(headers: Mapping[str, str]) -> str:
     return ""
 
 
+class MalformedRequest(x.ApiError):
+    """A body that does not decode as the method's request: answered with HTTP 400, where the
+    errors a method itself reports are answered with 200, as Centrifugo answers them."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(ErrorCode.BAD_REQUEST, f"bad request: {problem}")
+
+
 @dataclass(slots=True)
 class Command:
     """One method call, decoded before anything runs, so its work can be counted first."""
@@ -102,7 +113,7 @@ def decode_command(method: str, body: bytes) -> Command:
     try:
         return Command(method, _decoders[method].decode(body or b"{}"))
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
-        return Command(method, error=x.ApiError(ErrorCode.BAD_REQUEST, f"bad request: {exc}"))
+        return Command(method, error=MalformedRequest(str(exc)))
 
 
 async def run_command(ctx: ServerContext, app: Application, command: Command) -> dict[str, Any]:
@@ -137,7 +148,7 @@ async def answer(
     """The whole server API behind one call: authenticate, rate-limit, run `method` (or a
     batch) and shape the reply as Centrifugo does. The body limit is the HTTP layer's: a body
     over it never gets here. Both HTTP layers (the bare ASGI fast path in
-    `api.engine_http` and the FastAPI route that documents it) answer through here.
+    `api.server.engine_http` and the FastAPI route that documents it) answer through here.
 
     `client` is the caller's address (already resolved from trusted proxies by uvicorn): an
     address with too many wrong keys in the last minute is refused unless its key is one this
@@ -148,7 +159,7 @@ async def answer(
     allow, is refused with 106; work that does not fit now, with 429 and Retry-After."""
     limiter = ctx.limiter
     key_hash = hash_key(api_key) if api_key else ""
-    if key_hash and limiter.auth_known_bad(key_hash):
+    if key_hash and limiter.auth_known_bad("app", key_hash):
         return _error(ErrorCode.UNAUTHORIZED, status=401)  # the same wrong key: no lookup
     blocked = limiter.auth_blocked(client)
     if blocked is not None:
@@ -160,7 +171,7 @@ async def answer(
         app = await ctx.app_keys.find_by_api_key_hash(key_hash) if key_hash else None
     if app is None:
         if key_hash:
-            limiter.auth_failed(client, key_hash)
+            limiter.auth_failed(client, "app", key_hash)
         return _error(ErrorCode.UNAUTHORIZED, status=401)
     if not app.status:
         return _error(ErrorCode.PERMISSION_DENIED, "application is disabled", status=403)
@@ -175,8 +186,7 @@ async def answer(
     except x.ApiError as exc:
         if exc.code == ErrorCode.METHOD_NOT_FOUND:
             return _error(exc.code, exc.message, 404)
-        status = 400 if exc.code == ErrorCode.BAD_REQUEST and "bad request:" in exc.message else 200
-        return _error(exc.code, exc.message, status)
+        return _error(exc.code, exc.message, 400 if isinstance(exc, MalformedRequest) else 200)
     except Exception as exc:
         log.warning("server API %s failed: %s", method, type(exc).__name__)
         return _error(ErrorCode.INTERNAL, status=500)
@@ -250,9 +260,13 @@ def _client(request: Request) -> str:
 
 
 def create_engine_router(ctx: ServerContext) -> APIRouter:
-    """The documented routes (OpenAPI). In a running server `api.engine_http` answers these
+    """The documented routes (OpenAPI). In a running server `api.server.engine_http` answers these
     paths before FastAPI sees them; the routes answer the same way, through `answer`."""
-    router = APIRouter(prefix="/realtime/api", tags=["engine server API (Centrifugo)"])
+    router = APIRouter(
+        prefix=PREFIX,
+        tags=["engine server API (Centrifugo)"],
+        route_class=surface_route(server_error),
+    )
 
     @router.post("/batch", summary="Run several methods in one request")
     async def batch(request: Request) -> Response:

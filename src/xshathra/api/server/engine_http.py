@@ -6,7 +6,7 @@ handler: some 300 µs of CPU per publish on a benchmark machine, of which the pu
 was a small part. Here a request costs one header scan, one body read and the handler.
 
 The answers are the same as the documented FastAPI routes', because both call
-`routes_engine.answer`; this module only adds what the FastAPI stack gave those routes: the
+`api.server.routes.answer`; this module only adds what the FastAPI stack gave those routes: the
 request body limit (413 in Centrifugo's error shape), a generic 500 for an unexpected error
 (logged without its message, which may carry secrets), and the per-route request counter of
 `/metrics`.
@@ -19,11 +19,13 @@ import json
 from starlette.types import Receive, Scope, Send
 
 from xshathra.api.context import ServerContext
-from xshathra.api.errors import INTERNAL, TOO_LARGE, error_body, log_unexpected
-from xshathra.api.routes_engine import EngineAnswer, answer, api_key_from
+from xshathra.api.errors import INTERNAL, TOO_LARGE, format_error, log_unexpected
+from xshathra.api.server import PREFIX as SURFACE_PREFIX
+from xshathra.api.server.errors import server_error
+from xshathra.api.server.routes import EngineAnswer, answer, api_key_from
 from xshathra.observability.metrics import HttpStats
 
-PREFIX = "/realtime/api/"
+PREFIX = SURFACE_PREFIX + "/"
 # The route templates of the FastAPI routes, so /metrics counts both paths alike.
 BATCH_ROUTE, METHOD_ROUTE = PREFIX + "batch", PREFIX + "{method}"
 WANTED_HEADERS = frozenset({b"x-api-key", b"authorization", b"content-length"})
@@ -73,11 +75,11 @@ class EngineHttp:
                 headers[name.decode("latin-1")] = value.decode("latin-1")
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self._limit:
-            return _error(path, TOO_LARGE, 413)
+            return _error(TOO_LARGE, 413)
         try:
             body = await self._body(receive)
         except BodyTooLarge:
-            return _error(path, TOO_LARGE, 413)
+            return _error(TOO_LARGE, 413)
         if body is None:
             return None
         try:
@@ -86,7 +88,7 @@ class EngineHttp:
             return await answer(self._ctx, method, api_key_from(headers), body, address)
         except Exception as exc:
             log_unexpected("POST", path, exc)
-            return _error(path, INTERNAL, 500)
+            return _error(INTERNAL, 500)
 
     async def _body(self, receive: Receive) -> bytes | None:
         """The whole body, or None if the client disconnects first. Raises `BodyTooLarge` as
@@ -110,6 +112,8 @@ class BodyTooLarge(Exception):
     pass
 
 
-def _error(path: str, message: str, status: int) -> EngineAnswer:
-    """Errors the handlers never see, in the shape `api.errors` gives the engine surface."""
-    return EngineAnswer(status, json.dumps(error_body(path, message, status=status)).encode())
+def _error(message: str, status: int) -> EngineAnswer:
+    """Errors the handlers never see, in the server API's own error shape."""
+    return EngineAnswer(
+        status, json.dumps(format_error(server_error, message, status=status)).encode()
+    )

@@ -14,8 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from xshathra.api import docs
 from xshathra.api.auth import Target, authenticate, check_app_rate, check_ip_rate, target_app
 from xshathra.api.context import ServerContext
-from xshathra.api.errors import HttpError
+from xshathra.api.errors import HttpError, surface_route
 from xshathra.api.executor import ApiError, PublishRequest
+from xshathra.api.realtime import PREFIX
+from xshathra.api.realtime.errors import realtime_error
 from xshathra.engine.channels import is_valid_channel
 from xshathra.tenancy.tokens import REALTIME_TTL_DEFAULT, REALTIME_TTL_MAX, REALTIME_TTL_MIN
 
@@ -66,7 +68,11 @@ def _channel_error(channel: str) -> str:
 
 
 def create_realtime_router(ctx: ServerContext) -> APIRouter:
-    router = APIRouter(prefix="/api/realtime", tags=["realtime API (seed 001)"])
+    router = APIRouter(
+        prefix=PREFIX,
+        tags=["realtime API (seed 001)"],
+        route_class=surface_route(realtime_error),
+    )
 
     async def ip_limited(request: Request) -> None:
         await check_ip_rate(ctx, request)

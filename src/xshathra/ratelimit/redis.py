@@ -1,0 +1,45 @@
+"""A moving window in a `limits` storage: Redis shared by every node (`async+redis://...`), or
+the library's own memory storage."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from limits import RateLimitItemPerMinute
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+
+
+class LimitsCounter:
+    """A moving window in a `limits` storage (memory, or Redis shared by every node)."""
+
+    def __init__(self, storage_uri: str = "async+memory://") -> None:
+        options: dict[str, Any] = {}
+        if storage_uri.startswith("async+redis"):
+            from redis.asyncio.retry import Retry
+            from redis.backoff import ExponentialBackoff
+            from redis.exceptions import ConnectionError as RedisConnectionError
+            from redis.exceptions import TimeoutError as RedisTimeoutError
+
+            options = {
+                "implementation": "redispy",
+                # A stale pooled connection after a Redis restart is retried, not surfaced.
+                "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+                "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+            }
+        self._storage = storage_from_string(storage_uri, **options)
+        self._limiter = MovingWindowRateLimiter(self._storage)
+
+    async def hit(self, per_minute: int, *keys: str, cost: int = 1) -> int | None:
+        item = RateLimitItemPerMinute(per_minute)
+        # The moving window adds `cost` entries in one atomic step (a Lua script on Redis),
+        # or none when they do not all fit.
+        if await self._limiter.hit(item, *keys, cost=cost):
+            return None
+        stats = await self._limiter.get_window_stats(item, *keys)
+        return max(1, math.ceil(stats.reset_time - time.time()))
+
+    async def close(self) -> None:
+        return None

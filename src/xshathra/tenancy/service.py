@@ -1,0 +1,361 @@
+"""The application service: every change to applications and their webhooks, with its checks,
+written once. The HTTP routes, the CLI and the dashboard all call it.
+
+It works on stores and a change notifier given to it (Protocols), and raises its own typed
+errors (`ServiceError` and the store's `AppExistsError`/`AppIdRetiredError`); it knows nothing
+of HTTP, of a terminal, or of the engine. Who may call what (admin or app key, rate limits) is
+the caller's business; what a caller's key may still do once a change races it is the
+service's (see `update_application`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, NoReturn, Protocol, TypedDict
+
+from xshathra.model import AppId
+from xshathra.tenancy.apps import (
+    APP_ID_PATTERN,
+    DEFAULT_RATE_LIMIT,
+    AppChanges,
+    Application,
+    AppStore,
+    NamespaceOptions,
+    NewAppKeys,
+    generate_app,
+    new_api_key,
+    new_secret,
+)
+from xshathra.webhooks.models import Delivery, Webhook, WebhookLimitError, new_webhook_id
+from xshathra.webhooks.netguard import UnsafeURLError, check_webhook_url
+from xshathra.webhooks.store import WebhookStore
+
+ADMIN_RATE_LIMIT_CEILING = 1_000_000  # per minute: the most the admin may set
+MAX_NAME = 200
+MAX_WEBHOOK_EVENTS = 100
+MAX_EVENT_NAME = 200
+_DOMAIN_RE = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9*]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(:\d{1,5})?$"
+)
+_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_-]{0,64}$")
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+class ServiceError(Exception):
+    """A refusal, with a message meant for the person who asked (no secret, no internals)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(ServiceError):
+    """A value the service does not accept (a name too long, a bad domain, a namespace...)."""
+
+
+class NotFound(ServiceError):
+    """No such application, webhook or delivery (for this application)."""
+
+
+class KeyReplaced(ServiceError):
+    """The API key the caller acted with was regenerated meanwhile: its change is refused."""
+
+
+class AppDisabled(ServiceError):
+    """The application is disabled: a change made with its own key is refused."""
+
+
+# --- what it works on --------------------------------------------------------------------------
+
+
+class ChangeNotifier(Protocol):
+    """The one way the service tells the running nodes that something they cache changed."""
+
+    async def app_changed(self, app_id: str) -> None:
+        """The app was updated, re-keyed or deleted: every node (this one before the call
+        returns) drops what it caches of it and refreshes or closes its connections."""
+
+    async def webhooks_changed(self, app_id: str) -> None:
+        """The app's webhooks changed: every node drops its cached list of them."""
+
+
+class NoNotifier:
+    """For a process with no node to tell (the CLI, which writes the database directly)."""
+
+    async def app_changed(self, app_id: str) -> None:
+        return None
+
+    async def webhooks_changed(self, app_id: str) -> None:
+        return None
+
+
+class DeliveryLog(Protocol):
+    """The part of the delivery store the service uses: a webhook's recent deliveries."""
+
+    async def list_for_webhook(self, webhook_id: str, limit: int = 100) -> list[Delivery]: ...
+
+    async def replay(self, webhook_id: str, delivery_id: str) -> bool:
+        """Queue the delivery again; False if the webhook has no such delivery."""
+
+
+class AppUpdate(TypedDict, total=False):
+    """The fields an update sets, as the caller gave them (checked by the service). A field
+    that is absent is left as stored; `allowed_domain` None (or "") clears it; `namespaces`
+    replaces all of the app's namespaces: name -> options by their Centrifugo names."""
+
+    name: str
+    allowed_domain: str | None
+    rate_limit: int
+    status: bool
+    namespaces: Mapping[str, Mapping[str, Any]]
+
+
+# --- checks ------------------------------------------------------------------------------------
+
+
+def check_name(name: str) -> str:
+    """An application name, trimmed; 1 to 200 characters."""
+    name = name.strip()
+    if not name or len(name) > MAX_NAME:
+        raise InvalidInput(f"name must be 1 to {MAX_NAME} characters")
+    return name
+
+
+def check_app_id(app_id: str | None) -> str | None:
+    if app_id is not None and not APP_ID_PATTERN.match(app_id):
+        raise InvalidInput("app_id must match [A-Za-z0-9_-]{1,64}")
+    return app_id
+
+
+def check_domain(domain: str | None) -> str | None:
+    """A host name lower-cased, or None (given as None or "") to clear it."""
+    if domain is None:
+        return None
+    domain = domain.strip().lower()
+    if domain == "":
+        return None
+    if not _DOMAIN_RE.match(domain):
+        raise InvalidInput("allowed_domain must be a domain name such as example.com")
+    return domain
+
+
+def check_rate_limit(rate: int | None, ceiling: int = ADMIN_RATE_LIMIT_CEILING) -> int | None:
+    """A per-minute limit from 1 to `ceiling`: 1,000,000 for the admin, the operator's
+    XSHATHRA_APP_RATE_LIMIT_CEILING for an app's own key (a leaked key must not lift it)."""
+    if rate is not None and not 1 <= rate <= ceiling:
+        raise InvalidInput(f"rate_limit must be an integer from 1 to {ceiling}")
+    return rate
+
+
+def check_namespaces(raw: Mapping[str, Mapping[str, Any]]) -> dict[str, NamespaceOptions]:
+    """Namespace options as the engine's records. `NamespaceOptions` is the one schema: its
+    fields and the bounds it enforces itself; only the names are checked here."""
+    result: dict[str, NamespaceOptions] = {}
+    for name, options in raw.items():
+        if not _NAMESPACE_RE.match(name):
+            raise InvalidInput(f"namespace name '{name[:64]}' must match [A-Za-z0-9_-]{{0,64}}")
+        try:
+            result[name] = NamespaceOptions(**options)
+        except ValueError as exc:  # the bounds NamespaceOptions itself enforces
+            raise InvalidInput(f"namespace '{name}': {exc}") from None
+        except TypeError:  # an option it does not have
+            raise InvalidInput(f"namespace '{name}': unknown option") from None
+    return result
+
+
+def check_events(events: list[str]) -> tuple[str, ...]:
+    """Webhook event names, trimmed and without repeats: 1 to 100 of 1 to 200 characters."""
+    trimmed = [e.strip() for e in events]
+    if (
+        not trimmed
+        or any(not e or len(e) > MAX_EVENT_NAME for e in trimmed)
+        or len(trimmed) > MAX_WEBHOOK_EVENTS
+    ):
+        raise InvalidInput("events must be a non-empty array of event names")
+    return tuple(dict.fromkeys(trimmed))
+
+
+# --- the service -------------------------------------------------------------------------------
+
+
+class ApplicationService:
+    """Create, change and delete applications and their webhooks.
+
+    `key_rate_limit_ceiling` bounds the `rate_limit` an app may set with its own key;
+    `webhook_max_per_app` the webhooks one app may have; `webhook_allow_private` lets webhook
+    URLs reach private addresses (development only)."""
+
+    def __init__(
+        self,
+        apps: AppStore,
+        webhooks: WebhookStore,
+        deliveries: DeliveryLog,
+        notifier: ChangeNotifier,
+        *,
+        default_rate_limit: int = DEFAULT_RATE_LIMIT,
+        key_rate_limit_ceiling: int = DEFAULT_RATE_LIMIT,
+        webhook_max_per_app: int | None = None,
+        webhook_allow_private: bool = False,
+    ) -> None:
+        self._apps = apps
+        self._webhooks = webhooks
+        self._deliveries = deliveries
+        self._notifier = notifier
+        self._default_rate_limit = default_rate_limit
+        self._key_ceiling = key_rate_limit_ceiling
+        self._webhook_max = webhook_max_per_app
+        self._allow_private = webhook_allow_private
+
+    # --- applications --------------------------------------------------------------------------
+
+    async def get_application(self, app_id: str) -> Application | None:
+        return await self._apps.get_app(app_id)
+
+    async def list_applications(self, owner_id: str | None = None) -> list[Application]:
+        """All applications (oldest first), or those of one dashboard owner."""
+        return await self._apps.list_apps(owner_id)
+
+    async def create_application(
+        self,
+        *,
+        name: str,
+        app_id: str | None = None,
+        allowed_domain: str | None = None,
+        rate_limit: int | None = None,
+        owner_id: str | None = None,
+    ) -> tuple[Application, NewAppKeys]:
+        """Create an application with fresh keys; its `api_key` is in the `NewAppKeys` only
+        (never stored). Raises `InvalidInput`, or the store's `AppIdRetiredError` (the id
+        belonged to a deleted app) or `AppExistsError` (the id is taken)."""
+        app, keys = generate_app(
+            name=check_name(name),
+            app_id=check_app_id(app_id),
+            allowed_domain=check_domain(allowed_domain),
+            rate_limit=check_rate_limit(rate_limit) or self._default_rate_limit,
+            owner_id=owner_id,
+        )
+        await self._apps.create_app(app)
+        return app, keys
+
+    async def update_application(
+        self, app: Application, update: AppUpdate, *, as_admin: bool
+    ) -> Application:
+        """Write only the fields in `update`, and return the app as stored afterwards.
+
+        Made with the app's own key (`as_admin` False), the change holds only while `app`'s
+        key is still the current one and the app enabled, checked in the same statement
+        that writes: a regeneration or suspension made meanwhile always wins, and the change
+        is refused with `KeyReplaced` or `AppDisabled` (`NotFound` if the app is gone). The
+        app's own key may set `rate_limit` up to the operator's ceiling only."""
+        changes: AppChanges = {}
+        if "name" in update:
+            changes["name"] = check_name(update["name"])
+        if "allowed_domain" in update:
+            changes["allowed_domain"] = check_domain(update["allowed_domain"])
+        if "rate_limit" in update:
+            ceiling = ADMIN_RATE_LIMIT_CEILING if as_admin else self._key_ceiling
+            check_rate_limit(update["rate_limit"], ceiling)
+            changes["rate_limit"] = update["rate_limit"]
+        if "status" in update:
+            # An app key may disable its own app but never enable it: a disabled app's key is
+            # refused everywhere, so only the admin re-enables (README, "Keys and tokens").
+            changes["status"] = update["status"]
+        if "namespaces" in update:
+            changes["namespaces"] = check_namespaces(update["namespaces"])
+        while_key = None if as_admin else app.api_key_hash
+        updated = await self._apps.update_app(app.app_id, changes, while_key=while_key)
+        if updated is None:
+            await self._refuse_stale(app.app_id, while_key)
+        await self._notifier.app_changed(updated.app_id)
+        return updated
+
+    async def regenerate_api_key(
+        self, app: Application, *, as_admin: bool
+    ) -> tuple[Application, NewAppKeys]:
+        """A new API key (shown once, in the `NewAppKeys`); the old one fails at once on every
+        node. With the app's own key, conditional as `update_application`."""
+        keys = new_api_key()
+        while_key = None if as_admin else app.api_key_hash
+        updated = await self._apps.set_api_key(app.app_id, keys, while_key=while_key)
+        if updated is None:
+            await self._refuse_stale(app.app_id, while_key)
+        await self._notifier.app_changed(updated.app_id)
+        return updated, keys
+
+    async def delete_application(self, app_id: str) -> None:
+        """Delete the app and all it owns; its app_id is retired for good. `NotFound` if none."""
+        if not await self._apps.delete_app(app_id):
+            raise NotFound("application not found")
+        await self._notifier.app_changed(app_id)
+
+    async def _refuse_stale(self, app_id: AppId, while_key: str | None) -> NoReturn:
+        """Why a conditional change matched no row, as the caller's next request would hear
+        it: the app is gone, its key was regenerated, or it was disabled."""
+        current = await self._apps.get_app(app_id)
+        if current is None:
+            raise NotFound("application not found")
+        if while_key is not None and current.api_key_hash != while_key:
+            raise KeyReplaced("invalid API key")
+        raise AppDisabled("application is disabled")
+
+    # --- webhooks ------------------------------------------------------------------------------
+
+    async def create_webhook(
+        self, app_id: str, *, url: str, events: list[str], secret: str | None = None
+    ) -> tuple[Webhook, str | None]:
+        """Register a webhook for `events` (or "*") at `url`, which must not reach a private
+        address. Without `secret` one is generated and returned beside the webhook (shown
+        once); with one, None is. `InvalidInput` past the per-app cap."""
+        names = check_events(events)
+        try:
+            await check_webhook_url(url, allow_private=self._allow_private)
+        except UnsafeURLError as exc:
+            raise InvalidInput(str(exc)) from None
+        if secret is not None and not 8 <= len(secret) <= 200:
+            raise InvalidInput("secret must be 8 to 200 characters")
+        chosen = secret or new_secret("whsec_")
+        webhook = Webhook(
+            id=new_webhook_id(), app_id=app_id, url=url.strip(), secret=chosen, events=names
+        )
+        try:
+            await self._webhooks.create_webhook(webhook, max_per_app=self._webhook_max)
+        except WebhookLimitError as exc:
+            raise InvalidInput(str(exc)) from None
+        await self._notifier.webhooks_changed(app_id)
+        return webhook, (chosen if secret is None else None)
+
+    async def list_webhooks(self, app_id: str) -> list[Webhook]:
+        """The app's webhooks, oldest first."""
+        return await self._webhooks.list_webhooks(app_id)
+
+    async def set_webhook_enabled(self, app_id: str, webhook_id: str, enabled: bool) -> None:
+        """Pause or resume one of the app's webhooks. `NotFound` if the app has no such one."""
+        if not await self._webhooks.set_enabled(app_id, webhook_id, enabled):
+            raise NotFound("webhook not found")
+        await self._notifier.webhooks_changed(app_id)
+
+    async def delete_webhook(self, app_id: str, webhook_id: str) -> None:
+        """`NotFound` if the app has no such webhook."""
+        if not await self._webhooks.delete_webhook(app_id, webhook_id):
+            raise NotFound("webhook not found")
+        await self._notifier.webhooks_changed(app_id)
+
+    async def list_deliveries(self, app_id: str, webhook_id: str) -> list[Delivery]:
+        """The recent deliveries of one of the app's webhooks, newest first."""
+        await self._own_webhook(app_id, webhook_id)
+        return await self._deliveries.list_for_webhook(webhook_id)
+
+    async def replay_delivery(self, app_id: str, webhook_id: str, delivery_id: str) -> None:
+        """Queue a delivery of one of the app's webhooks again."""
+        await self._own_webhook(app_id, webhook_id)
+        if not await self._deliveries.replay(webhook_id, delivery_id):
+            raise NotFound("delivery not found")
+
+    async def _own_webhook(self, app_id: str, webhook_id: str) -> None:
+        """A webhook id reaches deliveries only through the app that owns it."""
+        if await self._webhooks.get_webhook(app_id, webhook_id) is None:
+            raise NotFound("webhook not found")
