@@ -6,6 +6,8 @@ This module only describes configuration; it never opens connections or generate
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -67,3 +69,9 @@ class Settings(BaseSettings):
     # reply alone never makes its client a slow consumer). A history call returns what fits;
     # a recovery that does not fit answers recovered=false.
     max_history_reply_bytes: int = Field(default=2 * 1024 * 1024, ge=64 * 1024)
+
+    # The dashboard (SPEC §7). Sign-up: `open` to anyone, by `invite`ation link, or `closed`
+    # (accounts from the CLI only); the deployment's first account may always sign up.
+    signup: Literal["open", "invite", "closed"] = "invite"
+    dashboard_session_ttl: int = Field(default=7 * 86400, ge=300)  # seconds a sign-in lasts
+    invitation_ttl: int = Field(default=7 * 86400, ge=300)  # seconds an invitation link works

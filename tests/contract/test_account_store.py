@@ -66,7 +66,9 @@ async def test_first_account_race_has_one_operator(database: Database, database_
     """Two nodes signing up their first account at once: one operator, the other refused."""
     other_db = await open_database(database_url)
     try:
-        services = [AccountService(db.accounts, signup=SignupPolicy.OPEN) for db in (database, other_db)]
+        services = [
+            AccountService(db.accounts, signup=SignupPolicy.OPEN) for db in (database, other_db)
+        ]
         results = await asyncio.gather(
             *(s.sign_up(f"p{i}@example.com", PASSWORD) for i, s in enumerate(services))
         )
@@ -75,9 +77,7 @@ async def test_first_account_race_has_one_operator(database: Database, database_
         await other_db.close()
 
 
-async def test_invitation_is_single_use_and_expires(
-    service: AccountService, clock: Clock
-) -> None:
+async def test_invitation_is_single_use_and_expires(service: AccountService, clock: Clock) -> None:
     """An invitation signs up one account; reused or expired it is refused."""
     owner = (await service.sign_up("owner@example.com", PASSWORD)).account
     _, token = await service.create_invitation(owner)
@@ -97,9 +97,7 @@ async def test_invitation_is_single_use_and_expires(
     assert (await service.sign_up("fourth@example.com", PASSWORD, fresh)).account
 
 
-async def test_session_expires_and_sign_out_ends_it(
-    service: AccountService, clock: Clock
-) -> None:
+async def test_session_expires_and_sign_out_ends_it(service: AccountService, clock: Clock) -> None:
     """A session lives for the session lifetime; sign-out ends it at once."""
     signed = await service.sign_up("owner@example.com", PASSWORD)
     assert (await service.session(signed.session_id)) is not None
@@ -118,7 +116,9 @@ async def test_password_change_and_disable_end_sessions(service: AccountService)
     owner = await service.sign_up("owner@example.com", PASSWORD)
     other = await service.sign_in("owner@example.com", PASSWORD, "10.0.0.1")
     with pytest.raises(FieldError) as wrong:
-        await service.change_password(owner.account, "nope", "new password 1", "new password 1", keep_session=owner.session_id)
+        await service.change_password(
+            owner.account, "nope", "new password 1", "new password 1", keep_session=owner.session_id
+        )
     assert wrong.value.field == "current_password"
     ended = await service.change_password(
         owner.account, PASSWORD, "new password 1", "new password 1", keep_session=owner.session_id

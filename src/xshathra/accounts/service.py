@@ -155,9 +155,7 @@ class AccountService:
         """Whether a person without an invitation may sign up now."""
         return self.signup is SignupPolicy.OPEN or await self.store.count_accounts() == 0
 
-    async def sign_up(
-        self, email: str, password: str, invitation: str | None = None
-    ) -> SignedIn:
+    async def sign_up(self, email: str, password: str, invitation: str | None = None) -> SignedIn:
         """Create an account and sign it in. The deployment's first account is always
         allowed and becomes the operator; later ones follow the sign-up policy."""
         email = check_email(email)
@@ -188,8 +186,7 @@ class AccountService:
             ) from None
         except InvitationInvalidError:
             raise SignupRefusedError(
-                "This invitation link is used, revoked or expired. Ask the operator for a "
-                "new one."
+                "This invitation link is used, revoked or expired. Ask the operator for a new one."
             ) from None
         return await self._start_session(account)
 
@@ -281,7 +278,9 @@ class AccountService:
             await self.store.record_sign_in_failure(
                 [account_key, ip_key], now, forget=now - THROTTLE_WINDOW
             )
-            raise FieldError("password", "The email or password is wrong. Check both and try again.")
+            raise FieldError(
+                "password", "The email or password is wrong. Check both and try again."
+            )
         if account.disabled:
             raise FieldError("email", "This account is disabled. Ask the operator to enable it.")
         await self.store.clear_sign_in_failures(account_key)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from xshathra.accounts.service import AccountService
     from xshathra.analytics import AnalyticsReader
     from xshathra.api.executor import Executor
     from xshathra.api.ratelimit import RateLimiter
@@ -25,3 +26,4 @@ class ServerContext:
     analytics: AnalyticsReader
     limiter: RateLimiter
     app_keys: AppKeyCache  # API key -> app, for authenticating requests
+    accounts: AccountService  # dashboard accounts and sessions

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
 
 from xshathra import __version__
 from xshathra.api.context import ServerContext
@@ -11,6 +13,7 @@ from xshathra.api.errors import install_error_handling
 from xshathra.api.routes_apps import create_apps_router
 from xshathra.api.routes_engine import create_engine_router
 from xshathra.api.routes_realtime import create_realtime_router
+from xshathra.dashboard import create_dashboard
 
 
 def create_http_app(ctx: ServerContext) -> FastAPI:
@@ -34,4 +37,22 @@ def create_http_app(ctx: ServerContext) -> FastAPI:
     app.include_router(create_apps_router(ctx))
     app.include_router(create_realtime_router(ctx))
     app.include_router(create_engine_router(ctx))
+    install_dashboard(app, ctx)
     return app
+
+
+def install_dashboard(app: FastAPI, ctx: ServerContext) -> None:
+    """The dashboard at /dashboard (its own pages, errors and headers); `/` leads there."""
+    dashboard = create_dashboard(
+        ctx.accounts,
+        ctx.db.apps,
+        session_ttl=ctx.settings.dashboard_session_ttl,
+        public_url=ctx.settings.public_url,
+    )
+
+    async def to_dashboard(request: Request) -> Response:
+        return RedirectResponse("/dashboard", status_code=302)
+
+    app.add_route("/", to_dashboard, methods=["GET"], include_in_schema=False)
+    app.add_route("/dashboard", dashboard.index, methods=["GET"], include_in_schema=False)
+    app.mount("/dashboard", dashboard.app)

@@ -109,7 +109,9 @@ class SqlAccountStore:
 
     async def count_accounts(self) -> int:
         async with self._engine.connect() as conn:
-            return int((await conn.execute(select(func.count()).select_from(accounts))).scalar_one())
+            return int(
+                (await conn.execute(select(func.count()).select_from(accounts))).scalar_one()
+            )
 
     async def get_account(self, account_id: str) -> Account | None:
         async with self._engine.connect() as conn:
