@@ -123,6 +123,7 @@ def test_first_sign_up_makes_the_operator_then_sign_out_and_in(person: Person) -
     expect(password).to_have_attribute("aria-invalid", "true")
     expect(page.locator("#password-error")).to_contain_text("The email or password is wrong")
     assert "password-error" in (password.get_attribute("aria-describedby") or "")
+    page.screenshot(path=str(SCREENSHOT_DIR / "dash-login-error-1280.png"), full_page=True)
 
     # By keyboard alone: the email field has focus, Tab to the password, Enter sends.
     page.get_by_label("Email").focus()
@@ -199,8 +200,8 @@ def test_invitation_sign_up_and_disabling_ends_the_session(
 
 
 def test_pages_fit_desktop_and_phone(browser: Browser, node: ServerProcess) -> None:
-    """Sign-in, Projects and Accounts at 1280 px and 375 px: nothing wider than the screen,
-    no console errors; screenshots for a person to look at."""
+    """Sign-in, Projects, Accounts and the account page at 1280 px and 375 px: nothing wider
+    than the screen, no console errors; screenshots for a person to look at."""
     for i in range(3):
         node.create_app(name=f"Storefront {i}" if i else "A project with a rather long name")
     for width in (1280, 375):
@@ -208,15 +209,13 @@ def test_pages_fit_desktop_and_phone(browser: Browser, node: ServerProcess) -> N
         try:
             page = visitor.page
             page.goto("/dashboard/login")
-            shots = [("login", page)]
             page.screenshot(path=str(SCREENSHOT_DIR / f"dash-login-{width}.png"), full_page=True)
             visitor.sign_in(OPERATOR)
-            for name in ("projects", "accounts"):
+            for name in ("projects", "accounts", "account"):
                 page.goto(f"/dashboard/{name}")
                 page.screenshot(
                     path=str(SCREENSHOT_DIR / f"dash-{name}-{width}.png"), full_page=True
                 )
-                shots.append((name, page))
                 overflow = page.evaluate(
                     "() => document.documentElement.scrollWidth - window.innerWidth"
                 )

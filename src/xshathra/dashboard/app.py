@@ -252,6 +252,8 @@ class Dashboard:
         first = await self.accounts.store.count_accounts() == 0
         policy = self.accounts.signup
         if request.method == "GET":
+            if await self._signed(request) is not None:
+                return self.redirect("/projects")
             invitation = request.query_params.get("invitation", "")
             return self._signup_page(request, first, policy, invitation, {}, {})
         form = await self._anonymous_form(request)
