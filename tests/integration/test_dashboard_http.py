@@ -107,6 +107,14 @@ def test_sign_out_on_one_node_ends_the_session_on_the_other(
         assert ended.status_code == 303
         assert ended.headers["location"] == "/dashboard/login?done=ended"
 
+        # "Sign out other sessions" on B ends A's session and keeps B's.
+        assert sign_in(on_a, "csrf-owner@example.com").status_code == 303
+        assert sign_in(on_b, "csrf-owner@example.com").status_code == 303
+        done = on_b.post("/dashboard/account/sessions", data={"csrf_token": csrf(on_b)})
+        assert done.headers["location"] == "/dashboard/account?done=sessions"
+        assert on_b.get("/dashboard/projects").status_code == 200
+        assert on_a.get("/dashboard/projects").status_code == 303
+
 
 def test_invitation_link_works_once_and_disabling_ends_sessions_everywhere(
     two_nodes: list[ServerProcess],

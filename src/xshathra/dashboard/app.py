@@ -57,6 +57,7 @@ DONE = {
     "signed_out": "You are signed out.",
     "ended": "Your session has ended. Sign in again.",
     "password": "Your password is changed. Your other sessions are signed out.",
+    "sessions": "Your other sessions are signed out.",
     "disabled": "The account is disabled and its sessions are ended.",
     "enabled": "The account is enabled. It can sign in again.",
     "revoked": "The invitation is revoked.",
@@ -98,6 +99,7 @@ class Dashboard:
                 Route("/projects", self.projects, methods=["GET"]),
                 Route("/account", self.account, methods=["GET"]),
                 Route("/account/password", self.change_password, methods=["POST"]),
+                Route("/account/sessions", self.end_other_sessions, methods=["POST"]),
                 Route("/accounts", self.accounts_page, methods=["GET"]),
                 Route("/accounts/{account_id}/disable", self.disable, methods=["POST"]),
                 Route("/accounts/{account_id}/enable", self.enable, methods=["POST"]),
@@ -195,7 +197,12 @@ class Dashboard:
             return None
         return form
 
-    def _signed_in(self, request: Request, session_id: str) -> Response:
+    async def _signed_in(self, request: Request, session_id: str) -> Response:
+        # A session this browser had before (another account's, say) ends here rather than
+        # lingering in the database until it expires.
+        previous = request.cookies.get(SESSION_COOKIE)
+        if previous:
+            await self.accounts.sign_out(previous)
         response = self.redirect("/projects")
         set_cookie(response, request, SESSION_COOKIE, session_id, self.session_ttl)
         return response
@@ -246,7 +253,7 @@ class Dashboard:
             wait = int((exc.retry_at - self.accounts.now()).total_seconds())
             response.headers["Retry-After"] = str(max(1, wait))
             return response
-        return self._signed_in(request, signed.session_id)
+        return await self._signed_in(request, signed.session_id)
 
     async def signup(self, request: Request) -> Response:
         first = await self.accounts.store.count_accounts() == 0
@@ -289,7 +296,7 @@ class Dashboard:
                     status=403,
                 )
             else:
-                return self._signed_in(request, signed.session_id)
+                return await self._signed_in(request, signed.session_id)
         return self._signup_page(
             request, first, policy, invitation, {"email": email}, errors, status=400
         )
@@ -379,6 +386,14 @@ class Dashboard:
                 "account.html", status=400, signed=signed, errors={exc.field: exc.message}
             )
         return self.redirect("/account?done=password")
+
+    async def end_other_sessions(self, request: Request) -> Response:
+        checked = await self._signed_form(request)
+        if isinstance(checked, Response):
+            return checked
+        signed, _ = checked
+        await self.accounts.sign_out_others(signed[1], request.cookies.get(SESSION_COOKIE, ""))
+        return self.redirect("/account?done=sessions")
 
     async def accounts_page(self, request: Request) -> Response:
         signed = await self._require(request)
