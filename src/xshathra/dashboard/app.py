@@ -50,7 +50,6 @@ FORM_COOKIE_AGE = 12 * 3600
 STATIC_FILES = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
 
 Signed = tuple[Session, Account]
-Handler = Callable[[Request], Awaitable[Response]]
 
 # Fixed messages for `?done=` after a redirect: nothing a person typed goes into a URL.
 DONE = {
