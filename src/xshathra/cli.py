@@ -205,3 +205,69 @@ def apps_delete(app_id: str, yes: bool, as_json: bool) -> None:
         _print_json({"success": True})
     else:
         click.echo(f"Deleted application {app_id}")
+
+
+@main.group()
+def users() -> None:
+    """Manage dashboard accounts."""
+
+
+def _read_password(from_stdin: bool) -> str:
+    """From one line of stdin, or a hidden prompt asked twice; never from an argument (it
+    would show in the process list and the shell's history)."""
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise click.ClickException("no password on standard input")
+        return password
+    if not sys.stdin.isatty():
+        raise click.ClickException("no terminal to ask the password on: use --password-stdin")
+    prompted: str = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return prompted
+
+
+def _account_service(db: Any) -> Any:
+    from xshathra.accounts.service import AccountService
+
+    return AccountService(db.accounts)
+
+
+@users.command("create")
+@click.argument("email")
+@click.option("--operator", is_flag=True, help="The account runs the server (sees everything).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def users_create(email: str, operator: bool, password_stdin: bool) -> None:
+    """Create a dashboard account, whatever XSHATHRA_SIGNUP says."""
+    from xshathra.accounts.service import FieldError
+
+    password = _read_password(password_stdin)
+
+    async def work(db: Any) -> Any:
+        try:
+            return await _account_service(db).create_account(email, password, operator=operator)
+        except FieldError as exc:
+            raise click.ClickException(f"{exc.field}: {exc.message}") from None
+
+    account = _run(work)
+    role = "operator" if account.operator else "member"
+    click.echo(f"Created account {account.email} ({role})")
+
+
+@users.command("reset-password")
+@click.argument("email")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def users_reset_password(email: str, password_stdin: bool) -> None:
+    """Set a new password for an account and sign it out everywhere."""
+    from xshathra.accounts.service import FieldError
+
+    password = _read_password(password_stdin)
+
+    async def work(db: Any) -> int:
+        try:
+            ended: int = await _account_service(db).reset_password(email, password)
+        except FieldError as exc:
+            raise click.ClickException(f"{exc.field}: {exc.message}") from None
+        return ended
+
+    ended = _run(work)
+    click.echo(f"Password reset for {email.strip().lower()}; {ended} session(s) ended")

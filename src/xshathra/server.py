@@ -11,6 +11,7 @@ import logging
 import secrets
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from importlib import resources
 from typing import Any
 
@@ -19,6 +20,7 @@ from fastapi import FastAPI
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from xshathra.accounts.service import AccountService, SignupPolicy
 from xshathra.analytics.recorder import AnalyticsRecorder
 from xshathra.api.context import ServerContext
 from xshathra.api.executor import Executor
@@ -280,6 +282,12 @@ class Runtime:
                 webhook_max_per_app=settings.webhook_max_per_app,
                 webhook_allow_private=settings.webhook_allow_private,
             ),
+            accounts=AccountService(
+                db.accounts,
+                signup=SignupPolicy(settings.signup),
+                session_ttl=timedelta(seconds=settings.dashboard_session_ttl),
+                invitation_ttl=timedelta(seconds=settings.invitation_ttl),
+            ),
         )
         http_stats = HttpStats()
         self.http = build_http_app(ctx, self, http_stats)
@@ -411,6 +419,7 @@ def _print_banner(runtime: Runtime) -> None:
     base = s.public_url.rstrip("/") or f"http://{host}:{s.port}"
     lines = [
         f"Xshathra {runtime.node.version if runtime.node else ''} listening on {base}",
+        f"  Dashboard:      {base}/dashboard",
         f"  API docs:       {base}/docs",
         f"  Test page:      {base}/socket-auth-test.html",
         f"  WebSocket:      {base.replace('http', 'ws', 1)}/realtime/connection/websocket",

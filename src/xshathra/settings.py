@@ -7,6 +7,7 @@ This module only describes configuration; it never opens connections or generate
 from __future__ import annotations
 
 import ipaddress
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -98,6 +99,12 @@ class Settings(BaseSettings):
     # Addresses (IPs or CIDRs, comma-separated) of the reverse proxies whose
     # X-Forwarded-For / X-Forwarded-Proto are believed. Empty: none, the peer is the client.
     trusted_proxies: str = ""
+
+    # The dashboard (SPEC §7). Sign-up: `open` to anyone, by `invite`ation link, or `closed`
+    # (accounts from the CLI only); the deployment's first account may always sign up.
+    signup: Literal["open", "invite", "closed"] = "invite"
+    dashboard_session_ttl: int = Field(default=7 * 86400, ge=300)  # seconds a sign-in lasts
+    invitation_ttl: int = Field(default=7 * 86400, ge=300)  # seconds an invitation link works
 
     @field_validator("trusted_proxies")
     @classmethod

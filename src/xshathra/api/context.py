@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from xshathra.accounts.service import AccountService
     from xshathra.analytics import AnalyticsReader
     from xshathra.api.executor import Executor
     from xshathra.api.ratelimit import RateLimiter
@@ -27,3 +28,4 @@ class ServerContext:
     limiter: RateLimiter
     app_keys: AppKeyCache  # API key -> app, for authenticating requests
     apps: ApplicationService  # every change to applications and webhooks
+    accounts: AccountService  # dashboard accounts and sessions

@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
 
 from xshathra import __version__
 from xshathra.api import errors, realtime, server
@@ -17,6 +19,7 @@ from xshathra.api.realtime.errors import realtime_error
 from xshathra.api.realtime.routes import create_realtime_router
 from xshathra.api.server.errors import server_error
 from xshathra.api.server.routes import create_engine_router
+from xshathra.dashboard import create_dashboard
 
 # Where each surface lives, for the requests that reach none of its routes (an unknown path, a
 # body refused before routing). Every other path, `/api/...` included, answers as seed 000.
@@ -67,4 +70,22 @@ def create_http_app(ctx: ServerContext) -> FastAPI:
     app.include_router(create_apps_router(ctx))
     app.include_router(create_realtime_router(ctx))
     app.include_router(create_engine_router(ctx))
+    install_dashboard(app, ctx)
     return app
+
+
+def install_dashboard(app: FastAPI, ctx: ServerContext) -> None:
+    """The dashboard at /dashboard (its own pages, errors and headers); `/` leads there."""
+    dashboard = create_dashboard(
+        ctx.accounts,
+        ctx.db.apps,
+        session_ttl=ctx.settings.dashboard_session_ttl,
+        public_url=ctx.settings.public_url,
+    )
+
+    async def to_dashboard(request: Request) -> Response:
+        return RedirectResponse("/dashboard", status_code=302)
+
+    app.add_route("/", to_dashboard, methods=["GET"], include_in_schema=False)
+    app.add_route("/dashboard", dashboard.index, methods=["GET"], include_in_schema=False)
+    app.mount("/dashboard", dashboard.app)

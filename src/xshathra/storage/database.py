@@ -22,7 +22,9 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from xshathra.accounts.models import AccountStore
 from xshathra.analytics import AnalyticsStore
+from xshathra.storage.accounts import SqlAccountStore
 from xshathra.storage.analytics import SqlAnalyticsStore
 from xshathra.storage.apps import SqlAppStore
 from xshathra.storage.deliveries import SqlDeliveryStore
@@ -77,6 +79,7 @@ class Database:
     server_state: ServerStateStore
     deliveries: DeliveryStore
     analytics: AnalyticsStore
+    accounts: AccountStore
 
     @property
     def dialect(self) -> str:
@@ -221,4 +224,5 @@ async def open_database(url: str) -> Database:
         server_state=SqlServerStateStore(engine),
         deliveries=SqlDeliveryStore(engine),
         analytics=SqlAnalyticsStore(engine),
+        accounts=SqlAccountStore(engine),
     )

@@ -165,3 +165,62 @@ analytics_online = Table(
     Column("users", Text, nullable=False),  # JSON list of user ids connected on that node
     Column("updated_at", Integer, nullable=False),  # unix seconds
 )
+
+# Dashboard accounts (accounts/models.py). Session ids and invitation tokens are kept hashed.
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("account_id", String(64), primary_key=True),
+    Column("email", String(254), nullable=False, unique=True),
+    Column("password_hash", String(200), nullable=False),
+    Column("operator", Boolean, nullable=False),
+    Column("disabled", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+dashboard_sessions = Table(
+    "dashboard_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column(
+        "account_id",
+        String(64),
+        ForeignKey("accounts.account_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_dashboard_sessions_account", "account_id"),
+    Index("ix_dashboard_sessions_expires", "expires_at"),
+)
+
+invitations = Table(
+    "invitations",
+    metadata,
+    Column("invitation_id", String(32), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column(
+        "created_by",
+        String(64),
+        ForeignKey("accounts.account_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime, nullable=True),
+    Column("used_by", String(64), nullable=True),
+)
+
+# One row per failed sign-in and key ("account:<email>", "ip:<address>"), for throttling on
+# every node alike; rows older than the throttling window are deleted as new ones come.
+sign_in_failures = Table(
+    "sign_in_failures",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(300), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Index("ix_sign_in_failures_key_at", "key", "at"),
+    Index("ix_sign_in_failures_at", "at"),
+)
