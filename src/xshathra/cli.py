@@ -19,8 +19,12 @@ from pydantic import ValidationError
 from xshathra.settings import Settings
 
 if TYPE_CHECKING:
+    from xshathra.accounts.models import Account
+    from xshathra.accounts.service import AccountService
+    from xshathra.storage.database import Database
     from xshathra.tenancy.service import ApplicationService
 
+S = TypeVar("S")
 T = TypeVar("T")
 
 
@@ -37,29 +41,19 @@ def _settings(**overrides: Any) -> Settings:
         raise click.ClickException(f"invalid configuration: {problems}") from None
 
 
-def _run(work: Callable[[ApplicationService], Awaitable[T]]) -> T:
-    """Open the configured database, run `work(service)` with the application service over it,
-    close it; errors become clean messages. No node runs here, so no node is told of changes
-    (one that runs reads the database)."""
+def _with_database(
+    build: Callable[[Database, Settings], S], work: Callable[[S], Awaitable[T]]
+) -> T:
+    """Open the configured database, run `work` on the service `build` makes over it, close
+    it; errors become clean messages."""
     settings = _settings()
 
     async def main() -> T:
         from xshathra.storage.database import open_database
-        from xshathra.tenancy.service import ApplicationService, NoNotifier
 
         db = await open_database(settings.database_url)
         try:
-            service = ApplicationService(
-                db.apps,
-                db.webhooks,
-                db.deliveries,
-                NoNotifier(),
-                default_rate_limit=settings.default_app_rate_limit,
-                key_rate_limit_ceiling=settings.app_rate_limit_ceiling,
-                webhook_max_per_app=settings.webhook_max_per_app,
-                webhook_allow_private=settings.webhook_allow_private,
-            )
-            return await work(service)
+            return await work(build(db, settings))
         finally:
             await db.close()
 
@@ -73,6 +67,39 @@ def _run(work: Callable[[ApplicationService], Awaitable[T]]) -> T:
     except Exception as exc:
         # A driver's message may quote SQL parameters (secrets): name the error type only.
         raise click.ClickException(f"database error ({type(exc).__name__})") from None
+
+
+def _application_service(db: Database, settings: Settings) -> ApplicationService:
+    """The application service over `db`. No node runs here, so no node is told of changes
+    (one that runs reads the database)."""
+    from xshathra.tenancy.service import ApplicationService, NoNotifier
+
+    return ApplicationService(
+        db.apps,
+        db.webhooks,
+        db.deliveries,
+        NoNotifier(),
+        default_rate_limit=settings.default_app_rate_limit,
+        key_rate_limit_ceiling=settings.app_rate_limit_ceiling,
+        webhook_max_per_app=settings.webhook_max_per_app,
+        webhook_allow_private=settings.webhook_allow_private,
+    )
+
+
+def _account_service(db: Database, settings: Settings) -> AccountService:
+    from xshathra.accounts.service import AccountService
+
+    return AccountService(db.accounts)
+
+
+def _run(work: Callable[[ApplicationService], Awaitable[T]]) -> T:
+    """Run `work` with the application service over the configured database."""
+    return _with_database(_application_service, work)
+
+
+def _run_accounts(work: Callable[[AccountService], Awaitable[T]]) -> T:
+    """Run `work` with the dashboard's account service over the configured database."""
+    return _with_database(_account_service, work)
 
 
 def _print_json(body: dict[str, Any]) -> None:
@@ -226,12 +253,6 @@ def _read_password(from_stdin: bool) -> str:
     return prompted
 
 
-def _account_service(db: Any) -> Any:
-    from xshathra.accounts.service import AccountService
-
-    return AccountService(db.accounts)
-
-
 @users.command("create")
 @click.argument("email")
 @click.option("--operator", is_flag=True, help="The account runs the server (sees everything).")
@@ -242,13 +263,13 @@ def users_create(email: str, operator: bool, password_stdin: bool) -> None:
 
     password = _read_password(password_stdin)
 
-    async def work(db: Any) -> Any:
+    async def work(service: AccountService) -> Account:
         try:
-            return await _account_service(db).create_account(email, password, operator=operator)
+            return await service.create_account(email, password, operator=operator)
         except FieldError as exc:
             raise click.ClickException(f"{exc.field}: {exc.message}") from None
 
-    account = _run(work)
+    account = _run_accounts(work)
     role = "operator" if account.operator else "member"
     click.echo(f"Created account {account.email} ({role})")
 
@@ -262,12 +283,12 @@ def users_reset_password(email: str, password_stdin: bool) -> None:
 
     password = _read_password(password_stdin)
 
-    async def work(db: Any) -> int:
+    async def work(service: AccountService) -> int:
         try:
-            ended: int = await _account_service(db).reset_password(email, password)
+            ended: int = await service.reset_password(email, password)
         except FieldError as exc:
             raise click.ClickException(f"{exc.field}: {exc.message}") from None
         return ended
 
-    ended = _run(work)
+    ended = _run_accounts(work)
     click.echo(f"Password reset for {email.strip().lower()}; {ended} session(s) ended")
