@@ -146,6 +146,18 @@ class SqlAppStore:
             rows = (await conn.execute(query)).all()
         return [_app(r) for r in rows]
 
+    async def get_apps(self, app_ids: list[str]) -> list[Application]:
+        if not app_ids:
+            return []
+        query = (
+            select(applications)
+            .where(applications.c.app_id.in_(app_ids))
+            .order_by(applications.c.created_at, applications.c.app_id)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_app(r) for r in rows]
+
     async def update_app(
         self, app_id: str, changes: AppChanges, *, while_key: str | None = None
     ) -> Application | None:

@@ -212,6 +212,9 @@ class AppStore(Protocol):
     async def list_apps(self, owner_id: str | None = None) -> list[Application]:
         """All apps (ordered by created_at), or only those of one dashboard owner."""
 
+    async def get_apps(self, app_ids: list[str]) -> list[Application]:
+        """The apps among `app_ids` that exist (ordered by created_at), in one query."""
+
     async def update_app(
         self, app_id: str, changes: AppChanges, *, while_key: str | None = None
     ) -> Application | None:
