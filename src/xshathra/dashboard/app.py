@@ -47,6 +47,7 @@ from xshathra.dashboard.security import (
     same_token,
     set_cookie,
 )
+from xshathra.tenancy.apps import AppSummary
 from xshathra.tenancy.service import ApplicationService
 from xshathra.tenancy.tokens import TokenService
 
@@ -59,6 +60,7 @@ STATIC_FILES = {
 }
 
 Signed = tuple[Session, Account]
+PAGE_SIZE = 100  # projects per page of the list
 
 # Fixed messages for `?done=` after a redirect: nothing a person typed goes into a URL.
 DONE = {
@@ -382,26 +384,41 @@ class Dashboard:
     async def projects_page(
         self, request: Request, signed: Signed, *, status: int = 200, **context: Any
     ) -> Response:
-        """The account's projects with its role on each; the operator also sees every app
-        (those made with the API or the CLI too)."""
+        """The account's projects with its role on each; the operator sees every app (those
+        made with the API or the CLI too) in one list. Filtered by `?q=` (name or app ID) and
+        shown PAGE_SIZE at a time (`?page=`), so a server with thousands stays fast to read."""
         me = signed[1]
-        own = await self.apps.projects_of(me.account_id)
-        everyone = (
-            [(a, "owner") for a in await self.apps.list_applications()] if me.operator else []
-        )
-        owners = (
-            {a.account_id: a.email for a in await self.accounts.list_accounts()}
-            if me.operator
-            else {}
-        )
+        if me.operator:
+            rows: list[tuple[AppSummary, str]] = [
+                (a, "owner") for a in await self.apps.list_summaries()
+            ]
+            owners = {a.account_id: a.email for a in await self.accounts.list_accounts()}
+        else:
+            rows = [(a, r.value) for a, r in await self.apps.projects_of(me.account_id)]
+            owners = {}
+        total = len(rows)
+        query = request.query_params.get("q", "").strip()[:200]
+        if query:
+            needle = query.lower()
+            rows = [r for r in rows if needle in r[0].name.lower() or needle in r[0].app_id]
+        pages = max(1, -(-len(rows) // PAGE_SIZE))
+        try:
+            page = min(max(1, int(request.query_params.get("page", "1"))), pages)
+        except ValueError:
+            page = 1
         context.setdefault("values", {})
         context.setdefault("errors", {})
         return self.page(
             "projects.html",
             status=status,
             signed=signed,
-            own=own,
-            everyone=everyone,
+            rows=rows[(page - 1) * PAGE_SIZE : page * PAGE_SIZE],
+            matched=len(rows),
+            total=total,
+            first=(page - 1) * PAGE_SIZE + 1,
+            page=page,
+            pages=pages,
+            query=query,
             owners=owners,
             **context,
         )

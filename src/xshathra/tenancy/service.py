@@ -22,6 +22,7 @@ from xshathra.tenancy.apps import (
     AppChanges,
     Application,
     AppStore,
+    AppSummary,
     NamespaceOptions,
     NewAppKeys,
     generate_app,
@@ -446,15 +447,16 @@ class ApplicationService:
             return Role.OWNER
         return await self._member_store().role(app.app_id, account_id)
 
-    async def projects_of(self, account_id: str) -> list[tuple[Application, Role]]:
-        """The apps the account owns or is a member of, oldest first, with its role on each."""
+    async def projects_of(self, account_id: str) -> list[tuple[AppSummary, Role]]:
+        """The apps the account owns or is a member of, oldest first, with its role on each
+        (summaries: a list never reads keys or secrets)."""
         roles = await self._member_store().roles_of(account_id)
-        owned = await self._apps.list_apps(owner_id=account_id)
-        rest = [i for i in roles if i not in {a.app_id for a in owned}]
-        apps = sorted(
-            owned + await self._apps.get_apps(rest), key=lambda a: (a.created_at, a.app_id)
-        )
+        apps = await self._apps.list_summaries(owner_id=account_id, app_ids=list(roles))
         return [(a, Role.OWNER if a.owner_id == account_id else roles[a.app_id]) for a in apps]
+
+    async def list_summaries(self) -> list[AppSummary]:
+        """Every application, oldest first, without keys or secrets (the operator's list)."""
+        return await self._apps.list_summaries()
 
     async def list_members(self, app_id: str) -> list[Member]:
         return await self._member_store().list_for_app(app_id)

@@ -126,6 +126,7 @@ async def test_projects_page_with_1000_apps_is_fast(db: Database) -> None:
         started = time.perf_counter()
         page = await http.get("/dashboard/projects")
         elapsed = time.perf_counter() - started
-    assert page.status_code == 200 and page.text.count("<tr>") == 1001
+    # One page of the list (100 of the 1,000) and its header row.
+    assert page.status_code == 200 and page.text.count("<tr>") == 101
     assert elapsed < 0.5, f"{elapsed * 1000:.0f} ms"
     print(f"projects page with 1000 apps: {elapsed * 1000:.1f} ms")
