@@ -5,14 +5,17 @@ sees no secret; then every project page at 1280 px and 375 px (screenshots, no o
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from tests.e2e.test_dashboard import PASSWORD, SCREENSHOT_DIR, Person, browser  # noqa: F401
+from tests.support.rawws import ENGINE_PATH
 from tests.support.receiver import Receiver
 from tests.support.server import ServerProcess, running_server
 
@@ -91,6 +94,20 @@ def test_journey(browser: Browser, node: ServerProcess) -> None:  # noqa: F811
     page.get_by_role("button", name="Publish test message").click()
     expect(page.get_by_text("Published to 1 subscriber.")).to_be_visible()
     expect(log).to_contain_text('{"text":"hello from the page"}')
+    # Another client joining and leaving the channel shows as join and leave lines.
+    minted = httpx.post(
+        f"{node.base_url}/api/realtime/token",
+        headers={"Authorization": f"apikey {key}"},
+        json={"userId": "shopper-1", "channels": ["public:lobby"]},
+    )
+    minted.raise_for_status()
+    with connect(node.base_url.replace("http", "ws", 1) + ENGINE_PATH) as ws:
+        ws.send(json.dumps({"id": 1, "connect": {"token": minted.json()["token"]}}))
+        assert "public:lobby" in json.loads(ws.recv(timeout=10))["connect"]["subs"]
+        expect(log).to_contain_text("join")
+        expect(log).to_contain_text("user shopper-1")
+    expect(log.get_by_text("leave", exact=True)).to_be_visible()
+    shot(page, "dash-console-1280.png")
     shot(page, "dash-console-1280.png")
 
     # The chart moves without a reload: publications counted so far, then one more.

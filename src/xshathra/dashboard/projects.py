@@ -636,7 +636,8 @@ class ProjectPages:
             f"dashboard:{signed[1].account_id}",
             CONSOLE_TOKEN_TTL,
             channels=[channel],
-            info={"dashboard": signed[1].email},
+            # No `info`: the app's own clients see who joins a public channel, and a member's
+            # email is not theirs to see.
         )
         return JSONResponse(
             {"token": minted.token, "expires_in": CONSOLE_TOKEN_TTL, "channel": channel},

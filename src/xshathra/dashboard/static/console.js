@@ -69,6 +69,12 @@ document.addEventListener("DOMContentLoaded", () => {
         return;
       }
       retries = 0;
+      const subs = (reply.connect && reply.connect.subs) || {};
+      if (!(watching in subs)) {
+        // The engine skips a channel it cannot subscribe (a name outside the grammar).
+        stop("The engine did not subscribe to " + watching + ": check the channel name (like public:lobby or chat:room-1).");
+        return;
+      }
       state.textContent = "Watching " + watching + ": live.";
       log("watching", watching);
       return;
