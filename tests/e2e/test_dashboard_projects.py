@@ -108,7 +108,6 @@ def test_journey(browser: Browser, node: ServerProcess) -> None:  # noqa: F811
         expect(log).to_contain_text("user shopper-1")
     expect(log.get_by_text("leave", exact=True)).to_be_visible()
     shot(page, "dash-console-1280.png")
-    shot(page, "dash-console-1280.png")
 
     # The chart moves without a reload: publications counted so far, then one more.
     page.get_by_role("link", name="Overview").click()
