@@ -63,10 +63,14 @@ def project(people: dict[str, httpx.Client], node: ServerProcess) -> dict[str, s
     """A project of OWNER's with DEV as developer and VIEWER as viewer; its server key."""
     owner = people[OWNER]
     created = post(owner, "/dashboard/projects", "/dashboard/projects", name="Shop chat")
-    assert created.status_code == 201, created.text
-    key = re.search(r'id="server-key" type="text" readonly value="(xs_[^"]+)"', created.text)
-    app_id = re.search(r"App ID <code>([^<]+)</code>", created.text)
+    assert created.status_code == 303, created.text  # a reload repeats nothing
+    assert "xs_" not in created.headers["location"]  # the key is never in a URL
+    shown = owner.get(created.headers["location"])
+    key = re.search(r'id="server-key" type="text" readonly value="(xs_[^"]+)"', shown.text)
+    app_id = re.search(r"App ID <code>([^<]+)</code>", shown.text)
     assert key and app_id
+    again = owner.get(created.headers["location"])  # the same page again: only the hint
+    assert key.group(1) not in again.text and 'id="server-key"' not in again.text
     base = f"/dashboard/projects/{app_id.group(1)}"
     for email, role in ((DEV, "developer"), (VIEWER, "viewer")):
         added = post(owner, base + "/members", base + "/members", email=email, role=role)
@@ -91,6 +95,12 @@ def test_created_project_key_works_once_and_then_only_its_hint(
     assert f"xs_…{project['key'][-4:]}" in overview.text
     listing = people[OWNER].get("/dashboard/projects").text
     assert "Shop chat" in listing and project["app_id"] in listing
+    # A forged hand-over cookie shows nothing: only the app's current key is ever shown.
+    people[OWNER].cookies.set("xs_once", "xs_forged", path=project["base"])
+    forged = people[OWNER].get(project["base"])
+    assert "xs_forged" not in forged.text and 'id="server-key"' not in forged.text
+    assert "xs_once=" in forged.headers["set-cookie"]  # cleared
+    people[OWNER].cookies.delete("xs_once", path=project["base"])
 
 
 def test_another_accounts_project_answers_404_everywhere(
@@ -126,7 +136,8 @@ def test_viewer_never_receives_a_secret(
     hook = post(
         owner, base + "/webhooks", base + "/webhooks", url="https://example.com/h", event_all="on"
     )
-    assert hook.status_code == 201
+    assert hook.status_code == 303
+    assert "whsec_" in owner.get(hook.headers["location"]).text  # shown to its maker, once
     secrets = [secret.group(1), client_key.group(1)]
     seen = ""
     for path in ("", "/settings", "/webhooks", "/console", "/members", "/analytics.json"):
@@ -228,8 +239,9 @@ def test_webhook_test_event_is_delivered_and_listed(
         added = post(
             owner, base + "/webhooks", base + "/webhooks", url=receiver.url, event_all="on"
         )
-        assert added.status_code == 201
-        hook_id = re.findall(r"/webhooks/(webhook_[A-Za-z0-9_]+)\"", added.text)[-1]
+        assert added.status_code == 303
+        listing = owner.get(added.headers["location"]).text
+        hook_id = re.findall(r"/webhooks/(webhook_[A-Za-z0-9_]+)\"", listing)[-1]
         page = f"{base}/webhooks/{hook_id}"
         assert post(owner, page + "/test", page).status_code == 303
         got = receiver.wait_for(1)

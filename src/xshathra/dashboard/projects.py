@@ -11,6 +11,7 @@ answer of a POST made by an owner or developer, never in a URL, never for a view
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,9 +23,14 @@ from starlette.routing import Route
 from xshathra.accounts.service import NotAllowedError, hash_token
 from xshathra.analytics import PERIODS, AnalyticsReader
 from xshathra.dashboard.charts import CHARTS, HEIGHT, WIDTH, chart_data
-from xshathra.dashboard.security import SECURITY_HEADERS
+from xshathra.dashboard.security import (
+    SECURITY_HEADERS,
+    clear_flash,
+    read_flash,
+    set_flash,
+)
 from xshathra.protocol.codes import LifecycleEvent
-from xshathra.tenancy.apps import APP_ID_PATTERN, NamespaceOptions, NewAppKeys
+from xshathra.tenancy.apps import APP_ID_PATTERN, NamespaceOptions, NewAppKeys, hash_key
 from xshathra.tenancy.apps import Application as App
 from xshathra.tenancy.members import Role
 from xshathra.tenancy.service import ApplicationService, AppUpdate, ServiceError
@@ -33,6 +39,7 @@ from xshathra.tenancy.tokens import TokenService
 if TYPE_CHECKING:
     from xshathra.dashboard.app import Dashboard, Signed
 
+BASE = "/dashboard"
 CONSOLE_TOKEN_TTL = 300  # seconds: the console's connection token, re-minted on reconnect
 MAX_TEST_MESSAGE = 8 * 1024
 # Namespace options as the form shows them: booleans as checkboxes, the rest as numbers.
@@ -49,6 +56,9 @@ DONE = {
     "namespace": "The namespace is saved.",
     "namespace_deleted": "The namespace is deleted.",
     "webhook": "The webhook is saved.",
+    "webhook_added": "The webhook is added.",
+    "created": "Your project is created.",
+    "regenerated": "A new server key is made: the old one no longer works.",
     "webhook_enabled": "The webhook is enabled.",
     "webhook_disabled": "The webhook is disabled: it gets no events until you enable it.",
     "webhook_deleted": "The webhook is deleted.",
@@ -230,17 +240,44 @@ class ProjectPages:
             return await self.d.projects_page(
                 request, signed, status=400, errors=_field_errors(exc, "name"), values=form
             )
-        return await self._overview(
-            request, signed, Project(app, Role.OWNER), status=201, new_key=keys, created=True
-        )
+        return self._flash_key(request, app, keys, "created")
 
     # -- overview: keys, analytics, connecting --------------------------------------------------
+
+    def _flash_key(self, request: Request, app: App, keys: NewAppKeys, done: str) -> Response:
+        """Redirect to the overview, handing it the new key in a cookie it reads once (see
+        `flash`): a reload then repeats nothing and shows the key no more."""
+        response = self.d.redirect(f"/projects/{app.app_id}?done={done}")
+        set_flash(response, request, f"{BASE}/projects/{app.app_id}", keys.api_key)
+        return response
 
     async def overview(self, request: Request) -> Response:
         opened = await self._open(request)
         if isinstance(opened, Response):
             return opened
-        return await self._overview(request, *opened, done=self._done(request))
+        signed, project = opened
+        path = f"{BASE}/projects/{project.app.app_id}"
+        flashed = read_flash(request)
+        # Shown only if it is this app's current key (a stale or forged cookie shows nothing),
+        # and only to a member who may see secrets.
+        new_key = (
+            NewAppKeys(flashed)
+            if flashed
+            and project.role.sees_secrets
+            and hmac.compare_digest(hash_key(flashed), project.app.api_key_hash)
+            else None
+        )
+        response = await self._overview(
+            request,
+            signed,
+            project,
+            new_key=new_key,
+            created=request.query_params.get("done") == "created",
+            done=None if new_key else self._done(request),
+        )
+        if flashed is not None:
+            clear_flash(response, request, path)
+        return response
 
     async def _overview(
         self,
@@ -298,7 +335,7 @@ class ProjectPages:
             app, keys = await self.service.regenerate_api_key(project.app, as_admin=True)
         except ServiceError as exc:
             return await self._overview(request, signed, project, status=400, alert=exc.message)
-        return await self._overview(request, signed, Project(app, project.role), new_key=keys)
+        return self._flash_key(request, app, keys, "regenerated")
 
     async def analytics_json(self, request: Request) -> Response:
         opened = await self._open(request)
@@ -481,7 +518,19 @@ class ProjectPages:
             opened = await self._open(request)
             if isinstance(opened, Response):
                 return opened
-            return await self._webhooks_page(*opened, done=self._done(request))
+            signed, project = opened
+            flashed = read_flash(request)
+            shown: dict[str, Any] = {}
+            if flashed and project.role.sees_secrets:
+                webhook_id, _, secret = flashed.partition(" ")
+                hooks = {h.id: h for h in await self.service.list_webhooks(project.app.app_id)}
+                hook = hooks.get(webhook_id)
+                if hook is not None and hmac.compare_digest(hook.secret, secret):
+                    shown = {"new_webhook": hook, "new_secret": secret}
+            response = await self._webhooks_page(signed, project, done=self._done(request), **shown)
+            if flashed is not None:
+                clear_flash(response, request, f"{BASE}/projects/{project.app.app_id}/webhooks")
+            return response
         changed = await self._change(request)
         if isinstance(changed, Response):
             return changed
@@ -496,20 +545,17 @@ class ProjectPages:
             errors["events"] = "Choose at least one event, or All events."
         if not errors:
             try:
-                webhook, secret = await self.service.create_webhook(
+                webhook, shown_once = await self.service.create_webhook(
                     project.app.app_id, url=url, events=events
                 )
             except ServiceError as exc:
                 errors = _field_errors(exc, "url")
             else:
-                return await self._webhooks_page(
-                    signed,
-                    project,
-                    status=201,
-                    new_webhook=webhook,
-                    new_secret=secret,
-                    done="The webhook is added.",
-                )
+                response = self._back(project, "webhooks", "webhook_added")
+                if shown_once:
+                    path = f"{BASE}/projects/{project.app.app_id}/webhooks"
+                    set_flash(response, request, path, f"{webhook.id} {shown_once}")
+                return response
         return await self._webhooks_page(signed, project, status=400, values=values, errors=errors)
 
     async def _webhook_page(
