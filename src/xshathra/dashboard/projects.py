@@ -49,6 +49,20 @@ BOOL_OPTIONS = [
     if isinstance(getattr(NamespaceOptions(), name), bool)
 ]
 INT_OPTIONS = [n for n in NamespaceOptions.__struct_fields__ if n not in BOOL_OPTIONS]
+# What each option lets happen, in words (the option's own name is shown beside it).
+OPTION_LABELS = {
+    "presence": "Presence: who is in a channel",
+    "join_leave": "Join and leave events",
+    "force_push_join_leave": "Push join and leave to every subscriber",
+    "history_size": "History size (publications kept per channel)",
+    "history_ttl": "History lifetime (seconds)",
+    "force_recovery": "Always recover missed publications",
+    "allow_subscribe_for_client": "Clients may subscribe without a subscription token",
+    "allow_publish_for_subscriber": "Subscribers may publish",
+    "allow_publish_for_client": "Any connected client may publish",
+    "allow_presence_for_subscriber": "Subscribers may read presence",
+    "allow_history_for_subscriber": "Subscribers may read history",
+}
 WEBHOOK_EVENTS = [e.value for e in LifecycleEvent]
 
 DONE = {
@@ -118,6 +132,7 @@ class ProjectPages:
             roles=[r.value for r in Role],
             bool_options=BOOL_OPTIONS,
             int_options=INT_OPTIONS,
+            option_labels=OPTION_LABELS,
             webhook_events=WEBHOOK_EVENTS,
             periods=list(PERIODS),
             charts=CHARTS,
