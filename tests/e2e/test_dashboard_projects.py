@@ -74,6 +74,13 @@ def test_journey(browser: Browser, node: ServerProcess) -> None:  # noqa: F811
     expect(page.get_by_label("Server API key")).to_have_count(0)
     expect(page.get_by_text(f"xs_…{key[-4:]}")).to_be_visible()
 
+    # The socket test page, prefilled for the project (its app ID and a channel; no key).
+    page.get_by_role("link", name="socket test page for this project").click()
+    assert key not in page.url and app_id in page.url
+    expect(page.get_by_text(f"Project {app_id}: paste its server API key")).to_be_visible()
+    expect(page.locator("#channel")).to_have_value("public:lobby")
+    page.go_back()
+
     # The live console watches public:lobby; a broadcast made with the key shows up in it.
     page.get_by_role("link", name="Live console").click()
     page.get_by_label("Channel to watch").fill("public:lobby")

@@ -218,7 +218,16 @@ def test_every_change_needs_the_csrf_token(
 ) -> None:
     owner = people[OWNER]
     base = project["base"]
-    for path in ("/secret", "/regenerate", "/delete", "/console/publish", "/members"):
+    for path in (
+        "/secret",
+        "/regenerate",
+        "/delete",
+        "/console/publish",
+        "/console/token",
+        "/members",
+        "/webhooks",
+        "/namespaces",
+    ):
         answer = owner.post(base + path, data={"confirm": "on", "confirm_name": "Shop chat"})
         assert answer.status_code == 403, path
         assert "cannot be accepted" in answer.text
@@ -252,6 +261,13 @@ def test_webhook_test_event_is_delivered_and_listed(
                 break
             listing = owner.get(page).text
         assert "Delivered" in listing and "HTTP 200" in listing
+        delivery_id = re.search(r"/deliveries/(dlv_[0-9a-f]+)/replay", listing)
+        assert delivery_id
+        replayed = post(owner, f"{page}/deliveries/{delivery_id.group(1)}/replay", page)
+        assert replayed.status_code == 303
+        again = receiver.wait_for(2)  # the same event, sent again
+        assert again[1].json()["id"] == again[0].json()["id"]
+        assert post(owner, f"{page}/deliveries/dlv_nope/replay", page).status_code == 404
         assert post(owner, page + "/disable", page).status_code == 303
         assert "It gets no events until you enable it" in owner.get(page).text
         assert post(owner, page + "/delete", page).status_code == 303
@@ -278,6 +294,11 @@ def test_console_token_and_publish(
         headers={"Accept": "application/json"},
     )
     assert published.status_code == 200 and published.json()["published"] is True
+    plain = owner.post(  # a plain form (no script): back to the console page
+        base + "/console/publish",
+        data={"csrf_token": token, "channel": "public:lobby", "message": "plain"},
+    )
+    assert plain.status_code == 303 and plain.headers["location"].endswith("done=published")
     bad = owner.post(
         base + "/console/publish", data={"csrf_token": token, "channel": "", "message": "x"}
     )
