@@ -203,6 +203,9 @@ class AccountService:
                 raise FieldError("email", f"an account with email {email} exists") from None
         return account
 
+    async def get_account(self, account_id: str) -> Account | None:
+        return await self.store.get_account(account_id)
+
     async def find_account(self, email: str) -> Account | None:
         return await self.store.find_account(normalise_email(email))
 

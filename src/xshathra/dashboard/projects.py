@@ -756,16 +756,8 @@ class ProjectPages:
     ) -> Response:
         ctx.setdefault("values", {"role": "developer"})
         ctx.setdefault("errors", {})
-        owner = None
-        if project.app.owner_id:
-            owner = next(
-                (
-                    a
-                    for a in await self.d.accounts.list_accounts()
-                    if a.account_id == project.app.owner_id
-                ),
-                None,
-            )
+        owner_id = project.app.owner_id
+        owner = await self.d.accounts.get_account(owner_id) if owner_id else None
         return self._render(
             "project_members.html",
             signed,
