@@ -182,7 +182,7 @@ def test_developer_changes_settings_but_not_members_or_deletion(
         dev,
         base + "/settings",
         base + "/settings",
-        name="Shop chat",
+        name="Shop chat (renamed)",
         allowed_domain="example.com",
         rate_limit="500",
         enabled="on",
@@ -190,6 +190,15 @@ def test_developer_changes_settings_but_not_members_or_deletion(
     assert ok.status_code == 303
     page = dev.get(base + "/settings").text
     assert 'value="example.com"' in page and 'value="500"' in page
+    assert "<h1>Shop chat (renamed)</h1>" in page  # a developer renames, as SPEC §7 has it
+    post(
+        dev,
+        base + "/settings",
+        base + "/settings",
+        name="Shop chat",
+        rate_limit="500",
+        enabled="on",
+    )
     too_long = post(
         dev, base + "/namespaces", base + "/settings", namespace="chat", history_size="99999"
     )

@@ -417,12 +417,11 @@ class ProjectPages:
             errors = {"rate_limit": "Enter a whole number of messages per minute, like 1000."}
             return self._settings_page(signed, project, status=400, values=values, errors=errors)
         update: AppUpdate = {
+            "name": values["name"],
             "allowed_domain": values["allowed_domain"],
             "rate_limit": rate,
             "status": values["enabled"],
         }
-        if project.role.manages:  # renaming is the owner's, as deleting
-            update["name"] = values["name"]
         try:
             await self.service.update_project(project.app, update, operator=signed[1].operator)
         except ServiceError as exc:

@@ -31,7 +31,7 @@ class Role(StrEnum):
 
     @property
     def manages(self) -> bool:
-        """Members, renaming and deleting the project."""
+        """Members and deleting the project."""
         return self is Role.OWNER
 
 
