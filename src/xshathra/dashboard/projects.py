@@ -719,6 +719,8 @@ class ProjectPages:
             error = ("channel", "Enter the channel to publish to, like public:lobby.")
         elif not text.strip() or len(text) > MAX_TEST_MESSAGE:
             error = ("message", f"Enter a message of 1 to {MAX_TEST_MESSAGE} characters.")
+        elif not project.app.status:
+            error = ("channel", "The project is disabled: enable it in Settings to publish.")
         elif self.publisher is None:
             error = ("message", "Publishing is not available on this node.")
         else:
