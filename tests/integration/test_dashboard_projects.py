@@ -357,3 +357,35 @@ def test_member_invited_by_email_before_sign_up_gets_the_project(
         post(owner, f"{base}/members/{member_id.group(1)}/remove", base + "/members")
         assert newcomer.get(base).status_code == 404
     assert sign_in(httpx.Client(base_url=node.base_url), DEV, PASSWORD).status_code == 303
+
+
+def test_regenerating_needs_confirmation_and_replaces_the_key(
+    node: ServerProcess, people: dict[str, httpx.Client]
+) -> None:
+    """Without the box ticked nothing changes and the page says what to do; with it the old
+    key fails at once, the new one (shown once, handed over after a redirect) works."""
+    owner = people[OWNER]
+    made = post(owner, "/dashboard/projects", "/dashboard/projects", name="Keys")
+    first = owner.get(made.headers["location"])
+    old = re.search(r'id="server-key" type="text" readonly value="(xs_[^"]+)"', first.text)
+    assert old
+    base = made.headers["location"].split("?")[0]
+    unconfirmed = post(owner, base + "/regenerate", base)
+    assert unconfirmed.status_code == 400 and 'id="confirm-error"' in unconfirmed.text
+    done = post(owner, base + "/regenerate", base, confirm="on")
+    assert done.status_code == 303
+    new = re.search(
+        r'id="server-key" type="text" readonly value="(xs_[^"]+)"',
+        owner.get(done.headers["location"]).text,
+    )
+    assert new and new.group(1) != old.group(1)
+
+    def broadcast(key: str) -> int:
+        return httpx.post(
+            f"{node.base_url}/api/broadcast",
+            headers={"X-App-API-Key": key},
+            json={"room": "news", "event": "e", "data": {}},
+        ).status_code
+
+    assert broadcast(old.group(1)) == 401
+    assert broadcast(new.group(1)) == 200
