@@ -277,6 +277,11 @@ def test_webhook_test_event_is_delivered_and_listed(
         again = receiver.wait_for(2)  # the same event, sent again
         assert again[1].json()["id"] == again[0].json()["id"]
         assert post(owner, f"{page}/deliveries/dlv_nope/replay", page).status_code == 404
+        bad = post(owner, page, page, url="ftp://example.com/x", event_all="on")
+        assert bad.status_code == 400 and 'id="url-error"' in bad.text
+        edited = post(owner, page, page, url=receiver.url, custom_events="order, refund")
+        assert edited.status_code == 303
+        assert "Events: order, refund." in owner.get(page).text
         assert post(owner, page + "/disable", page).status_code == 303
         assert "It gets no events until you enable it" in owner.get(page).text
         assert post(owner, page + "/delete", page).status_code == 303
