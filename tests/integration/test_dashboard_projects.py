@@ -394,3 +394,26 @@ def test_regenerating_needs_confirmation_and_replaces_the_key(
 
     assert broadcast(old.group(1)) == 401
     assert broadcast(new.group(1)) == 200
+
+
+def test_analytics_endpoint_counts_as_the_api_does(
+    node: ServerProcess, people: dict[str, httpx.Client], project: dict[str, str]
+) -> None:
+    """The dashboard's JSON for the charts has the same totals as `GET /api/analytics` for
+    each period, and a chart geometry per series; an unknown period is refused."""
+    owner = people[OWNER]
+    for period in ("1h", "24h", "7d", "30d"):
+        mine = owner.get(f"{project['base']}/analytics.json", params={"period": period}).json()
+        api = httpx.get(
+            f"{node.base_url}/api/analytics",
+            params={"period": period, "app_id": project["app_id"]},
+            headers=node.admin_headers(),
+        ).json()
+        assert mine["totals"]["publications"] == api["metrics"]["events"]["total"] > 0
+        assert mine["totals"]["connections"] == api["metrics"]["connections"]["total"]
+        assert mine["totals"]["users"] == api["metrics"]["users"]["total"]
+        points = mine["charts"]["publications"]["line"].split()
+        # One bucket per series point (a minute may turn between the two requests).
+        assert abs(len(points) - len(api["series"])) <= 1
+    refused = owner.get(f"{project['base']}/analytics.json", params={"period": "2y"})
+    assert refused.status_code == 400
