@@ -35,6 +35,7 @@ from xshathra.tenancy.apps import (
     NewAppKeys,
     utcnow,
 )
+from xshathra.tenancy.proxies import decode_proxy_config, encode_proxy_config
 
 _namespaces_decoder = msgspec.json.Decoder(dict[str, NamespaceOptions])
 _raw_namespaces_decoder = msgspec.json.Decoder(dict[str, dict[str, Any]])
@@ -71,6 +72,7 @@ def _row(app: Application) -> dict[str, Any]:
         "rate_limit": app.rate_limit,
         "status": app.status,
         "namespaces": msgspec.json.encode(app.namespaces).decode(),
+        "proxies": encode_proxy_config(app.proxies),
         "owner_id": app.owner_id,
         "created_at": app.created_at,
         "updated_at": app.updated_at,
@@ -89,6 +91,7 @@ def _app(row: Any) -> Application:
         rate_limit=row.rate_limit,
         status=bool(row.status),
         namespaces=_decode_namespaces(row.namespaces),
+        proxies=decode_proxy_config(row.proxies),
         owner_id=row.owner_id,
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -138,6 +141,15 @@ class SqlAppStore:
             ).first()
         return _app(row) if row is not None else None
 
+    async def find_by_client_key(self, client_key: str) -> Application | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(applications).where(applications.c.client_api_key == client_key)
+                )
+            ).first()
+        return _app(row) if row is not None else None
+
     async def list_apps(self, owner_id: str | None = None) -> list[Application]:
         query = select(applications).order_by(applications.c.created_at, applications.c.app_id)
         if owner_id is not None:
@@ -152,6 +164,8 @@ class SqlAppStore:
         values: dict[str, Any] = {**changes, "updated_at": utcnow()}
         if "namespaces" in changes:
             values["namespaces"] = msgspec.json.encode(changes["namespaces"]).decode()
+        if "proxies" in changes:
+            values["proxies"] = encode_proxy_config(changes["proxies"])
         return await self._update(app_id, values, while_key)
 
     async def set_api_key(
