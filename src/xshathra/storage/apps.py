@@ -35,7 +35,7 @@ from xshathra.tenancy.apps import (
     NewAppKeys,
     utcnow,
 )
-from xshathra.tenancy.proxies import decode_proxy_config, encode_proxy_config
+from xshathra.tenancy.proxies import NO_PROXIES, decode_proxy_config, encode_proxy_config
 
 _namespaces_decoder = msgspec.json.Decoder(dict[str, NamespaceOptions])
 _raw_namespaces_decoder = msgspec.json.Decoder(dict[str, dict[str, Any]])
@@ -61,7 +61,7 @@ def _decode_namespaces(text: str) -> dict[str, NamespaceOptions]:
 
 
 def _row(app: Application) -> dict[str, Any]:
-    return {
+    row = {
         "app_id": app.app_id,
         "name": app.name,
         "app_secret": app.app_secret,
@@ -72,11 +72,13 @@ def _row(app: Application) -> dict[str, Any]:
         "rate_limit": app.rate_limit,
         "status": app.status,
         "namespaces": msgspec.json.encode(app.namespaces).decode(),
-        "proxies": encode_proxy_config(app.proxies),
         "owner_id": app.owner_id,
         "created_at": app.created_at,
         "updated_at": app.updated_at,
     }
+    if app.proxies != NO_PROXIES:  # most apps have none: the column stays NULL
+        row["proxies"] = encode_proxy_config(app.proxies)
+    return row
 
 
 def _app(row: Any) -> Application:
@@ -165,7 +167,8 @@ class SqlAppStore:
         if "namespaces" in changes:
             values["namespaces"] = msgspec.json.encode(changes["namespaces"]).decode()
         if "proxies" in changes:
-            values["proxies"] = encode_proxy_config(changes["proxies"])
+            proxies = changes["proxies"]
+            values["proxies"] = encode_proxy_config(proxies) if proxies != NO_PROXIES else None
         return await self._update(app_id, values, while_key)
 
     async def set_api_key(
