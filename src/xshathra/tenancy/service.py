@@ -227,6 +227,7 @@ class ApplicationService:
         key_rate_limit_ceiling: int = DEFAULT_RATE_LIMIT,
         webhook_max_per_app: int | None = None,
         webhook_allow_private: bool = False,
+        proxy_allow_private: bool | None = None,
     ) -> None:
         self._apps = apps
         self._webhooks = webhooks
@@ -236,6 +237,10 @@ class ApplicationService:
         self._key_ceiling = key_rate_limit_ceiling
         self._webhook_max = webhook_max_per_app
         self._allow_private = webhook_allow_private
+        # Backend proxy endpoints: their own switch, else the webhooks' (SPEC §9).
+        self._proxy_allow_private = (
+            webhook_allow_private if proxy_allow_private is None else proxy_allow_private
+        )
 
     # --- applications --------------------------------------------------------------------------
 
@@ -318,7 +323,7 @@ class ApplicationService:
         urls += [c.endpoint for c in (client.connect, client.refresh, client.send) if c.endpoint]
         for url in dict.fromkeys(urls):
             try:
-                await check_webhook_url(url, allow_private=self._allow_private)
+                await check_webhook_url(url, allow_private=self._proxy_allow_private)
             except UnsafeURLError as exc:
                 raise InvalidInput(f"proxies: {url[:200]}: {exc}") from None
 
