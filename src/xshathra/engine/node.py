@@ -247,8 +247,9 @@ class Node:
         """The app as stored now (a regenerated key or a disabled app counts at once), as one
         object shared by all of its connections on this node rather than a copy each."""
         app = await self.apps.get_app(app_id)
-        if app is None:
-            return None
+        return self._shared(app) if app is not None else None
+
+    def _shared(self, app: Application) -> Application:
         known = self._apps.get(app.app_id)
         if known is not None and known == app:
             return known
@@ -265,7 +266,7 @@ class Node:
                 return None
             return app
         found = await self.apps.find_by_client_key(client_key)
-        return await self.get_app(found.app_id) if found is not None else None
+        return self._shared(found) if found is not None else None
 
     async def rpc(self, app: Application, method: str, data: bytes) -> bytes:
         """The server API's `rpc`: the method's RPC namespace proxy, with no client. 104 when

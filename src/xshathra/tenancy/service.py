@@ -317,15 +317,24 @@ class ApplicationService:
         return updated
 
     async def _check_proxy_urls(self, config: ProxyConfig) -> None:
-        """A courtesy at save time, as for webhooks: every request is guarded again when made."""
-        urls = [proxy.endpoint for proxy in config.proxies]
+        """A courtesy at save time, as for webhooks: every request is guarded again when made.
+        The refusal names the field, not the URL (a URL may carry a credential)."""
         client = config.client.proxy
-        urls += [c.endpoint for c in (client.connect, client.refresh, client.send) if c.endpoint]
-        for url in dict.fromkeys(urls):
+        urls = [(f"proxies.proxies[{i}]", p.endpoint) for i, p in enumerate(config.proxies)]
+        urls += [
+            (f"proxies.client.proxy.{kind}", c.endpoint)
+            for kind, c in (
+                ("connect", client.connect),
+                ("refresh", client.refresh),
+                ("send", client.send),
+            )
+            if c.endpoint
+        ]
+        for field, url in urls:
             try:
                 await check_webhook_url(url, allow_private=self._proxy_allow_private)
             except UnsafeURLError as exc:
-                raise InvalidInput(f"proxies: {url[:200]}: {exc}") from None
+                raise InvalidInput(f"{field}.endpoint: {exc}") from None
 
     async def regenerate_api_key(
         self, app: Application, *, as_admin: bool
