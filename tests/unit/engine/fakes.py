@@ -164,8 +164,13 @@ class Harness:
             (app or self.app).app_id, user, ttl, **claims
         ).token
 
-    def open(self, origin: str | None = None) -> Client:
-        transport = FakeTransport(origin=origin)
+    def open(
+        self,
+        origin: str | None = None,
+        query: str = "",
+        request_headers: list[tuple[str, str]] | None = None,
+    ) -> Client:
+        transport = FakeTransport(origin=origin, query=query, request_headers=request_headers)
         return Client(ClientSession(self.node, transport), transport)
 
     async def connect_reply(
