@@ -349,6 +349,8 @@ class ClientSession:
         if app.proxies == NO_PROXIES:
             # Kept for proxies only: thousands of idle connections need not hold their headers.
             self.transport.request_headers = None
+        elif proxied is None:
+            self._emulate_headers(req)
         self.state = State.CONNECTED
         node.register(self, app_changes)
         try:
@@ -384,6 +386,7 @@ class ClientSession:
         # Refused before the backend is asked: a full app costs its backend nothing.
         if node.hub.connection_count(app.app_id) >= node.options.max_connections_per_app:
             raise DisconnectError(DisconnectCode.CONNECTION_LIMIT)
+        self._emulate_headers(req)
         kind, protocol = self._wire()
         reply = await self._ask(
             app,
@@ -419,6 +422,13 @@ class ClientSession:
         )
         self.meta = bytes(result.meta) if result.meta else b""
         return await self._register(req, app, claims, app_changes, result)
+
+    def _emulate_headers(self, req: m.ConnectRequest) -> None:
+        """Headers a browser cannot set on a WebSocket come in the connect request (the
+        protocol's headers emulation); proxies see them as the upgrade request's."""
+        if req.headers:
+            emulated = [(str(k), str(v)) for k, v in list(req.headers.items())[:64]]
+            self.transport.request_headers = [*(self.transport.request_headers or ()), *emulated]
 
     def _wire(self) -> tuple[str, str]:
         """(transport, protocol) as a proxy request names them."""

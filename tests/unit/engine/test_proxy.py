@@ -138,3 +138,13 @@ async def test_a_wrong_app_id_or_unknown_key_is_refused(make_harness: MakeHarnes
         code, _ = await client.transport.wait_closed()
         assert code == 3500
     assert caller.calls == []
+
+
+async def test_emulated_headers_reach_the_proxy(make_harness: MakeHarness) -> None:
+    """A browser's `headers` in the connect request join the upgrade request's headers."""
+    caller = ScriptedCaller(connect=lambda r: p.ConnectReply(result=p.ConnectResult(user="e")))
+    h = await make_harness(proxy=caller, proxies=PROXIES)
+    client = h.open(query=f"key={h.app.client_api_key}", request_headers=[("Cookie", "c=1")])
+    reply = await client.call("connect", {"headers": {"Authorization": "Bearer t"}})
+    assert "connect" in reply
+    assert caller.calls[0][2] == [("Cookie", "c=1"), ("Authorization", "Bearer t")]
