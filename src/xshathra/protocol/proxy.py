@@ -278,6 +278,7 @@ class ProxyDecodeError(ValueError):
 
 
 _encoder = msgspec.json.Encoder()
+_any_json = msgspec.json.Decoder()
 _decoders = {req: msgspec.json.Decoder(rep) for req, rep in REPLY_TYPES.items()}
 
 
@@ -295,14 +296,22 @@ def decode_reply(request_type: type[msgspec.Struct], body: bytes) -> Any:
 
 def payload(raw: msgspec.Raw, b64: str) -> bytes | None:
     """`data`/`info` as bytes: the raw JSON, else the base64 form decoded; None if neither
-    was given. Invalid base64 raises `ProxyDecodeError`."""
+    was given. Invalid base64, or base64 of something other than JSON, raises
+    `ProxyDecodeError`."""
     if raw:
         return bytes(raw)
     if b64:
         try:
-            return base64.b64decode(b64, validate=True)
+            data = base64.b64decode(b64, validate=True)
         except (binascii.Error, ValueError):
             raise ProxyDecodeError("invalid base64") from None
+        # Every client here speaks JSON, and these bytes go into JSON frames as they are:
+        # anything else would corrupt the frames of every subscriber that receives them.
+        try:
+            _any_json.decode(data)
+        except (msgspec.DecodeError, RecursionError):
+            raise ProxyDecodeError("base64 payload is not JSON") from None
+        return data
     return None
 
 

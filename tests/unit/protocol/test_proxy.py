@@ -64,3 +64,5 @@ def test_payload_prefers_raw_json_then_base64() -> None:
     assert p.payload(p.EMPTY, "") is None
     with pytest.raises(p.ProxyDecodeError):
         p.payload(p.EMPTY, "not base64!")
+    with pytest.raises(p.ProxyDecodeError):  # base64 of bytes that are not JSON
+        p.payload(p.EMPTY, "AAEC")
