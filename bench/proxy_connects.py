@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import websockets
 
-from bench.stacks import CLIENT_CORE, STACKS, XS_PATH, serving, xs_token
+from bench.stacks import CLIENT_CORE, STACKS, XS_PATH, cpu_seconds, serving, xs_token
 
 REPLY = json.dumps({"result": {"user": "bench", "expire_at": 0}}).encode()
 
@@ -59,8 +59,9 @@ async def _connect_once(url: str, frame: str) -> float:
     return time.perf_counter() - started
 
 
-async def _run_mode(url: str, frames: list[str], concurrency: int) -> dict[str, Any]:
+async def _run_mode(url: str, frames: list[str], concurrency: int, pid: int) -> dict[str, Any]:
     gate = asyncio.Semaphore(concurrency)
+    cpu = cpu_seconds(pid)
 
     async def one(frame: str) -> float:
         async with gate:
@@ -69,8 +70,12 @@ async def _run_mode(url: str, frames: list[str], concurrency: int) -> dict[str, 
     started = time.perf_counter()
     latencies = sorted(await asyncio.gather(*(one(f) for f in frames)))
     wall = time.perf_counter() - started
+    server_cpu = cpu_seconds(pid) - cpu
     return {
         "connects_per_s": round(len(frames) / wall, 1),
+        # Server CPU per connect: whether the server or the client core was the limit.
+        "server_cpu_ms_per_connect": round(server_cpu / len(frames) * 1000, 2),
+        "server_cpu_share": round(server_cpu / wall, 2),
         "p50_ms": round(statistics.median(latencies) * 1000, 2),
         "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),
     }
@@ -80,7 +85,7 @@ async def main(n: int, concurrency: int) -> dict[str, Any]:
     server = await asyncio.start_server(_backend, "127.0.0.1", 0)
     backend_port = server.sockets[0].getsockname()[1]
     stack = STACKS["xshathra"]
-    async with serving(stack, {"XSHATHRA_PROXY_ALLOW_PRIVATE": "1"}) as (port, _, app):
+    async with serving(stack, {"XSHATHRA_PROXY_ALLOW_PRIVATE": "1"}) as (port, proc, app):
         base = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient() as http:
             body = {
@@ -90,6 +95,7 @@ async def main(n: int, concurrency: int) -> dict[str, Any]:
                             "connect": {
                                 "enabled": True,
                                 "endpoint": f"http://127.0.0.1:{backend_port}/connect",
+                                "timeout": "5s",  # a loaded machine: measure, do not refuse
                             }
                         }
                     }
@@ -106,9 +112,11 @@ async def main(n: int, concurrency: int) -> dict[str, Any]:
             json.dumps({"id": 1, "connect": {"token": xs_token(app)}}) for _ in range(n)
         ]
         proxy_frames = [json.dumps({"id": 1, "connect": {}})] * n
-        await _run_mode(ws, token_frames[: min(n, 200)], concurrency)  # warm-up
-        token = await _run_mode(ws, token_frames, concurrency)
-        proxy = await _run_mode(f"{ws}?key={app['client_api_key']}", proxy_frames, concurrency)
+        pid = proc.pid
+        await _run_mode(ws, token_frames[: min(n, 200)], concurrency, pid)  # warm-up
+        token = await _run_mode(ws, token_frames, concurrency, pid)
+        proxied = f"{ws}?key={app['client_api_key']}"
+        proxy = await _run_mode(proxied, proxy_frames, concurrency, pid)
     server.close()
     return {
         "n": n,
