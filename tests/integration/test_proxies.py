@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -472,6 +473,9 @@ async def test_slow_backend_does_not_delay_other_apps(server: ServerProcess) -> 
         assert refused and all(r["error"]["code"] == 100 for r, _ in refused)
         # At once, not queued behind the slow ones: every refusal came before any answer.
         assert max(t for _, t in refused) < min(connected)
+        metrics = httpx.get(f"{server.base_url}/metrics").text
+        rejected = re.search(r'xshathra_proxy_rejected_total\{kind="connect"\} (\S+)', metrics)
+        assert rejected is not None and float(rejected.group(1)) >= len(refused)
 
 
 # --- centrifuge-js ------------------------------------------------------------------------------
