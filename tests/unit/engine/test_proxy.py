@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from tests.unit.engine.conftest import MakeHarness
 from xshathra.protocol import proxy as p
-from xshathra.tenancy.apps import Application
+from xshathra.tenancy.apps import Application, NamespaceOptions
 from xshathra.tenancy.proxies import ProxyTarget, parse_proxy_config
 
 R = TypeVar("R")
@@ -148,3 +148,52 @@ async def test_emulated_headers_reach_the_proxy(make_harness: MakeHarness) -> No
     reply = await client.call("connect", {"headers": {"Authorization": "Bearer t"}})
     assert "connect" in reply
     assert caller.calls[0][2] == [("Cookie", "c=1"), ("Authorization", "Bearer t")]
+
+
+ROOM_PROXIES = parse_proxy_config(
+    {
+        "proxies": [{"name": "default", "endpoint": "http://backend/channel"}],
+        "client": {"proxy": {"connect": {"enabled": True, "proxy_name": "default"}}},
+    }
+)
+ROOM = NamespaceOptions(
+    presence=True,
+    subscribe_proxy_enabled=True,
+    publish_proxy_enabled=True,
+    sub_refresh_proxy_enabled=True,
+)
+
+
+async def test_sub_refresh_extends_then_ends_and_overrides_apply(
+    make_harness: MakeHarness,
+) -> None:
+    """The subscribe reply's `override` turns presence off for this subscription; its
+    `expire_at` is then extended once by the sub_refresh proxy and ended by the next answer
+    (2501). A publish refused by the backend answers the backend's code."""
+    answers = iter(
+        [
+            p.SubRefreshReply(result=p.RefreshResult(expire_at=int(time.time()) + 1)),
+            p.SubRefreshReply(result=p.RefreshResult(expired=True)),
+        ]
+    )
+    caller = ScriptedCaller(
+        connect=lambda r: p.ConnectReply(result=p.ConnectResult(user="sr")),
+        subscribe=lambda r: p.SubscribeReply(
+            result=p.SubscribeResult(
+                expire_at=int(time.time()) + 1,
+                override=p.SubscribeOptionOverride(presence=p.BoolValue(value=False)),
+            )
+        ),
+        sub_refresh=lambda r: next(answers),
+        publish=lambda r: p.PublishReply(error=p.Error(code=1409, message="read only")),
+    )
+    h = await make_harness(proxy=caller, proxies=ROOM_PROXIES, namespaces={"room": ROOM})
+    client = h.open(query=f"key={h.app.client_api_key}")
+    assert "connect" in await client.call("connect")
+    result = await client.subscribe("room:1")
+    assert "expires" not in result  # refreshed by the server
+    assert await h.node.presence(h.ref("room:1")) == {}  # overridden off
+    assert await client.error("publish", {"channel": "room:1", "data": {"x": 1}}) == 1409
+    push = await client.transport.wait_for(lambda m: "unsubscribe" in m.get("push", {}), 10)
+    assert push["push"]["unsubscribe"]["code"] == 2501
+    assert caller.kinds().count("sub_refresh") == 2
