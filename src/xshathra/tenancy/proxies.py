@@ -64,6 +64,14 @@ def _check_headers(names: list[str], field: str) -> None:
             raise ProxyConfigError(f"{field}: '{name}' cannot be set")
 
 
+def _check_static(http: HttpOptions, field: str) -> None:
+    _check_headers(list(http.static_headers), field)
+    for name, value in http.static_headers.items():
+        # A line break would let a value start another header (or a second request).
+        if len(value) > 4096 or any(c in value for c in "\r\n\0"):
+            raise ProxyConfigError(f"{field}.{name}: at most 4096 characters, on one line")
+
+
 def _check_endpoint(endpoint: str, field: str) -> None:
     # The shape only; where it points is checked by the caller's network guard (and, as a
     # courtesy, by the application service when the configuration is saved).
@@ -146,7 +154,7 @@ class ProxyConfig(msgspec.Struct, frozen=True, **_OPTS):
             _check_endpoint(proxy.endpoint, f"{where}.endpoint")
             parse_duration(proxy.timeout, f"{where}.timeout")
             _check_headers(proxy.http_headers, f"{where}.http_headers")
-            _check_headers(list(proxy.http.static_headers), f"{where}.http.static_headers")
+            _check_static(proxy.http, f"{where}.http.static_headers")
         for kind in ("connect", "refresh", "send"):
             client: ClientProxy = getattr(self.client.proxy, kind)
             where = f"proxies.client.proxy.{kind}"
@@ -160,7 +168,7 @@ class ProxyConfig(msgspec.Struct, frozen=True, **_OPTS):
                 _check_endpoint(client.endpoint, f"{where}.endpoint")
             parse_duration(client.timeout, f"{where}.timeout")
             _check_headers(client.http_headers, f"{where}.http_headers")
-            _check_headers(list(client.http.static_headers), f"{where}.http.static_headers")
+            _check_static(client.http, f"{where}.http.static_headers")
         if len(self.rpc.namespaces) > MAX_RPC_NAMESPACES:
             raise ProxyConfigError(
                 f"proxies.rpc.namespaces may hold at most {MAX_RPC_NAMESPACES} namespaces"

@@ -58,6 +58,18 @@ def test_targets_resolve_per_kind() -> None:
         ({"client": {"proxy": {"refresh": {"enabled": True, "proxy_name": "nope"}}}}, "nope"),
         ({"rpc": {"namespaces": [{"name": "c", "proxy_enabled": True}]}}, "'default'"),
         ({"unknown": True}, "unknown"),
+        (
+            {
+                "proxies": [
+                    {
+                        "name": "a",
+                        "endpoint": "http://x",
+                        "http": {"static_headers": {"X-A": "1\r\nX-B: 2"}},
+                    }
+                ]
+            },
+            "on one line",
+        ),
     ],
 )
 def test_bad_configuration_is_refused_naming_the_field(
