@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     webhook_delivery_retention_days: float = 7.0  # delivered/failed rows kept this long
     # Backend proxies (SPEC §9): calls one app may have in flight on a node (past it: 100 at
     # once), and whether they may reach private addresses (unset: as webhook_allow_private).
-    proxy_concurrency_per_app: int = Field(default=64, ge=1, le=10_000)
+    proxy_concurrency_per_app: int = Field(default=128, ge=1, le=10_000)
     proxy_allow_private: bool | None = None
 
     # Limits (SPEC §6): every queue and count is bounded.

@@ -56,7 +56,7 @@ class ProxyStats:
 
 class HttpProxyCaller:
     def __init__(
-        self, *, allow_private: bool, per_app: int = 64, client: httpx.AsyncClient | None = None
+        self, *, allow_private: bool, per_app: int = 128, client: httpx.AsyncClient | None = None
     ) -> None:
         self._per_app = per_app
         self._in_flight: dict[str, int] = {}
