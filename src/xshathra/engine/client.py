@@ -368,7 +368,10 @@ class ClientSession:
         """A connect without a token: the app named by `?key=<client_api_key>` asks its
         backend's connect proxy, whose answer makes the connection (or refuses it)."""
         node = self.node
-        query = parse_qs(self.transport.query or "", max_num_fields=20)
+        try:
+            query = parse_qs(self.transport.query or "", max_num_fields=20)
+        except ValueError:  # more fields than any client sends
+            raise DisconnectError(DisconnectCode.BAD_REQUEST, "bad query string") from None
         key = (query.get("key") or [""])[0]
         wanted_app = (query.get("app_id") or [""])[0]
         if not key:

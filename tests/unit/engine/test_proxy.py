@@ -137,6 +137,9 @@ async def test_a_wrong_app_id_or_unknown_key_is_refused(make_harness: MakeHarnes
         client.send({"id": 1, "connect": {}})
         code, _ = await client.transport.wait_closed()
         assert code == 3500
+    client = h.open(query="&".join(f"f{i}=1" for i in range(50)))
+    client.send({"id": 1, "connect": {}})
+    assert (await client.transport.wait_closed())[0] == 3501
     assert caller.calls == []
 
 
