@@ -16,11 +16,12 @@ import time
 from collections.abc import Sequence
 from typing import TypeVar
 
-import httpx
+import httpcore
 
-from xshathra.outbound.netguard import UnsafeURLError, guarded_client
+from xshathra.outbound.netguard import GuardedNetworkBackend, UnsafeURLError
 from xshathra.outbound.signing import signed_headers
 from xshathra.protocol import proxy as p
+from xshathra.proxies.pool import ProxyPool, ReplyTooLarge
 from xshathra.tenancy.apps import Application
 from xshathra.tenancy.proxies import ProxyTarget
 
@@ -55,22 +56,16 @@ class ProxyStats:
 
 
 class HttpProxyCaller:
-    def __init__(
-        self, *, allow_private: bool, per_app: int = 128, client: httpx.AsyncClient | None = None
-    ) -> None:
+    def __init__(self, *, allow_private: bool, per_app: int = 128) -> None:
         self._per_app = per_app
         self._in_flight: dict[str, int] = {}
         self.stats = ProxyStats()
         # No pool-wide connection cap: the per-app bound is what limits sockets, and a shared
         # cap would let one tenant's slow backend hold every pooled connection.
-        self._client = client or guarded_client(
-            allow_private=allow_private,
-            timeout=httpx.Timeout(30.0),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
-        )
+        self._pool = ProxyPool(GuardedNetworkBackend(allow_private=allow_private))
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._pool.close()
 
     async def call(
         self,
@@ -115,27 +110,30 @@ class HttpProxyCaller:
         headers.update(
             signed_headers(app.app_secret, int(time.time()), body, user_agent=USER_AGENT)
         )
+        raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
         try:
             # One deadline for everything (resolving, connecting, sending, reading).
             async with asyncio.timeout(target.timeout):
-                response = await self._client.post(
-                    target.endpoint, content=body, headers=headers, timeout=target.timeout
+                status, data = await self._pool.post(
+                    target.endpoint, raw_headers, body, target.timeout, MAX_REPLY_BYTES
                 )
-                data = response.content
         except TimeoutError:
             log.warning("%s proxy of app %s timed out", kind, app.app_id)
             return None
         except UnsafeURLError as exc:
             log.warning("%s proxy of app %s refused: %s", kind, app.app_id, exc)
             return None
-        except httpx.HTTPError as exc:
+        except ReplyTooLarge:
+            log.warning("%s proxy of app %s answered too much", kind, app.app_id)
+            return None
+        except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError) as exc:
             log.warning("%s proxy of app %s failed: %s", kind, app.app_id, type(exc).__name__)
             return None
-        if response.status_code != 200:
-            log.warning("%s proxy of app %s answered %d", kind, app.app_id, response.status_code)
+        except (httpcore.UnsupportedProtocol, OSError, UnicodeError, ValueError) as exc:
+            log.warning("%s proxy of app %s failed: %s", kind, app.app_id, type(exc).__name__)
             return None
-        if len(data) > MAX_REPLY_BYTES:
-            log.warning("%s proxy of app %s answered too much", kind, app.app_id)
+        if status != 200:
+            log.warning("%s proxy of app %s answered %d", kind, app.app_id, status)
             return None
         try:
             reply = p.decode_reply(type(request), data)
