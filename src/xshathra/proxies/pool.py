@@ -20,6 +20,7 @@ from xshathra.outbound.netguard import GuardedNetworkBackend
 
 KEEPALIVE_EXPIRY = 30.0  # seconds an idle connection is kept
 MAX_IDLE_PER_ORIGIN = 64
+MAX_IDLE = 512  # over all origins: idle sockets (and file descriptors) stay bounded
 
 Origin = tuple[str, str, int]  # scheme, host, port
 
@@ -35,6 +36,7 @@ class ProxyPool:
         self._backend = backend
         self._ssl = ssl_context or ssl.create_default_context()
         self._idle: dict[Origin, list[httpcore.AsyncHTTPConnection]] = {}
+        self._idle_total = 0
 
     async def post(
         self,
@@ -82,6 +84,7 @@ class ProxyPool:
         idle = self._idle.get(origin)
         while idle:
             connection = idle.pop()  # the most recently used: least likely to have expired
+            self._idle_total -= 1
             if connection.is_available() and not connection.has_expired():
                 return connection
             await connection.aclose()
@@ -95,8 +98,9 @@ class ProxyPool:
 
     async def _give_back(self, origin: Origin, connection: httpcore.AsyncHTTPConnection) -> None:
         idle = self._idle.setdefault(origin, [])
-        if connection.is_idle() and len(idle) < MAX_IDLE_PER_ORIGIN:
+        if connection.is_idle() and len(idle) < MAX_IDLE_PER_ORIGIN and self._idle_total < MAX_IDLE:
             idle.append(connection)
+            self._idle_total += 1
         else:  # not reusable (the backend closes after each answer), or enough are kept
             await connection.aclose()
         if not idle:
@@ -107,3 +111,4 @@ class ProxyPool:
             for connection in idle:
                 await connection.aclose()
         self._idle.clear()
+        self._idle_total = 0
