@@ -47,6 +47,11 @@ class ProxyStats:
     def _bump(self, table: dict[str, int], kind: str) -> None:
         table[kind] = table.get(kind, 0) + 1
 
+    def reject(self, kind: str) -> None:
+        """A call refused at once: over its app's bound."""
+        self._bump(self.rejected, kind)
+        self.observe(kind, 0.0, ok=False)
+
     def observe(self, kind: str, seconds: float, ok: bool) -> None:
         self._bump(self.calls, kind)
         if not ok:
@@ -78,8 +83,7 @@ class HttpProxyCaller:
         kind = p.KINDS[type(request)]
         in_flight = self._in_flight.get(app.app_id, 0)
         if in_flight >= self._per_app:
-            self.stats._bump(self.stats.rejected, kind)
-            self.stats.observe(kind, 0.0, ok=False)
+            self.stats.reject(kind)
             return None
         self._in_flight[app.app_id] = in_flight + 1
         started = time.monotonic()
