@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     # Deliveries of one app waiting to go out; more are recorded as failed ("dropped").
     webhook_max_pending_per_app: int = 10_000
     webhook_delivery_retention_days: float = 7.0  # delivered/failed rows kept this long
+    # Backend proxies (SPEC §9): calls one app may have in flight on a node (past it: 100 at
+    # once), and whether they may reach private addresses (unset: as webhook_allow_private).
+    proxy_concurrency_per_app: int = Field(default=128, ge=1, le=10_000)
+    proxy_allow_private: bool | None = None
 
     # Limits (SPEC §6): every queue and count is bounded.
     max_message_size: int = 65536

@@ -17,6 +17,7 @@ from typing import Protocol, TypedDict
 import msgspec
 
 from xshathra.model import AppId
+from xshathra.tenancy.proxies import NO_PROXIES, ProxyConfig
 
 APP_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 DEFAULT_RATE_LIMIT = 1000
@@ -38,6 +39,13 @@ class NamespaceOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     allow_publish_for_client: bool = False
     allow_presence_for_subscriber: bool = False
     allow_history_for_subscriber: bool = False
+    # Backend proxies (SPEC §9): each names a proxy of the app's `proxies.proxies`.
+    subscribe_proxy_enabled: bool = False
+    subscribe_proxy_name: str = "default"
+    publish_proxy_enabled: bool = False
+    publish_proxy_name: str = "default"
+    sub_refresh_proxy_enabled: bool = False
+    sub_refresh_proxy_name: str = "default"
 
     def __post_init__(self) -> None:
         # Checked here, so every surface (HTTP, CLI, stored rows) refuses the same way: msgspec
@@ -105,6 +113,7 @@ class Application:
     rate_limit: int = DEFAULT_RATE_LIMIT
     status: bool = True
     namespaces: dict[str, NamespaceOptions] = field(default_factory=dict)
+    proxies: ProxyConfig = NO_PROXIES
     owner_id: str | None = None
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
@@ -164,6 +173,7 @@ class AppChanges(TypedDict, total=False):
     rate_limit: int
     status: bool
     namespaces: dict[str, NamespaceOptions]
+    proxies: ProxyConfig
 
 
 def generate_app(
@@ -221,6 +231,10 @@ class AppStore(Protocol):
     async def get_app(self, app_id: str) -> Application | None: ...
 
     async def find_by_api_key_hash(self, key_hash: str) -> Application | None: ...
+
+    async def find_by_client_key(self, client_key: str) -> Application | None:
+        """The app whose public `client_api_key` this is (a client connecting without a
+        token names its app so, SPEC §9)."""
 
     async def list_apps(self, owner_id: str | None = None) -> list[Application]:
         """All apps (ordered by created_at), or only those of one dashboard owner."""
