@@ -99,6 +99,23 @@ class NamespaceOptionsModel(BaseModel):
     allow_publish_for_client: StrictBool = _NS.allow_publish_for_client
     allow_presence_for_subscriber: StrictBool = _NS.allow_presence_for_subscriber
     allow_history_for_subscriber: StrictBool = _NS.allow_history_for_subscriber
+    allowed_delta_types: tuple[Literal["fossil"], ...] = Field(
+        _NS.allowed_delta_types,
+        description='Delta compression a subscriber may ask for: ["fossil"].',
+    )
+    delta_publish: StrictBool = Field(
+        _NS.delta_publish, description="Send every publication as a delta where negotiated."
+    )
+    force_recovery_mode: Literal["", "stream", "cache"] = Field(
+        "", description='"cache": a recovering subscriber gets the latest publication only.'
+    )
+    allow_positioning: StrictBool = _NS.allow_positioning
+    force_positioning: StrictBool = Field(
+        _NS.force_positioning, description="A gap in a channel's stream disconnects (3010)."
+    )
+    allow_tags_filter: StrictBool = Field(
+        _NS.allow_tags_filter, description="Subscribers may filter publications by tags (tf)."
+    )
 
 
 class ApplicationOut(BaseModel):
