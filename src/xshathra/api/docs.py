@@ -100,7 +100,7 @@ class NamespaceOptionsModel(BaseModel):
     allow_presence_for_subscriber: StrictBool = _NS.allow_presence_for_subscriber
     allow_history_for_subscriber: StrictBool = _NS.allow_history_for_subscriber
     allowed_delta_types: tuple[Literal["fossil"], ...] = Field(
-        _NS.allowed_delta_types,
+        (),
         description='Delta compression a subscriber may ask for: ["fossil"].',
     )
     delta_publish: StrictBool = Field(

@@ -187,7 +187,10 @@ class Node:
 
         async def resubscribe_all() -> None:
             for session in self.hub.all_connections():
-                for channel in list(session.subs):
+                for channel, sub in list(session.subs.items()):
+                    if sub.positioned:  # see _resubscribe_channel
+                        session.disconnect(DisconnectCode.INSUFFICIENT_STATE)
+                        break
                     try:
                         await session.server_unsubscribe(
                             channel, UnsubscribeCode.INSUFFICIENT, "insufficient state"
