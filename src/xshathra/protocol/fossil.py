@@ -27,8 +27,8 @@ class DeltaError(ValueError):
 
 
 def _int(n: int) -> bytes:
-    if n == 0:
-        return b"0"
+    if n < 64:
+        return _DIGITS[n : n + 1]
     out = bytearray()
     while n:
         out.append(_DIGITS[n & 63])
@@ -48,18 +48,27 @@ def checksum(data: bytes) -> int:
 
 
 def _common_prefix(a: bytes, ai: int, b: bytes, bi: int, limit: int) -> int:
-    """How many bytes a[ai:] and b[bi:] share, up to `limit`; compared in slices, not bytes."""
+    """How many bytes a[ai:] and b[bi:] share, up to `limit`: a few bytes one by one (most
+    runs end soon), then growing slices, then a binary search of the slice that differs."""
     n = 0
-    step = 64
+    while n < limit and n < 8:
+        if a[ai + n] != b[bi + n]:
+            return n
+        n += 1
+    step = 8
     while n < limit:
         size = min(step, limit - n)
-        if a[ai + n : ai + n + size] == b[bi + n : bi + n + size]:
-            n += size
-            step *= 2
-        elif size == 1:
-            break
-        else:
-            step = max(1, size // 2)
+        if a[ai + n : ai + n + size] != b[bi + n : bi + n + size]:
+            lo, hi = n, n + size  # equal before lo; a difference before hi
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if a[ai + lo : ai + mid] == b[bi + lo : bi + mid]:
+                    lo = mid
+                else:
+                    hi = mid
+            return lo
+        n += size
+        step *= 2
     return n
 
 
