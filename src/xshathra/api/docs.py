@@ -248,6 +248,9 @@ class PublishBody(BaseModel):
     tags: dict[str, str] | None = None
     idempotency_key: str = ""
     b64data: str = ""
+    delta: bool = Field(
+        False, description="Sent as a fossil delta to subscribers that negotiated delta."
+    )
 
 
 class PublishResultModel(BaseModel):

@@ -702,7 +702,10 @@ class ClientSession:
             m.Push(
                 channel=channel,
                 subscribe=m.Subscribe(
-                    recoverable=result.recoverable, epoch=result.epoch, offset=result.offset
+                    recoverable=result.recoverable,
+                    epoch=result.epoch,
+                    offset=result.offset,
+                    positioned=result.positioned,
                 ),
             )
         )
