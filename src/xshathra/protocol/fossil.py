@@ -104,6 +104,19 @@ def encode(source: bytes, target: bytes) -> bytes:
                 pos + BLOCK,
                 min(len(source) - found - BLOCK, len(target) - pos - BLOCK),
             )
+            # Copies start and end on UTF-8 character boundaries of the target, so that the
+            # literals hold whole characters: a delta of UTF-8 text is UTF-8 text itself, as
+            # the JSON format needs (it carries deltas as strings).
+            end = start + length
+            while start < end and 0x80 <= target[start] < 0xC0:
+                start += 1
+                src += 1
+            while start < end < len(target) and 0x80 <= target[end] < 0xC0:
+                end -= 1
+            length = end - start
+            if length < BLOCK:
+                pos += 1
+                continue
             if start > literal_from:
                 out += (_int(start - literal_from), b":", target[literal_from:start])
             out += (_int(length), b"@", _int(src), b",")

@@ -58,3 +58,19 @@ def test_known_encoding_of_integers_and_checksum() -> None:
 def test_broken_deltas_are_refused(delta: bytes) -> None:
     with pytest.raises(fossil.DeltaError):
         fossil.apply(b"abc", delta)
+
+
+# Characters that share a lead byte (é ê ë: C3 A9/AA/AB): a match can end mid-character.
+TEXT = st.text(alphabet="aéêë b€", max_size=300)
+
+
+@given(TEXT, st.text(alphabet="xéêë", max_size=8), st.integers(0, 300))
+@settings(max_examples=300, deadline=None)
+def test_deltas_of_text_are_text(base: str, insert: str, at: int) -> None:
+    """Between two UTF-8 texts the delta is UTF-8 too: copies never split a character, so a
+    JSON subscriber can be sent any delta as a string."""
+    source = (base * 3).encode()
+    target = (base[:at] + insert + base[at:] + base * 2).encode()
+    delta = fossil.encode(source, target)
+    delta.decode()  # raises if a literal holds part of a character
+    assert bytes(apply_delta(source, delta)) == target
