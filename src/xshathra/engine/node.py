@@ -361,15 +361,21 @@ class Node:
                 if pub.offset != last[1] + 1:
                     self._spawn(self._resubscribe_channel(ref))
                     return
+            elif last is not None:
+                # A new epoch: the stream was lost (history expired or removed). Positioned
+                # subscribers cannot continue from their position.
+                self._spawn(self._resubscribe_channel(ref, positioned_only=True))
         self.stats.delivered += self.hub.broadcast_publication(ref, pub)
 
-    async def _resubscribe_channel(self, ref: ChannelRef) -> None:
+    async def _resubscribe_channel(self, ref: ChannelRef, *, positioned_only: bool = False) -> None:
         for session in self.hub.subscribers(ref):
             sub = session.subs.get(ref.name)
             if sub is not None and sub.positioned:
                 # Positioning promises an unbroken stream: a gap ends the connection (3010),
                 # and the client reconnects and recovers.
                 session.disconnect(DisconnectCode.INSUFFICIENT_STATE)
+                continue
+            if positioned_only:
                 continue
             await session.server_unsubscribe(
                 ref.name, UnsubscribeCode.INSUFFICIENT, "insufficient state"

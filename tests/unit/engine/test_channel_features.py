@@ -12,7 +12,7 @@ from centrifuge.fossil import apply_delta
 from tests.unit.engine.conftest import MakeHarness
 from tests.unit.engine.fakes import Client, Harness, Json
 from xshathra.brokers.memory import MemoryBroker
-from xshathra.model import ChannelRef
+from xshathra.model import ChannelRef, HistoryOptions
 from xshathra.tenancy.apps import NamespaceOptions
 
 FEATURES = NamespaceOptions(
@@ -304,3 +304,26 @@ async def test_force_positioning_and_no_false_alarm(make_harness: MakeHarness) -
     # Absence over time: a window of several checks (every 0.02 s) with nothing lost.
     await asyncio.sleep(0.2)
     assert client.transport.closed is None
+
+
+async def test_positioned_subscriber_is_disconnected_when_the_epoch_changes(
+    make_harness: MakeHarness,
+) -> None:
+    """The channel's stream is evicted (the app's history budget, spent on another channel):
+    the next publication starts a new epoch, where a positioned subscriber's position means
+    nothing: 3010. A plain subscriber just gets the publication."""
+    broker = MemoryBroker(max_bytes_per_app=64 * 1024)
+    harness = await _features(make_harness, broker=broker)
+    positioned = await harness.connect()
+    plain = await harness.connect("u2")
+    first = await positioned.subscribe("f:epoch", positioned=True)
+    await plain.subscribe("f:epoch")
+    await _publish(harness, "f:epoch", 1)
+    await _publish(harness, "f:other", "x" * 70_000)  # over the budget: f:epoch is evicted
+    await _publish(harness, "f:epoch", 2)
+    top = await broker.history(harness.ref("f:epoch"), HistoryOptions(limit=0))
+    assert top.position.epoch != first["epoch"]
+    code, _ = await positioned.transport.wait_closed()
+    assert code == 3010
+    await plain.transport.until(lambda: len(plain.transport.pushes("pub")) == 2)
+    assert plain.transport.closed is None
