@@ -433,22 +433,30 @@ class Hub:
         return reached
 
     def broadcast_join_leave(self, ref: ChannelRef, info: ClientInfoData, *, join: bool) -> None:
-        reply: m.Reply | None = None
+        message = client_info_message(info)
+        reply = m.Reply(
+            push=m.Push(channel=ref.name, join=m.Join(info=message))
+            if join
+            else m.Push(channel=ref.name, leave=m.Leave(info=message))
+        )
+        frames: dict[Encoding, OutgoingFrame] = {}
         for key, live in self._live.items():
             subs = live.get(ref)
             if not subs:
                 continue
-            if reply is None:
-                message = client_info_message(info)
-                push = (
-                    m.Push(channel=ref.name, join=m.Join(info=message))
-                    if join
-                    else m.Push(channel=ref.name, leave=m.Leave(info=message))
-                )
-                reply = m.Reply(push=push)
-            frame = OutgoingFrame(key[0].encode_reply(reply))
+            frame = frames[key] = OutgoingFrame(key[0].encode_reply(reply))
             for session in subs:
                 if session.wants_join_leave(ref.name):
+                    session.writer.enqueue(frame)
+        featured = self._featured.get(ref)
+        if featured is not None:
+            # Subscribers with a delta or a filter get joins and leaves like any other.
+            for session in featured.sessions():
+                if session.wants_join_leave(ref.name):
+                    key = encoding_of(session.transport)
+                    frame = frames.get(key)
+                    if frame is None:
+                        frame = frames[key] = OutgoingFrame(key[0].encode_reply(reply))
                     session.writer.enqueue(frame)
 
     def ping_frame(self, sink: FrameSink) -> OutgoingFrame:

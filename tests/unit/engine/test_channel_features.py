@@ -327,3 +327,28 @@ async def test_positioned_subscriber_is_disconnected_when_the_epoch_changes(
     assert code == 3010
     await plain.transport.until(lambda: len(plain.transport.pushes("pub")) == 2)
     assert plain.transport.closed is None
+
+
+async def test_subscribers_with_features_get_joins_and_leaves(make_harness: MakeHarness) -> None:
+    """A delta or filtered subscription still hears who joins and leaves."""
+    options = NamespaceOptions(
+        history_size=10,
+        history_ttl=300,
+        allow_subscribe_for_client=True,
+        join_leave=True,
+        force_push_join_leave=True,
+        allowed_delta_types=("fossil",),
+        allow_tags_filter=True,
+    )
+    harness = await make_harness(namespaces={"jl": options})
+    delta = await harness.connect("delta")
+    filtered = await harness.connect("filtered")
+    await delta.subscribe("jl:room", delta="fossil")
+    await filtered.subscribe("jl:room", tf={"key": "k", "cmp": "ex"})
+    newcomer = await harness.connect("newcomer")
+    await newcomer.subscribe("jl:room")
+    for client in (delta, filtered):
+        join = await client.transport.wait_for(
+            lambda m: m.get("push", {}).get("join", {}).get("info", {}).get("user") == "newcomer"
+        )
+        assert join["push"]["channel"] == "jl:room"
