@@ -454,10 +454,10 @@ class Hub:
             for session in featured.sessions():
                 if session.wants_join_leave(ref.name):
                     key = encoding_of(session.transport)
-                    frame = frames.get(key)
-                    if frame is None:
-                        frame = frames[key] = OutgoingFrame(key[0].encode_reply(reply))
-                    session.writer.enqueue(frame)
+                    shared = frames.get(key)
+                    if shared is None:
+                        shared = frames[key] = OutgoingFrame(key[0].encode_reply(reply))
+                    session.writer.enqueue(shared)
 
     def ping_frame(self, sink: FrameSink) -> OutgoingFrame:
         """The server ping for a connection, the same frame for every connection of its group,
