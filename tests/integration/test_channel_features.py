@@ -27,7 +27,7 @@ from tests.support.clients import (
     realtime_token,
 )
 from tests.support.server import ServerProcess, running_server
-from tests.support.services import REDIS_PORT, ensure_redis
+from tests.support.services import REDIS_HOST, REDIS_PORT, ensure_redis, ensure_service
 
 Json = dict[str, Any]
 NAMESPACES: Json = {
@@ -315,3 +315,65 @@ async def client_cleanup(clients: list[Client]) -> None:
     """Disconnect now, while the node is still up (the fixture would do it after)."""
     for client in clients:
         await client.disconnect()
+
+
+# --- across nodes ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["redis", "nats"])
+async def test_deltas_and_filters_across_two_nodes(
+    kind: str, tmp_path_factory: pytest.TempPathFactory, clients: list[Client]
+) -> None:
+    """Published on one node, delivered on another: the `delta` flag travels through the
+    broker, and the receiving node sends deltas (and applies filters) for its subscribers."""
+    from contextlib import ExitStack
+
+    from tests.support.services import postgres_database
+
+    broker = f"redis://{REDIS_HOST}:{REDIS_PORT}/0" if kind == "redis" else "nats://127.0.0.1:4222"
+    ensure_service(kind)
+    env = {"XSHATHRA_BROKER_PREFIX": f"xs_cf_{secrets.token_hex(4)}"}
+    with ExitStack() as stack:
+        url = stack.enter_context(postgres_database())
+        first = stack.enter_context(
+            running_server(
+                tmp_path_factory.mktemp("a"), database_url=url, broker_url=broker, env=env
+            )
+        )
+        second = stack.enter_context(
+            running_server(
+                tmp_path_factory.mktemp("b"),
+                database_url=url,
+                broker_url=broker,
+                env=env,
+                admin_key=first.admin_key,
+            )
+        )
+        app = first.create_app(name="two")
+        r = httpx.put(
+            f"{first.base_url}/api/applications/{app['app_id']}",
+            headers={"X-API-Key": str(app["api_key"])},
+            json={"namespaces": NAMESPACES},
+        )
+        assert r.status_code == 200, r.text
+        rec, frec = Recorder(), Recorder()
+        client = await connected(second, app, rec, clients)
+        filtered = await connected(second, app, frec, clients)
+        sub = client.new_subscription("docs:two", SubEvents(rec), delta=DeltaType.FOSSIL)
+        fsub = filtered.new_subscription(
+            "quotes:two", SubEvents(frec), tags_filter=Filter.eq("ticker", "AAPL")
+        )
+        for s in (sub, fsub):
+            await s.subscribe()
+            await s.ready(5)
+        for version in range(4):
+            body = {"channel": "docs:two", "data": doc(version), "delta": True}
+            engine_api(first, app, "publish", body)
+        assert [(await rec.next("publication")).pub.data for _ in range(4)] == [
+            doc(v) for v in range(4)
+        ]
+        for ticker in ("GOOG", "AAPL"):
+            body = {"channel": "quotes:two", "data": ticker, "tags": {"ticker": ticker}}
+            engine_api(first, app, "publish", body)
+        assert (await frec.next("publication")).pub.data == "AAPL"
+        await client_cleanup(clients)
