@@ -402,8 +402,13 @@ class Hub:
             reached += len(subs)
         if channel.delta:
             previous, channel.previous = channel.previous, pub.data
-            # The delta is computed once for the channel, then encoded once per encoding.
-            patch = fossil_delta(previous, pub.data) if pub.delta and previous is not None else None
+            # The delta is computed once for the channel (when a subscriber holds the base),
+            # then encoded once per encoding; one no smaller than the data is not used.
+            patch: bytes | None = None
+            if pub.delta and previous is not None and any(channel.delta.values()):
+                patch = fossil_delta(previous, pub.data)
+                if len(patch) >= len(pub.data):
+                    patch = None
             full: dict[Encoding, OutgoingFrame | None] = {}
             deltas: dict[Encoding, OutgoingFrame | None] = {}
             for session, has_base in channel.delta.items():

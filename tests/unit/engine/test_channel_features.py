@@ -352,3 +352,28 @@ async def test_subscribers_with_features_get_joins_and_leaves(make_harness: Make
             lambda m: m.get("push", {}).get("join", {}).get("info", {}).get("user") == "newcomer"
         )
         assert join["push"]["channel"] == "jl:room"
+
+
+async def test_a_delta_no_smaller_than_the_data_is_not_sent(make_harness: MakeHarness) -> None:
+    """Unrelated documents: the delta would be larger than the data, so the data goes out in
+    full (`delta` false), and the chain goes on from it."""
+    harness = await _features(make_harness)
+    client = await harness.connect()
+    await client.subscribe("f:unrelated", delta="fossil")
+    await _publish(harness, "f:unrelated", {"a": "x" * 50}, delta=True)
+    await _publish(harness, "f:unrelated", [1, 2, 3], delta=True)
+    await _publish(harness, "f:unrelated", [1, 2, 3, 4] * 10, delta=True)
+    await _publish(harness, "f:unrelated", [1, 2, 3, 4] * 11, delta=True)
+    await client.transport.until(lambda: len(client.transport.pushes("pub")) == 4)
+    assert [bool(p.get("delta")) for p in client.transport.pushes("pub")] == [
+        False,
+        False,
+        False,
+        True,
+    ]
+    assert _decode_deltas(client, "f:unrelated") == [
+        {"a": "x" * 50},
+        [1, 2, 3],
+        [1, 2, 3, 4] * 10,
+        [1, 2, 3, 4] * 11,
+    ]
