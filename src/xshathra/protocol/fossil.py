@@ -15,8 +15,6 @@ no I/O.
 
 from __future__ import annotations
 
-import struct
-
 _DIGITS = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~"
 _VALUES = {d: i for i, d in enumerate(_DIGITS)}
 BLOCK = 16  # bytes per indexed source block: shorter matches are not worth a copy segment
@@ -39,12 +37,10 @@ def _int(n: int) -> bytes:
 
 def checksum(data: bytes) -> int:
     """The format's checksum: the sum of the data's big-endian 32-bit words (the last one
-    padded with zero bytes), modulo 2**32."""
-    pad = -len(data) % 4
-    if pad:
-        data = data + b"\0" * pad
-    words: tuple[int, ...] = struct.unpack(f">{len(data) // 4}I", data)
-    return sum(words) & 0xFFFFFFFF
+    padded with zero bytes), modulo 2**32. Summed by byte position within the word, each a
+    C-speed sum over a strided slice: the same total, without a Python integer per word."""
+    total = (sum(data[0::4]) << 24) + (sum(data[1::4]) << 16) + (sum(data[2::4]) << 8)
+    return (total + sum(data[3::4])) & 0xFFFFFFFF
 
 
 def _common_prefix(a: bytes, ai: int, b: bytes, bi: int, limit: int) -> int:
@@ -72,16 +68,62 @@ def _common_prefix(a: bytes, ai: int, b: bytes, bi: int, limit: int) -> int:
     return n
 
 
+def _common_suffix(a: bytes, b: bytes, limit: int) -> int:
+    """How many bytes a and b share at their ends, up to `limit` (as _common_prefix)."""
+    la, lb = len(a), len(b)
+    n = 0
+    while n < limit and n < 8:
+        if a[la - 1 - n] != b[lb - 1 - n]:
+            return n
+        n += 1
+    step = 8
+    while n < limit:
+        size = min(step, limit - n)
+        if a[la - n - size : la - n] != b[lb - n - size : lb - n]:
+            lo, hi = n, n + size  # the last lo bytes are equal; a difference before hi
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if a[la - mid : la - lo] == b[lb - mid : lb - lo]:
+                    lo = mid
+                else:
+                    hi = mid
+            return lo
+        n += size
+        step *= 2
+    return n
+
+
+def _continues(data: bytes, at: int) -> bool:
+    """Whether data[at] is inside a UTF-8 character (a continuation byte)."""
+    return at < len(data) and 0x80 <= data[at] < 0xC0
+
+
 def encode(source: bytes, target: bytes) -> bytes:
     """A delta that turns `source` into `target`."""
     out = [_int(len(target)), b"\n"]
     if len(source) >= BLOCK and len(target) >= BLOCK:
-        index: dict[bytes, int] = {}
-        for offset in range(0, len(source) - BLOCK + 1, BLOCK):
-            index.setdefault(source[offset : offset + BLOCK], offset)
         literal_from = 0  # start of the target bytes not yet written
-        pos = 0
-        last = len(target) - BLOCK
+        # The usual update leaves most of a document as it was at both ends: those are one
+        # copy each, found in C-speed slice comparisons, and only the middle is scanned.
+        shortest = min(len(source), len(target))
+        head = _common_prefix(source, 0, target, 0, shortest)
+        while head and _continues(target, head):
+            head -= 1
+        if head >= BLOCK:
+            out += (_int(head), b"@0,")
+            literal_from = head
+        tail = _common_suffix(source, target, shortest - literal_from)
+        while tail and _continues(target, len(target) - tail):
+            tail -= 1
+        if tail < BLOCK:
+            tail = 0
+        stop = len(target) - tail  # the scan and its copies end here; the tail is one copy
+        pos = literal_from
+        last = stop - BLOCK
+        index: dict[bytes, int] = {}
+        if pos <= last:  # a middle to scan: index the source by blocks
+            for offset in range(0, len(source) - BLOCK + 1, BLOCK):
+                index.setdefault(source[offset : offset + BLOCK], offset)
         while pos <= last:
             found = index.get(target[pos : pos + BLOCK])
             if found is None:
@@ -102,7 +144,7 @@ def encode(source: bytes, target: bytes) -> bytes:
                 found + BLOCK,
                 target,
                 pos + BLOCK,
-                min(len(source) - found - BLOCK, len(target) - pos - BLOCK),
+                min(len(source) - found - BLOCK, stop - pos - BLOCK),
             )
             # Copies start and end on UTF-8 character boundaries of the target, so that the
             # literals hold whole characters: a delta of UTF-8 text is UTF-8 text itself, as
@@ -121,8 +163,10 @@ def encode(source: bytes, target: bytes) -> bytes:
                 out += (_int(start - literal_from), b":", target[literal_from:start])
             out += (_int(length), b"@", _int(src), b",")
             pos = literal_from = start + length
-        if literal_from < len(target):
-            out += (_int(len(target) - literal_from), b":", target[literal_from:])
+        if literal_from < stop:
+            out += (_int(stop - literal_from), b":", target[literal_from:stop])
+        if tail:
+            out += (_int(tail), b"@", _int(len(source) - tail), b",")
     elif target:
         out += (_int(len(target)), b":", target)
     out += (_int(checksum(target)), b";")
