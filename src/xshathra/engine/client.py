@@ -600,15 +600,27 @@ class ClientSession:
         self, ref: ChannelRef, req: m.SubscribeRequest, features: SubscriberFeatures | None
     ) -> tuple[m.SubscribeResult, int]:
         """Cache recovery mode (Centrifugo's `force_recovery_mode: "cache"`): a recovering
-        subscriber gets the channel's latest publication only, unless it already has it."""
-        history = await self.node.broker.history(ref, HistoryOptions(limit=1, reverse=True))
+        subscriber gets the channel's latest publication only, unless it already has it. With a
+        tags filter, the latest one that passes it."""
+        tags_filter = features.filter if features is not None else None
+        history = await self.node.broker.history(
+            ref,
+            HistoryOptions(
+                limit=1 if tags_filter is None else -1,
+                reverse=True,
+                max_bytes=self.node.options.max_history_reply_bytes,
+            ),
+        )
         position = history.position
         latest = history.publications[0] if history.publications else None
+        wanted = latest
+        if tags_filter is not None:
+            wanted = next((p for p in history.publications if matches(tags_filter, p.tags)), None)
         has_latest = (
             req.offset > 0 and req.offset == position.offset and req.epoch == position.epoch
         )
         recovered = has_latest if latest is None else latest.offset == position.offset
-        pubs = [latest] if latest is not None and recovered and not has_latest else []
+        pubs = [wanted] if wanted is not None and recovered and not has_latest else []
         return (
             m.SubscribeResult(
                 recoverable=True,

@@ -377,3 +377,25 @@ async def test_a_delta_no_smaller_than_the_data_is_not_sent(make_harness: MakeHa
         [1, 2, 3, 4] * 10,
         [1, 2, 3, 4] * 11,
     ]
+
+
+async def test_cache_mode_with_a_filter_gives_the_latest_matching(
+    make_harness: MakeHarness,
+) -> None:
+    """Cache mode and a tags filter: the latest publication that passes the filter."""
+    cached = NamespaceOptions(
+        history_size=10,
+        history_ttl=300,
+        allow_subscribe_for_client=True,
+        force_recovery_mode="cache",
+        allow_tags_filter=True,
+    )
+    harness = await make_harness(namespaces={"cf": cached})
+    for n, kind in enumerate(["a", "b", "a", "b"]):
+        await _publish(harness, "cf:x", {"n": n}, tags={"kind": kind})
+    client = await harness.connect()
+    result = await client.subscribe(
+        "cf:x", recover=True, tf={"key": "kind", "cmp": "eq", "val": "a"}
+    )
+    assert result["recovered"] is True
+    assert [p["data"] for p in result["publications"]] == [{"n": 2}]
