@@ -399,3 +399,27 @@ async def test_cache_mode_with_a_filter_gives_the_latest_matching(
     )
     assert result["recovered"] is True
     assert [p["data"] for p in result["publications"]] == [{"n": 2}]
+
+
+async def test_subscribers_with_features_are_counted_and_cleaned_up(
+    make_harness: MakeHarness,
+) -> None:
+    """Delta and filtered subscribers count as subscribers of the channel; once they leave
+    (unsubscribe, or the connection closes) nothing of them stays in the hub."""
+    harness = await _features(make_harness)
+    delta = await harness.connect("d")
+    filtered = await harness.connect("f")
+    plain = await harness.connect("p")
+    await delta.subscribe("f:count", delta="fossil")
+    await filtered.subscribe("f:count", tf={"key": "k", "cmp": "ex"})
+    await plain.subscribe("f:count")
+    node = harness.node
+    assert node.channels(harness.app.app_id) == {"f:count": 3}
+    assert node.app_info(harness.app.app_id).num_subs == 3
+    await delta.result("unsubscribe", {"channel": "f:count"})
+    assert node.channels(harness.app.app_id) == {"f:count": 2}
+    filtered.session.disconnect(3000)
+    await plain.result("unsubscribe", {"channel": "f:count"})
+    await plain.transport.until(lambda: not node.hub.has_channel(harness.ref("f:count")))
+    assert node.channels(harness.app.app_id) == {}
+    assert not node.hub._featured and not node.hub._pending_features
