@@ -127,8 +127,12 @@ def engine_options(settings: Settings) -> EngineOptions:
         presence_ttl=settings.presence_ttl,
         connect_timeout=settings.connect_timeout,
         expired_close_delay=settings.expired_close_delay,
+        position_check_interval=settings.position_check_interval,
         max_header_bytes=settings.max_header_bytes,
         preconnect_max_bytes=settings.preconnect_max_bytes,
+        websocket_compression=settings.websocket_compression,
+        websocket_compression_level=settings.websocket_compression_level,
+        websocket_compression_min_size=settings.websocket_compression_min_size,
     )
 
 

@@ -14,6 +14,7 @@
 //   XS_NO_SUBSCRIBE "1": do not subscribe at start (the test sends `subscribe`)
 //   XS_NO_TOKEN    "1": connect without a token (the app's connect proxy decides)
 //   XS_CONNECT_DATA JSON sent as the connect request's data (to a connect proxy)
+//   XS_SUB_OPTIONS JSON merged into the subscription's options (delta, since, tagsFilter...)
 import { Centrifuge } from "centrifuge";
 import WebSocket from "ws";
 import readline from "node:readline";
@@ -92,6 +93,7 @@ client.on("publication", (ctx) =>
 
 const subOptions = { joinLeave: true };
 if (env.XS_SUB_TOKEN === "1") subOptions.getToken = getSubToken;
+if (env.XS_SUB_OPTIONS) Object.assign(subOptions, JSON.parse(env.XS_SUB_OPTIONS));
 const sub = client.newSubscription(XS_CHANNEL, subOptions);
 sub.on("subscribing", (ctx) => emit("subscribing", { code: ctx.code, reason: ctx.reason }));
 sub.on("subscribed", (ctx) =>
@@ -149,6 +151,7 @@ const commands = {
     emit("sent");
   },
   async state() { emit("state", { client: client.state, sub: sub.state }); },
+  async delta_stats() { emit("delta_stats", sub.deltaStats()); },
   async exit() { client.disconnect(); emit("bye"); process.exit(0); },
 };
 

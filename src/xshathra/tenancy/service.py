@@ -32,6 +32,7 @@ from xshathra.tenancy.apps import (
     utcnow,
 )
 from xshathra.tenancy.members import Member, MemberExistsError, MemberStore, Role
+from xshathra.tenancy.proxies import ProxyConfig, ProxyConfigError, parse_proxy_config
 from xshathra.webhooks.events import make_test_delivery
 from xshathra.webhooks.models import (
     Delivery,
@@ -40,7 +41,6 @@ from xshathra.webhooks.models import (
     WebhookLimitError,
     new_webhook_id,
 )
-from xshathra.tenancy.proxies import ProxyConfig, ProxyConfigError, parse_proxy_config
 from xshathra.webhooks.store import WebhookStore
 
 ADMIN_RATE_LIMIT_CEILING = 1_000_000  # per minute: the most the admin may set
