@@ -6,7 +6,10 @@ the handshake and writes the response, and is then dropped: frames are parsed by
 (transports.frames), which keeps a few fields per connection instead of a protocol object, a
 generator and the handshake request. Outgoing data frames are framed here once per payload and
 written straight to the transport, so fan-out pays no per-subscriber framework cost. It is a
-`Transport` (transports.base): bidirectional, JSON in text frames today.
+`Transport` (transports.base): bidirectional, with the codec chosen at the handshake: JSON in
+text frames, or protobuf in binary frames when the client asks for the `centrifuge-protobuf`
+subprotocol (centrifuge-js's and centrifuge-python's way) or `?format=protobuf` (Centrifugo's
+query parameter; `?cf_protocol=protobuf` is the centrifuge library's spelling of it).
 
 Every write is bounded (issue 11, H3). Reading stops while the connection's unsent output is
 above a high-water mark (the transport's `pause_writing` / `resume_writing`, called only when
@@ -20,16 +23,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
 
 from xshathra.engine.client import ClientSession, State
 from xshathra.engine.writer import OutgoingFrame
 from xshathra.protocol.codec import Codec, WireFormat
 from xshathra.protocol.codes import DisconnectCode
 from xshathra.protocol.json_codec import JSON_CODEC
+from xshathra.protocol.protobuf_codec import PROTOBUF_CODEC
 from xshathra.transports.frames import (
     BINARY,
     CLOSE,
@@ -58,6 +65,32 @@ MAX_HANDSHAKE_BYTES = 64 * 1024
 MAX_HIGH_WATER = 256 * 1024
 # The first byte of a final, unmasked data frame of each wire format.
 _DATA_FRAME = {WireFormat.TEXT: 0x80 | TEXT, WireFormat.BINARY: 0x80 | BINARY}
+# The subprotocol of the binary format. JSON clients ask for none.
+PROTOBUF_SUBPROTOCOL = Subprotocol("centrifuge-protobuf")
+# Query parameters that name the format, as Centrifugo (`format`) and the centrifuge library
+# (`cf_protocol`) read them.
+_FORMAT_PARAMS = ("format", "cf_protocol")
+
+
+def _select_subprotocol(
+    protocol: ServerProtocol, offered: Sequence[Subprotocol]
+) -> Subprotocol | None:
+    """`centrifuge-protobuf` when the client offers it; otherwise none, whatever else it
+    offers (websockets' default would refuse a client that offers none of ours: every JSON
+    client)."""
+    return PROTOBUF_SUBPROTOCOL if PROTOBUF_SUBPROTOCOL in offered else None
+
+
+def _codec_for(request: Request, subprotocol: str | None) -> Codec:
+    """The session's codec: protobuf when the subprotocol or the query asks for it."""
+    if subprotocol == PROTOBUF_SUBPROTOCOL:
+        return PROTOBUF_CODEC
+    _, _, query = request.path.partition("?")
+    if query:
+        for key, value in parse_qsl(query):
+            if key in _FORMAT_PARAMS and value == "protobuf":
+                return PROTOBUF_CODEC
+    return JSON_CODEC
 
 
 def _release_http_protocol(transport: asyncio.BaseTransport, successor: object) -> None:
@@ -73,18 +106,17 @@ def _release_http_protocol(transport: asyncio.BaseTransport, successor: object) 
 class CentrifugeWebSocketProtocol(asyncio.Protocol):
     """One WebSocket connection on an engine path. uvicorn constructs it with these arguments."""
 
-    # Transport (transports.base). Class attributes while JSON is the one codec: nothing per
-    # connection. A codec chosen at the handshake (protobuf) becomes a slot set there.
+    # Transport (transports.base): class attributes, nothing per connection, but the codec.
     name = "websocket"
     framing = "websocket"
     unidirectional = False
-    codec: Codec = JSON_CODEC
 
     __slots__ = (
         "_abort_timer",
         "_budget",
         "_close_sent",
         "_closing",
+        "_codec",
         "_discarding",
         "_handshake_bytes",
         "_max_buffered",
@@ -101,7 +133,10 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         self._server_state = server_state
         self._node: Node | None = app_state.get(NODE_STATE_KEY)
         # Only until the handshake is answered; no extensions: frames go out uncompressed.
-        self._ws: ServerProtocol | None = ServerProtocol(max_size=self._max_size())
+        self._ws: ServerProtocol | None = ServerProtocol(
+            max_size=self._max_size(), select_subprotocol=_select_subprotocol
+        )
+        self._codec: Codec = JSON_CODEC  # until the handshake chooses
         self._handshake_bytes = b""  # the request, until its blank line has arrived
         self._reader: FrameReader | None = None  # once open
         self._transport: asyncio.Transport | None = None
@@ -119,8 +154,14 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         self.origin: str | None = None
 
     @property
+    def codec(self) -> Codec:
+        """The wire format this session speaks, chosen at the handshake. Read per subscribe and
+        per merged write, never per fanned-out delivery."""
+        return self._codec
+
+    @property
     def wire_format(self) -> WireFormat:
-        return self.codec.wire_format
+        return self._codec.wire_format
 
     @property
     def remote_ip(self) -> str:
@@ -300,6 +341,7 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         if response.status_code != 101:
             self._refuse(ws)
             return
+        self._codec = _codec_for(request, ws.subprotocol)
         self._write_all(ws)
         self._ws = None  # open now: websockets' part is done
         self._reader = FrameReader(self._max_size())
@@ -377,7 +419,7 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
             return 0
         wire = frame.wire
         if wire is None:  # framed once, however many subscribers it goes to
-            wire = frame.wire = ws_frame(_DATA_FRAME[self.codec.wire_format], frame.payload)
+            wire = frame.wire = ws_frame(_DATA_FRAME[self._codec.wire_format], frame.payload)
         transport.write(wire)
         return transport.get_write_buffer_size()
 
