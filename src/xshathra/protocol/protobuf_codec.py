@@ -40,7 +40,8 @@ PING_FRAME = b"\x00"
 #
 # Each struct field is one of these kinds, read once from the struct's type annotations.
 _SCALAR, _RAW, _STRUCT, _STRUCT_MAP, _TEXT_MAP, _STRUCT_LIST = range(6)
-FieldSpec = tuple[str, int, type[msgspec.Struct] | None]
+# (name, kind, struct type of its values, required: a struct field without a default)
+FieldSpec = tuple[str, int, type[msgspec.Struct] | None, bool]
 
 
 def _field_specs(cls: type[msgspec.Struct]) -> tuple[FieldSpec, ...]:
@@ -49,7 +50,7 @@ def _field_specs(cls: type[msgspec.Struct]) -> tuple[FieldSpec, ...]:
     specs: list[FieldSpec] = []
     for field in info.fields:
         kind, target = _kind(field.type)
-        specs.append((field.name, kind, target))
+        specs.append((field.name, kind, target, field.required))
     return tuple(specs)
 
 
@@ -85,7 +86,7 @@ def _fill(struct: msgspec.Struct, target: Any) -> None:
     """Copy a struct's non-default fields into a generated message. An empty struct still
     marks its field present (`SetInParent`): clients tell a reply's kind by which result it
     holds, so `publish {}` must be on the wire."""
-    for name, kind, _ in _specs(type(struct)):
+    for name, kind, _, _ in _specs(type(struct)):
         value = getattr(struct, name)
         if not value and kind != _STRUCT:
             continue  # zero, "", False, empty payload, None or an empty map: the default
@@ -111,12 +112,13 @@ def _fill(struct: msgspec.Struct, target: Any) -> None:
 
 
 def _struct(cls: type[msgspec.Struct], source: PbMessage) -> Any:
-    """A struct of `cls` from a parsed message: only the fields the message holds, and of
-    those only the ones the struct has (a field we do not use yet is dropped)."""
+    """A struct of `cls` from a parsed message: the fields the message holds (and the zero
+    value of a required one it lacks), of those only the ones the struct has (a field we do
+    not use yet is dropped)."""
     kwargs: dict[str, Any] = {}
     held = {descriptor.name for descriptor, _ in source.ListFields()}
-    for name, kind, sub in _specs(cls):
-        if name not in held:
+    for name, kind, sub, required in _specs(cls):
+        if name not in held and not required:
             continue
         value = getattr(source, name)
         if kind == _SCALAR:
