@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -81,12 +82,14 @@ class LoadClient:
         ready_marker: bytes = b"",
         sample_every: int = 0,
         batch: int = CONNECT_BATCH,
+        protobuf: bool = False,
     ) -> LoadClient:
         """`hellos[i % len(hellos)]` are the frames connection i sends after the upgrade;
         `marker` occurs once per publication received; `ping` is the server's application
         ping payload and the answer; `ready_marker` arriving means the connection is taken on
         (empty: the upgrade is enough); one connection in `sample_every` times publications
-        (0: none)."""
+        (0: none); `protobuf`: the server speaks the protobuf format (binary hellos, protobuf
+        pings answered by the client itself)."""
         binary = build()
         tmp = Path(tempfile.mkdtemp(prefix="bench-client-"))
         hello_file = tmp / "hellos"
@@ -108,6 +111,7 @@ class LoadClient:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=LINE_LIMIT,
+            env={**os.environ, "LOADCLIENT_PROTOBUF": "1" if protobuf else "0"},
         )
         client = cls(proc, tmp, n)
         try:
