@@ -15,9 +15,10 @@ and a channel that has JSON subscribers must be published JSON.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import msgspec
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as PbMessage
 
@@ -39,16 +40,21 @@ PING_FRAME = b"\x00"
 # --- mapping between the protocol's structs and the generated messages -------------------------
 #
 # Each struct field is one of these kinds, read once from the struct's type annotations.
-_SCALAR, _RAW, _STRUCT, _STRUCT_MAP, _TEXT_MAP, _STRUCT_LIST = range(6)
+_SCALAR, _RAW, _STRUCT, _STRUCT_MAP, _TEXT_MAP, _STRUCT_LIST, _SCALAR_LIST = range(7)
 # (name, kind, struct type of its values, required: a struct field without a default)
 FieldSpec = tuple[str, int, type[msgspec.Struct] | None, bool]
 
 
-def _field_specs(cls: type[msgspec.Struct]) -> tuple[FieldSpec, ...]:
+def _field_specs(cls: type[msgspec.Struct], descriptor: Descriptor) -> tuple[FieldSpec, ...]:
+    """The struct's fields that the message has too. A field the .proto lacks (one added to
+    the structs for another format) is not on this wire: it is left out, never an error in
+    the middle of a fan-out."""
     info = msgspec.inspect.type_info(cls)
     assert isinstance(info, msgspec.inspect.StructType)
     specs: list[FieldSpec] = []
     for field in info.fields:
+        if field.name not in descriptor.fields_by_name:
+            continue
         kind, target = _kind(field.type)
         specs.append((field.name, kind, target, field.required))
     return tuple(specs)
@@ -56,7 +62,10 @@ def _field_specs(cls: type[msgspec.Struct]) -> tuple[FieldSpec, ...]:
 
 def _kind(t: msgspec.inspect.Type) -> tuple[int, type[msgspec.Struct] | None]:
     if isinstance(t, msgspec.inspect.UnionType):  # `X | None`: the X
-        (t,) = [u for u in t.types if not isinstance(u, msgspec.inspect.NoneType)]
+        types = [u for u in t.types if not isinstance(u, msgspec.inspect.NoneType)]
+        if len(types) != 1:
+            return _SCALAR, None
+        t = types[0]
     if isinstance(t, msgspec.inspect.RawType):
         return _RAW, None
     if isinstance(t, msgspec.inspect.StructType):
@@ -67,18 +76,22 @@ def _kind(t: msgspec.inspect.Type) -> tuple[int, type[msgspec.Struct] | None]:
             return _STRUCT_MAP, value.cls
         return _TEXT_MAP, None
     if isinstance(t, msgspec.inspect.ListType):
-        assert isinstance(t.item_type, msgspec.inspect.StructType)
-        return _STRUCT_LIST, t.item_type.cls
+        if isinstance(t.item_type, msgspec.inspect.StructType):
+            return _STRUCT_LIST, t.item_type.cls
+        return _SCALAR_LIST, None
     return _SCALAR, None
 
 
-_SPECS: dict[type[msgspec.Struct], tuple[FieldSpec, ...]] = {}
+# Per struct type and message type (one struct may fill two messages: ConnectResult is also
+# the `connect` push), computed on first use.
+_SPECS: dict[tuple[type[msgspec.Struct], Descriptor], tuple[FieldSpec, ...]] = {}
 
 
-def _specs(cls: type[msgspec.Struct]) -> tuple[FieldSpec, ...]:
-    specs = _SPECS.get(cls)
+def _specs(cls: type[msgspec.Struct], descriptor: Descriptor) -> tuple[FieldSpec, ...]:
+    key = (cls, descriptor)
+    specs = _SPECS.get(key)
     if specs is None:
-        specs = _SPECS[cls] = _field_specs(cls)
+        specs = _SPECS[key] = _field_specs(cls, descriptor)
     return specs
 
 
@@ -86,7 +99,7 @@ def _fill(struct: msgspec.Struct, target: Any) -> None:
     """Copy a struct's non-default fields into a generated message. An empty struct still
     marks its field present (`SetInParent`): clients tell a reply's kind by which result it
     holds, so `publish {}` must be on the wire."""
-    for name, kind, _, _ in _specs(type(struct)):
+    for name, kind, _, _ in _specs(type(struct), target.DESCRIPTOR):
         value = getattr(struct, name)
         if not value and kind != _STRUCT:
             continue  # zero, "", False, empty payload, None or an empty map: the default
@@ -105,6 +118,8 @@ def _fill(struct: msgspec.Struct, target: Any) -> None:
                 _fill(item, entries[key])
         elif kind == _TEXT_MAP:
             getattr(target, name).update(value)
+        elif kind == _SCALAR_LIST:
+            getattr(target, name).extend(value)
         else:  # _STRUCT_LIST
             items = getattr(target, name)
             for item in value:
@@ -117,7 +132,7 @@ def _struct(cls: type[msgspec.Struct], source: PbMessage) -> Any:
     not use yet is dropped)."""
     kwargs: dict[str, Any] = {}
     held = {descriptor.name for descriptor, _ in source.ListFields()}
-    for name, kind, sub, required in _specs(cls):
+    for name, kind, sub, required in _specs(cls, cast(Descriptor, source.DESCRIPTOR)):
         if name not in held and not required:
             continue
         value = getattr(source, name)
@@ -133,6 +148,8 @@ def _struct(cls: type[msgspec.Struct], source: PbMessage) -> Any:
             kwargs[name] = {key: _struct(sub, item) for key, item in value.items()}
         elif kind == _TEXT_MAP:
             kwargs[name] = dict(value)
+        elif kind == _SCALAR_LIST:
+            kwargs[name] = list(value)
         else:  # _STRUCT_LIST
             assert sub is not None
             kwargs[name] = [_struct(sub, item) for item in value]
