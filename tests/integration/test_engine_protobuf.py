@@ -35,12 +35,17 @@ from tests.support.server import ServerProcess, running_server
 
 Json = dict[str, Any]
 EXPIRED_CLOSE_DELAY = 2
+PING_INTERVAL = 1
 PROTOBUF = ["centrifuge-protobuf"]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {"XSHATHRA_EXPIRED_CLOSE_DELAY": str(EXPIRED_CLOSE_DELAY)}
+    # Pings every second: every test here also proves the protobuf ping and pong.
+    env = {
+        "XSHATHRA_EXPIRED_CLOSE_DELAY": str(EXPIRED_CLOSE_DELAY),
+        "XSHATHRA_PING_INTERVAL": str(PING_INTERVAL),
+    }
     with running_server(tmp_path_factory.mktemp("node"), env=env) as proc:
         yield proc
 
@@ -281,6 +286,23 @@ async def test_server_side_subscription_from_the_token(
     assert ctx.channel == "feed" and json.loads(ctx.pub.data) == {"s": 1}
 
 
+async def test_ping_pong_keeps_an_idle_connection(
+    server: ServerProcess, clients: list[Client]
+) -> None:
+    """The node pings (an empty reply) every second and drops a client that misses a pong; the
+    client reconnects if it hears no ping within interval + 0.5 s. Idle for several intervals,
+    the connection stays up both ways."""
+    app = server.create_app(name="pb-ping")
+    rec = Recorder()
+    client = await connected(
+        server, clients, rec, token=realtime_token(server, app, "u1"), max_server_ping_delay=0.5
+    )
+    with pytest.raises(TimeoutError):
+        await rec.next("connecting", lambda c: c.code != 0, timeout=PING_INTERVAL * 3.5)
+    assert [k for k, c in rec.kinds("connecting", "disconnected") if c.code != 0] == []
+    assert client.state == ClientState.CONNECTED
+
+
 # --- raw frames ---------------------------------------------------------------------------------
 
 
@@ -368,8 +390,24 @@ async def test_subprotocol_is_answered_and_batches_are_concatenated(
             got += await next_replies(ws)
         assert [r.id for r in got] == [1, 2, 3]
         assert got[0].connect.client and got[0].connect.pong
+        assert got[0].connect.ping == PING_INTERVAL
         assert got[1].HasField("subscribe")
         assert (got[2].presence_stats.num_clients, got[2].presence_stats.num_users) == (1, 1)
+
+
+async def test_server_ping_is_an_empty_reply_and_an_empty_command_answers_it(
+    server: ServerProcess,
+) -> None:
+    app = server.create_app(name="pb-raw-ping")
+    async with websockets.connect(server.ws_url, subprotocols=PROTOBUF) as ws:  # type: ignore[arg-type]
+        await ws.send(frame(connect_command(realtime_token(server, app, "u"))))
+        assert (await next_replies(ws))[0].HasField("connect")
+        for _ in range(3):  # three intervals: a missed pong would have closed it by then
+            assert await asyncio.wait_for(ws.recv(), PING_INTERVAL * 3) == b"\x00"
+            await ws.send(b"\x00")
+        await ws.send(frame(theirs.Command(id=5, ping=theirs.PingRequest())))
+        (reply,) = await next_replies(ws)
+        assert reply.id == 5 and reply.HasField("ping")
 
 
 async def test_format_query_selects_protobuf(server: ServerProcess) -> None:
