@@ -30,6 +30,7 @@ from tests.support.clients import (
     engine_api,
     make_client,
     realtime_token,
+    subscription_token,
 )
 from tests.support.server import ServerProcess, running_server
 
@@ -284,6 +285,49 @@ async def test_server_side_subscription_from_the_token(
     engine_api(server, app, "publish", {"channel": "feed", "data": {"s": 1}})
     ctx = await rec.next("server_publication")
     assert ctx.channel == "feed" and json.loads(ctx.pub.data) == {"s": 1}
+
+
+async def test_private_channel_needs_a_subscription_token(
+    server: ServerProcess, clients: list[Client]
+) -> None:
+    app = server.create_app(name="pb-priv")
+    rec = Recorder()
+    client = await connected(server, clients, rec, token=realtime_token(server, app, "u1"))
+    denied = client.new_subscription("room-42", SubEvents(rec))
+    await denied.subscribe()
+    assert (await rec.next("unsubscribed")).code == 103
+    client.remove_subscription(denied)
+
+    async def get_token(channel: str) -> str:
+        return subscription_token(server, app, "u1", channel)
+
+    allowed = client.new_subscription("room-42", SubEvents(rec), get_token=get_token)
+    await allowed.subscribe()
+    await allowed.ready(5)
+    engine_api(server, app, "publish", {"channel": "room-42", "data": {"n": 1}})
+    assert json.loads((await rec.next("publication")).pub.data) == {"n": 1}
+
+
+async def test_server_api_subscribe_unsubscribe_and_disconnect_pushes(
+    server: ServerProcess, clients: list[Client]
+) -> None:
+    """Subscribe, unsubscribe and disconnect pushes in protobuf: the server-side
+    subscription comes and goes, then a terminal disconnect code and reason arrive."""
+    app = server.create_app(name="pb-srvapi")
+    rec = Recorder()
+    client = await connected(server, clients, rec, token=realtime_token(server, app, "u1"))
+    engine_api(server, app, "subscribe", {"user": "u1", "channel": "alerts"})
+    assert (await rec.next("server_subscribed")).channel == "alerts"
+    engine_api(server, app, "publish", {"channel": "alerts", "data": "fire"})
+    assert (await rec.next("server_publication")).pub.data == b'"fire"'
+    engine_api(server, app, "unsubscribe", {"user": "u1", "channel": "alerts"})
+    assert (await rec.next("server_unsubscribed")).channel == "alerts"
+    engine_api(
+        server, app, "disconnect", {"user": "u1", "disconnect": {"code": 3503, "reason": "bye"}}
+    )
+    ctx = await rec.next("disconnected")
+    assert (ctx.code, ctx.reason) == (3503, "bye")
+    assert client.state == ClientState.DISCONNECTED
 
 
 async def test_ping_pong_keeps_an_idle_connection(
