@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.integration.test_engine_js_client import lost, signing_env, start_js
 from tests.integration.test_engine_js_client import pytestmark as js_available
-from tests.integration.test_engine_js_client import start_js
 from tests.support.clients import engine_api
 from tests.support.server import ServerProcess, running_server
 
@@ -35,7 +35,9 @@ CHAT = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with running_server(tmp_path_factory.mktemp("node")) as proc:
+    # An expired connection is closed 2 s after `exp`: the refresh test runs against it.
+    env = {"XSHATHRA_EXPIRED_CLOSE_DELAY": "2"}
+    with running_server(tmp_path_factory.mktemp("node"), env=env) as proc:
         yield proc
 
 
@@ -128,3 +130,40 @@ async def test_protobuf_build_recovers_after_reconnect(server: ServerProcess) ->
         assert again["recovered"] is True
         got = [await client.next("publication") for _ in (1, 2)]
         assert [(p["data"], p["offset"]) for p in got] == [(1, 2), (2, 3)]
+
+
+async def test_protobuf_build_refreshes_tokens(server: ServerProcess) -> None:
+    """3-second connection and subscription tokens: refresh and sub_refresh over protobuf keep
+    both alive well past the first deadline."""
+    app = server.create_app(name="js-pb-refresh")
+    env = signing_env(app, XS_TTL="3", XS_SUB_TTL="3", XS_SUB_TOKEN="1", XS_CHANNEL="private-js")
+    async with start_js(server, app, **env, **PROTOBUF) as client:
+        await client.next("subscribed")
+        await client.next("token", lambda m: m["calls"] >= 3, timeout=15)
+        await client.next("sub_token", lambda m: m["calls"] >= 3, timeout=5)
+        assert [m for m in client.seen("connecting", "subscribing") if lost(m)] == []
+        assert client.seen("disconnected", "unsubscribed", "client_error", "sub_error") == []
+        engine_api(server, app, "publish", {"channel": "private-js", "data": "still here"})
+        assert (await client.next("publication"))["data"] == "still here"
+
+
+async def test_protobuf_build_server_side_subscriptions_and_disconnect(
+    server: ServerProcess,
+) -> None:
+    app = server.create_app(name="js-pb-srvsub")
+    env = {"XS_CHANNELS": "news,public:feed", "XS_NO_SUBSCRIBE": "1", **PROTOBUF}
+    async with start_js(server, app, **env) as client:
+        first = await client.next("server_subscribed")
+        second = await client.next("server_subscribed")
+        assert {first["channel"], second["channel"]} == {"news", "public:feed"}
+        engine_api(server, app, "publish", {"channel": "public:feed", "data": "f"})
+        pub = await client.next("server_publication")
+        assert (pub["channel"], pub["data"], pub["offset"]) == ("public:feed", "f", 1)
+        engine_api(
+            server,
+            app,
+            "disconnect",
+            {"user": "js-user", "disconnect": {"code": 3503, "reason": "x"}},
+        )
+        gone = await client.next("disconnected")
+        assert (gone["code"], gone["reason"]) == (3503, "x")
