@@ -382,9 +382,17 @@ def parse(data: bytes) -> list[theirs.Reply]:
 
 
 async def next_replies(ws: ClientConnection, timeout: float = 5) -> list[theirs.Reply]:
-    message = await asyncio.wait_for(ws.recv(), timeout)
-    assert isinstance(message, bytes), "protobuf replies come in binary frames"
-    return parse(message)
+    """The replies of the next frame that holds any besides pings; pings are answered."""
+    async with asyncio.timeout(timeout):
+        while True:
+            message = await ws.recv()
+            assert isinstance(message, bytes), "protobuf replies come in binary frames"
+            replies = parse(message)
+            real = [r for r in replies if r.ListFields()]
+            if len(real) < len(replies):  # an empty reply: the server's ping
+                await ws.send(b"\x00")
+            if real:
+                return real
 
 
 async def closed_with(ws: ClientConnection, timeout: float = 5) -> int:
