@@ -26,6 +26,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.support.clients import (
     Recorder,
     SubEvents,
+    TcpProxy,
     app_signed_token,
     engine_api,
     make_client,
@@ -208,6 +209,36 @@ async def test_recovery_after_reconnect(server: ServerProcess, clients: list[Cli
     assert again.was_recovering and again.recovered
     got = [(await rec.next("publication")).pub for _ in range(3)]
     assert [(p.data, p.offset) for p in got] == [(b"1", 2), (b"2", 3), (b"3", 4)]
+
+
+async def test_recovery_after_network_loss(server: ServerProcess, clients: list[Client]) -> None:
+    """The link dies under the client (no close frame); it reconnects by itself and recovers
+    the publications it missed, then gets live ones."""
+    app = server.create_app(name="pb-recover-net")
+    rec = Recorder()
+    async with TcpProxy(server.port) as proxy:
+        client = await connected(
+            server, clients, rec, url=proxy.ws_url, token=realtime_token(server, app, "u1")
+        )
+        sub = client.new_subscription("public:stream", SubEvents(rec))
+        await sub.subscribe()
+        await rec.next("subscribed")
+        engine_api(server, app, "publish", {"channel": "public:stream", "data": 0})
+        assert (await rec.next("publication")).pub.data == b"0"
+
+        proxy.hold()  # the client's reconnect waits at the proxy until the gap exists
+        proxy.drop()
+        await rec.next("connecting", lambda c: c.code != 0)
+        for i in range(1, 4):
+            engine_api(server, app, "publish", {"channel": "public:stream", "data": i})
+        proxy.release()
+
+        again = await rec.next("subscribed", timeout=10)
+        assert again.was_recovering and again.recovered
+        assert [(await rec.next("publication")).pub.data for _ in range(3)] == [b"1", b"2", b"3"]
+        engine_api(server, app, "publish", {"channel": "public:stream", "data": 4})
+        live = (await rec.next("publication")).pub
+        assert (live.data, live.offset) == (b"4", 5)
 
 
 async def test_rpc_without_a_handler_is_an_error_reply(
