@@ -493,10 +493,12 @@ async def test_server_ping_is_an_empty_reply_and_an_empty_command_answers_it(
         assert reply.id == 5 and reply.HasField("ping")
 
 
-async def test_format_query_selects_protobuf(server: ServerProcess) -> None:
-    """`?format=protobuf` (Centrifugo's way, for clients that cannot set a subprotocol)."""
+@pytest.mark.parametrize("query", ["format=protobuf", "cf_protocol=protobuf"])
+async def test_format_query_selects_protobuf(server: ServerProcess, query: str) -> None:
+    """`?format=protobuf` (Centrifugo's way, for clients that cannot set a subprotocol) and
+    the centrifuge library's `?cf_protocol=protobuf`."""
     app = server.create_app(name="pb-query")
-    async with websockets.connect(f"{server.ws_url}?format=protobuf") as ws:
+    async with websockets.connect(f"{server.ws_url}?{query}") as ws:
         assert ws.subprotocol is None
         await ws.send(frame(connect_command(realtime_token(server, app, "u"))))
         (reply,) = await next_replies(ws)
