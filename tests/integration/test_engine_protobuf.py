@@ -153,6 +153,41 @@ async def test_json_and_protobuf_subscribers_get_the_same_publications(
     assert got_json[2].info.user == got_pb[2].info.user == "j"
 
 
+async def test_binary_payloads_pass_through_between_protobuf_clients(
+    server: ServerProcess, clients: list[Client]
+) -> None:
+    """Bytes a protobuf client publishes reach protobuf subscribers and history unchanged,
+    as in Centrifugo (JSON subscribers of such a channel would get them verbatim too, so a
+    channel shared with JSON clients must be published JSON: see the README)."""
+    app = server.create_app(name="pb-binary")
+    set_namespaces(
+        server,
+        app,
+        {
+            "bin": {
+                "allow_subscribe_for_client": True,
+                "allow_publish_for_subscriber": True,
+                "allow_history_for_subscriber": True,
+                "history_size": 10,
+                "history_ttl": 300,
+            }
+        },
+    )
+    rec_a, rec_b = Recorder(), Recorder()
+    a = await connected(server, clients, rec_a, token=realtime_token(server, app, "a"))
+    b = await connected(server, clients, rec_b, token=realtime_token(server, app, "b"))
+    sub_a = a.new_subscription("bin:x", SubEvents(rec_a))
+    sub_b = b.new_subscription("bin:x", SubEvents(rec_b))
+    for sub in (sub_a, sub_b):
+        await sub.subscribe()
+        await sub.ready(5)
+    payload = bytes(range(256))
+    await sub_a.publish(payload)
+    assert (await rec_b.next("publication")).pub.data == payload
+    history = await sub_b.history(limit=1)
+    assert [p.data for p in history.publications] == [payload]
+
+
 async def test_join_leave_presence_stats_and_history(
     server: ServerProcess, clients: list[Client]
 ) -> None:
