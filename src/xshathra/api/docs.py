@@ -111,6 +111,9 @@ class ApplicationOut(BaseModel):
     rate_limit: int = Field(description="HTTP API requests per minute.")
     status: bool = Field(description="true = enabled.")
     namespaces: dict[str, NamespaceOptionsModel]
+    pusher_client_events: bool = Field(
+        False, description="Pusher clients may send client- events (SPEC §10)."
+    )
     created_at: str
     updated_at: str
 

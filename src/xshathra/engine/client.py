@@ -70,6 +70,9 @@ class Subscription:
     expires_at: int | None = None
     timer: asyncio.TimerHandle | None = None
     live: bool = False
+    # Who this subscription is present as, when not the connection's user: a Pusher presence
+    # member names its user per channel (`channel_data.user_id`).
+    user: str | None = None
 
 
 Finalizer = Callable[[], None]
@@ -292,7 +295,7 @@ class ClientSession:
             raise DisconnectError(DisconnectCode.INVALID_TOKEN) from None
         if not app.status:
             raise DisconnectError(DisconnectCode.PERMISSION_DENIED, "application is disabled")
-        if not _origin_allowed(app.allowed_domain, self.transport.origin):
+        if not origin_allowed(app.allowed_domain, self.transport.origin):
             raise DisconnectError(DisconnectCode.PERMISSION_DENIED, "origin not allowed")
         if self.closed:
             raise DisconnectError(DisconnectCode.CONNECTION_CLOSED)
@@ -407,7 +410,13 @@ class ClientSession:
     def info(self, chan_info: bytes = b"") -> ClientInfoData:
         return ClientInfoData(self.user, self.client_id, self.conn_info, chan_info)
 
-    def wants_join_leave(self, channel: str) -> bool:
+    def sub_info(self, sub: Subscription) -> ClientInfoData:
+        """This connection as present in one of its subscriptions (presence, join, leave)."""
+        user = self.user if sub.user is None else sub.user
+        return ClientInfoData(user, self.client_id, self.conn_info, sub.chan_info)
+
+    def wants_join_leave(self, channel: str, info: ClientInfoData, join: bool) -> bool:
+        """Whether this connection is told of `info` joining (or leaving) `channel`."""
         sub = self.subs.get(channel)
         return sub is not None and sub.join_leave
 
@@ -598,7 +607,7 @@ class ClientSession:
             if sub.options.presence:
                 await self.node.presence_store.remove_presence(sub.ref, self.client_id)
             if sub.options.join_leave:
-                await self.node.broker.publish_leave(sub.ref, self.info(sub.chan_info))
+                await self.node.broker.publish_leave(sub.ref, self.sub_info(sub))
         except Exception as exc:
             # Shared state is best effort here (a shared presence store expires entries);
             # the local subscription is gone either way.
@@ -747,7 +756,7 @@ def _disconnect_reason(code: int) -> str:
         return ""
 
 
-def _origin_allowed(allowed_domain: str | None, origin: str | None) -> bool:
+def origin_allowed(allowed_domain: str | None, origin: str | None) -> bool:
     """Browsers send Origin; a connection without one is not a browser and is not restricted."""
     if not allowed_domain or origin is None:
         return True

@@ -203,9 +203,16 @@ class Hub:
             # Encoded once for every subscriber of the group: the same bytes object goes to each
             # writer.
             frame = OutgoingFrame(key[0].encode_reply(reply))
-            for writer in subs.values():
-                writer.enqueue(frame)
-            reached += len(subs)
+            skipped = self._skipped_writer(ref, pub, key[0], subs)
+            if skipped is None:
+                for writer in subs.values():
+                    writer.enqueue(frame)
+                reached += len(subs)
+            else:
+                for writer in subs.values():
+                    if writer is not skipped:
+                        writer.enqueue(frame)
+                reached += len(subs) - 1
             if pending:
                 if frames is None:
                     frames = {}
@@ -225,6 +232,21 @@ class Hub:
             reached += len(pending)
         return reached
 
+    def _skipped_writer(
+        self,
+        ref: ChannelRef,
+        pub: BrokerPublication,
+        codec: Codec,
+        subs: dict[ClientSession, Writer],
+    ) -> Writer | None:
+        """The publisher's own writer, for a codec whose protocol never echoes a publication to
+        the connection that sent it (Pusher: client events, and `socket_id` on the HTTP API).
+        One attribute read per group and publication; nothing per subscriber."""
+        if pub.info is None or not pub.info.client or not getattr(codec, "skip_publisher", False):
+            return None
+        session = self._connections.get(ref.app_id, {}).get(pub.info.client)
+        return subs.get(session) if session is not None else None
+
     def broadcast_join_leave(self, ref: ChannelRef, info: ClientInfoData, *, join: bool) -> None:
         reply: m.Reply | None = None
         for key, live in self._live.items():
@@ -241,7 +263,7 @@ class Hub:
                 reply = m.Reply(push=push)
             frame = OutgoingFrame(key[0].encode_reply(reply))
             for session in subs:
-                if session.wants_join_leave(ref.name):
+                if session.wants_join_leave(ref.name, info, join):
                     session.writer.enqueue(frame)
 
     def ping_frame(self, sink: FrameSink) -> OutgoingFrame:

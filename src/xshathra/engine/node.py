@@ -204,7 +204,7 @@ class Node:
                     if sub.options.presence and sub.live:
                         with contextlib.suppress(Exception):
                             await self.presence_store.add_presence(
-                                sub.ref, session.info(sub.chan_info)
+                                sub.ref, session.sub_info(sub)
                             )
 
     async def close(self) -> None:
@@ -248,6 +248,11 @@ class Node:
             self._apps[app.app_id] = app
         return app
 
+    async def app_for_client_key(self, client_api_key: str) -> Application | None:
+        """The app whose public key this is (how Pusher clients name their app), as stored now."""
+        app = await self.apps.find_by_client_key(client_api_key)
+        return await self.get_app(app.app_id) if app is not None else None
+
     # --- sessions ---------------------------------------------------------------------------
 
     def register(self, session: ClientSession, app_changes: int | None = None) -> None:
@@ -280,7 +285,7 @@ class Node:
                 if sub.options.presence:
                     await self.presence_store.remove_presence(sub.ref, session.client_id)
                 if sub.options.join_leave:
-                    await self.broker.publish_leave(sub.ref, session.info(sub.chan_info))
+                    await self.broker.publish_leave(sub.ref, session.sub_info(sub))
             except Exception:
                 log.exception("cleanup of a closed connection failed")
         for ref in emptied:

@@ -72,6 +72,7 @@ def _row(app: Application) -> dict[str, Any]:
         "status": app.status,
         "namespaces": msgspec.json.encode(app.namespaces).decode(),
         "owner_id": app.owner_id,
+        "pusher_client_events": app.pusher_client_events,
         "created_at": app.created_at,
         "updated_at": app.updated_at,
     }
@@ -90,6 +91,7 @@ def _app(row: Any) -> Application:
         status=bool(row.status),
         namespaces=_decode_namespaces(row.namespaces),
         owner_id=row.owner_id,
+        pusher_client_events=bool(row.pusher_client_events),
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
@@ -134,6 +136,15 @@ class SqlAppStore:
             row = (
                 await conn.execute(
                     select(applications).where(applications.c.api_key_hash == key_hash)
+                )
+            ).first()
+        return _app(row) if row is not None else None
+
+    async def find_by_client_key(self, client_api_key: str) -> Application | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(applications).where(applications.c.client_api_key == client_api_key)
                 )
             ).first()
         return _app(row) if row is not None else None

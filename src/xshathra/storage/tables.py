@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    false,
 )
 
 metadata = MetaData()
@@ -57,12 +58,13 @@ applications = Table(
     Column("app_secret", String(200), nullable=False),
     Column("api_key_hash", String(64), nullable=False, unique=True),
     Column("api_key_hint", String(8), nullable=False),
-    Column("client_api_key", String(200), nullable=False),
+    Column("client_api_key", String(200), nullable=False, index=True),
     Column("allowed_domain", String(253), nullable=True),
     Column("rate_limit", Integer, nullable=False),
     Column("status", Boolean, nullable=False),
     Column("namespaces", Text, nullable=False),
     Column("owner_id", String(64), nullable=True, index=True),
+    Column("pusher_client_events", Boolean, nullable=False, server_default=false()),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )

@@ -106,6 +106,8 @@ class Application:
     status: bool = True
     namespaces: dict[str, NamespaceOptions] = field(default_factory=dict)
     owner_id: str | None = None
+    # Pusher protocol (SPEC §10): whether Pusher clients may send `client-` events.
+    pusher_client_events: bool = False
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
 
@@ -151,6 +153,7 @@ class AppChanges(TypedDict, total=False):
     rate_limit: int
     status: bool
     namespaces: dict[str, NamespaceOptions]
+    pusher_client_events: bool
 
 
 def generate_app(
@@ -208,6 +211,9 @@ class AppStore(Protocol):
     async def get_app(self, app_id: str) -> Application | None: ...
 
     async def find_by_api_key_hash(self, key_hash: str) -> Application | None: ...
+
+    async def find_by_client_key(self, client_api_key: str) -> Application | None:
+        """The app whose public `client_api_key` this is (Pusher's `key`)."""
 
     async def list_apps(self, owner_id: str | None = None) -> list[Application]:
         """All apps (ordered by created_at), or only those of one dashboard owner."""

@@ -112,6 +112,7 @@ class AppUpdate(TypedDict, total=False):
     rate_limit: int
     status: bool
     namespaces: Mapping[str, Mapping[str, Any]]
+    pusher_client_events: bool
 
 
 # --- checks ------------------------------------------------------------------------------------
@@ -266,6 +267,8 @@ class ApplicationService:
             changes["status"] = update["status"]
         if "namespaces" in update:
             changes["namespaces"] = check_namespaces(update["namespaces"])
+        if "pusher_client_events" in update:
+            changes["pusher_client_events"] = bool(update["pusher_client_events"])
         while_key = None if as_admin else app.api_key_hash
         updated = await self._apps.update_app(app.app_id, changes, while_key=while_key)
         if updated is None:

@@ -89,6 +89,9 @@ class UpdateAppBody(_Body):
     namespaces: dict[str, docs.NamespaceOptionsModel] | None = Field(
         None, description="Replaces the app's namespaces: name -> options."
     )
+    pusher_client_events: StrictBool | None = Field(
+        None, description="Let Pusher clients send client- events (SPEC §10)."
+    )
 
 
 class WebhookBody(_Body):
@@ -273,6 +276,8 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
             update["status"] = body.status
         if body.namespaces is not None:
             update["namespaces"] = {n: o.model_dump() for n, o in body.namespaces.items()}
+        if body.pusher_client_events is not None:
+            update["pusher_client_events"] = body.pusher_client_events
         with refusals():
             updated = await service.update_application(app, update, as_admin=who.admin)
         return _ok({"application": application_view(updated)})
