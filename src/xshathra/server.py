@@ -38,6 +38,7 @@ from xshathra.observability.metrics import (
     render,
 )
 from xshathra.presence import PresenceStore
+from xshathra.pusher.channels import PusherChannels
 from xshathra.ratelimit import WindowCounter
 from xshathra.settings import Settings, proxy_entries
 from xshathra.storage.database import Database, open_database
@@ -288,6 +289,7 @@ class Runtime:
                 session_ttl=timedelta(seconds=settings.dashboard_session_ttl),
                 invitation_ttl=timedelta(seconds=settings.invitation_ttl),
             ),
+            pusher=PusherChannels(node),
         )
         http_stats = HttpStats()
         self.http = build_http_app(ctx, self, http_stats)

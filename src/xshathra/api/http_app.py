@@ -15,6 +15,9 @@ from xshathra.api.apps.errors import apps_error
 from xshathra.api.apps.routes import create_apps_router
 from xshathra.api.context import ServerContext
 from xshathra.api.docs import install_docs
+from xshathra.api.pusher import PREFIX as PUSHER_PREFIX
+from xshathra.api.pusher.errors import pusher_error
+from xshathra.api.pusher.routes import create_pusher_router
 from xshathra.api.realtime.errors import realtime_error
 from xshathra.api.realtime.routes import create_realtime_router
 from xshathra.api.server.errors import server_error
@@ -26,6 +29,7 @@ from xshathra.dashboard import create_dashboard
 SURFACE_ERRORS: tuple[tuple[str, errors.ErrorFormat], ...] = (
     (realtime.PREFIX + "/", realtime_error),
     (server.PREFIX + "/", server_error),
+    (PUSHER_PREFIX + "/", pusher_error),
 )
 
 
@@ -70,6 +74,7 @@ def create_http_app(ctx: ServerContext) -> FastAPI:
     app.include_router(create_apps_router(ctx))
     app.include_router(create_realtime_router(ctx))
     app.include_router(create_engine_router(ctx))
+    app.include_router(create_pusher_router(ctx))
     install_dashboard(app, ctx)
     return app
 

@@ -112,7 +112,6 @@ class PusherSession(ClientSession):
         self.send_event(p.connection_established(self.client_id))
 
     def _refuse(self, code: p.PusherCode, message: str) -> None:
-        self.send_event(p.error_event(int(code), message))
         self.disconnect(int(code), message)
 
     # --- sending ------------------------------------------------------------------------------
@@ -137,7 +136,10 @@ class PusherSession(ClientSession):
         pusher_code = (
             code if 4000 <= code < 4400 else int(_CLOSE_CODES.get(code, p.PusherCode.RECONNECT))
         )
-        super().disconnect(pusher_code, reason or "closed")
+        message = reason or "closed"
+        # pusher-js reads the code from `pusher:error` as well as from the close frame.
+        self.send_event(p.error_event(pusher_code, message))
+        super().disconnect(pusher_code, message)
 
     # --- messages -----------------------------------------------------------------------------
 
