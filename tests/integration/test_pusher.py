@@ -1,0 +1,357 @@
+"""The Pusher protocol (SPEC §10) against a real server: unmodified pusher-js under Node
+(`tests/js/pusher.mjs`) and the `pusher` PyPI library. Public, private and presence channels,
+client events, the HTTP API (events, batch, channels, users, terminate), cross-protocol
+delivery with centrifuge-python on the same channels, bad signatures and malformed frames."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pusher
+import pytest
+import websockets
+from pusher.errors import PusherBadAuth
+from websockets.exceptions import ConnectionClosed
+
+from tests.integration.test_engine_js_client import JsClient
+from tests.support.clients import Recorder, engine_api, make_client, realtime_token
+from tests.support.server import ServerProcess, running_server
+
+JS_DIR = Path(__file__).resolve().parents[1] / "js"
+Json = dict[str, Any]
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("node") is None or not (JS_DIR / "node_modules" / "pusher-js").exists(),
+    reason="Node or the npm packages are missing (make test installs them)",
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with running_server(tmp_path_factory.mktemp("pusher")) as proc:
+        yield proc
+
+
+def new_app(server: ServerProcess, **settings: Any) -> Json:
+    """A numeric app id, as some Pusher libraries require; settings applied by the admin."""
+    app = server.create_app(name="pusher", app_id=str(int(time.time() * 1e6) % 10**12))
+    if settings:
+        r = httpx.put(
+            f"{server.base_url}/api/applications/{app['app_id']}",
+            json=settings,
+            headers=server.admin_headers(),
+        )
+        assert r.status_code == 200, r.text
+    return app
+
+
+def lib(server: ServerProcess, app: Json, *, secret: str | None = None) -> pusher.Pusher:
+    return pusher.Pusher(
+        app_id=str(app["app_id"]),
+        key=str(app["client_api_key"]),
+        secret=secret or str(app["app_secret"]),
+        host="127.0.0.1",
+        port=server.port,
+        ssl=False,
+    )
+
+
+@contextlib.asynccontextmanager
+async def start_pusher_js(
+    server: ServerProcess, app: Json, *, user: str = "js-user", secret: str | None = None
+) -> AsyncIterator[JsClient]:
+    proc = await asyncio.create_subprocess_exec(
+        "node",
+        str(JS_DIR / "pusher.mjs"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env={
+            **os.environ,
+            "XS_PORT": str(server.port),
+            "XS_KEY": str(app["client_api_key"]),
+            "XS_SECRET": secret or str(app["app_secret"]),
+            "XS_USER": user,
+        },
+        cwd=JS_DIR,
+    )
+    try:
+        yield JsClient(proc)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+async def subscribed(client: JsClient, channel: str) -> Json:
+    await client.send("subscribe", channel=channel)
+    return await client.next("subscribed", lambda e: e["channel"] == channel)
+
+
+# --- WebSocket: connection, public channels, HTTP events ------------------------------------
+
+
+async def test_public_channel_gets_http_events(server: ServerProcess) -> None:
+    """connection_established gives a Pusher socket_id; events of the pusher library arrive
+    with their data as sent, on one channel or several."""
+    app = new_app(server)
+    async with start_pusher_js(server, app) as js:
+        connected = await js.next("connected")
+        assert re.fullmatch(r"\d+\.\d+", connected["socket_id"])
+        await subscribed(js, "my-channel")
+        api = lib(server, app)
+        assert await asyncio.to_thread(api.trigger, "my-channel", "my-event", {"n": 1}) == {}
+        got = await js.next("message")
+        assert (got["channel"], got["name"], got["data"]) == ("my-channel", "my-event", {"n": 1})
+        await asyncio.to_thread(api.trigger, ["other", "my-channel"], "text", "plain words")
+        got = await js.next("message")
+        assert (got["name"], got["data"]) == ("text", "plain words")
+
+
+async def test_socket_id_excludes_the_sender(server: ServerProcess) -> None:
+    app = new_app(server)
+    async with start_pusher_js(server, app) as a, start_pusher_js(server, app) as b:
+        a_id = (await a.next("connected"))["socket_id"]
+        await b.next("connected")
+        await subscribed(a, "room")
+        await subscribed(b, "room")
+        api = lib(server, app)
+        await asyncio.to_thread(api.trigger, "room", "first", {"n": 1}, a_id)
+        assert (await b.next("message"))["name"] == "first"
+        await asyncio.to_thread(api.trigger, "room", "second", {"n": 2})
+        # Events arrive in order: the first `a` sees is the second one.
+        assert (await a.next("message"))["name"] == "second"
+
+
+# --- private, presence, client events, sign-in --------------------------------------------------
+
+
+async def test_private_channel_needs_the_apps_signature(server: ServerProcess) -> None:
+    app = new_app(server)
+    async with (
+        start_pusher_js(server, app) as good,
+        start_pusher_js(server, app, secret="not-the-secret") as bad,
+    ):
+        await subscribed(good, "private-orders")
+        await bad.send("subscribe", channel="private-orders")
+        error = await bad.next("sub_error")
+        assert (error["type"], error["status"]) == ("AuthError", 401)
+        await asyncio.to_thread(lib(server, app).trigger, "private-orders", "paid", {"id": 7})
+        assert (await good.next("message"))["data"] == {"id": 7}
+        await bad.send("subscribe", channel="my-public")  # the connection is still usable
+        await bad.next("subscribed", lambda e: e["channel"] == "my-public")
+
+
+async def test_presence_members_users_and_counts(server: ServerProcess) -> None:
+    app = new_app(server)
+    api = lib(server, app)
+    async with start_pusher_js(server, app, user="ann") as ann:
+        first = await subscribed(ann, "presence-team")
+        assert first["members"] == {"count": 1, "ids": ["ann"]}
+        async with start_pusher_js(server, app, user="bob") as bob:
+            second = await subscribed(bob, "presence-team")
+            assert second["members"]["count"] == 2
+            assert sorted(second["members"]["ids"]) == ["ann", "bob"]
+            added = await ann.next("member_added")
+            assert added["id"] == "bob" and added["info"] == {"name": "name-bob"}
+            users = await asyncio.to_thread(api.users_info, "presence-team")
+            assert sorted(u["id"] for u in users["users"]) == ["ann", "bob"]
+            info = await asyncio.to_thread(
+                api.channel_info, "presence-team", ["user_count", "subscription_count"]
+            )
+            assert info == {"occupied": True, "user_count": 2, "subscription_count": 2}
+            listed = await asyncio.to_thread(api.channels_info, "presence-", ["user_count"])
+            assert listed == {"channels": {"presence-team": {"user_count": 2}}}
+            await bob.send("exit")
+            assert (await ann.next("member_removed"))["id"] == "bob"
+        assert [e["id"] for e in ann.seen("member_added")] == ["bob"]  # never itself
+
+
+async def test_client_events_only_where_the_app_allows_them(server: ServerProcess) -> None:
+    closed = new_app(server)
+    async with start_pusher_js(server, closed) as js:
+        await subscribed(js, "private-chat")
+        await js.send("trigger", channel="private-chat", name="client-typing", data={"x": 1})
+        error = await js.next("conn_error")
+        assert "not enabled" in error["message"]
+
+    app = new_app(server, pusher_client_events=True)
+    async with (
+        start_pusher_js(server, app, user="ann") as ann,
+        start_pusher_js(server, app, user="bob") as bob,
+    ):
+        await subscribed(ann, "presence-chat")
+        await subscribed(bob, "presence-chat")
+        await ann.send("trigger", channel="presence-chat", name="client-typing", data={"x": 1})
+        got = await bob.next("message")
+        assert (got["name"], got["data"]) == ("client-typing", {"x": 1})
+        # Rate-limited as Pusher does: 10 per second per connection, then 4301.
+        for i in range(25):
+            await ann.send("trigger", channel="presence-chat", name="client-burst", data={"i": i})
+        error = await ann.next("conn_error", lambda e: e["code"] == 4301)
+        assert "rate" in error["message"].lower() or "per second" in error["message"]
+        await bob.next("message", lambda e: e["name"] == "client-burst")
+        # The sender never gets its own client events back.
+        assert not [e for e in ann.seen("message") if e["name"].startswith("client-")]
+
+
+async def test_signin_and_terminate_connections(server: ServerProcess) -> None:
+    app = new_app(server)
+    async with start_pusher_js(server, app, user="carol") as js:
+        await js.next("connected")
+        await js.send("signin")
+        success = await js.next("signin_success")
+        assert json.loads(success["data"]["user_data"]) == {"id": "carol"}
+        await asyncio.to_thread(lib(server, app).terminate_user_connections, "carol")
+        error = await js.next("conn_error", lambda e: e["code"] == 4009)
+        assert error["code"] == 4009
+        await js.next("state", lambda e: e["current"] in ("disconnected", "failed"))
+
+
+# --- cross-protocol ----------------------------------------------------------------------------
+
+
+async def test_pusher_and_centrifuge_clients_share_channels(server: ServerProcess) -> None:
+    """A Pusher event reaches a centrifuge-python subscriber with tags.event; a Centrifuge
+    publication with tags.event reaches Pusher as that event, one without as `publication`;
+    subscriber counts count both kinds."""
+    app = new_app(server, pusher_client_events=True)
+    rec = Recorder()
+    token = realtime_token(server, app, "py-user", channels=["private-mixed"])
+    client = make_client(server, rec, token=token)
+    await client.connect()
+    try:
+        await rec.next("server_subscribed")
+        async with start_pusher_js(server, app, user="js") as js:
+            await subscribed(js, "private-mixed")
+            api = lib(server, app)
+            await asyncio.to_thread(api.trigger, "private-mixed", "from-pusher", {"a": 1})
+            pub = (await rec.next("server_publication")).pub
+            assert pub.data == {"a": 1} and pub.tags == {"event": "from-pusher"}
+            engine_api(
+                server,
+                app,
+                "publish",
+                {"channel": "private-mixed", "data": {"b": 2}, "tags": {"event": "from-cf"}},
+            )
+            assert (await js.next("message"))["name"] == "from-pusher"
+            got = await js.next("message")
+            assert (got["name"], got["data"]) == ("from-cf", {"b": 2})
+            engine_api(server, app, "publish", {"channel": "private-mixed", "data": [3]})
+            got = await js.next("message")
+            assert (got["name"], got["data"]) == ("publication", [3])
+            r = httpx.post(
+                f"{server.base_url}/api/broadcast",
+                json={"room": "private-mixed", "event": "seed", "data": {"c": 3}},
+                headers={"X-API-Key": str(app["api_key"])},
+            )
+            assert r.status_code == 200, r.text
+            assert r.json()["subscriber_count"] == 2
+            assert (await js.next("message"))["name"] == "seed"
+            await js.send("trigger", channel="private-mixed", name="client-hi", data={"d": 4})
+            ctx = await rec.next(
+                "server_publication", lambda c: c.pub.tags.get("event") == "client-hi"
+            )
+            assert ctx.pub.data == {"d": 4}
+            assert re.fullmatch(r"\d+\.\d+", ctx.pub.info.client)  # the Pusher socket_id
+            info = await asyncio.to_thread(
+                api.channel_info, "private-mixed", ["subscription_count"]
+            )
+            assert info == {"occupied": True, "subscription_count": 2}
+    finally:
+        await client.disconnect()
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+def signed(
+    app: Json, method: str, path: str, body: bytes = b"", **overrides: str
+) -> dict[str, str]:
+    params = {
+        "auth_key": str(app["client_api_key"]),
+        "auth_timestamp": str(int(time.time())),
+        "auth_version": "1.0",
+    }
+    if body:
+        params["body_md5"] = hashlib.md5(body).hexdigest()
+    params.update({k: v for k, v in overrides.items() if k != "auth_signature"})
+    text = "&".join(f"{k}={v}" for k, v in sorted(params.items()))
+    params["auth_signature"] = overrides.get(
+        "auth_signature",
+        hmac.new(
+            str(app["app_secret"]).encode(), f"{method}\n{path}\n{text}".encode(), hashlib.sha256
+        ).hexdigest(),
+    )
+    return params
+
+
+def test_http_api_refuses_bad_stale_and_replayed_signatures(server: ServerProcess) -> None:
+    app = new_app(server)
+    path = f"/apps/{app['app_id']}/events"
+    body = json.dumps({"name": "e", "channels": ["c"], "data": "{}"}).encode()
+    url = server.base_url + path
+
+    def post(params: dict[str, str], content: bytes = body) -> httpx.Response:
+        return httpx.post(url, params=params, content=content)
+
+    good = signed(app, "POST", path, body)
+    assert post(good).status_code == 200
+    replay = post(good)
+    assert replay.status_code == 401 and "Replayed" in replay.text
+    stale = post(signed(app, "POST", path, body, auth_timestamp=str(int(time.time()) - 700)))
+    assert stale.status_code == 401 and "Timestamp expired" in stale.text
+    wrong = post(signed(app, "POST", path, body, auth_signature="0" * 64))
+    assert wrong.status_code == 401 and wrong.text.strip() == "Invalid signature"
+    tampered = post(signed(app, "POST", path, body), content=body.replace(b'"e"', b'"f"'))
+    assert tampered.status_code == 401 and "body_md5" in tampered.text
+    other = dict(signed(app, "POST", path, body), auth_key="xc_not_a_key")
+    assert post(other).status_code == 401
+    assert str(app["app_secret"]) not in replay.text + stale.text + wrong.text
+    bad_json = b"{not json"
+    assert post(signed(app, "POST", path, bad_json), bad_json).status_code == 400
+    many = json.dumps({"name": "e", "channels": [f"c{i}" for i in range(101)], "data": ""})
+    r = post(signed(app, "POST", path, many.encode()), many.encode())
+    assert r.status_code == 400 and "100" in r.text
+    with pytest.raises(PusherBadAuth):
+        lib(server, app, secret="wrong").trigger("c", "e", {})
+
+
+async def test_malformed_frames_and_refused_connections(server: ServerProcess) -> None:
+    app = new_app(server)
+    base = f"ws://127.0.0.1:{server.port}/app/"
+    for url, code in (
+        (base + "xc_unknown?protocol=7", 4001),
+        (base + f"{app['client_api_key']}", 4008),
+        (base + f"{app['client_api_key']}?protocol=99", 4007),
+    ):
+        async with websockets.connect(url) as ws:
+            error = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert error["event"] == "pusher:error" and error["data"]["code"] == code
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 5)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == code
+
+    async with websockets.connect(base + f"{app['client_api_key']}?protocol=7") as ws:
+        hello = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert hello["event"] == "pusher:connection_established"
+        assert json.loads(hello["data"])["activity_timeout"] == 120
+        for frame in ("not json", "[]", '{"event": 5}', '{"event":"pusher:subscribe","data":1}'):
+            await ws.send(frame)
+            error = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert error["event"] == "pusher:error", frame
+        await ws.send('{"event":"pusher:bogus","data":{}}')
+        assert "Unsupported" in json.loads(await ws.recv())["data"]["message"]
+        await ws.send('{"event":"pusher:ping","data":{}}')
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["event"] == "pusher:pong"
