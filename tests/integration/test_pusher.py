@@ -12,6 +12,7 @@ import hmac
 import json
 import os
 import re
+import secrets
 import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -28,6 +29,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.integration.test_engine_js_client import JsClient
 from tests.support.clients import Recorder, engine_api, make_client, realtime_token
 from tests.support.server import ServerProcess, running_server
+from tests.support.services import REDIS_HOST, REDIS_PORT, ensure_service, postgres_database
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
 Json = dict[str, Any]
@@ -355,3 +357,56 @@ async def test_malformed_frames_and_refused_connections(server: ServerProcess) -
         assert "Unsupported" in json.loads(await ws.recv())["data"]["message"]
         await ws.send('{"event":"pusher:ping","data":{}}')
         assert json.loads(await asyncio.wait_for(ws.recv(), 5))["event"] == "pusher:pong"
+
+
+# --- two nodes ----------------------------------------------------------------------------------
+
+
+async def test_pusher_on_one_node_and_centrifuge_on_another(tmp_path: Path) -> None:
+    """Through one Redis broker: pusher-js on node 1 and centrifuge-python on node 2 see each
+    other's events, and either node counts both subscribers."""
+    ensure_service("redis")
+    env = {"XSHATHRA_BROKER_PREFIX": f"xs_pz_{secrets.token_hex(4)}"}
+    broker = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(postgres_database())
+        one = stack.enter_context(
+            running_server(tmp_path / "n1", database_url=url, broker_url=broker, env=env)
+        )
+        two = stack.enter_context(
+            running_server(
+                tmp_path / "n2",
+                database_url=url,
+                broker_url=broker,
+                env=env,
+                admin_key=one.admin_key,
+            )
+        )
+        app = new_app(one, pusher_client_events=True)
+        rec = Recorder()
+        token = realtime_token(two, app, "py", channels=["presence-both"])
+        client = make_client(two, rec, token=token)
+        await client.connect()
+        try:
+            await rec.next("server_subscribed")
+            async with start_pusher_js(one, app, user="js") as js:
+                await subscribed(js, "presence-both")
+                await js.send("trigger", channel="presence-both", name="client-up", data={"n": 1})
+                ctx = await rec.next("server_publication")
+                assert ctx.pub.tags == {"event": "client-up"} and ctx.pub.data == {"n": 1}
+                engine_api(
+                    two,
+                    app,
+                    "publish",
+                    {"channel": "presence-both", "data": {"n": 2}, "tags": {"event": "down"}},
+                )
+                got = await js.next("message")
+                assert (got["name"], got["data"]) == ("down", {"n": 2})
+                await asyncio.to_thread(lib(two, app).trigger, "presence-both", "via-2", "x")
+                assert (await js.next("message"))["name"] == "via-2"
+                info = await asyncio.to_thread(
+                    lib(two, app).channel_info, "presence-both", ["subscription_count"]
+                )
+                assert info == {"occupied": True, "subscription_count": 2}
+        finally:
+            await client.disconnect()

@@ -523,3 +523,16 @@ def test_control_and_broker_wire_decoders_never_crash(data: bytes) -> None:
     broker._topics = {b"topic": ref}
     for prefix in (b"", b"p", b"p1:e:", b"j", b"l"):
         broker._dispatch(b"topic", prefix + data)
+
+
+@settings(deadline=FAST)
+@given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+def test_pusher_event_decoder_only_refuses(frame: bytes) -> None:
+    """A Pusher client's message: decoded, or refused with PusherDecodeError."""
+    from xshathra.protocol import pusher as p
+
+    with contextlib.suppress(p.PusherDecodeError):
+        event = p.decode_event(frame)
+        for decode in (p.decode_subscribe, p.decode_unsubscribe, p.decode_signin):
+            with contextlib.suppress(p.PusherDecodeError):
+                decode(bytes(event.data))
