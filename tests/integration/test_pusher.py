@@ -6,6 +6,7 @@ delivery with centrifuge-python on the same channels, bad signatures and malform
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -72,7 +73,12 @@ def lib(server: ServerProcess, app: Json, *, secret: str | None = None) -> pushe
 
 @contextlib.asynccontextmanager
 async def start_pusher_js(
-    server: ServerProcess, app: Json, *, user: str = "js-user", secret: str | None = None
+    server: ServerProcess,
+    app: Json,
+    *,
+    user: str = "js-user",
+    secret: str | None = None,
+    master_key: str = "",
 ) -> AsyncIterator[JsClient]:
     proc = await asyncio.create_subprocess_exec(
         "node",
@@ -85,6 +91,7 @@ async def start_pusher_js(
             "XS_KEY": str(app["client_api_key"]),
             "XS_SECRET": secret or str(app["app_secret"]),
             "XS_USER": user,
+            "XS_MASTER_KEY": master_key,
         },
         cwd=JS_DIR,
     )
@@ -219,6 +226,37 @@ async def test_signin_and_terminate_connections(server: ServerProcess) -> None:
         error = await js.next("conn_error", lambda e: e["code"] == 4009)
         assert error["code"] == 4009
         await js.next("state", lambda e: e["current"] in ("disconnected", "failed"))
+
+
+async def test_encrypted_channel_relays_ciphertext(server: ServerProcess) -> None:
+    """The server only relays: pusher-js decrypts what the pusher library encrypted, and a
+    Centrifuge subscriber of the same channel sees nothing but nonce and ciphertext."""
+    app = new_app(server)
+    master = base64.b64encode(secrets.token_bytes(32)).decode()
+    channel = "private-encrypted-vault"
+    rec = Recorder()
+    client = make_client(server, rec, token=realtime_token(server, app, "py", channels=[channel]))
+    await client.connect()
+    try:
+        await rec.next("server_subscribed")
+        async with start_pusher_js(server, app, master_key=master) as js:
+            await subscribed(js, channel)
+            api = pusher.Pusher(
+                app_id=str(app["app_id"]),
+                key=str(app["client_api_key"]),
+                secret=str(app["app_secret"]),
+                host="127.0.0.1",
+                port=server.port,
+                ssl=False,
+                encryption_master_key_base64=master,
+            )
+            await asyncio.to_thread(api.trigger, channel, "secret", {"pin": 1234})
+            got = await js.next("message")
+            assert (got["name"], got["data"]) == ("secret", {"pin": 1234})
+            seen = (await rec.next("server_publication")).pub.data
+            assert set(seen) == {"nonce", "ciphertext"} and "1234" not in json.dumps(seen)
+    finally:
+        await client.disconnect()
 
 
 # --- cross-protocol ----------------------------------------------------------------------------
@@ -410,3 +448,38 @@ async def test_pusher_on_one_node_and_centrifuge_on_another(tmp_path: Path) -> N
                 assert info == {"occupied": True, "subscription_count": 2}
         finally:
             await client.disconnect()
+
+
+async def test_presence_member_limit(server: ServerProcess) -> None:
+    """100 members fill a presence channel; the 101st user is refused with LimitReached (4100)
+    while one more connection of a present user still joins."""
+    app = new_app(server)
+    url = f"ws://127.0.0.1:{server.port}/app/{app['client_api_key']}?protocol=7"
+
+    async def join(ws: Any, user: str) -> Json:
+        hello = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        socket_id = json.loads(hello["data"])["socket_id"]
+        channel_data = json.dumps({"user_id": user})
+        text = f"{socket_id}:presence-full:{channel_data}"
+        digest = hmac.new(
+            str(app["app_secret"]).encode(), text.encode(), hashlib.sha256
+        ).hexdigest()
+        subscribe = {
+            "channel": "presence-full",
+            "auth": f"{app['client_api_key']}:{digest}",
+            "channel_data": channel_data,
+        }
+        await ws.send(json.dumps({"event": "pusher:subscribe", "data": subscribe}))
+        answer: Json = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        return answer
+
+    async with contextlib.AsyncExitStack() as stack:
+        sockets = [await stack.enter_async_context(websockets.connect(url)) for _ in range(102)]
+        for i, ws in enumerate(sockets[:100]):
+            assert (await join(ws, f"u{i}"))["event"] == "pusher_internal:subscription_succeeded"
+        refused = await join(sockets[100], "u-extra")
+        assert refused["event"] == "pusher:subscription_error"
+        assert (refused["data"]["type"], refused["data"]["status"]) == ("LimitReached", 4100)
+        again = await join(sockets[101], "u7")  # a present user's second connection
+        assert again["event"] == "pusher_internal:subscription_succeeded"
+        assert json.loads(again["data"])["presence"]["count"] == 100

@@ -7,9 +7,11 @@
 //   XS_SECRET    the app's app_secret: channel and user auth are signed here, as the app's
 //                backend would sign them (a wrong secret gives a bad signature)
 //   XS_USER      the presence user id (default js-user)
+//   XS_MASTER_KEY  base64 encryption master key: private-encrypted- channels get their shared
+//                secret from it, as Pusher's server libraries derive it
 import Pusher from "pusher-js";
 import readline from "node:readline";
-import { createHmac } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
 
 const env = process.env;
 const emit = (event, fields = {}) => console.log(JSON.stringify({ event, ...fields }));
@@ -32,6 +34,12 @@ const pusher = new Pusher(env.XS_KEY, {
         text += `:${result.channel_data}`;
       }
       result.auth = `${env.XS_KEY}:${sign(text)}`;
+      if (channelName.startsWith("private-encrypted-")) {
+        const master = Buffer.from(env.XS_MASTER_KEY ?? "", "base64");
+        result.shared_secret = createHash("sha256")
+          .update(Buffer.concat([Buffer.from(channelName), master]))
+          .digest("base64");
+      }
       callback(null, result);
     },
   },
