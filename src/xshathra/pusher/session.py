@@ -8,6 +8,7 @@ never touches the socket; its frames are encoded by `protocol.pusher`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
@@ -54,7 +55,7 @@ def new_socket_id() -> str:
 
 
 class PusherSession(ClientSession):
-    __slots__ = ("_client_events", "_client_events_at", "members")
+    __slots__ = ("_client_events", "_client_events_at", "_opened", "members")
 
     def __init__(self, node: Node, transport: ClientTransport) -> None:
         super().__init__(node, transport)
@@ -64,6 +65,9 @@ class PusherSession(ClientSession):
         self.members: dict[str, dict[str, int]] = {}
         self._client_events = float(p.CLIENT_EVENTS_PER_SECOND)
         self._client_events_at = time.monotonic()
+        # Set once the connection is open or refused; made only for a client that sends before
+        # `connection_established` (pusher-js waits for it), so idle connections do not pay.
+        self._opened: asyncio.Event | None = None
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -74,6 +78,9 @@ class PusherSession(ClientSession):
         except Exception:
             log.exception("opening a Pusher connection failed")
             self._refuse(p.PusherCode.RECONNECT, "Internal error")
+        finally:
+            if self._opened is not None:
+                self._opened.set()
 
     async def _open(self, key: str, query: Mapping[str, str]) -> None:
         version = query.get("protocol")
@@ -148,8 +155,13 @@ class PusherSession(ClientSession):
             self.disconnect(p.PusherCode.OVER_CAPACITY, "Too many messages")
             return
         self.awaiting_pong = False  # any message shows the client is alive
+        if self.state is State.CONNECTING:
+            # Sent before `connection_established`: handled, in order, once the app is known.
+            if self._opened is None:
+                self._opened = asyncio.Event()
+            await self._opened.wait()
         if self.state is not State.CONNECTED:
-            return  # before connection_established: nothing can be asked yet
+            return
         try:
             event = p.decode_event(frame)
         except p.PusherDecodeError:
