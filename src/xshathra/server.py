@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import secrets
@@ -52,6 +53,13 @@ from xshathra.webhooks.dispatcher import WebhookDispatcher
 from xshathra.webhooks.events import WebhookEvents
 
 log = logging.getLogger("xshathra.server")
+
+
+async def pusher_keys(db: Database, app_id: str) -> tuple[str, str] | None:
+    """What Pusher-format webhooks are signed with: the app's key and secret, as stored now."""
+    app = await db.apps.get_app(app_id)
+    return (app.client_api_key, app.app_secret) if app is not None else None
+
 
 HEALTH_TIMEOUT = 2.0
 _ADMIN_HASH_KEY = "admin_api_key_hash"
@@ -238,6 +246,7 @@ class Runtime:
             timeout=settings.webhook_timeout,
             connect_timeout=settings.webhook_connect_timeout,
             retry_base=settings.webhook_retry_base,
+            pusher_keys=functools.partial(pusher_keys, db),
             retention_days=settings.webhook_delivery_retention_days,
         )
         self.node = node = Node(

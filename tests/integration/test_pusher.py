@@ -29,6 +29,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.integration.test_engine_js_client import JsClient
 from tests.support.clients import Recorder, engine_api, make_client, realtime_token
+from tests.support.receiver import Receiver
 from tests.support.server import ServerProcess, running_server
 from tests.support.services import REDIS_HOST, REDIS_PORT, ensure_service, postgres_database
 
@@ -483,3 +484,48 @@ async def test_presence_member_limit(server: ServerProcess) -> None:
         again = await join(sockets[101], "u7")  # a present user's second connection
         assert again["event"] == "pusher_internal:subscription_succeeded"
         assert json.loads(again["data"])["presence"]["count"] == 100
+
+
+async def test_pusher_format_webhooks(server: ServerProcess) -> None:
+    """A webhook listing Pusher's event names gets Pusher's bodies, signed so that the pusher
+    library's `validate_webhook` accepts them."""
+    app = new_app(server, pusher_client_events=True)
+    names = ["channel_occupied", "channel_vacated", "member_added", "member_removed"]
+    with Receiver().running() as receiver:
+        r = httpx.post(
+            f"{server.base_url}/api/webhooks",
+            headers={"X-API-Key": str(app["api_key"])},
+            json={"url": receiver.url, "events": [*names, "client_event"]},
+        )
+        assert r.status_code == 201, r.text
+        async with start_pusher_js(server, app, user="ann") as ann:
+            await subscribed(ann, "presence-hook")
+            async with start_pusher_js(server, app, user="bob") as bob:
+                await subscribed(bob, "presence-hook")
+                await ann.next("member_added")
+                await bob.send("trigger", channel="presence-hook", name="client-wave", data=[1])
+                await ann.next("message")
+                await bob.send("exit")
+                await ann.next("member_removed")
+            await ann.send("exit")
+            await ann.next("bye")
+        requests = await asyncio.to_thread(receiver.wait_for, 7, 20.0)
+    api = lib(server, app)
+    events = []
+    for request in requests:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        checked = api.validate_webhook(
+            headers["x-pusher-key"], headers["x-pusher-signature"], request.body.decode()
+        )
+        assert checked is not None, request.body
+        events += checked["events"]
+    by_name: dict[str, list[Json]] = {}
+    for event in events:
+        by_name.setdefault(event["name"], []).append(event)
+    assert by_name["channel_occupied"] == [{"name": "channel_occupied", "channel": "presence-hook"}]
+    assert by_name["channel_vacated"] == [{"name": "channel_vacated", "channel": "presence-hook"}]
+    assert sorted(e["user_id"] for e in by_name["member_added"]) == ["ann", "bob"]
+    assert sorted(e["user_id"] for e in by_name["member_removed"]) == ["ann", "bob"]
+    (client_event,) = by_name["client_event"]
+    assert client_event["event"] == "client-wave" and json.loads(client_event["data"]) == [1]
+    assert client_event["user_id"] == "bob"

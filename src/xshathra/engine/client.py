@@ -506,7 +506,7 @@ class ClientSession:
                     self.writer.enqueue(frame)
                     last = max(last, offset)
 
-        node.subscription_added(self, ref)
+        node.subscription_added(self, sub)
         return result, finalize
 
     async def _position(
@@ -612,7 +612,7 @@ class ClientSession:
             # Shared state is best effort here (a shared presence store expires entries);
             # the local subscription is gone either way.
             log.warning("cleanup after unsubscribe failed: %s", type(exc).__name__)
-        self.node.subscription_removed(self, sub.ref)
+        self.node.subscription_removed(self, sub)
         return True
 
     async def server_unsubscribe(self, channel: str, code: UnsubscribeCode, reason: str) -> None:

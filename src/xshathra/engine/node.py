@@ -280,7 +280,7 @@ class Node:
         self, session: ClientSession, subs: list[Subscription], emptied: list[ChannelRef]
     ) -> None:
         for sub in subs:
-            self.subscription_removed(session, sub.ref)
+            self.subscription_removed(session, sub)
             try:
                 if sub.options.presence:
                     await self.presence_store.remove_presence(sub.ref, session.client_id)
@@ -317,18 +317,20 @@ class Node:
             await self.broker.unsubscribe(ref)
         await self._count_subscribers(ref)
 
-    def subscription_added(self, session: ClientSession, ref: ChannelRef) -> None:
+    def subscription_added(self, session: ClientSession, sub: Subscription) -> None:
         if self.events is None:
             return
+        user = session.sub_info(sub).user  # a Pusher presence member's own user id
         self._spawn(
-            self.events.lifecycle(ref, LifecycleEvent.USER_JOINED, session.user, session.client_id)
+            self.events.lifecycle(sub.ref, LifecycleEvent.USER_JOINED, user, session.client_id)
         )
 
-    def subscription_removed(self, session: ClientSession, ref: ChannelRef) -> None:
+    def subscription_removed(self, session: ClientSession, sub: Subscription) -> None:
         if self.events is None:
             return
+        user = session.sub_info(sub).user
         self._spawn(
-            self.events.lifecycle(ref, LifecycleEvent.USER_LEFT, session.user, session.client_id)
+            self.events.lifecycle(sub.ref, LifecycleEvent.USER_LEFT, user, session.client_id)
         )
 
     async def _ping_loop(self) -> None:

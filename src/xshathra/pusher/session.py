@@ -281,7 +281,7 @@ class PusherSession(ClientSession):
         sub.live = True
         for _, frame in node.hub.promote(ref, self):
             self.writer.enqueue(frame)
-        node.subscription_added(self, ref)
+        node.subscription_added(self, sub)
 
     async def _succeeded(self, channel: str, sub: Subscription) -> None:
         if not sub.options.presence:
