@@ -163,6 +163,17 @@ async def test_private_channel_needs_the_apps_signature(server: ServerProcess) -
         await bad.next("subscribed", lambda e: e["channel"] == "my-public")
 
 
+async def test_namespaced_channels_follow_their_namespace(server: ServerProcess) -> None:
+    """A Centrifuge namespace that asks a subscription token asks Pusher clients for the app's
+    signature (pusher-js sends none for such a name); `public:` lets anyone in."""
+    app = new_app(server)
+    async with start_pusher_js(server, app) as js:
+        await subscribed(js, "public:lobby")
+        await js.send("subscribe", channel="user:42")
+        error = await js.next("sub_error")
+        assert (error["channel"], error["status"]) == ("user:42", 401)
+
+
 async def test_presence_members_users_and_counts(server: ServerProcess) -> None:
     app = new_app(server)
     api = lib(server, app)

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 
 import msgspec
 
+from xshathra.engine.channels import NAMESPACE_SEPARATOR
 from xshathra.engine.client import (
     ClientSession,
     ClientTransport,
@@ -197,7 +198,7 @@ class PusherSession(ClientSession):
         if len(channel) > p.MAX_CHANNEL_NAME:
             self._sub_error(channel, "InvalidChannel", "Channel name too long", 400)
             return
-        if p.is_private(channel):
+        if self._needs_auth(channel):
             expected = p.channel_auth(
                 app.client_api_key,
                 app.app_secret,
@@ -219,6 +220,16 @@ class PusherSession(ClientSession):
             await self._join(channel, member, quiet=False)
         except ClientError as exc:
             self._sub_error(channel, "SubscriptionError", exc.message or "refused", 400)
+
+    def _needs_auth(self, channel: str) -> bool:
+        """`private-` and `presence-` channels, as in Pusher; and a namespaced channel (a name
+        Pusher itself never has) unless its namespace lets any client subscribe: the Centrifuge
+        side would ask a subscription token there, the app's signature is its equivalent."""
+        if p.is_private(channel):
+            return True
+        return (
+            NAMESPACE_SEPARATOR in channel and not self._options(channel).allow_subscribe_for_client
+        )
 
     def _sub_error(self, channel: str, kind: str, message: str, status: int) -> None:
         self.send_event(p.subscription_error(channel, kind, message, status))
@@ -291,6 +302,8 @@ class PusherSession(ClientSession):
         counts: dict[str, int] = {}
         members: dict[str, bytes] = {}
         for info in present.values():
+            if not info.user:
+                continue  # an anonymous Centrifuge client: no Pusher member
             counts[info.user] = counts.get(info.user, 0) + 1
             members.setdefault(info.user, info.chan_info)
         # The member list includes this connection, which never hears of its own join.
@@ -300,7 +313,7 @@ class PusherSession(ClientSession):
     def wants_join_leave(self, channel: str, info: ClientInfoData, join: bool) -> bool:
         """Told of a user's first connection joining and last leaving only, never of itself."""
         sub = self.subs.get(channel)
-        if sub is None or not sub.join_leave or info.client == self.client_id:
+        if sub is None or not sub.join_leave or info.client == self.client_id or not info.user:
             return False
         counts = self.members.setdefault(channel, {})
         held = counts.get(info.user, 0)
