@@ -145,8 +145,12 @@ class PusherSession(ClientSession):
             code if 4000 <= code < 4400 else int(_CLOSE_CODES.get(code, p.PusherCode.RECONNECT))
         )
         message = reason or "closed"
-        # pusher-js reads the code from `pusher:error` as well as from the close frame.
-        self.send_event(p.error_event(pusher_code, message))
+        if code == DisconnectCode.SLOW:
+            # Nothing more is queued for a client that does not read (as the engine does).
+            self.writer.close()
+        else:
+            # pusher-js reads the code from `pusher:error` as well as from the close frame.
+            self.send_event(p.error_event(pusher_code, message))
         super().disconnect(pusher_code, message)
 
     # --- messages -----------------------------------------------------------------------------
