@@ -28,6 +28,7 @@ MAX_BATCH_EVENTS = 10  # HTTP API: events of one batch
 MAX_EVENT_NAME = 200
 MAX_CHANNEL_NAME = 164
 CLIENT_EVENTS_PER_SECOND = 10
+MAX_CLIENT_EVENT_BYTES = 10 * 1024  # a client event's data, as Pusher limits it
 AUTH_TIMESTAMP_GRACE = 600  # seconds either side of now
 
 PRIVATE_PREFIX = "private-"

@@ -366,6 +366,13 @@ class PusherSession(ClientSession):
         if len(name) > p.MAX_EVENT_NAME:
             self.send_event(p.error_event(None, "Event name too long"))
             return
+        if len(data) > p.MAX_CLIENT_EVENT_BYTES:
+            self.send_event(
+                p.error_event(
+                    None, f"Client event data too large (at most {p.MAX_CLIENT_EVENT_BYTES} bytes)"
+                )
+            )
+            return
         try:
             payload = self.node.publication_data(data)
             await self.node.publish(

@@ -28,6 +28,10 @@ def events(transport: FakeTransport, name: str) -> list[Json]:
     return [m for m in transport.messages if m.get("event") == name]
 
 
+def error_message(message: Json) -> str:
+    return str(message["data"]["message"]) if message["event"] == "pusher:error" else ""
+
+
 async def opened(h: Harness, **query: str) -> tuple[PusherSession, PusherTransport]:
     transport = PusherTransport()
     session = PusherSession(h.node, transport)
@@ -127,3 +131,27 @@ async def test_engine_codes_close_with_pusher_codes(make_harness: MakeHarness) -
     session, transport = await opened(h)
     session.disconnect(DisconnectCode.NO_PONG)
     assert (await transport.wait_closed())[0] == 4201
+
+
+async def test_client_events_are_checked_before_they_go_out(make_harness: MakeHarness) -> None:
+    """Refused while the app does not allow them, past 10 KiB, and past 10 per second; a
+    refusal is a `pusher:error` and the connection stays."""
+    h = await make_harness()
+    session, transport = await opened(h)
+    auth = p.channel_auth(
+        h.app.client_api_key, h.app.app_secret, session.client_id, "private-c", None
+    )
+    send(session, "pusher:subscribe", {"channel": "private-c", "auth": auth})
+    await transport.wait_for(lambda m: m["event"] == "pusher_internal:subscription_succeeded")
+    send(session, "client-x", {}, "private-c")
+    await transport.wait_for(lambda m: "not enabled" in error_message(m))
+    assert session.app is not None
+    session.app = session.app.with_changes(pusher_client_events=True)
+    send(session, "client-x", {"blob": "x" * (11 * 1024)}, "private-c")
+    await transport.wait_for(lambda m: "too large" in error_message(m))
+    for i in range(12):
+        send(session, "client-x", {"i": i}, "private-c")
+    limited = await transport.wait_for(
+        lambda m: m["event"] == "pusher:error" and m["data"]["code"] == 4301
+    )
+    assert "per second" in limited["data"]["message"] and transport.closed is None
