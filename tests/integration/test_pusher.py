@@ -234,6 +234,11 @@ async def test_signin_and_terminate_connections(server: ServerProcess) -> None:
         await js.send("signin")
         success = await js.next("signin_success")
         assert json.loads(success["data"]["user_data"]) == {"id": "carol"}
+        # pusher-js subscribes to the user's own channel itself after signing in.
+        await js.next("user_channel_subscribed")
+        await asyncio.to_thread(lib(server, app).send_to_user, "carol", "note", {"hi": 1})
+        note = await js.next("user_message")
+        assert (note["name"], note["data"]) == ("note", {"hi": 1})
         await asyncio.to_thread(lib(server, app).terminate_user_connections, "carol")
         error = await js.next("conn_error", lambda e: e["code"] == 4009)
         assert error["code"] == 4009
@@ -405,6 +410,11 @@ async def test_malformed_frames_and_refused_connections(server: ServerProcess) -
             assert error["event"] == "pusher:error", frame
         await ws.send('{"event":"pusher:bogus","data":{}}')
         assert "Unsupported" in json.loads(await ws.recv())["data"]["message"]
+        # A user's own channel (`send_to_user`) is for that signed-in user only.
+        await ws.send('{"event":"pusher:subscribe","data":{"channel":"#server-to-user-dave"}}')
+        refused = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert refused["event"] == "pusher:subscription_error"
+        assert refused["data"]["status"] == 403
         await ws.send('{"event":"pusher:ping","data":{}}')
         assert json.loads(await asyncio.wait_for(ws.recv(), 5))["event"] == "pusher:pong"
 

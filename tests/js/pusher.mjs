@@ -57,7 +57,17 @@ pusher.connection.bind("error", (err) =>
   emit("conn_error", { type: err?.type ?? null, code: err?.data?.code ?? err?.error?.data?.code ?? null,
                         message: err?.data?.message ?? err?.error?.data?.message ?? null }),
 );
-pusher.bind("pusher:signin_success", (data) => emit("signin_success", { data }));
+pusher.bind("pusher:signin_success", (data) => {
+  emit("signin_success", { data });
+  // pusher-js subscribes the user's own channel itself; its answer is a network round trip
+  // away, so binding on the next tick is in time.
+  setImmediate(() =>
+    pusher.user.serverToUserChannel?.bind("pusher:subscription_succeeded", () =>
+      emit("user_channel_subscribed"),
+    ),
+  );
+});
+pusher.user.bind_global((name, data) => emit("user_message", { name, data }));
 
 const channels = {};
 function subscribe(name) {

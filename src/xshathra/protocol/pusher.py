@@ -35,6 +35,9 @@ PRIVATE_PREFIX = "private-"
 ENCRYPTED_PREFIX = "private-encrypted-"
 PRESENCE_PREFIX = "presence-"
 CLIENT_EVENT_PREFIX = "client-"
+# Where `send_to_user` events go: only the signed-in user may subscribe (pusher-js does it
+# itself after `pusher:signin`).
+SERVER_TO_USER_PREFIX = "#server-to-user-"
 # The event name a Centrifuge publication without `tags.event` has for Pusher clients (as
 # webhooks already name such publications, SPEC §5).
 DEFAULT_EVENT = "publication"

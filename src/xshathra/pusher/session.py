@@ -202,6 +202,12 @@ class PusherSession(ClientSession):
         if len(channel) > p.MAX_CHANNEL_NAME:
             self._sub_error(channel, "InvalidChannel", "Channel name too long", 400)
             return
+        if channel.startswith(p.SERVER_TO_USER_PREFIX):
+            if not self.user or channel != p.SERVER_TO_USER_PREFIX + self.user:
+                self._sub_error(channel, "AuthError", "Only the signed-in user", 403)
+                return
+            await self._join_checked(channel, None)
+            return
         if self._needs_auth(channel):
             expected = p.channel_auth(
                 app.client_api_key,
@@ -220,6 +226,9 @@ class PusherSession(ClientSession):
             except p.PusherDecodeError:
                 self._sub_error(channel, "AuthError", "Invalid channel_data", 400)
                 return
+        await self._join_checked(channel, member)
+
+    async def _join_checked(self, channel: str, member: p.ChannelData | None) -> None:
         try:
             await self._join(channel, member, quiet=False)
         except ClientError as exc:
