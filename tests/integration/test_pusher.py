@@ -24,7 +24,7 @@ import httpx
 import pusher
 import pytest
 import websockets
-from pusher.errors import PusherBadAuth
+from pusher.errors import PusherBadAuth, PusherForbidden
 from websockets.exceptions import ConnectionClosed
 
 from tests.integration.test_engine_js_client import JsClient
@@ -550,3 +550,20 @@ async def test_pusher_format_webhooks(server: ServerProcess) -> None:
     (client_event,) = by_name["client_event"]
     assert client_event["event"] == "client-wave" and json.loads(client_event["data"]) == [1]
     assert client_event["user_id"] == "bob"
+
+
+async def test_a_disabled_app_closes_and_refuses(server: ServerProcess) -> None:
+    """Disabling the app closes its Pusher connections with 4003 and its HTTP API answers 403
+    at once (the signed request is still checked first)."""
+    app = new_app(server)
+    async with start_pusher_js(server, app) as js:
+        await subscribed(js, "news")
+        r = httpx.put(
+            f"{server.base_url}/api/applications/{app['app_id']}",
+            json={"status": False},
+            headers=server.admin_headers(),
+        )
+        assert r.status_code == 200, r.text
+        assert (await js.next("conn_error", lambda e: e["code"] == 4003))["code"] == 4003
+    with pytest.raises(PusherForbidden):
+        lib(server, app).trigger("news", "e", {})

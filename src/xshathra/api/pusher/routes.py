@@ -81,7 +81,7 @@ def create_pusher_router(ctx: ServerContext) -> APIRouter:
         if app_id is None:  # a path without the app: the signed auth_key names it
             app = await ctx.db.apps.find_by_client_key(params.get("auth_key", ""))
         else:
-            app = await ctx.db.apps.get_app(app_id)
+            app = await ctx.app_keys.get_app(app_id)
         app = verify(app, request.method, request.url.path, params, body, seen)
         retry_after = await ctx.limiter.hit_app(app)
         if retry_after is not None:
