@@ -161,3 +161,27 @@ class LoadClient:
                 self.proc.kill()
                 await self.proc.wait()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class ClientGroup:
+    """Several load clients read as one (the cluster scenario's: one per node, each holding
+    its share of the connections): counters and latencies summed, CPU summed."""
+
+    def __init__(self, clients: list[LoadClient]) -> None:
+        self.clients = clients
+
+    async def stats(self) -> ClientStats:
+        parts = [await c.stats() for c in self.clients]
+        return ClientStats(
+            sum(p.received for p in parts),
+            sum(p.errors for p in parts),
+            sum(p.closed for p in parts),
+            [ns for p in parts for ns in p.latencies_ns],
+        )
+
+    def cpu_seconds(self) -> float:
+        return sum(c.cpu_seconds() for c in self.clients)
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.close()

@@ -2,7 +2,10 @@
 all disconnect, `messages` publications go out while they are away, then all n reconnect at
 once asking to recover from that position. Measured: the wall time until every client has
 its subscribe reply with `recovered: true` and all the missed publications, and each client's
-time from starting its connection to that point."""
+time from starting its connection to that point.
+
+Scenario "storm" is the same reconnect at several sizes (`storm`): the time until all have
+recovered, per client, against the smallest size's, which should stay near 1 (linear growth)."""
 
 from __future__ import annotations
 
@@ -76,10 +79,27 @@ async def subscribe_and_leave(
     )
     positions = [(c.epoch, c.offset) for c in clients]
     close_all(transports)
-    # The server must have dropped them before the publications they are to miss, or some
-    # would be delivered live to closing sockets instead of recovered.
-    await asyncio.sleep(1.0)
+    # The server must have dropped them all before the publications they are to miss (or
+    # some would be delivered live to closing sockets instead of recovered), and before the
+    # storm (or it would still be closing the old ones while taking on the new).
+    await wait_channel_empty(api)
     return positions
+
+
+async def subscribers(api: httpx.AsyncClient) -> int:
+    """The channel's subscriber count on the server (the `channels` server API command)."""
+    r = await api.post("/realtime/api/channels", json={"pattern": CHANNEL})
+    r.raise_for_status()
+    channels: dict[str, Any] = r.json()["result"]["channels"]
+    return int(channels.get(CHANNEL, {}).get("num_clients", 0))
+
+
+async def wait_channel_empty(api: httpx.AsyncClient, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while (left := await subscribers(api)) > 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{left} subscribers still on {CHANNEL} after the disconnect")
+        await asyncio.sleep(0.1)  # polled: the server says nothing when its last one goes
 
 
 async def come_back(
@@ -103,6 +123,20 @@ async def come_back(
     clients.append(client)
     await loop.create_connection(lambda: client, "127.0.0.1", port)
     return await asyncio.wait_for(done, TIMEOUT) - start, client.offsets
+
+
+async def storm(
+    stack: Stack, sizes: list[int], progress: Callable[[dict[str, Any]], dict[str, Any]]
+) -> dict[str, Any]:
+    """The reconnect of `recovery` at each size (a fresh server each), with the time per
+    client and its ratio to the smallest size's: near 1 means the storm grows linearly."""
+    runs = [progress(await recovery(stack, n)) for n in sorted(sizes)]
+    base = runs[0]["total_s"] / runs[0]["n"]
+    for r in runs:
+        per_client = r["total_s"] / r["n"]
+        r["ms_per_client"] = round(per_client * 1000, 3)
+        r["per_client_vs_smallest"] = round(per_client / base, 2)
+    return {"stack": stack.name, "sizes": runs}
 
 
 async def recovery(stack: Stack, n: int) -> dict[str, Any]:

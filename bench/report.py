@@ -13,6 +13,8 @@ TITLES = {
     "many": "Many channels: own channel each plus one shared (Xshathra only)",
     "idle": "Idle memory per connection",
     "recovery": "Recovery: reconnect after missed publications (Xshathra only)",
+    "cluster": "Cluster: 2 nodes on a shared broker against 1 node on the memory broker",
+    "storm": "Reconnect storm: all clients reconnect at once and recover (Xshathra only)",
 }
 
 
@@ -107,6 +109,66 @@ def recovery_table(results: dict[str, Any]) -> str:
     return _rows(header, rows)
 
 
+def cluster_table(results: dict[str, Any]) -> str:
+    """One ramp row per topology, then the ratios against one node (targets: deliveries
+    >= 0.8x, p50 at 100,000/s at most 1 ms above)."""
+    table = _rows(RAMP_HEADER, [_ramp_row(r["topology"], r) for r in results.values()])
+    rows = [
+        [
+            r["topology"],
+            f"{r['at_latency_rate']['target_deliveries_per_s']:,}",
+            r["vs_one_node"]["deliveries_ratio"],
+            r["vs_one_node"].get("p50_ms_above", "n/a"),
+            r["vs_one_node"].get("p99_ms_above", "n/a"),
+        ]
+        for r in results.values()
+        if "vs_one_node" in r
+    ]
+    # The latency columns of the table above are at this rate (the targets' 100,000/s, or
+    # half the one node's maximum where that is lower), not always at 100,000/s.
+    header = [
+        "topology",
+        "latency at deliveries/s",
+        "max deliveries / 1 node",
+        "p50 ms above 1 node",
+        "p99 ms above 1 node",
+    ]
+    return table + "\n" + _rows(header, rows)
+
+
+def storm_table(results: dict[str, Any]) -> str:
+    rows = [
+        [
+            f"{r['n']:,}",
+            r["total_s"],
+            r["ms_per_client"],
+            r["per_client_vs_smallest"],
+            r["p50_ms"],
+            r["p99_ms"],
+            f"{r['recovered']:,}",
+            f"{r['failed']:,}",
+            r["wrong_offset"],
+            r["server_cpu"],
+            r["client_cpu"],
+        ]
+        for r in results["sizes"]
+    ]
+    header = [
+        "clients",
+        "total s",
+        "ms/client",
+        "per client vs smallest N",
+        "p50 ms",
+        "p99 ms",
+        "recovered",
+        "failed",
+        "wrong offsets",
+        "server CPU",
+        "client CPU",
+    ]
+    return _rows(header, rows)
+
+
 def document(sections: dict[str, str]) -> str:
     """report.md: one section per scenario this run measured (see bench/README.md)."""
     parts = ["# Benchmark results\n"]
@@ -122,7 +184,11 @@ def _latency_rate_summary(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def summary(
-    fanout: dict[str, dict[int, Any]], many: dict[str, Any], recovery: dict[str, Any]
+    fanout: dict[str, dict[int, Any]],
+    many: dict[str, Any],
+    recovery: dict[str, Any],
+    cluster: dict[str, Any] | None = None,
+    storm: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Each stack's fan-out figures at N=1,000 (or the largest N run): the maximum, p99 at 70%
     of it and, where measured, p50/p99 at 100,000 deliveries/s; Xshathra's ratios to the
@@ -155,4 +221,11 @@ def summary(
     if "xshathra" in recovery:
         r = recovery["xshathra"]
         out["recovery"] = {k: r[k] for k in ("n", "total_s", "p99_ms", "failed")}
+    if cluster:
+        out["cluster"] = {k: r["vs_one_node"] for k, r in cluster.items() if "vs_one_node" in r}
+    if storm:
+        out["storm"] = [
+            {k: r[k] for k in ("n", "total_s", "ms_per_client", "per_client_vs_smallest", "failed")}
+            for r in storm["sizes"]
+        ]
     return out

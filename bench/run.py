@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import loadclient, profile, report, targets
-from bench.loadclient import LoadClient
-from bench.recovery import recovery
+from bench.cluster import BROKERS, broker_env
+from bench.loadclient import ClientGroup, LoadClient
+from bench.recovery import recovery, storm
 from bench.stacks import (
     BENCH,
     CLIENT_CORE,
@@ -47,6 +48,7 @@ from bench.stacks import (
     missing,
     rss_bytes,
     serving,
+    serving_nodes,
     xs_hello,
     xs_publish,
     xs_ready,
@@ -63,8 +65,10 @@ RATES = [25.0 * 2**i for i in range(12)]
 SAMPLE_EVERY = 50  # one connection in fifty times publications (latency)
 SHARED = "bench:shared"
 SHARED_EVERY = 10  # in the many-channels mix, every tenth publication goes to SHARED
-SCENARIOS = ("fanout", "many", "idle", "recovery")
-CHANNEL_ONLY = ("many", "recovery")  # scenarios the peers cannot run: they have no channels
+SCENARIOS = ("fanout", "many", "idle", "recovery", "cluster", "storm")
+DEFAULT_SCENARIOS = ("fanout", "many", "idle", "recovery")  # cluster and storm: asked for
+# The scenarios the peers cannot run: they have no channels.
+CHANNEL_ONLY = ("many", "recovery", "cluster", "storm")
 
 
 @dataclass
@@ -79,6 +83,19 @@ class Load:
 
 
 LoadFor = Callable[[Stack, dict[str, Any], int], Load]
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Where a measurement's server runs: one node (the default), or `nodes` nodes whose
+    environment (`env`) names one shared broker. The publisher posts to node 1; the clients
+    are split evenly over the nodes, one load client per node."""
+
+    nodes: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+
+
+ONE_NODE = Topology()
 
 
 def fanout_load(stack: Stack, ctx: dict[str, Any], n: int) -> Load:
@@ -167,9 +184,38 @@ async def start_client(
     )
 
 
+async def start_clients(
+    stack: Stack, ports: list[int], n: int, load: Load, sample_every: int
+) -> ClientGroup:
+    """n load connections split evenly over the nodes' ports (connection i keeps
+    `load.hellos[i % len(load.hellos)]` whichever node it lands on)."""
+    clients: list[LoadClient] = []
+    try:
+        for k, port in enumerate(ports):
+            first, last = n * k // len(ports), n * (k + 1) // len(ports)
+            hellos = load.hellos
+            if len(hellos) > 1:
+                hellos = [hellos[i % len(hellos)] for i in range(first, last)]
+            clients.append(
+                await start_client(
+                    stack,
+                    port,
+                    last - first,
+                    hellos,
+                    load.ready_marker,
+                    sample_every,
+                    path=load.path,
+                )
+            )
+    except BaseException:
+        await ClientGroup(clients).close()
+        raise
+    return ClientGroup(clients)
+
+
 async def ramp(
-    pid: int,
-    client: LoadClient,
+    pids: list[int],
+    client: LoadClient | ClientGroup,
     publisher: Publisher,
     rates: list[float],
     seconds: float = STEP_SECONDS,
@@ -180,7 +226,7 @@ async def ramp(
     for rate in rates:
         before = await client.stats()  # also drops the previous step's latencies
         failed0 = publisher.failed
-        cpu_s0, cpu_c0 = children_cpu(pid), client.cpu_seconds()
+        cpu_s0, cpu_c0 = servers_cpu(pids), client.cpu_seconds()
         cpu_p0, t0 = cpu_seconds(os.getpid()), time.monotonic()
         await publisher.run(rate, seconds)
         after = await client.stats()
@@ -190,7 +236,7 @@ async def ramp(
             {
                 "rate": rate,
                 "deliveries_per_s": round(deliveries),
-                "server_cpu": round((children_cpu(pid) - cpu_s0) / dt, 2),
+                "server_cpu": round((servers_cpu(pids) - cpu_s0) / dt, 2),
                 "client_cpu": round((client.cpu_seconds() - cpu_c0) / dt, 2),
                 "publisher_cpu": round((cpu_seconds(os.getpid()) - cpu_p0) / dt, 2),
                 "p50_ms": _pct(after.latencies_ns, 50),
@@ -206,6 +252,10 @@ async def ramp(
     return steps
 
 
+def servers_cpu(pids: list[int]) -> float:
+    return sum(children_cpu(pid) for pid in pids)
+
+
 async def measure(
     stack: Stack,
     n: int,
@@ -213,23 +263,24 @@ async def measure(
     load_for: LoadFor,
     seconds: float = STEP_SECONDS,
     profile_to: Path | None = None,
+    topology: Topology = ONE_NODE,
 ) -> dict[str, Any]:
-    """A fresh server, n clients as `load_for` says, then the rising-rate ramp. With
-    `profile_to`, one more step at the last rate with py-spy attached to the server (a step of
-    its own, so that sampling never weighs on the figures of the measured ones)."""
-    async with serving(stack, capacity_env(n)) as (port, proc, ctx):
+    """A fresh server (or cluster), n clients as `load_for` says, then the rising-rate ramp.
+    With `profile_to`, one more step at the last rate with py-spy attached to the server (a
+    step of its own, so that sampling never weighs on the figures of the measured ones)."""
+    env = {**capacity_env(n), **topology.env}
+    async with serving_nodes(stack, env, topology.nodes) as (ports, procs, ctx):
         load = load_for(stack, ctx, n)
-        client = await start_client(
-            stack, port, n, load.hellos, load.ready_marker, SAMPLE_EVERY, path=load.path
-        )
+        client = await start_clients(stack, ports, n, load, SAMPLE_EVERY)
         try:
             await asyncio.sleep(1.0)  # let the server finish the setup work before timing
-            publisher = Publisher(port, stack.publish_path, stack.headers(ctx), load.body)
+            publisher = Publisher(ports[0], stack.publish_path, stack.headers(ctx), load.body)
             try:
-                steps = await ramp(proc.pid, client, publisher, rates, seconds)
+                pids = [proc.pid for proc in procs]
+                steps = await ramp(pids, client, publisher, rates, seconds)
                 if profile_to is not None:
                     found, _ = await asyncio.gather(
-                        profile.record(proc.pid, PROFILE_SECONDS, profile_to),
+                        profile.record(pids[0], PROFILE_SECONDS, profile_to),
                         publisher.run(steps[-1]["rate"], PROFILE_SECONDS + 1),
                     )
                     profile_to.with_suffix(".md").write_text(found.markdown())
@@ -250,23 +301,30 @@ async def measure(
     }
 
 
-async def find_max(stack: Stack, n: int, load_for: LoadFor) -> dict[str, Any]:
+async def find_max(
+    stack: Stack, n: int, load_for: LoadFor, topology: Topology = ONE_NODE
+) -> dict[str, Any]:
     """The ramp, then latency at 70% of the maximum deliveries/s, on a fresh server with fresh
     clients so that the backlog of the saturated steps does not count against it.
 
     The 70% rate comes from the deliveries, not from the rate of the best step: the ramp
     doubles, so the best step can be up to twice past saturation, and 70% of its rate would
     still be overload (latency measured in a growing queue)."""
-    found = await measure(stack, n, RATES, load_for)
+    found = await measure(stack, n, RATES, load_for, topology=topology)
     target = 0.7 * found["max_deliveries_per_s"]
     rate = round(target / found["deliveries_per_publication"], 2)
-    at70 = (await measure(stack, n, [rate], load_for))["steps"][0]
+    at70 = (await measure(stack, n, [rate], load_for, topology=topology))["steps"][0]
     found["at_70pct"] = {"target_deliveries_per_s": round(target), **at70}
     return found
 
 
 async def at_latency_rate(
-    stack: Stack, n: int, found: dict[str, Any], out: Path, profiled: bool
+    stack: Stack,
+    n: int,
+    found: dict[str, Any],
+    out: Path,
+    profiled: bool,
+    topology: Topology = ONE_NODE,
 ) -> None:
     """Latency at the fixed rate of the latency targets (targets.LATENCY_RATE deliveries/s):
     a fresh server, one longer step. With `profiled`, Xshathra's server is then profiled at
@@ -278,7 +336,7 @@ async def at_latency_rate(
     profiled = profiled and stack.name == "xshathra"
     profile_to = out / f"profile-{stack.name}.txt" if profiled else None
     result = await measure(
-        stack, n, [targets.LATENCY_RATE / n], fanout_load, LATENCY_SECONDS, profile_to
+        stack, n, [targets.LATENCY_RATE / n], fanout_load, LATENCY_SECONDS, profile_to, topology
     )
     step = result["steps"][0]
     found["at_latency_rate"] = {"target_deliveries_per_s": targets.LATENCY_RATE, **step}
@@ -296,6 +354,48 @@ async def fanout(
             results.setdefault(stack.name, {})[n] = found
             progress(found)
     return results
+
+
+async def cluster(stack: Stack, n: int, brokers: list[str]) -> dict[str, Any]:
+    """Fan-out on two nodes sharing a broker (publisher on node 1, clients half on each),
+    against one node on the memory broker measured in the same run: the maximum, and the
+    latency at one rate for all (the targets' 100,000 deliveries/s, or half the one node's
+    maximum where that is lower, as on a loaded machine), and their ratios."""
+    base = await find_max(stack, n, fanout_load)
+    rate = min(targets.LATENCY_RATE, 0.5 * base["max_deliveries_per_s"]) / n
+    base["at_latency_rate"] = await latency_at(stack, n, rate, ONE_NODE)
+    results: dict[str, Any] = {"one_node_memory": progress({"topology": "1 node, memory", **base})}
+    for kind in brokers:
+        async with broker_env(kind) as env:
+            topology = Topology(2, env)
+            found = await find_max(stack, n, fanout_load, topology)
+            found["at_latency_rate"] = await latency_at(stack, n, rate, topology)
+        found["topology"] = f"2 nodes, {kind}"
+        found["vs_one_node"] = cluster_ratios(found, base)
+        results[f"two_nodes_{kind}"] = progress(found)
+    return results
+
+
+async def latency_at(stack: Stack, n: int, rate: float, topology: Topology) -> dict[str, Any]:
+    """One fixed-rate step on a fresh server (or cluster): its figures, with the rate asked
+    in deliveries/s."""
+    step = (await measure(stack, n, [rate], fanout_load, LATENCY_SECONDS, None, topology))["steps"][
+        0
+    ]
+    return {"target_deliveries_per_s": round(rate * n), **step}
+
+
+def cluster_ratios(found: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """The cluster's figures against one node's: deliveries/s as a ratio (target >= 0.8),
+    p50/p99 at the latency rate as milliseconds above (target: p50 at most 1 ms above)."""
+    ratios: dict[str, Any] = {
+        "deliveries_ratio": round(found["max_deliveries_per_s"] / base["max_deliveries_per_s"], 2)
+    }
+    mine, theirs = found.get("at_latency_rate", {}), base.get("at_latency_rate", {})
+    for key in ("p50_ms", "p99_ms"):
+        if mine.get(key) is not None and theirs.get(key) is not None:
+            ratios[f"{key}_above"] = round(mine[key] - theirs[key], 2)
+    return ratios
 
 
 async def many(stacks: list[Stack], n: int) -> dict[str, Any]:
@@ -354,6 +454,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--many-n", type=int, default=10_000)
     parser.add_argument("--idle-n", type=int, default=10_000)
     parser.add_argument("--recovery-n", type=int, default=1_000)
+    parser.add_argument("--cluster-n", type=int, default=1_000)
+    parser.add_argument(
+        "--cluster-brokers",
+        default=",".join(BROKERS),
+        help=f"comma-separated, of {','.join(BROKERS)}: the brokers the cluster scenario runs on",
+    )
+    parser.add_argument(
+        "--storm-n", default="1000,10000", help="comma-separated sizes of the reconnect storm"
+    )
     parser.add_argument(
         "--idle",
         type=int,
@@ -364,13 +473,18 @@ def parse_args() -> argparse.Namespace:
     )
     args = parser.parse_args()
     if args.scenarios is None:
-        args.scenarios = "fanout" if args.quick else ",".join(SCENARIOS)
+        args.scenarios = "fanout" if args.quick else ",".join(DEFAULT_SCENARIOS)
     args.scenarios = args.scenarios.split(",")
     if args.idle:
         args.idle_n = args.idle
         if "idle" not in args.scenarios:
             args.scenarios.append("idle")
-    unknown = (set(args.scenarios) - set(SCENARIOS)) | (set(args.stacks.split(",")) - set(STACKS))
+    args.cluster_brokers = args.cluster_brokers.split(",")
+    unknown = (
+        (set(args.scenarios) - set(SCENARIOS))
+        | (set(args.stacks.split(",")) - set(STACKS))
+        | (set(args.cluster_brokers) - set(BROKERS))
+    )
     if unknown:
         parser.error(f"unknown: {', '.join(sorted(unknown))}")
     args.sizes = [1000] if args.quick else [int(n) for n in args.fanout_n.split(",")]
@@ -440,11 +554,29 @@ async def main() -> None:
         }
         (out / "recovery.json").write_text(json.dumps(recovery_results, indent=2))
         sections["recovery"] = report.recovery_table(recovery_results)
+    xshathra = STACKS["xshathra"]
+    cluster_results: dict[str, Any] = {}
+    storm_results: dict[str, Any] = {}
+    if "cluster" in args.scenarios:
+        cluster_results = await cluster(xshathra, args.cluster_n, args.cluster_brokers)
+        (out / "cluster.json").write_text(json.dumps(cluster_results, indent=2))
+        sections["cluster"] = report.cluster_table(cluster_results)
+    if "storm" in args.scenarios:
+        sizes = [int(n) for n in args.storm_n.split(",")]
+        storm_results = await storm(xshathra, sizes, progress)
+        (out / "storm.json").write_text(json.dumps(storm_results, indent=2))
+        sections["storm"] = report.storm_table(storm_results)
     sections = {"targets": targets.table(targets.check(fanout_results, idle_results)), **sections}
     if profiled.exists():
         sections["profile"] = profiled.read_text()
     (out / "report.md").write_text(report.document(sections))
-    print(json.dumps(report.summary(fanout_results, many_results, recovery_results)))
+    print(
+        json.dumps(
+            report.summary(
+                fanout_results, many_results, recovery_results, cluster_results, storm_results
+            )
+        )
+    )
 
 
 def chart_fanout(results: dict[str, dict[int, Any]], out: Path) -> None:

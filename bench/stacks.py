@@ -383,34 +383,78 @@ async def serving(
     stack: Stack, extra_env: dict[str, str] | None = None
 ) -> AsyncIterator[tuple[int, subprocess.Popen[bytes], dict[str, Any]]]:
     """Run one stack's server pinned to the server core; yields (port, process, app context)."""
-    port = free_port()
+    async with serving_nodes(stack, extra_env) as (ports, procs, ctx):
+        yield ports[0], procs[0], ctx
+
+
+@contextlib.asynccontextmanager
+async def serving_nodes(
+    stack: Stack,
+    extra_env: dict[str, str] | None = None,
+    count: int = 1,
+    database_url: str | None = None,
+) -> AsyncIterator[tuple[list[int], list[subprocess.Popen[bytes]], dict[str, Any]]]:
+    """`count` nodes of one stack, all pinned to the server core, sharing the admin key and
+    the database (by default one SQLite file in WAL mode, which several nodes may open); with
+    more than one, `extra_env` must name a shared broker. Node 1 starts first and the
+    application is set up through it before the others start, so that the database's
+    migrations run once. Yields (ports, processes, app context)."""
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-{stack.name}-"))
     admin = "adm_" + secrets.token_hex(16)  # 32+ bytes: a weak admin key stops the start
     env = {
         **os.environ,
         "XSHATHRA_ADMIN_API_KEY": admin,
-        "XSHATHRA_DATABASE_URL": f"sqlite:///{tmp / 'b.db'}",
+        "XSHATHRA_DATABASE_URL": database_url or f"sqlite:///{tmp / 'b.db'}",
         **stack.env,
         **(extra_env or {}),
     }
-    proc = subprocess.Popen(
-        ["taskset", "-c", SERVER_CORE, *stack.command(port, tmp)],
-        env=env,
-        cwd=tmp,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    ports: list[int] = []
+    procs: list[subprocess.Popen[bytes]] = []
     try:
-        await wait_port(port)
-        yield port, proc, await _setup(stack, port, admin)
+        ctx: dict[str, Any] = {}
+        for i in range(count):
+            port = free_port()
+            node_dir = tmp / f"node{i + 1}"
+            node_dir.mkdir()
+            procs.append(
+                subprocess.Popen(
+                    ["taskset", "-c", SERVER_CORE, *stack.command(port, node_dir)],
+                    env=env,
+                    cwd=node_dir,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            ports.append(port)
+            await wait_port(port)
+            if i == 0:
+                ctx = await _setup(stack, port, admin)
+            else:
+                await _healthy(port)
+        yield ports, procs, ctx
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def _healthy(port: int) -> None:
+    """Until the node's health endpoint answers 200 (its database and broker are up)."""
+    import httpx
+
+    async with httpx.AsyncClient() as http:
+        for _ in range(300):
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(f"http://127.0.0.1:{port}/realtime/health")).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"node on port {port} never became healthy")
 
 
 async def _setup(stack: Stack, port: int, admin: str) -> dict[str, Any]:
