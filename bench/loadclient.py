@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.stacks import BENCH, CONNECT_BATCH, cpu_seconds
+from bench.stacks import BENCH, CONNECT_BATCH, cpu_seconds, sources_for
 
 SOURCE = BENCH / "loadclient" / "loadclient.c"
 BINARY = BENCH / ".build" / "loadclient"
@@ -116,6 +116,8 @@ class LoadClient:
                 **os.environ,
                 "LOADCLIENT_DEFLATE": "1" if deflate else "0",
                 "LOADCLIENT_PROTOBUF": "1" if protobuf else "0",
+                # Past ~28,000 connections one source address runs out of ports.
+                "LOADCLIENT_SOURCES": str(sources_for(n)),
             },
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,

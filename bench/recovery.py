@@ -27,6 +27,7 @@ from bench.stacks import (
     cpu_seconds,
     open_clients,
     serving,
+    source_address,
     xs_hello,
 )
 from bench.wsclient import RecoveryClient
@@ -108,6 +109,7 @@ async def come_back(
     position: tuple[str, int],
     start: float,
     clients: list[RecoveryClient],
+    local_addr: tuple[str, int] | None = None,
 ) -> tuple[float, list[int]]:
     """One client reconnecting with a recovering subscribe: its seconds from `start` to
     recovered, and the offsets of the publications it got (a list that grows should more
@@ -121,7 +123,7 @@ async def come_back(
         "127.0.0.1", XS_PATH, hello, CHANNEL, done, expect=MESSAGES, need_recovered=True
     )
     clients.append(client)
-    await loop.create_connection(lambda: client, "127.0.0.1", port)
+    await loop.create_connection(lambda: client, "127.0.0.1", port, local_addr=local_addr)
     return await asyncio.wait_for(done, TIMEOUT) - start, client.offsets
 
 
@@ -151,7 +153,10 @@ async def recovery(stack: Stack, n: int) -> dict[str, Any]:
         clients: list[RecoveryClient] = []
         start = time.monotonic()
         outcomes = await asyncio.gather(
-            *(come_back(port, ctx, p, start, clients) for p in positions),
+            *(
+                come_back(port, ctx, p, start, clients, source_address(i, n))
+                for i, p in enumerate(positions)
+            ),
             return_exceptions=True,
         )
         total = time.monotonic() - start

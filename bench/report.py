@@ -120,6 +120,7 @@ def cluster_table(results: dict[str, Any]) -> str:
             r["vs_one_node"]["deliveries_ratio"],
             r["vs_one_node"].get("p50_ms_above", "n/a"),
             r["vs_one_node"].get("p99_ms_above", "n/a"),
+            _publish_errors(r),
         ]
         for r in results.values()
         if "vs_one_node" in r
@@ -132,8 +133,15 @@ def cluster_table(results: dict[str, Any]) -> str:
         "max deliveries / 1 node",
         "p50 ms above 1 node",
         "p99 ms above 1 node",
+        "failed publishes",
     ]
     return table + "\n" + _rows(header, rows)
+
+
+def _publish_errors(r: dict[str, Any]) -> int:
+    """Publications the server refused or failed in every step of a topology's runs."""
+    steps = [*r["steps"], r["at_70pct"], r.get("at_latency_rate", {})]
+    return sum(int(step.get("publish_errors", 0)) for step in steps)
 
 
 def storm_table(results: dict[str, Any]) -> str:

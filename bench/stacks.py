@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import jwt
 
@@ -37,6 +37,21 @@ XS_PATH = "/realtime/connection/websocket"
 SOCKETIO_PATH = "/socket.io/?EIO=4&transport=websocket"
 CONNECT_BATCH = 500  # connections opened at once: more can overflow a listen backlog
 READY_TIMEOUT = 120.0
+# Connections one 127.0.0.x source address takes towards one server port: the ephemeral range
+# (32768-60999 by default) holds about 28,000. Above this many clients, connection i leaves from
+# 127.0.0.(1 + i % sources), which loopback answers (the whole of 127/8 is local).
+PER_SOURCE = 25_000
+
+
+def sources_for(n: int) -> int:
+    """How many 127.0.0.x source addresses n connections to one port need (1: no binding)."""
+    return -(-n // PER_SOURCE)
+
+
+def source_address(i: int, n: int) -> tuple[str, int] | None:
+    """Connection i's local address among n (None: the kernel's choice, as below PER_SOURCE)."""
+    sources = sources_for(n)
+    return None if sources == 1 else (f"127.0.0.{1 + i % sources}", 0)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -282,7 +297,10 @@ async def open_clients(
         for i in range(start, min(n, start + batch)):
             ready: asyncio.Future[Any] = loop.create_future()
             transport, _ = await loop.create_connection(
-                functools.partial(factory, i, ready), "127.0.0.1", port
+                functools.partial(factory, i, ready),
+                "127.0.0.1",
+                port,
+                local_addr=source_address(i, n),
             )
             transports.append(transport)
             waits.append(ready)
@@ -334,7 +352,7 @@ class Publisher:
         self.port, self.path, self.headers, self.body = port, path, headers, body
         self.queue: asyncio.Queue[None] = asyncio.Queue(maxsize=10_000)
         self.sent = 0
-        self.failed = 0  # non-2xx answers: a rate limit or a refused publication
+        self.failed = 0  # non-2xx or `error` answers: a rate limit, a refused publication
         self.skipped = 0  # not sent: the server answered too slowly for the asked rate
         self.workers = [asyncio.create_task(self._worker()) for _ in range(connections)]
 
@@ -355,9 +373,11 @@ class Publisher:
             for line in head.split(b"\r\n"):
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":")[1])
-            await reader.readexactly(length)
+            answer = await reader.readexactly(length)
             self.sent += 1
-            if not head.startswith(b"HTTP/1.1 2"):
+            # The server API answers a failed command with 200 and an `error` object, as
+            # Centrifugo's does: that is a failed publication too.
+            if not head.startswith(b"HTTP/1.1 2") or answer.startswith(b'{"error"'):
                 self.failed += 1
 
     async def run(self, rate: float, seconds: float) -> None:
@@ -416,15 +436,18 @@ async def serving_nodes(
             port = free_port()
             node_dir = tmp / f"node{i + 1}"
             node_dir.mkdir()
+            log = _log_file(f"{stack.name}-{port}.log")
             procs.append(
                 subprocess.Popen(
                     ["taskset", "-c", SERVER_CORE, *stack.command(port, node_dir)],
                     env=env,
                     cwd=node_dir,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
                 )
             )
+            if not isinstance(log, int):
+                log.close()  # the server holds its own copy
             ports.append(port)
             await wait_port(port)
             if i == 0:
@@ -442,6 +465,17 @@ async def serving_nodes(
                 proc.kill()
                 proc.wait()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _log_file(name: str) -> int | IO[bytes]:
+    """Where a server's output goes: nowhere, or with BENCH_LOGS=<dir> a file there (to see
+    why a server refused or failed something; logging costs the server time, so not in a
+    measured run)."""
+    folder = os.environ.get("BENCH_LOGS")
+    if not folder:
+        return subprocess.DEVNULL
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return (Path(folder) / name).open("ab")
 
 
 async def _healthy(port: int) -> None:

@@ -79,6 +79,7 @@ static size_t nlatencies, caplatencies;
 
 static struct conn *conns;
 static long nconns, nready, batch;  /* batch: connections opened at once (see usage) */
+static long sources = 1;  /* LOADCLIENT_SOURCES: 127.0.0.x source addresses to spread over */
 static int running;  /* every connection was taken on: failures count instead of ending us */
 static int ep;
 static uint8_t *rbuf, *scratch;
@@ -255,6 +256,21 @@ static void start_upgrade(struct conn *c) {
     send_bytes(c, (const uint8_t *)request, (size_t)n);
 }
 
+/* Connection i leaves from 127.0.0.(1 + i % sources): one source address has about 28,000
+ * ephemeral ports towards one server port, so 100,000 connections need several. Loopback
+ * answers the whole of 127/8. The port is left to connect (IP_BIND_ADDRESS_NO_PORT), which
+ * picks it per destination rather than reserving it on bind. */
+static void bind_source(int fd, long i) {
+    if (addr->ai_family != AF_INET)
+        die("%s", "LOADCLIENT_SOURCES needs an IPv4 server address (127.0.0.1)");
+    int one = 1;
+    setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    struct sockaddr_in src = {.sin_family = AF_INET, .sin_port = 0};
+    src.sin_addr.s_addr = htonl(0x7F000001u + (uint32_t)(i % sources));
+    if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0)
+        die("bind to a 127.0.0.x source: %s", strerror(errno));
+}
+
 static void open_conn(struct conn *c, long i, int sample) {
     c->sample = sample;
     c->fd = socket(addr->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -268,6 +284,8 @@ static void open_conn(struct conn *c, long i, int sample) {
     struct epoll_event ev = {.events = c->events, .data.ptr = c};
     if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0)
         die("epoll_ctl: %s", strerror(errno));
+    if (sources > 1)
+        bind_source(c->fd, i);
     if (connect(c->fd, addr->ai_addr, addr->ai_addrlen) == 0)
         start_upgrade(c);
     else if (errno != EINPROGRESS)
@@ -640,7 +658,8 @@ static void usage(void) {
             "  is answered with ANSWER; READY in a payload means the connection is taken on.\n"
             "  PING, READY may be empty (no ping; ready at the upgrade). Connections open\n"
             "  BATCH at a time, each batch taken on before the next (more at once can\n"
-            "  overflow a listen backlog).\n");
+            "  overflow a listen backlog). LOADCLIENT_SOURCES=K spreads connections over\n"
+            "  the source addresses 127.0.0.1 to 127.0.0.K (past ~28,000 connections).\n");
     exit(2);
 }
 
@@ -662,6 +681,9 @@ int main(int argc, char **argv) {
     if (deflate_on && inflateInit2(&inflater, -15) != Z_OK)
         die("%s", "zlib: inflateInit2 failed");
     protobuf = getenv("LOADCLIENT_PROTOBUF") && strcmp(getenv("LOADCLIENT_PROTOBUF"), "1") == 0;
+    sources = getenv("LOADCLIENT_SOURCES") ? atol(getenv("LOADCLIENT_SOURCES")) : 1;
+    if (sources < 1 || sources > 250)
+        die("%s", "LOADCLIENT_SOURCES must be 1 to 250");
     if (nconns <= 0 || sample_every < 0 || batch <= 0)
         usage();
 
