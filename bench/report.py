@@ -112,7 +112,11 @@ def recovery_table(results: dict[str, Any]) -> str:
 def cluster_table(results: dict[str, Any]) -> str:
     """One ramp row per topology, then the ratios against one node (targets: deliveries
     >= 0.8x, p50 at 100,000/s at most 1 ms above)."""
-    table = _rows(RAMP_HEADER, [_ramp_row(r["topology"], r) for r in results.values()])
+    measured = [r for r in results.values() if "failed" not in r]
+    table = _rows(RAMP_HEADER, [_ramp_row(r["topology"], r) for r in measured])
+    table += "".join(
+        f"\n{r['topology']}: failed: {r['failed']}\n" for r in results.values() if "failed" in r
+    )
     rows = [
         [
             r["topology"],
