@@ -24,9 +24,13 @@ def _mask(payload: bytes) -> bytes:
     return header + key + masked
 
 
-def split_frames(buf: bytes) -> tuple[list[bytes], bytes]:
-    """The complete frames' payloads at the start of `buf`, and the incomplete rest."""
-    payloads: list[bytes] = []
+CLOSE = 0x8  # the close frame's opcode
+
+
+def split_frames(buf: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """The complete frames at the start of `buf` as (opcode, payload), and the incomplete
+    rest."""
+    payloads: list[tuple[int, bytes]] = []
     pos, n = 0, len(buf)
     while n - pos >= 2:
         length = buf[pos + 1] & 0x7F
@@ -43,7 +47,7 @@ def split_frames(buf: bytes) -> tuple[list[bytes], bytes]:
             head = 10
         if n - pos < head + length:
             break
-        payloads.append(buf[pos + head : pos + head + length])
+        payloads.append((buf[pos] & 0x0F, buf[pos + head : pos + head + length]))
         pos += head + length
     return payloads, buf[pos:]
 
@@ -94,8 +98,11 @@ class WsConnection(asyncio.Protocol):
         self.frames(buf)
 
     def frames(self, buf: bytes) -> None:
-        payloads, self.buffer = split_frames(buf)
-        for payload in payloads:
+        frames, self.buffer = split_frames(buf)
+        for opcode, payload in frames:
+            if opcode == CLOSE:
+                self.closed_by_server(payload)
+                return
             self.message(payload)
 
     def opened(self, rest: bytes) -> None:
@@ -107,6 +114,10 @@ class WsConnection(asyncio.Protocol):
 
     def message(self, payload: bytes) -> None:
         """One complete (unfragmented) frame's payload."""
+
+    def closed_by_server(self, payload: bytes) -> None:
+        """A close frame: its payload is the code (2 bytes) and the reason."""
+        self.close()
 
 
 class RecoveryClient(WsConnection):
@@ -137,6 +148,11 @@ class RecoveryClient(WsConnection):
 
     def refused(self, response: str) -> None:
         self._fail(f"upgrade refused: {response.splitlines()[0] if response else ''}")
+
+    def closed_by_server(self, payload: bytes) -> None:
+        code = struct.unpack_from("!H", payload)[0] if len(payload) >= 2 else 0
+        self._fail(f"closed by the server: {code} {payload[2:].decode(errors='replace')}")
+        self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(f"connection lost ({exc or 'closed by server'})")
