@@ -126,6 +126,9 @@ def engine_options(settings: Settings) -> EngineOptions:
         presence_ttl=settings.presence_ttl,
         connect_timeout=settings.connect_timeout,
         expired_close_delay=settings.expired_close_delay,
+        node_stats_interval=settings.node_stats_interval,
+        cluster_query_timeout=settings.cluster_query_timeout,
+        access_rules_ttl=settings.access_rules_ttl,
         max_header_bytes=settings.max_header_bytes,
         preconnect_max_bytes=settings.preconnect_max_bytes,
     )
@@ -250,6 +253,7 @@ class Runtime:
                 db, dispatcher, max_pending_per_app=settings.webhook_max_pending_per_app
             ),
             node_id=node_id,
+            access=db.access,
         )
         await node.start()
         await analytics.start()

@@ -74,6 +74,14 @@ class Settings(BaseSettings):
     # Clients refresh tokens when their ttl runs out; this grace (as Centrifugo's
     # client_expired_close_delay) lets the refresh arrive before the connection is closed.
     expired_close_delay: float = 25.0
+    # Every node publishes its counts this often (seconds); `info` and the cluster-wide
+    # max_connections quota read the latest of each node, which counts as gone after three.
+    node_stats_interval: float = Field(default=3.0, gt=0)
+    # How long `channels` and `connections` wait for the other nodes' answers (seconds).
+    cluster_query_timeout: float = Field(default=1.0, gt=0)
+    # Each node re-reads an app's access rules (blocked users, revoked tokens) this often;
+    # changes reach every node at once through the broker, this bounds a lost message.
+    access_rules_ttl: float = Field(default=30.0, gt=0)
     token_rate_limit: int = 100  # per minute per client IP on the token endpoints
     default_app_rate_limit: int = 1000  # per minute per app on the HTTP API
     # The highest rate_limit an app may set with its own key (the admin key may set any).

@@ -39,6 +39,15 @@ from xshathra.tenancy.tokens import ConnectionClaims, TokenError, TokenExpiredEr
 if TYPE_CHECKING:
     from xshathra.engine.node import Node
 
+
+def refusal_code(reason: str) -> DisconnectCode:
+    """The disconnect code for an access-rule refusal: a blocked user is told not to come
+    back (3503, force disconnect); a revoked token is an invalid token (3500)."""
+    if reason == "user is blocked":
+        return DisconnectCode.FORCE_NO_RECONNECT
+    return DisconnectCode.INVALID_TOKEN
+
+
 log = logging.getLogger("xshathra.client")
 
 
@@ -93,10 +102,12 @@ class ClientSession:
         "conn_info",
         "expires_at",
         "expiry_deadline",
+        "issued_at",
         "node",
         "state",
         "subs",
         "token_channels",
+        "token_id",
         "transport",
         "user",
         "writer",
@@ -113,6 +124,8 @@ class ClientSession:
         self.user = ""
         self.conn_info = b""
         self.token_channels: frozenset[str] = NO_CHANNELS
+        self.token_id = ""  # the connection token's jti
+        self.issued_at: int | None = None  # and its iat
         self.expires_at: int | None = None
         self.subs: dict[str, Subscription] = {}
         self.awaiting_pong = False
@@ -294,6 +307,11 @@ class ClientSession:
             raise DisconnectError(DisconnectCode.PERMISSION_DENIED, "application is disabled")
         if not _origin_allowed(app.allowed_domain, self.transport.origin):
             raise DisconnectError(DisconnectCode.PERMISSION_DENIED, "origin not allowed")
+        refusal = await node.access_refusal(
+            app.app_id, claims.user, claims.token_id, claims.issued_at
+        )
+        if refusal is not None:
+            raise DisconnectError(refusal_code(refusal), refusal)
         if self.closed:
             raise DisconnectError(DisconnectCode.CONNECTION_CLOSED)
         if node.hub.connection_count(app.app_id) >= node.options.max_connections_per_app:
@@ -304,6 +322,7 @@ class ClientSession:
         self.app, self.app_id, self.user = app, app.app_id, claims.user
         self.conn_info = claims.info or b""
         self.token_channels = frozenset(claims.channels) if claims.channels else NO_CHANNELS
+        self.token_id, self.issued_at = claims.token_id, claims.issued_at
         self.state = State.CONNECTED
         node.register(self, app_changes)
         try:
@@ -389,6 +408,12 @@ class ClientSession:
             raise DisconnectError(DisconnectCode.INVALID_TOKEN) from None
         if claims.user != self.user:
             raise DisconnectError(DisconnectCode.INVALID_TOKEN, "token is for another user")
+        refusal = await self.node.access_refusal(
+            self.app_id, claims.user, claims.token_id, claims.issued_at
+        )
+        if refusal is not None:
+            raise DisconnectError(refusal_code(refusal), refusal)
+        self.token_id, self.issued_at = claims.token_id, claims.issued_at
         if claims.info is not None:
             self.conn_info = claims.info
         self._set_expiry(claims.expires_at)

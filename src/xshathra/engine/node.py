@@ -23,11 +23,17 @@ import msgspec.structs
 from xshathra import __version__
 from xshathra.brokers import ClusterBroker
 from xshathra.engine.channels import is_valid_channel
-from xshathra.engine.client import ClientSession, State, Subscription
+from xshathra.engine.client import ClientSession, State, Subscription, refusal_code
+from xshathra.engine.cluster import Cluster
 from xshathra.engine.control import (
+    AccessChanged,
     AppChanged,
+    ConnectionSummary,
     ControlMessage,
     Disconnect,
+    NodeStats,
+    Query,
+    QueryReply,
     Refresh,
     Subscribe,
     Unsubscribe,
@@ -52,6 +58,7 @@ from xshathra.model import (
 from xshathra.presence import PresenceStore
 from xshathra.protocol import messages as m
 from xshathra.protocol.codes import DisconnectCode, ErrorCode, LifecycleEvent, UnsubscribeCode
+from xshathra.tenancy.access import AccessRules, AccessStore
 from xshathra.tenancy.apps import Application, AppStore, NamespaceOptions
 from xshathra.tenancy.tokens import TokenService
 
@@ -122,7 +129,7 @@ class AppInfo:
     num_subs: int
 
 
-class NodeStats:
+class Counters:
     """Plain counters for observability; read at scrape time, never locked."""
 
     __slots__ = ("delivered", "publications")
@@ -144,6 +151,7 @@ class Node:
         analytics: Analytics,
         events: ChannelEvents | None = None,
         node_id: str | None = None,
+        access: AccessStore | None = None,
     ) -> None:
         self.options = options
         self.broker = broker
@@ -152,7 +160,11 @@ class Node:
         self.tokens = tokens
         self.analytics = analytics
         self.events = events
-        self.stats = NodeStats()
+        self.access = access
+        # Each app's access rules (blocked users, revoked tokens), read once per
+        # `access_rules_ttl` and dropped by every AccessChanged: a connect checks them in memory.
+        self._rules: dict[AppId, tuple[float, AccessRules]] = {}
+        self.stats = Counters()
         self.hub = Hub()
         self.deadlines = Deadlines()  # connection expiries, swept once for all
         # One Application object per app with connections here, shared by its sessions.
@@ -172,6 +184,11 @@ class Node:
         self._background: set[asyncio.Task[None]] = set()
         # Last publication position seen per channel with local subscribers (gap detection).
         self._last_offsets: dict[ChannelRef, tuple[str, int]] = {}
+        self.cluster = Cluster(
+            self,
+            interval=options.node_stats_interval,
+            query_timeout=options.cluster_query_timeout,
+        )
         analytics.bind_online(self._online, self.hub.app_ids)
 
     async def start(self) -> None:
@@ -179,9 +196,11 @@ class Node:
         self._ping_task = self.loop.create_task(self._ping_loop())
         self._presence_task = self.loop.create_task(self._presence_loop())
         self.deadlines.start(self.loop)
+        self.cluster.start()
 
     def on_reconnect(self) -> None:
         """The broker lost messages while away: every subscriber resubscribes and recovers."""
+        self._rules.clear()  # an AccessChanged may have been among them
 
         async def resubscribe_all() -> None:
             for session in self.hub.all_connections():
@@ -211,6 +230,7 @@ class Node:
         """Disconnect every client with a reconnect code and stop background work."""
         for session in self.hub.all_connections():
             session.disconnect(DisconnectCode.SHUTDOWN)
+        await self.cluster.stop()
         for task in (self._ping_task, self._presence_task):
             if task is not None:
                 task.cancel()
@@ -378,6 +398,18 @@ class Node:
 
     async def _apply_control(self, msg: ControlMessage) -> None:
         app_id = AppId(msg.app_id)
+        if isinstance(msg, NodeStats):
+            self.cluster.on_stats(msg)
+            return
+        if isinstance(msg, Query):
+            await self.cluster.on_query(msg)
+            return
+        if isinstance(msg, QueryReply):
+            self.cluster.on_reply(msg)
+            return
+        if isinstance(msg, AccessChanged):
+            await self._access_changed(msg)
+            return
         if isinstance(msg, AppChanged):
             await self._app_changed(app_id)
             return
@@ -567,3 +599,140 @@ class Node:
     async def ping(self) -> None:
         """Raises if the broker cannot be reached (the health check)."""
         await self.broker.ping()
+
+    # --- the cluster ----------------------------------------------------------------------------
+
+    def local_stats(self, *, leaving: bool = False) -> NodeStats:
+        """This node's heartbeat (see engine.cluster)."""
+        return NodeStats(
+            app_id="",
+            name=self.name,
+            version=self.version,
+            uptime=int(time.time() - self.started_at),
+            apps={} if leaving else self.hub.app_stats(),
+            interval=self.options.node_stats_interval,
+            leaving=leaving,
+        )
+
+    def answer_query(self, query: Query) -> QueryReply:
+        """This node's share of a cluster query."""
+        app_id = AppId(query.app_id)
+        reply = QueryReply(app_id=app_id, query_id=query.query_id, to_node=query.origin_node)
+        reply.origin_node = self.node_id
+        if query.kind == "channels":
+            reply.channels = self.hub.channels(app_id)
+        elif query.kind == "connections":
+            sessions = (
+                self.hub.user_connections(app_id, query.user)
+                if query.user
+                else self.hub.app_connections(app_id)
+            )
+            reply.connections = {
+                s.client_id: ConnectionSummary(
+                    user=s.user,
+                    transport=getattr(s.transport, "name", "websocket"),
+                    protocol=s.transport.codec.name,
+                    channels=list(s.subs),
+                    token_id=s.token_id,
+                    issued_at=s.issued_at or 0,
+                )
+                for s in sessions
+                if s.state is State.CONNECTED
+            }
+        return reply
+
+    async def cluster_channels(self, app_id: AppId) -> dict[str, int]:
+        """The app's channels with subscribers on any live node, with their counts summed."""
+        total: dict[str, int] = {}
+        for reply in await self.cluster.query(app_id, "channels"):
+            for name, count in reply.channels.items():
+                total[name] = total.get(name, 0) + count
+        return total
+
+    async def cluster_connections(self, app_id: AppId, user: str) -> dict[str, ConnectionSummary]:
+        """The app's connections (of `user` only, when given) on every live node."""
+        found: dict[str, ConnectionSummary] = {}
+        for reply in await self.cluster.query(app_id, "connections", user):
+            found.update(reply.connections)
+        return found
+
+    def cluster_info(self, app_id: AppId) -> list[tuple[NodeStats, AppInfo]]:
+        """Every live node (this one first, counted now) with the app's share of it."""
+        mine = self.local_stats()
+        nodes = [(mine, self.app_info(app_id))]
+        nodes[0][0].origin_node = self.node_id
+        for stats in self.cluster.peers():
+            counts = stats.apps.get(app_id, (0, 0, 0, 0))
+            nodes.append((stats, AppInfo(*counts)))
+        return nodes
+
+    def cluster_connection_count(self, app_id: AppId) -> int:
+        """The app's connections here (now) and on the other live nodes (last heartbeat)."""
+        return self.hub.connection_count(app_id) + self.cluster.connections_elsewhere(app_id)
+
+    # --- access rules ---------------------------------------------------------------------------
+
+    async def access_rules(self, app_id: AppId) -> AccessRules:
+        """The app's rules from memory, read from the store at most once per TTL."""
+        if self.access is None:
+            return AccessRules()
+        now = time.monotonic()
+        cached = self._rules.get(app_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        rules = await self.access.load_rules(app_id)
+        if len(self._rules) > 10_000:
+            self._rules.clear()
+        self._rules[app_id] = (now + self.options.access_rules_ttl, rules)
+        return rules
+
+    async def access_refusal(
+        self, app_id: AppId, user: str, token_id: str, issued_at: int | None
+    ) -> str | None:
+        """Why the app refuses this user or token now (blocked, revoked), or None."""
+        rules = await self.access_rules(app_id)
+        return rules.refusal(user, token_id, issued_at, time.time())
+
+    def _require_access(self) -> AccessStore:
+        if self.access is None:
+            raise ClientError(ErrorCode.NOT_AVAILABLE, "no access store configured")
+        return self.access
+
+    async def block_user(self, app_id: AppId, user: str, expire_at: int) -> None:
+        await self._require_access().block_user(app_id, user, expire_at)
+        await self.send_control(AccessChanged(app_id=app_id, user=user))
+
+    async def unblock_user(self, app_id: AppId, user: str) -> None:
+        await self._require_access().unblock_user(app_id, user)
+        await self.send_control(AccessChanged(app_id=app_id, user=user))
+
+    async def revoke_token(self, app_id: AppId, token_id: str, expire_at: int) -> None:
+        await self._require_access().revoke_token(app_id, token_id, expire_at)
+        await self.send_control(AccessChanged(app_id=app_id, token_id=token_id))
+
+    async def invalidate_user_tokens(
+        self, app_id: AppId, user: str, issued_before: int, expire_at: int
+    ) -> None:
+        await self._require_access().invalidate_user_tokens(app_id, user, issued_before, expire_at)
+        await self.send_control(
+            AccessChanged(app_id=app_id, user=user, issued_before=issued_before)
+        )
+
+    async def _access_changed(self, msg: AccessChanged) -> None:
+        """Drop the app's cached rules; close the connections they now refuse."""
+        app_id = AppId(msg.app_id)
+        self._rules.pop(app_id, None)
+        if msg.user:
+            sessions = self.hub.user_connections(app_id, msg.user)
+        elif msg.token_id:
+            sessions = [s for s in self.hub.app_connections(app_id) if s.token_id == msg.token_id]
+        else:
+            return
+        if not sessions:
+            return
+        rules = await self.access_rules(app_id)
+        now = time.time()
+        for session in sessions:
+            reason = rules.refusal(session.user, session.token_id, session.issued_at, now)
+            if reason is not None:
+                session.disconnect(refusal_code(reason), reason)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -223,4 +224,46 @@ sign_in_failures = Table(
     Column("at", UTCDateTime, nullable=False),
     Index("ix_sign_in_failures_key_at", "key", "at"),
     Index("ix_sign_in_failures_at", "at"),
+)
+
+# Access rules (tenancy/access.py): blocked users, revoked tokens and invalidated user tokens,
+# per app. `expire_at` is unix seconds, 0 for never; expired rows are deleted as new ones come.
+blocked_users = Table(
+    "blocked_users",
+    metadata,
+    Column(
+        "app_id",
+        String(64),
+        ForeignKey("applications.app_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("user_id", String(255), primary_key=True),
+    Column("expire_at", BigInteger, nullable=False),
+)
+
+revoked_tokens = Table(
+    "revoked_tokens",
+    metadata,
+    Column(
+        "app_id",
+        String(64),
+        ForeignKey("applications.app_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("token_id", String(255), primary_key=True),
+    Column("expire_at", BigInteger, nullable=False),
+)
+
+user_token_invalidations = Table(
+    "user_token_invalidations",
+    metadata,
+    Column(
+        "app_id",
+        String(64),
+        ForeignKey("applications.app_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("user_id", String(255), primary_key=True),
+    Column("issued_before", BigInteger, nullable=False),
+    Column("expire_at", BigInteger, nullable=False),
 )

@@ -7,6 +7,7 @@ it names, so a token of app A can never act on app B.
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,8 @@ class ConnectionClaims:
     expires_at: int | None
     info: bytes | None  # raw JSON, passed through to presence and join/leave untouched
     channels: tuple[str, ...]
+    token_id: str = ""  # `jti`: what revoke_token names
+    issued_at: int | None = None  # `iat`: what invalidate_user_tokens compares
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +96,8 @@ class TokenService:
         channels: list[str] | None = None,
         info: Any = None,
     ) -> MintedToken:
-        claims: dict[str, Any] = {"sub": user_id, "app_id": app_id}
+        # A jti of its own, so that revoke_token can name this one token.
+        claims: dict[str, Any] = {"sub": user_id, "app_id": app_id, "jti": secrets.token_hex(12)}
         if channels:
             claims["channels"] = channels
         if info is not None:
@@ -163,6 +167,8 @@ class TokenService:
             expires_at=_expiry(claims),
             info=_info(claims),
             channels=tuple(_text(c, "channels") for c in channels),
+            token_id=_token_id(claims),
+            issued_at=_issued_at(claims),
         )
 
     def verify_subscription_token(self, token: str, app: Application) -> SubscriptionClaims:
@@ -193,6 +199,22 @@ def _expiry(claims: dict[str, Any]) -> int | None:
     if not exp <= MAX_EXP:  # also false for NaN
         raise TokenError("exp out of range")
     return int(exp)
+
+
+def _token_id(claims: dict[str, Any]) -> str:
+    jti = claims.get("jti", "")
+    if not isinstance(jti, str):
+        raise TokenError("jti must be a string")
+    return _text(jti, "jti")
+
+
+def _issued_at(claims: dict[str, Any]) -> int | None:
+    iat = claims.get("iat")
+    if iat is None:
+        return None
+    if not isinstance(iat, int | float) or isinstance(iat, bool) or not -MAX_EXP <= iat <= MAX_EXP:
+        raise TokenError("iat must be a number")
+    return int(iat)
 
 
 def _info(claims: dict[str, Any]) -> bytes | None:
