@@ -156,6 +156,7 @@ def check_secret_strength(settings: Settings) -> None:
     configured = (
         ("XSHATHRA_ADMIN_API_KEY", settings.admin_api_key),
         ("XSHATHRA_TOKEN_HMAC_SECRET", settings.token_hmac_secret),
+        ("XSHATHRA_TOKEN_HMAC_PREVIOUS_SECRET", settings.token_hmac_previous_secret),
     )
     for variable, secret in configured:
         if secret is None or not secret.get_secret_value():
@@ -216,6 +217,7 @@ class Runtime:
         self.analytics: AnalyticsRecorder | None = None
         self.dispatcher: WebhookDispatcher | None = None
         self.limiter: RateLimiter | None = None
+        self.events: WebhookEvents | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -229,7 +231,10 @@ class Runtime:
             node_id,
             (settings.history_max_bytes, settings.history_max_bytes_per_app),
         )
-        tokens = TokenService(sec.token_secret)
+        previous = settings.token_hmac_previous_secret
+        tokens = TokenService(
+            sec.token_secret, previous.get_secret_value() if previous is not None else None
+        )
         self.analytics = analytics = AnalyticsRecorder(db.analytics, node_id)
         self.dispatcher = dispatcher = WebhookDispatcher(
             db,
@@ -242,6 +247,12 @@ class Runtime:
             retry_base=settings.webhook_retry_base,
             retention_days=settings.webhook_delivery_retention_days,
         )
+        self.events = events = WebhookEvents(
+            db,
+            dispatcher,
+            max_pending_per_app=settings.webhook_max_pending_per_app,
+            leave_delay=settings.webhook_leave_delay,
+        )
         self.node = node = Node(
             options=engine_options(settings),
             broker=backends.broker,
@@ -249,9 +260,7 @@ class Runtime:
             apps=db.apps,
             tokens=tokens,
             analytics=analytics,
-            events=WebhookEvents(
-                db, dispatcher, max_pending_per_app=settings.webhook_max_pending_per_app
-            ),
+            events=events,
             node_id=node_id,
             access=db.access,
         )
@@ -285,6 +294,7 @@ class Runtime:
                 key_rate_limit_ceiling=settings.app_rate_limit_ceiling,
                 webhook_max_per_app=settings.webhook_max_per_app,
                 webhook_allow_private=settings.webhook_allow_private,
+                webhook_tester=dispatcher,
             ),
             accounts=AccountService(
                 db.accounts,
@@ -301,6 +311,9 @@ class Runtime:
         """Close clients first (their last events still count), then flush and disconnect."""
         if self.node is not None:
             await self.node.close()
+        if self.events is not None:
+            with contextlib.suppress(Exception):
+                await self.events.flush()  # held leaves are reported, not lost
         if self.dispatcher is not None:
             await self.dispatcher.close()
         if self.analytics is not None:

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
             "CENTRIFUGO_TOKEN_HMAC_SECRET",
         ),
     )
+    # During a rotation of the HMAC secret: the one it replaces, still accepted when verifying
+    # tokens (new tokens are signed with token_hmac_secret). Unset it once old tokens expired.
+    token_hmac_previous_secret: SecretStr | None = None
     database_url: str = "sqlite:///./xshathra.db"
     broker_url: str = "memory://"
     broker_prefix: str = "xs"  # key and topic prefix in a shared Redis: one per deployment
@@ -50,6 +53,9 @@ class Settings(BaseSettings):
     # Deliveries of one app waiting to go out; more are recorded as failed ("dropped").
     webhook_max_pending_per_app: int = 10_000
     webhook_delivery_retention_days: float = 7.0  # delivered/failed rows kept this long
+    # user-left and room-vacated wait this long (seconds); a user or room back within it
+    # drops both the leave and the join (a page reload reports nothing). 0: at once.
+    webhook_leave_delay: float = Field(default=3.0, ge=0, le=300)
 
     # Limits (SPEC §6): every queue and count is bounded.
     max_message_size: int = 65536

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
 from typing import Any
 
+import httpx
 import pytest
 from cent import (
     AsyncClient,
@@ -143,3 +144,52 @@ async def test_invalidate_on_one_node_closes_on_the_other(
         InvalidateUserTokensRequest(user="oscar", issued_before=int(time.time()) + 1)
     )
     assert await closed_with(on_b) == 3500
+
+
+async def test_max_connections_counts_every_node(
+    pair: list[ServerProcess], cents: list[AsyncClient]
+) -> None:
+    a, b = pair
+    app = a.create_app(name="quota-cluster")
+    r = httpx.put(
+        f"{a.base_url}/api/applications/{app['app_id']}",
+        json={"max_connections": 2},
+        headers=a.admin_headers(),
+    )
+    assert r.status_code == 200, r.text
+    on_a = await connected(a, realtime_token(a, app, "p1"))
+    on_b = await connected(b, realtime_token(b, app, "p2"))
+    api = cent(cents, a, app)
+    deadline = time.monotonic() + 10
+    while sum(n.num_clients for n in (await api.info(InfoRequest())).nodes) < 2:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(STATS_INTERVAL / 2)  # until node b's heartbeat reached node a
+    # Each node holds one: the third is refused on either, the quota being the cluster's.
+    assert await refused_with(a, realtime_token(a, app, "p3")) == 3504
+    assert await refused_with(b, realtime_token(b, app, "p3")) == 3504
+    await on_a.close()
+    await on_b.close()
+
+
+async def test_user_online_and_offline_once_across_nodes(pair: list[ServerProcess]) -> None:
+    """A user connected on both nodes goes online with the first connection and offline with
+    the last, once each, whichever node holds them."""
+    from tests.integration.test_webhooks import broadcast, register
+    from tests.support.receiver import Receiver
+
+    a, b = pair
+    app = a.create_app(name="online")
+    with Receiver().running() as rx:
+        register(a, app, rx.url, ["user-online", "user-offline", "marker"])
+        on_a = await connected(a, realtime_token(a, app, "uma"))
+        (online,) = await asyncio.to_thread(rx.wait_for, 1)
+        assert online.json()["event"] == "user-online" and online.json()["user_id"] == "uma"
+        on_b = await connected(b, realtime_token(b, app, "uma"))
+        await on_a.close()
+        await on_b.close()
+        got = await asyncio.to_thread(rx.wait_for, 2)
+        assert got[1].json()["event"] == "user-offline" and got[1].json()["user_id"] == "uma"
+        # Nothing else came meanwhile: a marker published after is the next one.
+        broadcast(a, app, "public:m", "marker", 1)
+        got = await asyncio.to_thread(rx.wait_for, 3)
+        assert [g.json()["event"] for g in got] == ["user-online", "user-offline", "marker"]

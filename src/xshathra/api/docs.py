@@ -111,6 +111,15 @@ class ApplicationOut(BaseModel):
     rate_limit: int = Field(description="HTTP API requests per minute.")
     status: bool = Field(description="true = enabled.")
     namespaces: dict[str, NamespaceOptionsModel]
+    max_connections: int | None = Field(description="Quota (operator): connections, cluster-wide.")
+    max_connections_per_user: int | None = Field(description="Quota: one user's, per node.")
+    max_channels_per_connection: int | None = Field(description="Quota: subscriptions each.")
+    max_message_size: int | None = Field(description="Quota: bytes of a publication's data.")
+    rate_limit_ceiling: int | None = Field(description="Quota: most rate_limit the key may set.")
+    previous_secret_expires_at: int | None = Field(
+        description="Unix seconds until which the app_secret before the last regeneration "
+        "still verifies; null when none does."
+    )
     created_at: str
     updated_at: str
 
@@ -177,6 +186,8 @@ class WebhookOut(BaseModel):
     id: str
     url: str
     events: list[str]
+    rooms: list[str] = Field(description="Room `*` globs; empty: every room.")
+    headers: dict[str, str] = Field(description="Custom headers sent with each delivery.")
     enabled: bool
     created_at: str
     secret: str | None = Field(None, description="Only when the server generated it (once).")
@@ -188,6 +199,12 @@ class WebhookAnswer(Success):
 
 class WebhooksAnswer(Success):
     webhooks: list[WebhookOut]
+
+
+class WebhookTestAnswer(Success):
+    delivered: bool = Field(description="The receiver answered 2xx.")
+    status: int | None = Field(description="The receiver's HTTP status; null if none came.")
+    error: str | None = Field(description="Why no answer came (connect error, deadline...).")
 
 
 class DeliveryOut(BaseModel):

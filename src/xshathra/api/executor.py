@@ -255,7 +255,7 @@ class Executor:
         node = self._node
         ref = self._ref(app, request.channel)
         try:
-            data = node.publication_data(request.data)
+            data = node.publication_data(request.data, app)
             position = await node.publish(
                 ref,
                 data,

@@ -33,7 +33,7 @@ from xshathra.protocol.codes import (
     ErrorCode,
     UnsubscribeCode,
 )
-from xshathra.tenancy.apps import Application, NamespaceOptions
+from xshathra.tenancy.apps import Application, NamespaceOptions, lowest
 from xshathra.tenancy.tokens import ConnectionClaims, TokenError, TokenExpiredError
 
 if TYPE_CHECKING:
@@ -314,8 +314,22 @@ class ClientSession:
             raise DisconnectError(refusal_code(refusal), refusal)
         if self.closed:
             raise DisconnectError(DisconnectCode.CONNECTION_CLOSED)
+        # The quotas are checked with no await before the registration below: two connects on
+        # this node cannot both take the last place.
         if node.hub.connection_count(app.app_id) >= node.options.max_connections_per_app:
             raise DisconnectError(DisconnectCode.CONNECTION_LIMIT)
+        quotas = app.quotas
+        if (
+            quotas.max_connections is not None
+            and node.cluster_connection_count(app.app_id) >= quotas.max_connections
+        ):
+            raise DisconnectError(DisconnectCode.CONNECTION_LIMIT, "application connection quota")
+        if (
+            quotas.max_connections_per_user is not None
+            and len(node.hub.user_connections(app.app_id, claims.user))
+            >= quotas.max_connections_per_user
+        ):
+            raise DisconnectError(DisconnectCode.CONNECTION_LIMIT, "user connection quota")
         if self._connect_timer is not None:
             self._connect_timer.cancel()
             self._connect_timer = None
@@ -346,7 +360,7 @@ class ClientSession:
         # positions when it sends them back in `subs` on reconnect.
         results: dict[str, m.SubscribeResult] = {}
         finalizers: list[Finalizer] = []
-        for channel in claims.channels[: node.options.max_channels_per_connection]:
+        for channel in claims.channels[: self._max_channels()]:
             if not is_valid_channel(channel) or channel in self.subs:
                 continue
             recover = (req.subs or {}).get(channel) or m.SubscribeRequest(channel=channel)
@@ -436,6 +450,11 @@ class ClientSession:
         sub = self.subs.get(channel)
         return sub is not None and sub.join_leave
 
+    def _max_channels(self) -> int:
+        """Subscriptions this connection may hold: the node's limit, or the app's quota."""
+        limit = self.node.options.max_channels_per_connection
+        return lowest(limit, self.app.quotas.max_channels_per_connection if self.app else None)
+
     def _options(self, channel: str) -> NamespaceOptions:
         assert self.app is not None
         return self.app.namespace_options(namespace_of(channel))
@@ -451,8 +470,8 @@ class ClientSession:
         ref = node.channel_ref(self.app_id, channel)
         if channel in self.subs:
             raise ClientError(ErrorCode.ALREADY_SUBSCRIBED)
-        if len(self.subs) >= node.options.max_channels_per_connection:
-            raise ClientError(ErrorCode.LIMIT_EXCEEDED)
+        if len(self.subs) >= self._max_channels():
+            raise ClientError(ErrorCode.LIMIT_EXCEEDED, "channel limit of the connection")
         options = self._options(channel)
         chan_info = b""
         expires_at: int | None = None
@@ -681,7 +700,7 @@ class ClientSession:
         )
         if not allowed:
             raise ClientError(ErrorCode.PERMISSION_DENIED)
-        data = self.node.publication_data(req.data)
+        data = self.node.publication_data(req.data, self.app)
         info = self.info(sub.chan_info if sub is not None else b"")
         await self.node.publish(ref, data, options, info=info, origin="client")
         return m.PublishResult(), None

@@ -59,7 +59,7 @@ from xshathra.presence import PresenceStore
 from xshathra.protocol import messages as m
 from xshathra.protocol.codes import DisconnectCode, ErrorCode, LifecycleEvent, UnsubscribeCode
 from xshathra.tenancy.access import AccessRules, AccessStore
-from xshathra.tenancy.apps import Application, AppStore, NamespaceOptions
+from xshathra.tenancy.apps import Application, AppStore, NamespaceOptions, lowest
 from xshathra.tenancy.tokens import TokenService
 
 if TYPE_CHECKING:
@@ -102,6 +102,14 @@ class ChannelEvents(Protocol):
     ) -> None: ...
 
     def invalidate(self, app_id: str) -> None: ...
+
+    async def user_presence(self, app_id: str, user: str, online: bool) -> None:
+        """The user's first connection on any node opened (online), or last closed."""
+
+
+# The broker's cluster-wide counters name channels; a user's connections are counted under a
+# name no channel can have (the channel grammar has no "<"), so the two never meet.
+USER_COUNTER_PREFIX = "<user>"
 
 
 log = logging.getLogger("xshathra.node")
@@ -278,6 +286,8 @@ class Node:
             self._apps.setdefault(session.app_id, session.app)
         self.hub.add_connection(session)
         self.analytics.connection_opened(session.app_id, session.user)
+        if self.events is not None and session.user:
+            self._spawn(self._count_user(session.app_id, session.user))
         if app_changes is not None and app_changes != self.app_changes:
             self._spawn(self._app_changed(session.app_id))
 
@@ -287,6 +297,8 @@ class Node:
             self.hub.remove_connection(session)
             if not self.hub.connection_count(session.app_id):
                 self._apps.pop(session.app_id, None)
+            if self.events is not None and session.user:
+                self._spawn(self._count_user(session.app_id, session.user))
         emptied = [s.ref for s in subs if self.hub.remove_subscriber(s.ref, session)]
         if subs or emptied:
             self._spawn(self._cleanup(session, subs, emptied))
@@ -311,6 +323,21 @@ class Node:
         for ref in {s.ref for s in subs}:
             with contextlib.suppress(Exception):
                 await self._count_subscribers(ref)
+
+    async def _count_user(self, app_id: AppId, user: str) -> None:
+        """Publish how many connections the user has here now; the cluster-wide transition
+        from or to none is the user's going online or offline (one node sees each). The count
+        is read when this runs, so a connect and close in quick succession may report
+        nothing at all, never an offline before its online."""
+        ref = ChannelRef(app_id, USER_COUNTER_PREFIX + user)
+        local = len(self.hub.user_connections(app_id, user))
+        before, after = await self.broker.set_subscriber_count(ref, local)
+        if self.events is None:
+            return
+        if before == 0 and after > 0:
+            await self.events.user_presence(app_id, user, True)
+        elif before > 0 and after == 0:
+            await self.events.user_presence(app_id, user, False)
 
     async def add_pending_subscriber(self, ref: ChannelRef, session: ClientSession) -> None:
         if self.hub.add_pending(ref, session):
@@ -475,11 +502,14 @@ class Node:
             raise ClientError(ErrorCode.BAD_REQUEST, "invalid channel name")
         return ChannelRef(app_id, channel)
 
-    def publication_data(self, data: bytes | msgspec.Raw) -> bytes:
+    def publication_data(self, data: bytes | msgspec.Raw, app: Application | None = None) -> bytes:
         """What a publication carries: `null` when no data was given; a 106 past the size
-        limit. The data is never parsed."""
+        limit (the node's, or the app's quota when lower). The data is never parsed."""
         payload = bytes(data) if data else b"null"
-        if len(payload) > self.options.max_message_size:
+        limit = self.options.max_message_size
+        if app is not None:
+            limit = lowest(limit, app.quotas.max_message_size)
+        if len(payload) > limit:
             raise ClientError(ErrorCode.LIMIT_EXCEEDED, "message too large")
         return payload
 

@@ -21,6 +21,9 @@ from xshathra.storage.tables import (
     analytics_users,
     app_ids,
     applications,
+    blocked_users,
+    revoked_tokens,
+    user_token_invalidations,
     webhook_deliveries,
     webhooks,
 )
@@ -33,11 +36,14 @@ from xshathra.tenancy.apps import (
     Application,
     NamespaceOptions,
     NewAppKeys,
+    Quotas,
+    SecretRotation,
     utcnow,
 )
 
 _namespaces_decoder = msgspec.json.Decoder(dict[str, NamespaceOptions])
 _raw_namespaces_decoder = msgspec.json.Decoder(dict[str, dict[str, Any]])
+_quotas_decoder = msgspec.json.Decoder(Quotas)
 
 
 def _decode_namespaces(text: str) -> dict[str, NamespaceOptions]:
@@ -71,6 +77,9 @@ def _row(app: Application) -> dict[str, Any]:
         "rate_limit": app.rate_limit,
         "status": app.status,
         "namespaces": msgspec.json.encode(app.namespaces).decode(),
+        "quotas": msgspec.json.encode(app.quotas).decode(),
+        "previous_app_secret": app.previous_app_secret,
+        "previous_secret_until": app.previous_secret_until,
         "owner_id": app.owner_id,
         "created_at": app.created_at,
         "updated_at": app.updated_at,
@@ -89,6 +98,9 @@ def _app(row: Any) -> Application:
         rate_limit=row.rate_limit,
         status=bool(row.status),
         namespaces=_decode_namespaces(row.namespaces),
+        quotas=_quotas_decoder.decode(row.quotas),
+        previous_app_secret=row.previous_app_secret,
+        previous_secret_until=int(row.previous_secret_until),
         owner_id=row.owner_id,
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -152,6 +164,8 @@ class SqlAppStore:
         values: dict[str, Any] = {**changes, "updated_at": utcnow()}
         if "namespaces" in changes:
             values["namespaces"] = msgspec.json.encode(changes["namespaces"]).decode()
+        if "quotas" in changes:
+            values["quotas"] = msgspec.json.encode(changes["quotas"]).decode()
         return await self._update(app_id, values, while_key)
 
     async def set_api_key(
@@ -160,6 +174,19 @@ class SqlAppStore:
         values = {
             "api_key_hash": keys.api_key_hash,
             "api_key_hint": keys.api_key_hint,
+            "updated_at": utcnow(),
+        }
+        return await self._update(app_id, values, while_key)
+
+    async def set_app_secret(
+        self, app_id: str, secret: SecretRotation, *, while_key: str | None = None
+    ) -> Application | None:
+        # The previous secret is read by the same statement that replaces it: two rotations
+        # racing each keep the secret they replaced, never one from before.
+        values = {
+            "previous_app_secret": applications.c.app_secret,
+            "previous_secret_until": secret.previous_until,
+            "app_secret": secret.app_secret,
             "updated_at": utcnow(),
         }
         return await self._update(app_id, values, while_key)
@@ -189,7 +216,14 @@ class SqlAppStore:
                 delete(webhook_deliveries).where(webhook_deliveries.c.app_id == app_id)
             )
             await conn.execute(delete(webhooks).where(webhooks.c.app_id == app_id))
-            for table in (analytics_counts, analytics_users, analytics_online):
+            for table in (
+                analytics_counts,
+                analytics_users,
+                analytics_online,
+                blocked_users,
+                revoked_tokens,
+                user_token_invalidations,
+            ):
                 await conn.execute(delete(table).where(table.c.app_id == app_id))
             await conn.execute(
                 update(app_ids).where(app_ids.c.app_id == app_id).values(deleted_at=utcnow())

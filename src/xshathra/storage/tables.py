@@ -64,6 +64,11 @@ applications = Table(
     Column("status", Boolean, nullable=False),
     Column("namespaces", Text, nullable=False),
     Column("owner_id", String(64), nullable=True, index=True),
+    # The operator's quotas (tenancy.apps.Quotas) as JSON; "{}": the deployment's limits.
+    Column("quotas", Text, nullable=False, server_default="{}"),
+    # The app_secret a regeneration replaced, valid until previous_secret_until (unix s).
+    Column("previous_app_secret", String(200), nullable=True),
+    Column("previous_secret_until", BigInteger, nullable=False, server_default="0"),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
@@ -92,6 +97,9 @@ webhooks = Table(
     Column("url", Text, nullable=False),
     Column("secret", String(200), nullable=False),
     Column("events", Text, nullable=False),
+    # JSON: a list of `*` globs of room names (empty: all), an object of custom headers.
+    Column("rooms", Text, nullable=False, server_default="[]"),
+    Column("headers", Text, nullable=False, server_default="{}"),
     Column("enabled", Boolean, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),

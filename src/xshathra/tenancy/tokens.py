@@ -68,8 +68,13 @@ class SubscriptionClaims:
 class TokenService:
     """Mints and verifies the tokens of every app, given the server's HMAC secret."""
 
-    def __init__(self, hmac_secret: str) -> None:
+    def __init__(self, hmac_secret: str, previous_hmac_secret: str | None = None) -> None:
         self._secret = hmac_secret
+        # During a rotation of the deployment secret (XSHATHRA_TOKEN_HMAC_PREVIOUS_SECRET):
+        # tokens signed with the old one still verify; new tokens are signed with the new one.
+        self._server_secrets = (
+            (hmac_secret, previous_hmac_secret) if previous_hmac_secret else (hmac_secret,)
+        )
 
     # --- minting -------------------------------------------------------------------------
 
@@ -127,9 +132,10 @@ class TokenService:
         return app_id
 
     def _decode(self, token: str, app: Application) -> dict[str, Any]:
-        """Verify with the server secret, then with the app's own secret."""
+        """Verify with the server secret (and its predecessor during a rotation), then with the
+        app's own secret (and its predecessor during its grace period)."""
         last: Exception | None = None
-        for key in (self._secret, app.app_secret):
+        for key in (*self._server_secrets, *app.token_secrets(time.time())):
             try:
                 claims: dict[str, Any] = jwt.decode(
                     token,

@@ -1,5 +1,5 @@
-"""Operating many tenants (issue 18): access rules (blocked users, revoked tokens, invalidated
-user tokens).
+"""Operating many tenants (issue 18): per-app quotas, app secret rotation, webhook rooms and
+headers, and access rules (blocked users, revoked tokens, invalidated user tokens).
 
 Revision ID: 0014
 Revises: 0010 (re-chained by the lead at merge)
@@ -22,6 +22,15 @@ def _app_fk() -> sa.Column:  # type: ignore[type-arg]
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("applications") as batch:
+        batch.add_column(sa.Column("quotas", sa.Text, nullable=False, server_default="{}"))
+        batch.add_column(sa.Column("previous_app_secret", sa.String(200), nullable=True))
+        batch.add_column(
+            sa.Column("previous_secret_until", sa.BigInteger, nullable=False, server_default="0")
+        )
+    with op.batch_alter_table("webhooks") as batch:
+        batch.add_column(sa.Column("rooms", sa.Text, nullable=False, server_default="[]"))
+        batch.add_column(sa.Column("headers", sa.Text, nullable=False, server_default="{}"))
     op.create_table(
         "blocked_users",
         _app_fk(),
@@ -44,6 +53,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("webhooks") as batch:
+        batch.drop_column("headers")
+        batch.drop_column("rooms")
     op.drop_table("user_token_invalidations")
     op.drop_table("revoked_tokens")
     op.drop_table("blocked_users")
+    with op.batch_alter_table("applications") as batch:
+        batch.drop_column("previous_secret_until")
+        batch.drop_column("previous_app_secret")
+        batch.drop_column("quotas")
