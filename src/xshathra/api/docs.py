@@ -116,6 +116,10 @@ class ApplicationOut(BaseModel):
     max_channels_per_connection: int | None = Field(description="Quota: subscriptions each.")
     max_message_size: int | None = Field(description="Quota: bytes of a publication's data.")
     rate_limit_ceiling: int | None = Field(description="Quota: most rate_limit the key may set.")
+    token_rsa_public_key: str | None = Field(description="Verifies the app's RS256 tokens.")
+    token_ecdsa_public_key: str | None = Field(description="Verifies the app's ES256 tokens.")
+    token_audience: str | None = Field(description="`aud` the app's own tokens must carry.")
+    token_issuer: str | None = Field(description="`iss` the app's own tokens must carry.")
     previous_secret_expires_at: int | None = Field(
         description="Unix seconds until which the app_secret before the last regeneration "
         "still verifies; null when none does."

@@ -36,6 +36,10 @@ def application_view(app: Application, *, api_key: str | None = None) -> dict[st
         # The operator's quotas, each null when the deployment's limit applies.
         **{name: getattr(app.quotas, name) for name in app.quotas.__struct_fields__},
         # Until when (unix seconds) the app_secret a regeneration replaced still verifies.
+        "token_rsa_public_key": app.token_rsa_public_key,
+        "token_ecdsa_public_key": app.token_ecdsa_public_key,
+        "token_audience": app.token_audience,
+        "token_issuer": app.token_issuer,
         "previous_secret_expires_at": (
             app.previous_secret_until if app.previous_secret_until > time.time() else None
         ),

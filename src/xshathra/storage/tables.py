@@ -69,6 +69,11 @@ applications = Table(
     # The app_secret a regeneration replaced, valid until previous_secret_until (unix s).
     Column("previous_app_secret", String(200), nullable=True),
     Column("previous_secret_until", BigInteger, nullable=False, server_default="0"),
+    # The app's own token keys (PEM) and the aud/iss its tokens must carry.
+    Column("token_rsa_public_key", Text, nullable=True),
+    Column("token_ecdsa_public_key", Text, nullable=True),
+    Column("token_audience", String(255), nullable=True),
+    Column("token_issuer", String(255), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )

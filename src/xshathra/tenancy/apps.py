@@ -141,6 +141,12 @@ class Application:
     # (unix seconds): tokens the backend signed with it keep working through the grace period.
     previous_app_secret: str | None = None
     previous_secret_until: int = 0
+    # Tokens the app's backend signs with its own private key: RS256 and ES256 (P-256) public
+    # keys in PEM, and the `aud`/`iss` such tokens must carry when set (Centrifugo's names).
+    token_rsa_public_key: str | None = None
+    token_ecdsa_public_key: str | None = None
+    token_audience: str | None = None
+    token_issuer: str | None = None
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
 
@@ -202,6 +208,10 @@ class AppChanges(TypedDict, total=False):
     status: bool
     namespaces: dict[str, NamespaceOptions]
     quotas: Quotas
+    token_rsa_public_key: str | None
+    token_ecdsa_public_key: str | None
+    token_audience: str | None
+    token_issuer: str | None
 
 
 def generate_app(

@@ -16,6 +16,9 @@ from collections.abc import Mapping
 from typing import Any, NoReturn, Protocol, TypedDict
 
 import msgspec
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from xshathra.model import AppId
 from xshathra.tenancy.apps import (
@@ -139,6 +142,11 @@ class AppUpdate(TypedDict, total=False):
     namespaces: Mapping[str, Mapping[str, Any]]
     # Quotas (operator only): a name given sets it, null clears it (the deployment's limit).
     quotas: Mapping[str, int | None]
+    # The app's own token keys and claims; None or "" clears one.
+    token_rsa_public_key: str | None
+    token_ecdsa_public_key: str | None
+    token_audience: str | None
+    token_issuer: str | None
 
 
 # --- checks ------------------------------------------------------------------------------------
@@ -207,6 +215,38 @@ def check_quotas(current: Quotas, given: Mapping[str, int | None]) -> Quotas:
         return Quotas(**merged)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
+
+
+MAX_PUBLIC_KEY = 16_384  # characters of PEM: an RSA key of 8192 bits fits easily
+MAX_CLAIM = 255
+
+
+def check_public_key(pem: str | None, kind: str) -> str | None:
+    """A PEM public key of `kind` ("RSA" or "ECDSA", P-256 for ES256), or None to clear."""
+    if pem is None or not pem.strip():
+        return None
+    field = f"token_{kind.lower()}_public_key"
+    if len(pem) > MAX_PUBLIC_KEY:
+        raise InvalidInput(f"{field} is too long")
+    try:
+        key = serialization.load_pem_public_key(pem.strip().encode())
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise InvalidInput(f"{field} must be a PEM public key") from None
+    if kind == "RSA" and not isinstance(key, rsa.RSAPublicKey):
+        raise InvalidInput(f"{field} must be an RSA public key")
+    if kind == "ECDSA" and not (
+        isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)
+    ):
+        raise InvalidInput(f"{field} must be an ECDSA P-256 public key (ES256)")
+    return pem.strip() + "\n"
+
+
+def check_claim(value: str | None, name: str) -> str | None:
+    if value is None or not value.strip():
+        return None
+    if len(value) > MAX_CLAIM or not value.isprintable():
+        raise InvalidInput(f"{name} must be 1 to {MAX_CLAIM} printable characters")
+    return value
 
 
 def check_events(events: list[str]) -> tuple[str, ...]:
@@ -339,6 +379,18 @@ class ApplicationService:
             changes["name"] = check_name(update["name"])
         if "allowed_domain" in update:
             changes["allowed_domain"] = check_domain(update["allowed_domain"])
+        if "token_rsa_public_key" in update:
+            changes["token_rsa_public_key"] = check_public_key(
+                update["token_rsa_public_key"], "RSA"
+            )
+        if "token_ecdsa_public_key" in update:
+            changes["token_ecdsa_public_key"] = check_public_key(
+                update["token_ecdsa_public_key"], "ECDSA"
+            )
+        if "token_audience" in update:
+            changes["token_audience"] = check_claim(update["token_audience"], "token_audience")
+        if "token_issuer" in update:
+            changes["token_issuer"] = check_claim(update["token_issuer"], "token_issuer")
         if "quotas" in update:
             if not as_admin:
                 raise OperatorOnly("quotas are set by the operator (admin key)")

@@ -1,8 +1,9 @@
 """JWTs: minting (for `/api/token` and `/api/realtime/*token`) and verification (for the engine).
 
-All tokens are HS256. The server signs with its own HMAC secret; an app's backend may also sign
-with its `app_secret`. Every token names its `app_id`, and verification pins a token to the app
-it names, so a token of app A can never act on app B.
+The server signs HS256 with its own HMAC secret; an app's backend may also sign HS256 with its
+`app_secret`, or RS256/ES256 with its own private key (we hold the public key). Every token
+names its `app_id`, and verification pins a token to the app it names, so a token of app A can
+never act on app B.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 import jwt
 import msgspec
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 
 from xshathra.model import AppId
 from xshathra.tenancy.apps import Application
@@ -132,30 +135,66 @@ class TokenService:
         return app_id
 
     def _decode(self, token: str, app: Application) -> dict[str, Any]:
-        """Verify with the server secret (and its predecessor during a rotation), then with the
-        app's own secret (and its predecessor during its grace period)."""
-        last: Exception | None = None
-        for key in (*self._server_secrets, *app.token_secrets(time.time())):
-            try:
-                claims: dict[str, Any] = jwt.decode(
-                    token,
-                    key,
-                    algorithms=[ALGORITHM],
-                    leeway=LEEWAY_SECONDS,
-                    options={"require": [], "verify_aud": False, "verify_iss": False},
-                )
-            except jwt.ExpiredSignatureError as exc:
-                raise TokenExpiredError("token expired") from exc
-            except jwt.InvalidSignatureError as exc:
-                last = exc
-                continue
-            except (jwt.PyJWTError, OverflowError, ValueError) as exc:
-                # OverflowError: PyJWT's int(exp) on an infinite exp.
-                raise TokenError("invalid token") from exc
-            if claims.get("app_id") != app.app_id:
-                raise TokenError("token is for another app")
-            return claims
-        raise TokenError("invalid token signature") from last
+        """Verify by the token's algorithm: HS256 with the server secret (and its predecessor
+        during a rotation), then the app's own secret (and its predecessor during its grace);
+        RS256 and ES256 with the app's public key. Tokens the app signs itself must carry the
+        app's `token_audience` and `token_issuer` when it has them."""
+        try:
+            alg = jwt.get_unverified_header(token).get("alg")
+        except jwt.PyJWTError as exc:
+            raise TokenError("malformed token") from exc
+        if alg == ALGORITHM:
+            for key in self._server_secrets:
+                claims = self._try(token, key, ALGORITHM, app, own=False)
+                if claims is not None:
+                    return claims
+            for key in app.token_secrets(time.time()):
+                claims = self._try(token, key, ALGORITHM, app, own=True)
+                if claims is not None:
+                    return claims
+            raise TokenError("invalid token signature")
+        public = {"RS256": app.token_rsa_public_key, "ES256": app.token_ecdsa_public_key}.get(
+            str(alg)
+        )
+        if public is None:
+            raise TokenError("algorithm not accepted for this app")
+        claims = self._try(token, _public_key(public), str(alg), app, own=True)
+        if claims is None:
+            raise TokenError("invalid token signature")
+        return claims
+
+    @staticmethod
+    def _try(
+        token: str, key: Any, algorithm: str, app: Application, *, own: bool
+    ) -> dict[str, Any] | None:
+        """The claims if `key` signed the token (None if it did not); raises for a token that
+        is signed right but invalid (expired, another app, wrong aud/iss)."""
+        audience = app.token_audience if own else None
+        issuer = app.token_issuer if own else None
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                leeway=LEEWAY_SECONDS,
+                audience=audience,
+                issuer=issuer,
+                options={
+                    "require": [],
+                    "verify_aud": audience is not None,
+                    "verify_iss": issuer is not None,
+                },
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise TokenExpiredError("token expired") from exc
+        except jwt.InvalidSignatureError:
+            return None
+        except (jwt.PyJWTError, OverflowError, ValueError) as exc:
+            # OverflowError: PyJWT's int(exp) on an infinite exp.
+            raise TokenError("invalid token") from exc
+        if claims.get("app_id") != app.app_id:
+            raise TokenError("token is for another app")
+        return claims
 
     def verify_connection_token(self, token: str, app: Application) -> ConnectionClaims:
         claims = self._decode(token, app)
@@ -192,6 +231,24 @@ class TokenService:
             expires_at=_expiry(claims),
             info=_info(claims),
         )
+
+
+_public_keys: dict[str, Any] = {}
+
+
+def _public_key(pem: str) -> Any:
+    """The parsed key of a PEM, kept: parsing on every connect would cost more than verifying.
+    Bounded: a key that changed is parsed again, the cache is cleared past 1,000 keys."""
+    key = _public_keys.get(pem)
+    if key is None:
+        try:
+            key = serialization.load_pem_public_key(pem.encode())
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            raise TokenError("the app's public key is unusable") from exc
+        if len(_public_keys) >= 1000:
+            _public_keys.clear()
+        _public_keys[pem] = key
+    return key
 
 
 def _expiry(claims: dict[str, Any]) -> int | None:

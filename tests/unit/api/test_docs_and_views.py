@@ -117,6 +117,10 @@ def test_application_view_shows_the_key_only_when_given() -> None:
         "max_message_size",
         "rate_limit_ceiling",
         "previous_secret_expires_at",
+        "token_rsa_public_key",
+        "token_ecdsa_public_key",
+        "token_audience",
+        "token_issuer",
         "created_at",
         "updated_at",
     }

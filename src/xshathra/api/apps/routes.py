@@ -90,6 +90,18 @@ class UpdateAppBody(_Body):
     namespaces: dict[str, docs.NamespaceOptionsModel] | None = Field(
         None, description="Replaces the app's namespaces: name -> options."
     )
+    token_rsa_public_key: StrictStr | None = Field(
+        None, description="PEM public key verifying the app's own RS256 tokens; null clears."
+    )
+    token_ecdsa_public_key: StrictStr | None = Field(
+        None, description="PEM P-256 public key verifying the app's own ES256 tokens."
+    )
+    token_audience: StrictStr | None = Field(
+        None, description="The `aud` the app's own tokens must carry; null: not checked."
+    )
+    token_issuer: StrictStr | None = Field(
+        None, description="The `iss` the app's own tokens must carry; null: not checked."
+    )
     # Quotas: admin key only; a number sets one, null clears it (the deployment's limit).
     max_connections: StrictInt | None = Field(
         None, description="Admin only. Open connections, cluster-wide (3504 past it)."
@@ -108,6 +120,7 @@ class UpdateAppBody(_Body):
     )
 
 
+TOKEN_FIELDS = ("token_rsa_public_key", "token_ecdsa_public_key", "token_audience", "token_issuer")
 QUOTA_FIELDS = (
     "max_connections",
     "max_connections_per_user",
@@ -323,6 +336,9 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
             update["status"] = body.status
         if body.namespaces is not None:
             update["namespaces"] = {n: o.model_dump() for n, o in body.namespaces.items()}
+        for field in TOKEN_FIELDS:
+            if field in body.model_fields_set:
+                update[field] = getattr(body, field)  # type: ignore[literal-required]
         quotas = {q: getattr(body, q) for q in QUOTA_FIELDS if q in body.model_fields_set}
         if quotas:
             update["quotas"] = quotas

@@ -1,5 +1,6 @@
-"""Operating many tenants (issue 18): per-app quotas, app secret rotation, webhook rooms and
-headers, and access rules (blocked users, revoked tokens, invalidated user tokens).
+"""Operating many tenants (issue 18): per-app quotas, app secret rotation, app token keys
+(RS256/ES256, aud, iss), webhook rooms and headers, and access rules (blocked users, revoked
+tokens, invalidated user tokens).
 
 Revision ID: 0014
 Revises: 0010 (re-chained by the lead at merge)
@@ -28,6 +29,10 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("previous_secret_until", sa.BigInteger, nullable=False, server_default="0")
         )
+        batch.add_column(sa.Column("token_rsa_public_key", sa.Text, nullable=True))
+        batch.add_column(sa.Column("token_ecdsa_public_key", sa.Text, nullable=True))
+        batch.add_column(sa.Column("token_audience", sa.String(255), nullable=True))
+        batch.add_column(sa.Column("token_issuer", sa.String(255), nullable=True))
     with op.batch_alter_table("webhooks") as batch:
         batch.add_column(sa.Column("rooms", sa.Text, nullable=False, server_default="[]"))
         batch.add_column(sa.Column("headers", sa.Text, nullable=False, server_default="{}"))
@@ -60,6 +65,13 @@ def downgrade() -> None:
     op.drop_table("revoked_tokens")
     op.drop_table("blocked_users")
     with op.batch_alter_table("applications") as batch:
+        for column in (
+            "token_issuer",
+            "token_audience",
+            "token_ecdsa_public_key",
+            "token_rsa_public_key",
+        ):
+            batch.drop_column(column)
         batch.drop_column("previous_secret_until")
         batch.drop_column("previous_app_secret")
         batch.drop_column("quotas")
