@@ -43,6 +43,7 @@ from xshathra.settings import Settings, proxy_entries
 from xshathra.storage.database import Database, open_database
 from xshathra.tenancy.appcache import AppKeyCache
 from xshathra.tenancy.apps import hash_key
+from xshathra.tenancy.jwks import JwksCache
 from xshathra.tenancy.service import ApplicationService
 from xshathra.tenancy.tokens import TokenService
 from xshathra.transports.http import BoundedHttpToolsProtocol
@@ -218,6 +219,7 @@ class Runtime:
         self.dispatcher: WebhookDispatcher | None = None
         self.limiter: RateLimiter | None = None
         self.events: WebhookEvents | None = None
+        self.jwks: JwksCache | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -232,8 +234,11 @@ class Runtime:
             (settings.history_max_bytes, settings.history_max_bytes_per_app),
         )
         previous = settings.token_hmac_previous_secret
+        self.jwks = JwksCache(allow_private=settings.webhook_allow_private)
         tokens = TokenService(
-            sec.token_secret, previous.get_secret_value() if previous is not None else None
+            sec.token_secret,
+            previous.get_secret_value() if previous is not None else None,
+            jwks=self.jwks,
         )
         self.analytics = analytics = AnalyticsRecorder(db.analytics, node_id)
         self.dispatcher = dispatcher = WebhookDispatcher(
@@ -320,6 +325,8 @@ class Runtime:
             await self.analytics.close()
         if self.limiter is not None:
             await self.limiter.close()
+        if self.jwks is not None:
+            await self.jwks.close()
         if self.db is not None:
             await self.db.close()
 

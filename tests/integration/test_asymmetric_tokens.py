@@ -4,7 +4,12 @@ optional `token_audience` and `token_issuer`."""
 
 from __future__ import annotations
 
+import json
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -118,3 +123,91 @@ def test_a_key_of_the_wrong_kind_is_refused(server: ServerProcess) -> None:
     _, ec_public = keypair("ec")
     r = update(server, app, token_rsa_public_key=ec_public)
     assert r.status_code == 400 and "RSA" in r.json()["error"], r.text
+
+
+class JwksServer:
+    """Serves a JWKS document on 127.0.0.1 and counts the fetches."""
+
+    def __init__(self) -> None:
+        self.keys: list[Json] = []
+        self.fetches = 0
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                owner.fetches += 1
+                body = json.dumps({"keys": owner.keys}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/jwks.json"
+
+    def publish(self, private: Any, kid: str, alg: str) -> None:
+        algorithm = jwt.algorithms.RSAAlgorithm if alg == "RS256" else jwt.algorithms.ECAlgorithm
+        jwk = json.loads(algorithm.to_jwk(private.public_key()))
+        self.keys.append({**jwk, "kid": kid, "use": "sig", "alg": alg})
+
+    @contextmanager
+    def running(self) -> Iterator[JwksServer]:
+        thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+async def test_keys_from_a_jwks_url_are_fetched_and_cached(server: ServerProcess) -> None:
+    app = server.create_app(name="jwks")
+    rsa_key, _ = keypair("rsa")
+    ec_key, _ = keypair("ec")
+    with JwksServer().running() as jwks:
+        jwks.publish(rsa_key, "k1", "RS256")
+        r = update(server, app, token_jwks_url=jwks.url)
+        assert r.status_code == 200 and r.json()["application"]["token_jwks_url"] == jwks.url
+        for _ in range(3):
+            token = jwt.encode(
+                {"sub": "u", "app_id": app["app_id"], "exp": int(time.time()) + 600},
+                rsa_key,
+                algorithm="RS256",
+                headers={"kid": "k1"},
+            )
+            ws = await connected(server, token)
+            await ws.close()
+        assert jwks.fetches == 1  # cached
+        # A key published later (rotation at the app): an unknown kid fetches again.
+        jwks.publish(ec_key, "k2", "ES256")
+        token = jwt.encode(
+            {"sub": "u", "app_id": app["app_id"], "exp": int(time.time()) + 600},
+            ec_key,
+            algorithm="ES256",
+            headers={"kid": "k2"},
+        )
+        ws = await connected(server, token)
+        await ws.close()
+        assert jwks.fetches == 2
+        # A kid nobody published is refused, and fetching again is rate-limited.
+        stranger, _ = keypair("rsa")
+        forged = jwt.encode(
+            {"sub": "u", "app_id": app["app_id"], "exp": int(time.time()) + 600},
+            stranger,
+            algorithm="RS256",
+            headers={"kid": "k9"},
+        )
+        for _ in range(3):
+            assert await refused_with(server, forged) == 3500
+        assert jwks.fetches == 2
+
+
+def test_a_jwks_url_must_be_http(server: ServerProcess) -> None:
+    app = server.create_app(name="jwks-bad")
+    r = update(server, app, token_jwks_url="file:///etc/passwd")
+    assert r.status_code == 400 and "token_jwks_url" in r.json()["error"], r.text

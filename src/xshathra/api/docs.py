@@ -118,6 +118,7 @@ class ApplicationOut(BaseModel):
     rate_limit_ceiling: int | None = Field(description="Quota: most rate_limit the key may set.")
     token_rsa_public_key: str | None = Field(description="Verifies the app's RS256 tokens.")
     token_ecdsa_public_key: str | None = Field(description="Verifies the app's ES256 tokens.")
+    token_jwks_url: str | None = Field(description="JWKS URL of the app's RS256/ES256 keys.")
     token_audience: str | None = Field(description="`aud` the app's own tokens must carry.")
     token_issuer: str | None = Field(description="`iss` the app's own tokens must carry.")
     previous_secret_expires_at: int | None = Field(

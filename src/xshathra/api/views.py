@@ -38,6 +38,7 @@ def application_view(app: Application, *, api_key: str | None = None) -> dict[st
         # Until when (unix seconds) the app_secret a regeneration replaced still verifies.
         "token_rsa_public_key": app.token_rsa_public_key,
         "token_ecdsa_public_key": app.token_ecdsa_public_key,
+        "token_jwks_url": app.token_jwks_url,
         "token_audience": app.token_audience,
         "token_issuer": app.token_issuer,
         "previous_secret_expires_at": (

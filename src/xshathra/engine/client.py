@@ -294,6 +294,7 @@ class ClientSession:
         app = await node.get_app(app_id)
         if app is None:
             raise DisconnectError(DisconnectCode.INVALID_TOKEN)
+        await node.tokens.prepare(req.token, app)  # the app's published keys, if it needs them
         # The token is verified before anything about the app is told: a client that cannot
         # sign for the app gets the same refusal whether the app exists, is disabled or fences
         # its origin (issue 11: those were readable before authentication).
@@ -414,6 +415,7 @@ class ClientSession:
 
     async def _refresh(self, req: m.RefreshRequest) -> tuple[object, Finalizer | None]:
         assert self.app is not None
+        await self.node.tokens.prepare(req.token, self.app)
         try:
             claims = self.node.tokens.verify_connection_token(req.token, self.app)
         except TokenExpiredError:
@@ -478,6 +480,7 @@ class ClientSession:
         if server_side:
             pass
         elif req.token:
+            await node.tokens.prepare(req.token, self.app)
             try:
                 claims = node.tokens.verify_subscription_token(req.token, self.app)
             except TokenExpiredError:

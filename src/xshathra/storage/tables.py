@@ -72,6 +72,7 @@ applications = Table(
     # The app's own token keys (PEM) and the aud/iss its tokens must carry.
     Column("token_rsa_public_key", Text, nullable=True),
     Column("token_ecdsa_public_key", Text, nullable=True),
+    Column("token_jwks_url", Text, nullable=True),
     Column("token_audience", String(255), nullable=True),
     Column("token_issuer", String(255), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),

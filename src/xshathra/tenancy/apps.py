@@ -145,6 +145,7 @@ class Application:
     # keys in PEM, and the `aud`/`iss` such tokens must carry when set (Centrifugo's names).
     token_rsa_public_key: str | None = None
     token_ecdsa_public_key: str | None = None
+    token_jwks_url: str | None = None  # keys published by the app (RS256/ES256), cached
     token_audience: str | None = None
     token_issuer: str | None = None
     created_at: datetime = field(default_factory=utcnow)
@@ -210,6 +211,7 @@ class AppChanges(TypedDict, total=False):
     quotas: Quotas
     token_rsa_public_key: str | None
     token_ecdsa_public_key: str | None
+    token_jwks_url: str | None
     token_audience: str | None
     token_issuer: str | None
 

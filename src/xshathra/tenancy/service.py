@@ -145,6 +145,7 @@ class AppUpdate(TypedDict, total=False):
     # The app's own token keys and claims; None or "" clears one.
     token_rsa_public_key: str | None
     token_ecdsa_public_key: str | None
+    token_jwks_url: str | None
     token_audience: str | None
     token_issuer: str | None
 
@@ -387,6 +388,8 @@ class ApplicationService:
             changes["token_ecdsa_public_key"] = check_public_key(
                 update["token_ecdsa_public_key"], "ECDSA"
             )
+        if "token_jwks_url" in update:
+            changes["token_jwks_url"] = await self._check_jwks_url(update["token_jwks_url"])
         if "token_audience" in update:
             changes["token_audience"] = check_claim(update["token_audience"], "token_audience")
         if "token_issuer" in update:
@@ -410,6 +413,19 @@ class ApplicationService:
             await self._refuse_stale(app.app_id, while_key)
         await self._notifier.app_changed(updated.app_id)
         return updated
+
+    async def _check_jwks_url(self, url: str | None) -> str | None:
+        """An http(s) URL the server may fetch (the webhook rules: no private address unless
+        the operator allows it), or None to clear."""
+        if url is None or not url.strip():
+            return None
+        if len(url) > 2048:
+            raise InvalidInput("token_jwks_url is too long")
+        try:
+            await check_webhook_url(url.strip(), allow_private=self._allow_private)
+        except UnsafeURLError as exc:
+            raise InvalidInput(f"token_jwks_url: {exc}") from None
+        return url.strip()
 
     def rate_limit_ceiling(self, app: Application, *, as_admin: bool) -> int:
         """The highest `rate_limit` the caller may set: any for the operator, else the app's

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 
 from xshathra.model import AppId
 from xshathra.tenancy.apps import Application
+from xshathra.tenancy.jwks import JwksCache
 
 ALGORITHM = "HS256"
 API_TOKEN_TTL = 86400
@@ -71,8 +72,14 @@ class SubscriptionClaims:
 class TokenService:
     """Mints and verifies the tokens of every app, given the server's HMAC secret."""
 
-    def __init__(self, hmac_secret: str, previous_hmac_secret: str | None = None) -> None:
+    def __init__(
+        self,
+        hmac_secret: str,
+        previous_hmac_secret: str | None = None,
+        jwks: JwksCache | None = None,
+    ) -> None:
         self._secret = hmac_secret
+        self._jwks = jwks
         # During a rotation of the deployment secret (XSHATHRA_TOKEN_HMAC_PREVIOUS_SECRET):
         # tokens signed with the old one still verify; new tokens are signed with the new one.
         self._server_secrets = (
@@ -134,6 +141,19 @@ class TokenService:
             raise TokenError("token has no app_id")
         return app_id
 
+    async def prepare(self, token: str, app: Application) -> None:
+        """Before a sync verification: fetch the app's JWKS keys if the token may need them
+        (an RS256/ES256 token of an app with a `token_jwks_url`). Never raises."""
+        if self._jwks is None or not app.token_jwks_url:
+            return
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            return
+        if header.get("alg") in ("RS256", "ES256"):
+            kid = header.get("kid")
+            await self._jwks.ensure(app.token_jwks_url, kid if isinstance(kid, str) else "")
+
     def _decode(self, token: str, app: Application) -> dict[str, Any]:
         """Verify by the token's algorithm: HS256 with the server secret (and its predecessor
         during a rotation), then the app's own secret (and its predecessor during its grace);
@@ -153,15 +173,29 @@ class TokenService:
                 if claims is not None:
                     return claims
             raise TokenError("invalid token signature")
-        public = {"RS256": app.token_rsa_public_key, "ES256": app.token_ecdsa_public_key}.get(
-            str(alg)
-        )
-        if public is None:
-            raise TokenError("algorithm not accepted for this app")
-        claims = self._try(token, _public_key(public), str(alg), app, own=True)
-        if claims is None:
-            raise TokenError("invalid token signature")
-        return claims
+        if alg not in ("RS256", "ES256"):
+            raise TokenError("algorithm not accepted")
+        keys: list[Any] = []
+        pem = app.token_rsa_public_key if alg == "RS256" else app.token_ecdsa_public_key
+        if pem is not None:
+            keys.append(_public_key(pem))
+        if self._jwks is not None and app.token_jwks_url:
+            kid = jwt.get_unverified_header(token).get("kid")
+            published = self._jwks.key(app.token_jwks_url, kid if isinstance(kid, str) else "")
+            if published is not None:
+                keys.append(published)
+        if not keys:
+            raise TokenError("no key of this app verifies this algorithm")
+        for key in keys:
+            try:
+                claims = self._try(token, key, str(alg), app, own=True)
+            except TokenError:
+                if len(keys) == 1:
+                    raise
+                continue  # a key of the other kind (RSA vs EC), say
+            if claims is not None:
+                return claims
+        raise TokenError("invalid token signature")
 
     @staticmethod
     def _try(

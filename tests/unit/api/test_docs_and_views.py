@@ -119,6 +119,7 @@ def test_application_view_shows_the_key_only_when_given() -> None:
         "previous_secret_expires_at",
         "token_rsa_public_key",
         "token_ecdsa_public_key",
+        "token_jwks_url",
         "token_audience",
         "token_issuer",
         "created_at",

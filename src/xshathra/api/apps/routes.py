@@ -96,6 +96,9 @@ class UpdateAppBody(_Body):
     token_ecdsa_public_key: StrictStr | None = Field(
         None, description="PEM P-256 public key verifying the app's own ES256 tokens."
     )
+    token_jwks_url: StrictStr | None = Field(
+        None, description="A JWKS URL publishing the app's RS256/ES256 keys (cached 5 min)."
+    )
     token_audience: StrictStr | None = Field(
         None, description="The `aud` the app's own tokens must carry; null: not checked."
     )
@@ -120,7 +123,13 @@ class UpdateAppBody(_Body):
     )
 
 
-TOKEN_FIELDS = ("token_rsa_public_key", "token_ecdsa_public_key", "token_audience", "token_issuer")
+TOKEN_FIELDS = (
+    "token_rsa_public_key",
+    "token_ecdsa_public_key",
+    "token_jwks_url",
+    "token_audience",
+    "token_issuer",
+)
 QUOTA_FIELDS = (
     "max_connections",
     "max_connections_per_user",

@@ -31,6 +31,7 @@ def upgrade() -> None:
         )
         batch.add_column(sa.Column("token_rsa_public_key", sa.Text, nullable=True))
         batch.add_column(sa.Column("token_ecdsa_public_key", sa.Text, nullable=True))
+        batch.add_column(sa.Column("token_jwks_url", sa.Text, nullable=True))
         batch.add_column(sa.Column("token_audience", sa.String(255), nullable=True))
         batch.add_column(sa.Column("token_issuer", sa.String(255), nullable=True))
     with op.batch_alter_table("webhooks") as batch:
@@ -68,6 +69,7 @@ def downgrade() -> None:
         for column in (
             "token_issuer",
             "token_audience",
+            "token_jwks_url",
             "token_ecdsa_public_key",
             "token_rsa_public_key",
         ):
