@@ -308,6 +308,7 @@ class ClientSession:
             raise DisconnectError(DisconnectCode.PERMISSION_DENIED, "application is disabled")
         if not _origin_allowed(app.allowed_domain, self.transport.origin):
             raise DisconnectError(DisconnectCode.PERMISSION_DENIED, "origin not allowed")
+        access_changes = node.access_changes
         refusal = await node.access_refusal(
             app.app_id, claims.user, claims.token_id, claims.issued_at
         )
@@ -339,7 +340,7 @@ class ClientSession:
         self.token_channels = frozenset(claims.channels) if claims.channels else NO_CHANNELS
         self.token_id, self.issued_at = claims.token_id, claims.issued_at
         self.state = State.CONNECTED
-        node.register(self, app_changes)
+        node.register(self, app_changes, access_changes)
         try:
             return await self._connected(req, claims)
         except (ClientError, DisconnectError, asyncio.CancelledError):

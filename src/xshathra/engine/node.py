@@ -172,6 +172,8 @@ class Node:
         # Each app's access rules (blocked users, revoked tokens), read once per
         # `access_rules_ttl` and dropped by every AccessChanged: a connect checks them in memory.
         self._rules: dict[AppId, tuple[float, AccessRules]] = {}
+        # Bumped by every AccessChanged: a connect whose check spans one checks again.
+        self.access_changes = 0
         self.stats = Counters()
         self.hub = Hub()
         self.deadlines = Deadlines()  # connection expiries, swept once for all
@@ -278,10 +280,24 @@ class Node:
 
     # --- sessions ---------------------------------------------------------------------------
 
-    def register(self, session: ClientSession, app_changes: int | None = None) -> None:
+    async def recheck_access(self, session: ClientSession) -> None:
+        """A block or revocation arrived while `session` was being admitted (after its check,
+        before it was registered, so the change did not find it): check it again."""
+        rules = await self.access_rules(session.app_id)
+        reason = rules.refusal(session.user, session.token_id, session.issued_at, time.time())
+        if reason is not None:
+            session.disconnect(refusal_code(reason), reason)
+
+    def register(
+        self,
+        session: ClientSession,
+        app_changes: int | None = None,
+        access_changes: int | None = None,
+    ) -> None:
         """Add a connected session. `app_changes` is `self.app_changes` from before its app
         was read: if an app changed since, the app may have been disabled or deleted while
-        the change found this session not yet registered, so its app is checked again."""
+        the change found this session not yet registered, so its app is checked again.
+        `access_changes` likewise for blocks and revocations."""
         if session.app is not None:
             self._apps.setdefault(session.app_id, session.app)
         self.hub.add_connection(session)
@@ -290,6 +306,8 @@ class Node:
             self._spawn(self._count_user(session.app_id, session.user))
         if app_changes is not None and app_changes != self.app_changes:
             self._spawn(self._app_changed(session.app_id))
+        if access_changes is not None and access_changes != self.access_changes:
+            self._spawn(self.recheck_access(session))
 
     def unregister(self, session: ClientSession, subs: list[Subscription]) -> None:
         """A connection closed: forget it now, clean shared state in the background."""
@@ -752,6 +770,7 @@ class Node:
         """Drop the app's cached rules; close the connections they now refuse."""
         app_id = AppId(msg.app_id)
         self._rules.pop(app_id, None)
+        self.access_changes += 1
         if msg.user:
             sessions = self.hub.user_connections(app_id, msg.user)
         elif msg.token_id:
