@@ -107,6 +107,9 @@ async def test_channel_and_message_size_quotas(server: ServerProcess) -> None:
         headers=app_key(app),
     )
     assert r.status_code == 200 and r.json()["error"]["code"] == 106
+    metrics = httpx.get(f"{server.base_url}/metrics").text
+    assert 'xshathra_refusals_total{reason="channel_limit"}' in metrics
+    assert 'xshathra_refusals_total{reason="message_size"}' in metrics
     ok = httpx.post(
         f"{server.base_url}/realtime/api/publish",
         json={"channel": "public:one", "data": "small"},

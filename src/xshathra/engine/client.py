@@ -313,6 +313,7 @@ class ClientSession:
             app.app_id, claims.user, claims.token_id, claims.issued_at
         )
         if refusal is not None:
+            node.stats.refused("blocked" if refusal == "user is blocked" else "revoked")
             raise DisconnectError(refusal_code(refusal), refusal)
         if self.closed:
             raise DisconnectError(DisconnectCode.CONNECTION_CLOSED)
@@ -325,12 +326,14 @@ class ClientSession:
             quotas.max_connections is not None
             and node.cluster_connection_count(app.app_id) >= quotas.max_connections
         ):
+            node.stats.refused("connection_quota")
             raise DisconnectError(DisconnectCode.CONNECTION_LIMIT, "application connection quota")
         if (
             quotas.max_connections_per_user is not None
             and len(node.hub.user_connections(app.app_id, claims.user))
             >= quotas.max_connections_per_user
         ):
+            node.stats.refused("user_quota")
             raise DisconnectError(DisconnectCode.CONNECTION_LIMIT, "user connection quota")
         if self._connect_timer is not None:
             self._connect_timer.cancel()
@@ -474,6 +477,7 @@ class ClientSession:
         if channel in self.subs:
             raise ClientError(ErrorCode.ALREADY_SUBSCRIBED)
         if len(self.subs) >= self._max_channels():
+            node.stats.refused("channel_limit")
             raise ClientError(ErrorCode.LIMIT_EXCEEDED, "channel limit of the connection")
         options = self._options(channel)
         chan_info = b""

@@ -22,7 +22,7 @@ import msgspec.structs
 
 from xshathra import __version__
 from xshathra.brokers import ClusterBroker
-from xshathra.engine.channels import is_valid_channel
+from xshathra.engine.channels import is_valid_channel, namespace_of
 from xshathra.engine.client import ClientSession, State, Subscription, refusal_code
 from xshathra.engine.cluster import Cluster
 from xshathra.engine.control import (
@@ -115,6 +115,14 @@ USER_COUNTER_PREFIX = "<user>"
 log = logging.getLogger("xshathra.node")
 
 
+def namespace_kind(channel: str) -> str:
+    """A bounded label for metrics: `public`, `default` (no namespace) or `custom`."""
+    namespace = namespace_of(channel)
+    if namespace == "public":
+        return "public"
+    return "default" if namespace == "" else "custom"
+
+
 def _check_text(tags: dict[str, str]) -> None:
     """Refuse tags that cannot be encoded as UTF-8 (a lone surrogate that a lenient JSON
     parser let in): checked before anything reaches the broker, so history, webhooks and every
@@ -140,11 +148,17 @@ class AppInfo:
 class Counters:
     """Plain counters for observability; read at scrape time, never locked."""
 
-    __slots__ = ("delivered", "publications")
+    __slots__ = ("delivered", "publications", "refusals")
 
     def __init__(self) -> None:
-        self.publications: dict[str, int] = {"api": 0, "client": 0}
+        # (origin, namespace kind) -> count; kinds are bounded: public, default, custom.
+        self.publications: dict[tuple[str, str], int] = {}
         self.delivered = 0
+        # Why clients were refused over a quota or an access rule (a bounded set of reasons).
+        self.refusals: dict[str, int] = {}
+
+    def refused(self, reason: str) -> None:
+        self.refusals[reason] = self.refusals.get(reason, 0) + 1
 
 
 class Node:
@@ -286,6 +300,7 @@ class Node:
         rules = await self.access_rules(session.app_id)
         reason = rules.refusal(session.user, session.token_id, session.issued_at, time.time())
         if reason is not None:
+            self.stats.refused("blocked" if reason == "user is blocked" else "revoked")
             session.disconnect(refusal_code(reason), reason)
 
     def register(
@@ -528,6 +543,7 @@ class Node:
         if app is not None:
             limit = lowest(limit, app.quotas.max_message_size)
         if len(payload) > limit:
+            self.stats.refused("message_size")
             raise ClientError(ErrorCode.LIMIT_EXCEEDED, "message too large")
         return payload
 
@@ -570,7 +586,8 @@ class Node:
         if held is not None:
             held.release()
         self.analytics.publication(ref.app_id, broadcast=origin == "api")
-        self.stats.publications[origin] = self.stats.publications.get(origin, 0) + 1
+        key = (origin, namespace_kind(ref.name))
+        self.stats.publications[key] = self.stats.publications.get(key, 0) + 1
         return position
 
     async def history(
@@ -784,4 +801,5 @@ class Node:
         for session in sessions:
             reason = rules.refusal(session.user, session.token_id, session.issued_at, now)
             if reason is not None:
+                self.stats.refused("blocked" if reason == "user is blocked" else "revoked")
                 session.disconnect(refusal_code(reason), reason)
