@@ -13,10 +13,11 @@ import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
@@ -36,6 +37,12 @@ from xshathra.observability.metrics import (
     HttpStats,
     build_registry,
     render,
+)
+from xshathra.observability.tracing import (
+    TracedBroker,
+    TracingMiddleware,
+    setup_tracing,
+    traced_call,
 )
 from xshathra.presence import PresenceStore
 from xshathra.ratelimit import WindowCounter
@@ -220,6 +227,7 @@ class Runtime:
         self.limiter: RateLimiter | None = None
         self.events: WebhookEvents | None = None
         self.jwks: JwksCache | None = None
+        self.tracing: TracerProvider | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -235,6 +243,11 @@ class Runtime:
         )
         previous = settings.token_hmac_previous_secret
         self.jwks = JwksCache(allow_private=settings.webhook_allow_private)
+        # OpenTelemetry (when OTEL_EXPORTER_OTLP_ENDPOINT is set): broker calls, HTTP requests
+        # and webhook deliveries get spans; nothing is wrapped otherwise.
+        self.tracing = tracing = setup_tracing(node_id)
+        if tracing is not None:
+            backends.broker = cast(ClusterBroker, TracedBroker(backends.broker, tracing))
         tokens = TokenService(
             sec.token_secret,
             previous.get_secret_value() if previous is not None else None,
@@ -258,6 +271,10 @@ class Runtime:
             max_pending_per_app=settings.webhook_max_pending_per_app,
             leave_delay=settings.webhook_leave_delay,
         )
+        if tracing is not None:
+            # The dispatcher's one attempt is the unit a trace shows (retries are new spans).
+            attempt = traced_call(tracing, "webhook.delivery")(dispatcher._attempt)
+            dispatcher._attempt = attempt  # type: ignore[method-assign,assignment]
         self.node = node = Node(
             options=engine_options(settings),
             broker=backends.broker,
@@ -327,6 +344,8 @@ class Runtime:
             await self.limiter.close()
         if self.jwks is not None:
             await self.jwks.close()
+        if self.tracing is not None:
+            self.tracing.shutdown()  # exports the spans still batched
         if self.db is not None:
             await self.db.close()
 
@@ -392,6 +411,15 @@ class XshathraASGI:
         if http is None:
             await JSONResponse({"error": "starting"}, status_code=503)(scope, receive, send)
             return
+        if self.runtime.tracing is not None and scope["type"] == "http":
+            traced = TracingMiddleware(self._http_app, self.runtime.tracing)
+            await traced(scope, receive, send)
+            return
+        await self._http_app(scope, receive, send)
+
+    async def _http_app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        http = self.runtime.http
+        assert http is not None
         engine = self.runtime.engine_http
         if engine is not None and engine_http.handles(scope):
             await engine(scope, receive, send)
