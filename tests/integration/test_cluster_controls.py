@@ -193,3 +193,27 @@ async def test_user_online_and_offline_once_across_nodes(pair: list[ServerProces
         broadcast(a, app, "public:m", "marker", 1)
         got = await asyncio.to_thread(rx.wait_for, 3)
         assert [g.json()["event"] for g in got] == ["user-online", "user-offline", "marker"]
+
+
+async def test_max_connections_per_user_counts_every_node(pair: list[ServerProcess]) -> None:
+    from tests.integration.test_webhooks import register
+    from tests.support.receiver import Receiver
+
+    a, b = pair
+    app = a.create_app(name="user-quota-cluster")
+    r = httpx.put(
+        f"{a.base_url}/api/applications/{app['app_id']}",
+        json={"max_connections_per_user": 1},
+        headers=a.admin_headers(),
+    )
+    assert r.status_code == 200, r.text
+    with Receiver().running() as rx:
+        register(a, app, rx.url, ["user-online"])
+        on_a = await connected(a, realtime_token(a, app, "quinn"))
+        # user-online is reported from the very counter the quota reads: once it came, the
+        # connection on node a is counted for node b too.
+        await asyncio.to_thread(rx.wait_for, 1)
+        assert await refused_with(b, realtime_token(b, app, "quinn")) == 3504
+        other = await connected(b, realtime_token(b, app, "rose"))
+        await other.close()
+        await on_a.close()

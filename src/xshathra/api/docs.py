@@ -112,7 +112,7 @@ class ApplicationOut(BaseModel):
     status: bool = Field(description="true = enabled.")
     namespaces: dict[str, NamespaceOptionsModel]
     max_connections: int | None = Field(description="Quota (operator): connections, cluster-wide.")
-    max_connections_per_user: int | None = Field(description="Quota: one user's, per node.")
+    max_connections_per_user: int | None = Field(description="Quota: one user's, cluster-wide.")
     max_channels_per_connection: int | None = Field(description="Quota: subscriptions each.")
     max_message_size: int | None = Field(description="Quota: bytes of a publication's data.")
     rate_limit_ceiling: int | None = Field(description="Quota: most rate_limit the key may set.")

@@ -309,6 +309,9 @@ class ClientSession:
         if not _origin_allowed(app.allowed_domain, self.transport.origin):
             raise DisconnectError(DisconnectCode.PERMISSION_DENIED, "origin not allowed")
         access_changes = node.access_changes
+        user_elsewhere = 0
+        if app.quotas.max_connections_per_user is not None:
+            user_elsewhere = await node.user_connections_elsewhere(app.app_id, claims.user)
         refusal = await node.access_refusal(
             app.app_id, claims.user, claims.token_id, claims.issued_at
         )
@@ -330,7 +333,7 @@ class ClientSession:
             raise DisconnectError(DisconnectCode.CONNECTION_LIMIT, "application connection quota")
         if (
             quotas.max_connections_per_user is not None
-            and len(node.hub.user_connections(app.app_id, claims.user))
+            and len(node.hub.user_connections(app.app_id, claims.user)) + user_elsewhere
             >= quotas.max_connections_per_user
         ):
             node.stats.refused("user_quota")

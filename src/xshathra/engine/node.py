@@ -731,6 +731,14 @@ class Node:
             nodes.append((stats, AppInfo(*counts)))
         return nodes
 
+    async def user_connections_elsewhere(self, app_id: AppId, user: str) -> int:
+        """The user's connections on the other nodes, from the broker's per-user counter (the
+        one user-online/offline come from; kept only when channel events are on)."""
+        if self.events is None or not user:
+            return 0
+        total = await self.broker.subscriber_count(ChannelRef(app_id, USER_COUNTER_PREFIX + user))
+        return max(0, total - len(self.hub.user_connections(app_id, user)))
+
     def cluster_connection_count(self, app_id: AppId) -> int:
         """The app's connections here (now) and on the other live nodes (last heartbeat)."""
         return self.hub.connection_count(app_id) + self.cluster.connections_elsewhere(app_id)

@@ -59,7 +59,7 @@ class Quotas(
     with the admin key only. The node's limits still apply: the lower of the two holds."""
 
     max_connections: int | None = None  # open connections, cluster-wide
-    max_connections_per_user: int | None = None  # one user's connections, per node
+    max_connections_per_user: int | None = None  # one user's connections, cluster-wide
     max_channels_per_connection: int | None = None
     max_message_size: int | None = None  # bytes of one publication's data
     rate_limit_ceiling: int | None = None  # the highest rate_limit the app's key may set

@@ -110,7 +110,7 @@ class UpdateAppBody(_Body):
         None, description="Admin only. Open connections, cluster-wide (3504 past it)."
     )
     max_connections_per_user: StrictInt | None = Field(
-        None, description="Admin only. One user's connections on a node (3504 past it)."
+        None, description="Admin only. One user's connections, cluster-wide (3504 past it)."
     )
     max_channels_per_connection: StrictInt | None = Field(
         None, description="Admin only. Subscriptions per connection (error 106 past it)."
