@@ -7,7 +7,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 JSDIR  := tests/js
 JSSTAMP := $(JSDIR)/node_modules/.installed
 
-.PHONY: serve test lint typecheck bench bench-quick clean chromium
+.PHONY: serve test lint typecheck bench bench-quick soak clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ test: $(DEVSTAMP) $(JSSTAMP) chromium
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/mypy
 	$(PY) -m pytest
+
+# Not part of `make test`: 30 minutes of mixed load on two nodes (PostgreSQL + Redis); prints
+# what was lost (nothing, or it exits 1) and draws bench/results/soak.png.
+# SOAKARGS passes options through, e.g. `make soak SOAKARGS="--duration 120"`.
+soak: $(DEVSTAMP) $(BENCHSTAMP)
+	$(PY) -m bench.soak $(SOAKARGS)
 
 lint: $(DEVSTAMP)
 	$(VENV)/bin/ruff check src tests
