@@ -45,6 +45,7 @@ from xshathra.observability.tracing import (
     traced_call,
 )
 from xshathra.presence import PresenceStore
+from xshathra.proxies.caller import HttpProxyCaller
 from xshathra.ratelimit import WindowCounter
 from xshathra.settings import Settings, proxy_entries
 from xshathra.storage.database import Database, open_database
@@ -224,6 +225,7 @@ class Runtime:
         self.secrets: Secrets | None = None
         self.analytics: AnalyticsRecorder | None = None
         self.dispatcher: WebhookDispatcher | None = None
+        self.proxy: HttpProxyCaller | None = None
         self.limiter: RateLimiter | None = None
         self.events: WebhookEvents | None = None
         self.jwks: JwksCache | None = None
@@ -275,6 +277,13 @@ class Runtime:
             # The dispatcher's one attempt is the unit a trace shows (retries are new spans).
             attempt = traced_call(tracing, "webhook.delivery")(dispatcher._attempt)
             dispatcher._attempt = attempt  # type: ignore[method-assign,assignment]
+        allow_private = settings.proxy_allow_private
+        self.proxy = proxy = HttpProxyCaller(
+            allow_private=settings.webhook_allow_private
+            if allow_private is None
+            else allow_private,
+            per_app=settings.proxy_concurrency_per_app,
+        )
         self.node = node = Node(
             options=engine_options(settings),
             broker=backends.broker,
@@ -283,6 +292,7 @@ class Runtime:
             tokens=tokens,
             analytics=analytics,
             events=events,
+            proxy=proxy,
             node_id=node_id,
             access=db.access,
         )
@@ -317,6 +327,8 @@ class Runtime:
                 webhook_max_per_app=settings.webhook_max_per_app,
                 webhook_allow_private=settings.webhook_allow_private,
                 webhook_tester=dispatcher,
+                members=db.members,
+                proxy_allow_private=settings.proxy_allow_private,
             ),
             accounts=AccountService(
                 db.accounts,
@@ -338,6 +350,8 @@ class Runtime:
                 await self.events.flush()  # held leaves are reported, not lost
         if self.dispatcher is not None:
             await self.dispatcher.close()
+        if self.proxy is not None:
+            await self.proxy.close()
         if self.analytics is not None:
             await self.analytics.close()
         if self.limiter is not None:
@@ -366,7 +380,12 @@ def build_http_app(ctx: ServerContext, runtime: Runtime, http_stats: HttpStats) 
 
     app = create_http_app(ctx)
     assert runtime.node is not None and runtime.dispatcher is not None
-    registry = build_registry(runtime.node, runtime.dispatcher, http_stats)
+    registry = build_registry(
+        runtime.node,
+        runtime.dispatcher,
+        http_stats,
+        runtime.proxy.stats if runtime.proxy is not None else None,
+    )
     app.add_middleware(HttpMetricsMiddleware, stats=http_stats)
 
     @app.get("/metrics", include_in_schema=False)

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     # user-left and room-vacated wait this long (seconds); a user or room back within it
     # drops both the leave and the join (a page reload reports nothing). 0: at once.
     webhook_leave_delay: float = Field(default=3.0, ge=0, le=300)
+    # Backend proxies (SPEC §9): calls one app may have in flight on a node (past it: 100 at
+    # once), and whether they may reach private addresses (unset: as webhook_allow_private).
+    proxy_concurrency_per_app: int = Field(default=128, ge=1, le=10_000)
+    proxy_allow_private: bool | None = None
 
     # Limits (SPEC §6): every queue and count is bounded.
     max_message_size: int = 65536

@@ -18,7 +18,7 @@ from tests.integration.test_webhooks import broadcast, register
 from tests.support.clients import realtime_token
 from tests.support.receiver import Receiver
 from tests.support.server import ServerProcess, free_port, running_server
-from xshathra.webhooks.signing import verify
+from xshathra.outbound.signing import verify
 
 Json = dict[str, Any]
 LEAVE_DELAY = 1.0

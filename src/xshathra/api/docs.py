@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
@@ -99,6 +99,12 @@ class NamespaceOptionsModel(BaseModel):
     allow_publish_for_client: StrictBool = _NS.allow_publish_for_client
     allow_presence_for_subscriber: StrictBool = _NS.allow_presence_for_subscriber
     allow_history_for_subscriber: StrictBool = _NS.allow_history_for_subscriber
+    subscribe_proxy_enabled: StrictBool = _NS.subscribe_proxy_enabled
+    subscribe_proxy_name: StrictStr = _NS.subscribe_proxy_name
+    publish_proxy_enabled: StrictBool = _NS.publish_proxy_enabled
+    publish_proxy_name: StrictStr = _NS.publish_proxy_name
+    sub_refresh_proxy_enabled: StrictBool = _NS.sub_refresh_proxy_enabled
+    sub_refresh_proxy_name: StrictStr = _NS.sub_refresh_proxy_name
 
 
 class ApplicationOut(BaseModel):
@@ -111,6 +117,9 @@ class ApplicationOut(BaseModel):
     rate_limit: int = Field(description="HTTP API requests per minute.")
     status: bool = Field(description="true = enabled.")
     namespaces: dict[str, NamespaceOptionsModel]
+    proxies: dict[str, Any] = Field(
+        default_factory=dict, description="Backend proxies (SPEC §9); {} when none."
+    )
     max_connections: int | None = Field(description="Quota (operator): connections, cluster-wide.")
     max_connections_per_user: int | None = Field(description="Quota: one user's, cluster-wide.")
     max_channels_per_connection: int | None = Field(description="Quota: subscriptions each.")

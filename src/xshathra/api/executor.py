@@ -24,11 +24,11 @@ from xshathra.engine.control import (
     Unsubscribe,
     WebhooksChanged,
 )
-from xshathra.engine.errors import ClientError
+from xshathra.engine.errors import ClientError, error_message
 from xshathra.engine.hub import client_info_message
 from xshathra.model import AppId, ChannelRef
 from xshathra.protocol import messages as m
-from xshathra.protocol.codes import ERROR_MESSAGES, DisconnectCode, ErrorCode
+from xshathra.protocol.codes import DisconnectCode, ErrorCode
 
 if TYPE_CHECKING:
     from xshathra.engine.node import Node
@@ -48,9 +48,9 @@ _DISCONNECT_CODES_FIRST, _DISCONNECT_CODES_LAST = 3000, 4999
 class ApiError(Exception):
     """A Centrifugo API error: `{"error": {"code": ..., "message": ...}}`."""
 
-    def __init__(self, code: ErrorCode, message: str | None = None) -> None:
+    def __init__(self, code: ErrorCode | int, message: str | None = None) -> None:
         self.code = code
-        self.message = message or ERROR_MESSAGES[code]
+        self.message = message or error_message(code)
         super().__init__(self.message)
 
 
@@ -152,6 +152,19 @@ class InvalidateUserTokensRequest(msgspec.Struct, **_REQ):
     issued_before: int = 0  # unix seconds; 0: now
     expire_at: int = 0
     channel: str = ""  # subscription tokens of one channel: not supported, must be empty
+
+
+class RpcRequest(msgspec.Struct, **_REQ):
+    """Routed by the method's RPC namespace to the app's backend proxy (SPEC §9). `params` is
+    Centrifugo's name for the payload; `data` is accepted too."""
+
+    method: str
+    params: msgspec.Raw = m.EMPTY
+    data: msgspec.Raw = m.EMPTY
+
+
+class RpcResult(msgspec.Struct, **_RES):
+    data: msgspec.Raw = m.EMPTY
 
 
 class BatchRequest(msgspec.Struct, **_REQ):
@@ -439,6 +452,14 @@ class Executor:
                     matched[name] = count
             names = matched
         return ChannelsResult(channels={k: ChannelInfo(num_clients=v) for k, v in names.items()})
+
+    async def rpc(self, app: Application, request: RpcRequest) -> RpcResult:
+        payload = bytes(request.params or request.data) or b"null"
+        try:
+            data = await self._node.rpc(app, request.method, payload)
+        except ClientError as exc:
+            raise ApiError(exc.code, exc.message) from None
+        return RpcResult(data=msgspec.Raw(data) if data else m.EMPTY)
 
     async def info(self, app: Application, request: InfoRequest) -> InfoResult:
         """Every live node with the app's share of it: this node counted now, the others as of

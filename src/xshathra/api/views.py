@@ -44,6 +44,7 @@ def application_view(app: Application, *, api_key: str | None = None) -> dict[st
         "previous_secret_expires_at": (
             app.previous_secret_until if app.previous_secret_until > time.time() else None
         ),
+        "proxies": msgspec.to_builtins(app.proxies),
         "created_at": iso(app.created_at),
         "updated_at": iso(app.updated_at),
     }

@@ -45,6 +45,7 @@ from xshathra.engine.deadlines import Deadlines
 from xshathra.engine.errors import ClientError
 from xshathra.engine.hub import Hub, publication_message
 from xshathra.engine.options import EngineOptions
+from xshathra.engine.proxy import ProxyCaller, ProxyUnavailable, refuse
 from xshathra.engine.writer import FlushScheduler
 from xshathra.model import (
     AppId,
@@ -57,9 +58,10 @@ from xshathra.model import (
 )
 from xshathra.presence import PresenceStore
 from xshathra.protocol import messages as m
+from xshathra.protocol import proxy as p
 from xshathra.protocol.codes import DisconnectCode, ErrorCode, LifecycleEvent, UnsubscribeCode
 from xshathra.tenancy.access import AccessRules, AccessStore
-from xshathra.tenancy.apps import Application, AppStore, NamespaceOptions, lowest
+from xshathra.tenancy.apps import Application, AppStore, NamespaceOptions, keys_equal, lowest
 from xshathra.tenancy.tokens import TokenService
 
 if TYPE_CHECKING:
@@ -172,6 +174,7 @@ class Node:
         tokens: TokenService,
         analytics: Analytics,
         events: ChannelEvents | None = None,
+        proxy: ProxyCaller | None = None,
         node_id: str | None = None,
         access: AccessStore | None = None,
     ) -> None:
@@ -188,6 +191,7 @@ class Node:
         self._rules: dict[AppId, tuple[float, AccessRules]] = {}
         # Bumped by every AccessChanged: a connect whose check spans one checks again.
         self.access_changes = 0
+        self.proxy = proxy  # asks apps' backends (SPEC §9); None: every proxy call fails (100)
         self.stats = Counters()
         self.hub = Hub()
         self.deadlines = Deadlines()  # connection expiries, swept once for all
@@ -266,6 +270,10 @@ class Node:
         await self.broker.close()
         await self.presence_store.close()
 
+    def spawn(self, coro: object) -> None:
+        """Run `coro` in the background, held until done (a session's server-side refresh)."""
+        self._spawn(coro)
+
     def _spawn(self, coro: object) -> None:
         task: asyncio.Task[None] = self.loop.create_task(coro)  # type: ignore[arg-type]
         self._background.add(task)
@@ -283,14 +291,52 @@ class Node:
         """The app as stored now (a regenerated key or a disabled app counts at once), as one
         object shared by all of its connections on this node rather than a copy each."""
         app = await self.apps.get_app(app_id)
-        if app is None:
-            return None
+        return self._shared(app) if app is not None else None
+
+    def _shared(self, app: Application) -> Application:
         known = self._apps.get(app.app_id)
         if known is not None and known == app:
             return known
         if self.hub.connection_count(app.app_id):
             self._apps[app.app_id] = app
         return app
+
+    async def app_by_client_key(self, client_key: str, app_id: str = "") -> Application | None:
+        """The app whose public client key this is (a client connecting without a token
+        names its app so); with `app_id`, only if that app's key it is."""
+        if app_id:
+            app = await self.get_app(app_id)
+            if app is None or not keys_equal(app.client_api_key, client_key):
+                return None
+            return app
+        found = await self.apps.find_by_client_key(client_key)
+        return self._shared(found) if found is not None else None
+
+    async def rpc(self, app: Application, method: str, data: bytes) -> bytes:
+        """The server API's `rpc`: the method's RPC namespace proxy, with no client. 104 when
+        the app has none for it, 100 when the backend does not answer, else its own error."""
+        target = app.proxies.rpc_target(method)
+        if target is None:
+            raise ClientError(ErrorCode.METHOD_NOT_FOUND)
+        if self.proxy is None:
+            raise ProxyUnavailable()
+        reply = await self.proxy.call(
+            app,
+            target,
+            p.RPCRequest(app_id=app.app_id, method=method, data=p.raw_json(data)),
+            p.RPCReply,
+        )
+        if reply is None:
+            raise ProxyUnavailable()
+        if reply.disconnect is not None:  # no connection to end: an error to the caller
+            raise ClientError(ErrorCode.INTERNAL, reply.disconnect.reason or None)
+        refuse(reply.error, None)
+        if reply.result is None:
+            raise ProxyUnavailable()
+        try:
+            return p.payload(reply.result.data, reply.result.b64data) or b""
+        except p.ProxyDecodeError:
+            raise ProxyUnavailable() from None
 
     # --- sessions ---------------------------------------------------------------------------
 

@@ -29,10 +29,12 @@ from xshathra.storage.accounts import SqlAccountStore
 from xshathra.storage.analytics import SqlAnalyticsStore
 from xshathra.storage.apps import SqlAppStore
 from xshathra.storage.deliveries import SqlDeliveryStore
+from xshathra.storage.members import SqlMemberStore
 from xshathra.storage.server_state import ServerStateStore, SqlServerStateStore
 from xshathra.storage.webhooks import SqlWebhookStore
 from xshathra.tenancy.access import AccessStore
 from xshathra.tenancy.apps import AppStore
+from xshathra.tenancy.members import MemberStore
 from xshathra.webhooks.store import DeliveryStore, WebhookStore
 
 log = logging.getLogger("xshathra.storage")
@@ -83,6 +85,7 @@ class Database:
     analytics: AnalyticsStore
     accounts: AccountStore
     access: AccessStore
+    members: MemberStore
 
     @property
     def dialect(self) -> str:
@@ -229,4 +232,5 @@ async def open_database(url: str) -> Database:
         analytics=SqlAnalyticsStore(engine),
         accounts=SqlAccountStore(engine),
         access=SqlAccessStore(engine),
+        members=SqlMemberStore(engine),
     )

@@ -17,6 +17,7 @@ from typing import Protocol, TypedDict
 import msgspec
 
 from xshathra.model import AppId
+from xshathra.tenancy.proxies import NO_PROXIES, ProxyConfig
 
 APP_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 DEFAULT_RATE_LIMIT = 1000
@@ -38,6 +39,13 @@ class NamespaceOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     allow_publish_for_client: bool = False
     allow_presence_for_subscriber: bool = False
     allow_history_for_subscriber: bool = False
+    # Backend proxies (SPEC §9): each names a proxy of the app's `proxies.proxies`.
+    subscribe_proxy_enabled: bool = False
+    subscribe_proxy_name: str = "default"
+    publish_proxy_enabled: bool = False
+    publish_proxy_name: str = "default"
+    sub_refresh_proxy_enabled: bool = False
+    sub_refresh_proxy_name: str = "default"
 
     def __post_init__(self) -> None:
         # Checked here, so every surface (HTTP, CLI, stored rows) refuses the same way: msgspec
@@ -135,6 +143,7 @@ class Application:
     rate_limit: int = DEFAULT_RATE_LIMIT
     status: bool = True
     namespaces: dict[str, NamespaceOptions] = field(default_factory=dict)
+    proxies: ProxyConfig = NO_PROXIES
     owner_id: str | None = None
     quotas: Quotas = NO_QUOTAS
     # The app_secret before the last regeneration, still accepted until `previous_secret_until`
@@ -170,6 +179,19 @@ class Application:
 
     def with_changes(self, **changes: object) -> Application:
         return replace(self, updated_at=utcnow(), **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class AppSummary:
+    """What a list of applications shows: no keys, no secret, no namespaces (and so cheap to
+    read by the thousand)."""
+
+    app_id: AppId
+    name: str
+    owner_id: str | None
+    status: bool
+    rate_limit: int
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +236,7 @@ class AppChanges(TypedDict, total=False):
     token_jwks_url: str | None
     token_audience: str | None
     token_issuer: str | None
+    proxies: ProxyConfig
 
 
 def generate_app(
@@ -272,8 +295,21 @@ class AppStore(Protocol):
 
     async def find_by_api_key_hash(self, key_hash: str) -> Application | None: ...
 
+    async def find_by_client_key(self, client_key: str) -> Application | None:
+        """The app whose public `client_api_key` this is (a client connecting without a
+        token names its app so, SPEC §9)."""
+
     async def list_apps(self, owner_id: str | None = None) -> list[Application]:
         """All apps (ordered by created_at), or only those of one dashboard owner."""
+
+    async def get_apps(self, app_ids: list[str]) -> list[Application]:
+        """The apps among `app_ids` that exist (ordered by created_at), in one query."""
+
+    async def list_summaries(
+        self, owner_id: str | None = None, app_ids: list[str] | None = None
+    ) -> list[AppSummary]:
+        """Summaries of all apps, or of one owner's plus those among `app_ids` (either
+        matches), ordered by created_at."""
 
     async def update_app(
         self, app_id: str, changes: AppChanges, *, while_key: str | None = None

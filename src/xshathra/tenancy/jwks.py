@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import jwt
 
-from xshathra.webhooks.netguard import UnsafeURLError, guarded_client
+from xshathra.outbound.netguard import UnsafeURLError, guarded_client
 
 log = logging.getLogger("xshathra.jwks")
 MAX_JWKS_BYTES = 65_536

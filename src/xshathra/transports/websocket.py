@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from websockets.http11 import Request
@@ -95,6 +96,8 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         "_transport",
         "_ws",
         "origin",
+        "query",
+        "request_headers",
     )
 
     def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any]) -> None:
@@ -117,6 +120,8 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
             self._node.options.client_queue_max_bytes if self._node is not None else 1 << 20
         )
         self.origin: str | None = None
+        self.request_headers: Sequence[tuple[str, str]] | None = None
+        self.query = ""
 
     @property
     def wire_format(self) -> WireFormat:
@@ -304,6 +309,8 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         self._ws = None  # open now: websockets' part is done
         self._reader = FrameReader(self._max_size())
         self.origin = request.headers.get("Origin")
+        self.request_headers = list(request.headers.raw_items())
+        self.query = request.path.partition("?")[2]
         self._session = ClientSession(self._node, self)
 
     def _refuse(self, ws: ServerProtocol) -> None:

@@ -122,6 +122,7 @@ def test_application_view_shows_the_key_only_when_given() -> None:
         "token_jwks_url",
         "token_audience",
         "token_issuer",
+        "proxies",
         "created_at",
         "updated_at",
     }

@@ -90,6 +90,11 @@ class UpdateAppBody(_Body):
     namespaces: dict[str, docs.NamespaceOptionsModel] | None = Field(
         None, description="Replaces the app's namespaces: name -> options."
     )
+    proxies: dict[str, Any] | None = Field(
+        None,
+        description="Backend proxies (Centrifugo v6 shape: `proxies`, `client.proxy.connect|"
+        "refresh|send`, `rpc.namespaces`); replaces the app's. `{}` removes them.",
+    )
     token_rsa_public_key: StrictStr | None = Field(
         None, description="PEM public key verifying the app's own RS256 tokens; null clears."
     )
@@ -351,6 +356,8 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
         quotas = {q: getattr(body, q) for q in QUOTA_FIELDS if q in body.model_fields_set}
         if quotas:
             update["quotas"] = quotas
+        if "proxies" in body.model_fields_set:
+            update["proxies"] = body.proxies
         with refusals():
             updated = await service.update_application(app, update, as_admin=who.admin)
         return _ok({"application": application_view(updated)})
