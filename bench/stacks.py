@@ -32,6 +32,7 @@ SERVER_CORE, CLIENT_CORE = "0", "1"
 # no presence or join/leave (N joins to N subscribers would be N² messages at setup).
 NAMESPACE = {"history_size": 100, "history_ttl": 600, "allow_subscribe_for_client": True}
 CHANNEL = "bench:fanout"
+PUSHER_CHANNEL = "bench-fanout"  # Pusher names have no namespace colon
 XS_PATH = "/realtime/connection/websocket"
 SOCKETIO_PATH = "/socket.io/?EIO=4&transport=websocket"
 CONNECT_BATCH = 500  # connections opened at once: more can overflow a listen backlog
@@ -77,6 +78,13 @@ class Stack:
     # CONNECT ack); empty where the upgrade alone does it.
     ready_marker: bytes = b""
     channels: bool = False  # has named channels, so the many-channels and recovery scenarios
+    # The load client offers permessage-deflate and inflates compressed messages.
+    deflate: bool = False
+    # Binary frames of the Centrifuge protobuf format: the load client sends its hello as
+    # binary frames and answers protobuf pings itself (`ping` is then None).
+    protobuf: bool = False
+    # The WebSocket path once the server is set up, where it depends on the app (Pusher's key).
+    path_for: Callable[[dict[str, Any]], str] | None = None
 
     @property
     def is_node(self) -> bool:
@@ -101,6 +109,28 @@ def xs_hello(ctx: dict[str, Any], *subscribes: dict[str, Any]) -> list[bytes]:
     commands = [{"id": 1, "connect": {"token": xs_token(ctx)}}]
     commands += [{"id": i, "subscribe": s} for i, s in enumerate(subscribes, start=2)]
     return [b"\n".join(json.dumps(c).encode() for c in commands)]
+
+
+def xs_protobuf_hello(ctx: dict[str, Any], *subscribes: dict[str, Any]) -> list[bytes]:
+    """The same hello in the protobuf format: one binary frame of length-delimited commands,
+    built with the server's own generated module (the wire format is the same as any
+    client's)."""
+    from xshathra.protocol import client_pb2 as pb
+
+    commands = [pb.Command(id=1, connect=pb.ConnectRequest(token=xs_token(ctx)))]
+    commands += [
+        pb.Command(id=i, subscribe=pb.SubscribeRequest(**s)) for i, s in enumerate(subscribes, 2)
+    ]
+    frame = b""
+    for command in commands:
+        body = command.SerializeToString()
+        n, prefix = len(body), bytearray()
+        while n >= 0x80:
+            prefix.append(n & 0x7F | 0x80)
+            n >>= 7
+        prefix.append(n)
+        frame += bytes(prefix) + body
+    return [frame]
 
 
 def xs_ready(last_id: int) -> bytes:
@@ -160,6 +190,65 @@ STACKS: dict[str, Stack] = {
         ping=(b"{}", b"{}"),
         ready_marker=xs_ready(2),
         channels=True,
+    ),
+    # The same server with permessage-deflate on for every message (minimum size 0): what
+    # compression costs the server at fan-out, where a publication is compressed once per
+    # (codec, framing) group and the frame shared by all its connections.
+    "xshathra_deflate": Stack(
+        "xshathra_deflate",
+        lambda port, tmp: [PY, "-m", "xshathra", "serve", "--port", str(port)],
+        XS_PATH,
+        lambda ctx: xs_hello(ctx, {"channel": CHANNEL}),
+        "/realtime/api/publish",
+        lambda data, ctx: xs_publish(CHANNEL, data),
+        lambda ctx: {"X-API-Key": ctx["api_key"]},
+        {
+            "XSHATHRA_LOG_LEVEL": "warning",
+            "XSHATHRA_CLIENT_COMMAND_BURST": "1000",
+            "XSHATHRA_WEBSOCKET_COMPRESSION": "true",
+            "XSHATHRA_WEBSOCKET_COMPRESSION_MIN_SIZE": "0",
+        },
+        marker=b'"pub"',
+        ping=(b"{}", b"{}"),
+        ready_marker=xs_ready(2),
+        deflate=True,
+    ),
+    # The same server and load, the clients speaking protobuf (`?format=protobuf`): the cost of
+    # the binary format against JSON. Publication data stays the publisher's JSON bytes, so
+    # `"t":` marks each publication as it does for the bare peers. Fan-out and idle only.
+    "xshathra_protobuf": Stack(
+        "xshathra_protobuf",
+        lambda port, tmp: [PY, "-m", "xshathra", "serve", "--port", str(port)],
+        XS_PATH + "?format=protobuf",
+        lambda ctx: xs_protobuf_hello(ctx, {"channel": CHANNEL}),
+        "/realtime/api/publish",
+        lambda data, ctx: xs_publish(CHANNEL, data),
+        lambda ctx: {"X-API-Key": ctx["api_key"]},
+        {"XSHATHRA_LOG_LEVEL": "warning", "XSHATHRA_CLIENT_COMMAND_BURST": "1000"},
+        marker=b'"t":',
+        # The reply to subscribe id 2: field 1 (id) = 2, then field 6 (subscribe).
+        ready_marker=b"\x08\x02\x32",
+        protobuf=True,
+    ),
+    # The same server and fan-out, its clients speaking Pusher protocol 7 (pusher-js's frames):
+    # each publication is one `{"event":"bench","channel":…,"data":"<body as a string>"}`.
+    "xshathra_pusher": Stack(
+        "xshathra_pusher",
+        lambda port, tmp: [PY, "-m", "xshathra", "serve", "--port", str(port)],
+        "/app/",
+        lambda ctx: [
+            json.dumps({"event": "pusher:subscribe", "data": {"channel": PUSHER_CHANNEL}}).encode()
+        ],
+        "/realtime/api/publish",
+        lambda data, ctx: (
+            b'{"channel":"%s","tags":{"event":"bench"},"data":%s}' % (PUSHER_CHANNEL.encode(), data)
+        ),
+        lambda ctx: {"X-API-Key": ctx["api_key"]},
+        {"XSHATHRA_LOG_LEVEL": "warning", "XSHATHRA_CLIENT_COMMAND_BURST": "1000"},
+        marker=b'{"event":"bench"',
+        ping=(b'{"event":"pusher:ping","data":{}}', b'{"event":"pusher:pong","data":{}}'),
+        ready_marker=b"pusher_internal:subscription_succeeded",
+        path_for=lambda ctx: f"/app/{ctx['client_api_key']}?protocol=7",
     ),
     "raw": _plain("raw", _python("raw_server.py")),
     "node_ws": _plain("node_ws", _node("node_ws.mjs")),
@@ -326,7 +415,7 @@ async def serving(
 
 async def _setup(stack: Stack, port: int, admin: str) -> dict[str, Any]:
     """Xshathra only: an application with the bench namespace; its keys are the context."""
-    if stack.name != "xshathra":
+    if not stack.name.startswith("xshathra"):
         return {}
     import httpx
 

@@ -92,6 +92,16 @@ class Settings(BaseSettings):
     # Each node re-reads an app's access rules (blocked users, revoked tokens) this often;
     # changes reach every node at once through the broker, this bounds a lost message.
     access_rules_ttl: float = Field(default=30.0, gt=0)
+    # Positioned subscriptions (namespace option force_positioning): seconds between checks
+    # of each channel's stream top against what was delivered; a gap disconnects with 3010.
+    position_check_interval: float = Field(default=40.0, gt=0)
+    # permessage-deflate on WebSocket (off by default: it costs CPU per message). When on, a
+    # client that offers it gets messages of at least compression_min_size bytes compressed
+    # at this zlib level (1 fastest .. 9 smallest); each message is compressed alone, once
+    # for every subscriber it goes to.
+    websocket_compression: bool = False
+    websocket_compression_level: int = Field(default=1, ge=1, le=9)
+    websocket_compression_min_size: int = Field(default=128, ge=0)
     token_rate_limit: int = 100  # per minute per client IP on the token endpoints
     default_app_rate_limit: int = 1000  # per minute per app on the HTTP API
     # The highest rate_limit an app may set with its own key (the admin key may set any).

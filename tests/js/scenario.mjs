@@ -14,7 +14,10 @@
 //   XS_NO_SUBSCRIBE "1": do not subscribe at start (the test sends `subscribe`)
 //   XS_NO_TOKEN    "1": connect without a token (the app's connect proxy decides)
 //   XS_CONNECT_DATA JSON sent as the connect request's data (to a connect proxy)
-import { Centrifuge } from "centrifuge";
+//   XS_SUB_OPTIONS JSON merged into the subscription's options (delta, since, tagsFilter...)
+//   XS_PROTOBUF    "1": the protobuf build (`centrifuge/build/protobuf`, binary frames); data
+//                  is then bytes both ways: published as the JSON text's UTF-8, and printed
+//                  parsed from it (as a string when it is not JSON)
 import WebSocket from "ws";
 import readline from "node:readline";
 import { createHmac } from "node:crypto";
@@ -27,6 +30,22 @@ const XS_TTL = Number(env.XS_TTL ?? "900");
 const XS_SUB_TTL = Number(env.XS_SUB_TTL ?? "900");
 const XS_CHANNELS = env.XS_CHANNELS ? env.XS_CHANNELS.split(",") : [];
 const XS_WS = env.XS_WS ?? `${XS_BASE.replace(/^http/, "ws")}/realtime/connection/websocket`;
+
+const PROTOBUF = env.XS_PROTOBUF === "1";
+const { Centrifuge } = PROTOBUF
+  ? await import("centrifuge/build/protobuf")
+  : await import("centrifuge");
+// Payloads as this build takes and gives them: JSON values, or bytes in the protobuf build.
+const toWire = (value) => (PROTOBUF ? new TextEncoder().encode(JSON.stringify(value)) : value);
+function fromWire(data) {
+  if (!PROTOBUF || !(data instanceof Uint8Array)) return data;
+  const text = new TextDecoder().decode(data);
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
 
 const emit = (event, fields = {}) => console.log(JSON.stringify({ event, ...fields }));
 
@@ -87,11 +106,12 @@ client.on("subscribed", (ctx) =>
   }),
 );
 client.on("publication", (ctx) =>
-  emit("server_publication", { channel: ctx.channel, data: ctx.data, offset: ctx.offset }),
+  emit("server_publication", { channel: ctx.channel, data: fromWire(ctx.data), offset: ctx.offset }),
 );
 
 const subOptions = { joinLeave: true };
 if (env.XS_SUB_TOKEN === "1") subOptions.getToken = getSubToken;
+if (env.XS_SUB_OPTIONS) Object.assign(subOptions, JSON.parse(env.XS_SUB_OPTIONS));
 const sub = client.newSubscription(XS_CHANNEL, subOptions);
 sub.on("subscribing", (ctx) => emit("subscribing", { code: ctx.code, reason: ctx.reason }));
 sub.on("subscribed", (ctx) =>
@@ -105,7 +125,7 @@ sub.on("subscribed", (ctx) =>
 );
 sub.on("publication", (ctx) =>
   emit("publication", {
-    data: ctx.data,
+    data: fromWire(ctx.data),
     tags: ctx.tags ?? null,
     offset: ctx.offset,
     user: ctx.info?.user ?? null,
@@ -131,13 +151,13 @@ const commands = {
   async history({ limit, reverse = false }) {
     const result = await sub.history({ limit, reverse });
     emit("history", {
-      data: result.publications.map((p) => p.data),
+      data: result.publications.map((p) => fromWire(p.data)),
       offsets: result.publications.map((p) => p.offset),
       offset: result.offset,
     });
   },
   async publish({ data }) {
-    await sub.publish(data);
+    await sub.publish(toWire(data));
     emit("published");
   },
   async rpc({ method, data }) {
@@ -149,6 +169,7 @@ const commands = {
     emit("sent");
   },
   async state() { emit("state", { client: client.state, sub: sub.state }); },
+  async delta_stats() { emit("delta_stats", sub.deltaStats()); },
   async exit() { client.disconnect(); emit("bye"); process.exit(0); },
 };
 

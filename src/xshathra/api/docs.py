@@ -105,6 +105,23 @@ class NamespaceOptionsModel(BaseModel):
     publish_proxy_name: StrictStr = _NS.publish_proxy_name
     sub_refresh_proxy_enabled: StrictBool = _NS.sub_refresh_proxy_enabled
     sub_refresh_proxy_name: StrictStr = _NS.sub_refresh_proxy_name
+    allowed_delta_types: tuple[Literal["fossil"], ...] = Field(
+        (),
+        description='Delta compression a subscriber may ask for: ["fossil"].',
+    )
+    delta_publish: StrictBool = Field(
+        _NS.delta_publish, description="Send every publication as a delta where negotiated."
+    )
+    force_recovery_mode: Literal["", "stream", "cache"] = Field(
+        "", description='"cache": a recovering subscriber gets the latest publication only.'
+    )
+    allow_positioning: StrictBool = _NS.allow_positioning
+    force_positioning: StrictBool = Field(
+        _NS.force_positioning, description="A gap in a channel's stream disconnects (3010)."
+    )
+    allow_tags_filter: StrictBool = Field(
+        _NS.allow_tags_filter, description="Subscribers may filter publications by tags (tf)."
+    )
 
 
 class ApplicationOut(BaseModel):
@@ -119,6 +136,9 @@ class ApplicationOut(BaseModel):
     namespaces: dict[str, NamespaceOptionsModel]
     proxies: dict[str, Any] = Field(
         default_factory=dict, description="Backend proxies (SPEC §9); {} when none."
+    )
+    pusher_client_events: bool = Field(
+        False, description="Pusher clients may send client- events (SPEC §10)."
     )
     max_connections: int | None = Field(description="Quota (operator): connections, cluster-wide.")
     max_connections_per_user: int | None = Field(description="Quota: one user's, cluster-wide.")
@@ -262,6 +282,9 @@ class PublishBody(BaseModel):
     tags: dict[str, str] | None = None
     idempotency_key: str = ""
     b64data: str = ""
+    delta: bool = Field(
+        False, description="Sent as a fossil delta to subscribers that negotiated delta."
+    )
 
 
 class PublishResultModel(BaseModel):

@@ -64,6 +64,7 @@ class PublishRequest(msgspec.Struct, **_REQ):
     tags: dict[str, str] | None = None
     idempotency_key: str = ""
     b64data: str = ""
+    delta: bool = False  # sent as a fossil delta to subscribers that negotiated one
 
 
 class BroadcastRequest(msgspec.Struct, **_REQ):
@@ -73,6 +74,7 @@ class BroadcastRequest(msgspec.Struct, **_REQ):
     tags: dict[str, str] | None = None
     idempotency_key: str = ""
     b64data: str = ""
+    delta: bool = False
 
 
 class DisconnectOptions(msgspec.Struct, **_REQ):
@@ -277,6 +279,7 @@ class Executor:
                 skip_history=request.skip_history,
                 idempotency_key=request.idempotency_key,
                 origin=origin,
+                delta=request.delta,
             )
         except ClientError as exc:  # refused before anything was published
             raise ApiError(exc.code, exc.message) from None
@@ -323,6 +326,7 @@ class Executor:
                         skip_history=request.skip_history,
                         tags=request.tags,
                         idempotency_key=request.idempotency_key,
+                        delta=request.delta,
                     ),
                 )
                 responses.append({"result": outcome.result})

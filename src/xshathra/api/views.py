@@ -45,6 +45,7 @@ def application_view(app: Application, *, api_key: str | None = None) -> dict[st
             app.previous_secret_until if app.previous_secret_until > time.time() else None
         ),
         "proxies": msgspec.to_builtins(app.proxies),
+        "pusher_client_events": app.pusher_client_events,
         "created_at": iso(app.created_at),
         "updated_at": iso(app.updated_at),
     }

@@ -22,10 +22,22 @@ import msgspec.structs
 
 from xshathra.engine.channels import is_valid_channel, namespace_of
 from xshathra.engine.errors import ClientError, DisconnectError, error_message
-from xshathra.engine.hub import client_info_message, publication_message
+from xshathra.engine.hub import (
+    SubscriberFeatures,
+    client_info_message,
+    delta_publication_message,
+    publication_message,
+)
 from xshathra.engine.proxy import ProxyUnavailable, refuse
 from xshathra.engine.writer import FrameSink, OutgoingFrame, Writer
-from xshathra.model import AppId, ChannelRef, ClientInfoData, HistoryOptions, StreamPosition
+from xshathra.model import (
+    AppId,
+    BrokerPublication,
+    ChannelRef,
+    ClientInfoData,
+    HistoryOptions,
+    StreamPosition,
+)
 from xshathra.protocol import messages as m
 from xshathra.protocol import proxy as p
 from xshathra.protocol.codec import ProtocolDecodeError
@@ -36,6 +48,8 @@ from xshathra.protocol.codes import (
     ErrorCode,
     UnsubscribeCode,
 )
+from xshathra.protocol.delta import DELTA_TYPES
+from xshathra.protocol.filters import FilterError, check_filter, filter_key, matches
 from xshathra.tenancy.apps import Application, NamespaceOptions, lowest
 from xshathra.tenancy.proxies import NO_PROXIES, ProxyTarget
 from xshathra.tenancy.tokens import ConnectionClaims, TokenError, TokenExpiredError
@@ -87,6 +101,13 @@ class Subscription:
     expires_at: int | None = None
     timer: asyncio.TimerHandle | None = None
     live: bool = False
+    # Channel features (SPEC §8): a gap in the stream disconnects a positioned subscriber
+    # with 3010; `features` holds its delta or tags filter, None for most subscriptions.
+    positioned: bool = False
+    features: SubscriberFeatures | None = None
+    # Who this subscription is present as, when not the connection's user: a Pusher presence
+    # member names its user per channel (`channel_data.user_id`).
+    user: str | None = None
 
 
 Finalizer = Callable[[], None]
@@ -337,7 +358,7 @@ class ClientSession:
             raise DisconnectError(DisconnectCode.INVALID_TOKEN) from None
         if not app.status:
             raise DisconnectError(DisconnectCode.PERMISSION_DENIED, "application is disabled")
-        if not _origin_allowed(app.allowed_domain, self.transport.origin):
+        if not origin_allowed(app.allowed_domain, self.transport.origin):
             raise DisconnectError(DisconnectCode.PERMISSION_DENIED, "origin not allowed")
         return await self._register(req, app, claims, app_changes)
 
@@ -425,7 +446,7 @@ class ClientSession:
             raise DisconnectError(DisconnectCode.INVALID_TOKEN, "token required")
         if not app.status:
             raise DisconnectError(DisconnectCode.PERMISSION_DENIED, "application is disabled")
-        if not _origin_allowed(app.allowed_domain, self.transport.origin):
+        if not origin_allowed(app.allowed_domain, self.transport.origin):
             raise DisconnectError(DisconnectCode.PERMISSION_DENIED, "origin not allowed")
         # Refused before the backend is asked: a full app costs its backend nothing.
         if node.hub.connection_count(app.app_id) >= node.options.max_connections_per_app:
@@ -671,7 +692,13 @@ class ClientSession:
     def info(self, chan_info: bytes = b"") -> ClientInfoData:
         return ClientInfoData(self.user, self.client_id, self.conn_info, chan_info)
 
-    def wants_join_leave(self, channel: str) -> bool:
+    def sub_info(self, sub: Subscription) -> ClientInfoData:
+        """This connection as present in one of its subscriptions (presence, join, leave)."""
+        user = self.user if sub.user is None else sub.user
+        return ClientInfoData(user, self.client_id, self.conn_info, sub.chan_info)
+
+    def wants_join_leave(self, channel: str, info: ClientInfoData, join: bool) -> bool:
+        """Whether this connection is told of `info` joining (or leaving) `channel`."""
         sub = self.subs.get(channel)
         return sub is not None and sub.join_leave
 
@@ -736,17 +763,25 @@ class ClientSession:
             expires_at = granted.expires_at or expires_at
             options = _overridden(options, granted.override)
 
+        features = _features(options, req)
         sub = Subscription(
             ref=ref,
             options=options,
             chan_info=chan_info,
             join_leave=options.join_leave and (options.force_push_join_leave or req.join_leave),
+            positioned=_has_history(options)
+            and (options.force_positioning or (req.positioned and options.allow_positioning)),
+            features=features,
         )
         self.subs[channel] = sub
         info = self.info(chan_info)
         try:
-            await node.add_pending_subscriber(ref, self)
-            result, since_offset = await self._position(ref, options, req)
+            await node.add_pending_subscriber(ref, self, features)
+            result, since_offset = await self._position(ref, options, req, features)
+            result.positioned = sub.positioned
+            result.delta = features is not None and features.delta
+            if sub.positioned:
+                node.track_position(ref, StreamPosition(result.offset, result.epoch))
             if options.presence:
                 await node.presence_store.add_presence(ref, info)
             if options.join_leave:
@@ -784,7 +819,7 @@ class ClientSession:
                     self.writer.enqueue(frame)
                     last = max(last, offset)
 
-        node.subscription_added(self, ref)
+        node.subscription_added(self, sub)
         return result, finalize
 
     async def _proxy_subscribe(
@@ -825,13 +860,35 @@ class ClientSession:
         except p.ProxyDecodeError:
             raise ProxyUnavailable() from None
 
+    def _recovered(
+        self, pubs: list[BrokerPublication], features: SubscriberFeatures | None
+    ) -> list[m.Publication] | None:
+        """Recovered publications as this subscription gets them: filtered by its tags filter,
+        each in full (a delta subscription's base is then the last of them)."""
+        if features is None:
+            return [publication_message(pub) for pub in pubs] or None
+        if features.filter is not None:
+            node = features.filter
+            pubs = [pub for pub in pubs if matches(node, pub.tags)]
+        if not features.delta:
+            return [publication_message(pub) for pub in pubs] or None
+        codec = self.transport.codec
+        out = [delta_publication_message(pub, codec) for pub in pubs]
+        return [msg for msg in out if msg is not None] or None
+
     async def _position(
-        self, ref: ChannelRef, options: NamespaceOptions, req: m.SubscribeRequest
+        self,
+        ref: ChannelRef,
+        options: NamespaceOptions,
+        req: m.SubscribeRequest,
+        features: SubscriberFeatures | None = None,
     ) -> tuple[m.SubscribeResult, int]:
         """Stream position and, when asked, the publications the client missed."""
-        if options.history_size <= 0 or options.history_ttl <= 0:
+        if not _has_history(options):
             return m.SubscribeResult(), 0
         node = self.node
+        if req.recover and options.force_recovery_mode == "cache":
+            return await self._position_cache(ref, req, features)
         if req.recover:
             since = StreamPosition(req.offset, req.epoch)
             history = await node.broker.history(
@@ -860,7 +917,7 @@ class ClientSession:
                     recoverable=True,
                     epoch=position.epoch,
                     offset=position.offset,
-                    publications=[publication_message(p) for p in pubs] or None,
+                    publications=self._recovered(pubs, features),
                     recovered=recovered,
                     was_recovering=True,
                 ),
@@ -870,6 +927,44 @@ class ClientSession:
         position = history.position
         return (
             m.SubscribeResult(recoverable=True, epoch=position.epoch, offset=position.offset),
+            position.offset,
+        )
+
+    async def _position_cache(
+        self, ref: ChannelRef, req: m.SubscribeRequest, features: SubscriberFeatures | None
+    ) -> tuple[m.SubscribeResult, int]:
+        """Cache recovery mode (Centrifugo's `force_recovery_mode: "cache"`): a recovering
+        subscriber gets the channel's latest publication only, unless it already has it. With a
+        tags filter, the latest one that passes it."""
+        tags_filter = features.filter if features is not None else None
+        history = await self.node.broker.history(
+            ref,
+            HistoryOptions(
+                limit=1 if tags_filter is None else -1,
+                reverse=True,
+                max_bytes=self.node.options.max_history_reply_bytes,
+            ),
+        )
+        position = history.position
+        latest = history.publications[0] if history.publications else None
+        wanted = latest
+        if tags_filter is not None:
+            wanted = next((p for p in history.publications if matches(tags_filter, p.tags)), None)
+        has_latest = (
+            req.offset > 0 and req.offset == position.offset and req.epoch == position.epoch
+        )
+        recovered = has_latest if latest is None else latest.offset == position.offset
+        pubs = [wanted] if wanted is not None and recovered and not has_latest else []
+        return (
+            m.SubscribeResult(
+                recoverable=True,
+                epoch=position.epoch,
+                # Recovered: the client's own position, moved on by the publication it gets.
+                offset=req.offset if recovered else position.offset,
+                publications=self._recovered(pubs, features),
+                recovered=recovered,
+                was_recovering=True,
+            ),
             position.offset,
         )
 
@@ -982,12 +1077,12 @@ class ClientSession:
             if sub.options.presence:
                 await self.node.presence_store.remove_presence(sub.ref, self.client_id)
             if sub.options.join_leave:
-                await self.node.broker.publish_leave(sub.ref, self.info(sub.chan_info))
+                await self.node.broker.publish_leave(sub.ref, self.sub_info(sub))
         except Exception as exc:
             # Shared state is best effort here (a shared presence store expires entries);
             # the local subscription is gone either way.
             log.warning("cleanup after unsubscribe failed: %s", type(exc).__name__)
-        self.node.subscription_removed(self, sub.ref)
+        self.node.subscription_removed(self, sub)
         return True
 
     async def server_unsubscribe(self, channel: str, code: UnsubscribeCode, reason: str) -> None:
@@ -1012,7 +1107,10 @@ class ClientSession:
             m.Push(
                 channel=channel,
                 subscribe=m.Subscribe(
-                    recoverable=result.recoverable, epoch=result.epoch, offset=result.offset
+                    recoverable=result.recoverable,
+                    epoch=result.epoch,
+                    offset=result.offset,
+                    positioned=result.positioned,
                 ),
             )
         )
@@ -1218,6 +1316,29 @@ class ClientSession:
         self.node.unregister(self, list(subs.values()))
 
 
+def _has_history(options: NamespaceOptions) -> bool:
+    return options.history_size > 0 and options.history_ttl > 0
+
+
+def _features(options: NamespaceOptions, req: m.SubscribeRequest) -> SubscriberFeatures | None:
+    """The subscription's delta and tags filter, checked; None when it asks for neither
+    (delta compression not allowed in the namespace is not negotiated, as in Centrifugo)."""
+    if req.delta and req.delta not in DELTA_TYPES:
+        raise ClientError(ErrorCode.BAD_REQUEST, f"unknown delta type '{req.delta[:16]}'")
+    delta = bool(req.delta) and req.delta in options.allowed_delta_types
+    if req.tf is None:
+        return SubscriberFeatures(delta=True) if delta else None
+    if not options.allow_tags_filter:
+        raise ClientError(ErrorCode.BAD_REQUEST, "tags filter is not allowed in this namespace")
+    if req.delta:
+        raise ClientError(ErrorCode.BAD_REQUEST, "delta and tags filter cannot be combined")
+    try:
+        check_filter(req.tf)
+    except FilterError as exc:
+        raise ClientError(ErrorCode.BAD_REQUEST, f"invalid tags filter: {exc}") from None
+    return SubscriberFeatures(tags_filter=req.tf, key=filter_key(req.tf))
+
+
 def _error(code: ErrorCode | int, message: str | None = None, temporary: bool = False) -> m.Error:
     return m.Error(
         code=int(code),
@@ -1247,7 +1368,7 @@ def _disconnect_reason(code: int) -> str:
         return ""
 
 
-def _origin_allowed(allowed_domain: str | None, origin: str | None) -> bool:
+def origin_allowed(allowed_domain: str | None, origin: str | None) -> bool:
     """Browsers send Origin; a connection without one is not a browser and is not restricted."""
     if not allowed_domain or origin is None:
         return True

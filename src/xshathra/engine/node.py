@@ -43,7 +43,7 @@ from xshathra.engine.control import (
 )
 from xshathra.engine.deadlines import Deadlines
 from xshathra.engine.errors import ClientError
-from xshathra.engine.hub import Hub, publication_message
+from xshathra.engine.hub import Hub, SubscriberFeatures, publication_message
 from xshathra.engine.options import EngineOptions
 from xshathra.engine.proxy import ProxyCaller, ProxyUnavailable, refuse
 from xshathra.engine.writer import FlushScheduler
@@ -209,6 +209,7 @@ class Node:
         self.scheduler = FlushScheduler(self.loop)
         self._ping_task: asyncio.Task[None] | None = None
         self._presence_task: asyncio.Task[None] | None = None
+        self._position_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         # Last publication position seen per channel with local subscribers (gap detection).
         self._last_offsets: dict[ChannelRef, tuple[str, int]] = {}
@@ -223,6 +224,7 @@ class Node:
         await self.broker.start(self)
         self._ping_task = self.loop.create_task(self._ping_loop())
         self._presence_task = self.loop.create_task(self._presence_loop())
+        self._position_task = self.loop.create_task(self._position_loop())
         self.deadlines.start(self.loop)
         self.cluster.start()
 
@@ -232,7 +234,10 @@ class Node:
 
         async def resubscribe_all() -> None:
             for session in self.hub.all_connections():
-                for channel in list(session.subs):
+                for channel, sub in list(session.subs.items()):
+                    if sub.positioned:  # see _resubscribe_channel
+                        session.disconnect(DisconnectCode.INSUFFICIENT_STATE)
+                        break
                     try:
                         await session.server_unsubscribe(
                             channel, UnsubscribeCode.INSUFFICIENT, "insufficient state"
@@ -250,16 +255,14 @@ class Node:
                 for sub in list(session.subs.values()):
                     if sub.options.presence and sub.live:
                         with contextlib.suppress(Exception):
-                            await self.presence_store.add_presence(
-                                sub.ref, session.info(sub.chan_info)
-                            )
+                            await self.presence_store.add_presence(sub.ref, session.sub_info(sub))
 
     async def close(self) -> None:
         """Disconnect every client with a reconnect code and stop background work."""
         for session in self.hub.all_connections():
             session.disconnect(DisconnectCode.SHUTDOWN)
         await self.cluster.stop()
-        for task in (self._ping_task, self._presence_task):
+        for task in (self._ping_task, self._presence_task, self._position_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -338,6 +341,11 @@ class Node:
         except p.ProxyDecodeError:
             raise ProxyUnavailable() from None
 
+    async def app_for_client_key(self, client_api_key: str) -> Application | None:
+        """The app whose public key this is (how Pusher clients name their app), as stored now."""
+        app = await self.apps.find_by_client_key(client_api_key)
+        return await self.get_app(app.app_id) if app is not None else None
+
     # --- sessions ---------------------------------------------------------------------------
 
     async def recheck_access(self, session: ClientSession) -> None:
@@ -386,12 +394,12 @@ class Node:
         self, session: ClientSession, subs: list[Subscription], emptied: list[ChannelRef]
     ) -> None:
         for sub in subs:
-            self.subscription_removed(session, sub.ref)
+            self.subscription_removed(session, sub)
             try:
                 if sub.options.presence:
                     await self.presence_store.remove_presence(sub.ref, session.client_id)
                 if sub.options.join_leave:
-                    await self.broker.publish_leave(sub.ref, session.info(sub.chan_info))
+                    await self.broker.publish_leave(sub.ref, session.sub_info(sub))
             except Exception:
                 log.exception("cleanup of a closed connection failed")
         for ref in emptied:
@@ -418,8 +426,10 @@ class Node:
         elif before > 0 and after == 0:
             await self.events.user_presence(app_id, user, False)
 
-    async def add_pending_subscriber(self, ref: ChannelRef, session: ClientSession) -> None:
-        if self.hub.add_pending(ref, session):
+    async def add_pending_subscriber(
+        self, ref: ChannelRef, session: ClientSession, features: SubscriberFeatures | None = None
+    ) -> None:
+        if self.hub.add_pending(ref, session, features):
             await self.broker.subscribe(ref)
         await self._count_subscribers(ref)
 
@@ -438,18 +448,20 @@ class Node:
             await self.broker.unsubscribe(ref)
         await self._count_subscribers(ref)
 
-    def subscription_added(self, session: ClientSession, ref: ChannelRef) -> None:
+    def subscription_added(self, session: ClientSession, sub: Subscription) -> None:
         if self.events is None:
             return
+        user = session.sub_info(sub).user  # a Pusher presence member's own user id
         self._spawn(
-            self.events.lifecycle(ref, LifecycleEvent.USER_JOINED, session.user, session.client_id)
+            self.events.lifecycle(sub.ref, LifecycleEvent.USER_JOINED, user, session.client_id)
         )
 
-    def subscription_removed(self, session: ClientSession, ref: ChannelRef) -> None:
+    def subscription_removed(self, session: ClientSession, sub: Subscription) -> None:
         if self.events is None:
             return
+        user = session.sub_info(sub).user
         self._spawn(
-            self.events.lifecycle(ref, LifecycleEvent.USER_LEFT, session.user, session.client_id)
+            self.events.lifecycle(sub.ref, LifecycleEvent.USER_LEFT, user, session.client_id)
         )
 
     async def _ping_loop(self) -> None:
@@ -480,13 +492,63 @@ class Node:
                 if pub.offset != last[1] + 1:
                     self._spawn(self._resubscribe_channel(ref))
                     return
+            elif last is not None:
+                # A new epoch: the stream was lost (history expired or removed). Positioned
+                # subscribers cannot continue from their position.
+                self._spawn(self._resubscribe_channel(ref, positioned_only=True))
         self.stats.delivered += self.hub.broadcast_publication(ref, pub)
 
-    async def _resubscribe_channel(self, ref: ChannelRef) -> None:
+    async def _resubscribe_channel(self, ref: ChannelRef, *, positioned_only: bool = False) -> None:
         for session in self.hub.subscribers(ref):
+            sub = session.subs.get(ref.name)
+            if sub is not None and sub.positioned:
+                # Positioning promises an unbroken stream: a gap ends the connection (3010),
+                # and the client reconnects and recovers.
+                session.disconnect(DisconnectCode.INSUFFICIENT_STATE)
+                continue
+            if positioned_only:
+                continue
             await session.server_unsubscribe(
                 ref.name, UnsubscribeCode.INSUFFICIENT, "insufficient state"
             )
+
+    def track_position(self, ref: ChannelRef, position: StreamPosition) -> None:
+        """A positioned subscriber starts at `position`: publications after it must follow
+        on without a gap (unless a publication already told this node a later position)."""
+        if position.epoch and ref not in self._last_offsets:
+            self._last_offsets[ref] = (position.epoch, position.offset)
+
+    async def _position_loop(self) -> None:
+        """Positioned subscriptions: compare each channel's stream top with what this node
+        delivered. A top still ahead one whole interval later means the last publications
+        were lost on the way (a later publication would have shown the gap): 3010."""
+        interval = self.options.position_check_interval
+        suspects: dict[ChannelRef, tuple[str, int]] = {}
+        while True:
+            await asyncio.sleep(interval)
+            refs = {
+                sub.ref
+                for session in self.hub.all_connections()
+                for sub in session.subs.values()
+                if sub.positioned and sub.live
+            }
+            found: dict[ChannelRef, tuple[str, int]] = {}
+            for ref in refs:
+                try:
+                    top = (await self.broker.history(ref, HistoryOptions(limit=0))).position
+                except Exception as exc:  # the broker away: checked again next time
+                    log.warning("position check failed: %s", type(exc).__name__)
+                    continue
+                seen = self._last_offsets.get(ref)
+                if seen is None or (top.epoch == seen[0] and top.offset <= seen[1]):
+                    continue
+                before = suspects.get(ref)
+                if before is not None and (seen[0] != before[0] or seen[1] < before[1]):
+                    self._last_offsets.pop(ref, None)
+                    await self._resubscribe_channel(ref)
+                    continue
+                found[ref] = (top.epoch, top.offset)
+            suspects = found
 
     def on_join(self, ref: ChannelRef, info: ClientInfoData) -> None:
         self.hub.broadcast_join_leave(ref, info, join=True)
@@ -604,6 +666,7 @@ class Node:
         skip_history: bool = False,
         idempotency_key: str = "",
         origin: str = "api",
+        delta: bool = False,
     ) -> StreamPosition:
         if tags:
             _check_text(tags)
@@ -623,6 +686,8 @@ class Node:
                     tags=tags,
                     info=info,
                     idempotency_key=idempotency_key,
+                    # Centrifugo's publish `delta`, or the namespace's `delta_publish`.
+                    delta=delta or options.delta_publish,
                 ),
             )
         except BaseException:

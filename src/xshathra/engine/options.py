@@ -30,6 +30,14 @@ class EngineOptions:
     node_stats_interval: float = 3.0  # between heartbeats (info, cluster-wide quotas)
     cluster_query_timeout: float = 1.0  # how long channels/connections wait for other nodes
     access_rules_ttl: float = 30.0  # an app's cached access rules are read again after it
+    # Positioned subscriptions: how often each channel's stream top is compared with what was
+    # delivered (Centrifugo's client_channel_position_check_delay).
+    position_check_interval: float = 40.0
     # Read by the WebSocket transport
     max_header_bytes: int = 65_536
     preconnect_max_bytes: int = 131_072
+    # permessage-deflate (RFC 7692), offered to clients only when on; messages shorter than
+    # the minimum go out uncompressed.
+    websocket_compression: bool = False
+    websocket_compression_level: int = 1
+    websocket_compression_min_size: int = 128

@@ -88,6 +88,7 @@ def _row(app: Application) -> dict[str, Any]:
         "token_audience": app.token_audience,
         "token_issuer": app.token_issuer,
         "owner_id": app.owner_id,
+        "pusher_client_events": app.pusher_client_events,
         "created_at": app.created_at,
         "updated_at": app.updated_at,
     }
@@ -118,6 +119,7 @@ def _app(row: Any) -> Application:
         token_issuer=row.token_issuer,
         proxies=decode_proxy_config(row.proxies),
         owner_id=row.owner_id,
+        pusher_client_events=bool(row.pusher_client_events),
         created_at=row.created_at,
         updated_at=row.updated_at,
     )

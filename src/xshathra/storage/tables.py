@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData()
@@ -78,6 +79,7 @@ applications = Table(
     Column("token_jwks_url", Text, nullable=True),
     Column("token_audience", String(255), nullable=True),
     Column("token_issuer", String(255), nullable=True),
+    Column("pusher_client_events", Boolean, nullable=False, server_default=false()),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Protocol, TypedDict
 
 import msgspec
+import msgspec.structs
 
 from xshathra.model import AppId
 from xshathra.tenancy.proxies import NO_PROXIES, ProxyConfig
@@ -23,6 +24,9 @@ APP_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 DEFAULT_RATE_LIMIT = 1000
 MAX_HISTORY_SIZE = 10_000  # publications kept per channel
 MAX_HISTORY_TTL = 30 * 86400  # seconds: as long as a channel's position is kept
+DELTA_TYPES = frozenset({"fossil"})
+RECOVERY_MODES = frozenset({"", "stream", "cache"})
+FEATURE_FLAGS = ("delta_publish", "allow_positioning", "force_positioning", "allow_tags_filter")
 
 
 class NamespaceOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -46,6 +50,13 @@ class NamespaceOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     publish_proxy_name: str = "default"
     sub_refresh_proxy_enabled: bool = False
     sub_refresh_proxy_name: str = "default"
+    # Channel features of SPEC §8, as Centrifugo names them.
+    allowed_delta_types: tuple[str, ...] = ()  # "fossil": subscribers may ask for deltas
+    delta_publish: bool = False  # every publication is sent as a delta where negotiated
+    force_recovery_mode: str = ""  # "" or "stream": every missed publication; "cache": the last
+    allow_positioning: bool = False  # subscribers may ask for `positioned`
+    force_positioning: bool = False  # every subscription is positioned
+    allow_tags_filter: bool = False  # subscribers may filter publications by tags (`tf`)
 
     def __post_init__(self) -> None:
         # Checked here, so every surface (HTTP, CLI, stored rows) refuses the same way: msgspec
@@ -55,6 +66,20 @@ class NamespaceOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
             raise ValueError(f"history_size must be from 0 to {MAX_HISTORY_SIZE}")
         if not 0 <= self.history_ttl <= MAX_HISTORY_TTL:
             raise ValueError(f"history_ttl must be from 0 to {MAX_HISTORY_TTL} seconds (30 days)")
+        # Built from keyword arguments (the application service), msgspec checks no types:
+        # the options of the channel features are checked here, and kept as a tuple.
+        types = self.allowed_delta_types
+        if isinstance(types, str | bytes) or not isinstance(types, list | tuple):
+            raise ValueError('allowed_delta_types must be a list such as ["fossil"]')
+        unknown = [t for t in types if t not in DELTA_TYPES]
+        if unknown:
+            raise ValueError('allowed_delta_types may only name "fossil"')
+        msgspec.structs.force_setattr(self, "allowed_delta_types", tuple(dict.fromkeys(types)))
+        if self.force_recovery_mode not in RECOVERY_MODES:
+            raise ValueError('force_recovery_mode must be "", "stream" or "cache"')
+        for name in FEATURE_FLAGS:
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false")
 
 
 MAX_QUOTA = 1_000_000_000  # above any deployment's real figures, below any overflow
@@ -157,6 +182,8 @@ class Application:
     token_jwks_url: str | None = None  # keys published by the app (RS256/ES256), cached
     token_audience: str | None = None
     token_issuer: str | None = None
+    # Pusher protocol (SPEC §10): whether Pusher clients may send `client-` events.
+    pusher_client_events: bool = False
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
 
@@ -237,6 +264,7 @@ class AppChanges(TypedDict, total=False):
     token_audience: str | None
     token_issuer: str | None
     proxies: ProxyConfig
+    pusher_client_events: bool
 
 
 def generate_app(

@@ -39,6 +39,7 @@ class Webhook:
     updated_at: datetime = field(default_factory=utcnow)
 
     def wants(self, event: str, room: str = "") -> bool:
+        """Xshathra-format events; Pusher's are matched by name only (webhooks.pusher)."""
         if not self.enabled or ("*" not in self.events and event not in self.events):
             return False
         return not self.rooms or not room or any(glob_matches(g, room) for g in self.rooms)

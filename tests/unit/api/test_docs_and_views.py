@@ -123,6 +123,7 @@ def test_application_view_shows_the_key_only_when_given() -> None:
         "token_audience",
         "token_issuer",
         "proxies",
+        "pusher_client_events",
         "created_at",
         "updated_at",
     }

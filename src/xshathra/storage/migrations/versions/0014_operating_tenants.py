@@ -3,14 +3,14 @@
 tokens, invalidated user tokens).
 
 Revision ID: 0014
-Revises: 0012 (re-chained by the lead at merge)
+Revises: 0013 (re-chained by the lead at merge)
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0014"
-down_revision = "0012"
+down_revision = "0013"
 
 
 def _app_fk() -> sa.Column:  # type: ignore[type-arg]
