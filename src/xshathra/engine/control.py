@@ -50,7 +50,21 @@ class WebhooksChanged(_Control, tag="webhooks_changed"):
     """The app's webhooks changed: cached lists are dropped."""
 
 
-ControlMessage = Disconnect | Unsubscribe | Subscribe | Refresh | AppChanged | WebhooksChanged
+class Emulation(_Control, kw_only=True, tag="emulation"):
+    """Commands for a stream held by node `node` (bidirectional emulation): the emulation
+    request reached another node. Only `node` acts on it; `app_id` is empty (the request names
+    a session, not an app). `origin` is the request's Origin header, checked by the owner."""
+
+    app_id: str = ""
+    node: str
+    session: str
+    data: bytes
+    origin: str | None = None
+
+
+ControlMessage = (
+    Disconnect | Unsubscribe | Subscribe | Refresh | AppChanged | WebhooksChanged | Emulation
+)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[ControlMessage] = msgspec.msgpack.Decoder(ControlMessage)

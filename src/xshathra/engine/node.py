@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
 import msgspec
@@ -28,6 +29,7 @@ from xshathra.engine.control import (
     AppChanged,
     ControlMessage,
     Disconnect,
+    Emulation,
     Refresh,
     Subscribe,
     Unsubscribe,
@@ -112,6 +114,13 @@ def _check_text(tags: dict[str, str]) -> None:
             raise ClientError(ErrorCode.BAD_REQUEST, "tags must be valid Unicode text") from None
 
 
+class EmulationOutcome(Enum):
+    DELIVERED = "delivered"  # to a session of this node
+    NO_SESSION = "no_session"  # none here by that id: closed, or never existed
+    ORIGIN_REFUSED = "origin_refused"  # from a browser origin the session's app does not allow
+    FORWARDED = "forwarded"  # to the node named, over the control bus
+
+
 @dataclass(frozen=True, slots=True)
 class AppInfo:
     """One app's share of this node, as the server API's `info` reports it."""
@@ -172,6 +181,8 @@ class Node:
         self._background: set[asyncio.Task[None]] = set()
         # Last publication position seen per channel with local subscribers (gap detection).
         self._last_offsets: dict[ChannelRef, tuple[str, int]] = {}
+        # Connected sessions of emulation transports, by emulation session id.
+        self._emulated: dict[str, ClientSession] = {}
         analytics.bind_online(self._online, self.hub.app_ids)
 
     async def start(self) -> None:
@@ -263,6 +274,8 @@ class Node:
 
     def unregister(self, session: ClientSession, subs: list[Subscription]) -> None:
         """A connection closed: forget it now, clean shared state in the background."""
+        if session.emulation_id:
+            self._emulated.pop(session.emulation_id, None)
         if session.app is not None:
             self.hub.remove_connection(session)
             if not self.hub.connection_count(session.app_id):
@@ -337,7 +350,8 @@ class Node:
                 if session.awaiting_pong:
                     session.disconnect(DisconnectCode.NO_PONG)
                     continue
-                session.awaiting_pong = True
+                # A unidirectional client cannot answer: its ping only shows it the stream lives.
+                session.awaiting_pong = not session.transport.unidirectional
                 session.writer.enqueue(self.hub.ping_frame(session.transport))
 
     # --- broker events ------------------------------------------------------------------------
@@ -374,7 +388,38 @@ class Node:
         except (msgspec.DecodeError, msgspec.ValidationError):
             log.warning("ignoring a malformed control message")
             return
+        if isinstance(msg, Emulation):
+            # Handled here, not in a task: a session's commands keep the bus's order.
+            if msg.node == self.node_id:
+                self._emulate_here(msg.session, msg.data, msg.origin)
+            return
         self._spawn(self._apply_control(msg))
+
+    # --- bidirectional emulation ----------------------------------------------------------------
+
+    def register_emulation(self, session: ClientSession) -> None:
+        self._emulated[session.emulation_id] = session
+
+    async def emulate(
+        self, node_id: str, session_id: str, data: bytes, origin: str | None
+    ) -> EmulationOutcome:
+        """Commands of an emulation request, for the stream `session_id` held by `node_id`:
+        handed to the session when it is here, else sent over the control bus to its node,
+        which acts alone on it (what became of them there is not known here)."""
+        if not node_id or node_id == self.node_id:
+            return self._emulate_here(session_id, data, origin)
+        await self.send_control(
+            Emulation(node=node_id, session=session_id, data=data, origin=origin)
+        )
+        return EmulationOutcome.FORWARDED
+
+    def _emulate_here(self, session_id: str, data: bytes, origin: str | None) -> EmulationOutcome:
+        session = self._emulated.get(session_id)
+        if session is None:
+            return EmulationOutcome.NO_SESSION
+        if not session.on_emulation(data, origin):
+            return EmulationOutcome.ORIGIN_REFUSED
+        return EmulationOutcome.DELIVERED
 
     async def _apply_control(self, msg: ControlMessage) -> None:
         app_id = AppId(msg.app_id)
@@ -385,6 +430,8 @@ class Node:
             if self.events is not None:
                 self.events.invalidate(app_id)
             return
+        if isinstance(msg, Emulation):
+            return  # on_control's, never spawned
         if msg.client:
             one = self.hub.connection(app_id, msg.client)
             targets = [one] if one is not None and (not msg.user or one.user == msg.user) else []

@@ -78,6 +78,7 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
     name = "websocket"
     framing = "websocket"
     unidirectional = False
+    emulation = False
     codec: Codec = JSON_CODEC
 
     __slots__ = (

@@ -39,6 +39,8 @@ class FakeTransport:
 
     codec: Codec = JSON_CODEC
     framing: str = "fake"
+    unidirectional = False
+    emulation = False
 
     def __init__(self, origin: str | None = None, remote_ip: str = "127.0.0.1") -> None:
         self.remote_ip = remote_ip
