@@ -12,7 +12,10 @@
 //   XS_SUB_TOKEN   "1": the subscription gets its token through getToken (private channels)
 //   XS_SUB_TTL     subscription token ttl when signed locally (default 900)
 //   XS_NO_SUBSCRIBE "1": do not subscribe at start (the test sends `subscribe`)
+//   XS_TRANSPORT   "http_stream" or "sse": bidirectional emulation instead of WebSocket, the
+//                  stream on XS_BASE, commands to XS_EMULATION (default XS_BASE's endpoint)
 import { Centrifuge } from "centrifuge";
+import { EventSource } from "eventsource";
 import WebSocket from "ws";
 import readline from "node:readline";
 import { createHmac } from "node:crypto";
@@ -68,7 +71,20 @@ async function getSubToken(ctx) {
   return token;
 }
 
-const client = new Centrifuge(XS_WS, { websocket: WebSocket, getToken, minReconnectDelay: 100 });
+const XS_TRANSPORT = env.XS_TRANSPORT ?? "websocket";
+const XS_EMULATION = env.XS_EMULATION ?? `${XS_BASE}/realtime/emulation`;
+const endpoints =
+  XS_TRANSPORT === "websocket"
+    ? XS_WS
+    : [{ transport: XS_TRANSPORT, endpoint: `${XS_BASE}/realtime/connection/${XS_TRANSPORT}` }];
+const client = new Centrifuge(endpoints, {
+  websocket: WebSocket,
+  eventsource: EventSource,
+  emulationEndpoint: XS_EMULATION,
+  getToken,
+  minReconnectDelay: 100,
+});
+client.on("connected", (ctx) => emit("transport", { name: ctx.transport }));
 client.on("connecting", (ctx) => emit("connecting", { code: ctx.code, reason: ctx.reason }));
 client.on("connected", (ctx) => emit("connected", { client: ctx.client }));
 client.on("disconnected", (ctx) => emit("disconnected", { code: ctx.code, reason: ctx.reason }));

@@ -146,6 +146,12 @@ class ClientSession:
     def closed(self) -> bool:
         return self.state is State.CLOSED
 
+    @property
+    def awaiting_connect(self) -> bool:
+        """No command has been handed to this session yet (a unidirectional transport's next
+        message is then its connect request)."""
+        return self.state is State.CONNECTING and self._task is None and self._inbox is None
+
     # --- transport entry points ------------------------------------------------------------
 
     def on_message(self, data: bytes) -> None:
