@@ -64,6 +64,8 @@ SCOPE_KEY = "xshathra.stream"
 EMULATION_PATHS = frozenset({"/realtime/emulation", "/emulation"})
 # Room around a command of the largest size in a request body (the envelope, escaping).
 BODY_OVERHEAD = 4096
+# How long a closed stream's last bytes may take to be read before the connection is cut.
+CLOSE_GRACE_SECONDS = 5.0
 
 
 def frame_http_stream(payload: bytes) -> bytes:
@@ -118,9 +120,11 @@ class StreamTransport:
         "_closing",
         "_framer",
         "_gone",
+        "_grace",
         "_inflight",
         "_kind",
         "_queued",
+        "_raw",
         "_remote_ip",
         "_waiter",
         "origin",
@@ -140,6 +144,8 @@ class StreamTransport:
         self._closing = False  # the session is done: write what is queued, then end
         self._gone = False  # the client went away: write nothing more
         self._waiter: asyncio.Future[None] | None = None
+        self._grace: asyncio.TimerHandle | None = None
+        self._raw: asyncio.Transport | None = None  # the socket, to cut a silent client off
         self.session: ClientSession | None = None
 
     # --- Transport ------------------------------------------------------------------------------
@@ -182,12 +188,24 @@ class StreamTransport:
         response ends."""
         if self._closing or self._gone:
             return
+        if code == DisconnectCode.SLOW:
+            # What it could not read is dropped: it reconnects and recovers from history.
+            self._chunks.clear()
+            self._queued = 0
         push = m.Push(
             disconnect=m.Disconnect(code=code, reason=reason, reconnect=should_reconnect(code))
         )
         self._queue(self._framer(self.codec.encode_reply(m.Reply(push=push))))
         self._closing = True
         self._wake()
+        # A client that does not read its last bytes would hold the socket (and our buffer)
+        # for ever: it is cut off after a grace period, as on WebSocket.
+        self._grace = asyncio.get_running_loop().call_later(CLOSE_GRACE_SECONDS, self._abort)
+
+    def _abort(self) -> None:
+        self._grace = None
+        if self._raw is not None and not self._gone:
+            self._raw.abort()  # uvicorn sees the connection lost: the pump's send returns
 
     # --- the response ---------------------------------------------------------------------------
 
@@ -208,6 +226,9 @@ class StreamTransport:
 
     def client_gone(self) -> None:
         self._gone = True
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
         self._wake()
         session = self.session
         if session is not None:
@@ -216,6 +237,9 @@ class StreamTransport:
     async def pump(self, send: Send, first: bytes) -> None:
         """Write queued frames until the session closes or the client goes away."""
         loop = asyncio.get_running_loop()
+        # uvicorn's send is a method of its request cycle, which holds the socket: the one way
+        # to abort it (uvicorn is pinned; tests/unit/transports pins the names relied on).
+        self._raw = getattr(getattr(send, "__self__", None), "transport", None)
         if first:
             await send({"type": "http.response.body", "body": first, "more_body": True})
         while not self._gone:
