@@ -62,9 +62,9 @@ class ClientStats:
 
 
 class LoadClient:
-    """n WebSocket connections held by the C client. Use `await LoadClient.start(...)`, which
-    returns once every connection is taken on (the client opens them `batch` at a time and
-    fails if a batch is not ready within 120 s)."""
+    """n WebSocket (or SSE) connections held by the C client. Use `await LoadClient.start(...)`,
+    which returns once every connection is taken on (the client opens them `batch` at a time
+    and fails if a batch is not ready within 120 s)."""
 
     def __init__(self, proc: asyncio.subprocess.Process, tmp: Path, n: int) -> None:
         self.proc, self.tmp, self.n = proc, tmp, n
@@ -81,12 +81,13 @@ class LoadClient:
         ready_marker: bytes = b"",
         sample_every: int = 0,
         batch: int = CONNECT_BATCH,
+        sse: bool = False,
     ) -> LoadClient:
         """`hellos[i % len(hellos)]` are the frames connection i sends after the upgrade;
         `marker` occurs once per publication received; `ping` is the server's application
         ping payload and the answer; `ready_marker` arriving means the connection is taken on
         (empty: the upgrade is enough); one connection in `sample_every` times publications
-        (0: none)."""
+        (0: none). `sse`: Server-Sent Event streams, each GET's query being its hello."""
         binary = build()
         tmp = Path(tempfile.mkdtemp(prefix="bench-client-"))
         hello_file = tmp / "hellos"
@@ -105,6 +106,7 @@ class LoadClient:
             answer,
             ready_marker,
             str(batch),
+            *(["sse"] if sse else []),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=LINE_LIMIT,

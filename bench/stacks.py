@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jwt
 
@@ -77,22 +78,32 @@ class Stack:
     # CONNECT ack); empty where the upgrade alone does it.
     ready_marker: bytes = b""
     channels: bool = False  # has named channels, so the many-channels and recovery scenarios
+    # "websocket", or "sse": Server-Sent Events, the hello being the GET's query string
+    transport: str = "websocket"
 
     @property
     def is_node(self) -> bool:
         return self.command(0, Path("."))[0] == "node"
 
 
-def xs_token(ctx: dict[str, Any]) -> str:
+def xs_token(ctx: dict[str, Any], **claims: Any) -> str:
     return jwt.encode(
         {
             "sub": f"u{secrets.token_hex(3)}",
             "app_id": ctx["app_id"],
             "exp": int(time.time()) + 3600,
+            **claims,
         },
         ctx["app_secret"],
         algorithm="HS256",
     )
+
+
+def xs_sse_hello(ctx: dict[str, Any]) -> list[bytes]:
+    """A uni_sse connection's query: the connect request, its token subscribing the client to
+    the channel on the server's side (a unidirectional client cannot subscribe itself)."""
+    request = json.dumps({"token": xs_token(ctx, channels=[CHANNEL])})
+    return [b"?cf_connect=" + quote(request, safe="").encode()]
 
 
 def xs_hello(ctx: dict[str, Any], *subscribes: dict[str, Any]) -> list[bytes]:
@@ -160,6 +171,20 @@ STACKS: dict[str, Stack] = {
         ping=(b"{}", b"{}"),
         ready_marker=xs_ready(2),
         channels=True,
+    ),
+    # The same server and channel, its clients on unidirectional SSE (no ping to answer).
+    "xshathra_sse": Stack(
+        "xshathra_sse",
+        lambda port, tmp: [PY, "-m", "xshathra", "serve", "--port", str(port)],
+        "/realtime/connection/uni_sse",
+        xs_sse_hello,
+        "/realtime/api/publish",
+        lambda data, ctx: xs_publish(CHANNEL, data),
+        lambda ctx: {"X-API-Key": ctx["api_key"]},
+        {"XSHATHRA_LOG_LEVEL": "warning"},
+        marker=b'"pub"',
+        ready_marker=b'{"connect"',
+        transport="sse",
     ),
     "raw": _plain("raw", _python("raw_server.py")),
     "node_ws": _plain("node_ws", _node("node_ws.mjs")),
@@ -326,7 +351,7 @@ async def serving(
 
 async def _setup(stack: Stack, port: int, admin: str) -> dict[str, Any]:
     """Xshathra only: an application with the bench namespace; its keys are the context."""
-    if stack.name != "xshathra":
+    if not stack.name.startswith("xshathra"):
         return {}
     import httpx
 
