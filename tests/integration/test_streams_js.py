@@ -2,7 +2,7 @@
 `http_stream` (fetch streaming) and `sse` (the npm `eventsource` package as its EventSource),
 with `emulationEndpoint` for the commands: connect, subscribe, publications, client publish,
 presence, history and server disconnects, on one node and on two nodes sharing Redis with every
-emulation request sent to the node that does not hold the stream.
+emulation request sent to the node that does not hold the stream (Redis, then NATS).
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from contextlib import ExitStack
 import httpx
 import pytest
 
+from tests.integration.test_cluster import shared_broker
 from tests.integration.test_engine_js_client import JS_DIR, Json, start_js
 from tests.support.clients import engine_api
 from tests.support.server import ServerProcess, running_server
-from tests.support.services import REDIS_HOST, REDIS_PORT, ensure_service, postgres_database
+from tests.support.services import postgres_database
 
 pytestmark = pytest.mark.skipif(
     not (JS_DIR / "node_modules" / "eventsource").exists(),
@@ -39,11 +40,13 @@ CHAT = {
 }
 
 
-@pytest.fixture(scope="module")
-def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerProcess]]:
-    """Two nodes on one PostgreSQL database and one Redis (under a unique prefix)."""
-    ensure_service("redis")
-    broker = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+@pytest.fixture(scope="module", params=["redis", "nats"])
+def two_nodes(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[ServerProcess]]:
+    """Two nodes on one PostgreSQL database and one broker, Redis then NATS (under a unique
+    prefix)."""
+    broker = shared_broker(request.param)
     env = {"XSHATHRA_BROKER_PREFIX": f"xs_st_{secrets.token_hex(4)}"}
     with ExitStack() as stack:
         url = stack.enter_context(postgres_database())
