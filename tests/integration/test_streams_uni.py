@@ -22,7 +22,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from tests.integration.test_engine_bad_input import assert_still_serving
+from tests.integration.test_engine_bad_input import connect as ws_connect
 from tests.support.clients import engine_api, realtime_token
 from tests.support.server import ServerProcess, running_server
 
@@ -36,6 +36,23 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     env = {"XSHATHRA_PING_INTERVAL": "1", "XSHATHRA_CLIENT_QUEUE_MAX_BYTES": str(LIMIT)}
     with running_server(tmp_path_factory.mktemp("uni"), env=env) as proc:
         yield proc
+
+
+async def assert_still_serving(node: ServerProcess, app: Json) -> None:
+    """Another client connects, subscribes and receives: the bad input hurt nobody else.
+    (This node pings every second: pings, `{}`, are skipped.)"""
+    async with websockets.connect(node.ws_url) as ws:
+        assert "connect" in await ws_connect(ws, realtime_token(node, app, "bystander"))
+        await ws.send(json.dumps({"id": 2, "subscribe": {"channel": "public:ok"}}))
+        await asyncio.to_thread(
+            engine_api, node, app, "publish", {"channel": "public:ok", "data": "ok"}
+        )
+        seen: list[Json] = []
+        while not any("push" in m and "pub" in m["push"] for m in seen):
+            frame = await asyncio.wait_for(ws.recv(), 5)
+            seen += [json.loads(line) for line in str(frame).split("\n") if line]
+        assert any("subscribe" in m for m in seen if m.get("id") == 2), seen
+        assert [m["push"]["pub"]["data"] for m in seen if "pub" in m.get("push", {})] == ["ok"]
 
 
 def url(node: ServerProcess, name: str) -> str:
@@ -426,3 +443,29 @@ async def test_shutdown_ends_open_streams_at_once(tmp_path: Path) -> None:
 def _index(message: Json) -> int:
     assert "pub" in message, message
     return int(message["pub"]["data"]["i"])
+
+
+async def test_a_request_body_sent_beside_the_stream_is_bounded(node: ServerProcess) -> None:
+    """An SSE GET that keeps sending a (chunked) body: read and dropped, and past the body limit
+    the stream ends with a `disconnect` push 3501 instead of being read for ever."""
+    app = node.create_app(name="body-flood")
+    query = httpx.QueryParams({"cf_connect": json.dumps({"token": realtime_token(node, app, "f")})})
+    chunk = b"%x\r\n%s\r\n" % (8192, b"x" * 8192)
+
+    def flood() -> bytes:
+        with socket.create_connection(("127.0.0.1", node.port), timeout=10) as sock:
+            sock.sendall(
+                f"GET /realtime/connection/uni_sse?{query} HTTP/1.1\r\nHost: x\r\n"
+                "Transfer-Encoding: chunked\r\n\r\n".encode()
+            )
+            received = b""
+            with contextlib.suppress(OSError):
+                for _ in range(40):  # 320 KiB: past the 64 KiB message limit plus 4 KiB
+                    sock.sendall(chunk)
+                while part := sock.recv(65536):
+                    received += part
+            return received
+
+    received = await asyncio.to_thread(flood)  # (its connect may or may not be answered first)
+    assert b'{"disconnect":{"code":3501,"reason":"request body too large"}}' in received
+    await assert_still_serving(node, app)

@@ -14,6 +14,8 @@ uni_http_stream, and on uni_sse an empty line, which the SSE framing writes as
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 from xshathra.protocol.codec import ProtocolDecodeError, WireFormat
@@ -72,8 +74,9 @@ class EmulationRequest(msgspec.Struct, kw_only=True):
     session the stream's connect reply named, and the commands as the client encoded them (a
     JSON string holding newline-delimited commands; an object or array is taken as is)."""
 
-    node: str = ""
-    session: str = ""
+    # Bounded: a request is forwarded to every node when `node` is not the one asked.
+    node: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    session: Annotated[str, msgspec.Meta(max_length=128)] = ""
     data: msgspec.Raw = msgspec.Raw()
 
 

@@ -362,7 +362,7 @@ class StreamEndpoints:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         scope[SCOPE_KEY] = transport
         session = transport.session = ClientSession(self.node, transport)
-        watcher = asyncio.ensure_future(_watch_disconnect(receive, transport))
+        watcher = asyncio.ensure_future(_watch_disconnect(receive, transport, self.max_body))
         try:
             session.on_message(command)
             # SSE: an empty line first, as Centrifugo does, so proxies pass the headers on.
@@ -397,11 +397,18 @@ def _first_command(kind: StreamKind, request: bytes) -> bytes:
     return request
 
 
-async def _watch_disconnect(receive: Receive, transport: StreamTransport) -> None:
-    """Until the client goes away (uvicorn answers `http.disconnect` then)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    transport.client_gone()
+async def _watch_disconnect(receive: Receive, transport: StreamTransport, limit: int) -> None:
+    """Until the client goes away (uvicorn answers `http.disconnect` then). A client that goes
+    on sending a request body has it read and dropped, up to `limit` bytes: past that it is
+    disconnected (3501), not read for ever."""
+    extra = 0
+    while (message := await receive())["type"] != "http.disconnect":
+        extra += len(message.get("body", b""))
+        if extra > limit and transport.session is not None:
+            transport.session.disconnect(DisconnectCode.BAD_REQUEST, "request body too large")
+            break
+    else:
+        transport.client_gone()
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:

@@ -82,3 +82,10 @@ def test_emulation_requests() -> None:
 def test_malformed_emulation_requests_are_refused(body: bytes) -> None:
     with pytest.raises(ProtocolDecodeError):
         decode_emulation(body)
+
+
+def test_emulation_node_and_session_are_bounded() -> None:
+    with pytest.raises(ProtocolDecodeError):
+        decode_emulation(json.dumps({"node": "n" * 65, "session": "s", "data": "{}"}).encode())
+    with pytest.raises(ProtocolDecodeError):
+        decode_emulation(json.dumps({"session": "s" * 129, "data": "{}"}).encode())
