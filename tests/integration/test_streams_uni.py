@@ -273,6 +273,7 @@ async def test_connect_from_an_origin_the_app_does_not_allow(node: ServerProcess
 async def test_bad_input_gets_documented_errors(node: ServerProcess) -> None:
     app = node.create_app(name="bad")
     emulation = f"{node.base_url}/realtime/emulation"
+    key = {"X-API-Key": str(app["api_key"])}
     async with httpx.AsyncClient(timeout=10) as http:
         for name in ("sse", "uni_sse"):
             r = await http.get(url(node, name), params={"cf_connect": "{not json"})
@@ -291,11 +292,15 @@ async def test_bad_input_gets_documented_errors(node: ServerProcess) -> None:
         r = await http.get(url(node, "http_stream"))
         assert r.status_code == 405
 
-        # An unknown session: Centrifugo's answer, 204 (the client learns from its stream).
-        r = await http.post(emulation, json={"session": "nope", "node": "", "data": "{}"})
+        # Centrifugo's answers: an unknown session on a running node, 204 (the client learns
+        # from its stream); a node that is not running (or none named), 404.
+        info = await http.post(f"{node.base_url}/realtime/api/info", headers=key, json={})
+        running = info.json()["result"]["nodes"][0]["uid"]
+        r = await http.post(emulation, json={"session": "nope", "node": running, "data": "{}"})
         assert r.status_code == 204
-        r = await http.post(emulation, json={"session": "nope", "node": "elsewhere", "data": "{}"})
-        assert r.status_code == 204
+        for other in ("", "elsewhere"):
+            r = await http.post(emulation, json={"session": "nope", "node": other, "data": "{}"})
+            assert r.status_code == 404 and r.json() == {"error": "unknown node"}
         for body in (b"", b"[]", b'{"session": 5}', b'{"node": "x", "data": "{}"}', b"\x00" * 10):
             r = await http.post(emulation, content=body)
             assert r.status_code == 400, body

@@ -62,8 +62,25 @@ class Emulation(_Control, kw_only=True, tag="emulation"):
     origin: str | None = None
 
 
+class NodeAlive(_Control, kw_only=True, tag="node_alive"):
+    """A node announces itself (`origin_node`) every few seconds, so that the others know which
+    nodes are running (an emulation request for a node that is not is answered 404). `hello`:
+    it has just started, and the others announce themselves at once instead of at their next
+    turn."""
+
+    app_id: str = ""
+    hello: bool = False
+
+
 ControlMessage = (
-    Disconnect | Unsubscribe | Subscribe | Refresh | AppChanged | WebhooksChanged | Emulation
+    Disconnect
+    | Unsubscribe
+    | Subscribe
+    | Refresh
+    | AppChanged
+    | WebhooksChanged
+    | Emulation
+    | NodeAlive
 )
 
 _encoder = msgspec.msgpack.Encoder()

@@ -311,8 +311,12 @@ class StreamEndpoints:
         if outcome is EmulationOutcome.ORIGIN_REFUSED:
             await _error(send, 403, "origin not allowed", None)
             return
-        # As Centrifugo: 204 whether the session is still there or not (a closed session's
-        # client learns it from its stream, which has ended).
+        if outcome is EmulationOutcome.NO_NODE:
+            # As Centrifugo: the stream's node is gone (restarted?); centrifuge-js reconnects.
+            await _error(send, 404, "unknown node", origin)
+            return
+        # As Centrifugo: 204 whether the session is still there or not on a running node (a
+        # closed session's client learns it from its stream, which has ended).
         await send({"type": "http.response.start", "status": 204, "headers": _cors(origin)})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 

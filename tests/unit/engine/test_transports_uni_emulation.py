@@ -10,7 +10,7 @@ import json
 from tests.unit.engine.conftest import MakeHarness
 from tests.unit.engine.fakes import Client, FakeTransport, Harness
 from xshathra.engine.client import ClientSession
-from xshathra.engine.control import Emulation, encode_control
+from xshathra.engine.control import Emulation, NodeAlive, encode_control
 from xshathra.engine.node import EmulationOutcome
 from xshathra.protocol.uni_json_codec import UNI_HTTP_STREAM_CODEC
 
@@ -68,7 +68,11 @@ async def test_emulation_requests_reach_the_session_by_its_id(harness: Harness) 
     command = json.dumps({"id": 2, "subscribe": {"channel": "public:e"}}).encode()
     assert await harness.node.emulate(node_id, session, command, None) is EmulationOutcome.DELIVERED
     assert "subscribe" in await client.transport.wait_for(lambda m: m.get("id") == 2)
-    assert await harness.node.emulate("", "unknown", command, None) is EmulationOutcome.NO_SESSION
+    unknown = await harness.node.emulate(node_id, "unknown", command, None)
+    assert unknown is EmulationOutcome.NO_SESSION
+    # A node nobody has heard of (or none named): Centrifugo's 404, the client reconnects.
+    for node in ("", "gone"):
+        assert await harness.node.emulate(node, session, command, None) is EmulationOutcome.NO_NODE
 
     client.session.disconnect(3000)
     assert (
@@ -84,9 +88,10 @@ async def test_emulation_from_an_origin_the_app_does_not_allow_is_refused(
     client.send({"id": 1, "connect": {"token": harness.token("u")}})
     session = (await client.transport.wait_for(lambda m: m.get("id") == 1))["connect"]["session"]
     ping = json.dumps({"id": 2, "ping": {}}).encode()
-    refused = await harness.node.emulate("", session, ping, "https://evil.test")
+    here = harness.node.node_id
+    refused = await harness.node.emulate(here, session, ping, "https://evil.test")
     assert refused is EmulationOutcome.ORIGIN_REFUSED
-    allowed = await harness.node.emulate("", session, ping, "https://app.example.com")
+    allowed = await harness.node.emulate(here, session, ping, "https://app.example.com")
     assert allowed is EmulationOutcome.DELIVERED
     await client.transport.wait_for(lambda m: m.get("id") == 2)
 
@@ -94,15 +99,19 @@ async def test_emulation_from_an_origin_the_app_does_not_allow_is_refused(
 async def test_emulation_for_another_node_goes_over_the_control_bus(
     make_harness: MakeHarness,
 ) -> None:
-    """Node B forwards what names node A; A, given the control message as its bus delivers it,
-    hands the commands to the session; a node ignores what is addressed to another. (Two
-    real nodes on Redis: tests/integration/test_streams_js.py.)"""
+    """Node B forwards what names node A once it has heard A announce itself; A, given the
+    control message as its bus delivers it, hands the commands to the session; a node ignores
+    what is addressed to another. (Two real nodes: tests/integration/test_streams_js.py.)"""
     a = await make_harness()
     b = await make_harness()
     client = open_with(a, EmulatedTransport())
     client.send({"id": 1, "connect": {"token": a.token("u")}})
     connect = (await client.transport.wait_for(lambda m: m.get("id") == 1))["connect"]
     command = json.dumps({"id": 2, "ping": {}}).encode()
+    unknown = await b.node.emulate(connect["node"], connect["session"], command, None)
+    assert unknown is EmulationOutcome.NO_NODE  # B has not heard of A yet
+    b.node.on_control(encode_control(NodeAlive(origin_node=a.node.node_id)))
+    assert b.node.node_running(a.node.node_id)
     outcome = await b.node.emulate(connect["node"], connect["session"], command, None)
     assert outcome is EmulationOutcome.FORWARDED
     message = Emulation(node=connect["node"], session=connect["session"], data=command)
