@@ -304,7 +304,7 @@ class StreamEndpoints:
             return
         try:
             outcome = await self.node.emulate(node_id, session, data, origin)
-        except Exception as exc:  # the control bus (broker) is away: the client retries
+        except Exception as exc:  # the control bus (broker) is away: the client reconnects
             log.warning("emulation request not forwarded: %s", type(exc).__name__)
             await _error(send, 503, "emulation request could not be forwarded", origin)
             return

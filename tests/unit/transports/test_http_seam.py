@@ -55,5 +55,9 @@ def test_uvicorn_request_cycle_has_what_the_streams_rely_on() -> None:
     for attribute in ("self.transport =", "self.scope =", "self.response_complete ="):
         assert attribute in source, attribute
     assert callable(RequestResponseCycle.send)
+    # A stream's writer stops on OSError when the client is gone mid-write.
+    from uvicorn.protocols.utils import ClientDisconnected
+
+    assert issubclass(ClientDisconnected, OSError)
     assert callable(getattr(HttpToolsProtocol, "shutdown", None))
     assert "self.cycle" in inspect.getsource(HttpToolsProtocol.shutdown)
