@@ -3,11 +3,15 @@ bidirectional-emulated (centrifuge-js's `sse` and `http_stream`) and unidirectio
 (`uni_sse`, `uni_http_stream`), plus the emulation endpoint the emulated ones send commands to.
 
 Each stream is a `Transport` (transports.base) served as a plain ASGI response, ahead of the
-FastAPI app. Frames go through the same `Writer` as WebSocket ones: `send_frame` never awaits,
-it queues the framed bytes here and returns what is still unsent (queued, or handed to uvicorn
-and not yet taken by the socket), so a client that stops reading is cut off as slow (3008) at
-`client_queue_max_bytes`, as on WebSocket. One coroutine per stream (the ASGI request's own)
-writes the queue out; one more task waits for the client to go away.
+FastAPI app. Frames go through the same `Writer` as WebSocket ones, and `send_frame` never
+awaits. Under uvicorn (always, in practice) a stream writes like a WebSocket does: once the
+response head is out, each frame goes straight to the socket as one HTTP chunk (framed once per
+fan-out, chunk header included), and `send_frame` returns the socket's unsent bytes, so a
+client that stops reading is cut off as slow (3008) at `client_queue_max_bytes`. Fan-out thus
+wakes no coroutine per subscriber. Only the response's end goes through uvicorn's `send` (its
+last chunk). Where the socket cannot be reached (another ASGI server), frames are queued here
+and written by the request's coroutine instead, within the same limit. One more task per stream
+waits for the client to go away.
 
 Framing, Centrifugo's:
 - HTTP streaming: one JSON message per line (`\\n`-terminated).
@@ -30,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -49,7 +54,7 @@ from xshathra.protocol.uni_json_codec import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Mapping
 
     from xshathra.engine.node import Node
     from xshathra.transports.base import Transport
@@ -81,6 +86,16 @@ def frame_sse(payload: bytes) -> bytes:
     )
 
 
+def chunked(framer: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+    """`framer`'s output as one HTTP/1.1 chunk, as uvicorn would write it."""
+
+    def frame(payload: bytes) -> bytes:
+        body = framer(payload)
+        return b"%x\r\n" % len(body) + body + b"\r\n"
+
+    return frame
+
+
 @dataclass(frozen=True, slots=True)
 class StreamKind:
     name: str  # the transport's name, as Centrifuge spells it
@@ -103,7 +118,13 @@ KINDS: dict[str, StreamKind] = {
     ),
     "uni_sse": StreamKind("uni_sse", UNI_SSE_CODEC, "sse", True, _SSE_TYPE),
 }
-_FRAMERS = {"http_stream": frame_http_stream, "sse": frame_sse}
+_FRAMERS = {
+    "http_stream": frame_http_stream,
+    "sse": frame_sse,
+    # Written straight to the socket: the chunk header is part of the shared framed bytes.
+    "http_stream+chunked": chunked(frame_http_stream),
+    "sse+chunked": chunked(frame_sse),
+}
 STREAM_PATHS: dict[str, StreamKind] = {
     f"{prefix}/connection/{name}": kind
     for name, kind in KINDS.items()
@@ -118,7 +139,9 @@ class StreamTransport:
     __slots__ = (
         "_chunks",
         "_closing",
+        "_direct",
         "_framer",
+        "_framing",
         "_gone",
         "_grace",
         "_inflight",
@@ -135,7 +158,9 @@ class StreamTransport:
 
     def __init__(self, kind: StreamKind, origin: str | None, remote_ip: str) -> None:
         self._kind = kind
+        self._framing = kind.framing
         self._framer = _FRAMERS[kind.framing]
+        self._direct = False  # frames go straight to the socket (see go_direct)
         self.origin = origin
         self._remote_ip = remote_ip
         self._chunks: list[bytes] = []
@@ -160,7 +185,7 @@ class StreamTransport:
 
     @property
     def framing(self) -> str:
-        return self._kind.framing
+        return self._framing
 
     @property
     def unidirectional(self) -> bool:
@@ -180,8 +205,29 @@ class StreamTransport:
         wire = frame.wire
         if wire is None:  # framed once, however many subscribers it goes to
             wire = frame.wire = self._framer(frame.payload)
+        if self._direct:
+            raw = self._raw
+            assert raw is not None
+            if raw.is_closing():
+                return 0  # gone: the disconnect watcher is about to say so
+            raw.write(wire)
+            return raw.get_write_buffer_size()
         self._queue(wire)
         return self._queued + self._inflight
+
+    def go_direct(self, send: Send) -> None:
+        """Once the response head is out: write frames straight to the socket, when uvicorn's
+        `send` leads to it and the response is chunked (it is, having no length). uvicorn's
+        request cycle holds both (uvicorn is pinned; tests/unit/transports pins the names)."""
+        cycle = getattr(send, "__self__", None)
+        raw = getattr(cycle, "transport", None)
+        if raw is None or not hasattr(raw, "get_write_buffer_size"):
+            return
+        self._raw = raw
+        if getattr(cycle, "chunked_encoding", None) is True and not self._chunks:
+            self._framing = self._kind.framing + "+chunked"
+            self._framer = _FRAMERS[self._framing]
+            self._direct = True
 
     def close(self, code: int, reason: str) -> None:
         """No close frame on a stream: a `disconnect` push (after what is queued), then the
@@ -189,13 +235,18 @@ class StreamTransport:
         if self._closing or self._gone:
             return
         if code == DisconnectCode.SLOW:
-            # What it could not read is dropped: it reconnects and recovers from history.
+            # What it could not read is dropped (what is queued here; not what the socket
+            # holds already): it reconnects and recovers from history.
             self._chunks.clear()
             self._queued = 0
         push = m.Push(
             disconnect=m.Disconnect(code=code, reason=reason, reconnect=should_reconnect(code))
         )
-        self._queue(self._framer(self.codec.encode_reply(m.Reply(push=push))))
+        last = self._framer(self.codec.encode_reply(m.Reply(push=push)))
+        if self._direct and self._raw is not None and not self._raw.is_closing():
+            self._raw.write(last)
+        elif not self._direct:
+            self._queue(last)
         self._closing = True
         self._wake()
         # A client that does not read its last bytes would hold the socket (and our buffer)
@@ -235,11 +286,10 @@ class StreamTransport:
             session.on_transport_closed()
 
     async def pump(self, send: Send, first: bytes) -> None:
-        """Write queued frames until the session closes or the client goes away."""
+        """Write queued frames (none when direct) until the session closes or the client goes
+        away, then end the response. `first` goes out before anything else (with `go_direct`,
+        before it)."""
         loop = asyncio.get_running_loop()
-        # uvicorn's send is a method of its request cycle, which holds the socket: the one way
-        # to abort it (uvicorn is pinned; tests/unit/transports pins the names relied on).
-        self._raw = getattr(getattr(send, "__self__", None), "transport", None)
         if first:
             await send({"type": "http.response.body", "body": first, "more_body": True})
         while not self._gone:
@@ -365,12 +415,14 @@ class StreamEndpoints:
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         scope[SCOPE_KEY] = transport
-        session = transport.session = ClientSession(self.node, transport)
         watcher = asyncio.ensure_future(_watch_disconnect(receive, transport, self.max_body))
         try:
+            if sse:  # an empty line first, as Centrifugo does, so proxies pass the headers on
+                await send({"type": "http.response.body", "body": b"\r\n", "more_body": True})
+            transport.go_direct(send)
+            session = transport.session = ClientSession(self.node, transport)
             session.on_message(command)
-            # SSE: an empty line first, as Centrifugo does, so proxies pass the headers on.
-            await transport.pump(send, b"\r\n" if sse else b"")
+            await transport.pump(send, b"")
         except OSError:
             pass  # the client went away while we wrote
         finally:
