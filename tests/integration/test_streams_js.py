@@ -7,6 +7,8 @@ emulation request sent to the node that does not hold the stream (Redis, then NA
 
 from __future__ import annotations
 
+import asyncio
+import json
 import secrets
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -16,7 +18,7 @@ import pytest
 
 from tests.integration.test_cluster import shared_broker
 from tests.integration.test_engine_js_client import JS_DIR, Json, start_js
-from tests.support.clients import engine_api
+from tests.support.clients import engine_api, realtime_token
 from tests.support.server import ServerProcess, running_server
 from tests.support.services import postgres_database
 
@@ -146,3 +148,33 @@ async def test_server_disconnect_without_reconnect_ends_the_stream(server: Serve
         engine_api(server, app, "disconnect", {"user": "js-user"})
         gone = await client.next("disconnected")
         assert gone["code"] == 3503
+
+
+async def test_uni_sse_on_one_node_gets_what_is_published_on_the_other(
+    two_nodes: list[ServerProcess],
+) -> None:
+    """A plain uni_sse client on node B, subscribed from its token; a publication made through
+    node A's server API reaches it."""
+    a, b = two_nodes
+    app = a.create_app(name="uni-two")
+    token = realtime_token(a, app, "plain", channels=["public:both"])
+    params = {"cf_connect": json.dumps({"token": token})}
+    async with (
+        httpx.AsyncClient(timeout=10) as http,
+        http.stream("GET", f"{b.base_url}/realtime/connection/uni_sse", params=params) as r,
+    ):
+        lines = r.aiter_lines()
+
+        async def next_data() -> Json:
+            """The next push other than a join (its own, on `public:`, may come first)."""
+            async for line in lines:
+                if line.startswith("data: ") and "join" not in (push := json.loads(line[6:])):
+                    return push  # type: ignore[no-any-return]
+            raise AssertionError("stream ended")
+
+        assert "public:both" in (await asyncio.wait_for(next_data(), 10))["connect"]["subs"]
+        await asyncio.to_thread(
+            engine_api, a, app, "publish", {"channel": "public:both", "data": "across"}
+        )
+        pub = await asyncio.wait_for(next_data(), 10)
+        assert pub == {"channel": "public:both", "pub": {"data": "across", "offset": 1}}
