@@ -46,7 +46,7 @@ from xshathra.tenancy.apps import hash_key
 from xshathra.tenancy.service import ApplicationService
 from xshathra.tenancy.tokens import TokenService
 from xshathra.transports.http import BoundedHttpToolsProtocol
-from xshathra.transports.streams import StreamEndpoints
+from xshathra.transports.stream_routes import StreamEndpoints
 from xshathra.transports.websocket import NODE_STATE_KEY, CentrifugeWebSocketProtocol
 from xshathra.webhooks.dispatcher import WebhookDispatcher
 from xshathra.webhooks.events import WebhookEvents

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 from xshathra.engine.writer import OutgoingFrame
+from xshathra.transports.stream_routes import StreamEndpoints
 from xshathra.transports.streams import (
     KINDS,
     STREAM_PATHS,
-    StreamEndpoints,
     StreamTransport,
     frame_http_stream,
     frame_sse,
