@@ -192,6 +192,9 @@ class Hub:
         pending = self._pending.get(ref)
         reply: m.Reply | None = None
         frames: dict[Encoding, OutgoingFrame] | None = None
+        # Encoded once per codec: groups that differ in framing only (JSON over WebSocket and
+        # over SSE) share the bytes, each framing them its own way.
+        encoded: dict[Codec, bytes] = {}
         reached = 0
         # One pass per (codec, framing) group: one, unless clients speak several formats.
         for key, live in self._live.items():
@@ -200,9 +203,11 @@ class Hub:
                 continue
             if reply is None:
                 reply = m.Reply(push=m.Push(channel=ref.name, pub=publication_message(pub)))
-            # Encoded once for every subscriber of the group: the same bytes object goes to each
-            # writer.
-            frame = OutgoingFrame(key[0].encode_reply(reply))
+            # One frame for every subscriber of the group: the same object goes to each writer.
+            payload = encoded.get(key[0])
+            if payload is None:
+                payload = encoded[key[0]] = key[0].encode_reply(reply)
+            frame = OutgoingFrame(payload)
             for writer in subs.values():
                 writer.enqueue(frame)
             reached += len(subs)
@@ -218,15 +223,19 @@ class Hub:
                 frames = {}
             for session, buffer in pending.items():
                 key = encoding_of(session.transport)
-                encoded = frames.get(key)
-                if encoded is None:
-                    encoded = frames[key] = OutgoingFrame(key[0].encode_reply(reply))
-                buffer.append((pub.offset, encoded))
+                buffered = frames.get(key)
+                if buffered is None:
+                    payload = encoded.get(key[0])
+                    if payload is None:
+                        payload = encoded[key[0]] = key[0].encode_reply(reply)
+                    buffered = frames[key] = OutgoingFrame(payload)
+                buffer.append((pub.offset, buffered))
             reached += len(pending)
         return reached
 
     def broadcast_join_leave(self, ref: ChannelRef, info: ClientInfoData, *, join: bool) -> None:
         reply: m.Reply | None = None
+        encoded: dict[Codec, bytes] = {}
         for key, live in self._live.items():
             subs = live.get(ref)
             if not subs:
@@ -239,7 +248,10 @@ class Hub:
                     else m.Push(channel=ref.name, leave=m.Leave(info=message))
                 )
                 reply = m.Reply(push=push)
-            frame = OutgoingFrame(key[0].encode_reply(reply))
+            payload = encoded.get(key[0])
+            if payload is None:
+                payload = encoded[key[0]] = key[0].encode_reply(reply)
+            frame = OutgoingFrame(payload)
             for session in subs:
                 if session.wants_join_leave(ref.name):
                     session.writer.enqueue(frame)
