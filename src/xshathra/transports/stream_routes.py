@@ -144,21 +144,31 @@ class StreamEndpoints:
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         scope[SCOPE_KEY] = transport
-        watcher = asyncio.ensure_future(_watch_disconnect(receive, transport, self.max_body))
         try:
             if sse:  # an empty line first, as Centrifugo does, so proxies pass the headers on
                 await send({"type": "http.response.body", "body": b"\r\n", "more_body": True})
             transport.go_direct(send)
             session = transport.session = ClientSession(self.node, transport)
             session.on_message(command)
-            await transport.pump(send, b"")
+            if transport.direct:
+                await transport.hold(receive, send, self.max_body)
+            else:
+                await self._pumped(transport, receive, send)
         except OSError:
             pass  # the client went away while we wrote
+        finally:
+            transport.client_gone()
+
+    async def _pumped(self, transport: StreamTransport, receive: Receive, send: Send) -> None:
+        """Without the socket (another ASGI server): a task waits for the client to go away
+        while the request's task writes the queue out."""
+        watcher = asyncio.ensure_future(_watch_disconnect(receive, transport, self.max_body))
+        try:
+            await transport.pump(send, b"")
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-            transport.client_gone()
 
 
 def _first_command(kind: StreamKind, request: bytes) -> bytes:

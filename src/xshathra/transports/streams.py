@@ -128,6 +128,7 @@ class StreamTransport:
         "_framing",
         "_gone",
         "_grace",
+        "_holder",
         "_inflight",
         "_kind",
         "_queued",
@@ -145,6 +146,7 @@ class StreamTransport:
         self._framing = kind.framing
         self._framer = _FRAMERS[kind.framing]
         self._direct = False  # frames go straight to the socket (see go_direct)
+        self._holder: asyncio.Task[Any] | None = None  # the request's task, in `hold`
         self.origin = origin
         self._remote_ip = remote_ip
         self._chunks: list[bytes] = []
@@ -199,6 +201,10 @@ class StreamTransport:
         self._queue(wire)
         return self._queued + self._inflight
 
+    @property
+    def direct(self) -> bool:
+        return self._direct
+
     def go_direct(self, send: Send) -> None:
         """Once the response head is out: write frames straight to the socket, when uvicorn's
         `send` leads to it and the response is chunked (it is, having no length). uvicorn's
@@ -233,6 +239,9 @@ class StreamTransport:
             self._queue(last)
         self._closing = True
         self._wake()
+        holder = self._holder
+        if holder is not None and holder is not asyncio.current_task():
+            holder.cancel()  # wakes `hold`, which ends the response (its own call: it sees it)
         # A client that does not read its last bytes would hold the socket (and our buffer)
         # for ever: it is cut off after a grace period, as on WebSocket.
         self._grace = asyncio.get_running_loop().call_later(CLOSE_GRACE_SECONDS, self._abort)
@@ -268,6 +277,32 @@ class StreamTransport:
         session = self.session
         if session is not None:
             session.on_transport_closed()
+
+    async def hold(self, receive: Receive, send: Send, limit: int) -> None:
+        """When direct: the request's own task waits, with nothing to write, until the client
+        goes away or the session ends the stream (`close` cancels the wait), then ends the
+        response. One task per stream, no more. A request body the client still sends is read
+        and dropped, up to `limit` bytes: past that it is disconnected (3501)."""
+        task = self._holder = asyncio.current_task()
+        assert task is not None
+        extra = 0
+        try:
+            while not self._closing:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    self.client_gone()
+                    return
+                extra += len(message.get("body", b""))
+                if extra > limit and self.session is not None:
+                    self.session.disconnect(DisconnectCode.BAD_REQUEST, "request body too large")
+        except asyncio.CancelledError:
+            # Ours (from `close`) is taken back; any other (server shutdown) goes on.
+            if not self._closing or task.uncancel() > 0:
+                raise
+        finally:
+            self._holder = None
+        if not self._gone:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def pump(self, send: Send, first: bytes) -> None:
         """Write queued frames (none when direct) until the session closes or the client goes
