@@ -160,6 +160,8 @@ async def start_client(
         sample_every,
         batch,
         sse=stack.transport == "sse",
+        deflate=stack.deflate,
+        protobuf=stack.protobuf,
     )
 
 

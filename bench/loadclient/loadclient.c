@@ -12,6 +12,11 @@
  * GET of PATH followed by the connection's hello (its query string, e.g. `?cf_connect=...`),
  * a 200 response, then events (`...\n\n`) counted like WebSocket messages; the chunked
  * encoding's size lines between them hold no marker and are skipped with them.
+ *
+ * LOADCLIENT_PROTOBUF=1 in the environment: the server speaks the Centrifuge protobuf format
+ * (binary frames of varint-length-delimited replies). Hello frames then go out as binary
+ * frames, and a server ping, an empty reply (a zero length) anywhere in a frame, is answered
+ * with the empty command, the single byte 0; PING and ANSWER are unused (pass them empty).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -28,6 +33,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #define READY_TIMEOUT_S 120     /* for one batch to be taken on */
 #define READ_SIZE (256 * 1024)  /* one read; the buffer is shared by all connections */
@@ -61,8 +67,15 @@ struct conn {
 static const char *host, *port, *path;
 static struct addrinfo *addr;
 static struct buf marker, ping, answer, ready_marker;
+/* LOADCLIENT_DEFLATE=1: offer permessage-deflate and inflate compressed (RSV1) messages, each
+   alone (the server takes over no context), into one buffer reused for all. */
+static int deflate_on;
+static z_stream inflater;
+static uint8_t *inflated;
+static size_t capinflated;
 static struct hello *hellos;
 static size_t nhellos;
+static int protobuf;  /* LOADCLIENT_PROTOBUF=1: binary hellos, protobuf pings */
 
 /* Counters and samples, reported by `stats`. */
 static uint64_t received, errors, closed;
@@ -246,8 +259,9 @@ static void start_upgrade(struct conn *c) {
         n = snprintf(request, sizeof request,
                      "GET %s HTTP/1.1\r\nHost: %s:%s\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                     "Sec-WebSocket-Version: 13\r\n\r\n",
-                     path, host, port, key);
+                     "Sec-WebSocket-Version: 13\r\n%s\r\n",
+                     path, host, port, key,
+                     deflate_on ? "Sec-WebSocket-Extensions: permessage-deflate\r\n" : "");
     }
     if (n < 0 || (size_t)n >= sizeof request)
         die("%s", "the upgrade request is too long (path?)");
@@ -327,6 +341,28 @@ static void sample_times(const uint8_t *p, size_t n) {
     }
 }
 
+/* Is one of the length-delimited protobuf replies of the payload empty (the server's ping)? */
+static int has_protobuf_ping(const uint8_t *p, size_t n) {
+    size_t pos = 0;
+    while (pos < n) {
+        uint64_t len = 0;
+        int shift = 0;
+        while (pos < n && shift < 64) {
+            uint8_t b = p[pos++];
+            len |= (uint64_t)(b & 0x7f) << shift;
+            shift += 7;
+            if (!(b & 0x80))
+                break;
+        }
+        if (len == 0)
+            return 1;
+        if (len > n - pos)
+            return 0;
+        pos += (size_t)len;
+    }
+    return 0;
+}
+
 static void message(struct conn *c, const uint8_t *p, size_t n) {
     if (marker.len) {
         const uint8_t *q = p, *end = p + n;
@@ -337,10 +373,45 @@ static void message(struct conn *c, const uint8_t *p, size_t n) {
     }
     if (ping.len && is_ping(p, n))
         send_frame(c, 0x1, answer.p, answer.len);
+    if (protobuf && has_protobuf_ping(p, n))
+        send_frame(c, 0x2, (const uint8_t *)"", 1);  /* the empty command: one zero byte */
     if (!c->ready && ready_marker.len && memmem(p, n, ready_marker.p, ready_marker.len))
         set_ready(c);
     if (c->sample)
         sample_times(p, n);
+}
+
+/* A compressed message: inflated (with the flush tail RFC 7692 leaves off), then handled. */
+static void inflate_message(struct conn *c, const uint8_t *p, size_t n) {
+    static const uint8_t tail[4] = {0, 0, 0xff, 0xff};
+    int tail_fed = 0;
+    inflateReset(&inflater);
+    inflater.next_in = (Bytef *)p;
+    inflater.avail_in = (uInt)n;
+    size_t out = 0;
+    for (;;) {
+        if (capinflated - out < 65536) {
+            capinflated = capinflated ? 2 * capinflated : 1 << 20;
+            inflated = grow(inflated, capinflated);
+        }
+        inflater.next_out = inflated + out;
+        inflater.avail_out = (uInt)(capinflated - out);
+        int rc = inflate(&inflater, Z_SYNC_FLUSH);
+        out = (size_t)(inflater.next_out - inflated);
+        if (rc != Z_OK && rc != Z_BUF_ERROR && rc != Z_STREAM_END) {
+            failed(c, "the server sent data that does not inflate");
+            return;
+        }
+        if (inflater.avail_in == 0 && !tail_fed) {
+            inflater.next_in = (Bytef *)tail;
+            inflater.avail_in = 4;
+            tail_fed = 1;
+            continue;
+        }
+        if (inflater.avail_in == 0 && inflater.avail_out > 0)
+            break;
+    }
+    message(c, inflated, out);
 }
 
 /* Handles the complete frames at the start of p; returns how many bytes they took. */
@@ -378,7 +449,10 @@ static size_t frames(struct conn *c, const uint8_t *p, size_t len) {
         case 0x0:  /* a continuation: counted like a whole message (no server here fragments) */
         case 0x1:
         case 0x2:
-            message(c, payload, n);
+            if (f[0] & 0x40)
+                inflate_message(c, payload, n);
+            else
+                message(c, payload, n);
             break;
         case 0x8:
             lost(c, "close frame");
@@ -437,7 +511,7 @@ static size_t upgrade(struct conn *c, const uint8_t *p, size_t len) {
     if (!ready_marker.len)
         set_ready(c);
     for (size_t i = 0; !sse && c->hello && i < c->hello->count; i++)
-        send_frame(c, 0x1, c->hello->frames[i].p, c->hello->frames[i].len);
+        send_frame(c, protobuf ? 0x2 : 0x1, c->hello->frames[i].p, c->hello->frames[i].len);
     size_t head = (size_t)(end - p) + 4;
     return head + body(c, p + head, len - head);
 }
@@ -625,6 +699,10 @@ int main(int argc, char **argv) {
     answer = arg(argv[9]);
     ready_marker = arg(argv[10]);
     batch = atol(argv[11]);
+    deflate_on = getenv("LOADCLIENT_DEFLATE") && !strcmp(getenv("LOADCLIENT_DEFLATE"), "1");
+    if (deflate_on && inflateInit2(&inflater, -15) != Z_OK)
+        die("%s", "zlib: inflateInit2 failed");
+    protobuf = getenv("LOADCLIENT_PROTOBUF") && strcmp(getenv("LOADCLIENT_PROTOBUF"), "1") == 0;
     if (nconns <= 0 || sample_every < 0 || batch <= 0)
         usage();
 

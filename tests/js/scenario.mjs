@@ -14,7 +14,12 @@
 //   XS_NO_SUBSCRIBE "1": do not subscribe at start (the test sends `subscribe`)
 //   XS_TRANSPORT   "http_stream" or "sse": bidirectional emulation instead of WebSocket, the
 //                  stream on XS_BASE, commands to XS_EMULATION (default XS_BASE's endpoint)
-import { Centrifuge } from "centrifuge";
+//   XS_NO_TOKEN    "1": connect without a token (the app's connect proxy decides)
+//   XS_CONNECT_DATA JSON sent as the connect request's data (to a connect proxy)
+//   XS_SUB_OPTIONS JSON merged into the subscription's options (delta, since, tagsFilter...)
+//   XS_PROTOBUF    "1": the protobuf build (`centrifuge/build/protobuf`, binary frames); data
+//                  is then bytes both ways: published as the JSON text's UTF-8, and printed
+//                  parsed from it (as a string when it is not JSON)
 import { EventSource } from "eventsource";
 import WebSocket from "ws";
 import readline from "node:readline";
@@ -28,6 +33,22 @@ const XS_TTL = Number(env.XS_TTL ?? "900");
 const XS_SUB_TTL = Number(env.XS_SUB_TTL ?? "900");
 const XS_CHANNELS = env.XS_CHANNELS ? env.XS_CHANNELS.split(",") : [];
 const XS_WS = env.XS_WS ?? `${XS_BASE.replace(/^http/, "ws")}/realtime/connection/websocket`;
+
+const PROTOBUF = env.XS_PROTOBUF === "1";
+const { Centrifuge } = PROTOBUF
+  ? await import("centrifuge/build/protobuf")
+  : await import("centrifuge");
+// Payloads as this build takes and gives them: JSON values, or bytes in the protobuf build.
+const toWire = (value) => (PROTOBUF ? new TextEncoder().encode(JSON.stringify(value)) : value);
+function fromWire(data) {
+  if (!PROTOBUF || !(data instanceof Uint8Array)) return data;
+  const text = new TextDecoder().decode(data);
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
 
 const emit = (event, fields = {}) => console.log(JSON.stringify({ event, ...fields }));
 
@@ -77,16 +98,18 @@ const endpoints =
   XS_TRANSPORT === "websocket"
     ? XS_WS
     : [{ transport: XS_TRANSPORT, endpoint: `${XS_BASE}/realtime/connection/${XS_TRANSPORT}` }];
-const client = new Centrifuge(endpoints, {
+const clientOptions = {
   websocket: WebSocket,
   eventsource: EventSource,
   emulationEndpoint: XS_EMULATION,
-  getToken,
   minReconnectDelay: 100,
-});
+};
+if (env.XS_NO_TOKEN !== "1") clientOptions.getToken = getToken;
+if (env.XS_CONNECT_DATA) clientOptions.data = JSON.parse(env.XS_CONNECT_DATA);
+const client = new Centrifuge(endpoints, clientOptions);
 client.on("connected", (ctx) => emit("transport", { name: ctx.transport }));
 client.on("connecting", (ctx) => emit("connecting", { code: ctx.code, reason: ctx.reason }));
-client.on("connected", (ctx) => emit("connected", { client: ctx.client }));
+client.on("connected", (ctx) => emit("connected", { client: ctx.client, data: ctx.data ?? null }));
 client.on("disconnected", (ctx) => emit("disconnected", { code: ctx.code, reason: ctx.reason }));
 client.on("error", (ctx) => emit("client_error", { message: String(ctx.error?.message ?? ctx) }));
 client.on("subscribed", (ctx) =>
@@ -98,11 +121,12 @@ client.on("subscribed", (ctx) =>
   }),
 );
 client.on("publication", (ctx) =>
-  emit("server_publication", { channel: ctx.channel, data: ctx.data, offset: ctx.offset }),
+  emit("server_publication", { channel: ctx.channel, data: fromWire(ctx.data), offset: ctx.offset }),
 );
 
 const subOptions = { joinLeave: true };
 if (env.XS_SUB_TOKEN === "1") subOptions.getToken = getSubToken;
+if (env.XS_SUB_OPTIONS) Object.assign(subOptions, JSON.parse(env.XS_SUB_OPTIONS));
 const sub = client.newSubscription(XS_CHANNEL, subOptions);
 sub.on("subscribing", (ctx) => emit("subscribing", { code: ctx.code, reason: ctx.reason }));
 sub.on("subscribed", (ctx) =>
@@ -116,7 +140,7 @@ sub.on("subscribed", (ctx) =>
 );
 sub.on("publication", (ctx) =>
   emit("publication", {
-    data: ctx.data,
+    data: fromWire(ctx.data),
     tags: ctx.tags ?? null,
     offset: ctx.offset,
     user: ctx.info?.user ?? null,
@@ -142,16 +166,25 @@ const commands = {
   async history({ limit, reverse = false }) {
     const result = await sub.history({ limit, reverse });
     emit("history", {
-      data: result.publications.map((p) => p.data),
+      data: result.publications.map((p) => fromWire(p.data)),
       offsets: result.publications.map((p) => p.offset),
       offset: result.offset,
     });
   },
   async publish({ data }) {
-    await sub.publish(data);
+    await sub.publish(toWire(data));
     emit("published");
   },
+  async rpc({ method, data }) {
+    const result = await client.rpc(method, data);
+    emit("rpc", { data: result.data });
+  },
+  async send({ data }) {
+    await client.send(data);
+    emit("sent");
+  },
   async state() { emit("state", { client: client.state, sub: sub.state }); },
+  async delta_stats() { emit("delta_stats", sub.deltaStats()); },
   async exit() { client.disconnect(); emit("bye"); process.exit(0); },
 };
 

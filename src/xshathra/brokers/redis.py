@@ -68,6 +68,7 @@ class _Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
     tags: dict[str, str] | None = None
     info: Info | None = None
     time: int = 0
+    delta: bool = False  # last: envelopes of older nodes decode unchanged
 
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -350,6 +351,7 @@ class RedisBroker(ClusterBroker):
                         tags=env.tags,
                         info=unpack_info(env.info),
                         time=env.time,
+                        delta=env.delta,
                     ),
                 )
             elif kind == b"j":
@@ -391,7 +393,11 @@ class RedisBroker(ClusterBroker):
     async def publish(self, ref: ChannelRef, data: bytes, opts: PublishOptions) -> StreamPosition:
         payload = _encode(
             _Envelope(
-                data=data, tags=opts.tags, info=pack_info(opts.info), time=int(time.time() * 1000)
+                data=data,
+                tags=opts.tags,
+                info=pack_info(opts.info),
+                time=int(time.time() * 1000),
+                delta=opts.delta,
             )
         )
         idem = self._idempotency(ref, opts.idempotency_key) if opts.idempotency_key else ""
@@ -452,6 +458,7 @@ class RedisBroker(ClusterBroker):
                     tags=env.tags,
                     info=unpack_info(env.info),
                     time=env.time,
+                    delta=env.delta,
                 )
             )
         pubs, truncated = fit(pubs, opts.max_bytes)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from sqlalchemy import delete, select, true, update
+from sqlalchemy import delete, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -31,10 +31,12 @@ from xshathra.tenancy.apps import (
     AppExistsError,
     AppIdRetiredError,
     Application,
+    AppSummary,
     NamespaceOptions,
     NewAppKeys,
     utcnow,
 )
+from xshathra.tenancy.proxies import NO_PROXIES, decode_proxy_config, encode_proxy_config
 
 _namespaces_decoder = msgspec.json.Decoder(dict[str, NamespaceOptions])
 _raw_namespaces_decoder = msgspec.json.Decoder(dict[str, dict[str, Any]])
@@ -60,7 +62,7 @@ def _decode_namespaces(text: str) -> dict[str, NamespaceOptions]:
 
 
 def _row(app: Application) -> dict[str, Any]:
-    return {
+    row = {
         "app_id": app.app_id,
         "name": app.name,
         "app_secret": app.app_secret,
@@ -75,6 +77,9 @@ def _row(app: Application) -> dict[str, Any]:
         "created_at": app.created_at,
         "updated_at": app.updated_at,
     }
+    if app.proxies != NO_PROXIES:  # most apps have none: the column stays NULL
+        row["proxies"] = encode_proxy_config(app.proxies)
+    return row
 
 
 def _app(row: Any) -> Application:
@@ -89,6 +94,7 @@ def _app(row: Any) -> Application:
         rate_limit=row.rate_limit,
         status=bool(row.status),
         namespaces=_decode_namespaces(row.namespaces),
+        proxies=decode_proxy_config(row.proxies),
         owner_id=row.owner_id,
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -138,6 +144,15 @@ class SqlAppStore:
             ).first()
         return _app(row) if row is not None else None
 
+    async def find_by_client_key(self, client_key: str) -> Application | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(applications).where(applications.c.client_api_key == client_key)
+                )
+            ).first()
+        return _app(row) if row is not None else None
+
     async def list_apps(self, owner_id: str | None = None) -> list[Application]:
         query = select(applications).order_by(applications.c.created_at, applications.c.app_id)
         if owner_id is not None:
@@ -146,12 +161,48 @@ class SqlAppStore:
             rows = (await conn.execute(query)).all()
         return [_app(r) for r in rows]
 
+    async def get_apps(self, app_ids: list[str]) -> list[Application]:
+        if not app_ids:
+            return []
+        query = (
+            select(applications)
+            .where(applications.c.app_id.in_(app_ids))
+            .order_by(applications.c.created_at, applications.c.app_id)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_app(r) for r in rows]
+
+    async def list_summaries(
+        self, owner_id: str | None = None, app_ids: list[str] | None = None
+    ) -> list[AppSummary]:
+        c = applications.c
+        query = select(c.app_id, c.name, c.owner_id, c.status, c.rate_limit, c.created_at)
+        if owner_id is not None or app_ids is not None:
+            query = query.where(or_(c.owner_id == owner_id, c.app_id.in_(app_ids or [])))
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query.order_by(c.created_at, c.app_id))).all()
+        return [
+            AppSummary(
+                app_id=AppId(r.app_id),
+                name=r.name,
+                owner_id=r.owner_id,
+                status=bool(r.status),
+                rate_limit=int(r.rate_limit),
+                created_at=r.created_at,
+            )
+            for r in rows
+        ]
+
     async def update_app(
         self, app_id: str, changes: AppChanges, *, while_key: str | None = None
     ) -> Application | None:
         values: dict[str, Any] = {**changes, "updated_at": utcnow()}
         if "namespaces" in changes:
             values["namespaces"] = msgspec.json.encode(changes["namespaces"]).decode()
+        if "proxies" in changes:
+            proxies = changes["proxies"]
+            values["proxies"] = encode_proxy_config(proxies) if proxies != NO_PROXIES else None
         return await self._update(app_id, values, while_key)
 
     async def set_api_key(

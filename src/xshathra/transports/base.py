@@ -2,17 +2,17 @@
 moves bytes for the codec it chose and frames them its own way; it knows no channel rule.
 
 The engine sees a transport only as `ClientTransport` (engine/client.py): a sink for encoded
-frames that names its `codec` and `framing`, plus `close`, `origin` and `remote_ip`. `Transport`
+frames that names its `codec` and `framing`, plus `close`, `origin`, `remote_ip`, and the
+opening HTTP request's `request_headers` and `query` (backend proxies read them). `Transport`
 adds what the composition root and the HTTP side need to know of it: its name, the wire format
 of the frames it writes, and whether the client can send on it at all.
 
 How the coming transports and codecs plug in, touching `transports/` and `protocol/` only:
 
-- Protobuf over WebSocket: a `ProtobufCodec` in `protocol/` (see protocol/codec.py); the
-  WebSocket transport picks it at the handshake (`?cf_protocol=protobuf`), keeps it per
-  connection instead of the class-level JSON codec, and frames its output as binary messages
-  (it already frames by `codec.wire_format`). The hub groups those subscribers apart by
-  (codec, framing), so each publication is encoded once per format.
+- Protobuf over WebSocket (done): `protocol/protobuf_codec.py`; the WebSocket transport picks
+  it at the handshake (subprotocol `centrifuge-protobuf`, or `?format=protobuf`), keeps it per
+  connection, and frames its output as binary messages by `codec.wire_format`. The hub groups
+  those subscribers apart by (codec, framing), so each publication is encoded once per format.
 - SSE and HTTP streaming (`transports/streams.py`, docs/transports.md): `StreamTransport`,
   one class for the four kinds (`sse`, `http_stream` emulated; `uni_sse`, `uni_http_stream`),
   a held-open ASGI response. Under uvicorn it writes each frame straight to the socket as one

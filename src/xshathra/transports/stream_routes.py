@@ -136,6 +136,10 @@ class StreamEndpoints:
             return
         client = scope.get("client")
         transport = StreamTransport(kind, origin, str(client[0]) if client else "")
+        transport.request_headers = [
+            (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", ())
+        ]
+        transport.query = scope.get("query_string", b"").decode("latin-1")
         headers = [
             (b"content-type", kind.content_type),
             (b"cache-control", b"private, no-cache, no-store, must-revalidate, max-age=0"),

@@ -27,7 +27,7 @@ The routes that serve these streams, and the emulation endpoint: transports/stre
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -136,6 +136,8 @@ class StreamTransport:
         "_remote_ip",
         "_waiter",
         "origin",
+        "query",
+        "request_headers",
         "session",
     )
 
@@ -158,6 +160,9 @@ class StreamTransport:
         self._grace: asyncio.TimerHandle | None = None
         self._raw: asyncio.Transport | None = None  # the socket, to cut a silent client off
         self.session: ClientSession | None = None
+        # The opening request, for backend proxies (set by the route; see ClientTransport).
+        self.request_headers: Sequence[tuple[str, str]] | None = None
+        self.query = ""
 
     # --- Transport ------------------------------------------------------------------------------
 

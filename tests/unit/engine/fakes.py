@@ -42,9 +42,17 @@ class FakeTransport:
     unidirectional = False
     emulation = False
 
-    def __init__(self, origin: str | None = None, remote_ip: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        origin: str | None = None,
+        remote_ip: str = "127.0.0.1",
+        query: str = "",
+        request_headers: list[tuple[str, str]] | None = None,
+    ) -> None:
         self.remote_ip = remote_ip
         self.origin = origin
+        self.query = query
+        self.request_headers = request_headers
         self.frames: list[bytes] = []  # one entry per send_frame call: one WebSocket message
         self.messages: list[Json] = []  # every reply/push, in the order received
         self.closed: tuple[int, str] | None = None
@@ -158,8 +166,13 @@ class Harness:
             (app or self.app).app_id, user, ttl, **claims
         ).token
 
-    def open(self, origin: str | None = None) -> Client:
-        transport = FakeTransport(origin=origin)
+    def open(
+        self,
+        origin: str | None = None,
+        query: str = "",
+        request_headers: list[tuple[str, str]] | None = None,
+    ) -> Client:
+        transport = FakeTransport(origin=origin, query=query, request_headers=request_headers)
         return Client(ClientSession(self.node, transport), transport)
 
     async def connect_reply(

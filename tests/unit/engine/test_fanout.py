@@ -178,27 +178,3 @@ async def test_a_publication_is_encoded_once_per_codec_and_framing(harness: Harn
         client.session.disconnect(3000)
     assert harness.node.hub.subscriber_count(harness.ref("public:mixed")) == 0
     assert harness.node.hub.subscription_total() == 0
-
-
-async def test_framings_of_one_codec_share_one_encoding(harness: Harness) -> None:
-    """JSON over WebSocket and over SSE (two framings, one codec): the publication is encoded
-    once, each group framing the same bytes its own way; join/leave pushes too."""
-    counting = CountingCodec()
-    clients = [harness.open() for _ in range(4)]
-    for i, client in enumerate(clients):
-        client.transport.codec = counting
-        client.transport.framing = "websocket" if i % 2 else "sse"
-        client.send({"id": 1, "connect": {"token": harness.token(f"u{i}")}})
-        await client.transport.wait_for(lambda msg: msg.get("id") == 1)
-        await client.subscribe("public:shared")
-    counting.encoded = 0
-    await harness.publish("public:shared", {"n": 1})
-    for client in clients:
-        await client.transport.wait_for(_is_pub)
-    assert counting.encoded == 1
-    counting.encoded = 0
-    late = await harness.connect("late")
-    await late.subscribe("public:shared")  # its join goes to the four
-    for client in clients:
-        await client.transport.wait_for(lambda msg: "join" in msg.get("push", {}))
-    assert counting.encoded == 1
