@@ -240,7 +240,7 @@ async def test_0003_registers_the_ids_of_apps_created_before_it(database_url: st
     from alembic import command
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from xshathra.storage.apps import _row
+    from xshathra.storage.apps import app_row
     from xshathra.storage.tables import applications
     from xshathra.tenancy.apps import AppExistsError, AppIdRetiredError
 
@@ -249,7 +249,7 @@ async def test_0003_registers_the_ids_of_apps_created_before_it(database_url: st
     try:
         async with engine.begin() as conn:
             await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "0002"))
-            await conn.execute(applications.insert().values(**_row(old)))
+            await conn.execute(applications.insert().values(**app_row(old)))
     finally:
         await engine.dispose()
     db = await open_database(database_url)

@@ -16,7 +16,13 @@ from xshathra.brokers.memory import MemoryBroker
 from xshathra.engine.client import ClientSession
 from xshathra.engine.node import Node
 from xshathra.engine.writer import OutgoingFrame
-from xshathra.model import ChannelRef, ClientInfoData, HistoryOptions, HistoryResult
+from xshathra.model import (
+    ChannelRef,
+    ClientInfoData,
+    HistoryOptions,
+    HistoryResult,
+    SubscriberCounts,
+)
 from xshathra.presence.memory import MemoryPresenceStore
 from xshathra.protocol.codec import Codec
 from xshathra.protocol.json_codec import JSON_CODEC
@@ -216,7 +222,7 @@ class GatedBroker(MemoryBroker):
         await self._pass("after-history")
         return result
 
-    async def set_subscriber_count(self, ref: ChannelRef, count: int) -> tuple[int, int]:
+    async def set_subscriber_count(self, ref: ChannelRef, count: int) -> SubscriberCounts:
         totals = await super().set_subscriber_count(ref, count)
         await self._pass("subscriber-count")
         return totals
