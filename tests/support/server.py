@@ -75,8 +75,11 @@ def running_server(
     env: dict[str, str] | None = None,
     port: int | None = None,
     admin_key: str | None = None,
+    args: tuple[str, ...] = (),
+    stop_timeout: float = 10,
 ) -> Iterator[ServerProcess]:
-    """Run one node until the block ends; SIGTERM then SIGKILL on exit."""
+    """Run one node (or, with `args=("--workers", "2")`, a supervisor and its workers) until
+    the block ends; SIGTERM then SIGKILL on exit."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     admin_key = admin_key or "adm_" + secrets.token_urlsafe(32)  # 32+ bytes: weak keys stop a start
@@ -92,7 +95,10 @@ def running_server(
     log_path = tmp_path / f"server-{port}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "xshathra", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [
+                *(sys.executable, "-m", "xshathra", "serve"),
+                *("--host", "127.0.0.1", "--port", str(port), *args),
+            ],
             env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -106,7 +112,7 @@ def running_server(
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=stop_timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
