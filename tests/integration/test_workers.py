@@ -38,6 +38,7 @@ from tests.support.services import (
 Json = dict[str, Any]
 WORKERS = ("--workers", "2")
 CLIENTS = 12  # all on one worker by chance: 2 ** -11
+STARTUP = 60.0  # a worker's start (a Python process importing the server) on a busy machine
 
 
 def worker_pids(server: ServerProcess) -> set[int]:
@@ -58,16 +59,40 @@ def alive(pid: int) -> bool:
     return False
 
 
-def start_workers(tmp: Path, broker: str, database_url: str | None = None) -> Any:
+@contextlib.contextmanager
+def start_workers(
+    tmp: Path, broker: str, database_url: str | None = None
+) -> Iterator[ServerProcess]:
+    """`serve --workers 2`, yielded once both workers answer."""
     kind = broker.split(":", 1)[0]
     ensure_service(kind)
     env = {
         "XSHATHRA_BROKER_PREFIX": f"xs_wk_{secrets.token_hex(4)}",
         "XSHATHRA_WEBHOOK_RETRY_BASE": "0.05",
     }
-    return running_server(
-        tmp, broker_url=broker, database_url=database_url, env=env, args=WORKERS, stop_timeout=40
-    )
+    with running_server(
+        tmp,
+        broker_url=broker,
+        database_url=database_url,
+        env=env,
+        args=WORKERS,
+        stop_timeout=40,
+        # The supervisor migrates before it starts the workers: two starts in a row.
+        start_timeout=STARTUP,
+    ) as server:
+        probe = server.create_app(name="probe")
+        answered: set[str] = set()
+        deadline = time.monotonic() + STARTUP
+        while len(answered) < 2:  # each request on a new connection: either worker takes it
+            assert time.monotonic() < deadline, f"workers answering: {answered}"
+            r = httpx.post(
+                f"{server.base_url}/realtime/api/info",
+                json={},
+                headers={"X-API-Key": str(probe["api_key"])},
+            )
+            assert r.status_code == 200, r.text
+            answered.add(r.json()["result"]["nodes"][0]["uid"])
+        yield server
 
 
 @pytest.fixture(scope="module", params=["redis", "nats"])
@@ -145,6 +170,53 @@ async def test_subscribers_land_on_both_workers_and_get_http_publications(
         for _, rec in subs:
             got = [(await rec.next("publication")).pub.data for _ in range(3)]
             assert got == [{"n": 0}, {"n": 1}, {"n": 2}]
+
+
+async def test_counts_idempotency_and_rate_limits_span_the_workers(pool: ServerProcess) -> None:
+    """Subscriber counts are cluster-wide, an idempotency key is honoured whichever worker
+    takes the retry, and an app's rate limit is one budget for all workers."""
+    app = pool.create_app(name="shared", rate_limit=30)
+    headers = {"X-API-Key": str(app["api_key"])}
+    limits = httpx.Limits(max_keepalive_connections=0)  # each request: either worker
+    async with (
+        subscribers(pool, app, "public:count", count=6),
+        httpx.AsyncClient(limits=limits, headers=headers) as http,
+    ):
+        await node_clients(pool, app, 6)
+        counts = set()
+        for _ in range(4):
+            r = await http.post(
+                f"{pool.base_url}/api/broadcast",
+                json={"room": "public:count", "event": "e", "data": 1},
+            )
+            assert r.status_code == 200, r.text
+            counts.add(r.json()["subscriber_count"])
+        assert counts == {6}
+        offsets = set()
+        for _ in range(4):
+            r = await http.post(
+                f"{pool.base_url}/realtime/api/publish",
+                json={"channel": "public:once", "data": {}, "idempotency_key": "k1"},
+            )
+            assert r.status_code == 200, r.text
+            offsets.add(r.json()["result"]["offset"])
+        assert offsets == {1}
+    # A fresh app: 20 requests spread over both workers draw from one budget of 10 (11 when
+    # a minute turns over mid-way and the sliding window weighs the last one a little less).
+    capped = pool.create_app(name="capped", rate_limit=10)
+    async with httpx.AsyncClient(
+        limits=limits, headers={"X-API-Key": str(capped["api_key"])}
+    ) as http:
+        statuses = [
+            (
+                await http.post(
+                    f"{pool.base_url}/realtime/api/publish",
+                    json={"channel": "public:x", "data": {}},
+                )
+            ).status_code
+            for _ in range(20)
+        ]
+    assert statuses.count(200) in (10, 11) and set(statuses) == {200, 429}, statuses
 
 
 async def test_presence_is_whole_from_either_worker(pool: ServerProcess) -> None:
@@ -226,7 +298,7 @@ async def test_a_killed_worker_is_restarted_and_its_clients_recover(pool: Server
             got = [(await rec.next("publication", timeout=10)).pub for _ in range(3)]
             assert [p.data for p in got] == [1, 2, 3]
             assert [p.offset for p in got] == [2, 3, 4]
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + STARTUP
     while len(after := worker_pids(pool)) < 2 or victim in after:
         assert time.monotonic() < deadline, f"workers now {after}, before {before}"
         await asyncio.sleep(0.1)  # the supervisor restarts on its own schedule (backoff)

@@ -54,8 +54,10 @@ class ServerProcess:
         return app
 
 
-def _wait_healthy(proc: subprocess.Popen[bytes], base_url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + STARTUP_DEADLINE
+def _wait_healthy(
+    proc: subprocess.Popen[bytes], base_url: str, log_path: Path, within: float = STARTUP_DEADLINE
+) -> None:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text()}")
@@ -77,6 +79,7 @@ def running_server(
     admin_key: str | None = None,
     args: tuple[str, ...] = (),
     stop_timeout: float = 10,
+    start_timeout: float = STARTUP_DEADLINE,
 ) -> Iterator[ServerProcess]:
     """Run one node (or, with `args=("--workers", "2")`, a supervisor and its workers) until
     the block ends; SIGTERM then SIGKILL on exit."""
@@ -106,7 +109,7 @@ def running_server(
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(proc, base_url, log_path)
+        _wait_healthy(proc, base_url, log_path, start_timeout)
         yield ServerProcess(base_url, port, admin_key, proc, log_path, full_env)
     finally:
         if proc.poll() is None:
