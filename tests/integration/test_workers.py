@@ -11,6 +11,7 @@ import contextlib
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -322,20 +323,36 @@ async def clients_lost(recs: list[Recorder]) -> list[Recorder]:
     return [r for r in results if isinstance(r, Recorder)]
 
 
-async def test_sigterm_drains_every_worker(tmp_path: Path) -> None:
-    """SIGTERM to the supervisor: workers close their clients and exit, then it exits 0."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_a_signal_drains_every_worker(tmp_path: Path, sig: signal.Signals) -> None:
+    """SIGTERM or SIGINT to the supervisor: workers close their clients and exit, then it
+    exits 0."""
     with start_workers(tmp_path, f"redis://{REDIS_HOST}:{REDIS_PORT}/0") as server:
         app = server.create_app(name="drain")
         async with subscribers(server, app, "public:drain", count=4) as subs:
             pids = worker_pids(server)
             assert len(pids) == 2
-            server.process.send_signal(signal.SIGTERM)
+            server.process.send_signal(sig)
             for _, rec in subs:  # every client hears its connection end
                 await rec.next("connecting", lambda ctx: ctx.code != 0, timeout=30)
             code = await asyncio.to_thread(server.process.wait, 40)
         assert code == 0, server.log()
         assert not any(alive(pid) for pid in pids)
         assert "Application shutdown complete" in server.log()
+
+
+def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the supervisor: no worker stays behind holding the port."""
+    with start_workers(tmp_path, f"redis://{REDIS_HOST}:{REDIS_PORT}/0") as server:
+        pids = worker_pids(server)
+        server.process.kill()
+        server.process.wait(10)
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in pids):
+            assert time.monotonic() < deadline, "workers outlived their supervisor"
+            time.sleep(0.1)  # each worker checks on its supervisor every second
+    with socket.create_server(("127.0.0.1", server.port)):
+        pass  # the port is free again
 
 
 @pytest.mark.parametrize("how", ["flag", "env"])
