@@ -34,6 +34,9 @@ STABLE_AFTER = 10.0  # a worker up this long resets its backoff
 GIVE_UP_AFTER = 5  # this many quick failures of one worker in a row stop the supervisor
 DRAIN_TIMEOUT = 30.0  # SIGTERM to SIGKILL: uvicorn's graceful shutdown (10 s) plus lifespan
 ORPHAN_CHECK = 1.0  # seconds between a worker's checks that its supervisor is alive
+# A worker's exit code when it never served (its startup failed), uvicorn's own code for it:
+# such exits count as failures however long the start took (a busy machine's imports).
+STARTUP_FAILED = 3
 
 
 class WorkersRefused(SystemExit):
@@ -81,7 +84,7 @@ def run_worker(settings: Settings, index: int) -> None:
     server = create_server(settings, banner=index == 0)
     server.run(sockets=[sock])
     if not server.started:
-        raise SystemExit(1)
+        raise SystemExit(STARTUP_FAILED)
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -167,23 +170,28 @@ class Supervisor:
         delay = RESTART_MIN_DELAY
         quick_failures = 0
         while not self._stopping.is_set():
-            # The environment (XSHATHRA_*, .env) is the workers' configuration, as ours.
-            proc = await asyncio.create_subprocess_exec(*self._command(index))
-            self._procs[index] = proc
-            if self._stopping.is_set():  # stopped while it was starting
-                proc.send_signal(signal.SIGTERM)
             started = time.monotonic()
-            code = await proc.wait()
+            try:
+                # The environment (XSHATHRA_*, .env) is the workers' configuration, as ours.
+                proc = await asyncio.create_subprocess_exec(*self._command(index))
+            except OSError as exc:  # out of processes or memory: a failed start like any other
+                log.warning("worker %d could not be started: %s", index, exc)
+                code: int | str = type(exc).__name__
+            else:
+                self._procs[index] = proc
+                if self._stopping.is_set():  # stopped while it was starting
+                    proc.send_signal(signal.SIGTERM)
+                code = await proc.wait()
             if self._stopping.is_set():
                 return
-            if time.monotonic() - started >= STABLE_AFTER:
+            if code != STARTUP_FAILED and time.monotonic() - started >= STABLE_AFTER:
                 delay, quick_failures = RESTART_MIN_DELAY, 0
             else:
                 quick_failures += 1
             if quick_failures >= GIVE_UP_AFTER:
                 log.error(
-                    "worker %d exited %d times in a row within %.0f s of starting (last code %s): "
-                    "stopping",
+                    "worker %d failed %d times in a row (it could not start, or exited within "
+                    "%.0f s; last: %s): stopping",
                     index,
                     quick_failures,
                     STABLE_AFTER,
@@ -192,13 +200,7 @@ class Supervisor:
                 self._failed = True
                 self._stopping.set()
                 return
-            log.warning(
-                "worker %d (pid %d) exited with code %s; restarting in %.1f s",
-                index,
-                proc.pid,
-                code,
-                delay,
-            )
+            log.warning("worker %d exited (%s); restarting in %.1f s", index, code, delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
             delay = min(RESTART_MAX_DELAY, delay * 2)

@@ -320,10 +320,9 @@ async def test_join_leave_presence_and_history(
     server: ServerProcess, clients: list[Client]
 ) -> None:
     app = server.create_app(name="jl")
-    rec_a, rec_b = Recorder(), Recorder()
-    a = await connected(server, clients, rec_a, token=realtime_token(server, app, "alice"))
+    a, rec_a = await connected_as(server, clients, app, "alice")
     sub_a = await subscribed(a, "public:room", rec_a)
-    b = await connected(server, clients, rec_b, token=realtime_token(server, app, "bob"))
+    b, rec_b = await connected_as(server, clients, app, "bob")
     sub_b = await subscribed(b, "public:room", rec_b)
     joined = await rec_a.next("join")
     assert joined.info.user == "bob" and joined.info.client == b.client_id
@@ -477,13 +476,10 @@ async def test_leave_when_a_connection_is_lost(
 ) -> None:
     """A subscriber whose network goes away leaves the channel and its presence."""
     app = server.create_app(name="jl-lost")
-    rec_a, rec_b = Recorder(), Recorder()
-    a = await connected(server, clients, rec_a, token=realtime_token(server, app, "alice"))
+    a, rec_a = await connected_as(server, clients, app, "alice")
     sub_a = await subscribed(a, "public:room", rec_a)
     async with TcpProxy(server.port) as proxy:
-        b = await connected(
-            server, clients, rec_b, url=proxy.ws_url, token=realtime_token(server, app, "bob")
-        )
+        b, rec_b = await connected_as(server, clients, app, "bob", url=proxy.ws_url)
         await subscribed(b, "public:room", rec_b)
         await rec_a.next("join", lambda ctx: ctx.info.user == "bob")
         proxy.hold()
@@ -731,8 +727,7 @@ async def test_client_publish_follows_namespace_options(
         app,
         {"chat": {"allow_subscribe_for_client": True, "allow_publish_for_subscriber": True}},
     )
-    rec, other_rec = Recorder(), Recorder()
-    client = await connected(server, clients, rec, token=realtime_token(server, app, "u1"))
+    client, rec = await connected_as(server, clients, app, "u1")
     public = await subscribed(client, "public:x", rec)
     with pytest.raises(CentrifugeError) as denied:
         await public.publish({"no": 1})
@@ -740,7 +735,7 @@ async def test_client_publish_follows_namespace_options(
     history = engine_api(server, app, "history", {"channel": "public:x", "limit": 10})
     assert history["result"]["publications"] == []
 
-    other = await connected(server, clients, other_rec, token=realtime_token(server, app, "u2"))
+    other, other_rec = await connected_as(server, clients, app, "u2")
     await subscribed(other, "chat:room", other_rec)
     chat = client.new_subscription("chat:room", SubEvents(rec))
     await chat.subscribe()
@@ -783,9 +778,8 @@ async def test_server_api_disconnect_reaches_only_that_user(
     server: ServerProcess, clients: list[Client]
 ) -> None:
     app = server.create_app(name="kick-one")
-    rec_a, rec_b = Recorder(), Recorder()
-    await connected(server, clients, rec_a, token=realtime_token(server, app, "a"))
-    b = await connected(server, clients, rec_b, token=realtime_token(server, app, "b"))
+    _, rec_a = await connected_as(server, clients, app, "a")
+    b, rec_b = await connected_as(server, clients, app, "b")
     engine_api(server, app, "disconnect", {"user": "a"})
     assert (await rec_a.next("disconnected")).code == 3503
     await subscribed(b, "public:still", rec_b)

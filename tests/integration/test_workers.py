@@ -355,6 +355,26 @@ def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
         pass  # the port is free again
 
 
+@pytest.mark.timeout(240)
+def test_workers_that_cannot_start_stop_the_supervisor(tmp_path: Path) -> None:
+    """A worker that keeps failing at start (its broker is unreachable) is retried with
+    backoff a few times; then the supervisor stops, with exit code 1, rather than loop."""
+    env = {
+        **os.environ,
+        "XSHATHRA_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+        "XSHATHRA_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+        "XSHATHRA_ALLOW_WEAK_SECRETS": "1",
+    }
+    args = [sys.executable, "-m", "xshathra", "serve", "--port", str(free_port())]
+    done = subprocess.run(
+        [*args, "--workers", "2"], env=env, capture_output=True, timeout=200, cwd=tmp_path
+    )
+    err = done.stderr.decode()
+    assert done.returncode == 1, err
+    assert "restarting in 0.5 s" in err and "restarting in 1.0 s" in err
+    assert "failed 5 times in a row" in err
+
+
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_memory_broker_refuses_several_workers(tmp_path: Path, how: str) -> None:
     env = {
