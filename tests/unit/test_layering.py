@@ -5,6 +5,7 @@ failure names the file and line of each offending import."""
 from __future__ import annotations
 
 import ast
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,14 +214,37 @@ def cycles(graph: dict[str, dict[str, list[Import]]]) -> list[list[str]]:
     return found
 
 
+def cycle_in(component: list[str], graph: dict[str, dict[str, list[Import]]]) -> list[str]:
+    """One cycle through a strongly connected component: a path back to its first package."""
+    start = component[0]
+    members = set(component)
+    paths = [[start]]
+    while paths:  # breadth first: the shortest cycle, the easiest to read
+        path = paths.pop(0)
+        for nxt in sorted(graph.get(path[-1], {})):
+            if nxt == start:
+                return [*path, start]
+            if nxt in members and nxt not in path:
+                paths.append([*path, nxt])
+    raise AssertionError(f"no cycle through {component}")
+
+
 def test_no_two_packages_import_each_other() -> None:
     graph = package_graph()
-    found = []
+    problems = []
     for component in cycles(graph):
-        for a in component:
-            for b in component:
-                found.extend(graph.get(a, {}).get(b, []))
-    fail(found, "packages that import each other, directly or through others")
+        path = cycle_in(component, graph)
+        problems.append(" -> ".join(path))
+        for a, b in itertools.pairwise(path):
+            edge = graph[a][b]
+            more = f" (and {len(edge) - 1} more)" if len(edge) > 1 else ""
+            problems.append(f"    {edge[0]}{more}")
+    if problems:
+        pytest.fail(
+            "packages that import each other, directly or around a cycle:\n  "
+            + "\n  ".join(problems),
+            pytrace=False,
+        )
 
 
 def test_the_cycle_check_finds_a_cycle() -> None:
@@ -230,3 +254,4 @@ def test_the_cycle_check_finds_a_cycle() -> None:
     graph["e"] = {"c": [imp]}
     assert cycles(graph) == [["a", "b"], ["c", "d", "e"]]
     assert cycles({"a": {"b": [imp]}, "b": {}}) == []
+    assert cycle_in(["c", "d", "e"], graph) == ["c", "d", "e", "c"]
