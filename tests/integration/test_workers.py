@@ -81,7 +81,7 @@ def start_workers(
         # The supervisor migrates before it starts the workers: two starts in a row.
         start_timeout=STARTUP,
     ) as server:
-        probe = server.create_app(name="probe")
+        probe = server.create_app(name="probe", rate_limit=1_000_000)
         answered: set[str] = set()
         deadline = time.monotonic() + STARTUP
         while len(answered) < 2:  # each request on a new connection: either worker takes it
@@ -93,6 +93,8 @@ def start_workers(
             )
             assert r.status_code == 200, r.text
             answered.add(r.json()["result"]["nodes"][0]["uid"])
+            if len(answered) < 2:
+                time.sleep(0.1)  # the other worker is still starting: its own schedule
         yield server
 
 
@@ -126,6 +128,9 @@ async def node_clients(server: ServerProcess, app: Json, total: int) -> dict[str
             assert r.status_code == 200, r.text
             [node] = r.json()["result"]["nodes"]
             seen[node["uid"]] = node.get("num_clients", 0)
+            if len(seen) < 2 or sum(seen.values()) != total:
+                # Paced: each request draws from the app's rate limit (1,000 a minute).
+                await asyncio.sleep(0.1)
     return seen
 
 
@@ -176,7 +181,7 @@ async def test_subscribers_land_on_both_workers_and_get_http_publications(
 async def test_counts_idempotency_and_rate_limits_span_the_workers(pool: ServerProcess) -> None:
     """Subscriber counts are cluster-wide, an idempotency key is honoured whichever worker
     takes the retry, and an app's rate limit is one budget for all workers."""
-    app = pool.create_app(name="shared", rate_limit=30)
+    app = pool.create_app(name="shared", rate_limit=1_000_000)  # not this app's limit
     headers = {"X-API-Key": str(app["api_key"])}
     limits = httpx.Limits(max_keepalive_connections=0)  # each request: either worker
     async with (
