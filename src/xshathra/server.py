@@ -281,6 +281,7 @@ class Runtime:
                 key_rate_limit_ceiling=settings.app_rate_limit_ceiling,
                 webhook_max_per_app=settings.webhook_max_per_app,
                 webhook_allow_private=settings.webhook_allow_private,
+                members=db.members,
             ),
             accounts=AccountService(
                 db.accounts,

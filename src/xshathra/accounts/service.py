@@ -203,6 +203,12 @@ class AccountService:
                 raise FieldError("email", f"an account with email {email} exists") from None
         return account
 
+    async def get_account(self, account_id: str) -> Account | None:
+        return await self.store.get_account(account_id)
+
+    async def find_account(self, email: str) -> Account | None:
+        return await self.store.find_account(normalise_email(email))
+
     async def list_accounts(self) -> list[Account]:
         return await self.store.list_accounts()
 
@@ -317,9 +323,13 @@ class AccountService:
 
     # -- invitations --------------------------------------------------------------------------
 
-    async def create_invitation(self, actor: Account) -> tuple[Invitation, str]:
-        """Operator only: a single-use invitation; the token is returned once, kept hashed."""
-        if not actor.operator:
+    async def create_invitation(
+        self, actor: Account, *, for_project: bool = False
+    ) -> tuple[Invitation, str]:
+        """A single-use invitation; the token is returned once, kept hashed. The operator's
+        let anyone sign up; a project owner's (`for_project`) sign up the person they added to
+        their project (the caller binds the membership to the token)."""
+        if not actor.operator and not for_project:
             raise NotAllowedError("Only the operator can invite people.")
         token = secrets.token_urlsafe(32)
         now = self._clock()

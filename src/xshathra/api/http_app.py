@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -15,11 +16,14 @@ from xshathra.api.apps.errors import apps_error
 from xshathra.api.apps.routes import create_apps_router
 from xshathra.api.context import ServerContext
 from xshathra.api.docs import install_docs
+from xshathra.api.executor import ApiError, Executor, PublishRequest
 from xshathra.api.realtime.errors import realtime_error
 from xshathra.api.realtime.routes import create_realtime_router
 from xshathra.api.server.errors import server_error
 from xshathra.api.server.routes import create_engine_router
 from xshathra.dashboard import create_dashboard
+from xshathra.dashboard.projects import PublishRefused
+from xshathra.tenancy.apps import Application
 
 # Where each surface lives, for the requests that reach none of its routes (an unknown path, a
 # body refused before routing). Every other path, `/api/...` included, answers as seed 000.
@@ -74,12 +78,35 @@ def create_http_app(ctx: ServerContext) -> FastAPI:
     return app
 
 
+class ConsolePublisher:
+    """The live console's test messages, published as the server API publishes (the same
+    executor, checks and analytics), for the project the member opened."""
+
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+
+    async def publish(self, app: Application, channel: str, data: bytes) -> int:
+        try:
+            outcome = await self._executor.publish(
+                app,
+                PublishRequest(channel=channel, data=msgspec.Raw(data)),
+                origin="api",
+                count_subscribers=True,
+            )
+        except ApiError as exc:
+            raise PublishRefused(f"The channel was refused: {exc.message}.") from None
+        return outcome.subscriber_count
+
+
 def install_dashboard(app: FastAPI, ctx: ServerContext) -> None:
     """The dashboard at /dashboard (its own pages, errors and headers); `/` leads there."""
     dashboard = create_dashboard(
         ctx.accounts,
-        ctx.db.apps,
+        ctx.apps,
         session_ttl=ctx.settings.dashboard_session_ttl,
+        tokens=ctx.tokens,
+        analytics=ctx.analytics,
+        publisher=ConsolePublisher(ctx.executor),
         public_url=ctx.settings.public_url,
     )
 

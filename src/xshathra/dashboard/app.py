@@ -31,7 +31,11 @@ from xshathra.accounts.service import (
     ThrottledError,
     check_email,
     check_new_password,
+    hash_token,
 )
+from xshathra.analytics import AnalyticsReader
+from xshathra.dashboard.projects import DONE as PROJECT_DONE
+from xshathra.dashboard.projects import ProjectPages, TestPublisher
 from xshathra.dashboard.security import (
     FORM_COOKIE,
     SECURITY_HEADERS,
@@ -43,13 +47,20 @@ from xshathra.dashboard.security import (
     same_token,
     set_cookie,
 )
-from xshathra.tenancy.apps import AppStore
+from xshathra.tenancy.apps import AppSummary
+from xshathra.tenancy.service import ApplicationService
+from xshathra.tenancy.tokens import TokenService
 
 BASE = "/dashboard"
 FORM_COOKIE_AGE = 12 * 3600
-STATIC_FILES = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
+STATIC_FILES = {
+    "dashboard.css": "text/css",
+    "dashboard.js": "text/javascript",
+    "console.js": "text/javascript",
+}
 
 Signed = tuple[Session, Account]
+PAGE_SIZE = 100  # projects per page of the list
 
 # Fixed messages for `?done=` after a redirect: nothing a person typed goes into a URL.
 DONE = {
@@ -60,6 +71,7 @@ DONE = {
     "disabled": "The account is disabled and its sessions are ended.",
     "enabled": "The account is enabled. It can sign in again.",
     "revoked": "The invitation is revoked.",
+    "deleted": PROJECT_DONE["deleted"],
 }
 
 
@@ -68,10 +80,18 @@ def _when(moment: datetime | None) -> str:
 
 
 class Dashboard:
-    """The pages, over the account service and the application store."""
+    """The pages, over the account service and the application service."""
 
     def __init__(
-        self, accounts: AccountService, apps: AppStore, *, session_ttl: int, public_url: str = ""
+        self,
+        accounts: AccountService,
+        apps: ApplicationService,
+        *,
+        session_ttl: int,
+        tokens: TokenService,
+        analytics: AnalyticsReader,
+        publisher: TestPublisher | None = None,
+        public_url: str = "",
     ) -> None:
         self.public_url = public_url.rstrip("/")
         self.accounts = accounts
@@ -89,8 +109,10 @@ class Dashboard:
             name: resources.files("xshathra.dashboard").joinpath("static", name).read_bytes()
             for name in STATIC_FILES
         }
+        self.projects_pages = ProjectPages(self, apps, tokens, analytics, publisher)
         self.app = Starlette(
             routes=[
+                *self.projects_pages.routes(),
                 Route("/", self.index, methods=["GET"]),
                 Route("/login", self.login, methods=["GET", "POST"]),
                 Route("/signup", self.signup, methods=["GET", "POST"]),
@@ -131,6 +153,10 @@ class Dashboard:
 
     async def _not_allowed(self, request: Request, exc: Exception) -> Response:
         return self.refuse(405, "Not allowed", "This page does not accept that request.")
+
+    def origin(self, request: Request) -> str:
+        """Where links to this server point: XSHATHRA_PUBLIC_URL, else the request's own."""
+        return self.public_url or f"{request.url.scheme}://{request.url.netloc}"
 
     def redirect(self, path: str) -> Response:
         return RedirectResponse(BASE + path, status_code=303, headers=SECURITY_HEADERS)
@@ -295,6 +321,11 @@ class Dashboard:
                     status=403,
                 )
             else:
+                if invitation:
+                    # Projects that invited this person by email are theirs now.
+                    await self.apps.claim_invitation(
+                        hash_token(invitation), signed.account.account_id, signed.account.email
+                    )
                 return await self._signed_in(request, signed.session_id)
         return self._signup_page(
             request, first, policy, invitation, {"email": email}, errors, status=400
@@ -346,15 +377,51 @@ class Dashboard:
         signed = await self._require(request)
         if isinstance(signed, Response):
             return signed
-        me = signed[1]
-        own = await self.apps.list_apps(owner_id=me.account_id)
-        everyone = await self.apps.list_apps() if me.operator else []
-        owners = (
-            {a.account_id: a.email for a in await self.accounts.list_accounts()}
-            if me.operator
-            else {}
+        return await self.projects_page(
+            request, signed, done=DONE.get(request.query_params.get("done", ""))
         )
-        return self.page("projects.html", signed=signed, own=own, everyone=everyone, owners=owners)
+
+    async def projects_page(
+        self, request: Request, signed: Signed, *, status: int = 200, **context: Any
+    ) -> Response:
+        """The account's projects with its role on each; the operator sees every app (those
+        made with the API or the CLI too) in one list. Filtered by `?q=` (name or app ID) and
+        shown PAGE_SIZE at a time (`?page=`), so a server with thousands stays fast to read."""
+        me = signed[1]
+        if me.operator:
+            rows: list[tuple[AppSummary, str]] = [
+                (a, "owner") for a in await self.apps.list_summaries()
+            ]
+            owners = {a.account_id: a.email for a in await self.accounts.list_accounts()}
+        else:
+            rows = [(a, r.value) for a, r in await self.apps.projects_of(me.account_id)]
+            owners = {}
+        total = len(rows)
+        query = request.query_params.get("q", "").strip()[:200]
+        if query:
+            needle = query.lower()
+            rows = [r for r in rows if needle in r[0].name.lower() or needle in r[0].app_id]
+        pages = max(1, -(-len(rows) // PAGE_SIZE))
+        try:
+            page = min(max(1, int(request.query_params.get("page", "1"))), pages)
+        except ValueError:
+            page = 1
+        context.setdefault("values", {})
+        context.setdefault("errors", {})
+        return self.page(
+            "projects.html",
+            status=status,
+            signed=signed,
+            rows=rows[(page - 1) * PAGE_SIZE : page * PAGE_SIZE],
+            matched=len(rows),
+            total=total,
+            first=(page - 1) * PAGE_SIZE + 1,
+            page=page,
+            pages=pages,
+            query=query,
+            owners=owners,
+            **context,
+        )
 
     async def account(self, request: Request) -> Response:
         signed = await self._require(request)
@@ -472,8 +539,7 @@ class Dashboard:
             return self.refuse(404, "Page not found", "There is no page at this address.", signed)
         invitation, token = await self.accounts.create_invitation(signed[1])
         # Shown in this answer only (the token is stored hashed), never through a redirect.
-        origin = self.public_url or f"{request.url.scheme}://{request.url.netloc}"
-        link = f"{origin}{BASE}/signup?invitation={token}"
+        link = f"{self.origin(request)}{BASE}/signup?invitation={token}"
         return await self._accounts_page(
             request, signed, status=201, new_link=link, new_invitation=invitation
         )
@@ -490,8 +556,24 @@ class Dashboard:
 
 
 def create_dashboard(
-    accounts: AccountService, apps: AppStore, *, session_ttl: int, public_url: str = ""
+    accounts: AccountService,
+    apps: ApplicationService,
+    *,
+    session_ttl: int,
+    tokens: TokenService,
+    analytics: AnalyticsReader,
+    publisher: TestPublisher | None = None,
+    public_url: str = "",
 ) -> Dashboard:
     """The dashboard; mount `.app` at /dashboard and route /dashboard itself to `.index`.
-    `public_url` (XSHATHRA_PUBLIC_URL) is where invitation links point when set."""
-    return Dashboard(accounts, apps, session_ttl=session_ttl, public_url=public_url)
+    `public_url` (XSHATHRA_PUBLIC_URL) is where invitation links point when set;
+    `publisher` publishes the live console's test messages."""
+    return Dashboard(
+        accounts,
+        apps,
+        session_ttl=session_ttl,
+        tokens=tokens,
+        analytics=analytics,
+        publisher=publisher,
+        public_url=public_url,
+    )

@@ -15,6 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 SESSION_COOKIE = "xs_session"
+FLASH_COOKIE = "xs_once"  # a secret made by a POST, for the page it redirects to (read once)
+FLASH_AGE = 120  # seconds
 FORM_COOKIE = "xs_form"  # CSRF token of the signed-out forms
 COOKIE_PATH = "/dashboard"
 MAX_FORM_BYTES = 16 * 1024
@@ -60,6 +62,31 @@ def set_cookie(response: Response, request: Request, name: str, value: str, max_
 def clear_cookie(response: Response, request: Request, name: str) -> None:
     response.delete_cookie(
         name, path=COOKIE_PATH, httponly=True, samesite="lax", secure=is_https(request)
+    )
+
+
+def set_flash(response: Response, request: Request, path: str, value: str) -> None:
+    """Hand a secret made by a POST (a new key) to the page the POST redirects to, so that the
+    change is not repeated by a reload and the secret is never in a URL. Scoped to that page's
+    path, HttpOnly, SameSite=Strict, for two minutes; the page clears it once read."""
+    response.set_cookie(
+        FLASH_COOKIE,
+        value,
+        max_age=FLASH_AGE,
+        path=path,
+        httponly=True,
+        samesite="strict",
+        secure=is_https(request),
+    )
+
+
+def read_flash(request: Request) -> str | None:
+    return request.cookies.get(FLASH_COOKIE)
+
+
+def clear_flash(response: Response, request: Request, path: str) -> None:
+    response.delete_cookie(
+        FLASH_COOKIE, path=path, httponly=True, samesite="strict", secure=is_https(request)
     )
 
 

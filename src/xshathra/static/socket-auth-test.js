@@ -294,3 +294,18 @@ $("clear-log").addEventListener("click", () => {
   $("log").replaceChildren();
   $("log-empty").hidden = false;
 });
+
+// Opened from a project's dashboard page: `?app_id=` names the project and `?channel=` the
+// channel to try. The link never carries a key or secret: the person pastes the server key.
+(() => {
+  const params = new URLSearchParams(location.search);
+  const appId = params.get("app_id");
+  const channel = params.get("channel");
+  if (channel) $("channel").value = channel;
+  if (appId) {
+    const note = $("project-note");
+    note.textContent = "Project " + appId + ": paste its server API key (from the dashboard) in step 1.";
+    note.hidden = false;
+    $("api-key").placeholder = "server API key of " + appId;
+  }
+})();

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from sqlalchemy import delete, select, true, update
+from sqlalchemy import delete, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -31,6 +31,7 @@ from xshathra.tenancy.apps import (
     AppExistsError,
     AppIdRetiredError,
     Application,
+    AppSummary,
     NamespaceOptions,
     NewAppKeys,
     utcnow,
@@ -147,6 +148,39 @@ class SqlAppStore:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [_app(r) for r in rows]
+
+    async def get_apps(self, app_ids: list[str]) -> list[Application]:
+        if not app_ids:
+            return []
+        query = (
+            select(applications)
+            .where(applications.c.app_id.in_(app_ids))
+            .order_by(applications.c.created_at, applications.c.app_id)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_app(r) for r in rows]
+
+    async def list_summaries(
+        self, owner_id: str | None = None, app_ids: list[str] | None = None
+    ) -> list[AppSummary]:
+        c = applications.c
+        query = select(c.app_id, c.name, c.owner_id, c.status, c.rate_limit, c.created_at)
+        if owner_id is not None or app_ids is not None:
+            query = query.where(or_(c.owner_id == owner_id, c.app_id.in_(app_ids or [])))
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query.order_by(c.created_at, c.app_id))).all()
+        return [
+            AppSummary(
+                app_id=AppId(r.app_id),
+                name=r.name,
+                owner_id=r.owner_id,
+                status=bool(r.status),
+                rate_limit=int(r.rate_limit),
+                created_at=r.created_at,
+            )
+            for r in rows
+        ]
 
     async def update_app(
         self, app_id: str, changes: AppChanges, *, while_key: str | None = None

@@ -28,9 +28,11 @@ from xshathra.storage.accounts import SqlAccountStore
 from xshathra.storage.analytics import SqlAnalyticsStore
 from xshathra.storage.apps import SqlAppStore
 from xshathra.storage.deliveries import SqlDeliveryStore
+from xshathra.storage.members import SqlMemberStore
 from xshathra.storage.server_state import ServerStateStore, SqlServerStateStore
 from xshathra.storage.webhooks import SqlWebhookStore
 from xshathra.tenancy.apps import AppStore
+from xshathra.tenancy.members import MemberStore
 from xshathra.webhooks.store import DeliveryStore, WebhookStore
 
 log = logging.getLogger("xshathra.storage")
@@ -80,6 +82,7 @@ class Database:
     deliveries: DeliveryStore
     analytics: AnalyticsStore
     accounts: AccountStore
+    members: MemberStore
 
     @property
     def dialect(self) -> str:
@@ -225,4 +228,5 @@ async def open_database(url: str) -> Database:
         deliveries=SqlDeliveryStore(engine),
         analytics=SqlAnalyticsStore(engine),
         accounts=SqlAccountStore(engine),
+        members=SqlMemberStore(engine),
     )

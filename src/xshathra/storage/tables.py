@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -223,4 +224,31 @@ sign_in_failures = Table(
     Column("at", UTCDateTime, nullable=False),
     Index("ix_sign_in_failures_key_at", "key", "at"),
     Index("ix_sign_in_failures_at", "at"),
+)
+
+# Project members besides the app's owner (tenancy/members.py); a row with no account waits
+# for the sign-up made with its invitation (kept hashed, as every invitation token).
+project_members = Table(
+    "project_members",
+    metadata,
+    Column("member_id", String(32), primary_key=True),
+    Column(
+        "app_id",
+        String(64),
+        ForeignKey("applications.app_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column(
+        "account_id",
+        String(64),
+        ForeignKey("accounts.account_id", ondelete="CASCADE"),
+        nullable=True,
+    ),
+    Column("email", String(254), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("invitation_hash", String(64), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("app_id", "email", name="uq_project_members_app_email"),
+    Index("ix_project_members_account", "account_id"),
+    Index("ix_project_members_invitation", "invitation_hash"),
 )

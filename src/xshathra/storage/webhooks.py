@@ -104,3 +104,16 @@ class SqlWebhookStore(WebhookStore):
                 .values(enabled=enabled, updated_at=utcnow())
             )
         return bool(result.rowcount)
+
+    async def update_webhook(
+        self, app_id: str, webhook_id: str, url: str, events: tuple[str, ...]
+    ) -> bool:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(webhooks)
+                .where(webhooks.c.app_id == app_id, webhooks.c.id == webhook_id)
+                .values(
+                    url=url, events=msgspec.json.encode(list(events)).decode(), updated_at=utcnow()
+                )
+            )
+        return bool(result.rowcount)

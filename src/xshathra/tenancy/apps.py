@@ -124,6 +124,19 @@ class Application:
 
 
 @dataclass(frozen=True, slots=True)
+class AppSummary:
+    """What a list of applications shows: no keys, no secret, no namespaces (and so cheap to
+    read by the thousand)."""
+
+    app_id: AppId
+    name: str
+    owner_id: str | None
+    status: bool
+    rate_limit: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class NewAppKeys:
     """The plaintext keys of a freshly created or regenerated app: shown once, never stored."""
 
@@ -211,6 +224,15 @@ class AppStore(Protocol):
 
     async def list_apps(self, owner_id: str | None = None) -> list[Application]:
         """All apps (ordered by created_at), or only those of one dashboard owner."""
+
+    async def get_apps(self, app_ids: list[str]) -> list[Application]:
+        """The apps among `app_ids` that exist (ordered by created_at), in one query."""
+
+    async def list_summaries(
+        self, owner_id: str | None = None, app_ids: list[str] | None = None
+    ) -> list[AppSummary]:
+        """Summaries of all apps, or of one owner's plus those among `app_ids` (either
+        matches), ordered by created_at."""
 
     async def update_app(
         self, app_id: str, changes: AppChanges, *, while_key: str | None = None

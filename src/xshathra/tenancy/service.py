@@ -11,6 +11,7 @@ service's (see `update_application`).
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Mapping
 from typing import Any, NoReturn, Protocol, TypedDict
 
@@ -21,13 +22,23 @@ from xshathra.tenancy.apps import (
     AppChanges,
     Application,
     AppStore,
+    AppSummary,
     NamespaceOptions,
     NewAppKeys,
     generate_app,
     new_api_key,
     new_secret,
+    utcnow,
 )
-from xshathra.webhooks.models import Delivery, Webhook, WebhookLimitError, new_webhook_id
+from xshathra.tenancy.members import Member, MemberExistsError, MemberStore, Role
+from xshathra.webhooks.events import make_test_delivery
+from xshathra.webhooks.models import (
+    Delivery,
+    NewDelivery,
+    Webhook,
+    WebhookLimitError,
+    new_webhook_id,
+)
 from xshathra.webhooks.netguard import UnsafeURLError, check_webhook_url
 from xshathra.webhooks.store import WebhookStore
 
@@ -46,11 +57,13 @@ _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_-]{0,64}$")
 
 
 class ServiceError(Exception):
-    """A refusal, with a message meant for the person who asked (no secret, no internals)."""
+    """A refusal, with a message meant for the person who asked (no secret, no internals).
+    `field` names the input it is about, when one is (a form shows the message beside it)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.field = field
 
 
 class InvalidInput(ServiceError):
@@ -101,6 +114,15 @@ class DeliveryLog(Protocol):
     async def replay(self, webhook_id: str, delivery_id: str) -> bool:
         """Queue the delivery again; False if the webhook has no such delivery."""
 
+    async def enqueue(
+        self,
+        items: list[NewDelivery],
+        *,
+        max_pending: int | None = None,
+        hold_seconds: float = 0.0,
+    ) -> int:
+        """Queue new deliveries (all of one app); how many were dropped past `max_pending`."""
+
 
 class AppUpdate(TypedDict, total=False):
     """The fields an update sets, as the caller gave them (checked by the service). A field
@@ -121,7 +143,7 @@ def check_name(name: str) -> str:
     """An application name, trimmed; 1 to 200 characters."""
     name = name.strip()
     if not name or len(name) > MAX_NAME:
-        raise InvalidInput(f"name must be 1 to {MAX_NAME} characters")
+        raise InvalidInput(f"name must be 1 to {MAX_NAME} characters", "name")
     return name
 
 
@@ -139,7 +161,9 @@ def check_domain(domain: str | None) -> str | None:
     if domain == "":
         return None
     if not _DOMAIN_RE.match(domain):
-        raise InvalidInput("allowed_domain must be a domain name such as example.com")
+        raise InvalidInput(
+            "allowed_domain must be a domain name such as example.com", "allowed_domain"
+        )
     return domain
 
 
@@ -147,7 +171,7 @@ def check_rate_limit(rate: int | None, ceiling: int = ADMIN_RATE_LIMIT_CEILING) 
     """A per-minute limit from 1 to `ceiling`: 1,000,000 for the admin, the operator's
     XSHATHRA_APP_RATE_LIMIT_CEILING for an app's own key (a leaked key must not lift it)."""
     if rate is not None and not 1 <= rate <= ceiling:
-        raise InvalidInput(f"rate_limit must be an integer from 1 to {ceiling}")
+        raise InvalidInput(f"rate_limit must be an integer from 1 to {ceiling}", "rate_limit")
     return rate
 
 
@@ -157,11 +181,16 @@ def check_namespaces(raw: Mapping[str, Mapping[str, Any]]) -> dict[str, Namespac
     result: dict[str, NamespaceOptions] = {}
     for name, options in raw.items():
         if not _NAMESPACE_RE.match(name):
-            raise InvalidInput(f"namespace name '{name[:64]}' must match [A-Za-z0-9_-]{{0,64}}")
+            raise InvalidInput(
+                f"namespace name '{name[:64]}' must match [A-Za-z0-9_-]{{0,64}}", "namespace"
+            )
         try:
             result[name] = NamespaceOptions(**options)
         except ValueError as exc:  # the bounds NamespaceOptions itself enforces
-            raise InvalidInput(f"namespace '{name}': {exc}") from None
+            # Its messages start with the option's name: that is the field to fix.
+            option = str(exc).split(" ", 1)[0]
+            field = option if option in NamespaceOptions.__struct_fields__ else None
+            raise InvalidInput(f"namespace '{name}': {exc}", field) from None
         except TypeError:  # an option it does not have
             raise InvalidInput(f"namespace '{name}': unknown option") from None
     return result
@@ -175,7 +204,7 @@ def check_events(events: list[str]) -> tuple[str, ...]:
         or any(not e or len(e) > MAX_EVENT_NAME for e in trimmed)
         or len(trimmed) > MAX_WEBHOOK_EVENTS
     ):
-        raise InvalidInput("events must be a non-empty array of event names")
+        raise InvalidInput("events must be a non-empty array of event names", "events")
     return tuple(dict.fromkeys(trimmed))
 
 
@@ -200,7 +229,9 @@ class ApplicationService:
         key_rate_limit_ceiling: int = DEFAULT_RATE_LIMIT,
         webhook_max_per_app: int | None = None,
         webhook_allow_private: bool = False,
+        members: MemberStore | None = None,
     ) -> None:
+        self._members = members
         self._apps = apps
         self._webhooks = webhooks
         self._deliveries = deliveries
@@ -240,6 +271,21 @@ class ApplicationService:
         )
         await self._apps.create_app(app)
         return app, keys
+
+    async def update_project(
+        self, app: Application, update: AppUpdate, *, operator: bool
+    ) -> Application:
+        """A change made in the dashboard by a member whose role allows it (the dashboard
+        checks the role). Written unconditionally, as the admin's: a member acts with their
+        account, not with the app's key, and may enable the app again. Only the operator may
+        set `rate_limit` above the ceiling of an app's own key (XSHATHRA_APP_RATE_LIMIT_CEILING)."""
+        if "rate_limit" in update and not operator:
+            check_rate_limit(update["rate_limit"], self._key_ceiling)
+        return await self.update_application(app, update, as_admin=True)
+
+    @property
+    def key_rate_limit_ceiling(self) -> int:
+        return self._key_ceiling
 
     async def update_application(
         self, app: Application, update: AppUpdate, *, as_admin: bool
@@ -286,6 +332,10 @@ class ApplicationService:
         await self._notifier.app_changed(updated.app_id)
         return updated, keys
 
+    async def list_applications_by_id(self, app_ids: list[str]) -> list[Application]:
+        """The applications among `app_ids` that exist, oldest first (one query)."""
+        return await self._apps.get_apps(app_ids)
+
     async def delete_application(self, app_id: str) -> None:
         """Delete the app and all it owns; its app_id is retired for good. `NotFound` if none."""
         if not await self._apps.delete_app(app_id):
@@ -314,7 +364,7 @@ class ApplicationService:
         try:
             await check_webhook_url(url, allow_private=self._allow_private)
         except UnsafeURLError as exc:
-            raise InvalidInput(str(exc)) from None
+            raise InvalidInput(str(exc), "url") from None
         if secret is not None and not 8 <= len(secret) <= 200:
             raise InvalidInput("secret must be 8 to 200 characters")
         chosen = secret or new_secret("whsec_")
@@ -359,3 +409,98 @@ class ApplicationService:
         """A webhook id reaches deliveries only through the app that owns it."""
         if await self._webhooks.get_webhook(app_id, webhook_id) is None:
             raise NotFound("webhook not found")
+
+    async def update_webhook(
+        self, app_id: str, webhook_id: str, *, url: str, events: list[str]
+    ) -> None:
+        """Change one of the app's webhooks' URL and events, checked as on creation."""
+        names = check_events(events)
+        try:
+            await check_webhook_url(url, allow_private=self._allow_private)
+        except UnsafeURLError as exc:
+            raise InvalidInput(str(exc), "url") from None
+        if not await self._webhooks.update_webhook(app_id, webhook_id, url.strip(), names):
+            raise NotFound("webhook not found")
+        await self._notifier.webhooks_changed(app_id)
+
+    async def send_test_event(self, app_id: str, webhook_id: str) -> str:
+        """Queue a `test` event to one of the app's webhooks now, enabled or not, whatever
+        events it wants; the delivery's id (it shows among the webhook's deliveries)."""
+        webhook = await self._webhooks.get_webhook(app_id, webhook_id)
+        if webhook is None:
+            raise NotFound("webhook not found")
+        delivery = make_test_delivery(webhook)
+        await self._deliveries.enqueue([delivery])
+        return delivery.id
+
+    # --- project members (the dashboard's roles) -----------------------------------------------
+
+    def _member_store(self) -> MemberStore:
+        if self._members is None:
+            raise ServiceError("project members are not available here")
+        return self._members
+
+    async def role_of(self, app: Application, account_id: str, *, operator: bool) -> Role | None:
+        """What the account may do on the app: the operator and the app's owner own it; else
+        the role of its membership, or None (the app is not theirs to see)."""
+        if operator or app.owner_id == account_id:
+            return Role.OWNER
+        return await self._member_store().role(app.app_id, account_id)
+
+    async def projects_of(self, account_id: str) -> list[tuple[AppSummary, Role]]:
+        """The apps the account owns or is a member of, oldest first, with its role on each
+        (summaries: a list never reads keys or secrets)."""
+        roles = await self._member_store().roles_of(account_id)
+        apps = await self._apps.list_summaries(owner_id=account_id, app_ids=list(roles))
+        return [(a, Role.OWNER if a.owner_id == account_id else roles[a.app_id]) for a in apps]
+
+    async def list_summaries(self) -> list[AppSummary]:
+        """Every application, oldest first, without keys or secrets (the operator's list)."""
+        return await self._apps.list_summaries()
+
+    async def list_members(self, app_id: str) -> list[Member]:
+        return await self._member_store().list_for_app(app_id)
+
+    async def add_member(
+        self,
+        app_id: str,
+        *,
+        email: str,
+        role: str,
+        account_id: str | None,
+        invitation_hash: str | None = None,
+    ) -> Member:
+        """Add a person to the project: an account (`account_id`), or an email whose row
+        waits for the sign-up made with the invitation whose hash is `invitation_hash`."""
+        member = Member(
+            member_id="mem_" + secrets.token_hex(8),
+            app_id=app_id,
+            email=email,
+            role=check_role(role),
+            account_id=account_id,
+            created_at=utcnow(),
+        )
+        try:
+            await self._member_store().add(member, invitation_hash=invitation_hash)
+        except MemberExistsError:
+            raise InvalidInput(f"{email} is already a member of this project", "email") from None
+        return member
+
+    async def set_member_role(self, app_id: str, member_id: str, role: str) -> None:
+        if not await self._member_store().set_role(app_id, member_id, check_role(role)):
+            raise NotFound("member not found")
+
+    async def remove_member(self, app_id: str, member_id: str) -> None:
+        if not await self._member_store().remove(app_id, member_id):
+            raise NotFound("member not found")
+
+    async def claim_invitation(self, invitation_hash: str, account_id: str, email: str) -> int:
+        """Bind the project memberships waiting for this sign-up invitation to its account."""
+        return await self._member_store().claim(invitation_hash, account_id, email)
+
+
+def check_role(role: str) -> Role:
+    try:
+        return Role(role)
+    except ValueError:
+        raise InvalidInput("role must be owner, developer or viewer", "role") from None

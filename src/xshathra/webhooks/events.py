@@ -53,6 +53,34 @@ class WebhookBody(msgspec.Struct, kw_only=True, omit_defaults=True):
 _encoder = msgspec.json.Encoder()
 
 
+TEST_EVENT = "test"
+
+
+def make_test_delivery(webhook: Webhook) -> NewDelivery:
+    """A delivery of the `test` event to one webhook, whatever events it wants: a person
+    checks their receiver (URL, signature check) without waiting for real traffic."""
+    event_id = "evt_" + secrets.token_hex(12)
+    body = _encoder.encode(
+        WebhookBody(
+            id=event_id,
+            app_id=webhook.app_id,
+            event=TEST_EVENT,
+            room="",
+            data=msgspec.Raw(b'{"message":"A test event sent from the dashboard."}'),
+            timestamp=int(time.time() * 1000),
+        )
+    ).decode()
+    return NewDelivery(
+        id="dlv_" + secrets.token_hex(12),
+        webhook_id=webhook.id,
+        app_id=webhook.app_id,
+        event_id=event_id,
+        event=TEST_EVENT,
+        room="",
+        body=body,
+    )
+
+
 class HeldDeliveries:
     """A publication's deliveries, written and held until the publish went out."""
 

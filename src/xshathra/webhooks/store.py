@@ -30,6 +30,11 @@ class WebhookStore(Protocol):
     async def set_enabled(self, app_id: str, webhook_id: str, enabled: bool) -> bool:
         """Enable or disable the app's webhook; False if the app has no such webhook."""
 
+    async def update_webhook(
+        self, app_id: str, webhook_id: str, url: str, events: tuple[str, ...]
+    ) -> bool:
+        """Set the app's webhook's URL and events; False if the app has no such webhook."""
+
 
 class DeliveryStore(Protocol):
     """The outbox of webhook deliveries, shared by every node. A claimed delivery is leased to

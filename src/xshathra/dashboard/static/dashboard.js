@@ -20,3 +20,40 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   }
 });
+
+// Analytics: the charts are drawn on the server; every few seconds this asks the dashboard's
+// JSON endpoint for the same figures and swaps the lines and numbers in place (no reload, no
+// layout change: only attributes and text move).
+document.addEventListener("DOMContentLoaded", () => {
+  const section = document.querySelector("[data-analytics]");
+  if (!section) return;
+  const url = section.dataset.analytics + "?period=" + encodeURIComponent(section.dataset.period);
+  const status = section.querySelector("[data-live-status]");
+  const number = (n) => Number(n).toLocaleString("en-US");
+  async function refresh() {
+    if (document.hidden) return;
+    try {
+      const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (!response.ok) throw new Error("HTTP " + response.status);
+      const data = await response.json();
+      for (const [key, chart] of Object.entries(data.charts)) {
+        const figure = section.querySelector('[data-chart="' + key + '"]');
+        if (!figure) continue;
+        figure.querySelector(".line").setAttribute("points", chart.line);
+        figure.querySelector(".area").setAttribute("d", chart.area);
+        figure.querySelector("[data-max]").textContent = chart.max;
+      }
+      for (const [key, value] of Object.entries(data.totals)) {
+        for (const el of section.querySelectorAll('[data-total="' + key + '"]')) el.textContent = number(value);
+      }
+      for (const [key, value] of Object.entries(data.now)) {
+        for (const el of section.querySelectorAll('[data-now="' + key + '"]')) el.textContent = number(value);
+      }
+      for (const el of section.querySelectorAll("[data-from]")) el.textContent = data.from;
+      status.textContent = "Updated " + new Date().toLocaleTimeString() + ".";
+    } catch (error) {
+      status.textContent = "Could not update (" + error.message + "); retrying.";
+    }
+  }
+  setInterval(refresh, 3000);
+});
