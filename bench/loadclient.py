@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -37,7 +38,9 @@ def build() -> Path:
     BINARY.parent.mkdir(exist_ok=True)
     partial = BINARY.with_suffix(".partial")  # renamed once complete: never a half-written binary
     done = subprocess.run(
-        [cc, "-O2", "-Wall", "-o", str(partial), str(SOURCE)], capture_output=True, text=True
+        [cc, "-O2", "-Wall", "-o", str(partial), str(SOURCE), "-lz"],
+        capture_output=True,
+        text=True,
     )
     if done.returncode != 0:
         raise RuntimeError(f"building {SOURCE} failed:\n{done.stderr}")
@@ -81,12 +84,13 @@ class LoadClient:
         ready_marker: bytes = b"",
         sample_every: int = 0,
         batch: int = CONNECT_BATCH,
+        deflate: bool = False,
     ) -> LoadClient:
         """`hellos[i % len(hellos)]` are the frames connection i sends after the upgrade;
         `marker` occurs once per publication received; `ping` is the server's application
         ping payload and the answer; `ready_marker` arriving means the connection is taken on
         (empty: the upgrade is enough); one connection in `sample_every` times publications
-        (0: none)."""
+        (0: none); `deflate` offers permessage-deflate and inflates what comes compressed."""
         binary = build()
         tmp = Path(tempfile.mkdtemp(prefix="bench-client-"))
         hello_file = tmp / "hellos"
@@ -105,6 +109,7 @@ class LoadClient:
             answer,
             ready_marker,
             str(batch),
+            env={**os.environ, "LOADCLIENT_DEFLATE": "1" if deflate else "0"},
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=LINE_LIMIT,

@@ -150,7 +150,16 @@ async def start_client(
 ) -> LoadClient:
     """n load connections speaking `stack`'s protocol, all taken on when this returns."""
     return await LoadClient.start(
-        port, stack.path, n, hellos, stack.marker, stack.ping, ready_marker, sample_every, batch
+        port,
+        stack.path,
+        n,
+        hellos,
+        stack.marker,
+        stack.ping,
+        ready_marker,
+        sample_every,
+        batch,
+        deflate=stack.deflate,
     )
 
 

@@ -77,6 +77,8 @@ class Stack:
     # CONNECT ack); empty where the upgrade alone does it.
     ready_marker: bytes = b""
     channels: bool = False  # has named channels, so the many-channels and recovery scenarios
+    # The load client offers permessage-deflate and inflates compressed messages.
+    deflate: bool = False
 
     @property
     def is_node(self) -> bool:
@@ -160,6 +162,28 @@ STACKS: dict[str, Stack] = {
         ping=(b"{}", b"{}"),
         ready_marker=xs_ready(2),
         channels=True,
+    ),
+    # The same server with permessage-deflate on for every message (minimum size 0): what
+    # compression costs the server at fan-out, where a publication is compressed once per
+    # (codec, framing) group and the frame shared by all its connections.
+    "xshathra_deflate": Stack(
+        "xshathra_deflate",
+        lambda port, tmp: [PY, "-m", "xshathra", "serve", "--port", str(port)],
+        XS_PATH,
+        lambda ctx: xs_hello(ctx, {"channel": CHANNEL}),
+        "/realtime/api/publish",
+        lambda data, ctx: xs_publish(CHANNEL, data),
+        lambda ctx: {"X-API-Key": ctx["api_key"]},
+        {
+            "XSHATHRA_LOG_LEVEL": "warning",
+            "XSHATHRA_CLIENT_COMMAND_BURST": "1000",
+            "XSHATHRA_WEBSOCKET_COMPRESSION": "true",
+            "XSHATHRA_WEBSOCKET_COMPRESSION_MIN_SIZE": "0",
+        },
+        marker=b'"pub"',
+        ping=(b"{}", b"{}"),
+        ready_marker=xs_ready(2),
+        deflate=True,
     ),
     "raw": _plain("raw", _python("raw_server.py")),
     "node_ws": _plain("node_ws", _node("node_ws.mjs")),
@@ -326,7 +350,7 @@ async def serving(
 
 async def _setup(stack: Stack, port: int, admin: str) -> dict[str, Any]:
     """Xshathra only: an application with the bench namespace; its keys are the context."""
-    if stack.name != "xshathra":
+    if not stack.name.startswith("xshathra"):
         return {}
     import httpx
 

@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #define READY_TIMEOUT_S 120     /* for one batch to be taken on */
 #define READ_SIZE (256 * 1024)  /* one read; the buffer is shared by all connections */
@@ -56,6 +57,12 @@ struct conn {
 static const char *host, *port, *path;
 static struct addrinfo *addr;
 static struct buf marker, ping, answer, ready_marker;
+/* LOADCLIENT_DEFLATE=1: offer permessage-deflate and inflate compressed (RSV1) messages, each
+   alone (the server takes over no context), into one buffer reused for all. */
+static int deflate_on;
+static z_stream inflater;
+static uint8_t *inflated;
+static size_t capinflated;
 static struct hello *hellos;
 static size_t nhellos;
 
@@ -232,8 +239,9 @@ static void start_upgrade(struct conn *c) {
     int n = snprintf(request, sizeof request,
                      "GET %s HTTP/1.1\r\nHost: %s:%s\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                     "Sec-WebSocket-Version: 13\r\n\r\n",
-                     path, host, port, key);
+                     "Sec-WebSocket-Version: 13\r\n%s\r\n",
+                     path, host, port, key,
+                     deflate_on ? "Sec-WebSocket-Extensions: permessage-deflate\r\n" : "");
     if (n < 0 || (size_t)n >= sizeof request)
         die("%s", "the upgrade request is too long (path?)");
     c->state = UPGRADING;
@@ -328,6 +336,39 @@ static void message(struct conn *c, const uint8_t *p, size_t n) {
         sample_times(p, n);
 }
 
+/* A compressed message: inflated (with the flush tail RFC 7692 leaves off), then handled. */
+static void inflate_message(struct conn *c, const uint8_t *p, size_t n) {
+    static const uint8_t tail[4] = {0, 0, 0xff, 0xff};
+    int tail_fed = 0;
+    inflateReset(&inflater);
+    inflater.next_in = (Bytef *)p;
+    inflater.avail_in = (uInt)n;
+    size_t out = 0;
+    for (;;) {
+        if (capinflated - out < 65536) {
+            capinflated = capinflated ? 2 * capinflated : 1 << 20;
+            inflated = grow(inflated, capinflated);
+        }
+        inflater.next_out = inflated + out;
+        inflater.avail_out = (uInt)(capinflated - out);
+        int rc = inflate(&inflater, Z_SYNC_FLUSH);
+        out = (size_t)(inflater.next_out - inflated);
+        if (rc != Z_OK && rc != Z_BUF_ERROR && rc != Z_STREAM_END) {
+            failed(c, "the server sent data that does not inflate");
+            return;
+        }
+        if (inflater.avail_in == 0 && !tail_fed) {
+            inflater.next_in = (Bytef *)tail;
+            inflater.avail_in = 4;
+            tail_fed = 1;
+            continue;
+        }
+        if (inflater.avail_in == 0 && inflater.avail_out > 0)
+            break;
+    }
+    message(c, inflated, out);
+}
+
 /* Handles the complete frames at the start of p; returns how many bytes they took. */
 static size_t frames(struct conn *c, const uint8_t *p, size_t len) {
     size_t pos = 0;
@@ -363,7 +404,10 @@ static size_t frames(struct conn *c, const uint8_t *p, size_t len) {
         case 0x0:  /* a continuation: counted like a whole message (no server here fragments) */
         case 0x1:
         case 0x2:
-            message(c, payload, n);
+            if (f[0] & 0x40)
+                inflate_message(c, payload, n);
+            else
+                message(c, payload, n);
             break;
         case 0x8:
             lost(c, "close frame");
@@ -584,6 +628,9 @@ int main(int argc, char **argv) {
     answer = arg(argv[9]);
     ready_marker = arg(argv[10]);
     batch = atol(argv[11]);
+    deflate_on = getenv("LOADCLIENT_DEFLATE") && !strcmp(getenv("LOADCLIENT_DEFLATE"), "1");
+    if (deflate_on && inflateInit2(&inflater, -15) != Z_OK)
+        die("%s", "zlib: inflateInit2 failed");
     if (nconns <= 0 || sample_every < 0 || batch <= 0)
         usage();
 

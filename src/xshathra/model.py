@@ -46,6 +46,8 @@ class BrokerPublication:
     tags: dict[str, str] | None = None
     info: ClientInfoData | None = None
     time: int = 0  # unix ms
+    # Sent as a fossil delta to subscribers that negotiated one (the publish `delta` option).
+    delta: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,7 @@ class PublishOptions:
     tags: dict[str, str] | None = None
     info: ClientInfoData | None = None
     idempotency_key: str = ""
+    delta: bool = False  # see BrokerPublication.delta
 
 
 @dataclass(frozen=True, slots=True)

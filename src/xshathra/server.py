@@ -38,6 +38,7 @@ from xshathra.observability.metrics import (
     render,
 )
 from xshathra.presence import PresenceStore
+from xshathra.proxies.caller import HttpProxyCaller
 from xshathra.ratelimit import WindowCounter
 from xshathra.settings import Settings, proxy_entries
 from xshathra.storage.database import Database, open_database
@@ -126,8 +127,12 @@ def engine_options(settings: Settings) -> EngineOptions:
         presence_ttl=settings.presence_ttl,
         connect_timeout=settings.connect_timeout,
         expired_close_delay=settings.expired_close_delay,
+        position_check_interval=settings.position_check_interval,
         max_header_bytes=settings.max_header_bytes,
         preconnect_max_bytes=settings.preconnect_max_bytes,
+        websocket_compression=settings.websocket_compression,
+        websocket_compression_level=settings.websocket_compression_level,
+        websocket_compression_min_size=settings.websocket_compression_min_size,
     )
 
 
@@ -212,6 +217,7 @@ class Runtime:
         self.secrets: Secrets | None = None
         self.analytics: AnalyticsRecorder | None = None
         self.dispatcher: WebhookDispatcher | None = None
+        self.proxy: HttpProxyCaller | None = None
         self.limiter: RateLimiter | None = None
 
     async def start(self) -> None:
@@ -239,6 +245,13 @@ class Runtime:
             retry_base=settings.webhook_retry_base,
             retention_days=settings.webhook_delivery_retention_days,
         )
+        allow_private = settings.proxy_allow_private
+        self.proxy = proxy = HttpProxyCaller(
+            allow_private=settings.webhook_allow_private
+            if allow_private is None
+            else allow_private,
+            per_app=settings.proxy_concurrency_per_app,
+        )
         self.node = node = Node(
             options=engine_options(settings),
             broker=backends.broker,
@@ -249,6 +262,7 @@ class Runtime:
             events=WebhookEvents(
                 db, dispatcher, max_pending_per_app=settings.webhook_max_pending_per_app
             ),
+            proxy=proxy,
             node_id=node_id,
         )
         await node.start()
@@ -282,6 +296,7 @@ class Runtime:
                 webhook_max_per_app=settings.webhook_max_per_app,
                 webhook_allow_private=settings.webhook_allow_private,
                 members=db.members,
+                proxy_allow_private=settings.proxy_allow_private,
             ),
             accounts=AccountService(
                 db.accounts,
@@ -300,6 +315,8 @@ class Runtime:
             await self.node.close()
         if self.dispatcher is not None:
             await self.dispatcher.close()
+        if self.proxy is not None:
+            await self.proxy.close()
         if self.analytics is not None:
             await self.analytics.close()
         if self.limiter is not None:
@@ -324,7 +341,12 @@ def build_http_app(ctx: ServerContext, runtime: Runtime, http_stats: HttpStats) 
 
     app = create_http_app(ctx)
     assert runtime.node is not None and runtime.dispatcher is not None
-    registry = build_registry(runtime.node, runtime.dispatcher, http_stats)
+    registry = build_registry(
+        runtime.node,
+        runtime.dispatcher,
+        http_stats,
+        runtime.proxy.stats if runtime.proxy is not None else None,
+    )
     app.add_middleware(HttpMetricsMiddleware, stats=http_stats)
 
     @app.get("/metrics", include_in_schema=False)

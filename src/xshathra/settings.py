@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     # Deliveries of one app waiting to go out; more are recorded as failed ("dropped").
     webhook_max_pending_per_app: int = 10_000
     webhook_delivery_retention_days: float = 7.0  # delivered/failed rows kept this long
+    # Backend proxies (SPEC §9): calls one app may have in flight on a node (past it: 100 at
+    # once), and whether they may reach private addresses (unset: as webhook_allow_private).
+    proxy_concurrency_per_app: int = Field(default=128, ge=1, le=10_000)
+    proxy_allow_private: bool | None = None
 
     # Limits (SPEC §6): every queue and count is bounded.
     max_message_size: int = 65536
@@ -78,6 +82,16 @@ class Settings(BaseSettings):
     # Clients refresh tokens when their ttl runs out; this grace (as Centrifugo's
     # client_expired_close_delay) lets the refresh arrive before the connection is closed.
     expired_close_delay: float = 25.0
+    # Positioned subscriptions (namespace option force_positioning): seconds between checks
+    # of each channel's stream top against what was delivered; a gap disconnects with 3010.
+    position_check_interval: float = Field(default=40.0, gt=0)
+    # permessage-deflate on WebSocket (off by default: it costs CPU per message). When on, a
+    # client that offers it gets messages of at least compression_min_size bytes compressed
+    # at this zlib level (1 fastest .. 9 smallest); each message is compressed alone, once
+    # for every subscriber it goes to.
+    websocket_compression: bool = False
+    websocket_compression_level: int = Field(default=1, ge=1, le=9)
+    websocket_compression_min_size: int = Field(default=128, ge=0)
     token_rate_limit: int = 100  # per minute per client IP on the token endpoints
     default_app_rate_limit: int = 1000  # per minute per app on the HTTP API
     # The highest rate_limit an app may set with its own key (the admin key may set any).

@@ -19,6 +19,7 @@ from xshathra.tenancy.apps import (
     hash_key,
     new_api_key,
 )
+from xshathra.tenancy.proxies import NO_PROXIES, parse_proxy_config
 
 
 def _app(app_id: str, **changes: object) -> Application:
@@ -251,3 +252,29 @@ async def test_history_options_stored_before_their_bounds_are_read_clamped(
         MAX_HISTORY_TTL,
         True,
     )
+
+
+async def test_proxies_round_trip_and_clear(database: Database) -> None:
+    """An app's proxy configuration is stored and read back equal; setting none clears it."""
+    config = parse_proxy_config(
+        {
+            "proxies": [{"name": "auth", "endpoint": "https://backend/p", "timeout": "500ms"}],
+            "client": {"proxy": {"connect": {"enabled": True, "proxy_name": "auth"}}},
+            "rpc": {"namespaces": [{"name": "calc", "proxy_enabled": True, "proxy_name": "auth"}]},
+        }
+    )
+    app = _app("proxied", proxies=config)
+    await database.apps.create_app(app)
+    stored = await database.apps.get_app("proxied")
+    assert stored is not None and stored.proxies == config
+    updated = await database.apps.update_app("proxied", {"proxies": NO_PROXIES})
+    assert updated is not None and updated.proxies == NO_PROXIES
+
+
+async def test_lookup_by_client_key(database: Database) -> None:
+    """A client connecting without a token names its app by the public client key."""
+    app = _app("by-client-key")
+    await database.apps.create_app(app)
+    found = await database.apps.find_by_client_key(app.client_api_key)
+    assert found is not None and found.app_id == "by-client-key"
+    assert await database.apps.find_by_client_key("xc_unknown") is None

@@ -88,6 +88,19 @@ async def test_publication_fields_survive_the_trip(node: tuple[ClusterBroker, Co
         assert before - 1000 <= pub.time <= int(time.time() * 1000) + 1000
 
 
+async def test_the_delta_flag_survives_the_trip(node: tuple[ClusterBroker, Collector]) -> None:
+    """A publication's `delta` flag (the publish `delta` option) reaches every node, with and
+    without history, so each sends deltas to its own delta subscribers."""
+    broker, events = node
+    await broker.subscribe(REF)
+    for history_size in (3, 0):
+        for delta in (True, False):
+            opts = PublishOptions(history_size=history_size, history_ttl=60, delta=delta)
+            await broker.publish(REF, b"{}", opts)
+            _, _, live = await events.next()
+            assert live.delta is delta
+
+
 async def test_unsubscribe_stops_delivery(node: tuple[ClusterBroker, Collector]) -> None:
     """After unsubscribe() nothing of the channel arrives (control shows the order)."""
     broker, events = node

@@ -18,11 +18,11 @@ import httpx
 import pytest
 
 from tests.support.receiver import Receiver
+from xshathra.outbound.netguard import UnsafeURLError, guarded_client
 from xshathra.storage.database import open_database
 from xshathra.tenancy.apps import generate_app
 from xshathra.webhooks.dispatcher import WebhookDispatcher
 from xshathra.webhooks.models import NewDelivery, Webhook, new_webhook_id
-from xshathra.webhooks.netguard import UnsafeURLError, guarded_client
 
 PUBLIC = "93.184.215.14"  # a public address; nothing here listens on the receiver's port
 TIMEOUT = httpx.Timeout(2.0)

@@ -12,6 +12,9 @@
 //   XS_SUB_TOKEN   "1": the subscription gets its token through getToken (private channels)
 //   XS_SUB_TTL     subscription token ttl when signed locally (default 900)
 //   XS_NO_SUBSCRIBE "1": do not subscribe at start (the test sends `subscribe`)
+//   XS_NO_TOKEN    "1": connect without a token (the app's connect proxy decides)
+//   XS_CONNECT_DATA JSON sent as the connect request's data (to a connect proxy)
+//   XS_SUB_OPTIONS JSON merged into the subscription's options (delta, since, tagsFilter...)
 import { Centrifuge } from "centrifuge";
 import WebSocket from "ws";
 import readline from "node:readline";
@@ -68,9 +71,12 @@ async function getSubToken(ctx) {
   return token;
 }
 
-const client = new Centrifuge(XS_WS, { websocket: WebSocket, getToken, minReconnectDelay: 100 });
+const clientOptions = { websocket: WebSocket, minReconnectDelay: 100 };
+if (env.XS_NO_TOKEN !== "1") clientOptions.getToken = getToken;
+if (env.XS_CONNECT_DATA) clientOptions.data = JSON.parse(env.XS_CONNECT_DATA);
+const client = new Centrifuge(XS_WS, clientOptions);
 client.on("connecting", (ctx) => emit("connecting", { code: ctx.code, reason: ctx.reason }));
-client.on("connected", (ctx) => emit("connected", { client: ctx.client }));
+client.on("connected", (ctx) => emit("connected", { client: ctx.client, data: ctx.data ?? null }));
 client.on("disconnected", (ctx) => emit("disconnected", { code: ctx.code, reason: ctx.reason }));
 client.on("error", (ctx) => emit("client_error", { message: String(ctx.error?.message ?? ctx) }));
 client.on("subscribed", (ctx) =>
@@ -87,6 +93,7 @@ client.on("publication", (ctx) =>
 
 const subOptions = { joinLeave: true };
 if (env.XS_SUB_TOKEN === "1") subOptions.getToken = getSubToken;
+if (env.XS_SUB_OPTIONS) Object.assign(subOptions, JSON.parse(env.XS_SUB_OPTIONS));
 const sub = client.newSubscription(XS_CHANNEL, subOptions);
 sub.on("subscribing", (ctx) => emit("subscribing", { code: ctx.code, reason: ctx.reason }));
 sub.on("subscribed", (ctx) =>
@@ -135,7 +142,16 @@ const commands = {
     await sub.publish(data);
     emit("published");
   },
+  async rpc({ method, data }) {
+    const result = await client.rpc(method, data);
+    emit("rpc", { data: result.data });
+  },
+  async send({ data }) {
+    await client.send(data);
+    emit("sent");
+  },
   async state() { emit("state", { client: client.state, sub: sub.state }); },
+  async delta_stats() { emit("delta_stats", sub.deltaStats()); },
   async exit() { client.disconnect(); emit("bye"); process.exit(0); },
 };
 

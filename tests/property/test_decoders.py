@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from xshathra.api.server.routes import METHODS
 from xshathra.engine.channels import MAX_CHANNEL_LENGTH, is_valid_channel, namespace_of
 from xshathra.protocol import messages as m
+from xshathra.protocol import proxy as proxy_messages
 from xshathra.protocol.codec import ProtocolDecodeError
 from xshathra.protocol.json_codec import (
     MAX_COMMANDS_PER_FRAME,
@@ -493,7 +494,7 @@ def test_channel_grammar_never_raises_and_admits_only_safe_names(name: str) -> N
     st.sampled_from(sorted(METHODS)),
     st.one_of(st.binary(max_size=300), json_values.map(lambda v: json.dumps(v).encode())),
 )
-def test_server_api_requestREQUEST_DECODERS_only_refuse(method: str, body: bytes) -> None:
+def test_server_api_request_decoders_only_refuse(method: str, body: bytes) -> None:
     """Every server API method's decoder: arbitrary bodies decode or raise msgspec errors."""
     from xshathra.api.server.routes import REQUEST_DECODERS
 
@@ -503,7 +504,7 @@ def test_server_api_requestREQUEST_DECODERS_only_refuse(method: str, body: bytes
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
-def test_control_and_broker_wireREQUEST_DECODERS_never_crash(data: bytes) -> None:
+def test_control_and_broker_wire_decoders_never_crash(data: bytes) -> None:
     """Node control messages and Redis/NATS channel messages: garbage is refused with a
     ValueError (which the brokers log and skip), never another exception."""
     from xshathra.brokers import nats, redis
@@ -515,3 +516,27 @@ def test_control_and_broker_wireREQUEST_DECODERS_never_crash(data: bytes) -> Non
         for parse in (redis.parse_channel_message, nats.parse_channel_message):
             with contextlib.suppress(ValueError):
                 parse(prefix + data)
+
+
+# --- backend proxy replies (SPEC §9) ---------------------------------------------------------
+
+PROXY_REPLY_KEYS = ["result", "error", "disconnect", "user", "data", "b64data", "subs", "code"]
+proxy_reply_docs = st.dictionaries(
+    st.sampled_from(PROXY_REPLY_KEYS),
+    st.dictionaries(st.sampled_from(PROXY_REPLY_KEYS), request_values, max_size=4) | json_values,
+    max_size=3,
+).map(lambda doc: json.dumps(doc).encode())
+
+
+@settings(max_examples=200, deadline=FAST)
+@given(
+    st.sampled_from(list(proxy_messages.REPLY_TYPES)),
+    st.binary(max_size=256) | json_ish | proxy_reply_docs,
+)
+def test_proxy_replies_only_refuse(request_type: type[msgspec.Struct], body: bytes) -> None:
+    """Whatever an app's backend answers decodes to its reply type or `ProxyDecodeError`."""
+    try:
+        reply = proxy_messages.decode_reply(request_type, body)
+    except proxy_messages.ProxyDecodeError:
+        return
+    assert isinstance(reply, proxy_messages.REPLY_TYPES[request_type])

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
@@ -99,6 +99,29 @@ class NamespaceOptionsModel(BaseModel):
     allow_publish_for_client: StrictBool = _NS.allow_publish_for_client
     allow_presence_for_subscriber: StrictBool = _NS.allow_presence_for_subscriber
     allow_history_for_subscriber: StrictBool = _NS.allow_history_for_subscriber
+    subscribe_proxy_enabled: StrictBool = _NS.subscribe_proxy_enabled
+    subscribe_proxy_name: StrictStr = _NS.subscribe_proxy_name
+    publish_proxy_enabled: StrictBool = _NS.publish_proxy_enabled
+    publish_proxy_name: StrictStr = _NS.publish_proxy_name
+    sub_refresh_proxy_enabled: StrictBool = _NS.sub_refresh_proxy_enabled
+    sub_refresh_proxy_name: StrictStr = _NS.sub_refresh_proxy_name
+    allowed_delta_types: tuple[Literal["fossil"], ...] = Field(
+        (),
+        description='Delta compression a subscriber may ask for: ["fossil"].',
+    )
+    delta_publish: StrictBool = Field(
+        _NS.delta_publish, description="Send every publication as a delta where negotiated."
+    )
+    force_recovery_mode: Literal["", "stream", "cache"] = Field(
+        "", description='"cache": a recovering subscriber gets the latest publication only.'
+    )
+    allow_positioning: StrictBool = _NS.allow_positioning
+    force_positioning: StrictBool = Field(
+        _NS.force_positioning, description="A gap in a channel's stream disconnects (3010)."
+    )
+    allow_tags_filter: StrictBool = Field(
+        _NS.allow_tags_filter, description="Subscribers may filter publications by tags (tf)."
+    )
 
 
 class ApplicationOut(BaseModel):
@@ -111,6 +134,9 @@ class ApplicationOut(BaseModel):
     rate_limit: int = Field(description="HTTP API requests per minute.")
     status: bool = Field(description="true = enabled.")
     namespaces: dict[str, NamespaceOptionsModel]
+    proxies: dict[str, Any] = Field(
+        default_factory=dict, description="Backend proxies (SPEC §9); {} when none."
+    )
     created_at: str
     updated_at: str
 
@@ -231,6 +257,9 @@ class PublishBody(BaseModel):
     tags: dict[str, str] | None = None
     idempotency_key: str = ""
     b64data: str = ""
+    delta: bool = Field(
+        False, description="Sent as a fossil delta to subscribers that negotiated delta."
+    )
 
 
 class PublishResultModel(BaseModel):

@@ -23,11 +23,11 @@ from xshathra.engine.control import (
     Unsubscribe,
     WebhooksChanged,
 )
-from xshathra.engine.errors import ClientError
+from xshathra.engine.errors import ClientError, error_message
 from xshathra.engine.hub import client_info_message
 from xshathra.model import AppId, ChannelRef
 from xshathra.protocol import messages as m
-from xshathra.protocol.codes import ERROR_MESSAGES, DisconnectCode, ErrorCode
+from xshathra.protocol.codes import DisconnectCode, ErrorCode
 
 if TYPE_CHECKING:
     from xshathra.engine.node import Node
@@ -45,9 +45,9 @@ _DISCONNECT_CODES_FIRST, _DISCONNECT_CODES_LAST = 3000, 4999
 class ApiError(Exception):
     """A Centrifugo API error: `{"error": {"code": ..., "message": ...}}`."""
 
-    def __init__(self, code: ErrorCode, message: str | None = None) -> None:
+    def __init__(self, code: ErrorCode | int, message: str | None = None) -> None:
         self.code = code
-        self.message = message or ERROR_MESSAGES[code]
+        self.message = message or error_message(code)
         super().__init__(self.message)
 
 
@@ -61,6 +61,7 @@ class PublishRequest(msgspec.Struct, **_REQ):
     tags: dict[str, str] | None = None
     idempotency_key: str = ""
     b64data: str = ""
+    delta: bool = False  # sent as a fossil delta to subscribers that negotiated one
 
 
 class BroadcastRequest(msgspec.Struct, **_REQ):
@@ -70,6 +71,7 @@ class BroadcastRequest(msgspec.Struct, **_REQ):
     tags: dict[str, str] | None = None
     idempotency_key: str = ""
     b64data: str = ""
+    delta: bool = False
 
 
 class DisconnectOptions(msgspec.Struct, **_REQ):
@@ -123,6 +125,19 @@ class ChannelsRequest(msgspec.Struct, **_REQ):
 
 class InfoRequest(msgspec.Struct, **_REQ):
     pass
+
+
+class RpcRequest(msgspec.Struct, **_REQ):
+    """Routed by the method's RPC namespace to the app's backend proxy (SPEC §9). `params` is
+    Centrifugo's name for the payload; `data` is accepted too."""
+
+    method: str
+    params: msgspec.Raw = m.EMPTY
+    data: msgspec.Raw = m.EMPTY
+
+
+class RpcResult(msgspec.Struct, **_RES):
+    data: msgspec.Raw = m.EMPTY
 
 
 class BatchRequest(msgspec.Struct, **_REQ):
@@ -208,6 +223,7 @@ class Executor:
                 skip_history=request.skip_history,
                 idempotency_key=request.idempotency_key,
                 origin=origin,
+                delta=request.delta,
             )
         except ClientError as exc:  # refused before anything was published
             raise ApiError(exc.code, exc.message) from None
@@ -254,6 +270,7 @@ class Executor:
                         skip_history=request.skip_history,
                         tags=request.tags,
                         idempotency_key=request.idempotency_key,
+                        delta=request.delta,
                     ),
                 )
                 responses.append({"result": outcome.result})
@@ -382,6 +399,14 @@ class Executor:
                     matched[name] = count
             names = matched
         return ChannelsResult(channels={k: ChannelInfo(num_clients=v) for k, v in names.items()})
+
+    async def rpc(self, app: Application, request: RpcRequest) -> RpcResult:
+        payload = bytes(request.params or request.data) or b"null"
+        try:
+            data = await self._node.rpc(app, request.method, payload)
+        except ClientError as exc:
+            raise ApiError(exc.code, exc.message) from None
+        return RpcResult(data=msgspec.Raw(data) if data else m.EMPTY)
 
     async def info(self, app: Application, request: InfoRequest) -> InfoResult:
         node = self._node

@@ -32,6 +32,7 @@ def application_view(app: Application, *, api_key: str | None = None) -> dict[st
         "rate_limit": app.rate_limit,
         "status": app.status,
         "namespaces": msgspec.to_builtins(app.namespaces),
+        "proxies": msgspec.to_builtins(app.proxies),
         "created_at": iso(app.created_at),
         "updated_at": iso(app.updated_at),
     }

@@ -290,6 +290,7 @@ class MemoryBroker(ClusterBroker):
             tags=opts.tags,
             info=opts.info,
             time=int(time.time() * 1000),
+            delta=opts.delta,
         )
         if stream is not None:
             if opts.history_ttl > 0:

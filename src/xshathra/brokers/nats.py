@@ -82,6 +82,7 @@ class _Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
     time: int = 0
     size: int = 0  # history size in force when written (0: nothing of it is history)
     expires: int = 0  # unix ms when the channel's history expires (0: never)
+    delta: bool = False  # last: envelopes of older nodes decode unchanged
 
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -99,6 +100,7 @@ def _publication(env: _Envelope) -> BrokerPublication:
         tags=env.tags,
         info=unpack_info(env.info),
         time=env.time,
+        delta=env.delta,
     )
 
 
@@ -354,6 +356,7 @@ class NatsBroker(ClusterBroker):
                 tags=opts.tags,
                 info=pack_info(opts.info),
                 time=int(time.time() * 1000),
+                delta=opts.delta,
             )
         )
         if opts.idempotency_key:
@@ -382,6 +385,7 @@ class NatsBroker(ClusterBroker):
                 time=now,
                 size=opts.history_size,
                 expires=now + opts.history_ttl * 1000 if opts.history_ttl > 0 else 0,
+                delta=opts.delta,
             )
             headers = {}
             if opts.idempotency_key:

@@ -69,6 +69,7 @@ class _Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
     tags: dict[str, str] | None = None
     info: Info | None = None
     time: int = 0
+    delta: bool = False  # last: envelopes of older nodes decode unchanged
 
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -95,6 +96,7 @@ def parse_channel_message(data: bytes) -> ChannelEvent | None:
             tags=env.tags,
             info=unpack_info(env.info),
             time=env.time,
+            delta=env.delta,
         )
     if kind == JOIN:
         return Joined(unpack_info(decode_info(data[1:])))
@@ -405,7 +407,11 @@ class RedisBroker(ClusterBroker):
     async def publish(self, ref: ChannelRef, data: bytes, opts: PublishOptions) -> StreamPosition:
         payload = _encode(
             _Envelope(
-                data=data, tags=opts.tags, info=pack_info(opts.info), time=int(time.time() * 1000)
+                data=data,
+                tags=opts.tags,
+                info=pack_info(opts.info),
+                time=int(time.time() * 1000),
+                delta=opts.delta,
             )
         )
         idem = self._idempotency(ref, opts.idempotency_key) if opts.idempotency_key else ""
@@ -466,6 +472,7 @@ class RedisBroker(ClusterBroker):
                     tags=env.tags,
                     info=unpack_info(env.info),
                     time=env.time,
+                    delta=env.delta,
                 )
             )
         pubs, truncated = fit(pubs, opts.max_bytes)

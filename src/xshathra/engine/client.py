@@ -12,28 +12,46 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Protocol
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Protocol, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+import msgspec.structs
 
 from xshathra.engine.channels import is_valid_channel, namespace_of
-from xshathra.engine.errors import ClientError, DisconnectError
-from xshathra.engine.hub import client_info_message, publication_message
+from xshathra.engine.errors import ClientError, DisconnectError, error_message
+from xshathra.engine.hub import (
+    SubscriberFeatures,
+    client_info_message,
+    delta_publication_message,
+    publication_message,
+)
+from xshathra.engine.proxy import ProxyUnavailable, refuse
 from xshathra.engine.writer import FrameSink, OutgoingFrame, Writer
-from xshathra.model import AppId, ChannelRef, ClientInfoData, HistoryOptions, StreamPosition
+from xshathra.model import (
+    AppId,
+    BrokerPublication,
+    ChannelRef,
+    ClientInfoData,
+    HistoryOptions,
+    StreamPosition,
+)
 from xshathra.protocol import messages as m
+from xshathra.protocol import proxy as p
 from xshathra.protocol.codec import ProtocolDecodeError
 from xshathra.protocol.codes import (
     DISCONNECT_REASONS,
-    ERROR_MESSAGES,
     TEMPORARY_ERRORS,
     DisconnectCode,
     ErrorCode,
     UnsubscribeCode,
 )
+from xshathra.protocol.delta import DELTA_TYPES
+from xshathra.protocol.filters import FilterError, check_filter, filter_key, matches
 from xshathra.tenancy.apps import Application, NamespaceOptions
+from xshathra.tenancy.proxies import NO_PROXIES, ProxyTarget
 from xshathra.tenancy.tokens import ConnectionClaims, TokenError, TokenExpiredError
 
 if TYPE_CHECKING:
@@ -47,6 +65,10 @@ class ClientTransport(FrameSink, Protocol):
     def remote_ip(self) -> str: ...
 
     origin: str | None
+    # The HTTP request that opened the connection, for backend proxies (SPEC §9): its headers
+    # (None once dropped: the session drops them when its app has no proxy) and query string.
+    request_headers: Sequence[tuple[str, str]] | None
+    query: str
 
     def close(self, code: int, reason: str) -> None:
         """Send a close frame with this code after what is queued, then close the connection."""
@@ -70,9 +92,33 @@ class Subscription:
     expires_at: int | None = None
     timer: asyncio.TimerHandle | None = None
     live: bool = False
+    # Channel features (SPEC §8): a gap in the stream disconnects a positioned subscriber
+    # with 3010; `features` holds its delta or tags filter, None for most subscriptions.
+    positioned: bool = False
+    features: SubscriberFeatures | None = None
 
 
 Finalizer = Callable[[], None]
+
+
+class _ProxyReply(Protocol):
+    error: p.Error | None
+    disconnect: p.Disconnect | None
+
+
+ReplyT = TypeVar("ReplyT", bound=_ProxyReply)
+# Retries of a failed server-side refresh (refresh or sub_refresh proxy), seconds apart.
+PROXY_REFRESH_RETRY = 5.0
+
+
+@dataclass(slots=True)
+class Granted:
+    """What a backend's connect reply (`subs`) or subscribe reply grants one subscription."""
+
+    chan_info: bytes = b""
+    expires_at: int | None = None
+    data: bytes | None = None
+    override: p.SubscribeOptionOverride | None = None
 
 
 class ClientSession:
@@ -93,6 +139,7 @@ class ClientSession:
         "conn_info",
         "expires_at",
         "expiry_deadline",
+        "meta",
         "node",
         "state",
         "subs",
@@ -114,6 +161,7 @@ class ClientSession:
         self.conn_info = b""
         self.token_channels: frozenset[str] = NO_CHANNELS
         self.expires_at: int | None = None
+        self.meta = b""  # the connect proxy's `meta`: sent back in every later proxy request
         self.subs: dict[str, Subscription] = {}
         self.awaiting_pong = False
         # Messages not handled yet; None while there are none (most of an idle connection's
@@ -227,9 +275,9 @@ class ClientSession:
         elif cmd.ping is not None:
             await self._reply(cmd, "ping", self._ping())
         elif cmd.rpc is not None:
-            await self._reply(cmd, "rpc", self._rpc())
+            await self._reply(cmd, "rpc", self._rpc(cmd.rpc))
         elif cmd.send is not None:
-            return  # asynchronous message: no handler is configured, and no reply is due
+            await self._send_message(cmd)
         elif cmd.id == 0:
             self.awaiting_pong = False  # an empty command is the pong to our ping
         else:
@@ -241,7 +289,7 @@ class ClientSession:
         try:
             result, finalize = await work
         except ClientError as exc:
-            self._send(m.Reply(id=cmd.id, error=_error(exc.code, exc.message)))
+            self._send(m.Reply(id=cmd.id, error=_error(exc.code, exc.message, exc.temporary)))
             return
         except (DisconnectError, asyncio.CancelledError):
             raise
@@ -272,7 +320,8 @@ class ClientSession:
             raise DisconnectError(DisconnectCode.BAD_REQUEST, "already connected")
         node = self.node
         if not req.token:
-            raise DisconnectError(DisconnectCode.INVALID_TOKEN, "token required")
+            # Without a token only an app's connect proxy can let the client in (SPEC §9).
+            return await self._connect_proxied(req)
         try:
             app_id = node.tokens.peek_app_id(req.token)
         except TokenError:
@@ -294,6 +343,17 @@ class ClientSession:
             raise DisconnectError(DisconnectCode.PERMISSION_DENIED, "application is disabled")
         if not _origin_allowed(app.allowed_domain, self.transport.origin):
             raise DisconnectError(DisconnectCode.PERMISSION_DENIED, "origin not allowed")
+        return await self._register(req, app, claims, app_changes)
+
+    async def _register(
+        self,
+        req: m.ConnectRequest,
+        app: Application,
+        claims: ConnectionClaims,
+        app_changes: int,
+        proxied: p.ConnectResult | None = None,
+    ) -> tuple[object, Finalizer | None]:
+        node = self.node
         if self.closed:
             raise DisconnectError(DisconnectCode.CONNECTION_CLOSED)
         if node.hub.connection_count(app.app_id) >= node.options.max_connections_per_app:
@@ -304,10 +364,15 @@ class ClientSession:
         self.app, self.app_id, self.user = app, app.app_id, claims.user
         self.conn_info = claims.info or b""
         self.token_channels = frozenset(claims.channels) if claims.channels else NO_CHANNELS
+        if app.proxies == NO_PROXIES:
+            # Kept for proxies only: thousands of idle connections need not hold their headers.
+            self.transport.request_headers = None
+        elif proxied is None:
+            self._emulate_headers(req)
         self.state = State.CONNECTED
         node.register(self, app_changes)
         try:
-            return await self._connected(req, claims)
+            return await self._connected(req, claims, proxied)
         except (ClientError, DisconnectError, asyncio.CancelledError):
             raise
         except Exception as exc:
@@ -317,32 +382,153 @@ class ClientSession:
             log.warning("connect failed after registration: %s", type(exc).__name__)
             raise DisconnectError(DisconnectCode.SERVER_ERROR) from None
 
+    async def _connect_proxied(self, req: m.ConnectRequest) -> tuple[object, Finalizer | None]:
+        """A connect without a token: the app named by `?key=<client_api_key>` asks its
+        backend's connect proxy, whose answer makes the connection (or refuses it)."""
+        node = self.node
+        try:
+            query = parse_qs(self.transport.query or "", max_num_fields=20)
+        except ValueError:  # more fields than any client sends
+            raise DisconnectError(DisconnectCode.BAD_REQUEST, "bad query string") from None
+        key = (query.get("key") or [""])[0]
+        wanted_app = (query.get("app_id") or [""])[0]
+        if not key:
+            raise DisconnectError(DisconnectCode.INVALID_TOKEN, "token required")
+        app_changes = node.app_changes
+        app = await node.app_by_client_key(key, wanted_app)
+        target = app.proxies.client_target("connect") if app is not None else None
+        if app is None or target is None:
+            # The same refusal whether the key is unknown or the app has no connect proxy.
+            raise DisconnectError(DisconnectCode.INVALID_TOKEN, "token required")
+        if not app.status:
+            raise DisconnectError(DisconnectCode.PERMISSION_DENIED, "application is disabled")
+        if not _origin_allowed(app.allowed_domain, self.transport.origin):
+            raise DisconnectError(DisconnectCode.PERMISSION_DENIED, "origin not allowed")
+        # Refused before the backend is asked: a full app costs its backend nothing.
+        if node.hub.connection_count(app.app_id) >= node.options.max_connections_per_app:
+            raise DisconnectError(DisconnectCode.CONNECTION_LIMIT)
+        self._emulate_headers(req)
+        kind, protocol = self._wire()
+        reply = await self._ask(
+            app,
+            target,
+            p.ConnectRequest(
+                app_id=app.app_id,
+                client=self.client_id,
+                transport=kind,
+                protocol=protocol,
+                encoding=protocol,
+                name=req.name,
+                version=req.version,
+                data=req.data,
+                channels=list(req.subs) if req.subs else None,
+            ),
+            p.ConnectReply,
+        )
+        result = reply.result
+        if result is None:
+            raise ProxyUnavailable()
+        try:
+            info = p.payload(result.info, result.b64info)
+        except p.ProxyDecodeError:
+            raise ProxyUnavailable() from None
+        channels = list(result.channels or ())
+        channels += [c for c in result.subs or () if c not in channels]
+        claims = ConnectionClaims(
+            app_id=app.app_id,
+            user=result.user,
+            expires_at=result.expire_at if result.expire_at > 0 else None,
+            info=info,
+            channels=tuple(channels),
+        )
+        self.meta = bytes(result.meta) if result.meta else b""
+        return await self._register(req, app, claims, app_changes, result)
+
+    def _emulate_headers(self, req: m.ConnectRequest) -> None:
+        """Headers a browser cannot set on a WebSocket come in the connect request (the
+        protocol's headers emulation); proxies see them as the upgrade request's."""
+        if req.headers:
+            emulated = [(str(k), str(v)) for k, v in list(req.headers.items())[:64]]
+            self.transport.request_headers = [*(self.transport.request_headers or ()), *emulated]
+
+    def _wire(self) -> tuple[str, str]:
+        """(transport, protocol) as a proxy request names them."""
+        kind = getattr(self.transport, "name", "websocket")
+        return (kind if isinstance(kind, str) else "websocket"), "json"
+
+    async def _ask(
+        self,
+        app: Application,
+        target: ProxyTarget,
+        request: p.ProxyRequest,
+        reply_type: type[ReplyT],
+    ) -> ReplyT:
+        """Ask the app's backend; raise what its refusal says, or 100 if it did not answer."""
+        caller = self.node.proxy
+        if caller is None:
+            raise ProxyUnavailable()
+        reply = await caller.call(app, target, request, reply_type, self.transport.request_headers)
+        if reply is None:
+            raise ProxyUnavailable()
+        refuse(reply.error, reply.disconnect)
+        if self.state is State.CLOSED:
+            raise DisconnectError(DisconnectCode.CONNECTION_CLOSED)
+        return reply
+
+    def _server_refresh(self) -> bool:
+        """With a refresh proxy the server refreshes the connection itself when it expires
+        (as Centrifugo does); the client is not told to."""
+        app = self.app
+        return app is not None and app.proxies.client_target("refresh") is not None
+
     async def _connected(
-        self, req: m.ConnectRequest, claims: ConnectionClaims
+        self,
+        req: m.ConnectRequest,
+        claims: ConnectionClaims,
+        proxied: p.ConnectResult | None = None,
     ) -> tuple[object, Finalizer | None]:
         node = self.node
         self._set_expiry(claims.expires_at)
 
-        # Server-side subscriptions: the token's channels, recovered from the client's
-        # positions when it sends them back in `subs` on reconnect.
+        # Server-side subscriptions: the token's (or connect proxy's) channels, recovered from
+        # the client's positions when it sends them back in `subs` on reconnect.
         results: dict[str, m.SubscribeResult] = {}
         finalizers: list[Finalizer] = []
+        granted_subs = (proxied.subs if proxied is not None else None) or {}
         for channel in claims.channels[: node.options.max_channels_per_connection]:
             if not is_valid_channel(channel) or channel in self.subs:
                 continue
             recover = (req.subs or {}).get(channel) or m.SubscribeRequest(channel=channel)
+            grant = granted_subs.get(channel)
             try:
-                result, fin = await self._subscribe(channel, recover, server_side=True)
-            except ClientError:
+                granted = None
+                if grant is not None:
+                    granted = Granted(
+                        chan_info=p.payload(grant.info, grant.b64info) or b"",
+                        data=p.payload(grant.data, grant.b64data),
+                        override=grant.override,
+                    )
+                result, fin = await self._subscribe(
+                    channel, recover, server_side=True, granted=granted
+                )
+            except (ClientError, p.ProxyDecodeError):
                 continue
             results[channel] = result
             finalizers.append(fin)
         ttl = self._ttl()
+        data = b""
+        if proxied is not None:
+            try:
+                data = p.payload(proxied.data, proxied.b64data) or b""
+            except p.ProxyDecodeError:
+                data = b""
+        server_refresh = self._server_refresh()
         connect_result = m.ConnectResult(
             client=self.client_id,
             version=node.version,
-            expires=self.expires_at is not None,
-            ttl=ttl,
+            expires=self.expires_at is not None and not server_refresh,
+            ttl=0 if server_refresh else ttl,
+            data=p.raw_json(data),
             subs=results or None,
             ping=node.options.ping_interval,
             pong=True,
@@ -370,14 +556,62 @@ class ClientSession:
         if expires_at is None:
             self.expiry_deadline = None
             return
-        at = max(float(expires_at), time.time()) + self.node.options.expired_close_delay
+        # A client refreshes within the grace; with a refresh proxy the server asks at once.
+        grace = 0.0 if self._server_refresh() else self.node.options.expired_close_delay
+        at = max(float(expires_at), time.time()) + grace
         self.expiry_deadline = at
         self.node.deadlines.add(self, at)
 
     def deadline_reached(self) -> None:
         self.expiry_deadline = None
-        if self.state is State.CONNECTED:
+        if self.state is not State.CONNECTED:
+            return
+        if self._server_refresh():
+            self.node.spawn(self._proxy_refresh())
+        else:
             self.disconnect(DisconnectCode.EXPIRED)
+
+    async def _proxy_refresh(self) -> None:
+        """The connection expired and the app has a refresh proxy: the backend extends it
+        (`expire_at`, new `info`) or ends it (`expired`). A backend that does not answer is
+        asked again a few times, until the grace a client would have had is over."""
+        app = self.app
+        target = app.proxies.client_target("refresh") if app is not None else None
+        if app is None or target is None or self.state is not State.CONNECTED:
+            return
+        kind, protocol = self._wire()
+        request = p.RefreshRequest(
+            app_id=app.app_id,
+            client=self.client_id,
+            transport=kind,
+            protocol=protocol,
+            encoding=protocol,
+            user=self.user,
+            meta=p.raw_json(self.meta),
+        )
+        try:
+            reply = await self._ask(app, target, request, p.RefreshReply)
+            result = reply.result
+            if result is None:
+                raise ProxyUnavailable()
+            info = p.payload(result.info, result.b64info)
+        except DisconnectError as exc:
+            self.disconnect(exc.code, exc.reason)
+            return
+        except (ClientError, p.ProxyDecodeError):
+            expired_for = time.time() - (self.expires_at or 0)
+            if expired_for >= self.node.options.expired_close_delay:
+                self.disconnect(DisconnectCode.EXPIRED)
+            else:
+                self.expiry_deadline = time.time() + PROXY_REFRESH_RETRY
+                self.node.deadlines.add(self, self.expiry_deadline)
+            return
+        if result.expired:
+            self.disconnect(DisconnectCode.EXPIRED)
+            return
+        if info is not None:
+            self.conn_info = info
+        self._set_expiry(result.expire_at if result.expire_at > 0 else None)
 
     async def _refresh(self, req: m.RefreshRequest) -> tuple[object, Finalizer | None]:
         assert self.app is not None
@@ -419,7 +653,12 @@ class ClientSession:
         return await self._subscribe(req.channel, req, server_side=False)
 
     async def _subscribe(
-        self, channel: str, req: m.SubscribeRequest, *, server_side: bool
+        self,
+        channel: str,
+        req: m.SubscribeRequest,
+        *,
+        server_side: bool,
+        granted: Granted | None = None,
     ) -> tuple[m.SubscribeResult, Finalizer]:
         node = self.node
         assert self.app is not None
@@ -447,30 +686,49 @@ class ClientSession:
                     ErrorCode.PERMISSION_DENIED, "token is for another channel or user"
                 )
             chan_info, expires_at = claims.info or b"", claims.expires_at
+        elif options.subscribe_proxy_enabled:
+            granted = await self._proxy_subscribe(channel, req, options)
+            if channel in self.subs:  # subscribed by the server meanwhile
+                raise ClientError(ErrorCode.ALREADY_SUBSCRIBED)
         elif channel in self.token_channels or options.allow_subscribe_for_client:
             pass
         else:
             raise ClientError(ErrorCode.PERMISSION_DENIED)
+        if granted is not None:
+            chan_info = granted.chan_info or chan_info
+            expires_at = granted.expires_at or expires_at
+            options = _overridden(options, granted.override)
 
+        features = _features(options, req)
         sub = Subscription(
             ref=ref,
             options=options,
             chan_info=chan_info,
             join_leave=options.join_leave and (options.force_push_join_leave or req.join_leave),
+            positioned=_has_history(options)
+            and (options.force_positioning or (req.positioned and options.allow_positioning)),
+            features=features,
         )
         self.subs[channel] = sub
         info = self.info(chan_info)
         try:
-            await node.add_pending_subscriber(ref, self)
-            result, since_offset = await self._position(ref, options, req)
+            await node.add_pending_subscriber(ref, self, features)
+            result, since_offset = await self._position(ref, options, req, features)
+            result.positioned = sub.positioned
+            result.delta = features is not None and features.delta
+            if sub.positioned:
+                node.track_position(ref, StreamPosition(result.offset, result.epoch))
             if options.presence:
                 await node.presence_store.add_presence(ref, info)
             if options.join_leave:
                 await node.broker.publish_join(ref, info)
             # Inside the undo: whatever fails here must not leave a pending subscriber behind.
             self._set_sub_expiry(sub, expires_at)
-            if expires_at is not None:
+            # With a sub_refresh proxy the server refreshes; the client is not told to.
+            if expires_at is not None and not options.sub_refresh_proxy_enabled:
                 result.expires, result.ttl = True, max(1, expires_at - int(time.time()))
+            if granted is not None and granted.data:
+                result.data = p.raw_json(granted.data)
         except BaseException:
             # Undo everything, so a retry starts clean and nothing stays pending (a pending
             # entry would buffer publications forever).
@@ -500,13 +758,73 @@ class ClientSession:
         node.subscription_added(self, ref)
         return result, finalize
 
+    async def _proxy_subscribe(
+        self, channel: str, req: m.SubscribeRequest, options: NamespaceOptions
+    ) -> Granted:
+        app = self.app
+        assert app is not None
+        target = app.proxies.target(options.subscribe_proxy_name)
+        if target is None:
+            raise ProxyUnavailable()
+        kind, protocol = self._wire()
+        reply = await self._ask(
+            app,
+            target,
+            p.SubscribeRequest(
+                app_id=app.app_id,
+                client=self.client_id,
+                transport=kind,
+                protocol=protocol,
+                encoding=protocol,
+                user=self.user,
+                channel=channel,
+                data=req.data,
+                meta=p.raw_json(self.meta),
+            ),
+            p.SubscribeReply,
+        )
+        result = reply.result
+        if result is None:
+            raise ProxyUnavailable()
+        try:
+            return Granted(
+                chan_info=p.payload(result.info, result.b64info) or b"",
+                expires_at=result.expire_at if result.expire_at > 0 else None,
+                data=p.payload(result.data, result.b64data),
+                override=result.override,
+            )
+        except p.ProxyDecodeError:
+            raise ProxyUnavailable() from None
+
+    def _recovered(
+        self, pubs: list[BrokerPublication], features: SubscriberFeatures | None
+    ) -> list[m.Publication] | None:
+        """Recovered publications as this subscription gets them: filtered by its tags filter,
+        each in full (a delta subscription's base is then the last of them)."""
+        if features is None:
+            return [publication_message(pub) for pub in pubs] or None
+        if features.filter is not None:
+            node = features.filter
+            pubs = [pub for pub in pubs if matches(node, pub.tags)]
+        if not features.delta:
+            return [publication_message(pub) for pub in pubs] or None
+        codec = self.transport.codec
+        out = [delta_publication_message(pub, codec) for pub in pubs]
+        return [msg for msg in out if msg is not None] or None
+
     async def _position(
-        self, ref: ChannelRef, options: NamespaceOptions, req: m.SubscribeRequest
+        self,
+        ref: ChannelRef,
+        options: NamespaceOptions,
+        req: m.SubscribeRequest,
+        features: SubscriberFeatures | None = None,
     ) -> tuple[m.SubscribeResult, int]:
         """Stream position and, when asked, the publications the client missed."""
-        if options.history_size <= 0 or options.history_ttl <= 0:
+        if not _has_history(options):
             return m.SubscribeResult(), 0
         node = self.node
+        if req.recover and options.force_recovery_mode == "cache":
+            return await self._position_cache(ref, req, features)
         if req.recover:
             since = StreamPosition(req.offset, req.epoch)
             history = await node.broker.history(
@@ -535,7 +853,7 @@ class ClientSession:
                     recoverable=True,
                     epoch=position.epoch,
                     offset=position.offset,
-                    publications=[publication_message(p) for p in pubs] or None,
+                    publications=self._recovered(pubs, features),
                     recovered=recovered,
                     was_recovering=True,
                 ),
@@ -548,23 +866,120 @@ class ClientSession:
             position.offset,
         )
 
+    async def _position_cache(
+        self, ref: ChannelRef, req: m.SubscribeRequest, features: SubscriberFeatures | None
+    ) -> tuple[m.SubscribeResult, int]:
+        """Cache recovery mode (Centrifugo's `force_recovery_mode: "cache"`): a recovering
+        subscriber gets the channel's latest publication only, unless it already has it. With a
+        tags filter, the latest one that passes it."""
+        tags_filter = features.filter if features is not None else None
+        history = await self.node.broker.history(
+            ref,
+            HistoryOptions(
+                limit=1 if tags_filter is None else -1,
+                reverse=True,
+                max_bytes=self.node.options.max_history_reply_bytes,
+            ),
+        )
+        position = history.position
+        latest = history.publications[0] if history.publications else None
+        wanted = latest
+        if tags_filter is not None:
+            wanted = next((p for p in history.publications if matches(tags_filter, p.tags)), None)
+        has_latest = (
+            req.offset > 0 and req.offset == position.offset and req.epoch == position.epoch
+        )
+        recovered = has_latest if latest is None else latest.offset == position.offset
+        pubs = [wanted] if wanted is not None and recovered and not has_latest else []
+        return (
+            m.SubscribeResult(
+                recoverable=True,
+                epoch=position.epoch,
+                # Recovered: the client's own position, moved on by the publication it gets.
+                offset=req.offset if recovered else position.offset,
+                publications=self._recovered(pubs, features),
+                recovered=recovered,
+                was_recovering=True,
+            ),
+            position.offset,
+        )
+
     def _set_sub_expiry(self, sub: Subscription, expires_at: int | None) -> None:
         if sub.timer is not None:
             sub.timer.cancel()
             sub.timer = None
         sub.expires_at = expires_at
         if expires_at is not None:
-            delay = max(0.0, expires_at - time.time()) + self.node.options.expired_close_delay
+            grace = (
+                0.0
+                if sub.options.sub_refresh_proxy_enabled
+                else self.node.options.expired_close_delay
+            )
+            delay = max(0.0, expires_at - time.time()) + grace
             sub.timer = self.node.loop.call_later(delay, self._sub_expired, sub)
 
     def _sub_expired(self, sub: Subscription) -> None:
         sub.timer = None
-        if self.subs.get(sub.ref.name) is sub:
-            self.node.loop.create_task(
-                self.server_unsubscribe(
-                    sub.ref.name, UnsubscribeCode.EXPIRED, "subscription expired"
-                )
+        if self.subs.get(sub.ref.name) is not sub:
+            return
+        if sub.options.sub_refresh_proxy_enabled:
+            self.node.spawn(self._proxy_sub_refresh(sub))
+            return
+        self.node.spawn(
+            self.server_unsubscribe(sub.ref.name, UnsubscribeCode.EXPIRED, "subscription expired")
+        )
+
+    async def _proxy_sub_refresh(self, sub: Subscription) -> None:
+        """The subscription expired and its namespace has a sub_refresh proxy: the backend
+        extends it or ends it (the client is unsubscribed with 2501, and may subscribe again)."""
+        app = self.app
+        target = app.proxies.target(sub.options.sub_refresh_proxy_name) if app else None
+        if app is None or self.subs.get(sub.ref.name) is not sub:
+            return
+        kind, protocol = self._wire()
+        result: p.RefreshResult | None = None
+        info: bytes | None = None
+        try:
+            if target is None:
+                raise ProxyUnavailable()
+            reply = await self._ask(
+                app,
+                target,
+                p.SubRefreshRequest(
+                    app_id=app.app_id,
+                    client=self.client_id,
+                    transport=kind,
+                    protocol=protocol,
+                    encoding=protocol,
+                    user=self.user,
+                    channel=sub.ref.name,
+                    meta=p.raw_json(self.meta),
+                ),
+                p.SubRefreshReply,
             )
+            result = reply.result
+            if result is not None:
+                info = p.payload(result.info, result.b64info)
+        except DisconnectError as exc:
+            self.disconnect(exc.code, exc.reason)
+            return
+        except (ClientError, p.ProxyDecodeError):
+            result = None
+        if self.subs.get(sub.ref.name) is not sub:
+            return
+        if result is None:
+            expired_for = time.time() - (sub.expires_at or 0)
+            if expired_for < self.node.options.expired_close_delay:
+                sub.timer = self.node.loop.call_later(PROXY_REFRESH_RETRY, self._sub_expired, sub)
+                return
+        if result is None or result.expired:
+            await self.server_unsubscribe(
+                sub.ref.name, UnsubscribeCode.EXPIRED, "subscription expired"
+            )
+            return
+        if info is not None:
+            sub.chan_info = info
+        self._set_sub_expiry(sub, result.expire_at if result.expire_at > 0 else None)
 
     async def _sub_refresh(self, req: m.SubRefreshRequest) -> tuple[object, Finalizer | None]:
         assert self.app is not None
@@ -628,7 +1043,10 @@ class ClientSession:
             m.Push(
                 channel=channel,
                 subscribe=m.Subscribe(
-                    recoverable=result.recoverable, epoch=result.epoch, offset=result.offset
+                    recoverable=result.recoverable,
+                    epoch=result.epoch,
+                    offset=result.offset,
+                    positioned=result.positioned,
                 ),
             )
         )
@@ -651,15 +1069,56 @@ class ClientSession:
         ref = self.node.channel_ref(self.app_id, channel)
         options = self._options(channel)
         sub = self.subs.get(channel)
-        allowed = options.allow_publish_for_client or (
-            options.allow_publish_for_subscriber and sub is not None
-        )
-        if not allowed:
-            raise ClientError(ErrorCode.PERMISSION_DENIED)
         data = self.node.publication_data(req.data)
+        skip_history = False
+        if options.publish_proxy_enabled:
+            # The backend decides instead of the namespace's permissions, and may rewrite.
+            data, skip_history = await self._proxy_publish(channel, req, options)
+        elif not (
+            options.allow_publish_for_client
+            or (options.allow_publish_for_subscriber and sub is not None)
+        ):
+            raise ClientError(ErrorCode.PERMISSION_DENIED)
         info = self.info(sub.chan_info if sub is not None else b"")
-        await self.node.publish(ref, data, options, info=info, origin="client")
+        await self.node.publish(
+            ref, data, options, info=info, skip_history=skip_history, origin="client"
+        )
         return m.PublishResult(), None
+
+    async def _proxy_publish(
+        self, channel: str, req: m.PublishRequest, options: NamespaceOptions
+    ) -> tuple[bytes, bool]:
+        app = self.app
+        assert app is not None
+        target = app.proxies.target(options.publish_proxy_name)
+        if target is None:
+            raise ProxyUnavailable()
+        kind, protocol = self._wire()
+        reply = await self._ask(
+            app,
+            target,
+            p.PublishRequest(
+                app_id=app.app_id,
+                client=self.client_id,
+                transport=kind,
+                protocol=protocol,
+                encoding=protocol,
+                user=self.user,
+                channel=channel,
+                data=req.data,
+                meta=p.raw_json(self.meta),
+            ),
+            p.PublishReply,
+        )
+        result = reply.result
+        if result is None:
+            raise ProxyUnavailable()
+        try:
+            rewritten = p.payload(result.data, result.b64data)
+        except p.ProxyDecodeError:
+            raise ProxyUnavailable() from None
+        data = self.node.publication_data(rewritten if rewritten is not None else req.data)
+        return data, result.skip_history
 
     async def _presence(self, req: m.PresenceRequest) -> tuple[object, Finalizer | None]:
         options = self._options(req.channel)
@@ -697,8 +1156,67 @@ class ClientSession:
     async def _ping(self) -> tuple[object, Finalizer | None]:
         return m.PingResult(), None
 
-    async def _rpc(self) -> tuple[object, Finalizer | None]:
-        raise ClientError(ErrorCode.METHOD_NOT_FOUND)
+    async def _rpc(self, req: m.RPCRequest) -> tuple[object, Finalizer | None]:
+        """Routed by the method's namespace (`calc:sum` -> `calc`) to its proxy; 104 when the
+        app has none for it."""
+        app = self.app
+        assert app is not None
+        target = app.proxies.rpc_target(req.method)
+        if target is None:
+            raise ClientError(ErrorCode.METHOD_NOT_FOUND)
+        kind, protocol = self._wire()
+        reply = await self._ask(
+            app,
+            target,
+            p.RPCRequest(
+                app_id=app.app_id,
+                method=req.method,
+                client=self.client_id,
+                transport=kind,
+                protocol=protocol,
+                encoding=protocol,
+                user=self.user,
+                data=req.data,
+                meta=p.raw_json(self.meta),
+            ),
+            p.RPCReply,
+        )
+        if reply.result is None:
+            raise ProxyUnavailable()
+        try:
+            data = p.payload(reply.result.data, reply.result.b64data)
+        except p.ProxyDecodeError:
+            raise ProxyUnavailable() from None
+        return m.RPCResult(data=p.raw_json(data)), None
+
+    async def _send_message(self, cmd: m.Command) -> None:
+        """An asynchronous `send`: to the app's send proxy, with no reply (none is due).
+        Without a send proxy it is refused, never dropped: a `send` with an id is answered
+        108, one without (the usual) ends the connection with 3508, as Centrifuge does."""
+        app = self.app
+        assert app is not None and cmd.send is not None
+        target = app.proxies.client_target("send")
+        if target is None:
+            if cmd.id:
+                self._send(m.Reply(id=cmd.id, error=_error(ErrorCode.NOT_AVAILABLE)))
+                return
+            raise DisconnectError(DisconnectCode.NOT_AVAILABLE, "send is not available")
+        kind, protocol = self._wire()
+        request = p.SendRequest(
+            app_id=app.app_id,
+            client=self.client_id,
+            transport=kind,
+            protocol=protocol,
+            encoding=protocol,
+            user=self.user,
+            data=cmd.send.data,
+            meta=p.raw_json(self.meta),
+        )
+        try:
+            await self._ask(app, target, request, p.SendReply)
+        except ClientError as exc:
+            # No reply is due; the failure is counted by the caller's metrics.
+            log.info("send proxy of app %s refused a message: %s", app.app_id, exc.code)
 
     # --- ping, slow consumers, disconnect -------------------------------------------------------
 
@@ -734,10 +1252,49 @@ class ClientSession:
         self.node.unregister(self, list(subs.values()))
 
 
-def _error(code: ErrorCode, message: str | None = None) -> m.Error:
+def _has_history(options: NamespaceOptions) -> bool:
+    return options.history_size > 0 and options.history_ttl > 0
+
+
+def _features(options: NamespaceOptions, req: m.SubscribeRequest) -> SubscriberFeatures | None:
+    """The subscription's delta and tags filter, checked; None when it asks for neither
+    (delta compression not allowed in the namespace is not negotiated, as in Centrifugo)."""
+    if req.delta and req.delta not in DELTA_TYPES:
+        raise ClientError(ErrorCode.BAD_REQUEST, f"unknown delta type '{req.delta[:16]}'")
+    delta = bool(req.delta) and req.delta in options.allowed_delta_types
+    if req.tf is None:
+        return SubscriberFeatures(delta=True) if delta else None
+    if not options.allow_tags_filter:
+        raise ClientError(ErrorCode.BAD_REQUEST, "tags filter is not allowed in this namespace")
+    if req.delta:
+        raise ClientError(ErrorCode.BAD_REQUEST, "delta and tags filter cannot be combined")
+    try:
+        check_filter(req.tf)
+    except FilterError as exc:
+        raise ClientError(ErrorCode.BAD_REQUEST, f"invalid tags filter: {exc}") from None
+    return SubscriberFeatures(tags_filter=req.tf, key=filter_key(req.tf))
+
+
+def _error(code: ErrorCode | int, message: str | None = None, temporary: bool = False) -> m.Error:
     return m.Error(
-        code=int(code), message=message or ERROR_MESSAGES[code], temporary=code in TEMPORARY_ERRORS
+        code=int(code),
+        message=message or error_message(code),
+        temporary=temporary or code in TEMPORARY_ERRORS,
     )
+
+
+def _overridden(
+    options: NamespaceOptions, override: p.SubscribeOptionOverride | None
+) -> NamespaceOptions:
+    """Namespace options with a backend's per-subscription overrides applied."""
+    if override is None:
+        return options
+    changes = {
+        name: value.value
+        for name in ("presence", "join_leave", "force_push_join_leave", "force_recovery")
+        if (value := getattr(override, name)) is not None
+    }
+    return msgspec.structs.replace(options, **changes) if changes else options
 
 
 def _disconnect_reason(code: int) -> str:

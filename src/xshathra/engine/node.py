@@ -37,8 +37,9 @@ from xshathra.engine.control import (
 )
 from xshathra.engine.deadlines import Deadlines
 from xshathra.engine.errors import ClientError
-from xshathra.engine.hub import Hub, publication_message
+from xshathra.engine.hub import Hub, SubscriberFeatures, publication_message
 from xshathra.engine.options import EngineOptions
+from xshathra.engine.proxy import ProxyCaller, ProxyUnavailable, refuse
 from xshathra.engine.writer import FlushScheduler
 from xshathra.model import (
     AppId,
@@ -51,8 +52,9 @@ from xshathra.model import (
 )
 from xshathra.presence import PresenceStore
 from xshathra.protocol import messages as m
+from xshathra.protocol import proxy as p
 from xshathra.protocol.codes import DisconnectCode, ErrorCode, LifecycleEvent, UnsubscribeCode
-from xshathra.tenancy.apps import Application, AppStore, NamespaceOptions
+from xshathra.tenancy.apps import Application, AppStore, NamespaceOptions, keys_equal
 from xshathra.tenancy.tokens import TokenService
 
 if TYPE_CHECKING:
@@ -143,6 +145,7 @@ class Node:
         tokens: TokenService,
         analytics: Analytics,
         events: ChannelEvents | None = None,
+        proxy: ProxyCaller | None = None,
         node_id: str | None = None,
     ) -> None:
         self.options = options
@@ -152,6 +155,7 @@ class Node:
         self.tokens = tokens
         self.analytics = analytics
         self.events = events
+        self.proxy = proxy  # asks apps' backends (SPEC §9); None: every proxy call fails (100)
         self.stats = NodeStats()
         self.hub = Hub()
         self.deadlines = Deadlines()  # connection expiries, swept once for all
@@ -169,6 +173,7 @@ class Node:
         self.scheduler = FlushScheduler(self.loop)
         self._ping_task: asyncio.Task[None] | None = None
         self._presence_task: asyncio.Task[None] | None = None
+        self._position_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         # Last publication position seen per channel with local subscribers (gap detection).
         self._last_offsets: dict[ChannelRef, tuple[str, int]] = {}
@@ -178,6 +183,7 @@ class Node:
         await self.broker.start(self)
         self._ping_task = self.loop.create_task(self._ping_loop())
         self._presence_task = self.loop.create_task(self._presence_loop())
+        self._position_task = self.loop.create_task(self._position_loop())
         self.deadlines.start(self.loop)
 
     def on_reconnect(self) -> None:
@@ -185,7 +191,10 @@ class Node:
 
         async def resubscribe_all() -> None:
             for session in self.hub.all_connections():
-                for channel in list(session.subs):
+                for channel, sub in list(session.subs.items()):
+                    if sub.positioned:  # see _resubscribe_channel
+                        session.disconnect(DisconnectCode.INSUFFICIENT_STATE)
+                        break
                     try:
                         await session.server_unsubscribe(
                             channel, UnsubscribeCode.INSUFFICIENT, "insufficient state"
@@ -211,7 +220,7 @@ class Node:
         """Disconnect every client with a reconnect code and stop background work."""
         for session in self.hub.all_connections():
             session.disconnect(DisconnectCode.SHUTDOWN)
-        for task in (self._ping_task, self._presence_task):
+        for task in (self._ping_task, self._presence_task, self._position_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -221,6 +230,10 @@ class Node:
             task.cancel()
         await self.broker.close()
         await self.presence_store.close()
+
+    def spawn(self, coro: object) -> None:
+        """Run `coro` in the background, held until done (a session's server-side refresh)."""
+        self._spawn(coro)
 
     def _spawn(self, coro: object) -> None:
         task: asyncio.Task[None] = self.loop.create_task(coro)  # type: ignore[arg-type]
@@ -239,14 +252,52 @@ class Node:
         """The app as stored now (a regenerated key or a disabled app counts at once), as one
         object shared by all of its connections on this node rather than a copy each."""
         app = await self.apps.get_app(app_id)
-        if app is None:
-            return None
+        return self._shared(app) if app is not None else None
+
+    def _shared(self, app: Application) -> Application:
         known = self._apps.get(app.app_id)
         if known is not None and known == app:
             return known
         if self.hub.connection_count(app.app_id):
             self._apps[app.app_id] = app
         return app
+
+    async def app_by_client_key(self, client_key: str, app_id: str = "") -> Application | None:
+        """The app whose public client key this is (a client connecting without a token
+        names its app so); with `app_id`, only if that app's key it is."""
+        if app_id:
+            app = await self.get_app(app_id)
+            if app is None or not keys_equal(app.client_api_key, client_key):
+                return None
+            return app
+        found = await self.apps.find_by_client_key(client_key)
+        return self._shared(found) if found is not None else None
+
+    async def rpc(self, app: Application, method: str, data: bytes) -> bytes:
+        """The server API's `rpc`: the method's RPC namespace proxy, with no client. 104 when
+        the app has none for it, 100 when the backend does not answer, else its own error."""
+        target = app.proxies.rpc_target(method)
+        if target is None:
+            raise ClientError(ErrorCode.METHOD_NOT_FOUND)
+        if self.proxy is None:
+            raise ProxyUnavailable()
+        reply = await self.proxy.call(
+            app,
+            target,
+            p.RPCRequest(app_id=app.app_id, method=method, data=p.raw_json(data)),
+            p.RPCReply,
+        )
+        if reply is None:
+            raise ProxyUnavailable()
+        if reply.disconnect is not None:  # no connection to end: an error to the caller
+            raise ClientError(ErrorCode.INTERNAL, reply.disconnect.reason or None)
+        refuse(reply.error, None)
+        if reply.result is None:
+            raise ProxyUnavailable()
+        try:
+            return p.payload(reply.result.data, reply.result.b64data) or b""
+        except p.ProxyDecodeError:
+            raise ProxyUnavailable() from None
 
     # --- sessions ---------------------------------------------------------------------------
 
@@ -292,8 +343,10 @@ class Node:
             with contextlib.suppress(Exception):
                 await self._count_subscribers(ref)
 
-    async def add_pending_subscriber(self, ref: ChannelRef, session: ClientSession) -> None:
-        if self.hub.add_pending(ref, session):
+    async def add_pending_subscriber(
+        self, ref: ChannelRef, session: ClientSession, features: SubscriberFeatures | None = None
+    ) -> None:
+        if self.hub.add_pending(ref, session, features):
             await self.broker.subscribe(ref)
         await self._count_subscribers(ref)
 
@@ -354,13 +407,63 @@ class Node:
                 if pub.offset != last[1] + 1:
                     self._spawn(self._resubscribe_channel(ref))
                     return
+            elif last is not None:
+                # A new epoch: the stream was lost (history expired or removed). Positioned
+                # subscribers cannot continue from their position.
+                self._spawn(self._resubscribe_channel(ref, positioned_only=True))
         self.stats.delivered += self.hub.broadcast_publication(ref, pub)
 
-    async def _resubscribe_channel(self, ref: ChannelRef) -> None:
+    async def _resubscribe_channel(self, ref: ChannelRef, *, positioned_only: bool = False) -> None:
         for session in self.hub.subscribers(ref):
+            sub = session.subs.get(ref.name)
+            if sub is not None and sub.positioned:
+                # Positioning promises an unbroken stream: a gap ends the connection (3010),
+                # and the client reconnects and recovers.
+                session.disconnect(DisconnectCode.INSUFFICIENT_STATE)
+                continue
+            if positioned_only:
+                continue
             await session.server_unsubscribe(
                 ref.name, UnsubscribeCode.INSUFFICIENT, "insufficient state"
             )
+
+    def track_position(self, ref: ChannelRef, position: StreamPosition) -> None:
+        """A positioned subscriber starts at `position`: publications after it must follow
+        on without a gap (unless a publication already told this node a later position)."""
+        if position.epoch and ref not in self._last_offsets:
+            self._last_offsets[ref] = (position.epoch, position.offset)
+
+    async def _position_loop(self) -> None:
+        """Positioned subscriptions: compare each channel's stream top with what this node
+        delivered. A top still ahead one whole interval later means the last publications
+        were lost on the way (a later publication would have shown the gap): 3010."""
+        interval = self.options.position_check_interval
+        suspects: dict[ChannelRef, tuple[str, int]] = {}
+        while True:
+            await asyncio.sleep(interval)
+            refs = {
+                sub.ref
+                for session in self.hub.all_connections()
+                for sub in session.subs.values()
+                if sub.positioned and sub.live
+            }
+            found: dict[ChannelRef, tuple[str, int]] = {}
+            for ref in refs:
+                try:
+                    top = (await self.broker.history(ref, HistoryOptions(limit=0))).position
+                except Exception as exc:  # the broker away: checked again next time
+                    log.warning("position check failed: %s", type(exc).__name__)
+                    continue
+                seen = self._last_offsets.get(ref)
+                if seen is None or (top.epoch == seen[0] and top.offset <= seen[1]):
+                    continue
+                before = suspects.get(ref)
+                if before is not None and (seen[0] != before[0] or seen[1] < before[1]):
+                    self._last_offsets.pop(ref, None)
+                    await self._resubscribe_channel(ref)
+                    continue
+                found[ref] = (top.epoch, top.offset)
+            suspects = found
 
     def on_join(self, ref: ChannelRef, info: ClientInfoData) -> None:
         self.hub.broadcast_join_leave(ref, info, join=True)
@@ -462,6 +565,7 @@ class Node:
         skip_history: bool = False,
         idempotency_key: str = "",
         origin: str = "api",
+        delta: bool = False,
     ) -> StreamPosition:
         if tags:
             _check_text(tags)
@@ -481,6 +585,8 @@ class Node:
                     tags=tags,
                     info=info,
                     idempotency_key=idempotency_key,
+                    # Centrifugo's publish `delta`, or the namespace's `delta_publish`.
+                    delta=delta or options.delta_publish,
                 ),
             )
         except BaseException:

@@ -27,6 +27,14 @@ class EngineOptions:
     presence_ttl: int = 60  # presence entries are refreshed at a third of it
     connect_timeout: float = 10.0  # for the first (connect) command
     expired_close_delay: float = 25.0  # grace for a token refresh before the close
+    # Positioned subscriptions: how often each channel's stream top is compared with what was
+    # delivered (Centrifugo's client_channel_position_check_delay).
+    position_check_interval: float = 40.0
     # Read by the WebSocket transport
     max_header_bytes: int = 65_536
     preconnect_max_bytes: int = 131_072
+    # permessage-deflate (RFC 7692), offered to clients only when on; messages shorter than
+    # the minimum go out uncompressed.
+    websocket_compression: bool = False
+    websocket_compression_level: int = 1
+    websocket_compression_min_size: int = 128

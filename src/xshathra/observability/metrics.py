@@ -8,12 +8,13 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from xshathra.engine.node import Node
+    from xshathra.proxies.caller import ProxyStats
     from xshathra.webhooks.dispatcher import WebhookDispatcher
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -57,12 +58,21 @@ class HttpMetricsMiddleware:
 
 
 class XshathraCollector(Collector):
-    def __init__(self, node: Node, dispatcher: WebhookDispatcher, http: HttpStats) -> None:
+    def __init__(
+        self,
+        node: Node,
+        dispatcher: WebhookDispatcher,
+        http: HttpStats,
+        proxies: ProxyStats | None = None,
+    ) -> None:
         self.node = node
         self.dispatcher = dispatcher
         self.http = http
+        self.proxies = proxies
 
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def collect(
+        self,
+    ) -> Iterator[GaugeMetricFamily | CounterMetricFamily | SummaryMetricFamily]:
         node, stats = self.node, self.node.stats
         yield GaugeMetricFamily(
             "xshathra_connections",
@@ -106,11 +116,50 @@ class XshathraCollector(Collector):
         for (route, method, status), count in self.http.requests.items():
             requests.add_metric([route, method, status], count)
         yield requests
+        if self.proxies is not None:
+            yield from _proxy_metrics(self.proxies)
 
 
-def build_registry(node: Node, dispatcher: WebhookDispatcher, http: HttpStats) -> CollectorRegistry:
+def _proxy_metrics(stats: ProxyStats) -> Iterator[CounterMetricFamily | SummaryMetricFamily]:
+    """Backend proxy calls by kind (connect, refresh, subscribe, publish, sub_refresh, rpc,
+    send): seven label values at most, never an app or an endpoint."""
+    calls = CounterMetricFamily("xshathra_proxy_calls", "Backend proxy calls", labels=["kind"])
+    errors = CounterMetricFamily(
+        "xshathra_proxy_errors",
+        "Backend proxy calls without a reply (timeout, non-200, bad body, over the app's bound)",
+        labels=["kind"],
+    )
+    rejected = CounterMetricFamily(
+        "xshathra_proxy_rejected",
+        "Backend proxy calls refused at once: the app had too many in flight",
+        labels=["kind"],
+    )
+    latency = SummaryMetricFamily(
+        "xshathra_proxy_latency_seconds", "Backend proxy call latency", labels=["kind"]
+    )
+    for kind, count in stats.calls.items():
+        calls.add_metric([kind], count)
+        errors.add_metric([kind], stats.errors.get(kind, 0))
+        rejected.add_metric([kind], stats.rejected.get(kind, 0))
+        latency.add_metric(
+            [kind],
+            count_value=stats.latency_count.get(kind, 0),
+            sum_value=stats.latency_sum.get(kind, 0.0),
+        )
+    yield calls
+    yield errors
+    yield rejected
+    yield latency
+
+
+def build_registry(
+    node: Node,
+    dispatcher: WebhookDispatcher,
+    http: HttpStats,
+    proxies: ProxyStats | None = None,
+) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(XshathraCollector(node, dispatcher, http))
+    registry.register(XshathraCollector(node, dispatcher, http, proxies))
     return registry
 
 

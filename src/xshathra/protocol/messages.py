@@ -39,7 +39,20 @@ class Publication(msgspec.Struct, **_OPTS):
     info: ClientInfo | None = None
     offset: int = 0
     tags: dict[str, str] | None = None
+    delta: bool = False  # `data` is a fossil delta against the previous publication
     time: int = 0
+
+
+class FilterNode(msgspec.Struct, **_OPTS):
+    """A publication tags filter (`tf`): a leaf comparison (`op` empty: `key`, `cmp`, `val` or
+    `vals`) or a logical node (`op` "and", "or", "not" over `nodes`)."""
+
+    op: str = ""
+    key: str = ""
+    cmp: str = ""
+    val: str = ""
+    vals: list[str] | None = None
+    nodes: list[FilterNode] | None = None
 
 
 # --- requests (client -> server) ------------------------------------------------------------
@@ -56,6 +69,7 @@ class SubscribeRequest(msgspec.Struct, **_OPTS):
     recoverable: bool = False
     join_leave: bool = False
     delta: str = ""
+    tf: FilterNode | None = None
 
 
 class ConnectRequest(msgspec.Struct, **_OPTS):
@@ -145,6 +159,7 @@ class SubscribeResult(msgspec.Struct, **_OPTS):
     positioned: bool = False
     data: msgspec.Raw = EMPTY
     was_recovering: bool = False
+    delta: bool = False
 
 
 class ConnectResult(msgspec.Struct, **_OPTS):

@@ -36,6 +36,7 @@ from xshathra.tenancy.apps import (
     NewAppKeys,
     utcnow,
 )
+from xshathra.tenancy.proxies import NO_PROXIES, decode_proxy_config, encode_proxy_config
 
 _namespaces_decoder = msgspec.json.Decoder(dict[str, NamespaceOptions])
 _raw_namespaces_decoder = msgspec.json.Decoder(dict[str, dict[str, Any]])
@@ -63,7 +64,7 @@ def _decode_namespaces(text: str) -> dict[str, NamespaceOptions]:
 def app_row(app: Application) -> dict[str, Any]:
     """The `applications` row of an app (also how a migration test writes one under an old
     revision)."""
-    return {
+    row = {
         "app_id": app.app_id,
         "name": app.name,
         "app_secret": app.app_secret,
@@ -78,6 +79,9 @@ def app_row(app: Application) -> dict[str, Any]:
         "created_at": app.created_at,
         "updated_at": app.updated_at,
     }
+    if app.proxies != NO_PROXIES:  # most apps have none: the column stays NULL
+        row["proxies"] = encode_proxy_config(app.proxies)
+    return row
 
 
 def _app(row: Any) -> Application:
@@ -92,6 +96,7 @@ def _app(row: Any) -> Application:
         rate_limit=row.rate_limit,
         status=bool(row.status),
         namespaces=_decode_namespaces(row.namespaces),
+        proxies=decode_proxy_config(row.proxies),
         owner_id=row.owner_id,
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -137,6 +142,15 @@ class SqlAppStore:
             row = (
                 await conn.execute(
                     select(applications).where(applications.c.api_key_hash == key_hash)
+                )
+            ).first()
+        return _app(row) if row is not None else None
+
+    async def find_by_client_key(self, client_key: str) -> Application | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(applications).where(applications.c.client_api_key == client_key)
                 )
             ).first()
         return _app(row) if row is not None else None
@@ -188,6 +202,9 @@ class SqlAppStore:
         values: dict[str, Any] = {**changes, "updated_at": utcnow()}
         if "namespaces" in changes:
             values["namespaces"] = msgspec.json.encode(changes["namespaces"]).decode()
+        if "proxies" in changes:
+            proxies = changes["proxies"]
+            values["proxies"] = encode_proxy_config(proxies) if proxies != NO_PROXIES else None
         return await self._update(app_id, values, while_key)
 
     async def set_api_key(

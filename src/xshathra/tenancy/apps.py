@@ -15,13 +15,18 @@ from datetime import UTC, datetime
 from typing import Protocol, TypedDict
 
 import msgspec
+import msgspec.structs
 
 from xshathra.model import AppId
+from xshathra.tenancy.proxies import NO_PROXIES, ProxyConfig
 
 APP_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 DEFAULT_RATE_LIMIT = 1000
 MAX_HISTORY_SIZE = 10_000  # publications kept per channel
 MAX_HISTORY_TTL = 30 * 86400  # seconds: as long as a channel's position is kept
+DELTA_TYPES = frozenset({"fossil"})
+RECOVERY_MODES = frozenset({"", "stream", "cache"})
+FEATURE_FLAGS = ("delta_publish", "allow_positioning", "force_positioning", "allow_tags_filter")
 
 
 class NamespaceOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -38,6 +43,20 @@ class NamespaceOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     allow_publish_for_client: bool = False
     allow_presence_for_subscriber: bool = False
     allow_history_for_subscriber: bool = False
+    # Backend proxies (SPEC §9): each names a proxy of the app's `proxies.proxies`.
+    subscribe_proxy_enabled: bool = False
+    subscribe_proxy_name: str = "default"
+    publish_proxy_enabled: bool = False
+    publish_proxy_name: str = "default"
+    sub_refresh_proxy_enabled: bool = False
+    sub_refresh_proxy_name: str = "default"
+    # Channel features of SPEC §8, as Centrifugo names them.
+    allowed_delta_types: tuple[str, ...] = ()  # "fossil": subscribers may ask for deltas
+    delta_publish: bool = False  # every publication is sent as a delta where negotiated
+    force_recovery_mode: str = ""  # "" or "stream": every missed publication; "cache": the last
+    allow_positioning: bool = False  # subscribers may ask for `positioned`
+    force_positioning: bool = False  # every subscription is positioned
+    allow_tags_filter: bool = False  # subscribers may filter publications by tags (`tf`)
 
     def __post_init__(self) -> None:
         # Checked here, so every surface (HTTP, CLI, stored rows) refuses the same way: msgspec
@@ -47,6 +66,20 @@ class NamespaceOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
             raise ValueError(f"history_size must be from 0 to {MAX_HISTORY_SIZE}")
         if not 0 <= self.history_ttl <= MAX_HISTORY_TTL:
             raise ValueError(f"history_ttl must be from 0 to {MAX_HISTORY_TTL} seconds (30 days)")
+        # Built from keyword arguments (the application service), msgspec checks no types:
+        # the options of the channel features are checked here, and kept as a tuple.
+        types = self.allowed_delta_types
+        if isinstance(types, str | bytes) or not isinstance(types, list | tuple):
+            raise ValueError('allowed_delta_types must be a list such as ["fossil"]')
+        unknown = [t for t in types if t not in DELTA_TYPES]
+        if unknown:
+            raise ValueError('allowed_delta_types may only name "fossil"')
+        msgspec.structs.force_setattr(self, "allowed_delta_types", tuple(dict.fromkeys(types)))
+        if self.force_recovery_mode not in RECOVERY_MODES:
+            raise ValueError('force_recovery_mode must be "", "stream" or "cache"')
+        for name in FEATURE_FLAGS:
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false")
 
 
 # Built-in namespaces (SPEC §4). "" is the default namespace of channels without a prefix.
@@ -105,6 +138,7 @@ class Application:
     rate_limit: int = DEFAULT_RATE_LIMIT
     status: bool = True
     namespaces: dict[str, NamespaceOptions] = field(default_factory=dict)
+    proxies: ProxyConfig = NO_PROXIES
     owner_id: str | None = None
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
@@ -164,6 +198,7 @@ class AppChanges(TypedDict, total=False):
     rate_limit: int
     status: bool
     namespaces: dict[str, NamespaceOptions]
+    proxies: ProxyConfig
 
 
 def generate_app(
@@ -221,6 +256,10 @@ class AppStore(Protocol):
     async def get_app(self, app_id: str) -> Application | None: ...
 
     async def find_by_api_key_hash(self, key_hash: str) -> Application | None: ...
+
+    async def find_by_client_key(self, client_key: str) -> Application | None:
+        """The app whose public `client_api_key` this is (a client connecting without a
+        token names its app so, SPEC §9)."""
 
     async def list_apps(self, owner_id: str | None = None) -> list[Application]:
         """All apps (ordered by created_at), or only those of one dashboard owner."""

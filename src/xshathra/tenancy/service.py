@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any, NoReturn, Protocol, TypedDict
 
 from xshathra.model import AppId
+from xshathra.outbound.netguard import UnsafeURLError, check_webhook_url
 from xshathra.tenancy.apps import (
     APP_ID_PATTERN,
     DEFAULT_RATE_LIMIT,
@@ -31,6 +32,7 @@ from xshathra.tenancy.apps import (
     utcnow,
 )
 from xshathra.tenancy.members import Member, MemberExistsError, MemberStore, Role
+from xshathra.tenancy.proxies import ProxyConfig, ProxyConfigError, parse_proxy_config
 from xshathra.webhooks.events import make_test_delivery
 from xshathra.webhooks.models import (
     Delivery,
@@ -39,7 +41,6 @@ from xshathra.webhooks.models import (
     WebhookLimitError,
     new_webhook_id,
 )
-from xshathra.webhooks.netguard import UnsafeURLError, check_webhook_url
 from xshathra.webhooks.store import WebhookStore
 
 ADMIN_RATE_LIMIT_CEILING = 1_000_000  # per minute: the most the admin may set
@@ -134,6 +135,7 @@ class AppUpdate(TypedDict, total=False):
     rate_limit: int
     status: bool
     namespaces: Mapping[str, Mapping[str, Any]]
+    proxies: Mapping[str, Any] | None  # SPEC §9; None (or {}) removes every proxy
 
 
 # --- checks ------------------------------------------------------------------------------------
@@ -196,6 +198,31 @@ def check_namespaces(raw: Mapping[str, Mapping[str, Any]]) -> dict[str, Namespac
     return result
 
 
+def check_proxies(
+    raw: Mapping[str, Any] | None, namespaces: Mapping[str, NamespaceOptions]
+) -> ProxyConfig:
+    """The `proxies` section, checked on its own and against the namespaces that name its
+    proxies (`subscribe_proxy_name`...)."""
+    try:
+        config = parse_proxy_config(dict(raw or {}))
+        check_namespace_proxies(config, namespaces)
+    except ProxyConfigError as exc:
+        raise InvalidInput(str(exc)) from None
+    return config
+
+
+def check_namespace_proxies(
+    config: ProxyConfig, namespaces: Mapping[str, NamespaceOptions]
+) -> None:
+    for name, options in namespaces.items():
+        for kind in ("subscribe", "publish", "sub_refresh"):
+            if getattr(options, f"{kind}_proxy_enabled"):
+                config.check_name(
+                    getattr(options, f"{kind}_proxy_name"),
+                    f"namespace '{name}': {kind}_proxy_name",
+                )
+
+
 def check_events(events: list[str]) -> tuple[str, ...]:
     """Webhook event names, trimmed and without repeats: 1 to 100 of 1 to 200 characters."""
     trimmed = [e.strip() for e in events]
@@ -230,6 +257,7 @@ class ApplicationService:
         webhook_max_per_app: int | None = None,
         webhook_allow_private: bool = False,
         members: MemberStore | None = None,
+        proxy_allow_private: bool | None = None,
     ) -> None:
         self._members = members
         self._apps = apps
@@ -240,6 +268,10 @@ class ApplicationService:
         self._key_ceiling = key_rate_limit_ceiling
         self._webhook_max = webhook_max_per_app
         self._allow_private = webhook_allow_private
+        # Backend proxy endpoints: their own switch, else the webhooks' (SPEC §9).
+        self._proxy_allow_private = (
+            webhook_allow_private if proxy_allow_private is None else proxy_allow_private
+        )
 
     # --- applications --------------------------------------------------------------------------
 
@@ -312,12 +344,43 @@ class ApplicationService:
             changes["status"] = update["status"]
         if "namespaces" in update:
             changes["namespaces"] = check_namespaces(update["namespaces"])
+        if "proxies" in update or "namespaces" in changes:
+            # Checked together: a namespace may name only a proxy the app will have.
+            namespaces = changes.get("namespaces", app.namespaces)
+            if "proxies" in update:
+                changes["proxies"] = check_proxies(update["proxies"], namespaces)
+                await self._check_proxy_urls(changes["proxies"])
+            else:
+                try:
+                    check_namespace_proxies(app.proxies, namespaces)
+                except ProxyConfigError as exc:
+                    raise InvalidInput(str(exc)) from None
         while_key = None if as_admin else app.api_key_hash
         updated = await self._apps.update_app(app.app_id, changes, while_key=while_key)
         if updated is None:
             await self._refuse_stale(app.app_id, while_key)
         await self._notifier.app_changed(updated.app_id)
         return updated
+
+    async def _check_proxy_urls(self, config: ProxyConfig) -> None:
+        """A courtesy at save time, as for webhooks: every request is guarded again when made.
+        The refusal names the field, not the URL (a URL may carry a credential)."""
+        client = config.client.proxy
+        urls = [(f"proxies.proxies[{i}]", p.endpoint) for i, p in enumerate(config.proxies)]
+        urls += [
+            (f"proxies.client.proxy.{kind}", c.endpoint)
+            for kind, c in (
+                ("connect", client.connect),
+                ("refresh", client.refresh),
+                ("send", client.send),
+            )
+            if c.endpoint
+        ]
+        for field, url in urls:
+            try:
+                await check_webhook_url(url, allow_private=self._proxy_allow_private)
+            except UnsafeURLError as exc:
+                raise InvalidInput(f"{field}.endpoint: {exc}") from None
 
     async def regenerate_api_key(
         self, app: Application, *, as_admin: bool

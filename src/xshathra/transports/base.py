@@ -2,7 +2,8 @@
 moves bytes for the codec it chose and frames them its own way; it knows no channel rule.
 
 The engine sees a transport only as `ClientTransport` (engine/client.py): a sink for encoded
-frames that names its `codec` and `framing`, plus `close`, `origin` and `remote_ip`. `Transport`
+frames that names its `codec` and `framing`, plus `close`, `origin`, `remote_ip`, and the
+opening HTTP request's `request_headers` and `query` (backend proxies read them). `Transport`
 adds what the composition root and the HTTP side need to know of it: its name, the wire format
 of the frames it writes, and whether the client can send on it at all.
 

@@ -5,11 +5,16 @@ websockets does the opening handshake; once a connection is open, all it needs i
 buffer and a few fields, which is all `FrameReader` keeps (websockets' sans-I/O protocol holds
 a generator, a stream reader and the handshake request for the connection's lifetime, a few
 kilobytes per idle connection). Masks are removed by websockets' C helper.
+
+permessage-deflate (RFC 7692) is negotiated with no context takeover in either direction, so
+that every message is compressed and decompressed alone: a compressed frame can be shared by
+every subscriber it goes to, and no connection keeps a zlib state between messages.
 """
 
 from __future__ import annotations
 
 import struct
+import zlib
 
 try:
     from websockets.speedups import apply_mask
@@ -17,6 +22,8 @@ except ImportError:  # pure-Python build of websockets
     from websockets.utils import apply_mask
 
 CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+RSV1 = 0x40  # set on the first frame of a compressed message (RFC 7692 6)
+_DEFLATE_TAIL = b"\x00\x00\xff\xff"  # ends every flushed block; left off on the wire (7.2.1)
 
 # Close codes a peer may send (RFC 6455 7.4.1 and the IANA registry); 3000-4999 are free.
 _VALID_CLOSE_CODES = frozenset(
@@ -41,6 +48,35 @@ def ws_frame(first_byte: int, payload: bytes) -> bytes:
     if n < 65536:
         return struct.pack("!BBH", first_byte, 126, n) + payload
     return struct.pack("!BBQ", first_byte, 127, n) + payload
+
+
+# One compressor per (level, window bits) for the whole process: each message ends with a
+# full flush, which leaves nothing of it for the next message to refer to, so messages stay
+# independent (no context takeover) without a zlib object built per message.
+_compressors: dict[tuple[int, int], zlib._Compress] = {}
+
+
+def deflate_message(payload: bytes, level: int, window_bits: int) -> bytes:
+    """`payload` compressed as one permessage-deflate message, independent of any other."""
+    key = (level, window_bits)
+    compressor = _compressors.get(key)
+    if compressor is None:
+        compressor = _compressors[key] = zlib.compressobj(level, zlib.DEFLATED, -window_bits)
+    data = compressor.compress(payload) + compressor.flush(zlib.Z_FULL_FLUSH)
+    return data[:-4] if data.endswith(_DEFLATE_TAIL) else data
+
+
+def inflate_message(data: bytes, max_size: int) -> bytes:
+    """A compressed message from a client (which takes over no context), at most `max_size`
+    bytes once inflated: 1009 past it, 1007 for data that is not deflate."""
+    inflater = zlib.decompressobj(-15)
+    try:
+        out = inflater.decompress(data + _DEFLATE_TAIL, max_size + 1)
+    except zlib.error:
+        raise ProtocolViolation(1007, "invalid compressed data") from None
+    if len(out) > max_size:
+        raise ProtocolViolation(1009, "message too big")
+    return out
 
 
 def ws_text_frame(payload: bytes) -> bytes:
@@ -97,10 +133,13 @@ class FrameReader:
     before any of it is buffered).
     """
 
-    __slots__ = ("_buffer", "_fragments", "_kind", "_size", "max_size")
+    __slots__ = ("_buffer", "_compressed", "_fragments", "_kind", "_size", "inflate", "max_size")
 
-    def __init__(self, max_size: int) -> None:
+    def __init__(self, max_size: int, *, inflate: bool = False) -> None:
         self.max_size = max_size
+        # permessage-deflate was negotiated: data messages may come compressed (RSV1).
+        self.inflate = inflate
+        self._compressed = False  # the message being assembled is
         self._buffer = b""
         self._fragments: list[bytes] | None = None  # the message being assembled
         self._kind = TEXT  # opcode of the message being assembled
@@ -113,7 +152,9 @@ class FrameReader:
         while end - pos >= 2:
             first, second = buf[pos], buf[pos + 1]
             fin, opcode = first & 0x80, first & 0x0F
-            if first & 0x70:
+            if first & 0x70 and (
+                first & 0x70 != RSV1 or not self.inflate or opcode not in (TEXT, BINARY)
+            ):
                 raise ProtocolViolation(1002, "reserved bits must be 0")
             if not second & 0x80:
                 raise ProtocolViolation(1002, "client frames must be masked")
@@ -145,6 +186,8 @@ class FrameReader:
                     _check_close(payload)
                 out.append((opcode, payload))
             else:
+                if opcode != CONTINUATION:
+                    self._compressed = bool(first & RSV1)
                 message = self._data(opcode, bool(fin), payload)
                 if message is not None:
                     out.append(message)
@@ -168,6 +211,8 @@ class FrameReader:
                 self._fragments, self._kind, self._size = [payload], opcode, len(payload)
                 return None
             kind = opcode
+        if self._compressed:
+            payload = inflate_message(payload, self.max_size)
         if kind == TEXT:
             _check_utf8(payload)
         return kind, payload

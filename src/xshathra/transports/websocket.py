@@ -20,8 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from websockets.extensions.permessage_deflate import (
+    PerMessageDeflate,
+    ServerPerMessageDeflateFactory,
+)
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
@@ -34,11 +39,13 @@ from xshathra.transports.frames import (
     BINARY,
     CLOSE,
     PING,
+    RSV1,
     TEXT,
     FrameReader,
     ProtocolViolation,
     close_code,
     close_frame,
+    deflate_message,
     pong_frame,
     ws_frame,
 )
@@ -76,7 +83,6 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
     # Transport (transports.base). Class attributes while JSON is the one codec: nothing per
     # connection. A codec chosen at the handshake (protobuf) becomes a slot set there.
     name = "websocket"
-    framing = "websocket"
     unidirectional = False
     codec: Codec = JSON_CODEC
 
@@ -85,6 +91,7 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         "_budget",
         "_close_sent",
         "_closing",
+        "_deflate_bits",
         "_discarding",
         "_handshake_bytes",
         "_max_buffered",
@@ -95,13 +102,28 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         "_transport",
         "_ws",
         "origin",
+        "query",
+        "request_headers",
     )
 
     def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any]) -> None:
         self._server_state = server_state
         self._node: Node | None = app_state.get(NODE_STATE_KEY)
-        # Only until the handshake is answered; no extensions: frames go out uncompressed.
-        self._ws: ServerProtocol | None = ServerProtocol(max_size=self._max_size())
+        # Only until the handshake is answered. permessage-deflate is offered only when
+        # configured, and then with no context takeover either way (see transports.frames).
+        compress = self._node is not None and self._node.options.websocket_compression
+        self._ws: ServerProtocol | None = ServerProtocol(
+            max_size=self._max_size(),
+            extensions=[
+                ServerPerMessageDeflateFactory(
+                    server_no_context_takeover=True, client_no_context_takeover=True
+                )
+            ]
+            if compress
+            else None,
+        )
+        # The window of our compressed messages, once negotiated; 0: none are compressed.
+        self._deflate_bits = 0
         self._handshake_bytes = b""  # the request, until its blank line has arrived
         self._reader: FrameReader | None = None  # once open
         self._transport: asyncio.Transport | None = None
@@ -117,10 +139,19 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
             self._node.options.client_queue_max_bytes if self._node is not None else 1 << 20
         )
         self.origin: str | None = None
+        self.request_headers: Sequence[tuple[str, str]] | None = None
+        self.query = ""
 
     @property
     def wire_format(self) -> WireFormat:
         return self.codec.wire_format
+
+    @property
+    def framing(self) -> str:
+        """Connections that compress (with one window size) frame alike, apart from the rest:
+        a fanned-out frame is compressed once for all of them. Read when a subscription is
+        made or dropped, never per delivery."""
+        return f"websocket+deflate{self._deflate_bits}" if self._deflate_bits else "websocket"
 
     @property
     def remote_ip(self) -> str:
@@ -302,8 +333,13 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
             return
         self._write_all(ws)
         self._ws = None  # open now: websockets' part is done
-        self._reader = FrameReader(self._max_size())
+        for extension in ws.extensions:
+            if isinstance(extension, PerMessageDeflate):
+                self._deflate_bits = extension.local_max_window_bits
+        self._reader = FrameReader(self._max_size(), inflate=bool(self._deflate_bits))
         self.origin = request.headers.get("Origin")
+        self.request_headers = list(request.headers.raw_items())
+        self.query = request.path.partition("?")[2]
         self._session = ClientSession(self._node, self)
 
     def _refuse(self, ws: ServerProtocol) -> None:
@@ -377,7 +413,16 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
             return 0
         wire = frame.wire
         if wire is None:  # framed once, however many subscribers it goes to
-            wire = frame.wire = ws_frame(_DATA_FRAME[self.codec.wire_format], frame.payload)
+            first, payload = _DATA_FRAME[self.codec.wire_format], frame.payload
+            if self._deflate_bits:
+                options = self._node.options  # type: ignore[union-attr]
+                if len(payload) >= options.websocket_compression_min_size:
+                    # Compressed once too: the frame goes to connections of this framing only.
+                    first |= RSV1
+                    payload = deflate_message(
+                        payload, options.websocket_compression_level, self._deflate_bits
+                    )
+            wire = frame.wire = ws_frame(first, payload)
         transport.write(wire)
         return transport.get_write_buffer_size()
 

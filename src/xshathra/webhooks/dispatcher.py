@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from xshathra.outbound.netguard import Resolver, UnsafeURLError, guarded_client, system_resolver
+from xshathra.outbound.signing import signed_headers
 from xshathra.webhooks.backoff import MAX_ATTEMPTS, next_delay
 from xshathra.webhooks.models import Delivery, utcnow
-from xshathra.webhooks.netguard import Resolver, UnsafeURLError, guarded_client, system_resolver
-from xshathra.webhooks.signing import signed_headers
 
 if TYPE_CHECKING:
     from xshathra.webhooks.store import WebhookStores

@@ -111,6 +111,7 @@ def test_application_view_shows_the_key_only_when_given() -> None:
         "rate_limit",
         "status",
         "namespaces",
+        "proxies",
         "created_at",
         "updated_at",
     }

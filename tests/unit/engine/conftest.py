@@ -14,10 +14,12 @@ from xshathra.brokers import ClusterBroker
 from xshathra.brokers.memory import MemoryBroker
 from xshathra.engine.node import Node
 from xshathra.engine.options import EngineOptions
+from xshathra.engine.proxy import ProxyCaller
 from xshathra.presence import PresenceStore
 from xshathra.presence.memory import MemoryPresenceStore
 from xshathra.storage.database import Database, open_database
 from xshathra.tenancy.apps import Application, NamespaceOptions, generate_app
+from xshathra.tenancy.proxies import NO_PROXIES, ProxyConfig
 from xshathra.tenancy.tokens import TokenService
 
 SECRET = "unit-test-server-secret-" + "k" * 24
@@ -30,9 +32,10 @@ async def create_app(
     namespaces: dict[str, NamespaceOptions] | None = None,
     allowed_domain: str | None = None,
     status: bool = True,
+    proxies: ProxyConfig = NO_PROXIES,
 ) -> Application:
     app, _ = generate_app(name="unit", allowed_domain=allowed_domain)
-    app = app.with_changes(namespaces=namespaces or {}, status=status)
+    app = app.with_changes(namespaces=namespaces or {}, status=status, proxies=proxies)
     await db.apps.create_app(app)
     return app
 
@@ -55,6 +58,8 @@ async def make_harness(db: Database) -> AsyncIterator[MakeHarness]:
         presence: PresenceStore | None = None,
         namespaces: dict[str, NamespaceOptions] | None = None,
         allowed_domain: str | None = None,
+        proxy: ProxyCaller | None = None,
+        proxies: ProxyConfig = NO_PROXIES,
         **options: Any,
     ) -> Harness:
         tokens = TokenService(SECRET)
@@ -65,10 +70,13 @@ async def make_harness(db: Database) -> AsyncIterator[MakeHarness]:
             apps=db.apps,
             tokens=tokens,
             analytics=AnalyticsRecorder(db.analytics, "unit-node"),
+            proxy=proxy,
         )
         await node.start()
         nodes.append(node)
-        app = await create_app(db, namespaces=namespaces, allowed_domain=allowed_domain)
+        app = await create_app(
+            db, namespaces=namespaces, allowed_domain=allowed_domain, proxies=proxies
+        )
         return Harness(node, app, tokens)
 
     yield make

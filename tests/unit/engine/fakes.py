@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from xshathra.brokers.memory import MemoryBroker
@@ -46,9 +46,17 @@ class FakeTransport:
     codec: Codec = JSON_CODEC
     framing: str = "fake"
 
-    def __init__(self, origin: str | None = None, remote_ip: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        origin: str | None = None,
+        remote_ip: str = "127.0.0.1",
+        query: str = "",
+        request_headers: list[tuple[str, str]] | None = None,
+    ) -> None:
         self.remote_ip = remote_ip
         self.origin = origin
+        self.query = query
+        self.request_headers: Sequence[tuple[str, str]] | None = request_headers
         self.frames: list[bytes] = []  # one entry per send_frame call: one WebSocket message
         self.messages: list[Json] = []  # every reply/push, in the order received
         self.closed: tuple[int, str] | None = None
@@ -162,8 +170,13 @@ class Harness:
             (app or self.app).app_id, user, ttl, **claims
         ).token
 
-    def open(self, origin: str | None = None) -> Client:
-        transport = FakeTransport(origin=origin)
+    def open(
+        self,
+        origin: str | None = None,
+        query: str = "",
+        request_headers: list[tuple[str, str]] | None = None,
+    ) -> Client:
+        transport = FakeTransport(origin=origin, query=query, request_headers=request_headers)
         return Client(ClientSession(self.node, transport), transport)
 
     async def connect_reply(

@@ -171,16 +171,27 @@ async def test_history_needs_a_subscription_and_history(make_harness: MakeHarnes
 
 
 async def test_ping_rpc_send_and_unknown_commands(harness: Harness) -> None:
-    """`ping` answers an empty result; `rpc` and an unknown method answer 104; `send` gets no
-    reply at all."""
+    """`ping` answers an empty result; `rpc` without an RPC proxy and an unknown method answer
+    104; `send` without a send proxy is refused, never dropped: 108 when it carries an id."""
     client = await harness.connect()
     assert await client.result("ping") == {}
     assert await client.error("rpc", {"method": "m", "data": {}}) == 104
-    client.send({"send": {"data": {"x": 1}}}, {"id": 50})
+    assert await client.error("send", {"data": {"x": 1}}) == 108
+    client.send({"id": 50})  # a command with an id and no method
     reply = await client.transport.wait_for(lambda m: m.get("id") == 50)
     assert reply["error"]["code"] == 104
-    assert all("send" not in m for m in client.transport.messages)
     assert client.transport.closed is None
+
+
+async def test_send_without_an_id_and_without_a_send_proxy_closes_with_3508(
+    harness: Harness,
+) -> None:
+    """An asynchronous `send` (no id) to an app without a send proxy ends the connection with
+    3508 (not available), as Centrifuge does: the client learns it is not delivered."""
+    client = await harness.connect()
+    client.send({"send": {"data": {"x": 1}}})
+    code, _ = await client.transport.wait_closed()
+    assert code == 3508
 
 
 async def test_replies_keep_command_order_within_a_batch(harness: Harness) -> None:

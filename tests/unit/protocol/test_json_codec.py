@@ -97,7 +97,7 @@ def test_empty_command_is_a_pong() -> None:
 
 def test_unknown_fields_are_ignored() -> None:
     """Fields this server does not know (newer clients) are ignored, as protobuf JSON does."""
-    (cmd,) = decode_commands(b'{"id":4,"future":{"x":1},"subscribe":{"channel":"c","tf":{}}}')
+    (cmd,) = decode_commands(b'{"id":4,"future":{"x":1},"subscribe":{"channel":"c","cursor":"x"}}')
     assert cmd.id == 4 and cmd.subscribe == m.SubscribeRequest(channel="c")
 
 

@@ -29,3 +29,32 @@ def test_out_of_range_history_options_are_refused(option: str, value: int) -> No
 def test_the_bounds_themselves_are_accepted() -> None:
     options = NamespaceOptions(history_size=MAX_HISTORY_SIZE, history_ttl=MAX_HISTORY_TTL)
     assert (options.history_size, options.history_ttl) == (10_000, 30 * 86400)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("allowed_delta_types", "fossil"),
+        ("allowed_delta_types", ["fossil", "xdelta"]),
+        ("force_recovery_mode", "latest"),
+        ("force_positioning", "yes"),
+        ("allow_tags_filter", 1),
+    ],
+)
+def test_bad_channel_feature_options_are_refused(option: str, value: object) -> None:
+    """Built from keywords (the application service's way), the feature options are checked
+    too, with a message naming the option."""
+    with pytest.raises(ValueError, match=option):
+        NamespaceOptions(**{option: value})  # type: ignore[arg-type]
+
+
+def test_channel_feature_options_round_trip() -> None:
+    options = NamespaceOptions(
+        allowed_delta_types=["fossil", "fossil"],  # type: ignore[arg-type]
+        force_recovery_mode="cache",
+        force_positioning=True,
+        allow_tags_filter=True,
+    )
+    assert options.allowed_delta_types == ("fossil",)
+    decoded = msgspec.json.decode(msgspec.json.encode(options), type=NamespaceOptions)
+    assert decoded == options

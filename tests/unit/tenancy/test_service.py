@@ -129,3 +129,32 @@ async def test_webhooks(db: Database) -> None:
     with pytest.raises(NotFound):
         await apps.delete_webhook("a", hook.id)
     assert told.told == [("webhooks", "a")] * 3
+
+
+async def test_proxy_endpoints_on_private_addresses_are_refused_naming_the_field(
+    db: Database,
+) -> None:
+    """Proxy endpoints pass the webhooks' address guard at save time (their own switch); the
+    refusal names the field, never the URL, which may carry a credential."""
+    apps = ApplicationService(
+        db.apps, db.webhooks, db.deliveries, Recorder(), proxy_allow_private=False
+    )
+    app, _ = await apps.create_application(name="p", app_id="p")
+    secret_url = "http://127.0.0.1:9/hook?token=s3cret"
+    with pytest.raises(InvalidInput) as refused:
+        await apps.update_application(
+            app,
+            {
+                "proxies": {
+                    "client": {"proxy": {"connect": {"enabled": True, "endpoint": secret_url}}}
+                }
+            },
+            as_admin=True,
+        )
+    assert "proxies.client.proxy.connect.endpoint" in refused.value.message
+    assert "s3cret" not in refused.value.message
+    # A namespace may only name a proxy the app has.
+    with pytest.raises(InvalidInput, match="subscribe_proxy_name"):
+        await apps.update_application(
+            app, {"namespaces": {"room": {"subscribe_proxy_enabled": True}}}, as_admin=True
+        )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
+from xshathra.outbound.signing import sign, signed_headers, verify
 from xshathra.webhooks.backoff import CAP_SECONDS, MAX_ATTEMPTS, minimum_total_seconds, next_delay
-from xshathra.webhooks.signing import sign, signed_headers, verify
 
 
 def test_retries_span_more_than_an_hour_whatever_the_jitter() -> None:

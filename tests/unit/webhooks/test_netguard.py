@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from xshathra.webhooks.netguard import UnsafeURLError, check_webhook_url, is_public_address
+from xshathra.outbound.netguard import UnsafeURLError, check_webhook_url, is_public_address
 
 
 @pytest.mark.parametrize(

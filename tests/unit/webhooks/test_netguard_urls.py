@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from xshathra.webhooks.netguard import UnsafeURLError, check_webhook_url, parse_webhook_url
+from xshathra.outbound.netguard import UnsafeURLError, check_webhook_url, parse_webhook_url
 
 PUBLIC = "93.184.216.34"
 

@@ -89,6 +89,11 @@ class UpdateAppBody(_Body):
     namespaces: dict[str, docs.NamespaceOptionsModel] | None = Field(
         None, description="Replaces the app's namespaces: name -> options."
     )
+    proxies: dict[str, Any] | None = Field(
+        None,
+        description="Backend proxies (Centrifugo v6 shape: `proxies`, `client.proxy.connect|"
+        "refresh|send`, `rpc.namespaces`); replaces the app's. `{}` removes them.",
+    )
 
 
 class WebhookBody(_Body):
@@ -273,6 +278,8 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
             update["status"] = body.status
         if body.namespaces is not None:
             update["namespaces"] = {n: o.model_dump() for n, o in body.namespaces.items()}
+        if "proxies" in body.model_fields_set:
+            update["proxies"] = body.proxies
         with refusals():
             updated = await service.update_application(app, update, as_admin=who.admin)
         return _ok({"application": application_view(updated)})

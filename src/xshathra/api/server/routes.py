@@ -47,6 +47,7 @@ METHODS: dict[str, tuple[type[msgspec.Struct], Handler]] = {
     "history_remove": (x.ChannelRequest, lambda e, a, r: e.history_remove(a, r)),
     "channels": (x.ChannelsRequest, lambda e, a, r: e.channels(a, r)),
     "info": (x.InfoRequest, lambda e, a, r: e.info(a, r)),
+    "rpc": (x.RpcRequest, lambda e, a, r: e.rpc(a, r)),
 }
 REQUEST_DECODERS = {name: msgspec.json.Decoder(spec[0]) for name, spec in METHODS.items()}
 _batch_decoder = msgspec.json.Decoder(x.BatchRequest)
@@ -65,7 +66,7 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return EngineAnswer(status, _encoder.encode(body), headers)
 
 
-def _error(code: ErrorCode, message: str | None = None, status: int = 200) -> EngineAnswer:
+def _error(code: ErrorCode | int, message: str | None = None, status: int = 200) -> EngineAnswer:
     err = x.ApiError(code, message)
     return _json({"error": {"code": int(err.code), "message": err.message}}, status)
 
@@ -184,8 +185,8 @@ async def answer(
     try:
         return _json(await run_command(ctx, app, command))
     except x.ApiError as exc:
-        if exc.code == ErrorCode.METHOD_NOT_FOUND:
-            return _error(exc.code, exc.message, 404)
+        if exc.code == ErrorCode.METHOD_NOT_FOUND and exc is command.error:
+            return _error(exc.code, exc.message, 404)  # no such API method (not an rpc's 104)
         return _error(exc.code, exc.message, 400 if isinstance(exc, MalformedRequest) else 200)
     except Exception as exc:
         log.warning("server API %s failed: %s", method, type(exc).__name__)

@@ -1,5 +1,6 @@
-"""Webhook signatures (SPEC §5): `X-Xshathra-Signature: sha256=<hex HMAC-SHA256 of
-"<timestamp>.<body>">` with the webhook's secret, and `X-Xshathra-Timestamp: <timestamp>`.
+"""Signatures of outbound requests (SPEC §5, §9): `X-Xshathra-Signature: sha256=<hex
+HMAC-SHA256 of "<timestamp>.<body>">` with a secret (a webhook's own, or the app secret for
+backend proxies), and `X-Xshathra-Timestamp: <timestamp>`.
 
 A receiver verifies with a few lines of standard HMAC code (see README, "Webhooks").
 """
@@ -18,12 +19,14 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
-def signed_headers(secret: str, timestamp: int, body: bytes) -> dict[str, str]:
+def signed_headers(
+    secret: str, timestamp: int, body: bytes, *, user_agent: str = "Xshathra-Webhooks/1"
+) -> dict[str, str]:
     return {
         "Content-Type": "application/json",
         SIGNATURE_HEADER: sign(secret, timestamp, body),
         TIMESTAMP_HEADER: str(timestamp),
-        "User-Agent": "Xshathra-Webhooks/1",
+        "User-Agent": user_agent,
     }
 
 

@@ -8,7 +8,7 @@ Checking a name and then letting the HTTP client resolve it again is open to DNS
 second answer may be 127.0.0.1). `GuardedNetworkBackend` closes that: it is the httpcore network
 backend of `guarded_transport`, resolves once, checks every address and connects to a checked
 one, while httpcore keeps the Host header and the TLS SNI and certificate check on the original
-host name. Webhooks use it; so must any later outbound client (backend proxies).
+host name. Webhooks and backend proxies use it.
 """
 
 from __future__ import annotations

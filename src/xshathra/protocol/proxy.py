@@ -1,0 +1,320 @@
+"""Backend proxy bodies (SPEC §9): the JSON the engine POSTs to an app's backend and the replies
+it reads back, named and shaped as Centrifugo's HTTP proxy names them, so a backend written for
+Centrifugo works unchanged. Each request also carries `app_id`.
+
+Sans I/O: structs and their codec only. Client data stays raw JSON (`msgspec.Raw`); a reply may
+give `b64data`/`b64info` instead, which is decoded here into bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import msgspec
+
+from xshathra.protocol.messages import EMPTY  # one instance: omit_defaults compares by identity
+
+_REQ: dict[str, Any] = {"kw_only": True, "omit_defaults": True}
+# Replies are read leniently: a backend may send fields we do not use.
+_REP: dict[str, Any] = {"kw_only": True, "forbid_unknown_fields": False}
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+class ConnectRequest(msgspec.Struct, **_REQ):
+    app_id: str
+    client: str
+    transport: str
+    protocol: str
+    encoding: str
+    name: str = ""
+    version: str = ""
+    data: msgspec.Raw = EMPTY
+    channels: list[str] | None = None
+
+
+class RefreshRequest(msgspec.Struct, **_REQ):
+    app_id: str
+    client: str
+    transport: str
+    protocol: str
+    encoding: str
+    user: str
+    meta: msgspec.Raw = EMPTY
+
+
+class SubscribeRequest(msgspec.Struct, **_REQ):
+    app_id: str
+    client: str
+    transport: str
+    protocol: str
+    encoding: str
+    user: str
+    channel: str
+    token: str = ""
+    data: msgspec.Raw = EMPTY
+    meta: msgspec.Raw = EMPTY
+
+
+class PublishRequest(msgspec.Struct, **_REQ):
+    app_id: str
+    client: str
+    transport: str
+    protocol: str
+    encoding: str
+    user: str
+    channel: str
+    data: msgspec.Raw = EMPTY
+    meta: msgspec.Raw = EMPTY
+
+
+class SubRefreshRequest(msgspec.Struct, **_REQ):
+    app_id: str
+    client: str
+    transport: str
+    protocol: str
+    encoding: str
+    user: str
+    channel: str
+    meta: msgspec.Raw = EMPTY
+
+
+class RPCRequest(msgspec.Struct, **_REQ):
+    """A client's `rpc` command; the server API's `rpc` method sends it with no client."""
+
+    app_id: str
+    method: str
+    client: str = ""
+    transport: str = ""
+    protocol: str = ""
+    encoding: str = ""
+    user: str = ""
+    data: msgspec.Raw = EMPTY
+    meta: msgspec.Raw = EMPTY
+
+
+class SendRequest(msgspec.Struct, **_REQ):
+    """A client's asynchronous `send`: an RPC without a method and without a reply."""
+
+    app_id: str
+    client: str
+    transport: str
+    protocol: str
+    encoding: str
+    user: str
+    data: msgspec.Raw = EMPTY
+    meta: msgspec.Raw = EMPTY
+
+
+ProxyRequest = (
+    ConnectRequest
+    | RefreshRequest
+    | SubscribeRequest
+    | PublishRequest
+    | SubRefreshRequest
+    | RPCRequest
+    | SendRequest
+)
+
+
+# --- replies ----------------------------------------------------------------------------------
+
+
+class Error(msgspec.Struct, **_REP):
+    code: int
+    message: str = ""
+    temporary: bool = False
+
+
+class Disconnect(msgspec.Struct, **_REP):
+    code: int
+    reason: str = ""
+
+
+class SubscribeOptionOverride(msgspec.Struct, **_REP):
+    """Centrifugo wraps each override as `{"value": bool}`."""
+
+    presence: BoolValue | None = None
+    join_leave: BoolValue | None = None
+    force_push_join_leave: BoolValue | None = None
+    force_recovery: BoolValue | None = None
+    force_positioning: BoolValue | None = None
+
+
+class BoolValue(msgspec.Struct, **_REP):
+    value: bool = False
+
+
+class SubscribeOptions(msgspec.Struct, **_REP):
+    """A server-side subscription the connect reply asks for (`subs`)."""
+
+    info: msgspec.Raw = EMPTY
+    b64info: str = ""
+    data: msgspec.Raw = EMPTY
+    b64data: str = ""
+    override: SubscribeOptionOverride | None = None
+
+
+class ConnectResult(msgspec.Struct, **_REP):
+    user: str = ""
+    expire_at: int = 0
+    info: msgspec.Raw = EMPTY
+    b64info: str = ""
+    data: msgspec.Raw = EMPTY
+    b64data: str = ""
+    channels: list[str] | None = None
+    subs: dict[str, SubscribeOptions] | None = None
+    meta: msgspec.Raw = EMPTY
+
+
+class RefreshResult(msgspec.Struct, **_REP):
+    expired: bool = False
+    expire_at: int = 0
+    info: msgspec.Raw = EMPTY
+    b64info: str = ""
+
+
+class SubscribeResult(msgspec.Struct, **_REP):
+    info: msgspec.Raw = EMPTY
+    b64info: str = ""
+    data: msgspec.Raw = EMPTY
+    b64data: str = ""
+    override: SubscribeOptionOverride | None = None
+    expire_at: int = 0
+
+
+class PublishResult(msgspec.Struct, **_REP):
+    data: msgspec.Raw = EMPTY
+    b64data: str = ""
+    skip_history: bool = False
+
+
+class RPCResult(msgspec.Struct, **_REP):
+    data: msgspec.Raw = EMPTY
+    b64data: str = ""
+
+
+class ConnectReply(msgspec.Struct, **_REP):
+    result: ConnectResult | None = None
+    error: Error | None = None
+    disconnect: Disconnect | None = None
+
+
+class RefreshReply(msgspec.Struct, **_REP):
+    result: RefreshResult | None = None
+    error: Error | None = None
+    disconnect: Disconnect | None = None
+
+
+class SubscribeReply(msgspec.Struct, **_REP):
+    result: SubscribeResult | None = None
+    error: Error | None = None
+    disconnect: Disconnect | None = None
+
+
+class PublishReply(msgspec.Struct, **_REP):
+    result: PublishResult | None = None
+    error: Error | None = None
+    disconnect: Disconnect | None = None
+
+
+class SubRefreshReply(msgspec.Struct, **_REP):
+    result: RefreshResult | None = None
+    error: Error | None = None
+    disconnect: Disconnect | None = None
+
+
+class RPCReply(msgspec.Struct, **_REP):
+    result: RPCResult | None = None
+    error: Error | None = None
+    disconnect: Disconnect | None = None
+
+
+class SendReply(msgspec.Struct, **_REP):
+    """A send's reply carries nothing but a possible error or disconnect."""
+
+    error: Error | None = None
+    disconnect: Disconnect | None = None
+
+
+ProxyReply = (
+    ConnectReply
+    | RefreshReply
+    | SubscribeReply
+    | PublishReply
+    | SubRefreshReply
+    | RPCReply
+    | SendReply
+)
+
+# The reply type of each request type: the caller decodes into it.
+REPLY_TYPES: dict[type[msgspec.Struct], type[msgspec.Struct]] = {
+    ConnectRequest: ConnectReply,
+    RefreshRequest: RefreshReply,
+    SubscribeRequest: SubscribeReply,
+    PublishRequest: PublishReply,
+    SubRefreshRequest: SubRefreshReply,
+    RPCRequest: RPCReply,
+    SendRequest: SendReply,
+}
+
+# Bounded metric label values, one per request type.
+KINDS: dict[type[msgspec.Struct], str] = {
+    ConnectRequest: "connect",
+    RefreshRequest: "refresh",
+    SubscribeRequest: "subscribe",
+    PublishRequest: "publish",
+    SubRefreshRequest: "sub_refresh",
+    RPCRequest: "rpc",
+    SendRequest: "send",
+}
+
+
+class ProxyDecodeError(ValueError):
+    """The backend answered something that is not a proxy reply."""
+
+
+_encoder = msgspec.json.Encoder()
+_any_json = msgspec.json.Decoder()
+_decoders = {req: msgspec.json.Decoder(rep) for req, rep in REPLY_TYPES.items()}
+
+
+def encode_request(request: ProxyRequest) -> bytes:
+    return _encoder.encode(request)
+
+
+def decode_reply(request_type: type[msgspec.Struct], body: bytes) -> Any:
+    """The reply to a request of `request_type`; `ProxyDecodeError` for anything else."""
+    try:
+        return _decoders[request_type].decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+        raise ProxyDecodeError(str(exc)) from None
+
+
+def payload(raw: msgspec.Raw, b64: str) -> bytes | None:
+    """`data`/`info` as bytes: the raw JSON, else the base64 form decoded; None if neither
+    was given. Invalid base64, or base64 of something other than JSON, raises
+    `ProxyDecodeError`."""
+    if raw:
+        return bytes(raw)
+    if b64:
+        try:
+            data = base64.b64decode(b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise ProxyDecodeError("invalid base64") from None
+        # Every client here speaks JSON, and these bytes go into JSON frames as they are:
+        # anything else would corrupt the frames of every subscriber that receives them.
+        try:
+            _any_json.decode(data)
+        except (msgspec.DecodeError, RecursionError):
+            raise ProxyDecodeError("base64 payload is not JSON") from None
+        return data
+    return None
+
+
+def raw_json(data: bytes | None) -> msgspec.Raw:
+    """Bytes of JSON as a field of a request or a client reply."""
+    return msgspec.Raw(data) if data else EMPTY
