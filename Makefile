@@ -7,7 +7,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 JSDIR  := tests/js
 JSSTAMP := $(JSDIR)/node_modules/.installed
 
-.PHONY: serve test lint typecheck bench bench-quick clean chromium
+.PHONY: serve test lint typecheck bench bench-quick clean chromium proto
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,3 +64,9 @@ bench-quick: $(BENCHSTAMP) $(BENCHJS)
 
 clean:
 	rm -rf $(VENV) $(JSDIR)/node_modules .pytest_cache .mypy_cache
+
+# The protobuf wire format: regenerate protocol/client_pb2.py (and its .pyi stub) from our
+# client.proto with protoc from grpcio-tools (a dev dependency). The output is committed, so
+# running the server needs only the `protobuf` package.
+proto: $(DEVSTAMP)
+	$(PY) -m grpc_tools.protoc -I src --python_out=src --pyi_out=src src/xshathra/protocol/client.proto

@@ -85,12 +85,15 @@ class LoadClient:
         sample_every: int = 0,
         batch: int = CONNECT_BATCH,
         deflate: bool = False,
+        protobuf: bool = False,
     ) -> LoadClient:
         """`hellos[i % len(hellos)]` are the frames connection i sends after the upgrade;
         `marker` occurs once per publication received; `ping` is the server's application
         ping payload and the answer; `ready_marker` arriving means the connection is taken on
         (empty: the upgrade is enough); one connection in `sample_every` times publications
-        (0: none); `deflate` offers permessage-deflate and inflates what comes compressed."""
+        (0: none); `deflate` offers permessage-deflate and inflates what comes compressed;
+        `protobuf`: the server speaks the protobuf format (binary hellos, protobuf
+        pings answered by the client itself)."""
         binary = build()
         tmp = Path(tempfile.mkdtemp(prefix="bench-client-"))
         hello_file = tmp / "hellos"
@@ -109,7 +112,11 @@ class LoadClient:
             answer,
             ready_marker,
             str(batch),
-            env={**os.environ, "LOADCLIENT_DEFLATE": "1" if deflate else "0"},
+            env={
+                **os.environ,
+                "LOADCLIENT_DEFLATE": "1" if deflate else "0",
+                "LOADCLIENT_PROTOBUF": "1" if protobuf else "0",
+            },
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=LINE_LIMIT,

@@ -160,6 +160,7 @@ async def start_client(
         sample_every,
         batch,
         deflate=stack.deflate,
+        protobuf=stack.protobuf,
     )
 
 

@@ -79,6 +79,9 @@ class Stack:
     channels: bool = False  # has named channels, so the many-channels and recovery scenarios
     # The load client offers permessage-deflate and inflates compressed messages.
     deflate: bool = False
+    # Binary frames of the Centrifuge protobuf format: the load client sends its hello as
+    # binary frames and answers protobuf pings itself (`ping` is then None).
+    protobuf: bool = False
 
     @property
     def is_node(self) -> bool:
@@ -103,6 +106,28 @@ def xs_hello(ctx: dict[str, Any], *subscribes: dict[str, Any]) -> list[bytes]:
     commands = [{"id": 1, "connect": {"token": xs_token(ctx)}}]
     commands += [{"id": i, "subscribe": s} for i, s in enumerate(subscribes, start=2)]
     return [b"\n".join(json.dumps(c).encode() for c in commands)]
+
+
+def xs_protobuf_hello(ctx: dict[str, Any], *subscribes: dict[str, Any]) -> list[bytes]:
+    """The same hello in the protobuf format: one binary frame of length-delimited commands,
+    built with the server's own generated module (the wire format is the same as any
+    client's)."""
+    from xshathra.protocol import client_pb2 as pb
+
+    commands = [pb.Command(id=1, connect=pb.ConnectRequest(token=xs_token(ctx)))]
+    commands += [
+        pb.Command(id=i, subscribe=pb.SubscribeRequest(**s)) for i, s in enumerate(subscribes, 2)
+    ]
+    frame = b""
+    for command in commands:
+        body = command.SerializeToString()
+        n, prefix = len(body), bytearray()
+        while n >= 0x80:
+            prefix.append(n & 0x7F | 0x80)
+            n >>= 7
+        prefix.append(n)
+        frame += bytes(prefix) + body
+    return [frame]
 
 
 def xs_ready(last_id: int) -> bytes:
@@ -184,6 +209,22 @@ STACKS: dict[str, Stack] = {
         ping=(b"{}", b"{}"),
         ready_marker=xs_ready(2),
         deflate=True,
+    # The same server and load, the clients speaking protobuf (`?format=protobuf`): the cost of
+    # the binary format against JSON. Publication data stays the publisher's JSON bytes, so
+    # `"t":` marks each publication as it does for the bare peers. Fan-out and idle only.
+    "xshathra_protobuf": Stack(
+        "xshathra_protobuf",
+        lambda port, tmp: [PY, "-m", "xshathra", "serve", "--port", str(port)],
+        XS_PATH + "?format=protobuf",
+        lambda ctx: xs_protobuf_hello(ctx, {"channel": CHANNEL}),
+        "/realtime/api/publish",
+        lambda data, ctx: xs_publish(CHANNEL, data),
+        lambda ctx: {"X-API-Key": ctx["api_key"]},
+        {"XSHATHRA_LOG_LEVEL": "warning", "XSHATHRA_CLIENT_COMMAND_BURST": "1000"},
+        marker=b'"t":',
+        # The reply to subscribe id 2: field 1 (id) = 2, then field 6 (subscribe).
+        ready_marker=b"\x08\x02\x32",
+        protobuf=True,
     ),
     "raw": _plain("raw", _python("raw_server.py")),
     "node_ws": _plain("node_ws", _node("node_ws.mjs")),

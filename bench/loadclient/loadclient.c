@@ -7,6 +7,11 @@
  * reads commands, one a line, on stdin: `stats` prints one JSON line
  * {"received":R,"errors":E,"closed":C,"latencies_ns":[...]} (latencies since the previous
  * `stats`); `quit` or end of input closes everything and exits 0. See usage() for arguments.
+ *
+ * LOADCLIENT_PROTOBUF=1 in the environment: the server speaks the Centrifuge protobuf format
+ * (binary frames of varint-length-delimited replies). Hello frames then go out as binary
+ * frames, and a server ping, an empty reply (a zero length) anywhere in a frame, is answered
+ * with the empty command, the single byte 0; PING and ANSWER are unused (pass them empty).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -65,6 +70,7 @@ static uint8_t *inflated;
 static size_t capinflated;
 static struct hello *hellos;
 static size_t nhellos;
+static int protobuf;  /* LOADCLIENT_PROTOBUF=1: binary hellos, protobuf pings */
 
 /* Counters and samples, reported by `stats`. */
 static uint64_t received, errors, closed;
@@ -320,6 +326,28 @@ static void sample_times(const uint8_t *p, size_t n) {
     }
 }
 
+/* Is one of the length-delimited protobuf replies of the payload empty (the server's ping)? */
+static int has_protobuf_ping(const uint8_t *p, size_t n) {
+    size_t pos = 0;
+    while (pos < n) {
+        uint64_t len = 0;
+        int shift = 0;
+        while (pos < n && shift < 64) {
+            uint8_t b = p[pos++];
+            len |= (uint64_t)(b & 0x7f) << shift;
+            shift += 7;
+            if (!(b & 0x80))
+                break;
+        }
+        if (len == 0)
+            return 1;
+        if (len > n - pos)
+            return 0;
+        pos += (size_t)len;
+    }
+    return 0;
+}
+
 static void message(struct conn *c, const uint8_t *p, size_t n) {
     if (marker.len) {
         const uint8_t *q = p, *end = p + n;
@@ -330,6 +358,8 @@ static void message(struct conn *c, const uint8_t *p, size_t n) {
     }
     if (ping.len && is_ping(p, n))
         send_frame(c, 0x1, answer.p, answer.len);
+    if (protobuf && has_protobuf_ping(p, n))
+        send_frame(c, 0x2, (const uint8_t *)"", 1);  /* the empty command: one zero byte */
     if (!c->ready && ready_marker.len && memmem(p, n, ready_marker.p, ready_marker.len))
         set_ready(c);
     if (c->sample)
@@ -442,7 +472,7 @@ static size_t upgrade(struct conn *c, const uint8_t *p, size_t len) {
     if (!ready_marker.len)
         set_ready(c);
     for (size_t i = 0; c->hello && i < c->hello->count; i++)
-        send_frame(c, 0x1, c->hello->frames[i].p, c->hello->frames[i].len);
+        send_frame(c, protobuf ? 0x2 : 0x1, c->hello->frames[i].p, c->hello->frames[i].len);
     size_t head = (size_t)(end - p) + 4;
     return head + frames(c, p + head, len - head);
 }
@@ -631,6 +661,7 @@ int main(int argc, char **argv) {
     deflate_on = getenv("LOADCLIENT_DEFLATE") && !strcmp(getenv("LOADCLIENT_DEFLATE"), "1");
     if (deflate_on && inflateInit2(&inflater, -15) != Z_OK)
         die("%s", "zlib: inflateInit2 failed");
+    protobuf = getenv("LOADCLIENT_PROTOBUF") && strcmp(getenv("LOADCLIENT_PROTOBUF"), "1") == 0;
     if (nconns <= 0 || sample_every < 0 || batch <= 0)
         usage();
 

@@ -15,7 +15,9 @@
 //   XS_NO_TOKEN    "1": connect without a token (the app's connect proxy decides)
 //   XS_CONNECT_DATA JSON sent as the connect request's data (to a connect proxy)
 //   XS_SUB_OPTIONS JSON merged into the subscription's options (delta, since, tagsFilter...)
-import { Centrifuge } from "centrifuge";
+//   XS_PROTOBUF    "1": the protobuf build (`centrifuge/build/protobuf`, binary frames); data
+//                  is then bytes both ways: published as the JSON text's UTF-8, and printed
+//                  parsed from it (as a string when it is not JSON)
 import WebSocket from "ws";
 import readline from "node:readline";
 import { createHmac } from "node:crypto";
@@ -28,6 +30,22 @@ const XS_TTL = Number(env.XS_TTL ?? "900");
 const XS_SUB_TTL = Number(env.XS_SUB_TTL ?? "900");
 const XS_CHANNELS = env.XS_CHANNELS ? env.XS_CHANNELS.split(",") : [];
 const XS_WS = env.XS_WS ?? `${XS_BASE.replace(/^http/, "ws")}/realtime/connection/websocket`;
+
+const PROTOBUF = env.XS_PROTOBUF === "1";
+const { Centrifuge } = PROTOBUF
+  ? await import("centrifuge/build/protobuf")
+  : await import("centrifuge");
+// Payloads as this build takes and gives them: JSON values, or bytes in the protobuf build.
+const toWire = (value) => (PROTOBUF ? new TextEncoder().encode(JSON.stringify(value)) : value);
+function fromWire(data) {
+  if (!PROTOBUF || !(data instanceof Uint8Array)) return data;
+  const text = new TextDecoder().decode(data);
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
 
 const emit = (event, fields = {}) => console.log(JSON.stringify({ event, ...fields }));
 
@@ -88,7 +106,7 @@ client.on("subscribed", (ctx) =>
   }),
 );
 client.on("publication", (ctx) =>
-  emit("server_publication", { channel: ctx.channel, data: ctx.data, offset: ctx.offset }),
+  emit("server_publication", { channel: ctx.channel, data: fromWire(ctx.data), offset: ctx.offset }),
 );
 
 const subOptions = { joinLeave: true };
@@ -107,7 +125,7 @@ sub.on("subscribed", (ctx) =>
 );
 sub.on("publication", (ctx) =>
   emit("publication", {
-    data: ctx.data,
+    data: fromWire(ctx.data),
     tags: ctx.tags ?? null,
     offset: ctx.offset,
     user: ctx.info?.user ?? null,
@@ -133,13 +151,13 @@ const commands = {
   async history({ limit, reverse = false }) {
     const result = await sub.history({ limit, reverse });
     emit("history", {
-      data: result.publications.map((p) => p.data),
+      data: result.publications.map((p) => fromWire(p.data)),
       offsets: result.publications.map((p) => p.offset),
       offset: result.offset,
     });
   },
   async publish({ data }) {
-    await sub.publish(data);
+    await sub.publish(toWire(data));
     emit("published");
   },
   async rpc({ method, data }) {

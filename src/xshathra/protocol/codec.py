@@ -2,14 +2,12 @@
 frames. The engine encodes and decodes only through a `Codec`, chosen per session by the
 transport that accepted the connection; it never imports a JSON (or protobuf) library itself.
 
-Adding a codec (protobuf, next) touches only `protocol/` and the transports that offer it:
-write `protocol/protobuf_codec.py` with a class that has the members below (`decode_commands`
-reads varint-length-delimited `Command`s, `encode_reply` writes one length-prefixed `Reply`,
-`join_frames` concatenates them, `wire_format` is `BINARY`), and let the WebSocket transport
-pick it at the handshake (Centrifuge's `?cf_protocol=protobuf`) and frame its output as binary
-WebSocket messages. The hub, the writer and the session need no change: they encode each
-publication once per (codec, framing) pair they see, and merge a tick's frames with the codec
-that encoded them.
+Two codecs exist: `json_codec.JSON_CODEC` (newline-delimited text) and
+`protobuf_codec.PROTOBUF_CODEC` (varint-length-delimited binary; `join_frames` concatenates).
+A codec touches only `protocol/` and the transports that offer it (the WebSocket transport picks
+one at the handshake). The hub, the writer and the session need no change for a new one: they
+encode each publication once per (codec, framing) pair they see, and merge a tick's frames with
+the codec that encoded them.
 """
 
 from __future__ import annotations

@@ -9,11 +9,10 @@ of the frames it writes, and whether the client can send on it at all.
 
 How the coming transports and codecs plug in, touching `transports/` and `protocol/` only:
 
-- Protobuf over WebSocket: a `ProtobufCodec` in `protocol/` (see protocol/codec.py); the
-  WebSocket transport picks it at the handshake (`?cf_protocol=protobuf`), keeps it per
-  connection instead of the class-level JSON codec, and frames its output as binary messages
-  (it already frames by `codec.wire_format`). The hub groups those subscribers apart by
-  (codec, framing), so each publication is encoded once per format.
+- Protobuf over WebSocket (done): `protocol/protobuf_codec.py`; the WebSocket transport picks
+  it at the handshake (subprotocol `centrifuge-protobuf`, or `?format=protobuf`), keeps it per
+  connection, and frames its output as binary messages by `codec.wire_format`. The hub groups
+  those subscribers apart by (codec, framing), so each publication is encoded once per format.
 - SSE and HTTP-streaming: a class per transport in `transports/`, an ASGI route or protocol
   that holds the response open, with `framing = "sse"` (each frame written as `data: ...\n\n`
   into `OutgoingFrame.wire`) or `"http_stream"` (length- or newline-delimited, as the codec

@@ -6,7 +6,10 @@ the handshake and writes the response, and is then dropped: frames are parsed by
 (transports.frames), which keeps a few fields per connection instead of a protocol object, a
 generator and the handshake request. Outgoing data frames are framed here once per payload and
 written straight to the transport, so fan-out pays no per-subscriber framework cost. It is a
-`Transport` (transports.base): bidirectional, JSON in text frames today.
+`Transport` (transports.base): bidirectional, with the codec chosen at the handshake: JSON in
+text frames, or protobuf in binary frames when the client asks for the `centrifuge-protobuf`
+subprotocol (centrifuge-js's and centrifuge-python's way) or `?format=protobuf` (Centrifugo's
+query parameter; `?cf_protocol=protobuf` is the centrifuge library's spelling of it).
 
 Every write is bounded (issue 11, H3). Reading stops while the connection's unsent output is
 above a high-water mark (the transport's `pause_writing` / `resume_writing`, called only when
@@ -22,6 +25,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 from websockets.extensions.permessage_deflate import (
     PerMessageDeflate,
@@ -29,12 +33,14 @@ from websockets.extensions.permessage_deflate import (
 )
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
 
 from xshathra.engine.client import ClientSession, State
 from xshathra.engine.writer import OutgoingFrame
 from xshathra.protocol.codec import Codec, WireFormat
 from xshathra.protocol.codes import DisconnectCode
 from xshathra.protocol.json_codec import JSON_CODEC
+from xshathra.protocol.protobuf_codec import PROTOBUF_CODEC
 from xshathra.transports.frames import (
     BINARY,
     CLOSE,
@@ -65,6 +71,32 @@ MAX_HANDSHAKE_BYTES = 64 * 1024
 MAX_HIGH_WATER = 256 * 1024
 # The first byte of a final, unmasked data frame of each wire format.
 _DATA_FRAME = {WireFormat.TEXT: 0x80 | TEXT, WireFormat.BINARY: 0x80 | BINARY}
+# The subprotocol of the binary format. JSON clients ask for none.
+PROTOBUF_SUBPROTOCOL = Subprotocol("centrifuge-protobuf")
+# Query parameters that name the format, as Centrifugo (`format`) and the centrifuge library
+# (`cf_protocol`) read them.
+_FORMAT_PARAMS = ("format", "cf_protocol")
+
+
+def _select_subprotocol(
+    protocol: ServerProtocol, offered: Sequence[Subprotocol]
+) -> Subprotocol | None:
+    """`centrifuge-protobuf` when the client offers it; otherwise none, whatever else it
+    offers (websockets' default would refuse a client that offers none of ours: every JSON
+    client)."""
+    return PROTOBUF_SUBPROTOCOL if PROTOBUF_SUBPROTOCOL in offered else None
+
+
+def _codec_for(request: Request, subprotocol: str | None) -> Codec:
+    """The session's codec: protobuf when the subprotocol or the query asks for it."""
+    if subprotocol == PROTOBUF_SUBPROTOCOL:
+        return PROTOBUF_CODEC
+    _, _, query = request.path.partition("?")
+    if query:
+        for key, value in parse_qsl(query):
+            if key in _FORMAT_PARAMS and value == "protobuf":
+                return PROTOBUF_CODEC
+    return JSON_CODEC
 
 
 def _release_http_protocol(transport: asyncio.BaseTransport, successor: object) -> None:
@@ -80,11 +112,9 @@ def _release_http_protocol(transport: asyncio.BaseTransport, successor: object) 
 class CentrifugeWebSocketProtocol(asyncio.Protocol):
     """One WebSocket connection on an engine path. uvicorn constructs it with these arguments."""
 
-    # Transport (transports.base). Class attributes while JSON is the one codec: nothing per
-    # connection. A codec chosen at the handshake (protobuf) becomes a slot set there.
+    # Transport (transports.base): class attributes, nothing per connection, but the codec.
     name = "websocket"
     unidirectional = False
-    codec: Codec = JSON_CODEC
 
     __slots__ = (
         "_abort_timer",
@@ -92,6 +122,7 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         "_close_sent",
         "_closing",
         "_deflate_bits",
+        "_codec",
         "_discarding",
         "_handshake_bytes",
         "_max_buffered",
@@ -114,6 +145,7 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         compress = self._node is not None and self._node.options.websocket_compression
         self._ws: ServerProtocol | None = ServerProtocol(
             max_size=self._max_size(),
+            select_subprotocol=_select_subprotocol,
             extensions=[
                 ServerPerMessageDeflateFactory(
                     server_no_context_takeover=True, client_no_context_takeover=True
@@ -124,6 +156,7 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         )
         # The window of our compressed messages, once negotiated; 0: none are compressed.
         self._deflate_bits = 0
+        self._codec: Codec = JSON_CODEC  # until the handshake chooses
         self._handshake_bytes = b""  # the request, until its blank line has arrived
         self._reader: FrameReader | None = None  # once open
         self._transport: asyncio.Transport | None = None
@@ -143,8 +176,14 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         self.query = ""
 
     @property
+    def codec(self) -> Codec:
+        """The wire format this session speaks, chosen at the handshake. Read per subscribe and
+        per merged write, never per fanned-out delivery."""
+        return self._codec
+
+    @property
     def wire_format(self) -> WireFormat:
-        return self.codec.wire_format
+        return self._codec.wire_format
 
     @property
     def framing(self) -> str:
@@ -331,6 +370,7 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         if response.status_code != 101:
             self._refuse(ws)
             return
+        self._codec = _codec_for(request, ws.subprotocol)
         self._write_all(ws)
         self._ws = None  # open now: websockets' part is done
         for extension in ws.extensions:
@@ -413,7 +453,7 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
             return 0
         wire = frame.wire
         if wire is None:  # framed once, however many subscribers it goes to
-            first, payload = _DATA_FRAME[self.codec.wire_format], frame.payload
+            first, payload = _DATA_FRAME[self._codec.wire_format], frame.payload
             if self._deflate_bits:
                 options = self._node.options  # type: ignore[union-attr]
                 if len(payload) >= options.websocket_compression_min_size:
