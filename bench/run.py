@@ -75,6 +75,7 @@ class Load:
     ready_marker: bytes
     body: Callable[[bytes], bytes]  # a payload into the next publish request's body
     info: dict[str, Any] = field(default_factory=dict)  # what the results should say about it
+    path: str | None = None  # the WebSocket path, where it is not the stack's fixed one
 
 
 LoadFor = Callable[[Stack, dict[str, Any], int], Load]
@@ -87,6 +88,7 @@ def fanout_load(stack: Stack, ctx: dict[str, Any], n: int) -> Load:
         stack.ready_marker,
         lambda d: stack.publish_body(d, ctx),
         {"deliveries_per_publication": n},
+        stack.path_for(ctx) if stack.path_for is not None else None,
     )
 
 
@@ -147,11 +149,12 @@ async def start_client(
     ready_marker: bytes,
     sample_every: int = 0,
     batch: int = CONNECT_BATCH,
+    path: str | None = None,
 ) -> LoadClient:
     """n load connections speaking `stack`'s protocol, all taken on when this returns."""
     return await LoadClient.start(
         port,
-        stack.path,
+        path or stack.path,
         n,
         hellos,
         stack.marker,
@@ -216,7 +219,9 @@ async def measure(
     its own, so that sampling never weighs on the figures of the measured ones)."""
     async with serving(stack, capacity_env(n)) as (port, proc, ctx):
         load = load_for(stack, ctx, n)
-        client = await start_client(stack, port, n, load.hellos, load.ready_marker, SAMPLE_EVERY)
+        client = await start_client(
+            stack, port, n, load.hellos, load.ready_marker, SAMPLE_EVERY, path=load.path
+        )
         try:
             await asyncio.sleep(1.0)  # let the server finish the setup work before timing
             publisher = Publisher(port, stack.publish_path, stack.headers(ctx), load.body)

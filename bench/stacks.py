@@ -32,6 +32,7 @@ SERVER_CORE, CLIENT_CORE = "0", "1"
 # no presence or join/leave (N joins to N subscribers would be N² messages at setup).
 NAMESPACE = {"history_size": 100, "history_ttl": 600, "allow_subscribe_for_client": True}
 CHANNEL = "bench:fanout"
+PUSHER_CHANNEL = "bench-fanout"  # Pusher names have no namespace colon
 XS_PATH = "/realtime/connection/websocket"
 SOCKETIO_PATH = "/socket.io/?EIO=4&transport=websocket"
 CONNECT_BATCH = 500  # connections opened at once: more can overflow a listen backlog
@@ -82,6 +83,8 @@ class Stack:
     # Binary frames of the Centrifuge protobuf format: the load client sends its hello as
     # binary frames and answers protobuf pings itself (`ping` is then None).
     protobuf: bool = False
+    # The WebSocket path once the server is set up, where it depends on the app (Pusher's key).
+    path_for: Callable[[dict[str, Any]], str] | None = None
 
     @property
     def is_node(self) -> bool:
@@ -209,6 +212,7 @@ STACKS: dict[str, Stack] = {
         ping=(b"{}", b"{}"),
         ready_marker=xs_ready(2),
         deflate=True,
+    ),
     # The same server and load, the clients speaking protobuf (`?format=protobuf`): the cost of
     # the binary format against JSON. Publication data stays the publisher's JSON bytes, so
     # `"t":` marks each publication as it does for the bare peers. Fan-out and idle only.
@@ -225,6 +229,26 @@ STACKS: dict[str, Stack] = {
         # The reply to subscribe id 2: field 1 (id) = 2, then field 6 (subscribe).
         ready_marker=b"\x08\x02\x32",
         protobuf=True,
+    ),
+    # The same server and fan-out, its clients speaking Pusher protocol 7 (pusher-js's frames):
+    # each publication is one `{"event":"bench","channel":…,"data":"<body as a string>"}`.
+    "xshathra_pusher": Stack(
+        "xshathra_pusher",
+        lambda port, tmp: [PY, "-m", "xshathra", "serve", "--port", str(port)],
+        "/app/",
+        lambda ctx: [
+            json.dumps({"event": "pusher:subscribe", "data": {"channel": PUSHER_CHANNEL}}).encode()
+        ],
+        "/realtime/api/publish",
+        lambda data, ctx: (
+            b'{"channel":"%s","tags":{"event":"bench"},"data":%s}' % (PUSHER_CHANNEL.encode(), data)
+        ),
+        lambda ctx: {"X-API-Key": ctx["api_key"]},
+        {"XSHATHRA_LOG_LEVEL": "warning", "XSHATHRA_CLIENT_COMMAND_BURST": "1000"},
+        marker=b'{"event":"bench"',
+        ping=(b'{"event":"pusher:ping","data":{}}', b'{"event":"pusher:pong","data":{}}'),
+        ready_marker=b"pusher_internal:subscription_succeeded",
+        path_for=lambda ctx: f"/app/{ctx['client_api_key']}?protocol=7",
     ),
     "raw": _plain("raw", _python("raw_server.py")),
     "node_ws": _plain("node_ws", _node("node_ws.mjs")),

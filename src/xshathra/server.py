@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import secrets
@@ -39,6 +40,7 @@ from xshathra.observability.metrics import (
 )
 from xshathra.presence import PresenceStore
 from xshathra.proxies.caller import HttpProxyCaller
+from xshathra.pusher.channels import PusherChannels
 from xshathra.ratelimit import WindowCounter
 from xshathra.settings import Settings, proxy_entries
 from xshathra.storage.database import Database, open_database
@@ -52,6 +54,13 @@ from xshathra.webhooks.dispatcher import WebhookDispatcher
 from xshathra.webhooks.events import WebhookEvents
 
 log = logging.getLogger("xshathra.server")
+
+
+async def pusher_keys(db: Database, app_id: str) -> tuple[str, str] | None:
+    """What Pusher-format webhooks are signed with: the app's key and secret, as stored now."""
+    app = await db.apps.get_app(app_id)
+    return (app.client_api_key, app.app_secret) if app is not None else None
+
 
 HEALTH_TIMEOUT = 2.0
 _ADMIN_HASH_KEY = "admin_api_key_hash"
@@ -243,6 +252,7 @@ class Runtime:
             timeout=settings.webhook_timeout,
             connect_timeout=settings.webhook_connect_timeout,
             retry_base=settings.webhook_retry_base,
+            pusher_keys=functools.partial(pusher_keys, db),
             retention_days=settings.webhook_delivery_retention_days,
         )
         allow_private = settings.proxy_allow_private
@@ -304,6 +314,7 @@ class Runtime:
                 session_ttl=timedelta(seconds=settings.dashboard_session_ttl),
                 invitation_ttl=timedelta(seconds=settings.invitation_ttl),
             ),
+            pusher=PusherChannels(node),
         )
         http_stats = HttpStats()
         self.http = build_http_app(ctx, self, http_stats)

@@ -540,3 +540,16 @@ def test_proxy_replies_only_refuse(request_type: type[msgspec.Struct], body: byt
     except proxy_messages.ProxyDecodeError:
         return
     assert isinstance(reply, proxy_messages.REPLY_TYPES[request_type])
+
+
+@settings(deadline=FAST)
+@given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+def test_pusher_event_decoder_only_refuses(frame: bytes) -> None:
+    """A Pusher client's message: decoded, or refused with PusherDecodeError."""
+    from xshathra.protocol import pusher as p
+
+    with contextlib.suppress(p.PusherDecodeError):
+        event = p.decode_event(frame)
+        for decode in (p.decode_subscribe, p.decode_unsubscribe, p.decode_signin):
+            with contextlib.suppress(p.PusherDecodeError):
+                decode(bytes(event.data))

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from xshathra.analytics import AnalyticsReader
     from xshathra.api.executor import Executor
     from xshathra.api.ratelimit import RateLimiter
+    from xshathra.pusher.channels import PusherChannels
     from xshathra.settings import Settings
     from xshathra.storage.database import Database
     from xshathra.tenancy.appcache import AppKeyCache
@@ -29,3 +30,4 @@ class ServerContext:
     app_keys: AppKeyCache  # API key -> app, for authenticating requests
     apps: ApplicationService  # every change to applications and webhooks
     accounts: AccountService  # dashboard accounts and sessions
+    pusher: PusherChannels  # what the Pusher HTTP API does to channels

@@ -137,6 +137,9 @@ class ApplicationOut(BaseModel):
     proxies: dict[str, Any] = Field(
         default_factory=dict, description="Backend proxies (SPEC §9); {} when none."
     )
+    pusher_client_events: bool = Field(
+        False, description="Pusher clients may send client- events (SPEC §10)."
+    )
     created_at: str
     updated_at: str
 

@@ -17,6 +17,9 @@ from xshathra.api.apps.routes import create_apps_router
 from xshathra.api.context import ServerContext
 from xshathra.api.docs import install_docs
 from xshathra.api.executor import ApiError, Executor, PublishRequest
+from xshathra.api.pusher import PREFIX as PUSHER_PREFIX
+from xshathra.api.pusher.errors import pusher_error
+from xshathra.api.pusher.routes import create_pusher_router
 from xshathra.api.realtime.errors import realtime_error
 from xshathra.api.realtime.routes import create_realtime_router
 from xshathra.api.server.errors import server_error
@@ -30,6 +33,7 @@ from xshathra.tenancy.apps import Application
 SURFACE_ERRORS: tuple[tuple[str, errors.ErrorFormat], ...] = (
     (realtime.PREFIX + "/", realtime_error),
     (server.PREFIX + "/", server_error),
+    (PUSHER_PREFIX + "/", pusher_error),
 )
 
 
@@ -74,6 +78,7 @@ def create_http_app(ctx: ServerContext) -> FastAPI:
     app.include_router(create_apps_router(ctx))
     app.include_router(create_realtime_router(ctx))
     app.include_router(create_engine_router(ctx))
+    app.include_router(create_pusher_router(ctx))
     install_dashboard(app, ctx)
     return app
 

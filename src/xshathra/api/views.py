@@ -33,6 +33,7 @@ def application_view(app: Application, *, api_key: str | None = None) -> dict[st
         "status": app.status,
         "namespaces": msgspec.to_builtins(app.namespaces),
         "proxies": msgspec.to_builtins(app.proxies),
+        "pusher_client_events": app.pusher_client_events,
         "created_at": iso(app.created_at),
         "updated_at": iso(app.updated_at),
     }

@@ -96,6 +96,9 @@ class Subscription:
     # with 3010; `features` holds its delta or tags filter, None for most subscriptions.
     positioned: bool = False
     features: SubscriberFeatures | None = None
+    # Who this subscription is present as, when not the connection's user: a Pusher presence
+    # member names its user per channel (`channel_data.user_id`).
+    user: str | None = None
 
 
 Finalizer = Callable[[], None]
@@ -341,7 +344,7 @@ class ClientSession:
             raise DisconnectError(DisconnectCode.INVALID_TOKEN) from None
         if not app.status:
             raise DisconnectError(DisconnectCode.PERMISSION_DENIED, "application is disabled")
-        if not _origin_allowed(app.allowed_domain, self.transport.origin):
+        if not origin_allowed(app.allowed_domain, self.transport.origin):
             raise DisconnectError(DisconnectCode.PERMISSION_DENIED, "origin not allowed")
         return await self._register(req, app, claims, app_changes)
 
@@ -402,7 +405,7 @@ class ClientSession:
             raise DisconnectError(DisconnectCode.INVALID_TOKEN, "token required")
         if not app.status:
             raise DisconnectError(DisconnectCode.PERMISSION_DENIED, "application is disabled")
-        if not _origin_allowed(app.allowed_domain, self.transport.origin):
+        if not origin_allowed(app.allowed_domain, self.transport.origin):
             raise DisconnectError(DisconnectCode.PERMISSION_DENIED, "origin not allowed")
         # Refused before the backend is asked: a full app costs its backend nothing.
         if node.hub.connection_count(app.app_id) >= node.options.max_connections_per_app:
@@ -641,7 +644,13 @@ class ClientSession:
     def info(self, chan_info: bytes = b"") -> ClientInfoData:
         return ClientInfoData(self.user, self.client_id, self.conn_info, chan_info)
 
-    def wants_join_leave(self, channel: str) -> bool:
+    def sub_info(self, sub: Subscription) -> ClientInfoData:
+        """This connection as present in one of its subscriptions (presence, join, leave)."""
+        user = self.user if sub.user is None else sub.user
+        return ClientInfoData(user, self.client_id, self.conn_info, sub.chan_info)
+
+    def wants_join_leave(self, channel: str, info: ClientInfoData, join: bool) -> bool:
+        """Whether this connection is told of `info` joining (or leaving) `channel`."""
         sub = self.subs.get(channel)
         return sub is not None and sub.join_leave
 
@@ -755,7 +764,7 @@ class ClientSession:
                     self.writer.enqueue(frame)
                     last = max(last, offset)
 
-        node.subscription_added(self, ref)
+        node.subscription_added(self, sub)
         return result, finalize
 
     async def _proxy_subscribe(
@@ -1013,12 +1022,12 @@ class ClientSession:
             if sub.options.presence:
                 await self.node.presence_store.remove_presence(sub.ref, self.client_id)
             if sub.options.join_leave:
-                await self.node.broker.publish_leave(sub.ref, self.info(sub.chan_info))
+                await self.node.broker.publish_leave(sub.ref, self.sub_info(sub))
         except Exception as exc:
             # Shared state is best effort here (a shared presence store expires entries);
             # the local subscription is gone either way.
             log.warning("cleanup after unsubscribe failed: %s", type(exc).__name__)
-        self.node.subscription_removed(self, sub.ref)
+        self.node.subscription_removed(self, sub)
         return True
 
     async def server_unsubscribe(self, channel: str, code: UnsubscribeCode, reason: str) -> None:
@@ -1304,7 +1313,7 @@ def _disconnect_reason(code: int) -> str:
         return ""
 
 
-def _origin_allowed(allowed_domain: str | None, origin: str | None) -> bool:
+def origin_allowed(allowed_domain: str | None, origin: str | None) -> bool:
     """Browsers send Origin; a connection without one is not a browser and is not restricted."""
     if not allowed_domain or origin is None:
         return True

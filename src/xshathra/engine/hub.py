@@ -317,9 +317,16 @@ class Hub:
             # Encoded once for every subscriber of the group: the same bytes object goes to each
             # writer.
             frame = OutgoingFrame(key[0].encode_reply(reply))
-            for writer in subs.values():
-                writer.enqueue(frame)
-            reached += len(subs)
+            skipped = self._skipped_writer(ref, pub, key[0], subs)
+            if skipped is None:
+                for writer in subs.values():
+                    writer.enqueue(frame)
+                reached += len(subs)
+            else:
+                for writer in subs.values():
+                    if writer is not skipped:
+                        writer.enqueue(frame)
+                reached += len(subs) - 1
             if keep:
                 if frames is None:
                     frames = {}
@@ -437,6 +444,21 @@ class Hub:
             reached += len(channel.delta)
         return reached
 
+    def _skipped_writer(
+        self,
+        ref: ChannelRef,
+        pub: BrokerPublication,
+        codec: Codec,
+        subs: dict[ClientSession, Writer],
+    ) -> Writer | None:
+        """The publisher's own writer, for a codec whose protocol never echoes a publication to
+        the connection that sent it (Pusher: client events, and `socket_id` on the HTTP API).
+        One attribute read per group and publication; nothing per subscriber."""
+        if pub.info is None or not pub.info.client or not getattr(codec, "skip_publisher", False):
+            return None
+        session = self._connections.get(ref.app_id, {}).get(pub.info.client)
+        return subs.get(session) if session is not None else None
+
     def broadcast_join_leave(self, ref: ChannelRef, info: ClientInfoData, *, join: bool) -> None:
         message = client_info_message(info)
         reply = m.Reply(
@@ -451,13 +473,13 @@ class Hub:
                 continue
             frame = frames[key] = OutgoingFrame(key[0].encode_reply(reply))
             for session in subs:
-                if session.wants_join_leave(ref.name):
+                if session.wants_join_leave(ref.name, info, join):
                     session.writer.enqueue(frame)
         featured = self._featured.get(ref)
         if featured is not None:
             # Subscribers with a delta or a filter get joins and leaves like any other.
             for session in featured.sessions():
-                if session.wants_join_leave(ref.name):
+                if session.wants_join_leave(ref.name, info, join):
                     key = encoding_of(session.transport)
                     shared = frames.get(key)
                     if shared is None:

@@ -213,7 +213,7 @@ class Node:
                     if sub.options.presence and sub.live:
                         with contextlib.suppress(Exception):
                             await self.presence_store.add_presence(
-                                sub.ref, session.info(sub.chan_info)
+                                sub.ref, session.sub_info(sub)
                             )
 
     async def close(self) -> None:
@@ -299,6 +299,11 @@ class Node:
         except p.ProxyDecodeError:
             raise ProxyUnavailable() from None
 
+    async def app_for_client_key(self, client_api_key: str) -> Application | None:
+        """The app whose public key this is (how Pusher clients name their app), as stored now."""
+        app = await self.apps.find_by_client_key(client_api_key)
+        return await self.get_app(app.app_id) if app is not None else None
+
     # --- sessions ---------------------------------------------------------------------------
 
     def register(self, session: ClientSession, app_changes: int | None = None) -> None:
@@ -326,12 +331,12 @@ class Node:
         self, session: ClientSession, subs: list[Subscription], emptied: list[ChannelRef]
     ) -> None:
         for sub in subs:
-            self.subscription_removed(session, sub.ref)
+            self.subscription_removed(session, sub)
             try:
                 if sub.options.presence:
                     await self.presence_store.remove_presence(sub.ref, session.client_id)
                 if sub.options.join_leave:
-                    await self.broker.publish_leave(sub.ref, session.info(sub.chan_info))
+                    await self.broker.publish_leave(sub.ref, session.sub_info(sub))
             except Exception:
                 log.exception("cleanup of a closed connection failed")
         for ref in emptied:
@@ -365,18 +370,20 @@ class Node:
             await self.broker.unsubscribe(ref)
         await self._count_subscribers(ref)
 
-    def subscription_added(self, session: ClientSession, ref: ChannelRef) -> None:
+    def subscription_added(self, session: ClientSession, sub: Subscription) -> None:
         if self.events is None:
             return
+        user = session.sub_info(sub).user  # a Pusher presence member's own user id
         self._spawn(
-            self.events.lifecycle(ref, LifecycleEvent.USER_JOINED, session.user, session.client_id)
+            self.events.lifecycle(sub.ref, LifecycleEvent.USER_JOINED, user, session.client_id)
         )
 
-    def subscription_removed(self, session: ClientSession, ref: ChannelRef) -> None:
+    def subscription_removed(self, session: ClientSession, sub: Subscription) -> None:
         if self.events is None:
             return
+        user = session.sub_info(sub).user
         self._spawn(
-            self.events.lifecycle(ref, LifecycleEvent.USER_LEFT, session.user, session.client_id)
+            self.events.lifecycle(sub.ref, LifecycleEvent.USER_LEFT, user, session.client_id)
         )
 
     async def _ping_loop(self) -> None:

@@ -76,6 +76,7 @@ def app_row(app: Application) -> dict[str, Any]:
         "status": app.status,
         "namespaces": msgspec.json.encode(app.namespaces).decode(),
         "owner_id": app.owner_id,
+        "pusher_client_events": app.pusher_client_events,
         "created_at": app.created_at,
         "updated_at": app.updated_at,
     }
@@ -98,6 +99,7 @@ def _app(row: Any) -> Application:
         namespaces=_decode_namespaces(row.namespaces),
         proxies=decode_proxy_config(row.proxies),
         owner_id=row.owner_id,
+        pusher_client_events=bool(row.pusher_client_events),
         created_at=row.created_at,
         updated_at=row.updated_at,
     )

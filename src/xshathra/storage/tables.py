@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData()
@@ -66,6 +67,7 @@ applications = Table(
     # Backend proxies (SPEC §9), JSON; NULL for an app without any (migration 0012).
     Column("proxies", Text, nullable=True),
     Column("owner_id", String(64), nullable=True, index=True),
+    Column("pusher_client_events", Boolean, nullable=False, server_default=false()),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )

@@ -28,6 +28,9 @@ class AppKeyCache:
         self._store = store
         self._ttl = ttl
         self._entries: dict[str, tuple[float, Application]] = {}
+        # app_id -> app, for requests that name their app and prove it by a signature (the
+        # Pusher HTTP API); the same lifetime and invalidation as the key entries.
+        self._by_id: dict[str, tuple[float, Application]] = {}
         self._changes = 0  # bumped by every forget_app: a read that spans one is not cached
 
     async def find_by_api_key_hash(self, key_hash: str) -> Application | None:
@@ -47,6 +50,23 @@ class AppKeyCache:
         self._entries[key_hash] = (now + self._ttl, app)
         return app
 
+    async def get_app(self, app_id: str) -> Application | None:
+        now = time.monotonic()
+        entry = self._by_id.get(app_id)
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        changes = self._changes
+        app = await self._store.get_app(app_id)
+        if app is None:
+            self._by_id.pop(app_id, None)
+            return None
+        if changes != self._changes:
+            return app
+        if len(self._by_id) >= MAX_ENTRIES:
+            self._by_id.clear()
+        self._by_id[app_id] = (now + self._ttl, app)
+        return app
+
     def cached(self, key_hash: str) -> Application | None:
         """The app behind `key_hash` if this node holds it now, without asking the store: what
         a throttled client address may still use (a known key costs no lookup)."""
@@ -55,5 +75,6 @@ class AppKeyCache:
 
     def forget_app(self, app_id: str) -> None:
         self._changes += 1
+        self._by_id.pop(app_id, None)
         for key_hash in [k for k, (_, app) in self._entries.items() if app.app_id == app_id]:
             del self._entries[key_hash]

@@ -140,6 +140,8 @@ class Application:
     namespaces: dict[str, NamespaceOptions] = field(default_factory=dict)
     proxies: ProxyConfig = NO_PROXIES
     owner_id: str | None = None
+    # Pusher protocol (SPEC §10): whether Pusher clients may send `client-` events.
+    pusher_client_events: bool = False
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
 
@@ -199,6 +201,7 @@ class AppChanges(TypedDict, total=False):
     status: bool
     namespaces: dict[str, NamespaceOptions]
     proxies: ProxyConfig
+    pusher_client_events: bool
 
 
 def generate_app(

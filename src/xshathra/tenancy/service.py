@@ -136,6 +136,7 @@ class AppUpdate(TypedDict, total=False):
     status: bool
     namespaces: Mapping[str, Mapping[str, Any]]
     proxies: Mapping[str, Any] | None  # SPEC §9; None (or {}) removes every proxy
+    pusher_client_events: bool
 
 
 # --- checks ------------------------------------------------------------------------------------
@@ -355,6 +356,8 @@ class ApplicationService:
                     check_namespace_proxies(app.proxies, namespaces)
                 except ProxyConfigError as exc:
                     raise InvalidInput(str(exc)) from None
+        if "pusher_client_events" in update:
+            changes["pusher_client_events"] = bool(update["pusher_client_events"])
         while_key = None if as_admin else app.api_key_hash
         updated = await self._apps.update_app(app.app_id, changes, while_key=while_key)
         if updated is None:

@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("xshathra.websocket")
 
 ENGINE_PATHS = frozenset({"/realtime/connection/websocket", "/connection/websocket"})
+PUSHER_PATH_PREFIX = "/app/"  # Pusher's `/app/{key}` (transports.pusher)
 NODE_STATE_KEY = "xshathra_node"
 CLOSE_GRACE_SECONDS = 5.0
 MAX_HANDSHAKE_BYTES = 64 * 1024
@@ -357,6 +358,12 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
 
     def _handshake(self, ws: ServerProtocol, request: Request) -> None:
         path = request.path.split("?", 1)[0].rstrip("/") or "/"
+        if path.startswith(PUSHER_PATH_PREFIX) and self._node is not None:
+            # Pusher clients (SPEC §10): imported here, since that module builds on this one.
+            from xshathra.transports.pusher import open_pusher
+
+            open_pusher(self, ws, request)
+            return
         if path not in ENGINE_PATHS:
             ws.send_response(ws.reject(404, "Not Found\n"))
             self._refuse(ws)

@@ -19,6 +19,7 @@ import functools
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,7 @@ import httpx
 
 from xshathra.outbound.netguard import Resolver, UnsafeURLError, guarded_client, system_resolver
 from xshathra.outbound.signing import signed_headers
+from xshathra.webhooks import pusher
 from xshathra.webhooks.backoff import MAX_ATTEMPTS, next_delay
 from xshathra.webhooks.models import Delivery, utcnow
 
@@ -53,8 +55,11 @@ class WebhookDispatcher:
         retry_base: float = 2.0,
         retention_days: float = 7.0,
         resolver: Resolver = system_resolver,
+        pusher_keys: Callable[[str], Awaitable[tuple[str, str] | None]] | None = None,
     ) -> None:
         self._db = db
+        # An app's (key, secret) as Pusher names them, to sign Pusher-format deliveries.
+        self._pusher_keys = pusher_keys
         self._node_id = node_id
         self._concurrency = concurrency
         self._per_app = max(1, min(per_app, concurrency))
@@ -175,6 +180,10 @@ class WebhookDispatcher:
         try:
             body = delivery.body.encode()
             headers = signed_headers(webhook.secret, int(time.time()), body)
+            if delivery.event in pusher.PUSHER_EVENTS and self._pusher_keys is not None:
+                keys = await self._pusher_keys(delivery.app_id)
+                if keys is not None:
+                    headers.update(pusher.signed_headers(keys[0], keys[1], body))
             # The total deadline: httpx's timeouts are per phase and per read.
             async with (
                 asyncio.timeout(self._timeout),

@@ -23,6 +23,7 @@ import msgspec
 
 from xshathra.model import ChannelRef
 from xshathra.protocol.codes import LifecycleEvent
+from xshathra.webhooks import pusher
 from xshathra.webhooks.models import NewDelivery, Webhook
 
 if TYPE_CHECKING:
@@ -164,6 +165,28 @@ class WebhookEvents:
                 timestamp=int(time.time() * 1000),
             )
         ).decode()
+        return await self._enqueue(ref, hooks, event_id, event, body, hold)
+
+    async def emit_pusher(
+        self, ref: ChannelRef, event: dict[str, str], *, hold: bool = False
+    ) -> list[str]:
+        """Queue a Pusher-format event for the webhooks that list its name (webhooks.pusher)."""
+        name = event["name"]
+        hooks = [h for h in await self._webhooks(ref.app_id) if h.enabled and name in h.events]
+        if not hooks:
+            return []
+        event_id = "evt_" + secrets.token_hex(12)
+        return await self._enqueue(ref, hooks, event_id, name, pusher.body(event), hold)
+
+    async def _enqueue(
+        self,
+        ref: ChannelRef,
+        hooks: list[Webhook],
+        event_id: str,
+        event: str,
+        body: str,
+        hold: bool,
+    ) -> list[str]:
         items = [
             NewDelivery(
                 id="dlv_" + secrets.token_hex(12),
@@ -194,6 +217,9 @@ class WebhookEvents:
         """Before the publish: write the deliveries, held until `release` (or `cancel`)."""
         event = (tags or {}).get("event") or "publication"
         ids = await self.emit(ref, event, data, user, hold=True)
+        if event.startswith("client-"):
+            found = pusher.client_event(ref.name, event, data, user)
+            ids += await self.emit_pusher(ref, found, hold=True)
         return HeldDeliveries(self, ids) if ids else None
 
     async def lifecycle(
@@ -201,3 +227,6 @@ class WebhookEvents:
     ) -> None:
         data = _encoder.encode({"channel": ref.name, "client": client} if client else {})
         await self.emit(ref, event.value, data, user or None)
+        found = pusher.lifecycle_event(event, ref.name, user)
+        if found is not None:
+            await self.emit_pusher(ref, found)

@@ -35,6 +35,7 @@ class Webhook:
     updated_at: datetime = field(default_factory=utcnow)
 
     def wants(self, event: str) -> bool:
+        """Xshathra-format events; Pusher's are matched by name only (webhooks.pusher)."""
         return self.enabled and ("*" in self.events or event in self.events)
 
 

@@ -112,6 +112,7 @@ def test_application_view_shows_the_key_only_when_given() -> None:
         "status",
         "namespaces",
         "proxies",
+        "pusher_client_events",
         "created_at",
         "updated_at",
     }

@@ -76,3 +76,25 @@ async def test_a_read_that_spans_a_change_is_not_remembered(
     assert await lookup is app
     store.find_by_api_key_hash = plain_find  # type: ignore[method-assign]
     assert await cache.find_by_api_key_hash(key_hash) is None
+
+
+async def test_apps_by_id_are_cached_and_forgotten_with_their_keys() -> None:
+    """The Pusher HTTP API's lookup by app_id: a hit skips the store; a change drops it."""
+    app, _ = generate_app(name="by-id", app_id="42")
+
+    class ById:
+        reads = 0
+
+        async def get_app(self, app_id: str) -> Application | None:
+            self.reads += 1
+            return app if app_id == "42" else None
+
+    store = ById()
+    cache = AppKeyCache(store)  # type: ignore[arg-type]
+    assert await cache.get_app("42") is app
+    assert await cache.get_app("42") is app
+    assert store.reads == 1
+    assert await cache.get_app("nope") is None
+    cache.forget_app("42")
+    assert await cache.get_app("42") is app
+    assert store.reads == 3

@@ -94,6 +94,9 @@ class UpdateAppBody(_Body):
         description="Backend proxies (Centrifugo v6 shape: `proxies`, `client.proxy.connect|"
         "refresh|send`, `rpc.namespaces`); replaces the app's. `{}` removes them.",
     )
+    pusher_client_events: StrictBool | None = Field(
+        None, description="Let Pusher clients send client- events (SPEC §10)."
+    )
 
 
 class WebhookBody(_Body):
@@ -280,6 +283,8 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
             update["namespaces"] = {n: o.model_dump() for n, o in body.namespaces.items()}
         if "proxies" in body.model_fields_set:
             update["proxies"] = body.proxies
+        if body.pusher_client_events is not None:
+            update["pusher_client_events"] = body.pusher_client_events
         with refusals():
             updated = await service.update_application(app, update, as_admin=who.admin)
         return _ok({"application": application_view(updated)})
