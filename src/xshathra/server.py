@@ -57,6 +57,7 @@ from xshathra.tenancy.jwks import JwksCache
 from xshathra.tenancy.service import ApplicationService
 from xshathra.tenancy.tokens import TokenService
 from xshathra.transports.http import BoundedHttpToolsProtocol
+from xshathra.transports.stream_routes import StreamEndpoints
 from xshathra.transports.websocket import NODE_STATE_KEY, CentrifugeWebSocketProtocol
 from xshathra.webhooks.dispatcher import WebhookDispatcher
 from xshathra.webhooks.events import WebhookEvents
@@ -235,6 +236,7 @@ class Runtime:
         self.node: Node | None = None
         self.http: FastAPI | None = None
         self.engine_http: EngineHttp | None = None  # the server API's hot path, before FastAPI
+        self.streams: StreamEndpoints | None = None  # SSE, HTTP streaming, emulation
         self.secrets: Secrets | None = None
         self.analytics: AnalyticsRecorder | None = None
         self.dispatcher: WebhookDispatcher | None = None
@@ -355,6 +357,7 @@ class Runtime:
         http_stats = HttpStats()
         self.http = build_http_app(ctx, self, http_stats)
         self.engine_http = EngineHttp(ctx, http_stats)
+        self.streams = StreamEndpoints(node, settings.max_message_size)
 
     async def stop(self) -> None:
         """Close clients first (their last events still count), then flush and disconnect."""
@@ -434,8 +437,9 @@ class XshathraASGI:
     `EngineHttp` answers directly (see api.server.engine_http). WebSockets never reach it: uvicorn
     gives them to `CentrifugeWebSocketProtocol`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, banner: bool = True) -> None:
         self.runtime = Runtime(settings)
+        self.banner = banner  # of several workers, one prints it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -458,6 +462,10 @@ class XshathraASGI:
         if engine is not None and engine_http.handles(scope):
             await engine(scope, receive, send)
             return
+        streams = self.runtime.streams
+        if streams is not None and streams.handles(scope):
+            await streams(scope, receive, send)  # type: ignore[arg-type]
+            return
         await http(scope, receive, send)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -475,7 +483,8 @@ class XshathraASGI:
                     state[NODE_STATE_KEY] = self.runtime.node
                 await send({"type": "lifespan.startup.complete"})
                 settle_garbage_collector()
-                _print_banner(self.runtime)
+                if self.banner:
+                    _print_banner(self.runtime)
             elif message["type"] == "lifespan.shutdown":
                 with contextlib.suppress(Exception):
                     await self.runtime.stop()
@@ -509,6 +518,7 @@ def _print_banner(runtime: Runtime) -> None:
         f"  API docs:       {base}/docs",
         f"  Test page:      {base}/socket-auth-test.html",
         f"  WebSocket:      {base.replace('http', 'ws', 1)}/realtime/connection/websocket",
+        f"  SSE / streams:  {base}/realtime/connection/{{sse,http_stream,uni_sse,uni_http_stream}}",
     ]
     if runtime.secrets is not None and runtime.secrets.generated_admin_key:
         lines += [
@@ -519,10 +529,10 @@ def _print_banner(runtime: Runtime) -> None:
     print("\n".join(lines), file=sys.stdout, flush=True)
 
 
-def create_server(settings: Settings) -> uvicorn.Server:
+def create_server(settings: Settings, *, banner: bool = True) -> uvicorn.Server:
     proxies = proxy_entries(settings.trusted_proxies)
     config = uvicorn.Config(
-        XshathraASGI(settings),
+        XshathraASGI(settings, banner=banner),
         host=settings.host,
         port=settings.port,
         ws=CentrifugeWebSocketProtocol,
@@ -550,3 +560,13 @@ def serve(settings: Settings) -> None:
     server.run()
     if not server.started:
         raise SystemExit(1)
+
+
+async def prepare_storage(settings: Settings) -> Secrets:
+    """Migrate the database and settle the secrets once, before several workers start: they
+    then find both done, and the generated admin key is printed once, by the caller."""
+    db = await open_database(settings.database_url)
+    try:
+        return await bootstrap_secrets(settings, db)
+    finally:
+        await db.close()

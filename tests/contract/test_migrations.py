@@ -240,7 +240,7 @@ async def test_0003_registers_the_ids_of_apps_created_before_it(database_url: st
     from alembic import command
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from xshathra.storage.apps import _row
+    from xshathra.storage.apps import app_row
     from xshathra.storage.tables import applications
     from xshathra.tenancy.apps import AppExistsError, AppIdRetiredError
 
@@ -253,7 +253,7 @@ async def test_0003_registers_the_ids_of_apps_created_before_it(database_url: st
             columns = await conn.run_sync(
                 lambda c: {col["name"] for col in inspect(c).get_columns("applications")}
             )
-            row = {k: v for k, v in _row(old).items() if k in columns}
+            row = {k: v for k, v in app_row(old).items() if k in columns}
             await conn.execute(applications.insert().values(**row))
     finally:
         await engine.dispose()

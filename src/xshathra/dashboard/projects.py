@@ -48,7 +48,15 @@ BOOL_OPTIONS = [
     for name in NamespaceOptions.__struct_fields__
     if isinstance(getattr(NamespaceOptions(), name), bool)
 ]
-INT_OPTIONS = [n for n in NamespaceOptions.__struct_fields__ if n not in BOOL_OPTIONS]
+INT_OPTIONS = [
+    name
+    for name in NamespaceOptions.__struct_fields__
+    if name not in BOOL_OPTIONS and isinstance(getattr(NamespaceOptions(), name), int)
+]
+# Options the form does not show as a box or a number (names, lists): kept as they are.
+OTHER_OPTIONS = [
+    n for n in NamespaceOptions.__struct_fields__ if n not in BOOL_OPTIONS and n not in INT_OPTIONS
+]
 # What each option lets happen, in words (the option's own name is shown beside it).
 OPTION_LABELS = {
     "presence": "Presence: who is in a channel",
@@ -456,7 +464,8 @@ class ProjectPages:
                 k: {f: getattr(v, f) for f in NamespaceOptions.__struct_fields__}
                 for k, v in project.app.namespaces.items()
             }
-            namespaces[name] = options
+            kept = project.app.namespaces.get(name, NamespaceOptions())
+            namespaces[name] = {**{k: getattr(kept, k) for k in OTHER_OPTIONS}, **options}
             try:
                 await self.service.update_project(
                     project.app, {"namespaces": namespaces}, operator=signed[1].operator
