@@ -493,3 +493,48 @@ def test_proxies_tab_saves_what_the_engine_uses_and_hides_header_values_from_vie
         # A proxy still chosen somewhere cannot be deleted: said, not broken.
         in_use = post(dev, tab + "/delete", tab, name="auth")
         assert in_use.status_code == 400 and "still in use" in in_use.text
+
+
+def pusher_client_event_answer(node: ServerProcess, client_key: str) -> str:
+    """What a Pusher connection hears when it sends a client event on a private channel it has
+    not joined: refused as disabled, or (enabled) as not subscribed."""
+    with connect(
+        f"ws://127.0.0.1:{node.port}/app/{client_key}?protocol=7&client=js&version=8.4.0"
+    ) as ws:
+        assert json.loads(ws.recv(timeout=10))["event"] == "pusher:connection_established"
+        ws.send(json.dumps({"event": "client-typing", "channel": "private-room", "data": {}}))
+        answer = json.loads(ws.recv(timeout=10))
+        assert answer["event"] == "pusher:error"
+        return str(answer["data"]["message"])
+
+
+def test_pusher_client_events_switch_and_pusher_js_snippet(
+    people: dict[str, httpx.Client], project: dict[str, str], node: ServerProcess
+) -> None:
+    """The Settings switch turns Pusher client events on for the app's Pusher connections; the
+    overview shows owners and developers a pusher-js snippet with the host and client key,
+    and viewers no snippet."""
+    dev, viewer = people[DEV], people[VIEWER]
+    base = project["base"]
+    stored = httpx.get(
+        f"{node.base_url}/api/applications",
+        params={"app_id": project["app_id"]},
+        headers=node.admin_headers(),
+    ).json()["application"]
+    key = stored["client_api_key"]
+    settings = {"name": "Shop chat", "rate_limit": "500", "enabled": "on"}
+    assert post(dev, base + "/settings", base + "/settings", **settings).status_code == 303
+    assert "not enabled" in pusher_client_event_answer(node, key)
+    on = post(dev, base + "/settings", base + "/settings", **settings, pusher_client_events="on")
+    assert on.status_code == 303
+    page = dev.get(base + "/settings").text
+    assert re.search(r'id="pusher_client_events"[^>]*checked', page)
+    assert "Not subscribed to private-room" in pusher_client_event_answer(node, key)
+    overview = dev.get(base).text
+    host = node.base_url.split("//", 1)[1].split(":")[0]
+    assert f'new Pusher("{key}"' in overview and f'wsHost: "{host}"' in overview
+    assert f"wsPort: {node.port}" in overview
+    assert "Client events (<code>client-…</code>) are allowed" in overview
+    seen = viewer.get(base).text
+    assert "Connect with pusher-js" not in seen and key not in seen
+    assert post(dev, base + "/settings", base + "/settings", **settings).status_code == 303

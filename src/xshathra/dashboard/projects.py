@@ -15,6 +15,7 @@ import hmac
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -131,6 +132,18 @@ class Project:
 def _field_errors(exc: ServiceError, default: str) -> dict[str, str]:
     message = exc.message[:1].upper() + exc.message[1:]
     return {exc.field or default: message + ("" if message.endswith(".") else ".")}
+
+
+def pusher_options(origin: str) -> dict[str, Any]:
+    """pusher-js's host options for this server (its WebSocket `/app/{key}` is on the same
+    origin as the dashboard)."""
+    parts = urlsplit(origin)
+    tls = parts.scheme == "https"
+    return {
+        "host": parts.hostname or "localhost",
+        "port": parts.port or (443 if tls else 80),
+        "tls": tls,
+    }
 
 
 def _checked(form: dict[str, str], name: str) -> bool:
@@ -346,6 +359,7 @@ class ProjectPages:
             period=period,
             stats=chart_data(period, snap),
             origin=self.d.origin(request),
+            pusher=pusher_options(self.d.origin(request)),
             **ctx,
         )
 
@@ -405,6 +419,7 @@ class ProjectPages:
                 "allowed_domain": app.allowed_domain or "",
                 "rate_limit": str(app.rate_limit),
                 "enabled": app.status,
+                "pusher_client_events": app.pusher_client_events,
             },
         )
         ctx.setdefault("errors", {})
@@ -437,6 +452,7 @@ class ProjectPages:
             "allowed_domain": form.get("allowed_domain", ""),
             "rate_limit": form.get("rate_limit", ""),
             "enabled": _checked(form, "enabled"),
+            "pusher_client_events": _checked(form, "pusher_client_events"),
         }
         try:
             rate = int(values["rate_limit"].strip())
@@ -448,6 +464,7 @@ class ProjectPages:
             "allowed_domain": values["allowed_domain"],
             "rate_limit": rate,
             "status": values["enabled"],
+            "pusher_client_events": values["pusher_client_events"],
         }
         try:
             await self.service.update_project(project.app, update, operator=signed[1].operator)
