@@ -49,6 +49,7 @@ from xshathra.tenancy.apps import hash_key
 from xshathra.tenancy.service import ApplicationService
 from xshathra.tenancy.tokens import TokenService
 from xshathra.transports.http import BoundedHttpToolsProtocol
+from xshathra.transports.stream_routes import StreamEndpoints
 from xshathra.transports.websocket import NODE_STATE_KEY, CentrifugeWebSocketProtocol
 from xshathra.webhooks.dispatcher import WebhookDispatcher
 from xshathra.webhooks.events import WebhookEvents
@@ -223,6 +224,7 @@ class Runtime:
         self.node: Node | None = None
         self.http: FastAPI | None = None
         self.engine_http: EngineHttp | None = None  # the server API's hot path, before FastAPI
+        self.streams: StreamEndpoints | None = None  # SSE, HTTP streaming, emulation
         self.secrets: Secrets | None = None
         self.analytics: AnalyticsRecorder | None = None
         self.dispatcher: WebhookDispatcher | None = None
@@ -319,6 +321,7 @@ class Runtime:
         http_stats = HttpStats()
         self.http = build_http_app(ctx, self, http_stats)
         self.engine_http = EngineHttp(ctx, http_stats)
+        self.streams = StreamEndpoints(node, settings.max_message_size)
 
     async def stop(self) -> None:
         """Close clients first (their last events still count), then flush and disconnect."""
@@ -406,6 +409,10 @@ class XshathraASGI:
         if engine is not None and engine_http.handles(scope):
             await engine(scope, receive, send)
             return
+        streams = self.runtime.streams
+        if streams is not None and streams.handles(scope):
+            await streams(scope, receive, send)  # type: ignore[arg-type]
+            return
         await http(scope, receive, send)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -457,6 +464,7 @@ def _print_banner(runtime: Runtime) -> None:
         f"  API docs:       {base}/docs",
         f"  Test page:      {base}/socket-auth-test.html",
         f"  WebSocket:      {base.replace('http', 'ws', 1)}/realtime/connection/websocket",
+        f"  SSE / streams:  {base}/realtime/connection/{{sse,http_stream,uni_sse,uni_http_stream}}",
     ]
     if runtime.secrets is not None and runtime.secrets.generated_admin_key:
         lines += [

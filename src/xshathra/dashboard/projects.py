@@ -59,6 +59,13 @@ INT_OPTIONS = [
     for n in NamespaceOptions.__struct_fields__
     if type(getattr(NamespaceOptions(), n)) is int  # a bool is an int too: not those
 ]
+# Options the form does not show as a box, a number or a proxy choice (lists, the recovery
+# mode): kept as they are.
+OTHER_OPTIONS = [
+    n
+    for n in NamespaceOptions.__struct_fields__
+    if n not in BOOL_OPTIONS and n not in INT_OPTIONS and n not in _PROXY_OPTIONS
+]
 # What each option lets happen, in words (the option's own name is shown beside it).
 OPTION_LABELS = {
     "presence": "Presence: who is in a channel",
@@ -505,8 +512,8 @@ class ProjectPages:
                 k: {f: getattr(v, f) for f in NamespaceOptions.__struct_fields__}
                 for k, v in project.app.namespaces.items()
             }
-            # What the form does not show (set with the API) stays as it was.
-            namespaces[name] = {**namespaces.get(name, {}), **options}
+            kept = project.app.namespaces.get(name, NamespaceOptions())
+            namespaces[name] = {**{k: getattr(kept, k) for k in OTHER_OPTIONS}, **options}
             try:
                 await self.service.update_project(
                     project.app, {"namespaces": namespaces}, operator=signed[1].operator

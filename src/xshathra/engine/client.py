@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -69,6 +70,18 @@ class ClientTransport(FrameSink, Protocol):
     # (None once dropped: the session drops them when its app has no proxy) and query string.
     request_headers: Sequence[tuple[str, str]] | None
     query: str
+
+    @property
+    def unidirectional(self) -> bool:
+        """The client cannot send after its connect request (uni_websocket, uni_sse,
+        uni_http_stream): its connect result goes out as a `connect` push, a refused connect
+        as a disconnect, and no pong is awaited after a ping."""
+
+    @property
+    def emulation(self) -> bool:
+        """The client sends its commands beside the stream, to the emulation endpoint (the
+        `http_stream` and `sse` transports): the session gets an emulation session id, named
+        in its connect result, that those requests are addressed by."""
 
     def close(self, code: int, reason: str) -> None:
         """Send a close frame with this code after what is queued, then close the connection."""
@@ -140,6 +153,7 @@ class ClientSession:
         "awaiting_pong",
         "client_id",
         "conn_info",
+        "emulation_id",
         "expires_at",
         "expiry_deadline",
         "meta",
@@ -167,6 +181,7 @@ class ClientSession:
         self.meta = b""  # the connect proxy's `meta`: sent back in every later proxy request
         self.subs: dict[str, Subscription] = {}
         self.awaiting_pong = False
+        self.emulation_id = ""  # set once connected over an emulation transport
         # Messages not handled yet; None while there are none (most of an idle connection's
         # life): even an empty list is 56 bytes per connection.
         self._inbox: list[bytes] | None = None
@@ -181,6 +196,12 @@ class ClientSession:
     @property
     def closed(self) -> bool:
         return self.state is State.CLOSED
+
+    @property
+    def awaiting_connect(self) -> bool:
+        """No command has been handed to this session yet (a unidirectional transport's next
+        message is then its connect request)."""
+        return self.state is State.CONNECTING and self._task is None and self._inbox is None
 
     # --- transport entry points ------------------------------------------------------------
 
@@ -198,6 +219,14 @@ class ClientSession:
             inbox.append(data)
         if self._task is None:
             self._task = self.node.loop.create_task(self._drain())
+
+    def on_emulation(self, data: bytes, origin: str | None) -> bool:
+        """Commands sent to the emulation endpoint for this session. False (and ignored) when
+        the request came from a browser origin the app does not allow."""
+        if self.app is None or not origin_allowed(self.app.allowed_domain, origin):
+            return False
+        self.on_message(data)
+        return True
 
     def on_transport_closed(self) -> None:
         """The connection is gone (closed by either side)."""
@@ -255,7 +284,10 @@ class ClientSession:
 
     async def _dispatch(self, cmd: m.Command) -> None:
         if cmd.connect is not None:
-            await self._reply(cmd, "connect", self._connect(cmd.connect))
+            if self.transport.unidirectional:
+                await self._connect_unidirectional(cmd.connect)
+            else:
+                await self._reply(cmd, "connect", self._connect(cmd.connect))
             return
         if self.state is not State.CONNECTED:
             raise DisconnectError(DisconnectCode.BAD_REQUEST, "connect first")
@@ -317,6 +349,30 @@ class ClientSession:
         self._send(m.Reply(push=push))
 
     # --- connect ------------------------------------------------------------------------------
+
+    async def _connect_unidirectional(self, req: m.ConnectRequest) -> None:
+        """A uni client cannot answer an error reply: a refusal is a disconnect (as Centrifugo
+        does), the result a `connect` push."""
+        try:
+            result, finalize = await self._connect(req)
+        except ClientError as exc:
+            code = (
+                DisconnectCode.EXPIRED
+                if exc.code == ErrorCode.TOKEN_EXPIRED
+                else DisconnectCode.PERMISSION_DENIED
+            )
+            raise DisconnectError(code, exc.message) from None
+        except (DisconnectError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            log.warning("unidirectional connect failed on a backend: %s", type(exc).__name__)
+            raise DisconnectError(DisconnectCode.SERVER_ERROR) from None
+        if self.state is State.CLOSED:
+            return
+        assert isinstance(result, m.ConnectResult)
+        self._send(m.Reply(push=m.Push(connect=result)))
+        if finalize is not None:
+            finalize()
 
     async def _connect(self, req: m.ConnectRequest) -> tuple[object, Finalizer | None]:
         if self.state is not State.CONNECTING:
@@ -526,6 +582,11 @@ class ClientSession:
             except p.ProxyDecodeError:
                 data = b""
         server_refresh = self._server_refresh()
+        if self.transport.emulation:
+            # A bearer capability for the emulation endpoint: whoever knows it sends commands
+            # as this client, so it is as unguessable as a token.
+            self.emulation_id = secrets.token_urlsafe(18)
+            node.register_emulation(self)
         connect_result = m.ConnectResult(
             client=self.client_id,
             version=node.version,
@@ -534,7 +595,8 @@ class ClientSession:
             data=p.raw_json(data),
             subs=results or None,
             ping=node.options.ping_interval,
-            pong=True,
+            pong=not self.transport.unidirectional,
+            session=self.emulation_id,
             node=node.node_id,
         )
 

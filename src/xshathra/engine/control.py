@@ -50,7 +50,38 @@ class WebhooksChanged(_Control, tag="webhooks_changed"):
     """The app's webhooks changed: cached lists are dropped."""
 
 
-ControlMessage = Disconnect | Unsubscribe | Subscribe | Refresh | AppChanged | WebhooksChanged
+class Emulation(_Control, kw_only=True, tag="emulation"):
+    """Commands for a stream held by node `node` (bidirectional emulation): the emulation
+    request reached another node. Only `node` acts on it; `app_id` is empty (the request names
+    a session, not an app). `origin` is the request's Origin header, checked by the owner."""
+
+    app_id: str = ""
+    node: str
+    session: str
+    data: bytes
+    origin: str | None = None
+
+
+class NodeAlive(_Control, kw_only=True, tag="node_alive"):
+    """A node announces itself (`origin_node`) every few seconds, so that the others know which
+    nodes are running (an emulation request for a node that is not is answered 404). `hello`:
+    it has just started, and the others announce themselves at once instead of at their next
+    turn."""
+
+    app_id: str = ""
+    hello: bool = False
+
+
+ControlMessage = (
+    Disconnect
+    | Unsubscribe
+    | Subscribe
+    | Refresh
+    | AppChanged
+    | WebhooksChanged
+    | Emulation
+    | NodeAlive
+)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[ControlMessage] = msgspec.msgpack.Decoder(ControlMessage)

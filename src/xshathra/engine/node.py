@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
 import msgspec
@@ -28,6 +29,8 @@ from xshathra.engine.control import (
     AppChanged,
     ControlMessage,
     Disconnect,
+    Emulation,
+    NodeAlive,
     Refresh,
     Subscribe,
     Unsubscribe,
@@ -101,6 +104,10 @@ class ChannelEvents(Protocol):
 
 log = logging.getLogger("xshathra.node")
 
+# Every node announces itself on the control bus this often; one not heard from for three
+# times as long is taken as gone.
+NODE_ANNOUNCE_INTERVAL = 5.0
+
 
 def _check_text(tags: dict[str, str]) -> None:
     """Refuse tags that cannot be encoded as UTF-8 (a lone surrogate that a lenient JSON
@@ -112,6 +119,14 @@ def _check_text(tags: dict[str, str]) -> None:
             value.encode()
         except UnicodeEncodeError:
             raise ClientError(ErrorCode.BAD_REQUEST, "tags must be valid Unicode text") from None
+
+
+class EmulationOutcome(Enum):
+    NO_NODE = "no_node"  # the node named is not running (as far as this one knows)
+    DELIVERED = "delivered"  # to a session of this node
+    NO_SESSION = "no_session"  # none here by that id: closed, or never existed
+    ORIGIN_REFUSED = "origin_refused"  # from a browser origin the session's app does not allow
+    FORWARDED = "forwarded"  # to the node named, over the control bus
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,14 +192,37 @@ class Node:
         self._background: set[asyncio.Task[None]] = set()
         # Last publication position seen per channel with local subscribers (gap detection).
         self._last_offsets: dict[ChannelRef, tuple[str, int]] = {}
+        # Connected sessions of emulation transports, by emulation session id.
+        self._emulated: dict[str, ClientSession] = {}
+        # Other nodes on the control bus: node id -> when last heard of (monotonic).
+        self._nodes: dict[str, float] = {}
+        self._announce_task: asyncio.Task[None] | None = None
         analytics.bind_online(self._online, self.hub.app_ids)
 
     async def start(self) -> None:
         await self.broker.start(self)
         self._ping_task = self.loop.create_task(self._ping_loop())
         self._presence_task = self.loop.create_task(self._presence_loop())
+        self._announce_task = self.loop.create_task(self._announce_loop())
         self._position_task = self.loop.create_task(self._position_loop())
         self.deadlines.start(self.loop)
+
+    async def _announce_loop(self) -> None:
+        hello = True
+        while True:
+            try:
+                await self.send_control(NodeAlive(hello=hello))
+                hello = False
+            except Exception as exc:  # the broker is away: the next turn tries again
+                log.debug("node announcement failed: %s", type(exc).__name__)
+            await asyncio.sleep(NODE_ANNOUNCE_INTERVAL)
+
+    def node_running(self, node_id: str) -> bool:
+        """This node, or another heard of on the control bus lately."""
+        if node_id == self.node_id:
+            return True
+        seen = self._nodes.get(node_id)
+        return seen is not None and time.monotonic() - seen < 3 * NODE_ANNOUNCE_INTERVAL
 
     def on_reconnect(self) -> None:
         """The broker lost messages while away: every subscriber resubscribes and recovers."""
@@ -220,7 +258,12 @@ class Node:
         """Disconnect every client with a reconnect code and stop background work."""
         for session in self.hub.all_connections():
             session.disconnect(DisconnectCode.SHUTDOWN)
-        for task in (self._ping_task, self._presence_task, self._position_task):
+        for task in (
+            self._ping_task,
+            self._presence_task,
+            self._announce_task,
+            self._position_task,
+        ):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -319,6 +362,8 @@ class Node:
 
     def unregister(self, session: ClientSession, subs: list[Subscription]) -> None:
         """A connection closed: forget it now, clean shared state in the background."""
+        if session.emulation_id:
+            self._emulated.pop(session.emulation_id, None)
         if session.app is not None:
             self.hub.remove_connection(session)
             if not self.hub.connection_count(session.app_id):
@@ -397,7 +442,8 @@ class Node:
                 if session.awaiting_pong:
                     session.disconnect(DisconnectCode.NO_PONG)
                     continue
-                session.awaiting_pong = True
+                # A unidirectional client cannot answer: its ping only shows it the stream lives.
+                session.awaiting_pong = not session.transport.unidirectional
                 session.writer.enqueue(self.hub.ping_frame(session.transport))
 
     # --- broker events ------------------------------------------------------------------------
@@ -484,7 +530,50 @@ class Node:
         except (msgspec.DecodeError, msgspec.ValidationError):
             log.warning("ignoring a malformed control message")
             return
+        if isinstance(msg, Emulation):
+            # Handled here, not in a task: a session's commands keep the bus's order.
+            if msg.node == self.node_id:
+                self._emulate_here(msg.session, msg.data, msg.origin)
+            return
+        if isinstance(msg, NodeAlive):
+            if msg.origin_node and msg.origin_node != self.node_id:
+                self._nodes[msg.origin_node] = time.monotonic()
+                if len(self._nodes) > 64:  # forget nodes gone long ago
+                    for node_id in [n for n in self._nodes if not self.node_running(n)]:
+                        del self._nodes[node_id]
+                if msg.hello:
+                    self._spawn(self.send_control(NodeAlive()))
+            return
         self._spawn(self._apply_control(msg))
+
+    # --- bidirectional emulation ----------------------------------------------------------------
+
+    def register_emulation(self, session: ClientSession) -> None:
+        self._emulated[session.emulation_id] = session
+
+    async def emulate(
+        self, node_id: str, session_id: str, data: bytes, origin: str | None
+    ) -> EmulationOutcome:
+        """Commands of an emulation request, for the stream `session_id` held by `node_id`:
+        handed to the session when it is here, else sent over the control bus to its node,
+        which acts alone on it (what became of them there is not known here); nothing when
+        that node is not running (Centrifugo's 404: the client reconnects)."""
+        if node_id == self.node_id:
+            return self._emulate_here(session_id, data, origin)
+        if not self.node_running(node_id):
+            return EmulationOutcome.NO_NODE
+        await self.send_control(
+            Emulation(node=node_id, session=session_id, data=data, origin=origin)
+        )
+        return EmulationOutcome.FORWARDED
+
+    def _emulate_here(self, session_id: str, data: bytes, origin: str | None) -> EmulationOutcome:
+        session = self._emulated.get(session_id)
+        if session is None:
+            return EmulationOutcome.NO_SESSION
+        if not session.on_emulation(data, origin):
+            return EmulationOutcome.ORIGIN_REFUSED
+        return EmulationOutcome.DELIVERED
 
     async def _apply_control(self, msg: ControlMessage) -> None:
         app_id = AppId(msg.app_id)
@@ -495,6 +584,8 @@ class Node:
             if self.events is not None:
                 self.events.invalidate(app_id)
             return
+        if isinstance(msg, Emulation | NodeAlive):
+            return  # on_control's, never spawned
         if msg.client:
             one = self.hub.connection(app_id, msg.client)
             targets = [one] if one is not None and (not msg.user or one.user == msg.user) else []

@@ -39,6 +39,8 @@ class FakeTransport:
 
     codec: Codec = JSON_CODEC
     framing: str = "fake"
+    unidirectional = False
+    emulation = False
 
     def __init__(
         self,
