@@ -238,6 +238,11 @@ def test_every_change_needs_the_csrf_token(
         "/members",
         "/webhooks",
         "/namespaces",
+        "/proxies",
+        "/proxies/delete",
+        "/proxies/client",
+        "/proxies/rpc",
+        "/proxies/rpc/delete",
     ):
         answer = owner.post(base + path, data={"confirm": "on", "confirm_name": "Shop chat"})
         assert answer.status_code == 403, path
