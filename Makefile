@@ -35,7 +35,9 @@ serve: $(STAMP)
 test: $(DEVSTAMP) $(JSSTAMP) chromium
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/mypy
-	$(PY) -m pytest
+	# Two workers, each taking whole test files (their module fixtures start one server each):
+	# most tests wait on a server process or a client, so two run well on two cores.
+	$(PY) -m pytest -n 2 --dist loadfile
 
 # Not part of `make test`: 30 minutes of mixed load on two nodes (PostgreSQL + Redis); prints
 # what was lost (nothing, or it exits 1) and draws bench/results/soak.png.
