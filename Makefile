@@ -7,7 +7,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 JSDIR  := tests/js
 JSSTAMP := $(JSDIR)/node_modules/.installed
 
-.PHONY: serve test lint typecheck bench bench-quick clean chromium proto
+.PHONY: serve test lint typecheck bench bench-quick soak clean chromium proto
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,7 +35,15 @@ serve: $(STAMP)
 test: $(DEVSTAMP) $(JSSTAMP) chromium
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/mypy
-	$(PY) -m pytest
+	# Two workers, each taking whole test files (their module fixtures start one server each):
+	# most tests wait on a server process or a client, so two run well on two cores.
+	$(PY) -m pytest -n 2 --dist loadfile
+
+# Not part of `make test`: 30 minutes of mixed load on two nodes (PostgreSQL + Redis); prints
+# what was lost (nothing, or it exits 1) and draws bench/results/soak.png.
+# SOAKARGS passes options through, e.g. `make soak SOAKARGS="--duration 120"`.
+soak: $(DEVSTAMP) $(BENCHSTAMP)
+	$(PY) -m bench.soak $(SOAKARGS)
 
 lint: $(DEVSTAMP)
 	$(VENV)/bin/ruff check src tests

@@ -65,9 +65,9 @@ class ClientStats:
 
 
 class LoadClient:
-    """n WebSocket connections held by the C client. Use `await LoadClient.start(...)`, which
-    returns once every connection is taken on (the client opens them `batch` at a time and
-    fails if a batch is not ready within 120 s)."""
+    """n WebSocket (or SSE) connections held by the C client. Use `await LoadClient.start(...)`,
+    which returns once every connection is taken on (the client opens them `batch` at a time
+    and fails if a batch is not ready within 120 s)."""
 
     def __init__(self, proc: asyncio.subprocess.Process, tmp: Path, n: int) -> None:
         self.proc, self.tmp, self.n = proc, tmp, n
@@ -84,6 +84,7 @@ class LoadClient:
         ready_marker: bytes = b"",
         sample_every: int = 0,
         batch: int = CONNECT_BATCH,
+        sse: bool = False,
         deflate: bool = False,
         protobuf: bool = False,
     ) -> LoadClient:
@@ -93,7 +94,8 @@ class LoadClient:
         (empty: the upgrade is enough); one connection in `sample_every` times publications
         (0: none); `deflate` offers permessage-deflate and inflates what comes compressed;
         `protobuf`: the server speaks the protobuf format (binary hellos, protobuf
-        pings answered by the client itself)."""
+        pings answered by the client itself); `sse`: Server-Sent Event streams, each GET's
+        query being its hello."""
         binary = build()
         tmp = Path(tempfile.mkdtemp(prefix="bench-client-"))
         hello_file = tmp / "hellos"
@@ -112,6 +114,7 @@ class LoadClient:
             answer,
             ready_marker,
             str(batch),
+            *(["sse"] if sse else []),
             env={
                 **os.environ,
                 "LOADCLIENT_DEFLATE": "1" if deflate else "0",

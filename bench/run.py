@@ -185,6 +185,7 @@ async def start_client(
         ready_marker,
         sample_every,
         batch,
+        sse=stack.transport == "sse",
         deflate=stack.deflate,
         protobuf=stack.protobuf,
     )

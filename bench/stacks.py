@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import quote
 
 import jwt
 
@@ -93,6 +94,8 @@ class Stack:
     # CONNECT ack); empty where the upgrade alone does it.
     ready_marker: bytes = b""
     channels: bool = False  # has named channels, so the many-channels and recovery scenarios
+    # "websocket", or "sse": Server-Sent Events, the hello being the GET's query string
+    transport: str = "websocket"
     # The load client offers permessage-deflate and inflates compressed messages.
     deflate: bool = False
     # Binary frames of the Centrifuge protobuf format: the load client sends its hello as
@@ -106,16 +109,24 @@ class Stack:
         return self.command(0, Path("."))[0] == "node"
 
 
-def xs_token(ctx: dict[str, Any]) -> str:
+def xs_token(ctx: dict[str, Any], **claims: Any) -> str:
     return jwt.encode(
         {
             "sub": f"u{secrets.token_hex(3)}",
             "app_id": ctx["app_id"],
             "exp": int(time.time()) + 3600,
+            **claims,
         },
         ctx["app_secret"],
         algorithm="HS256",
     )
+
+
+def xs_sse_hello(ctx: dict[str, Any]) -> list[bytes]:
+    """A uni_sse connection's query: the connect request, its token subscribing the client to
+    the channel on the server's side (a unidirectional client cannot subscribe itself)."""
+    request = json.dumps({"token": xs_token(ctx, channels=[CHANNEL])})
+    return [b"?cf_connect=" + quote(request, safe="").encode()]
 
 
 def xs_hello(ctx: dict[str, Any], *subscribes: dict[str, Any]) -> list[bytes]:
@@ -205,6 +216,20 @@ STACKS: dict[str, Stack] = {
         ping=(b"{}", b"{}"),
         ready_marker=xs_ready(2),
         channels=True,
+    ),
+    # The same server and channel, its clients on unidirectional SSE (no ping to answer).
+    "xshathra_sse": Stack(
+        "xshathra_sse",
+        lambda port, tmp: [PY, "-m", "xshathra", "serve", "--port", str(port)],
+        "/realtime/connection/uni_sse",
+        xs_sse_hello,
+        "/realtime/api/publish",
+        lambda data, ctx: xs_publish(CHANNEL, data),
+        lambda ctx: {"X-API-Key": ctx["api_key"]},
+        {"XSHATHRA_LOG_LEVEL": "warning"},
+        marker=b'"pub"',
+        ready_marker=b'{"connect"',
+        transport="sse",
     ),
     # The same server with permessage-deflate on for every message (minimum size 0): what
     # compression costs the server at fan-out, where a publication is compressed once per

@@ -8,6 +8,11 @@
  * {"received":R,"errors":E,"closed":C,"latencies_ns":[...]} (latencies since the previous
  * `stats`); `quit` or end of input closes everything and exits 0. See usage() for arguments.
  *
+ * With a last argument `sse` the connections are Server-Sent Event streams instead: a plain
+ * GET of PATH followed by the connection's hello (its query string, e.g. `?cf_connect=...`),
+ * a 200 response, then events (`...\n\n`) counted like WebSocket messages; the chunked
+ * encoding's size lines between them hold no marker and are skipped with them.
+ *
  * LOADCLIENT_PROTOBUF=1 in the environment: the server speaks the Centrifuge protobuf format
  * (binary frames of varint-length-delimited replies). Hello frames then go out as binary
  * frames, and a server ping, an empty reply (a zero length) anywhere in a frame, is answered
@@ -81,6 +86,7 @@ static struct conn *conns;
 static long nconns, nready, batch;  /* batch: connections opened at once (see usage) */
 static long sources = 1;  /* LOADCLIENT_SOURCES: 127.0.0.x source addresses to spread over */
 static int running;  /* every connection was taken on: failures count instead of ending us */
+static int sse;      /* Server-Sent Events instead of WebSocket (see the top) */
 static int ep;
 static uint8_t *rbuf, *scratch;
 static size_t rcap, scratchcap;
@@ -241,14 +247,23 @@ static void base64_key(char out[25]) {  /* 16 random bytes, base64: 24 character
 }
 
 static void start_upgrade(struct conn *c) {
-    char key[25], request[2048];
-    base64_key(key);
-    int n = snprintf(request, sizeof request,
+    char key[25], request[8192];
+    int n;
+    if (sse) {
+        const struct buf *query = c->hello && c->hello->count ? &c->hello->frames[0] : NULL;
+        n = snprintf(request, sizeof request,
+                     "GET %s%.*s HTTP/1.1\r\nHost: %s:%s\r\nAccept: text/event-stream\r\n\r\n",
+                     path, query ? (int)query->len : 0, query ? (const char *)query->p : "",
+                     host, port);
+    } else {
+        base64_key(key);
+        n = snprintf(request, sizeof request,
                      "GET %s HTTP/1.1\r\nHost: %s:%s\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
                      "Sec-WebSocket-Version: 13\r\n%s\r\n",
                      path, host, port, key,
                      deflate_on ? "Sec-WebSocket-Extensions: permessage-deflate\r\n" : "");
+    }
     if (n < 0 || (size_t)n >= sizeof request)
         die("%s", "the upgrade request is too long (path?)");
     c->state = UPGRADING;
@@ -471,6 +486,30 @@ static size_t frames(struct conn *c, const uint8_t *p, size_t len) {
     return pos;
 }
 
+/* SSE: the complete events at the start of p, as one message (markers are counted in it
+ * alike); returns how many bytes they took. */
+static size_t events(struct conn *c, const uint8_t *p, size_t len) {
+    size_t end = len;
+    while (end >= 2) {
+        const uint8_t *nl = memrchr(p, '\n', end);
+        if (!nl)
+            break;
+        size_t at = (size_t)(nl - p);
+        if (at >= 1 && p[at - 1] == '\n') {
+            message(c, p, at + 1);
+            return at + 1;
+        }
+        end = at;
+    }
+    if (len > MAX_FRAME)
+        failed(c, "an event longer than 1 GiB");
+    return 0;
+}
+
+static size_t body(struct conn *c, const uint8_t *p, size_t len) {
+    return sse ? events(c, p, len) : frames(c, p, len);
+}
+
 /* The upgrade response, then the frames that follow it in the same read. */
 static size_t upgrade(struct conn *c, const uint8_t *p, size_t len) {
     const uint8_t *end = memmem(p, len, "\r\n\r\n", 4);
@@ -479,7 +518,7 @@ static size_t upgrade(struct conn *c, const uint8_t *p, size_t len) {
             failed(c, "no end to the upgrade response");
         return 0;
     }
-    if (len < 12 || memcmp(p, "HTTP/1.1 101", 12) != 0) {
+    if (len < 12 || memcmp(p, sse ? "HTTP/1.1 200" : "HTTP/1.1 101", 12) != 0) {
         const uint8_t *eol = memchr(p, '\r', len);
         char status[128];
         snprintf(status, sizeof status, "%.*s", (int)(eol - p), (const char *)p);
@@ -489,10 +528,10 @@ static size_t upgrade(struct conn *c, const uint8_t *p, size_t len) {
     c->state = OPEN;
     if (!ready_marker.len)
         set_ready(c);
-    for (size_t i = 0; c->hello && i < c->hello->count; i++)
+    for (size_t i = 0; !sse && c->hello && i < c->hello->count; i++)
         send_frame(c, protobuf ? 0x2 : 0x1, c->hello->frames[i].p, c->hello->frames[i].len);
     size_t head = (size_t)(end - p) + 4;
-    return head + frames(c, p + head, len - head);
+    return head + body(c, p + head, len - head);
 }
 
 static void readable(struct conn *c) {
@@ -518,7 +557,7 @@ static void readable(struct conn *c) {
             return;
         }
         size_t len = off + (size_t)n;
-        size_t used = c->state == UPGRADING ? upgrade(c, rbuf, len) : frames(c, rbuf, len);
+        size_t used = c->state == UPGRADING ? upgrade(c, rbuf, len) : body(c, rbuf, len);
         if (c->state == CLOSED)
             return;
         c->tail.len = 0;
@@ -651,21 +690,24 @@ static struct buf arg(const char *s) {
 static void usage(void) {
     fprintf(stderr,
             "usage: loadclient HOST PORT PATH N SAMPLE_EVERY HELLO_FILE MARKER PING ANSWER "
-            "READY BATCH\n"
+            "READY BATCH [sse]\n"
             "  N connections to ws://HOST:PORT/PATH; connection i times publications when\n"
             "  i %% SAMPLE_EVERY == 0 (0: none) and sends hello i %% (lines in HELLO_FILE);\n"
             "  MARKER is counted once a publication; a payload (or line of one) equal to PING\n"
             "  is answered with ANSWER; READY in a payload means the connection is taken on.\n"
             "  PING, READY may be empty (no ping; ready at the upgrade). Connections open\n"
             "  BATCH at a time, each batch taken on before the next (more at once can\n"
-            "  overflow a listen backlog). LOADCLIENT_SOURCES=K spreads connections over\n"
-            "  the source addresses 127.0.0.1 to 127.0.0.K (past ~28,000 connections).\n");
+            "  overflow a listen backlog). With `sse`, Server-Sent Events: a GET of PATH\n"
+            "  followed by the connection's hello (a query string). LOADCLIENT_SOURCES=K\n"
+            "  spreads connections over the source addresses 127.0.0.1 to 127.0.0.K (past\n"
+            "  ~28,000 connections).\n");
     exit(2);
 }
 
 int main(int argc, char **argv) {
-    if (argc != 12)
+    if (argc != 12 && !(argc == 13 && strcmp(argv[12], "sse") == 0))
         usage();
+    sse = argc == 13;
     host = argv[1];
     port = argv[2];
     path = argv[3];

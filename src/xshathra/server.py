@@ -14,10 +14,11 @@ import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
@@ -38,6 +39,12 @@ from xshathra.observability.metrics import (
     build_registry,
     render,
 )
+from xshathra.observability.tracing import (
+    TracedBroker,
+    TracingMiddleware,
+    setup_tracing,
+    traced_call,
+)
 from xshathra.presence import PresenceStore
 from xshathra.proxies.caller import HttpProxyCaller
 from xshathra.pusher.channels import PusherChannels
@@ -46,9 +53,11 @@ from xshathra.settings import Settings, proxy_entries
 from xshathra.storage.database import Database, open_database
 from xshathra.tenancy.appcache import AppKeyCache
 from xshathra.tenancy.apps import hash_key
+from xshathra.tenancy.jwks import JwksCache
 from xshathra.tenancy.service import ApplicationService
 from xshathra.tenancy.tokens import TokenService
 from xshathra.transports.http import BoundedHttpToolsProtocol
+from xshathra.transports.stream_routes import StreamEndpoints
 from xshathra.transports.websocket import NODE_STATE_KEY, CentrifugeWebSocketProtocol
 from xshathra.webhooks.dispatcher import WebhookDispatcher
 from xshathra.webhooks.events import WebhookEvents
@@ -136,6 +145,9 @@ def engine_options(settings: Settings) -> EngineOptions:
         presence_ttl=settings.presence_ttl,
         connect_timeout=settings.connect_timeout,
         expired_close_delay=settings.expired_close_delay,
+        node_stats_interval=settings.node_stats_interval,
+        cluster_query_timeout=settings.cluster_query_timeout,
+        access_rules_ttl=settings.access_rules_ttl,
         position_check_interval=settings.position_check_interval,
         max_header_bytes=settings.max_header_bytes,
         preconnect_max_bytes=settings.preconnect_max_bytes,
@@ -167,6 +179,7 @@ def check_secret_strength(settings: Settings) -> None:
     configured = (
         ("XSHATHRA_ADMIN_API_KEY", settings.admin_api_key),
         ("XSHATHRA_TOKEN_HMAC_SECRET", settings.token_hmac_secret),
+        ("XSHATHRA_TOKEN_HMAC_PREVIOUS_SECRET", settings.token_hmac_previous_secret),
     )
     for variable, secret in configured:
         if secret is None or not secret.get_secret_value():
@@ -223,11 +236,15 @@ class Runtime:
         self.node: Node | None = None
         self.http: FastAPI | None = None
         self.engine_http: EngineHttp | None = None  # the server API's hot path, before FastAPI
+        self.streams: StreamEndpoints | None = None  # SSE, HTTP streaming, emulation
         self.secrets: Secrets | None = None
         self.analytics: AnalyticsRecorder | None = None
         self.dispatcher: WebhookDispatcher | None = None
         self.proxy: HttpProxyCaller | None = None
         self.limiter: RateLimiter | None = None
+        self.events: WebhookEvents | None = None
+        self.jwks: JwksCache | None = None
+        self.tracing: TracerProvider | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -241,7 +258,18 @@ class Runtime:
             node_id,
             (settings.history_max_bytes, settings.history_max_bytes_per_app),
         )
-        tokens = TokenService(sec.token_secret)
+        previous = settings.token_hmac_previous_secret
+        self.jwks = JwksCache(allow_private=settings.webhook_allow_private)
+        # OpenTelemetry (when OTEL_EXPORTER_OTLP_ENDPOINT is set): broker calls, HTTP requests
+        # and webhook deliveries get spans; nothing is wrapped otherwise.
+        self.tracing = tracing = setup_tracing(node_id)
+        if tracing is not None:
+            backends.broker = cast(ClusterBroker, TracedBroker(backends.broker, tracing))
+        tokens = TokenService(
+            sec.token_secret,
+            previous.get_secret_value() if previous is not None else None,
+            jwks=self.jwks,
+        )
         self.analytics = analytics = AnalyticsRecorder(db.analytics, node_id)
         self.dispatcher = dispatcher = WebhookDispatcher(
             db,
@@ -255,6 +283,16 @@ class Runtime:
             pusher_keys=functools.partial(pusher_keys, db),
             retention_days=settings.webhook_delivery_retention_days,
         )
+        self.events = events = WebhookEvents(
+            db,
+            dispatcher,
+            max_pending_per_app=settings.webhook_max_pending_per_app,
+            leave_delay=settings.webhook_leave_delay,
+        )
+        if tracing is not None:
+            # The dispatcher's one attempt is the unit a trace shows (retries are new spans).
+            attempt = traced_call(tracing, "webhook.delivery")(dispatcher._attempt)
+            dispatcher._attempt = attempt  # type: ignore[method-assign,assignment]
         allow_private = settings.proxy_allow_private
         self.proxy = proxy = HttpProxyCaller(
             allow_private=settings.webhook_allow_private
@@ -269,11 +307,10 @@ class Runtime:
             apps=db.apps,
             tokens=tokens,
             analytics=analytics,
-            events=WebhookEvents(
-                db, dispatcher, max_pending_per_app=settings.webhook_max_pending_per_app
-            ),
+            events=events,
             proxy=proxy,
             node_id=node_id,
+            access=db.access,
         )
         await node.start()
         await analytics.start()
@@ -305,6 +342,7 @@ class Runtime:
                 key_rate_limit_ceiling=settings.app_rate_limit_ceiling,
                 webhook_max_per_app=settings.webhook_max_per_app,
                 webhook_allow_private=settings.webhook_allow_private,
+                webhook_tester=dispatcher,
                 members=db.members,
                 proxy_allow_private=settings.proxy_allow_private,
             ),
@@ -319,11 +357,15 @@ class Runtime:
         http_stats = HttpStats()
         self.http = build_http_app(ctx, self, http_stats)
         self.engine_http = EngineHttp(ctx, http_stats)
+        self.streams = StreamEndpoints(node, settings.max_message_size)
 
     async def stop(self) -> None:
         """Close clients first (their last events still count), then flush and disconnect."""
         if self.node is not None:
             await self.node.close()
+        if self.events is not None:
+            with contextlib.suppress(Exception):
+                await self.events.flush()  # held leaves are reported, not lost
         if self.dispatcher is not None:
             await self.dispatcher.close()
         if self.proxy is not None:
@@ -332,6 +374,10 @@ class Runtime:
             await self.analytics.close()
         if self.limiter is not None:
             await self.limiter.close()
+        if self.jwks is not None:
+            await self.jwks.close()
+        if self.tracing is not None:
+            self.tracing.shutdown()  # exports the spans still batched
         if self.db is not None:
             await self.db.close()
 
@@ -391,8 +437,9 @@ class XshathraASGI:
     `EngineHttp` answers directly (see api.server.engine_http). WebSockets never reach it: uvicorn
     gives them to `CentrifugeWebSocketProtocol`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, banner: bool = True) -> None:
         self.runtime = Runtime(settings)
+        self.banner = banner  # of several workers, one prints it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -402,9 +449,22 @@ class XshathraASGI:
         if http is None:
             await JSONResponse({"error": "starting"}, status_code=503)(scope, receive, send)
             return
+        if self.runtime.tracing is not None and scope["type"] == "http":
+            traced = TracingMiddleware(self._http_app, self.runtime.tracing)
+            await traced(scope, receive, send)
+            return
+        await self._http_app(scope, receive, send)
+
+    async def _http_app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        http = self.runtime.http
+        assert http is not None
         engine = self.runtime.engine_http
         if engine is not None and engine_http.handles(scope):
             await engine(scope, receive, send)
+            return
+        streams = self.runtime.streams
+        if streams is not None and streams.handles(scope):
+            await streams(scope, receive, send)  # type: ignore[arg-type]
             return
         await http(scope, receive, send)
 
@@ -423,7 +483,8 @@ class XshathraASGI:
                     state[NODE_STATE_KEY] = self.runtime.node
                 await send({"type": "lifespan.startup.complete"})
                 settle_garbage_collector()
-                _print_banner(self.runtime)
+                if self.banner:
+                    _print_banner(self.runtime)
             elif message["type"] == "lifespan.shutdown":
                 with contextlib.suppress(Exception):
                     await self.runtime.stop()
@@ -457,6 +518,7 @@ def _print_banner(runtime: Runtime) -> None:
         f"  API docs:       {base}/docs",
         f"  Test page:      {base}/socket-auth-test.html",
         f"  WebSocket:      {base.replace('http', 'ws', 1)}/realtime/connection/websocket",
+        f"  SSE / streams:  {base}/realtime/connection/{{sse,http_stream,uni_sse,uni_http_stream}}",
     ]
     if runtime.secrets is not None and runtime.secrets.generated_admin_key:
         lines += [
@@ -467,10 +529,10 @@ def _print_banner(runtime: Runtime) -> None:
     print("\n".join(lines), file=sys.stdout, flush=True)
 
 
-def create_server(settings: Settings) -> uvicorn.Server:
+def create_server(settings: Settings, *, banner: bool = True) -> uvicorn.Server:
     proxies = proxy_entries(settings.trusted_proxies)
     config = uvicorn.Config(
-        XshathraASGI(settings),
+        XshathraASGI(settings, banner=banner),
         host=settings.host,
         port=settings.port,
         ws=CentrifugeWebSocketProtocol,
@@ -498,3 +560,13 @@ def serve(settings: Settings) -> None:
     server.run()
     if not server.started:
         raise SystemExit(1)
+
+
+async def prepare_storage(settings: Settings) -> Secrets:
+    """Migrate the database and settle the secrets once, before several workers start: they
+    then find both done, and the generated admin key is printed once, by the caller."""
+    db = await open_database(settings.database_url)
+    try:
+        return await bootstrap_secrets(settings, db)
+    finally:
+        await db.close()

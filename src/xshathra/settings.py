@@ -7,6 +7,7 @@ This module only describes configuration; it never opens connections or generate
 from __future__ import annotations
 
 import ipaddress
+import os
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -23,6 +24,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 3001
     node_name: str = ""
+    # Processes serving the one port (SPEC §12): a number, or "auto" for one per core. More
+    # than one needs a broker they share (XSHATHRA_BROKER_URL redis:// or nats://).
+    workers: int | Literal["auto"] = Field(default=1)
     log_level: str = "info"
     public_url: str = ""
 
@@ -37,6 +41,9 @@ class Settings(BaseSettings):
             "CENTRIFUGO_TOKEN_HMAC_SECRET",
         ),
     )
+    # During a rotation of the HMAC secret: the one it replaces, still accepted when verifying
+    # tokens (new tokens are signed with token_hmac_secret). Unset it once old tokens expired.
+    token_hmac_previous_secret: SecretStr | None = None
     database_url: str = "sqlite:///./xshathra.db"
     broker_url: str = "memory://"
     broker_prefix: str = "xs"  # key and topic prefix in a shared Redis: one per deployment
@@ -50,6 +57,9 @@ class Settings(BaseSettings):
     # Deliveries of one app waiting to go out; more are recorded as failed ("dropped").
     webhook_max_pending_per_app: int = 10_000
     webhook_delivery_retention_days: float = 7.0  # delivered/failed rows kept this long
+    # user-left and room-vacated wait this long (seconds); a user or room back within it
+    # drops both the leave and the join (a page reload reports nothing). 0: at once.
+    webhook_leave_delay: float = Field(default=3.0, ge=0, le=300)
     # Backend proxies (SPEC §9): calls one app may have in flight on a node (past it: 100 at
     # once), and whether they may reach private addresses (unset: as webhook_allow_private).
     proxy_concurrency_per_app: int = Field(default=128, ge=1, le=10_000)
@@ -78,6 +88,14 @@ class Settings(BaseSettings):
     # Clients refresh tokens when their ttl runs out; this grace (as Centrifugo's
     # client_expired_close_delay) lets the refresh arrive before the connection is closed.
     expired_close_delay: float = 25.0
+    # Every node publishes its counts this often (seconds); `info` and the cluster-wide
+    # max_connections quota read the latest of each node, which counts as gone after three.
+    node_stats_interval: float = Field(default=3.0, gt=0)
+    # How long `channels` and `connections` wait for the other nodes' answers (seconds).
+    cluster_query_timeout: float = Field(default=1.0, gt=0)
+    # Each node re-reads an app's access rules (blocked users, revoked tokens) this often;
+    # changes reach every node at once through the broker, this bounds a lost message.
+    access_rules_ttl: float = Field(default=30.0, gt=0)
     # Positioned subscriptions (namespace option force_positioning): seconds between checks
     # of each channel's stream top against what was delivered; a gap disconnects with 3010.
     position_check_interval: float = Field(default=40.0, gt=0)
@@ -119,6 +137,25 @@ class Settings(BaseSettings):
     signup: Literal["open", "invite", "closed"] = "invite"
     dashboard_session_ttl: int = Field(default=7 * 86400, ge=300)  # seconds a sign-in lasts
     invitation_ttl: int = Field(default=7 * 86400, ge=300)  # seconds an invitation link works
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _check_workers(cls, value: object) -> int | str:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        try:
+            count = int(str(value).strip())
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise ValueError("must be a number of processes (1 or more) or 'auto'")
+        return count
+
+    def worker_count(self) -> int:
+        """XSHATHRA_WORKERS as a number of processes ("auto": one per core)."""
+        if self.workers == "auto":
+            return max(1, os.cpu_count() or 1)
+        return self.workers
 
     @field_validator("trusted_proxies")
     @classmethod

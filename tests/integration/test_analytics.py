@@ -132,7 +132,7 @@ async def test_prometheus_metrics(server: ServerProcess) -> None:
         await reply(ws)
         text = httpx.get(f"{server.base_url}/metrics").text
     assert "xshathra_connections " in text and "xshathra_subscriptions " in text
-    assert 'xshathra_publications_total{origin="api"}' in text
+    assert 'xshathra_publications_total{namespace_kind="public",origin="api"} 1.0' in text
     assert "xshathra_messages_delivered_total" in text
     assert (
         'xshathra_http_requests_total{method="POST",route="/realtime/api/{method}",status="200"}'

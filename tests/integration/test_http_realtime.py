@@ -77,6 +77,43 @@ def test_subscription_token(server: ServerProcess, http: httpx.Client) -> None:
     assert claims["app_id"] == app["app_id"]
 
 
+def test_ttl_seconds_is_any_whole_json_number(server: ServerProcess, http: httpx.Client) -> None:
+    app = server.create_app(name="ttl-float")
+    for url, extra in (
+        ("/api/realtime/token", {}),
+        ("/api/realtime/subscription-token", {"channel": "room"}),
+    ):
+        r = http.post(url, headers=apikey(app), json={"userId": "u", "ttlSeconds": 900.0, **extra})
+        assert r.status_code == 200, r.text
+        assert r.json()["expiresInSeconds"] == 900
+        claims = jwt.decode(r.json()["token"], options={"verify_signature": False})
+        assert claims["exp"] - claims["iat"] == 900
+        for bad in (900.5, 1e300, "900", True):
+            body = {"userId": "u", "ttlSeconds": bad, **extra}
+            assert_error(http.post(url, headers=apikey(app), json=body), 400)
+
+
+def test_token_channels_must_be_in_configured_namespaces(
+    server: ServerProcess, http: httpx.Client
+) -> None:
+    app = server.create_app(name="ns-check")
+    url = "/api/realtime/token"
+    r = http.post(url, headers=apikey(app), json={"userId": "u", "channels": ["chat:room1"]})
+    assert r.status_code == 400 and "chat:room1" in r.json()["error"], r.text
+    # public:, the default namespace, and a namespace the app configured are all fine.
+    r = http.put(
+        f"/api/applications/{app['app_id']}",
+        headers={"X-API-Key": str(app["api_key"])},
+        json={"namespaces": {"chat": {"presence": True}}},
+    )
+    assert r.status_code == 200, r.text
+    channels = ["chat:room1", "public:lobby", "personal"]
+    r = http.post(url, headers=apikey(app), json={"userId": "u", "channels": channels})
+    assert r.status_code == 200, r.text
+    claims = jwt.decode(r.json()["token"], options={"verify_signature": False})
+    assert claims["channels"] == channels
+
+
 def test_token_errors(server: ServerProcess, http: httpx.Client) -> None:
     app = server.create_app(name="rt4")
     url = "/api/realtime/token"
@@ -166,27 +203,37 @@ def test_openapi_and_docs_are_served_locally(http: httpx.Client) -> None:
 
 
 def test_rate_limits(tmp_path: Path) -> None:
-    """Token endpoints per IP and the HTTP API per app answer 429 with Retry-After."""
+    """Token endpoints with an app key count against the app's rate_limit, POST /api/token per
+    IP, and the HTTP API per app; every refusal is a 429 with Retry-After."""
     with running_server(tmp_path, env={"XSHATHRA_TOKEN_RATE_LIMIT": "3"}) as srv:
-        app = srv.create_app(name="limited", rate_limit=2)
+        app = srv.create_app(name="limited", rate_limit=5)
         with httpx.Client(base_url=srv.base_url) as http:
+            # Five token calls fit the app's limit, past the per-IP limit of three.
             codes = [
                 http.post(
                     "/api/realtime/token", headers=apikey(app), json={"userId": "u"}
                 ).status_code
                 for _ in range(4)
             ]
+            codes.append(
+                http.post(
+                    "/api/realtime/subscription-token",
+                    headers=apikey(app),
+                    json={"userId": "u", "channel": "room"},
+                ).status_code
+            )
+            assert codes == [200] * 5
+            limited = http.post("/api/realtime/token", headers=apikey(app), json={"userId": "u"})
+            assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+            secret = {"app_id": app["app_id"], "app_secret": app["app_secret"]}
+            codes = [http.post("/api/token", json=secret).status_code for _ in range(4)]
             assert codes == [200, 200, 200, 429]
-            r = http.post("/api/token", json={"app_id": app["app_id"], "app_secret": "x"})
+            r = http.post("/api/token", json=secret)
             assert r.status_code == 429 and r.json()["success"] is False
             assert int(r.headers["Retry-After"]) >= 1 and r.json()["retry_after"] >= 1
             body = {"room": "r", "event": "e"}
             headers = {"X-API-Key": str(app["api_key"])}
-            codes = [
-                http.post("/api/broadcast", headers=headers, json=body).status_code
-                for _ in range(3)
-            ]
-            assert codes == [200, 200, 429]
+            assert http.post("/api/broadcast", headers=headers, json=body).status_code == 429
             engine = http.post(
                 "/realtime/api/publish", headers=headers, json={"channel": "c", "data": 1}
             )

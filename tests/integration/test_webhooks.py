@@ -105,10 +105,17 @@ def test_events_are_filtered_and_lifecycle_events_sent(srv: ServerProcess) -> No
             await client.disconnect()
 
         asyncio.run(visit())
-        events = [r.json() for r in every.wait_for(6)]
+        events = [r.json() for r in every.wait_for(8)]
     names = [e["event"] for e in events]
     assert names[:2] == ["unwanted", "wanted"]
-    assert set(names[2:]) == {"user-joined", "room-occupied", "user-left", "room-vacated"}
+    assert set(names[2:]) == {
+        "user-joined",
+        "room-occupied",
+        "user-left",
+        "room-vacated",
+        "user-online",
+        "user-offline",
+    }
     joined = next(e for e in events if e["event"] == "user-joined")
     assert joined["user_id"] == "visitor" and joined["room"] == "public:hall"
     assert len(only.requests) == 1

@@ -12,12 +12,15 @@
 //   XS_SUB_TOKEN   "1": the subscription gets its token through getToken (private channels)
 //   XS_SUB_TTL     subscription token ttl when signed locally (default 900)
 //   XS_NO_SUBSCRIBE "1": do not subscribe at start (the test sends `subscribe`)
+//   XS_TRANSPORT   "http_stream" or "sse": bidirectional emulation instead of WebSocket, the
+//                  stream on XS_BASE, commands to XS_EMULATION (default XS_BASE's endpoint)
 //   XS_NO_TOKEN    "1": connect without a token (the app's connect proxy decides)
 //   XS_CONNECT_DATA JSON sent as the connect request's data (to a connect proxy)
 //   XS_SUB_OPTIONS JSON merged into the subscription's options (delta, since, tagsFilter...)
 //   XS_PROTOBUF    "1": the protobuf build (`centrifuge/build/protobuf`, binary frames); data
 //                  is then bytes both ways: published as the JSON text's UTF-8, and printed
 //                  parsed from it (as a string when it is not JSON)
+import { EventSource } from "eventsource";
 import WebSocket from "ws";
 import readline from "node:readline";
 import { createHmac } from "node:crypto";
@@ -89,10 +92,22 @@ async function getSubToken(ctx) {
   return token;
 }
 
-const clientOptions = { websocket: WebSocket, minReconnectDelay: 100 };
+const XS_TRANSPORT = env.XS_TRANSPORT ?? "websocket";
+const XS_EMULATION = env.XS_EMULATION ?? `${XS_BASE}/realtime/emulation`;
+const endpoints =
+  XS_TRANSPORT === "websocket"
+    ? XS_WS
+    : [{ transport: XS_TRANSPORT, endpoint: `${XS_BASE}/realtime/connection/${XS_TRANSPORT}` }];
+const clientOptions = {
+  websocket: WebSocket,
+  eventsource: EventSource,
+  emulationEndpoint: XS_EMULATION,
+  minReconnectDelay: 100,
+};
 if (env.XS_NO_TOKEN !== "1") clientOptions.getToken = getToken;
 if (env.XS_CONNECT_DATA) clientOptions.data = JSON.parse(env.XS_CONNECT_DATA);
-const client = new Centrifuge(XS_WS, clientOptions);
+const client = new Centrifuge(endpoints, clientOptions);
+client.on("connected", (ctx) => emit("transport", { name: ctx.transport }));
 client.on("connecting", (ctx) => emit("connecting", { code: ctx.code, reason: ctx.reason }));
 client.on("connected", (ctx) => emit("connected", { client: ctx.client, data: ctx.data ?? null }));
 client.on("disconnected", (ctx) => emit("disconnected", { code: ctx.code, reason: ctx.reason }));

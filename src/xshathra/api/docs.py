@@ -140,6 +140,20 @@ class ApplicationOut(BaseModel):
     pusher_client_events: bool = Field(
         False, description="Pusher clients may send client- events (SPEC §10)."
     )
+    max_connections: int | None = Field(description="Quota (operator): connections, cluster-wide.")
+    max_connections_per_user: int | None = Field(description="Quota: one user's, cluster-wide.")
+    max_channels_per_connection: int | None = Field(description="Quota: subscriptions each.")
+    max_message_size: int | None = Field(description="Quota: bytes of a publication's data.")
+    rate_limit_ceiling: int | None = Field(description="Quota: most rate_limit the key may set.")
+    token_rsa_public_key: str | None = Field(description="Verifies the app's RS256 tokens.")
+    token_ecdsa_public_key: str | None = Field(description="Verifies the app's ES256 tokens.")
+    token_jwks_url: str | None = Field(description="JWKS URL of the app's RS256/ES256 keys.")
+    token_audience: str | None = Field(description="`aud` the app's own tokens must carry.")
+    token_issuer: str | None = Field(description="`iss` the app's own tokens must carry.")
+    previous_secret_expires_at: int | None = Field(
+        description="Unix seconds until which the app_secret before the last regeneration "
+        "still verifies; null when none does."
+    )
     created_at: str
     updated_at: str
 
@@ -206,6 +220,8 @@ class WebhookOut(BaseModel):
     id: str
     url: str
     events: list[str]
+    rooms: list[str] = Field(description="Room `*` globs; empty: every room.")
+    headers: dict[str, str] = Field(description="Custom headers sent with each delivery.")
     enabled: bool
     created_at: str
     secret: str | None = Field(None, description="Only when the server generated it (once).")
@@ -217,6 +233,12 @@ class WebhookAnswer(Success):
 
 class WebhooksAnswer(Success):
     webhooks: list[WebhookOut]
+
+
+class WebhookTestAnswer(Success):
+    delivered: bool = Field(description="The receiver answered 2xx.")
+    status: int | None = Field(description="The receiver's HTTP status; null if none came.")
+    error: str | None = Field(description="Why no answer came (connect error, deadline...).")
 
 
 class DeliveryOut(BaseModel):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -38,6 +39,8 @@ CHANNELS_PER_SLICE = 2000
 
 _REQ: dict[str, Any] = {"kw_only": True, "forbid_unknown_fields": False}
 _RES: dict[str, Any] = {"kw_only": True, "omit_defaults": True}
+MAX_ID_LENGTH = 255  # a user id or token id, as stored
+MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31: later is no real time
 # Disconnect codes the API may send: the protocol's and the applications' ranges.
 _DISCONNECT_CODES_FIRST, _DISCONNECT_CODES_LAST = 3000, 4999
 
@@ -127,6 +130,32 @@ class InfoRequest(msgspec.Struct, **_REQ):
     pass
 
 
+class ConnectionsRequest(msgspec.Struct, **_REQ):
+    user: str = ""
+    expression: str = ""  # Centrifugo PRO's CEL filter: not supported, must be empty
+
+
+class BlockUserRequest(msgspec.Struct, **_REQ):
+    user: str
+    expire_at: int = 0  # unix seconds; 0 blocks until unblocked
+
+
+class UnblockUserRequest(msgspec.Struct, **_REQ):
+    user: str
+
+
+class RevokeTokenRequest(msgspec.Struct, **_REQ):
+    uid: str  # the token's jti
+    expire_at: int = 0  # unix seconds: when the entry may go (the token's own exp); 0 never
+
+
+class InvalidateUserTokensRequest(msgspec.Struct, **_REQ):
+    user: str
+    issued_before: int = 0  # unix seconds; 0: now
+    expire_at: int = 0
+    channel: str = ""  # subscription tokens of one channel: not supported, must be empty
+
+
 class RpcRequest(msgspec.Struct, **_REQ):
     """Routed by the method's RPC namespace to the app's backend proxy (SPEC §9). `params` is
     Centrifugo's name for the payload; `data` is accepted too."""
@@ -187,6 +216,33 @@ class InfoResult(msgspec.Struct, kw_only=True):
     nodes: list[NodeInfo]
 
 
+class TokenInfo(msgspec.Struct, **_RES):
+    uid: str = ""
+    issued_at: int = 0
+
+
+class ChannelContext(msgspec.Struct, **_RES):
+    pass
+
+
+class ConnectionState(msgspec.Struct, **_RES):
+    channels: dict[str, ChannelContext] = {}
+    connection_token: TokenInfo | None = None
+
+
+class ConnectionInfo(msgspec.Struct, kw_only=True):
+    app_name: str = ""
+    app_version: str = ""
+    transport: str
+    protocol: str
+    user: str
+    state: ConnectionState
+
+
+class ConnectionsResult(msgspec.Struct, kw_only=True):
+    connections: dict[str, ConnectionInfo]
+
+
 class Executor:
     """Runs server API commands for one application at a time."""
 
@@ -214,7 +270,7 @@ class Executor:
         node = self._node
         ref = self._ref(app, request.channel)
         try:
-            data = node.publication_data(request.data)
+            data = node.publication_data(request.data, app)
             position = await node.publish(
                 ref,
                 data,
@@ -381,15 +437,16 @@ class Executor:
         return EmptyResult()
 
     async def channels(self, app: Application, request: ChannelsRequest) -> ChannelsResult:
-        """The app's channels on this node, filtered by a shell-style `pattern`. The pattern is
-        bounded and matched in linear time (`api.globmatch`, never a regex nor a cache), and a
-        long listing yields to the event loop, so one tenant's call never stalls the others."""
-        names = self._node.channels(app.app_id)
+        """The app's channels on every live node (counts summed), filtered by a shell-style
+        `pattern`. The pattern is bounded and matched in linear time (`api.globmatch`, never a
+        regex nor a cache), and a long listing yields to the event loop, so one tenant's call
+        never stalls the others."""
+        if request.pattern and len(request.pattern) > MAX_PATTERN_LENGTH:
+            raise ApiError(
+                ErrorCode.BAD_REQUEST, f"pattern longer than {MAX_PATTERN_LENGTH} characters"
+            )
+        names = await self._node.cluster_channels(app.app_id)
         if request.pattern:
-            if len(request.pattern) > MAX_PATTERN_LENGTH:
-                raise ApiError(
-                    ErrorCode.BAD_REQUEST, f"pattern longer than {MAX_PATTERN_LENGTH} characters"
-                )
             glob = Glob(request.pattern)
             matched: dict[str, int] = {}
             for index, (name, count) in enumerate(names.items()):
@@ -409,28 +466,110 @@ class Executor:
         return RpcResult(data=msgspec.Raw(data) if data else m.EMPTY)
 
     async def info(self, app: Application, request: InfoRequest) -> InfoResult:
-        node = self._node
-        counts = node.app_info(app.app_id)
+        """Every live node with the app's share of it: this node counted now, the others as of
+        their last heartbeat (a few seconds old at most)."""
         return InfoResult(
             nodes=[
                 NodeInfo(
-                    uid=node.node_id,
-                    name=node.name,
-                    version=node.version,
+                    uid=stats.origin_node,
+                    name=stats.name,
+                    version=stats.version,
                     num_clients=counts.num_clients,
                     num_users=counts.num_users,
                     num_channels=counts.num_channels,
                     num_subs=counts.num_subs,
-                    uptime=int(time.time() - node.started_at),
+                    uptime=stats.uptime,
                 )
+                for stats, counts in self._node.cluster_info(app.app_id)
             ]
         )
+
+    async def connections(self, app: Application, request: ConnectionsRequest) -> ConnectionsResult:
+        """The app's connections (of one user, when given) on every live node."""
+        if request.expression:
+            raise ApiError(ErrorCode.BAD_REQUEST, "expression is not supported; filter by user")
+        found = await self._node.cluster_connections(app.app_id, request.user)
+        return ConnectionsResult(
+            connections={
+                client: ConnectionInfo(
+                    transport=c.transport,
+                    protocol=c.protocol,
+                    user=c.user,
+                    state=ConnectionState(
+                        channels={name: ChannelContext() for name in c.channels},
+                        connection_token=(
+                            TokenInfo(uid=c.token_id, issued_at=c.issued_at)
+                            if c.token_id or c.issued_at
+                            else None
+                        ),
+                    ),
+                )
+                for client, c in found.items()
+            }
+        )
+
+    async def block_user(self, app: Application, request: BlockUserRequest) -> EmptyResult:
+        """Block the user on every node: connections closed (3503), connects refused."""
+        _check_user(request.user)
+        _check_expiry(request.expire_at)
+        await self._access(self._node.block_user(app.app_id, request.user, request.expire_at))
+        return EmptyResult()
+
+    async def unblock_user(self, app: Application, request: UnblockUserRequest) -> EmptyResult:
+        _check_user(request.user)
+        await self._access(self._node.unblock_user(app.app_id, request.user))
+        return EmptyResult()
+
+    async def revoke_token(self, app: Application, request: RevokeTokenRequest) -> EmptyResult:
+        """Refuse the token with this jti until `expire_at`: its connections close (3500)."""
+        if not request.uid or len(request.uid) > MAX_ID_LENGTH:
+            raise ApiError(
+                ErrorCode.BAD_REQUEST, f"uid required (at most {MAX_ID_LENGTH} characters)"
+            )
+        _check_expiry(request.expire_at)
+        await self._access(self._node.revoke_token(app.app_id, request.uid, request.expire_at))
+        return EmptyResult()
+
+    async def invalidate_user_tokens(
+        self, app: Application, request: InvalidateUserTokensRequest
+    ) -> EmptyResult:
+        """Refuse the user's tokens issued before `issued_before` (default now)."""
+        _check_user(request.user)
+        _check_expiry(request.expire_at)
+        if request.channel:
+            raise ApiError(ErrorCode.BAD_REQUEST, "channel is not supported")
+        if not 0 <= request.issued_before <= MAX_TIMESTAMP:
+            raise ApiError(ErrorCode.BAD_REQUEST, "issued_before must be unix seconds")
+        issued_before = request.issued_before or int(time.time())
+        await self._access(
+            self._node.invalidate_user_tokens(
+                app.app_id, request.user, issued_before, request.expire_at
+            )
+        )
+        return EmptyResult()
+
+    @staticmethod
+    async def _access(work: Awaitable[None]) -> None:
+        try:
+            await work
+        except ClientError as exc:
+            raise ApiError(exc.code, exc.message) from None
 
 
 def _check_target(user: str, client: str) -> None:
     """A control command names the connections it acts on."""
     if not user and not client:
         raise ApiError(ErrorCode.BAD_REQUEST, "user required")
+
+
+def _check_user(user: str) -> None:
+    if not user or len(user) > MAX_ID_LENGTH:
+        raise ApiError(ErrorCode.BAD_REQUEST, f"user required (at most {MAX_ID_LENGTH} characters)")
+
+
+def _check_expiry(expire_at: int) -> None:
+    if not 0 <= expire_at <= MAX_TIMESTAMP:
+        raise ApiError(ErrorCode.BAD_REQUEST, "expire_at must be unix seconds (0: never)")
 
 
 def _check_data(data: msgspec.Raw, b64data: str) -> None:

@@ -8,6 +8,7 @@ characters). `app_secret` is shown to the app's owner because backends need it t
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +33,17 @@ def application_view(app: Application, *, api_key: str | None = None) -> dict[st
         "rate_limit": app.rate_limit,
         "status": app.status,
         "namespaces": msgspec.to_builtins(app.namespaces),
+        # The operator's quotas, each null when the deployment's limit applies.
+        **{name: getattr(app.quotas, name) for name in app.quotas.__struct_fields__},
+        # Until when (unix seconds) the app_secret a regeneration replaced still verifies.
+        "token_rsa_public_key": app.token_rsa_public_key,
+        "token_ecdsa_public_key": app.token_ecdsa_public_key,
+        "token_jwks_url": app.token_jwks_url,
+        "token_audience": app.token_audience,
+        "token_issuer": app.token_issuer,
+        "previous_secret_expires_at": (
+            app.previous_secret_until if app.previous_secret_until > time.time() else None
+        ),
         "proxies": msgspec.to_builtins(app.proxies),
         "pusher_client_events": app.pusher_client_events,
         "created_at": iso(app.created_at),
@@ -48,6 +60,8 @@ def webhook_view(webhook: Webhook, *, secret: str | None = None) -> dict[str, An
         "id": webhook.id,
         "url": webhook.url,
         "events": list(webhook.events),
+        "rooms": list(webhook.rooms),
+        "headers": dict(webhook.headers),
         "enabled": webhook.enabled,
         "created_at": iso(webhook.created_at),
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -50,12 +51,21 @@ from xshathra.protocol.codes import (
 )
 from xshathra.protocol.delta import DELTA_TYPES
 from xshathra.protocol.filters import FilterError, check_filter, filter_key, matches
-from xshathra.tenancy.apps import Application, NamespaceOptions
+from xshathra.tenancy.apps import Application, NamespaceOptions, lowest
 from xshathra.tenancy.proxies import NO_PROXIES, ProxyTarget
 from xshathra.tenancy.tokens import ConnectionClaims, TokenError, TokenExpiredError
 
 if TYPE_CHECKING:
     from xshathra.engine.node import Node
+
+
+def refusal_code(reason: str) -> DisconnectCode:
+    """The disconnect code for an access-rule refusal: a blocked user is told not to come
+    back (3503, force disconnect); a revoked token is an invalid token (3500)."""
+    if reason == "user is blocked":
+        return DisconnectCode.FORCE_NO_RECONNECT
+    return DisconnectCode.INVALID_TOKEN
+
 
 log = logging.getLogger("xshathra.client")
 
@@ -69,6 +79,18 @@ class ClientTransport(FrameSink, Protocol):
     # (None once dropped: the session drops them when its app has no proxy) and query string.
     request_headers: Sequence[tuple[str, str]] | None
     query: str
+
+    @property
+    def unidirectional(self) -> bool:
+        """The client cannot send after its connect request (uni_websocket, uni_sse,
+        uni_http_stream): its connect result goes out as a `connect` push, a refused connect
+        as a disconnect, and no pong is awaited after a ping."""
+
+    @property
+    def emulation(self) -> bool:
+        """The client sends its commands beside the stream, to the emulation endpoint (the
+        `http_stream` and `sse` transports): the session gets an emulation session id, named
+        in its connect result, that those requests are addressed by."""
 
     def close(self, code: int, reason: str) -> None:
         """Send a close frame with this code after what is queued, then close the connection."""
@@ -140,13 +162,16 @@ class ClientSession:
         "awaiting_pong",
         "client_id",
         "conn_info",
+        "emulation_id",
         "expires_at",
         "expiry_deadline",
+        "issued_at",
         "meta",
         "node",
         "state",
         "subs",
         "token_channels",
+        "token_id",
         "transport",
         "user",
         "writer",
@@ -163,10 +188,13 @@ class ClientSession:
         self.user = ""
         self.conn_info = b""
         self.token_channels: frozenset[str] = NO_CHANNELS
+        self.token_id = ""  # the connection token's jti
+        self.issued_at: int | None = None  # and its iat
         self.expires_at: int | None = None
         self.meta = b""  # the connect proxy's `meta`: sent back in every later proxy request
         self.subs: dict[str, Subscription] = {}
         self.awaiting_pong = False
+        self.emulation_id = ""  # set once connected over an emulation transport
         # Messages not handled yet; None while there are none (most of an idle connection's
         # life): even an empty list is 56 bytes per connection.
         self._inbox: list[bytes] | None = None
@@ -181,6 +209,12 @@ class ClientSession:
     @property
     def closed(self) -> bool:
         return self.state is State.CLOSED
+
+    @property
+    def awaiting_connect(self) -> bool:
+        """No command has been handed to this session yet (a unidirectional transport's next
+        message is then its connect request)."""
+        return self.state is State.CONNECTING and self._task is None and self._inbox is None
 
     # --- transport entry points ------------------------------------------------------------
 
@@ -198,6 +232,14 @@ class ClientSession:
             inbox.append(data)
         if self._task is None:
             self._task = self.node.loop.create_task(self._drain())
+
+    def on_emulation(self, data: bytes, origin: str | None) -> bool:
+        """Commands sent to the emulation endpoint for this session. False (and ignored) when
+        the request came from a browser origin the app does not allow."""
+        if self.app is None or not origin_allowed(self.app.allowed_domain, origin):
+            return False
+        self.on_message(data)
+        return True
 
     def on_transport_closed(self) -> None:
         """The connection is gone (closed by either side)."""
@@ -255,7 +297,10 @@ class ClientSession:
 
     async def _dispatch(self, cmd: m.Command) -> None:
         if cmd.connect is not None:
-            await self._reply(cmd, "connect", self._connect(cmd.connect))
+            if self.transport.unidirectional:
+                await self._connect_unidirectional(cmd.connect)
+            else:
+                await self._reply(cmd, "connect", self._connect(cmd.connect))
             return
         if self.state is not State.CONNECTED:
             raise DisconnectError(DisconnectCode.BAD_REQUEST, "connect first")
@@ -318,6 +363,30 @@ class ClientSession:
 
     # --- connect ------------------------------------------------------------------------------
 
+    async def _connect_unidirectional(self, req: m.ConnectRequest) -> None:
+        """A uni client cannot answer an error reply: a refusal is a disconnect (as Centrifugo
+        does), the result a `connect` push."""
+        try:
+            result, finalize = await self._connect(req)
+        except ClientError as exc:
+            code = (
+                DisconnectCode.EXPIRED
+                if exc.code == ErrorCode.TOKEN_EXPIRED
+                else DisconnectCode.PERMISSION_DENIED
+            )
+            raise DisconnectError(code, exc.message) from None
+        except (DisconnectError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            log.warning("unidirectional connect failed on a backend: %s", type(exc).__name__)
+            raise DisconnectError(DisconnectCode.SERVER_ERROR) from None
+        if self.state is State.CLOSED:
+            return
+        assert isinstance(result, m.ConnectResult)
+        self._send(m.Reply(push=m.Push(connect=result)))
+        if finalize is not None:
+            finalize()
+
     async def _connect(self, req: m.ConnectRequest) -> tuple[object, Finalizer | None]:
         if self.state is not State.CONNECTING:
             raise DisconnectError(DisconnectCode.BAD_REQUEST, "already connected")
@@ -333,6 +402,7 @@ class ClientSession:
         app = await node.get_app(app_id)
         if app is None:
             raise DisconnectError(DisconnectCode.INVALID_TOKEN)
+        await node.tokens.prepare(req.token, app)  # the app's published keys, if it needs them
         # The token is verified before anything about the app is told: a client that cannot
         # sign for the app gets the same refusal whether the app exists, is disabled or fences
         # its origin (issue 11: those were readable before authentication).
@@ -357,23 +427,50 @@ class ClientSession:
         proxied: p.ConnectResult | None = None,
     ) -> tuple[object, Finalizer | None]:
         node = self.node
+        access_changes = node.access_changes
+        user_elsewhere = 0
+        if app.quotas.max_connections_per_user is not None:
+            user_elsewhere = await node.user_connections_elsewhere(app.app_id, claims.user)
+        # A proxied connect has no token: only a block applies to it, not token revocations.
+        issued_at = claims.issued_at if proxied is None else int(time.time())
+        refusal = await node.access_refusal(app.app_id, claims.user, claims.token_id, issued_at)
+        if refusal is not None:
+            node.stats.refused("blocked" if refusal == "user is blocked" else "revoked")
+            raise DisconnectError(refusal_code(refusal), refusal)
         if self.closed:
             raise DisconnectError(DisconnectCode.CONNECTION_CLOSED)
+        # The quotas are checked with no await before the registration below: two connects on
+        # this node cannot both take the last place.
         if node.hub.connection_count(app.app_id) >= node.options.max_connections_per_app:
             raise DisconnectError(DisconnectCode.CONNECTION_LIMIT)
+        quotas = app.quotas
+        if (
+            quotas.max_connections is not None
+            and node.cluster_connection_count(app.app_id) >= quotas.max_connections
+        ):
+            node.stats.refused("connection_quota")
+            raise DisconnectError(DisconnectCode.CONNECTION_LIMIT, "application connection quota")
+        if (
+            quotas.max_connections_per_user is not None
+            and len(node.hub.user_connections(app.app_id, claims.user)) + user_elsewhere
+            >= quotas.max_connections_per_user
+        ):
+            node.stats.refused("user_quota")
+            raise DisconnectError(DisconnectCode.CONNECTION_LIMIT, "user connection quota")
         if self._connect_timer is not None:
             self._connect_timer.cancel()
             self._connect_timer = None
         self.app, self.app_id, self.user = app, app.app_id, claims.user
         self.conn_info = claims.info or b""
         self.token_channels = frozenset(claims.channels) if claims.channels else NO_CHANNELS
+        self.token_id, self.issued_at = claims.token_id, issued_at
         if app.proxies == NO_PROXIES:
             # Kept for proxies only: thousands of idle connections need not hold their headers.
             self.transport.request_headers = None
         elif proxied is None:
             self._emulate_headers(req)
         self.state = State.CONNECTED
-        node.register(self, app_changes)
+        node.register(self, app_changes, access_changes)
         try:
             return await self._connected(req, claims, proxied)
         except (ClientError, DisconnectError, asyncio.CancelledError):
@@ -498,7 +595,7 @@ class ClientSession:
         results: dict[str, m.SubscribeResult] = {}
         finalizers: list[Finalizer] = []
         granted_subs = (proxied.subs if proxied is not None else None) or {}
-        for channel in claims.channels[: node.options.max_channels_per_connection]:
+        for channel in claims.channels[: self._max_channels()]:
             if not is_valid_channel(channel) or channel in self.subs:
                 continue
             recover = (req.subs or {}).get(channel) or m.SubscribeRequest(channel=channel)
@@ -526,6 +623,11 @@ class ClientSession:
             except p.ProxyDecodeError:
                 data = b""
         server_refresh = self._server_refresh()
+        if self.transport.emulation:
+            # A bearer capability for the emulation endpoint: whoever knows it sends commands
+            # as this client, so it is as unguessable as a token.
+            self.emulation_id = secrets.token_urlsafe(18)
+            node.register_emulation(self)
         connect_result = m.ConnectResult(
             client=self.client_id,
             version=node.version,
@@ -534,7 +636,8 @@ class ClientSession:
             data=p.raw_json(data),
             subs=results or None,
             ping=node.options.ping_interval,
-            pong=True,
+            pong=not self.transport.unidirectional,
+            session=self.emulation_id,
             node=node.node_id,
         )
 
@@ -618,6 +721,7 @@ class ClientSession:
 
     async def _refresh(self, req: m.RefreshRequest) -> tuple[object, Finalizer | None]:
         assert self.app is not None
+        await self.node.tokens.prepare(req.token, self.app)
         try:
             claims = self.node.tokens.verify_connection_token(req.token, self.app)
         except TokenExpiredError:
@@ -626,6 +730,12 @@ class ClientSession:
             raise DisconnectError(DisconnectCode.INVALID_TOKEN) from None
         if claims.user != self.user:
             raise DisconnectError(DisconnectCode.INVALID_TOKEN, "token is for another user")
+        refusal = await self.node.access_refusal(
+            self.app_id, claims.user, claims.token_id, claims.issued_at
+        )
+        if refusal is not None:
+            raise DisconnectError(refusal_code(refusal), refusal)
+        self.token_id, self.issued_at = claims.token_id, claims.issued_at
         if claims.info is not None:
             self.conn_info = claims.info
         self._set_expiry(claims.expires_at)
@@ -654,6 +764,11 @@ class ClientSession:
         sub = self.subs.get(channel)
         return sub is not None and sub.join_leave
 
+    def _max_channels(self) -> int:
+        """Subscriptions this connection may hold: the node's limit, or the app's quota."""
+        limit = self.node.options.max_channels_per_connection
+        return lowest(limit, self.app.quotas.max_channels_per_connection if self.app else None)
+
     def _options(self, channel: str) -> NamespaceOptions:
         assert self.app is not None
         return self.app.namespace_options(namespace_of(channel))
@@ -674,14 +789,16 @@ class ClientSession:
         ref = node.channel_ref(self.app_id, channel)
         if channel in self.subs:
             raise ClientError(ErrorCode.ALREADY_SUBSCRIBED)
-        if len(self.subs) >= node.options.max_channels_per_connection:
-            raise ClientError(ErrorCode.LIMIT_EXCEEDED)
+        if len(self.subs) >= self._max_channels():
+            node.stats.refused("channel_limit")
+            raise ClientError(ErrorCode.LIMIT_EXCEEDED, "channel limit of the connection")
         options = self._options(channel)
         chan_info = b""
         expires_at: int | None = None
         if server_side:
             pass
         elif req.token:
+            await node.tokens.prepare(req.token, self.app)
             try:
                 claims = node.tokens.verify_subscription_token(req.token, self.app)
             except TokenExpiredError:
@@ -1078,7 +1195,7 @@ class ClientSession:
         ref = self.node.channel_ref(self.app_id, channel)
         options = self._options(channel)
         sub = self.subs.get(channel)
-        data = self.node.publication_data(req.data)
+        data = self.node.publication_data(req.data, self.app)
         skip_history = False
         if options.publish_proxy_enabled:
             # The backend decides instead of the namespace's permissions, and may rewrite.

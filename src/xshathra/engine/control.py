@@ -50,7 +50,93 @@ class WebhooksChanged(_Control, tag="webhooks_changed"):
     """The app's webhooks changed: cached lists are dropped."""
 
 
-ControlMessage = Disconnect | Unsubscribe | Subscribe | Refresh | AppChanged | WebhooksChanged
+class AccessChanged(_Control, tag="access_changed"):
+    """A user was blocked or unblocked, a token revoked, or a user's tokens invalidated: every
+    node drops the app's cached access rules and closes the connections they now refuse."""
+
+    user: str = ""
+    token_id: str = ""  # a revoked token's jti
+    issued_before: int = 0  # unix seconds: the user's tokens issued earlier are refused
+
+
+class NodeStats(_Control, tag="node_stats"):
+    """A node's heartbeat (every few seconds, and once as it stops with `leaving`): how many
+    clients, users, channels and subscriptions each app has on it. `info` answers from the
+    latest of every live node, and the cluster-wide connection quota counts from them.
+    `app_id` is unused ("")."""
+
+    name: str
+    version: str
+    uptime: int
+    # app_id -> [clients, users, channels, subscriptions] on that node
+    apps: dict[str, tuple[int, int, int, int]] = {}
+    interval: float = 3.0  # seconds until the next heartbeat
+    leaving: bool = False
+
+
+class ConnectionSummary(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One connection, as the server API's `connections` lists it."""
+
+    user: str
+    transport: str
+    protocol: str
+    channels: list[str] = []
+    token_id: str = ""
+    issued_at: int = 0
+
+
+class Query(_Control, tag="query"):
+    """Asks every node for its share of the app's state; each answers with a `QueryReply`
+    addressed to `origin_node`."""
+
+    query_id: str
+    kind: str  # "channels" or "connections"
+    user: str = ""  # connections: only this user's
+
+
+class QueryReply(_Control, tag="query_reply"):
+    query_id: str
+    to_node: str
+    channels: dict[str, int] = {}
+    connections: dict[str, ConnectionSummary] = {}
+
+
+class Emulation(_Control, kw_only=True, tag="emulation"):
+    """Commands for a stream held by node `node` (bidirectional emulation): the emulation
+    request reached another node. Only `node` acts on it; `app_id` is empty (the request names
+    a session, not an app). `origin` is the request's Origin header, checked by the owner."""
+
+    app_id: str = ""
+    node: str
+    session: str
+    data: bytes
+    origin: str | None = None
+
+
+class NodeAlive(_Control, kw_only=True, tag="node_alive"):
+    """A node announces itself (`origin_node`) every few seconds, so that the others know which
+    nodes are running (an emulation request for a node that is not is answered 404). `hello`:
+    it has just started, and the others announce themselves at once instead of at their next
+    turn."""
+
+    app_id: str = ""
+    hello: bool = False
+
+
+ControlMessage = (
+    Disconnect
+    | Unsubscribe
+    | Subscribe
+    | Refresh
+    | AppChanged
+    | WebhooksChanged
+    | AccessChanged
+    | NodeStats
+    | Query
+    | QueryReply
+    | Emulation
+    | NodeAlive
+)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[ControlMessage] = msgspec.msgpack.Decoder(ControlMessage)

@@ -286,6 +286,31 @@ class Hub:
                 names[ref.name] = self.subscriber_count(ref)
         return names
 
+    def app_stats(self) -> dict[str, tuple[int, int, int, int]]:
+        """Per app with connections or channels here: (clients, users, channels,
+        subscriptions), in one pass over the channels (a node's heartbeat)."""
+        subs: dict[ChannelRef, int] = {}
+        for group in self._live.values():
+            for ref, members in group.items():
+                subs[ref] = subs.get(ref, 0) + len(members)
+        for ref, pending in self._pending.items():
+            subs[ref] = subs.get(ref, 0) + len(pending)
+        channels: dict[str, list[int]] = {}
+        for ref, count in subs.items():
+            entry = channels.setdefault(ref.app_id, [0, 0])
+            entry[0] += 1
+            entry[1] += count
+        result: dict[str, tuple[int, int, int, int]] = {}
+        for app_id in {*self._connections, *channels}:
+            entry = channels.get(app_id, [0, 0])
+            result[app_id] = (
+                self.connection_count(AppId(app_id)),
+                self.user_count(AppId(app_id)),
+                entry[0],
+                entry[1],
+            )
+        return result
+
     def subscription_total(self) -> int:
         total = sum(len(s) for group in self._live.values() for s in group.values())
         return total + sum(len(c) for c in self._featured.values())

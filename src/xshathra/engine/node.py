@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
 import msgspec
@@ -22,12 +23,20 @@ import msgspec.structs
 
 from xshathra import __version__
 from xshathra.brokers import ClusterBroker
-from xshathra.engine.channels import is_valid_channel
-from xshathra.engine.client import ClientSession, State, Subscription
+from xshathra.engine.channels import is_valid_channel, namespace_of
+from xshathra.engine.client import ClientSession, State, Subscription, refusal_code
+from xshathra.engine.cluster import Cluster
 from xshathra.engine.control import (
+    AccessChanged,
     AppChanged,
+    ConnectionSummary,
     ControlMessage,
     Disconnect,
+    Emulation,
+    NodeAlive,
+    NodeStats,
+    Query,
+    QueryReply,
     Refresh,
     Subscribe,
     Unsubscribe,
@@ -54,7 +63,8 @@ from xshathra.presence import PresenceStore
 from xshathra.protocol import messages as m
 from xshathra.protocol import proxy as p
 from xshathra.protocol.codes import DisconnectCode, ErrorCode, LifecycleEvent, UnsubscribeCode
-from xshathra.tenancy.apps import Application, AppStore, NamespaceOptions, keys_equal
+from xshathra.tenancy.access import AccessRules, AccessStore
+from xshathra.tenancy.apps import Application, AppStore, NamespaceOptions, keys_equal, lowest
 from xshathra.tenancy.tokens import TokenService
 
 if TYPE_CHECKING:
@@ -98,8 +108,28 @@ class ChannelEvents(Protocol):
 
     def invalidate(self, app_id: str) -> None: ...
 
+    async def user_presence(self, app_id: str, user: str, online: bool) -> None:
+        """The user's first connection on any node opened (online), or last closed."""
+
+
+# The broker's cluster-wide counters name channels; a user's connections are counted under a
+# name no channel can have (the channel grammar has no "<"), so the two never meet.
+USER_COUNTER_PREFIX = "<user>"
+
 
 log = logging.getLogger("xshathra.node")
+
+# Every node announces itself on the control bus this often; one not heard from for three
+# times as long is taken as gone.
+NODE_ANNOUNCE_INTERVAL = 5.0
+
+
+def namespace_kind(channel: str) -> str:
+    """A bounded label for metrics: `public`, `default` (no namespace) or `custom`."""
+    namespace = namespace_of(channel)
+    if namespace == "public":
+        return "public"
+    return "default" if namespace == "" else "custom"
 
 
 def _check_text(tags: dict[str, str]) -> None:
@@ -114,6 +144,14 @@ def _check_text(tags: dict[str, str]) -> None:
             raise ClientError(ErrorCode.BAD_REQUEST, "tags must be valid Unicode text") from None
 
 
+class EmulationOutcome(Enum):
+    NO_NODE = "no_node"  # the node named is not running (as far as this one knows)
+    DELIVERED = "delivered"  # to a session of this node
+    NO_SESSION = "no_session"  # none here by that id: closed, or never existed
+    ORIGIN_REFUSED = "origin_refused"  # from a browser origin the session's app does not allow
+    FORWARDED = "forwarded"  # to the node named, over the control bus
+
+
 @dataclass(frozen=True, slots=True)
 class AppInfo:
     """One app's share of this node, as the server API's `info` reports it."""
@@ -124,14 +162,20 @@ class AppInfo:
     num_subs: int
 
 
-class NodeStats:
+class Counters:
     """Plain counters for observability; read at scrape time, never locked."""
 
-    __slots__ = ("delivered", "publications")
+    __slots__ = ("delivered", "publications", "refusals")
 
     def __init__(self) -> None:
-        self.publications: dict[str, int] = {"api": 0, "client": 0}
+        # (origin, namespace kind) -> count; kinds are bounded: public, default, custom.
+        self.publications: dict[tuple[str, str], int] = {}
         self.delivered = 0
+        # Why clients were refused over a quota or an access rule (a bounded set of reasons).
+        self.refusals: dict[str, int] = {}
+
+    def refused(self, reason: str) -> None:
+        self.refusals[reason] = self.refusals.get(reason, 0) + 1
 
 
 class Node:
@@ -147,6 +191,7 @@ class Node:
         events: ChannelEvents | None = None,
         proxy: ProxyCaller | None = None,
         node_id: str | None = None,
+        access: AccessStore | None = None,
     ) -> None:
         self.options = options
         self.broker = broker
@@ -155,8 +200,14 @@ class Node:
         self.tokens = tokens
         self.analytics = analytics
         self.events = events
+        self.access = access
+        # Each app's access rules (blocked users, revoked tokens), read once per
+        # `access_rules_ttl` and dropped by every AccessChanged: a connect checks them in memory.
+        self._rules: dict[AppId, tuple[float, AccessRules]] = {}
+        # Bumped by every AccessChanged: a connect whose check spans one checks again.
+        self.access_changes = 0
         self.proxy = proxy  # asks apps' backends (SPEC §9); None: every proxy call fails (100)
-        self.stats = NodeStats()
+        self.stats = Counters()
         self.hub = Hub()
         self.deadlines = Deadlines()  # connection expiries, swept once for all
         # One Application object per app with connections here, shared by its sessions.
@@ -177,17 +228,47 @@ class Node:
         self._background: set[asyncio.Task[None]] = set()
         # Last publication position seen per channel with local subscribers (gap detection).
         self._last_offsets: dict[ChannelRef, tuple[str, int]] = {}
+        self.cluster = Cluster(
+            self,
+            interval=options.node_stats_interval,
+            query_timeout=options.cluster_query_timeout,
+        )
+        # Connected sessions of emulation transports, by emulation session id.
+        self._emulated: dict[str, ClientSession] = {}
+        # Other nodes on the control bus: node id -> when last heard of (monotonic).
+        self._nodes: dict[str, float] = {}
+        self._announce_task: asyncio.Task[None] | None = None
         analytics.bind_online(self._online, self.hub.app_ids)
 
     async def start(self) -> None:
         await self.broker.start(self)
         self._ping_task = self.loop.create_task(self._ping_loop())
         self._presence_task = self.loop.create_task(self._presence_loop())
+        self._announce_task = self.loop.create_task(self._announce_loop())
         self._position_task = self.loop.create_task(self._position_loop())
         self.deadlines.start(self.loop)
+        self.cluster.start()
+
+    async def _announce_loop(self) -> None:
+        hello = True
+        while True:
+            try:
+                await self.send_control(NodeAlive(hello=hello))
+                hello = False
+            except Exception as exc:  # the broker is away: the next turn tries again
+                log.debug("node announcement failed: %s", type(exc).__name__)
+            await asyncio.sleep(NODE_ANNOUNCE_INTERVAL)
+
+    def node_running(self, node_id: str) -> bool:
+        """This node, or another heard of on the control bus lately."""
+        if node_id == self.node_id:
+            return True
+        seen = self._nodes.get(node_id)
+        return seen is not None and time.monotonic() - seen < 3 * NODE_ANNOUNCE_INTERVAL
 
     def on_reconnect(self) -> None:
         """The broker lost messages while away: every subscriber resubscribes and recovers."""
+        self._rules.clear()  # an AccessChanged may have been among them
 
         async def resubscribe_all() -> None:
             for session in self.hub.all_connections():
@@ -212,15 +293,19 @@ class Node:
                 for sub in list(session.subs.values()):
                     if sub.options.presence and sub.live:
                         with contextlib.suppress(Exception):
-                            await self.presence_store.add_presence(
-                                sub.ref, session.sub_info(sub)
-                            )
+                            await self.presence_store.add_presence(sub.ref, session.sub_info(sub))
 
     async def close(self) -> None:
         """Disconnect every client with a reconnect code and stop background work."""
         for session in self.hub.all_connections():
             session.disconnect(DisconnectCode.SHUTDOWN)
-        for task in (self._ping_task, self._presence_task, self._position_task):
+        await self.cluster.stop()
+        for task in (
+            self._ping_task,
+            self._presence_task,
+            self._announce_task,
+            self._position_task,
+        ):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -306,23 +391,46 @@ class Node:
 
     # --- sessions ---------------------------------------------------------------------------
 
-    def register(self, session: ClientSession, app_changes: int | None = None) -> None:
+    async def recheck_access(self, session: ClientSession) -> None:
+        """A block or revocation arrived while `session` was being admitted (after its check,
+        before it was registered, so the change did not find it): check it again."""
+        rules = await self.access_rules(session.app_id)
+        reason = rules.refusal(session.user, session.token_id, session.issued_at, time.time())
+        if reason is not None:
+            self.stats.refused("blocked" if reason == "user is blocked" else "revoked")
+            session.disconnect(refusal_code(reason), reason)
+
+    def register(
+        self,
+        session: ClientSession,
+        app_changes: int | None = None,
+        access_changes: int | None = None,
+    ) -> None:
         """Add a connected session. `app_changes` is `self.app_changes` from before its app
         was read: if an app changed since, the app may have been disabled or deleted while
-        the change found this session not yet registered, so its app is checked again."""
+        the change found this session not yet registered, so its app is checked again.
+        `access_changes` likewise for blocks and revocations."""
         if session.app is not None:
             self._apps.setdefault(session.app_id, session.app)
         self.hub.add_connection(session)
         self.analytics.connection_opened(session.app_id, session.user)
+        if self.events is not None and session.user:
+            self._spawn(self._count_user(session.app_id, session.user))
         if app_changes is not None and app_changes != self.app_changes:
             self._spawn(self._app_changed(session.app_id))
+        if access_changes is not None and access_changes != self.access_changes:
+            self._spawn(self.recheck_access(session))
 
     def unregister(self, session: ClientSession, subs: list[Subscription]) -> None:
         """A connection closed: forget it now, clean shared state in the background."""
+        if session.emulation_id:
+            self._emulated.pop(session.emulation_id, None)
         if session.app is not None:
             self.hub.remove_connection(session)
             if not self.hub.connection_count(session.app_id):
                 self._apps.pop(session.app_id, None)
+            if self.events is not None and session.user:
+                self._spawn(self._count_user(session.app_id, session.user))
         emptied = [s.ref for s in subs if self.hub.remove_subscriber(s.ref, session)]
         if subs or emptied:
             self._spawn(self._cleanup(session, subs, emptied))
@@ -347,6 +455,21 @@ class Node:
         for ref in {s.ref for s in subs}:
             with contextlib.suppress(Exception):
                 await self._count_subscribers(ref)
+
+    async def _count_user(self, app_id: AppId, user: str) -> None:
+        """Publish how many connections the user has here now; the cluster-wide transition
+        from or to none is the user's going online or offline (one node sees each). The count
+        is read when this runs, so a connect and close in quick succession may report
+        nothing at all, never an offline before its online."""
+        ref = ChannelRef(app_id, USER_COUNTER_PREFIX + user)
+        local = len(self.hub.user_connections(app_id, user))
+        before, after = await self.broker.set_subscriber_count(ref, local)
+        if self.events is None:
+            return
+        if before == 0 and after > 0:
+            await self.events.user_presence(app_id, user, True)
+        elif before > 0 and after == 0:
+            await self.events.user_presence(app_id, user, False)
 
     async def add_pending_subscriber(
         self, ref: ChannelRef, session: ClientSession, features: SubscriberFeatures | None = None
@@ -397,7 +520,8 @@ class Node:
                 if session.awaiting_pong:
                     session.disconnect(DisconnectCode.NO_PONG)
                     continue
-                session.awaiting_pong = True
+                # A unidirectional client cannot answer: its ping only shows it the stream lives.
+                session.awaiting_pong = not session.transport.unidirectional
                 session.writer.enqueue(self.hub.ping_frame(session.transport))
 
     # --- broker events ------------------------------------------------------------------------
@@ -484,10 +608,65 @@ class Node:
         except (msgspec.DecodeError, msgspec.ValidationError):
             log.warning("ignoring a malformed control message")
             return
+        if isinstance(msg, Emulation):
+            # Handled here, not in a task: a session's commands keep the bus's order.
+            if msg.node == self.node_id:
+                self._emulate_here(msg.session, msg.data, msg.origin)
+            return
+        if isinstance(msg, NodeAlive):
+            if msg.origin_node and msg.origin_node != self.node_id:
+                self._nodes[msg.origin_node] = time.monotonic()
+                if len(self._nodes) > 64:  # forget nodes gone long ago
+                    for node_id in [n for n in self._nodes if not self.node_running(n)]:
+                        del self._nodes[node_id]
+                if msg.hello:
+                    self._spawn(self.send_control(NodeAlive()))
+            return
         self._spawn(self._apply_control(msg))
+
+    # --- bidirectional emulation ----------------------------------------------------------------
+
+    def register_emulation(self, session: ClientSession) -> None:
+        self._emulated[session.emulation_id] = session
+
+    async def emulate(
+        self, node_id: str, session_id: str, data: bytes, origin: str | None
+    ) -> EmulationOutcome:
+        """Commands of an emulation request, for the stream `session_id` held by `node_id`:
+        handed to the session when it is here, else sent over the control bus to its node,
+        which acts alone on it (what became of them there is not known here); nothing when
+        that node is not running (Centrifugo's 404: the client reconnects)."""
+        if node_id == self.node_id:
+            return self._emulate_here(session_id, data, origin)
+        if not self.node_running(node_id):
+            return EmulationOutcome.NO_NODE
+        await self.send_control(
+            Emulation(node=node_id, session=session_id, data=data, origin=origin)
+        )
+        return EmulationOutcome.FORWARDED
+
+    def _emulate_here(self, session_id: str, data: bytes, origin: str | None) -> EmulationOutcome:
+        session = self._emulated.get(session_id)
+        if session is None:
+            return EmulationOutcome.NO_SESSION
+        if not session.on_emulation(data, origin):
+            return EmulationOutcome.ORIGIN_REFUSED
+        return EmulationOutcome.DELIVERED
 
     async def _apply_control(self, msg: ControlMessage) -> None:
         app_id = AppId(msg.app_id)
+        if isinstance(msg, NodeStats):
+            self.cluster.on_stats(msg)
+            return
+        if isinstance(msg, Query):
+            await self.cluster.on_query(msg)
+            return
+        if isinstance(msg, QueryReply):
+            self.cluster.on_reply(msg)
+            return
+        if isinstance(msg, AccessChanged):
+            await self._access_changed(msg)
+            return
         if isinstance(msg, AppChanged):
             await self._app_changed(app_id)
             return
@@ -495,6 +674,8 @@ class Node:
             if self.events is not None:
                 self.events.invalidate(app_id)
             return
+        if isinstance(msg, Emulation | NodeAlive):
+            return  # on_control's, never spawned
         if msg.client:
             one = self.hub.connection(app_id, msg.client)
             targets = [one] if one is not None and (not msg.user or one.user == msg.user) else []
@@ -553,11 +734,15 @@ class Node:
             raise ClientError(ErrorCode.BAD_REQUEST, "invalid channel name")
         return ChannelRef(app_id, channel)
 
-    def publication_data(self, data: bytes | msgspec.Raw) -> bytes:
+    def publication_data(self, data: bytes | msgspec.Raw, app: Application | None = None) -> bytes:
         """What a publication carries: `null` when no data was given; a 106 past the size
-        limit. The data is never parsed."""
+        limit (the node's, or the app's quota when lower). The data is never parsed."""
         payload = bytes(data) if data else b"null"
-        if len(payload) > self.options.max_message_size:
+        limit = self.options.max_message_size
+        if app is not None:
+            limit = lowest(limit, app.quotas.max_message_size)
+        if len(payload) > limit:
+            self.stats.refused("message_size")
             raise ClientError(ErrorCode.LIMIT_EXCEEDED, "message too large")
         return payload
 
@@ -603,7 +788,8 @@ class Node:
         if held is not None:
             held.release()
         self.analytics.publication(ref.app_id, broadcast=origin == "api")
-        self.stats.publications[origin] = self.stats.publications.get(origin, 0) + 1
+        key = (origin, namespace_kind(ref.name))
+        self.stats.publications[key] = self.stats.publications.get(key, 0) + 1
         return position
 
     async def history(
@@ -680,3 +866,150 @@ class Node:
     async def ping(self) -> None:
         """Raises if the broker cannot be reached (the health check)."""
         await self.broker.ping()
+
+    # --- the cluster ----------------------------------------------------------------------------
+
+    def local_stats(self, *, leaving: bool = False) -> NodeStats:
+        """This node's heartbeat (see engine.cluster)."""
+        return NodeStats(
+            app_id="",
+            name=self.name,
+            version=self.version,
+            uptime=int(time.time() - self.started_at),
+            apps={} if leaving else self.hub.app_stats(),
+            interval=self.options.node_stats_interval,
+            leaving=leaving,
+        )
+
+    def answer_query(self, query: Query) -> QueryReply:
+        """This node's share of a cluster query."""
+        app_id = AppId(query.app_id)
+        reply = QueryReply(app_id=app_id, query_id=query.query_id, to_node=query.origin_node)
+        reply.origin_node = self.node_id
+        if query.kind == "channels":
+            reply.channels = self.hub.channels(app_id)
+        elif query.kind == "connections":
+            sessions = (
+                self.hub.user_connections(app_id, query.user)
+                if query.user
+                else self.hub.app_connections(app_id)
+            )
+            reply.connections = {
+                s.client_id: ConnectionSummary(
+                    user=s.user,
+                    transport=getattr(s.transport, "name", "websocket"),
+                    protocol=s.transport.codec.name,
+                    channels=list(s.subs),
+                    token_id=s.token_id,
+                    issued_at=s.issued_at or 0,
+                )
+                for s in sessions
+                if s.state is State.CONNECTED
+            }
+        return reply
+
+    async def cluster_channels(self, app_id: AppId) -> dict[str, int]:
+        """The app's channels with subscribers on any live node, with their counts summed."""
+        total: dict[str, int] = {}
+        for reply in await self.cluster.query(app_id, "channels"):
+            for name, count in reply.channels.items():
+                total[name] = total.get(name, 0) + count
+        return total
+
+    async def cluster_connections(self, app_id: AppId, user: str) -> dict[str, ConnectionSummary]:
+        """The app's connections (of `user` only, when given) on every live node."""
+        found: dict[str, ConnectionSummary] = {}
+        for reply in await self.cluster.query(app_id, "connections", user):
+            found.update(reply.connections)
+        return found
+
+    def cluster_info(self, app_id: AppId) -> list[tuple[NodeStats, AppInfo]]:
+        """Every live node (this one first, counted now) with the app's share of it."""
+        mine = self.local_stats()
+        nodes = [(mine, self.app_info(app_id))]
+        nodes[0][0].origin_node = self.node_id
+        for stats in self.cluster.peers():
+            counts = stats.apps.get(app_id, (0, 0, 0, 0))
+            nodes.append((stats, AppInfo(*counts)))
+        return nodes
+
+    async def user_connections_elsewhere(self, app_id: AppId, user: str) -> int:
+        """The user's connections on the other nodes, from the broker's per-user counter (the
+        one user-online/offline come from; kept only when channel events are on)."""
+        if self.events is None or not user:
+            return 0
+        total = await self.broker.subscriber_count(ChannelRef(app_id, USER_COUNTER_PREFIX + user))
+        return max(0, total - len(self.hub.user_connections(app_id, user)))
+
+    def cluster_connection_count(self, app_id: AppId) -> int:
+        """The app's connections here (now) and on the other live nodes (last heartbeat)."""
+        return self.hub.connection_count(app_id) + self.cluster.connections_elsewhere(app_id)
+
+    # --- access rules ---------------------------------------------------------------------------
+
+    async def access_rules(self, app_id: AppId) -> AccessRules:
+        """The app's rules from memory, read from the store at most once per TTL."""
+        if self.access is None:
+            return AccessRules()
+        now = time.monotonic()
+        cached = self._rules.get(app_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        rules = await self.access.load_rules(app_id)
+        if len(self._rules) > 10_000:
+            self._rules.clear()
+        self._rules[app_id] = (now + self.options.access_rules_ttl, rules)
+        return rules
+
+    async def access_refusal(
+        self, app_id: AppId, user: str, token_id: str, issued_at: int | None
+    ) -> str | None:
+        """Why the app refuses this user or token now (blocked, revoked), or None."""
+        rules = await self.access_rules(app_id)
+        return rules.refusal(user, token_id, issued_at, time.time())
+
+    def _require_access(self) -> AccessStore:
+        if self.access is None:
+            raise ClientError(ErrorCode.NOT_AVAILABLE, "no access store configured")
+        return self.access
+
+    async def block_user(self, app_id: AppId, user: str, expire_at: int) -> None:
+        await self._require_access().block_user(app_id, user, expire_at)
+        await self.send_control(AccessChanged(app_id=app_id, user=user))
+
+    async def unblock_user(self, app_id: AppId, user: str) -> None:
+        await self._require_access().unblock_user(app_id, user)
+        await self.send_control(AccessChanged(app_id=app_id, user=user))
+
+    async def revoke_token(self, app_id: AppId, token_id: str, expire_at: int) -> None:
+        await self._require_access().revoke_token(app_id, token_id, expire_at)
+        await self.send_control(AccessChanged(app_id=app_id, token_id=token_id))
+
+    async def invalidate_user_tokens(
+        self, app_id: AppId, user: str, issued_before: int, expire_at: int
+    ) -> None:
+        await self._require_access().invalidate_user_tokens(app_id, user, issued_before, expire_at)
+        await self.send_control(
+            AccessChanged(app_id=app_id, user=user, issued_before=issued_before)
+        )
+
+    async def _access_changed(self, msg: AccessChanged) -> None:
+        """Drop the app's cached rules; close the connections they now refuse."""
+        app_id = AppId(msg.app_id)
+        self._rules.pop(app_id, None)
+        self.access_changes += 1
+        if msg.user:
+            sessions = self.hub.user_connections(app_id, msg.user)
+        elif msg.token_id:
+            sessions = [s for s in self.hub.app_connections(app_id) if s.token_id == msg.token_id]
+        else:
+            return
+        if not sessions:
+            return
+        rules = await self.access_rules(app_id)
+        now = time.time()
+        for session in sessions:
+            reason = rules.refusal(session.user, session.token_id, session.issued_at, now)
+            if reason is not None:
+                self.stats.refused("blocked" if reason == "user is blocked" else "revoked")
+                session.disconnect(refusal_code(reason), reason)

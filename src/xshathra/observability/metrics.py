@@ -92,11 +92,21 @@ class XshathraCollector(Collector):
                 value=held,
             )
         pubs = CounterMetricFamily(
-            "xshathra_publications", "Publications by origin", labels=["origin"]
+            "xshathra_publications",
+            "Publications by origin and namespace kind (public, default, custom)",
+            labels=["origin", "namespace_kind"],
         )
-        for origin, count in stats.publications.items():
-            pubs.add_metric([origin], count)
+        for (origin, kind), count in stats.publications.items():
+            pubs.add_metric([origin, kind], count)
         yield pubs
+        refusals = CounterMetricFamily(
+            "xshathra_refusals",
+            "Clients refused over a quota or an access rule, by reason",
+            labels=["reason"],
+        )
+        for reason, count in stats.refusals.items():
+            refusals.add_metric([reason], count)
+        yield refusals
         yield CounterMetricFamily(
             "xshathra_messages_delivered",
             "Publications queued to subscribers on this node",

@@ -267,6 +267,9 @@ class Push(msgspec.Struct, **_OPTS):
     subscribe: Subscribe | None = None
     disconnect: Disconnect | None = None
     refresh: Refresh | None = None
+    # Unidirectional transports get their connect result as a push (Centrifugo's `Connect`,
+    # the same fields as `ConnectResult`).
+    connect: ConnectResult | None = None
 
 
 class Reply(msgspec.Struct, **_OPTS):

@@ -21,6 +21,9 @@ from xshathra.storage.tables import (
     analytics_users,
     app_ids,
     applications,
+    blocked_users,
+    revoked_tokens,
+    user_token_invalidations,
     webhook_deliveries,
     webhooks,
 )
@@ -34,12 +37,15 @@ from xshathra.tenancy.apps import (
     AppSummary,
     NamespaceOptions,
     NewAppKeys,
+    Quotas,
+    SecretRotation,
     utcnow,
 )
 from xshathra.tenancy.proxies import NO_PROXIES, decode_proxy_config, encode_proxy_config
 
 _namespaces_decoder = msgspec.json.Decoder(dict[str, NamespaceOptions])
 _raw_namespaces_decoder = msgspec.json.Decoder(dict[str, dict[str, Any]])
+_quotas_decoder = msgspec.json.Decoder(Quotas)
 
 
 def _decode_namespaces(text: str) -> dict[str, NamespaceOptions]:
@@ -61,7 +67,9 @@ def _decode_namespaces(text: str) -> dict[str, NamespaceOptions]:
         return msgspec.convert(raw, dict[str, NamespaceOptions])
 
 
-def _row(app: Application) -> dict[str, Any]:
+def app_row(app: Application) -> dict[str, Any]:
+    """The `applications` row of an app (also how a migration test writes one under an old
+    revision)."""
     row = {
         "app_id": app.app_id,
         "name": app.name,
@@ -73,6 +81,14 @@ def _row(app: Application) -> dict[str, Any]:
         "rate_limit": app.rate_limit,
         "status": app.status,
         "namespaces": msgspec.json.encode(app.namespaces).decode(),
+        "quotas": msgspec.json.encode(app.quotas).decode(),
+        "previous_app_secret": app.previous_app_secret,
+        "previous_secret_until": app.previous_secret_until,
+        "token_rsa_public_key": app.token_rsa_public_key,
+        "token_ecdsa_public_key": app.token_ecdsa_public_key,
+        "token_jwks_url": app.token_jwks_url,
+        "token_audience": app.token_audience,
+        "token_issuer": app.token_issuer,
         "owner_id": app.owner_id,
         "pusher_client_events": app.pusher_client_events,
         "created_at": app.created_at,
@@ -95,6 +111,14 @@ def _app(row: Any) -> Application:
         rate_limit=row.rate_limit,
         status=bool(row.status),
         namespaces=_decode_namespaces(row.namespaces),
+        quotas=_quotas_decoder.decode(row.quotas),
+        previous_app_secret=row.previous_app_secret,
+        previous_secret_until=int(row.previous_secret_until),
+        token_rsa_public_key=row.token_rsa_public_key,
+        token_ecdsa_public_key=row.token_ecdsa_public_key,
+        token_jwks_url=row.token_jwks_url,
+        token_audience=row.token_audience,
+        token_issuer=row.token_issuer,
         proxies=decode_proxy_config(row.proxies),
         owner_id=row.owner_id,
         pusher_client_events=bool(row.pusher_client_events),
@@ -115,7 +139,7 @@ class SqlAppStore:
                 # The id's registry row first: its primary key refuses an id that is taken or
                 # retired, even against a delete or another create running at the same time.
                 await conn.execute(app_ids.insert().values(app_id=app.app_id))
-                await conn.execute(applications.insert().values(**_row(app)))
+                await conn.execute(applications.insert().values(**app_row(app)))
         except IntegrityError:
             async with self._engine.connect() as conn:
                 known = (
@@ -202,6 +226,8 @@ class SqlAppStore:
         values: dict[str, Any] = {**changes, "updated_at": utcnow()}
         if "namespaces" in changes:
             values["namespaces"] = msgspec.json.encode(changes["namespaces"]).decode()
+        if "quotas" in changes:
+            values["quotas"] = msgspec.json.encode(changes["quotas"]).decode()
         if "proxies" in changes:
             proxies = changes["proxies"]
             values["proxies"] = encode_proxy_config(proxies) if proxies != NO_PROXIES else None
@@ -213,6 +239,19 @@ class SqlAppStore:
         values = {
             "api_key_hash": keys.api_key_hash,
             "api_key_hint": keys.api_key_hint,
+            "updated_at": utcnow(),
+        }
+        return await self._update(app_id, values, while_key)
+
+    async def set_app_secret(
+        self, app_id: str, secret: SecretRotation, *, while_key: str | None = None
+    ) -> Application | None:
+        # The previous secret is read by the same statement that replaces it: two rotations
+        # racing each keep the secret they replaced, never one from before.
+        values = {
+            "previous_app_secret": applications.c.app_secret,
+            "previous_secret_until": secret.previous_until,
+            "app_secret": secret.app_secret,
             "updated_at": utcnow(),
         }
         return await self._update(app_id, values, while_key)
@@ -242,7 +281,14 @@ class SqlAppStore:
                 delete(webhook_deliveries).where(webhook_deliveries.c.app_id == app_id)
             )
             await conn.execute(delete(webhooks).where(webhooks.c.app_id == app_id))
-            for table in (analytics_counts, analytics_users, analytics_online):
+            for table in (
+                analytics_counts,
+                analytics_users,
+                analytics_online,
+                blocked_users,
+                revoked_tokens,
+                user_token_invalidations,
+            ):
                 await conn.execute(delete(table).where(table.c.app_id == app_id))
             await conn.execute(
                 update(app_ids).where(app_ids.c.app_id == app_id).values(deleted_at=utcnow())

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from xshathra.accounts.models import AccountStore
 from xshathra.analytics import AnalyticsStore
+from xshathra.storage.access import SqlAccessStore
 from xshathra.storage.accounts import SqlAccountStore
 from xshathra.storage.analytics import SqlAnalyticsStore
 from xshathra.storage.apps import SqlAppStore
@@ -31,6 +32,7 @@ from xshathra.storage.deliveries import SqlDeliveryStore
 from xshathra.storage.members import SqlMemberStore
 from xshathra.storage.server_state import ServerStateStore, SqlServerStateStore
 from xshathra.storage.webhooks import SqlWebhookStore
+from xshathra.tenancy.access import AccessStore
 from xshathra.tenancy.apps import AppStore
 from xshathra.tenancy.members import MemberStore
 from xshathra.webhooks.store import DeliveryStore, WebhookStore
@@ -82,6 +84,7 @@ class Database:
     deliveries: DeliveryStore
     analytics: AnalyticsStore
     accounts: AccountStore
+    access: AccessStore
     members: MemberStore
 
     @property
@@ -228,5 +231,6 @@ async def open_database(url: str) -> Database:
         deliveries=SqlDeliveryStore(engine),
         analytics=SqlAnalyticsStore(engine),
         accounts=SqlAccountStore(engine),
+        access=SqlAccessStore(engine),
         members=SqlMemberStore(engine),
     )

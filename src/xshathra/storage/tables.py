@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -67,6 +68,17 @@ applications = Table(
     # Backend proxies (SPEC §9), JSON; NULL for an app without any (migration 0012).
     Column("proxies", Text, nullable=True),
     Column("owner_id", String(64), nullable=True, index=True),
+    # The operator's quotas (tenancy.apps.Quotas) as JSON; "{}": the deployment's limits.
+    Column("quotas", Text, nullable=False, server_default="{}"),
+    # The app_secret a regeneration replaced, valid until previous_secret_until (unix s).
+    Column("previous_app_secret", String(200), nullable=True),
+    Column("previous_secret_until", BigInteger, nullable=False, server_default="0"),
+    # The app's own token keys (PEM) and the aud/iss its tokens must carry.
+    Column("token_rsa_public_key", Text, nullable=True),
+    Column("token_ecdsa_public_key", Text, nullable=True),
+    Column("token_jwks_url", Text, nullable=True),
+    Column("token_audience", String(255), nullable=True),
+    Column("token_issuer", String(255), nullable=True),
     Column("pusher_client_events", Boolean, nullable=False, server_default=false()),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
@@ -96,6 +108,9 @@ webhooks = Table(
     Column("url", Text, nullable=False),
     Column("secret", String(200), nullable=False),
     Column("events", Text, nullable=False),
+    # JSON: a list of `*` globs of room names (empty: all), an object of custom headers.
+    Column("rooms", Text, nullable=False, server_default="[]"),
+    Column("headers", Text, nullable=False, server_default="{}"),
     Column("enabled", Boolean, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
@@ -255,4 +270,45 @@ project_members = Table(
     UniqueConstraint("app_id", "email", name="uq_project_members_app_email"),
     Index("ix_project_members_account", "account_id"),
     Index("ix_project_members_invitation", "invitation_hash"),
+)
+# Access rules (tenancy/access.py): blocked users, revoked tokens and invalidated user tokens,
+# per app. `expire_at` is unix seconds, 0 for never; expired rows are deleted as new ones come.
+blocked_users = Table(
+    "blocked_users",
+    metadata,
+    Column(
+        "app_id",
+        String(64),
+        ForeignKey("applications.app_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("user_id", String(255), primary_key=True),
+    Column("expire_at", BigInteger, nullable=False),
+)
+
+revoked_tokens = Table(
+    "revoked_tokens",
+    metadata,
+    Column(
+        "app_id",
+        String(64),
+        ForeignKey("applications.app_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("token_id", String(255), primary_key=True),
+    Column("expire_at", BigInteger, nullable=False),
+)
+
+user_token_invalidations = Table(
+    "user_token_invalidations",
+    metadata,
+    Column(
+        "app_id",
+        String(64),
+        ForeignKey("applications.app_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("user_id", String(255), primary_key=True),
+    Column("issued_before", BigInteger, nullable=False),
+    Column("expire_at", BigInteger, nullable=False),
 )

@@ -10,10 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from xshathra.storage.tables import applications, webhooks
 from xshathra.tenancy.apps import utcnow
-from xshathra.webhooks.models import Webhook, WebhookLimitError
+from xshathra.webhooks.models import Webhook, WebhookChanges, WebhookLimitError
 from xshathra.webhooks.store import WebhookStore
 
 _events_decoder = msgspec.json.Decoder(list[str])
+_headers_decoder = msgspec.json.Decoder(dict[str, str])
 
 
 def _webhook(row: Any) -> Webhook:
@@ -23,6 +24,8 @@ def _webhook(row: Any) -> Webhook:
         url=row.url,
         secret=row.secret,
         events=tuple(_events_decoder.decode(row.events)),
+        rooms=tuple(_events_decoder.decode(row.rooms)),
+        headers=_headers_decoder.decode(row.headers),
         enabled=bool(row.enabled),
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -43,6 +46,8 @@ class SqlWebhookStore(WebhookStore):
             "url": webhook.url,
             "secret": webhook.secret,
             "events": msgspec.json.encode(list(webhook.events)).decode(),
+            "rooms": msgspec.json.encode(list(webhook.rooms)).decode(),
+            "headers": msgspec.json.encode(webhook.headers).decode(),
             "enabled": webhook.enabled,
             "created_at": webhook.created_at,
             "updated_at": webhook.updated_at,
@@ -96,24 +101,36 @@ class SqlWebhookStore(WebhookStore):
             )
         return bool(result.rowcount)
 
+    async def update_webhook(
+        self, app_id: str, webhook_id: str, changes: WebhookChanges
+    ) -> Webhook | None:
+        values: dict[str, Any] = {"updated_at": utcnow()}
+        if changes.url is not None:
+            values["url"] = changes.url
+        if changes.events is not None:
+            values["events"] = msgspec.json.encode(list(changes.events)).decode()
+        if changes.rooms is not None:
+            values["rooms"] = msgspec.json.encode(list(changes.rooms)).decode()
+        if changes.headers is not None:
+            values["headers"] = msgspec.json.encode(changes.headers).decode()
+        if changes.enabled is not None:
+            values["enabled"] = changes.enabled
+        async with self._engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    update(webhooks)
+                    .where(webhooks.c.app_id == app_id, webhooks.c.id == webhook_id)
+                    .values(**values)
+                    .returning(webhooks)
+                )
+            ).first()
+        return _webhook(row) if row is not None else None
+
     async def set_enabled(self, app_id: str, webhook_id: str, enabled: bool) -> bool:
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 update(webhooks)
                 .where(webhooks.c.app_id == app_id, webhooks.c.id == webhook_id)
                 .values(enabled=enabled, updated_at=utcnow())
-            )
-        return bool(result.rowcount)
-
-    async def update_webhook(
-        self, app_id: str, webhook_id: str, url: str, events: tuple[str, ...]
-    ) -> bool:
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                update(webhooks)
-                .where(webhooks.c.app_id == app_id, webhooks.c.id == webhook_id)
-                .values(
-                    url=url, events=msgspec.json.encode(list(events)).decode(), updated_at=utcnow()
-                )
             )
         return bool(result.rowcount)

@@ -82,6 +82,36 @@ class NamespaceOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
                 raise ValueError(f"{name} must be true or false")
 
 
+MAX_QUOTA = 1_000_000_000  # above any deployment's real figures, below any overflow
+
+
+class Quotas(
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True
+):
+    """What the operator allows one app (SPEC §11); None: the deployment's own limit. Set
+    with the admin key only. The node's limits still apply: the lower of the two holds."""
+
+    max_connections: int | None = None  # open connections, cluster-wide
+    max_connections_per_user: int | None = None  # one user's connections, cluster-wide
+    max_channels_per_connection: int | None = None
+    max_message_size: int | None = None  # bytes of one publication's data
+    rate_limit_ceiling: int | None = None  # the highest rate_limit the app's key may set
+
+    def __post_init__(self) -> None:
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if value is not None and not 1 <= value <= MAX_QUOTA:
+                raise ValueError(f"{name} must be from 1 to {MAX_QUOTA}, or null")
+
+
+NO_QUOTAS = Quotas()
+
+
+def lowest(limit: int, quota: int | None) -> int:
+    """The limit that holds: the node's, or the app's quota when it is lower."""
+    return limit if quota is None or quota > limit else quota
+
+
 # Built-in namespaces (SPEC §4). "" is the default namespace of channels without a prefix.
 PUBLIC_NAMESPACE = NamespaceOptions(
     presence=True,
@@ -140,6 +170,18 @@ class Application:
     namespaces: dict[str, NamespaceOptions] = field(default_factory=dict)
     proxies: ProxyConfig = NO_PROXIES
     owner_id: str | None = None
+    quotas: Quotas = NO_QUOTAS
+    # The app_secret before the last regeneration, still accepted until `previous_secret_until`
+    # (unix seconds): tokens the backend signed with it keep working through the grace period.
+    previous_app_secret: str | None = None
+    previous_secret_until: int = 0
+    # Tokens the app's backend signs with its own private key: RS256 and ES256 (P-256) public
+    # keys in PEM, and the `aud`/`iss` such tokens must carry when set (Centrifugo's names).
+    token_rsa_public_key: str | None = None
+    token_ecdsa_public_key: str | None = None
+    token_jwks_url: str | None = None  # keys published by the app (RS256/ES256), cached
+    token_audience: str | None = None
+    token_issuer: str | None = None
     # Pusher protocol (SPEC §10): whether Pusher clients may send `client-` events.
     pusher_client_events: bool = False
     created_at: datetime = field(default_factory=utcnow)
@@ -154,6 +196,13 @@ class Application:
         if builtin is not None:
             return builtin
         return self.namespaces.get("", DEFAULT_NAMESPACE)
+
+    def token_secrets(self, now: float) -> tuple[str, ...]:
+        """The app secrets a token may be signed with now: the current one, and the previous
+        one during its grace period."""
+        if self.previous_app_secret and now < self.previous_secret_until:
+            return (self.app_secret, self.previous_app_secret)
+        return (self.app_secret,)
 
     def with_changes(self, **changes: object) -> Application:
         return replace(self, updated_at=utcnow(), **changes)  # type: ignore[arg-type]
@@ -187,6 +236,14 @@ class NewAppKeys:
         return self.api_key[-4:]
 
 
+@dataclass(frozen=True, slots=True)
+class SecretRotation:
+    """A new app_secret and until when (unix seconds) the one it replaces stays valid."""
+
+    app_secret: str
+    previous_until: int
+
+
 def new_api_key() -> NewAppKeys:
     return NewAppKeys(new_secret("xs_"))
 
@@ -200,6 +257,12 @@ class AppChanges(TypedDict, total=False):
     rate_limit: int
     status: bool
     namespaces: dict[str, NamespaceOptions]
+    quotas: Quotas
+    token_rsa_public_key: str | None
+    token_ecdsa_public_key: str | None
+    token_jwks_url: str | None
+    token_audience: str | None
+    token_issuer: str | None
     proxies: ProxyConfig
     pusher_client_events: bool
 
@@ -287,6 +350,12 @@ class AppStore(Protocol):
         self, app_id: str, keys: NewAppKeys, *, while_key: str | None = None
     ) -> Application | None:
         """Replace the API key (hash and hint), with `while_key` as in `update_app`."""
+
+    async def set_app_secret(
+        self, app_id: str, secret: SecretRotation, *, while_key: str | None = None
+    ) -> Application | None:
+        """Replace `app_secret`, keeping the one it replaces valid until `secret.until`
+        (unix seconds; 0: not at all), with `while_key` as in `update_app`."""
 
     async def delete_app(self, app_id: str) -> bool:
         """Delete the app and everything SQL holds for it, and retire its app_id for good;

@@ -12,8 +12,14 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from collections.abc import Mapping
 from typing import Any, NoReturn, Protocol, TypedDict
+
+import msgspec
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from xshathra.model import AppId
 from xshathra.outbound.netguard import UnsafeURLError, check_webhook_url
@@ -26,6 +32,8 @@ from xshathra.tenancy.apps import (
     AppSummary,
     NamespaceOptions,
     NewAppKeys,
+    Quotas,
+    SecretRotation,
     generate_app,
     new_api_key,
     new_secret,
@@ -38,13 +46,24 @@ from xshathra.webhooks.models import (
     Delivery,
     NewDelivery,
     Webhook,
+    WebhookChanges,
     WebhookLimitError,
     new_webhook_id,
 )
 from xshathra.webhooks.store import WebhookStore
 
+MAX_SECRET_GRACE = 30 * 86400  # seconds an old app_secret may stay valid
 ADMIN_RATE_LIMIT_CEILING = 1_000_000  # per minute: the most the admin may set
 MAX_NAME = 200
+MAX_WEBHOOK_ROOMS = 100
+MAX_WEBHOOK_HEADERS = 20
+MAX_HEADER_VALUE = 1000
+# Headers a delivery sets itself (or HTTP does): an app's own header never replaces them.
+_RESERVED_HEADERS = frozenset(
+    {"content-type", "content-length", "host", "user-agent", "transfer-encoding", "connection"}
+)
+_HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}\Z")
+_ROOM_GLOB_RE = re.compile(r"^[A-Za-z0-9_\-.:@=,;/!~*+#|$%&^()\[\]{}?]{1,255}\Z")
 MAX_WEBHOOK_EVENTS = 100
 MAX_EVENT_NAME = 200
 _DOMAIN_RE = re.compile(
@@ -77,6 +96,10 @@ class NotFound(ServiceError):
 
 class KeyReplaced(ServiceError):
     """The API key the caller acted with was regenerated meanwhile: its change is refused."""
+
+
+class OperatorOnly(ServiceError):
+    """A change only the operator (admin key, operator's dashboard) may make: quotas."""
 
 
 class AppDisabled(ServiceError):
@@ -135,6 +158,14 @@ class AppUpdate(TypedDict, total=False):
     rate_limit: int
     status: bool
     namespaces: Mapping[str, Mapping[str, Any]]
+    # Quotas (operator only): a name given sets it, null clears it (the deployment's limit).
+    quotas: Mapping[str, int | None]
+    # The app's own token keys and claims; None or "" clears one.
+    token_rsa_public_key: str | None
+    token_ecdsa_public_key: str | None
+    token_jwks_url: str | None
+    token_audience: str | None
+    token_issuer: str | None
     proxies: Mapping[str, Any] | None  # SPEC §9; None (or {}) removes every proxy
     pusher_client_events: bool
 
@@ -199,6 +230,53 @@ def check_namespaces(raw: Mapping[str, Mapping[str, Any]]) -> dict[str, Namespac
     return result
 
 
+def check_quotas(current: Quotas, given: Mapping[str, int | None]) -> Quotas:
+    """`current` with the quotas in `given` set (an int) or cleared (None)."""
+    merged: dict[str, Any] = msgspec.structs.asdict(current)
+    for name, value in given.items():
+        if name not in merged:
+            raise InvalidInput(f"{name[:64]} is not a quota")
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise InvalidInput(f"{name} must be an integer or null")
+        merged[name] = value
+    try:
+        return Quotas(**merged)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+MAX_PUBLIC_KEY = 16_384  # characters of PEM: an RSA key of 8192 bits fits easily
+MAX_CLAIM = 255
+
+
+def check_public_key(pem: str | None, kind: str) -> str | None:
+    """A PEM public key of `kind` ("RSA" or "ECDSA", P-256 for ES256), or None to clear."""
+    if pem is None or not pem.strip():
+        return None
+    field = f"token_{kind.lower()}_public_key"
+    if len(pem) > MAX_PUBLIC_KEY:
+        raise InvalidInput(f"{field} is too long")
+    try:
+        key = serialization.load_pem_public_key(pem.strip().encode())
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise InvalidInput(f"{field} must be a PEM public key") from None
+    if kind == "RSA" and not isinstance(key, rsa.RSAPublicKey):
+        raise InvalidInput(f"{field} must be an RSA public key")
+    if kind == "ECDSA" and not (
+        isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)
+    ):
+        raise InvalidInput(f"{field} must be an ECDSA P-256 public key (ES256)")
+    return pem.strip() + "\n"
+
+
+def check_claim(value: str | None, name: str) -> str | None:
+    if value is None or not value.strip():
+        return None
+    if len(value) > MAX_CLAIM or not value.isprintable():
+        raise InvalidInput(f"{name} must be 1 to {MAX_CLAIM} printable characters")
+    return value
+
+
 def check_proxies(
     raw: Mapping[str, Any] | None, namespaces: Mapping[str, NamespaceOptions]
 ) -> ProxyConfig:
@@ -208,8 +286,18 @@ def check_proxies(
         config = parse_proxy_config(dict(raw or {}))
         check_namespace_proxies(config, namespaces)
     except ProxyConfigError as exc:
-        raise InvalidInput(str(exc)) from None
+        raise proxy_error(exc) from None
     return config
+
+
+def proxy_error(exc: ProxyConfigError) -> InvalidInput:
+    """The refusal with its `field`: the path its message starts with
+    (`proxies.proxies[0].endpoint`), or a namespace's option (`subscribe_proxy_name`)."""
+    message = str(exc)
+    head = message.split(": ", 1)
+    if message.startswith("namespace '") and len(head) == 2:
+        return InvalidInput(message, head[1].split(" ", 1)[0])
+    return InvalidInput(message, message.split(" ", 1)[0].rstrip(":"))
 
 
 def check_namespace_proxies(
@@ -236,6 +324,45 @@ def check_events(events: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(trimmed))
 
 
+def check_rooms(rooms: list[str]) -> tuple[str, ...]:
+    """Room globs (`*` for any run of characters): up to 100 channel-name patterns."""
+    if len(rooms) > MAX_WEBHOOK_ROOMS:
+        raise InvalidInput(f"rooms: at most {MAX_WEBHOOK_ROOMS} patterns")
+    for room in rooms:
+        if not isinstance(room, str) or not _ROOM_GLOB_RE.match(room):
+            raise InvalidInput(f"rooms: '{str(room)[:64]}' is not a channel name or * pattern")
+    return tuple(dict.fromkeys(rooms))
+
+
+def check_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Custom delivery headers: up to 20, HTTP token names, single-line values; never one a
+    delivery sets itself (content type, signature, timestamp...)."""
+    if len(headers) > MAX_WEBHOOK_HEADERS:
+        raise InvalidInput(f"headers: at most {MAX_WEBHOOK_HEADERS}")
+    checked: dict[str, str] = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME_RE.match(name):
+            raise InvalidInput(f"headers: '{str(name)[:64]}' is not a header name")
+        lowered = name.lower()
+        if lowered in _RESERVED_HEADERS or lowered.startswith("x-xshathra-"):
+            raise InvalidInput(f"headers: {name} is set by the server")
+        if (
+            not isinstance(value, str)
+            or len(value) > MAX_HEADER_VALUE
+            or any(c in value for c in "\r\n\0")
+            or not value.isprintable()
+        ):
+            raise InvalidInput(f"headers: the value of {name} must be one line of text")
+        checked[name] = value
+    return checked
+
+
+class WebhookTester(Protocol):
+    """Sends one test delivery now (the dispatcher)."""
+
+    async def send_test(self, webhook: Webhook, body: bytes) -> tuple[int | None, str | None]: ...
+
+
 # --- the service -------------------------------------------------------------------------------
 
 
@@ -257,6 +384,7 @@ class ApplicationService:
         key_rate_limit_ceiling: int = DEFAULT_RATE_LIMIT,
         webhook_max_per_app: int | None = None,
         webhook_allow_private: bool = False,
+        webhook_tester: WebhookTester | None = None,
         members: MemberStore | None = None,
         proxy_allow_private: bool | None = None,
     ) -> None:
@@ -269,6 +397,7 @@ class ApplicationService:
         self._key_ceiling = key_rate_limit_ceiling
         self._webhook_max = webhook_max_per_app
         self._allow_private = webhook_allow_private
+        self._tester = webhook_tester
         # Backend proxy endpoints: their own switch, else the webhooks' (SPEC §9).
         self._proxy_allow_private = (
             webhook_allow_private if proxy_allow_private is None else proxy_allow_private
@@ -335,9 +464,26 @@ class ApplicationService:
             changes["name"] = check_name(update["name"])
         if "allowed_domain" in update:
             changes["allowed_domain"] = check_domain(update["allowed_domain"])
+        if "token_rsa_public_key" in update:
+            changes["token_rsa_public_key"] = check_public_key(
+                update["token_rsa_public_key"], "RSA"
+            )
+        if "token_ecdsa_public_key" in update:
+            changes["token_ecdsa_public_key"] = check_public_key(
+                update["token_ecdsa_public_key"], "ECDSA"
+            )
+        if "token_jwks_url" in update:
+            changes["token_jwks_url"] = await self._check_jwks_url(update["token_jwks_url"])
+        if "token_audience" in update:
+            changes["token_audience"] = check_claim(update["token_audience"], "token_audience")
+        if "token_issuer" in update:
+            changes["token_issuer"] = check_claim(update["token_issuer"], "token_issuer")
+        if "quotas" in update:
+            if not as_admin:
+                raise OperatorOnly("quotas are set by the operator (admin key)")
+            changes["quotas"] = check_quotas(app.quotas, update["quotas"])
         if "rate_limit" in update:
-            ceiling = ADMIN_RATE_LIMIT_CEILING if as_admin else self._key_ceiling
-            check_rate_limit(update["rate_limit"], ceiling)
+            check_rate_limit(update["rate_limit"], self.rate_limit_ceiling(app, as_admin=as_admin))
             changes["rate_limit"] = update["rate_limit"]
         if "status" in update:
             # An app key may disable its own app but never enable it: a disabled app's key is
@@ -355,7 +501,7 @@ class ApplicationService:
                 try:
                     check_namespace_proxies(app.proxies, namespaces)
                 except ProxyConfigError as exc:
-                    raise InvalidInput(str(exc)) from None
+                    raise proxy_error(exc) from None
         if "pusher_client_events" in update:
             changes["pusher_client_events"] = bool(update["pusher_client_events"])
         while_key = None if as_admin else app.api_key_hash
@@ -364,6 +510,27 @@ class ApplicationService:
             await self._refuse_stale(app.app_id, while_key)
         await self._notifier.app_changed(updated.app_id)
         return updated
+
+    async def _check_jwks_url(self, url: str | None) -> str | None:
+        """An http(s) URL the server may fetch (the webhook rules: no private address unless
+        the operator allows it), or None to clear."""
+        if url is None or not url.strip():
+            return None
+        if len(url) > 2048:
+            raise InvalidInput("token_jwks_url is too long")
+        try:
+            await check_webhook_url(url.strip(), allow_private=self._allow_private)
+        except UnsafeURLError as exc:
+            raise InvalidInput(f"token_jwks_url: {exc}") from None
+        return url.strip()
+
+    def rate_limit_ceiling(self, app: Application, *, as_admin: bool) -> int:
+        """The highest `rate_limit` the caller may set: any for the operator, else the app's
+        own ceiling (a quota) or the deployment's (XSHATHRA_APP_RATE_LIMIT_CEILING)."""
+        if as_admin:
+            return ADMIN_RATE_LIMIT_CEILING
+        own = app.quotas.rate_limit_ceiling
+        return own if own is not None else self._key_ceiling
 
     async def _check_proxy_urls(self, config: ProxyConfig) -> None:
         """A courtesy at save time, as for webhooks: every request is guarded again when made.
@@ -383,7 +550,7 @@ class ApplicationService:
             try:
                 await check_webhook_url(url, allow_private=self._proxy_allow_private)
             except UnsafeURLError as exc:
-                raise InvalidInput(f"{field}.endpoint: {exc}") from None
+                raise InvalidInput(f"{field}.endpoint: {exc}", f"{field}.endpoint") from None
 
     async def regenerate_api_key(
         self, app: Application, *, as_admin: bool
@@ -397,6 +564,25 @@ class ApplicationService:
             await self._refuse_stale(app.app_id, while_key)
         await self._notifier.app_changed(updated.app_id)
         return updated, keys
+
+    async def regenerate_app_secret(
+        self, app: Application, *, grace_seconds: int, as_admin: bool
+    ) -> Application:
+        """A new `app_secret`; tokens signed with the old one keep verifying for
+        `grace_seconds` (0 to 30 days), then fail. With the app's own key, conditional as
+        `update_application`."""
+        if isinstance(grace_seconds, bool) or not 0 <= grace_seconds <= MAX_SECRET_GRACE:
+            raise InvalidInput(f"grace_seconds must be from 0 to {MAX_SECRET_GRACE}")
+        rotation = SecretRotation(
+            app_secret=new_secret("xss_"),
+            previous_until=int(time.time()) + grace_seconds if grace_seconds else 0,
+        )
+        while_key = None if as_admin else app.api_key_hash
+        updated = await self._apps.set_app_secret(app.app_id, rotation, while_key=while_key)
+        if updated is None:
+            await self._refuse_stale(app.app_id, while_key)
+        await self._notifier.app_changed(updated.app_id)
+        return updated
 
     async def list_applications_by_id(self, app_ids: list[str]) -> list[Application]:
         """The applications among `app_ids` that exist, oldest first (one query)."""
@@ -421,7 +607,14 @@ class ApplicationService:
     # --- webhooks ------------------------------------------------------------------------------
 
     async def create_webhook(
-        self, app_id: str, *, url: str, events: list[str], secret: str | None = None
+        self,
+        app_id: str,
+        *,
+        url: str,
+        events: list[str],
+        secret: str | None = None,
+        rooms: list[str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[Webhook, str | None]:
         """Register a webhook for `events` (or "*") at `url`, which must not reach a private
         address. Without `secret` one is generated and returned beside the webhook (shown
@@ -435,7 +628,13 @@ class ApplicationService:
             raise InvalidInput("secret must be 8 to 200 characters")
         chosen = secret or new_secret("whsec_")
         webhook = Webhook(
-            id=new_webhook_id(), app_id=app_id, url=url.strip(), secret=chosen, events=names
+            id=new_webhook_id(),
+            app_id=app_id,
+            url=url.strip(),
+            secret=chosen,
+            events=names,
+            rooms=check_rooms(rooms or []),
+            headers=check_headers(headers or {}),
         )
         try:
             await self._webhooks.create_webhook(webhook, max_per_app=self._webhook_max)
@@ -443,6 +642,57 @@ class ApplicationService:
             raise InvalidInput(str(exc)) from None
         await self._notifier.webhooks_changed(app_id)
         return webhook, (chosen if secret is None else None)
+
+    async def update_webhook(
+        self,
+        app_id: str,
+        webhook_id: str,
+        *,
+        url: str | None = None,
+        events: list[str] | None = None,
+        rooms: list[str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        enabled: bool | None = None,
+    ) -> Webhook:
+        """Change the fields given (None: left as stored). `NotFound` if the app has no such
+        webhook; `InvalidInput` for a value create would refuse too."""
+        if url is not None:
+            try:
+                await check_webhook_url(url, allow_private=self._allow_private)
+            except UnsafeURLError as exc:
+                raise InvalidInput(str(exc), "url") from None
+        changes = WebhookChanges(
+            url=url.strip() if url is not None else None,
+            events=check_events(events) if events is not None else None,
+            rooms=check_rooms(rooms) if rooms is not None else None,
+            headers=check_headers(headers) if headers is not None else None,
+            enabled=enabled,
+        )
+        updated = await self._webhooks.update_webhook(app_id, webhook_id, changes)
+        if updated is None:
+            raise NotFound("webhook not found")
+        await self._notifier.webhooks_changed(app_id)
+        return updated
+
+    async def test_webhook(self, app_id: str, webhook_id: str) -> tuple[int | None, str | None]:
+        """Send the webhook a signed `test` event now: the receiver's HTTP status, or None and
+        why it could not be reached. Nothing is stored and nothing retried."""
+        webhook = await self._webhooks.get_webhook(app_id, webhook_id)
+        if webhook is None:
+            raise NotFound("webhook not found")
+        if self._tester is None:
+            raise InvalidInput("webhook tests need a running node")
+        body = msgspec.json.encode(
+            {
+                "id": "evt_test_" + new_webhook_id().rsplit("_", 1)[-1],
+                "app_id": app_id,
+                "event": "test",
+                "room": "",
+                "data": {"test": True},
+                "timestamp": int(time.time() * 1000),
+            }
+        )
+        return await self._tester.send_test(webhook, body)
 
     async def list_webhooks(self, app_id: str) -> list[Webhook]:
         """The app's webhooks, oldest first."""
@@ -475,19 +725,6 @@ class ApplicationService:
         """A webhook id reaches deliveries only through the app that owns it."""
         if await self._webhooks.get_webhook(app_id, webhook_id) is None:
             raise NotFound("webhook not found")
-
-    async def update_webhook(
-        self, app_id: str, webhook_id: str, *, url: str, events: list[str]
-    ) -> None:
-        """Change one of the app's webhooks' URL and events, checked as on creation."""
-        names = check_events(events)
-        try:
-            await check_webhook_url(url, allow_private=self._allow_private)
-        except UnsafeURLError as exc:
-            raise InvalidInput(str(exc), "url") from None
-        if not await self._webhooks.update_webhook(app_id, webhook_id, url.strip(), names):
-            raise NotFound("webhook not found")
-        await self._notifier.webhooks_changed(app_id)
 
     async def send_test_event(self, app_id: str, webhook_id: str) -> str:
         """Queue a `test` event to one of the app's webhooks now, enabled or not, whatever

@@ -1,21 +1,26 @@
 """JWTs: minting (for `/api/token` and `/api/realtime/*token`) and verification (for the engine).
 
-All tokens are HS256. The server signs with its own HMAC secret; an app's backend may also sign
-with its `app_secret`. Every token names its `app_id`, and verification pins a token to the app
-it names, so a token of app A can never act on app B.
+The server signs HS256 with its own HMAC secret; an app's backend may also sign HS256 with its
+`app_secret`, or RS256/ES256 with its own private key (we hold the public key). Every token
+names its `app_id`, and verification pins a token to the app it names, so a token of app A can
+never act on app B.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
 import msgspec
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 
 from xshathra.model import AppId
 from xshathra.tenancy.apps import Application
+from xshathra.tenancy.jwks import JwksCache
 
 ALGORITHM = "HS256"
 API_TOKEN_TTL = 86400
@@ -51,6 +56,8 @@ class ConnectionClaims:
     expires_at: int | None
     info: bytes | None  # raw JSON, passed through to presence and join/leave untouched
     channels: tuple[str, ...]
+    token_id: str = ""  # `jti`: what revoke_token names
+    issued_at: int | None = None  # `iat`: what invalidate_user_tokens compares
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +72,19 @@ class SubscriptionClaims:
 class TokenService:
     """Mints and verifies the tokens of every app, given the server's HMAC secret."""
 
-    def __init__(self, hmac_secret: str) -> None:
+    def __init__(
+        self,
+        hmac_secret: str,
+        previous_hmac_secret: str | None = None,
+        jwks: JwksCache | None = None,
+    ) -> None:
         self._secret = hmac_secret
+        self._jwks = jwks
+        # During a rotation of the deployment secret (XSHATHRA_TOKEN_HMAC_PREVIOUS_SECRET):
+        # tokens signed with the old one still verify; new tokens are signed with the new one.
+        self._server_secrets = (
+            (hmac_secret, previous_hmac_secret) if previous_hmac_secret else (hmac_secret,)
+        )
 
     # --- minting -------------------------------------------------------------------------
 
@@ -93,7 +111,8 @@ class TokenService:
         channels: list[str] | None = None,
         info: Any = None,
     ) -> MintedToken:
-        claims: dict[str, Any] = {"sub": user_id, "app_id": app_id}
+        # A jti of its own, so that revoke_token can name this one token.
+        claims: dict[str, Any] = {"sub": user_id, "app_id": app_id, "jti": secrets.token_hex(12)}
         if channels:
             claims["channels"] = channels
         if info is not None:
@@ -122,30 +141,94 @@ class TokenService:
             raise TokenError("token has no app_id")
         return app_id
 
+    async def prepare(self, token: str, app: Application) -> None:
+        """Before a sync verification: fetch the app's JWKS keys if the token may need them
+        (an RS256/ES256 token of an app with a `token_jwks_url`). Never raises."""
+        if self._jwks is None or not app.token_jwks_url:
+            return
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            return
+        if header.get("alg") in ("RS256", "ES256"):
+            kid = header.get("kid")
+            await self._jwks.ensure(app.token_jwks_url, kid if isinstance(kid, str) else "")
+
     def _decode(self, token: str, app: Application) -> dict[str, Any]:
-        """Verify with the server secret, then with the app's own secret."""
-        last: Exception | None = None
-        for key in (self._secret, app.app_secret):
+        """Verify by the token's algorithm: HS256 with the server secret (and its predecessor
+        during a rotation), then the app's own secret (and its predecessor during its grace);
+        RS256 and ES256 with the app's public key. Tokens the app signs itself must carry the
+        app's `token_audience` and `token_issuer` when it has them."""
+        try:
+            alg = jwt.get_unverified_header(token).get("alg")
+        except jwt.PyJWTError as exc:
+            raise TokenError("malformed token") from exc
+        if alg == ALGORITHM:
+            for key in self._server_secrets:
+                claims = self._try(token, key, ALGORITHM, app, own=False)
+                if claims is not None:
+                    return claims
+            for key in app.token_secrets(time.time()):
+                claims = self._try(token, key, ALGORITHM, app, own=True)
+                if claims is not None:
+                    return claims
+            raise TokenError("invalid token signature")
+        if alg not in ("RS256", "ES256"):
+            raise TokenError("algorithm not accepted")
+        keys: list[Any] = []
+        pem = app.token_rsa_public_key if alg == "RS256" else app.token_ecdsa_public_key
+        if pem is not None:
+            keys.append(_public_key(pem))
+        if self._jwks is not None and app.token_jwks_url:
+            kid = jwt.get_unverified_header(token).get("kid")
+            published = self._jwks.key(app.token_jwks_url, kid if isinstance(kid, str) else "")
+            if published is not None:
+                keys.append(published)
+        if not keys:
+            raise TokenError("no key of this app verifies this algorithm")
+        for key in keys:
             try:
-                claims: dict[str, Any] = jwt.decode(
-                    token,
-                    key,
-                    algorithms=[ALGORITHM],
-                    leeway=LEEWAY_SECONDS,
-                    options={"require": [], "verify_aud": False, "verify_iss": False},
-                )
-            except jwt.ExpiredSignatureError as exc:
-                raise TokenExpiredError("token expired") from exc
-            except jwt.InvalidSignatureError as exc:
-                last = exc
-                continue
-            except (jwt.PyJWTError, OverflowError, ValueError) as exc:
-                # OverflowError: PyJWT's int(exp) on an infinite exp.
-                raise TokenError("invalid token") from exc
-            if claims.get("app_id") != app.app_id:
-                raise TokenError("token is for another app")
-            return claims
-        raise TokenError("invalid token signature") from last
+                claims = self._try(token, key, str(alg), app, own=True)
+            except TokenError:
+                if len(keys) == 1:
+                    raise
+                continue  # a key of the other kind (RSA vs EC), say
+            if claims is not None:
+                return claims
+        raise TokenError("invalid token signature")
+
+    @staticmethod
+    def _try(
+        token: str, key: Any, algorithm: str, app: Application, *, own: bool
+    ) -> dict[str, Any] | None:
+        """The claims if `key` signed the token (None if it did not); raises for a token that
+        is signed right but invalid (expired, another app, wrong aud/iss)."""
+        audience = app.token_audience if own else None
+        issuer = app.token_issuer if own else None
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                leeway=LEEWAY_SECONDS,
+                audience=audience,
+                issuer=issuer,
+                options={
+                    "require": [],
+                    "verify_aud": audience is not None,
+                    "verify_iss": issuer is not None,
+                },
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise TokenExpiredError("token expired") from exc
+        except jwt.InvalidSignatureError:
+            return None
+        except (jwt.PyJWTError, OverflowError, ValueError) as exc:
+            # OverflowError: PyJWT's int(exp) on an infinite exp.
+            raise TokenError("invalid token") from exc
+        if claims.get("app_id") != app.app_id:
+            raise TokenError("token is for another app")
+        return claims
 
     def verify_connection_token(self, token: str, app: Application) -> ConnectionClaims:
         claims = self._decode(token, app)
@@ -163,6 +246,8 @@ class TokenService:
             expires_at=_expiry(claims),
             info=_info(claims),
             channels=tuple(_text(c, "channels") for c in channels),
+            token_id=_token_id(claims),
+            issued_at=_issued_at(claims),
         )
 
     def verify_subscription_token(self, token: str, app: Application) -> SubscriptionClaims:
@@ -182,6 +267,24 @@ class TokenService:
         )
 
 
+_public_keys: dict[str, Any] = {}
+
+
+def _public_key(pem: str) -> Any:
+    """The parsed key of a PEM, kept: parsing on every connect would cost more than verifying.
+    Bounded: a key that changed is parsed again, the cache is cleared past 1,000 keys."""
+    key = _public_keys.get(pem)
+    if key is None:
+        try:
+            key = serialization.load_pem_public_key(pem.encode())
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            raise TokenError("the app's public key is unusable") from exc
+        if len(_public_keys) >= 1000:
+            _public_keys.clear()
+        _public_keys[pem] = key
+    return key
+
+
 def _expiry(claims: dict[str, Any]) -> int | None:
     exp = claims.get("exp")
     if exp is None:
@@ -193,6 +296,22 @@ def _expiry(claims: dict[str, Any]) -> int | None:
     if not exp <= MAX_EXP:  # also false for NaN
         raise TokenError("exp out of range")
     return int(exp)
+
+
+def _token_id(claims: dict[str, Any]) -> str:
+    jti = claims.get("jti", "")
+    if not isinstance(jti, str):
+        raise TokenError("jti must be a string")
+    return _text(jti, "jti")
+
+
+def _issued_at(claims: dict[str, Any]) -> int | None:
+    iat = claims.get("iat")
+    if iat is None:
+        return None
+    if not isinstance(iat, int | float) or isinstance(iat, bool) or not -MAX_EXP <= iat <= MAX_EXP:
+        raise TokenError("iat must be a number")
+    return int(iat)
 
 
 def _info(claims: dict[str, Any]) -> bytes | None:

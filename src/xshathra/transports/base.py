@@ -13,19 +13,20 @@ How the coming transports and codecs plug in, touching `transports/` and `protoc
   it at the handshake (subprotocol `centrifuge-protobuf`, or `?format=protobuf`), keeps it per
   connection, and frames its output as binary messages by `codec.wire_format`. The hub groups
   those subscribers apart by (codec, framing), so each publication is encoded once per format.
-- SSE and HTTP-streaming: a class per transport in `transports/`, an ASGI route or protocol
-  that holds the response open, with `framing = "sse"` (each frame written as `data: ...\n\n`
-  into `OutgoingFrame.wire`) or `"http_stream"` (length- or newline-delimited, as the codec
-  requires), `unidirectional = True`, `wire_format` TEXT for SSE. Its `send_frame` returns the
-  bytes the socket has not taken yet, as the WebSocket one does, so the slow-consumer limit
-  holds unchanged.
-- Uni-directional (SSE, HTTP-streaming, uni WebSocket): the transport reads the connect request
-  from the HTTP request (query, body or first message), builds the `Command` itself and hands it
-  to the session as the session's first message (`ClientSession.on_message` with the command
-  encoded by the transport's codec). What the engine must honour for such a transport, keyed on
-  `unidirectional`: the connect result goes out as a `connect` push, and no pong is awaited
-  after a ping (the client cannot answer). Those two switches are the engine's part still to
-  do; nothing else in the engine depends on the transport.
+- SSE and HTTP streaming (`transports/streams.py`, docs/transports.md): `StreamTransport`,
+  one class for the four kinds (`sse`, `http_stream` emulated; `uni_sse`, `uni_http_stream`),
+  a held-open ASGI response. Under uvicorn it writes each frame straight to the socket as one
+  HTTP chunk, as the WebSocket transport writes a frame, so the writer and the slow-consumer
+  limit work unchanged; its `framing` ("sse+chunked", "http_stream+chunked") names what the
+  shared framed bytes hold.
+- Unidirectional (uni SSE, uni HTTP streaming, `uni_websocket`): the transport reads the
+  connect request from the HTTP request (query, body or first message), turns it into a connect
+  command (`protocol/uni_json_codec.py`) and hands it to the session as its first message; its
+  codec writes bare pushes. The engine, keyed on `unidirectional`, sends the connect result as
+  a `connect` push (a refusal as a disconnect) and awaits no pong after a ping.
+- Bidirectional emulation (`emulation`): the session gets an emulation session id at connect;
+  the emulation endpoint hands later commands to it by that id, over the control bus when the
+  request reached another node (`Node.emulate`).
 """
 
 from __future__ import annotations

@@ -25,6 +25,9 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from xshathra.transports.streams import SCOPE_KEY as STREAM_SCOPE_KEY
+from xshathra.transports.streams import StreamTransport
+
 # After a refusal, how long what the client still sends is read and dropped before the
 # connection is closed. Closing with its bytes unread would reset the connection, and the
 # client might never read the answer (nginx's "lingering close").
@@ -98,6 +101,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_response_complete()
         if self._awaiting_head and not self.transport.is_closing():
             self._arm_head_timer()
+
+    def shutdown(self) -> None:
+        """uvicorn is stopping. A held-open stream (SSE, HTTP streaming) would hold the
+        shutdown for its whole grace period: its session is told to reconnect elsewhere,
+        which ends the response."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            stream = cycle.scope.get(STREAM_SCOPE_KEY)
+            if isinstance(stream, StreamTransport):
+                stream.shutdown()
+        super().shutdown()
 
     # --- internals --------------------------------------------------------------------------------
 

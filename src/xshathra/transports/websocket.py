@@ -25,7 +25,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qs, parse_qsl
 
 from websockets.extensions.permessage_deflate import (
     PerMessageDeflate,
@@ -37,10 +37,12 @@ from websockets.typing import Subprotocol
 
 from xshathra.engine.client import ClientSession, State
 from xshathra.engine.writer import OutgoingFrame
-from xshathra.protocol.codec import Codec, WireFormat
-from xshathra.protocol.codes import DisconnectCode
+from xshathra.protocol import messages as m
+from xshathra.protocol.codec import Codec, ProtocolDecodeError, WireFormat
+from xshathra.protocol.codes import DisconnectCode, should_reconnect
 from xshathra.protocol.json_codec import JSON_CODEC
 from xshathra.protocol.protobuf_codec import PROTOBUF_CODEC
+from xshathra.protocol.uni_json_codec import UNI_WEBSOCKET_CODEC, connect_command
 from xshathra.transports.frames import (
     BINARY,
     CLOSE,
@@ -62,7 +64,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("xshathra.websocket")
 
-ENGINE_PATHS = frozenset({"/realtime/connection/websocket", "/connection/websocket"})
+UNI_PATHS = frozenset({"/realtime/connection/uni_websocket", "/connection/uni_websocket"})
+ENGINE_PATHS = frozenset({"/realtime/connection/websocket", "/connection/websocket"}) | UNI_PATHS
 PUSHER_PATH_PREFIX = "/app/"  # Pusher's `/app/{key}` (transports.pusher)
 NODE_STATE_KEY = "xshathra_node"
 CLOSE_GRACE_SECONDS = 5.0
@@ -116,6 +119,7 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
     # Transport (transports.base): class attributes, nothing per connection, but the codec.
     name = "websocket"
     unidirectional = False
+    emulation = False
 
     __slots__ = (
         "_abort_timer",
@@ -249,7 +253,10 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         for opcode, payload in messages:
             if opcode in (TEXT, BINARY):
                 if not self._close_sent and self._session is not None:
-                    self._session.on_message(payload)
+                    if self.unidirectional:
+                        self._uni_message(self._session, payload)
+                    else:
+                        self._session.on_message(payload)
             elif opcode == PING:
                 if not self._close_sent and self._pong(payload):
                     return
@@ -387,7 +394,30 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         self.origin = request.headers.get("Origin")
         self.request_headers = list(request.headers.raw_items())
         self.query = request.path.partition("?")[2]
-        self._session = ClientSession(self._node, self)
+        if path in UNI_PATHS:
+            # Same slots, other class attributes (framing, unidirectional): nothing per
+            # connection for the bidirectional majority. JSON only, as Centrifugo's.
+            self.__class__ = UniWebSocketProtocol
+            self._codec = UNI_WEBSOCKET_CODEC
+        session = self._session = ClientSession(self._node, self)
+        if self.unidirectional:
+            request_param = _connect_param(request.path)
+            if request_param is not None:
+                self._uni_message(session, request_param)
+
+    def _uni_message(self, session: ClientSession, payload: bytes) -> None:
+        """A unidirectional client's messages: the first is its connect request (unless the
+        URL carried it as `cf_connect`); later ones are read and ignored, as Centrifugo does,
+        within the command rate."""
+        if session.awaiting_connect:
+            try:
+                command = connect_command(payload)
+            except ProtocolDecodeError:
+                session.disconnect(DisconnectCode.BAD_REQUEST, "malformed connect request")
+                return
+            session.on_message(command)
+        elif not session.control_frame_allowed():
+            session.disconnect(DisconnectCode.TOO_MANY_REQUESTS)
 
     def _refuse(self, ws: ServerProtocol) -> None:
         self._closing = self._discarding = True
@@ -483,6 +513,52 @@ class CentrifugeWebSocketProtocol(asyncio.Protocol):
         self._close_sent = True
         self._transport.write(close_frame(code, reason))
         self._start_abort_timer()
+
+
+class UniWebSocketProtocol(CentrifugeWebSocketProtocol):
+    """A `uni_websocket` connection (the handshake switches a connection to this class): the
+    client sends one connect request and then only reads, getting bare pushes, one per text
+    message, and `{}` as the ping. A server disconnect is a `disconnect` push, then the close
+    frame with the same code (Centrifugo's default since 6.5.1)."""
+
+    __slots__ = ()
+
+    name = "uni_websocket"
+    framing = "uni_websocket"  # one push per message: framed apart from bidirectional ones
+    unidirectional = True
+
+    def send_frame(self, frame: OutgoingFrame) -> int:
+        transport = self._transport
+        if transport is None or self._closing or self._close_sent:
+            return 0
+        wire = frame.wire
+        if wire is None:  # a tick's merged pushes: each its own message
+            wire = frame.wire = b"".join(
+                ws_frame(_DATA_FRAME[WireFormat.TEXT], line) for line in frame.payload.split(b"\n")
+            )
+        transport.write(wire)
+        return transport.get_write_buffer_size()
+
+    def close(self, code: int, reason: str) -> None:
+        transport = self._transport
+        if self._closing or self._close_sent or transport is None:
+            return
+        push = m.Push(
+            disconnect=m.Disconnect(code=code, reason=reason, reconnect=should_reconnect(code))
+        )
+        payload = self.codec.encode_reply(m.Reply(push=push))
+        transport.write(ws_frame(_DATA_FRAME[WireFormat.TEXT], payload))
+        super().close(code, reason)
+
+
+def _connect_param(target: str) -> bytes | None:
+    """`cf_connect` of a request target, if any (Centrifugo 6.3's alternative to a first
+    message)."""
+    if "?" not in target:
+        return None
+    params = parse_qs(target.split("?", 1)[1], keep_blank_values=True, errors="replace")
+    values = params.get("cf_connect")
+    return values[0].encode("utf-8", "replace") if values else None
 
 
 if TYPE_CHECKING:

@@ -29,7 +29,7 @@ from xshathra.outbound.netguard import Resolver, UnsafeURLError, guarded_client,
 from xshathra.outbound.signing import signed_headers
 from xshathra.webhooks import pusher
 from xshathra.webhooks.backoff import MAX_ATTEMPTS, next_delay
-from xshathra.webhooks.models import Delivery, utcnow
+from xshathra.webhooks.models import Delivery, Webhook, utcnow
 
 if TYPE_CHECKING:
     from xshathra.webhooks.store import WebhookStores
@@ -82,6 +82,11 @@ class WebhookDispatcher:
             limits=httpx.Limits(max_connections=concurrency * 2),
         )
         self.outcomes: dict[str, int] = {"delivered": 0, "retry": 0, "failed": 0, "dropped": 0}
+
+    @property
+    def in_flight(self) -> int:
+        """Delivery attempts running on this node now."""
+        return len(self._inflight)
 
     def wake(self) -> None:
         self._wake.set()
@@ -153,6 +158,23 @@ class WebhookDispatcher:
             del self._busy[app_id]
         self._wake.set()  # a slot is free: look for more due work
 
+    async def send_test(self, webhook: Webhook, body: bytes) -> tuple[int | None, str | None]:
+        """One signed POST of `body` to the webhook now, outside the outbox (nothing stored,
+        no retry): the receiver's status, or None and why it could not be reached."""
+        headers = {**webhook.headers, **signed_headers(webhook.secret, int(time.time()), body)}
+        try:
+            async with (
+                asyncio.timeout(self._timeout),
+                self._client.stream("POST", webhook.url, content=body, headers=headers) as response,
+            ):
+                return response.status_code, None
+        except UnsafeURLError as exc:
+            return None, str(exc)
+        except httpx.HTTPError as exc:
+            return None, type(exc).__name__
+        except TimeoutError:
+            return None, f"DeadlineExceeded: no answer within {self._timeout:g} s"
+
     async def _deliver(self, delivery: Delivery) -> None:
         """One attempt. Never lets an exception escape the task: an unretrieved task error is
         logged by asyncio with the driver's full text, SQL parameters included."""
@@ -174,7 +196,8 @@ class WebhookDispatcher:
         status: int | None = None
         try:
             body = delivery.body.encode()
-            headers = signed_headers(webhook.secret, int(time.time()), body)
+            # The app's own headers first: the signature's and the content type win.
+            headers = {**webhook.headers, **signed_headers(webhook.secret, int(time.time()), body)}
             if delivery.event in pusher.PUSHER_EVENTS and self._pusher_keys is not None:
                 keys = await self._pusher_keys(delivery.app_id)
                 if keys is not None:

@@ -14,14 +14,16 @@ and the rows are delivered anyway: at least once, as every delivery.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING
 
 import msgspec
 
-from xshathra.model import ChannelRef
+from xshathra.model import AppId, ChannelRef
 from xshathra.protocol.codes import LifecycleEvent
 from xshathra.webhooks import pusher
 from xshathra.webhooks.models import NewDelivery, Webhook
@@ -111,11 +113,17 @@ class WebhookEvents:
         dispatcher: WebhookDispatcher | None = None,
         *,
         max_pending_per_app: int | None = None,
+        leave_delay: float = 0.0,
     ) -> None:
         self._db = db
         self._dispatcher = dispatcher
         self._max_pending = max_pending_per_app
         self._cache: dict[str, tuple[float, list[Webhook]]] = {}
+        # user-left and room-vacated wait this long (seconds): a user or room back within it
+        # (a page reload) cancels both the leave and the join that undoes it.
+        self._leave_delay = leave_delay
+        self._held: dict[tuple[str, str, str], list[_HeldLeave]] = {}
+        self._tasks: set[asyncio.Task[object]] = set()
 
     def invalidate(self, app_id: str) -> None:
         self._cache.pop(app_id, None)
@@ -150,7 +158,7 @@ class WebhookEvents:
     ) -> list[str]:
         """Queue the event for every webhook of the app that wants it; return the ids queued.
         With `hold` the rows are not due until released (see `HeldDeliveries`)."""
-        hooks = [h for h in await self._webhooks(ref.app_id) if h.wants(event)]
+        hooks = [h for h in await self._webhooks(ref.app_id) if h.wants(event, ref.name)]
         if not hooks:
             return []
         event_id = "evt_" + secrets.token_hex(12)
@@ -225,8 +233,75 @@ class WebhookEvents:
     async def lifecycle(
         self, ref: ChannelRef, event: LifecycleEvent, user: str, client: str
     ) -> None:
-        data = _encoder.encode({"channel": ref.name, "client": client} if client else {})
-        await self.emit(ref, event.value, data, user or None)
+        # Pusher-format webhooks (SPEC §10) are reported as they happen, never held.
         found = pusher.lifecycle_event(event, ref.name, user)
         if found is not None:
             await self.emit_pusher(ref, found)
+        data = _encoder.encode({"channel": ref.name, "client": client} if client else {})
+        if self._leave_delay > 0 and event in _UNDONE_BY:
+            key = (ref.app_id, ref.name, user if event is LifecycleEvent.USER_JOINED else "")
+            held = self._held.get(key)
+            if held:
+                # Back within the delay: the leave and this join both go unreported.
+                held.pop(0).cancel()
+                if not held:
+                    del self._held[key]
+                return
+        elif self._leave_delay > 0 and event in _DELAYED:
+            key = (ref.app_id, ref.name, user if event is LifecycleEvent.USER_LEFT else "")
+            entry = _HeldLeave(lambda: self.emit(ref, event.value, data, user or None))
+            entry.timer = asyncio.get_running_loop().call_later(
+                self._leave_delay, self._release_leave, key, entry
+            )
+            self._held.setdefault(key, []).append(entry)
+            return
+        await self.emit(ref, event.value, data, user or None)
+
+    def _release_leave(self, key: tuple[str, str, str], entry: _HeldLeave) -> None:
+        held = self._held.get(key)
+        if held is None or entry not in held:
+            return
+        held.remove(entry)
+        if not held:
+            del self._held[key]
+        self._spawn(entry.emit())
+
+    async def user_presence(self, app_id: str, user: str, online: bool) -> None:
+        """A user's first connection opened (online) or last closed (offline), cluster-wide.
+        Events of no room: room filters do not apply."""
+        event = "user-online" if online else "user-offline"
+        await self.emit(ChannelRef(AppId(app_id), ""), event, b"{}", user or None)
+
+    def _spawn(self, work: Coroutine[object, object, object]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def flush(self) -> None:
+        """Report every held leave now (the node is stopping), then wait for the writes."""
+        held, self._held = self._held, {}
+        for entries in held.values():
+            for entry in entries:
+                entry.cancel()
+                self._spawn(entry.emit())
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class _HeldLeave:
+    """One delayed user-left or room-vacated: what reports it, and its timer."""
+
+    __slots__ = ("emit", "timer")
+
+    def __init__(self, emit: Callable[[], Coroutine[object, object, object]]) -> None:
+        self.emit = emit
+        self.timer: asyncio.TimerHandle | None = None
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+
+
+# Delayed events, and the events that undo them when they come within the delay.
+_DELAYED = frozenset({LifecycleEvent.USER_LEFT, LifecycleEvent.ROOM_VACATED})
+_UNDONE_BY = frozenset({LifecycleEvent.USER_JOINED, LifecycleEvent.ROOM_OCCUPIED})

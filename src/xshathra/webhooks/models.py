@@ -31,12 +31,49 @@ class Webhook:
     secret: str
     events: tuple[str, ...]
     enabled: bool = True
+    # Rooms (channel names) whose events it wants, as `*` globs; empty: every room. Events of
+    # no room (user-online, user-offline) ignore it.
+    rooms: tuple[str, ...] = ()
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every delivery
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
 
-    def wants(self, event: str) -> bool:
+    def wants(self, event: str, room: str = "") -> bool:
         """Xshathra-format events; Pusher's are matched by name only (webhooks.pusher)."""
-        return self.enabled and ("*" in self.events or event in self.events)
+        if not self.enabled or ("*" not in self.events and event not in self.events):
+            return False
+        return not self.rooms or not room or any(glob_matches(g, room) for g in self.rooms)
+
+
+def glob_matches(pattern: str, name: str) -> bool:
+    """`*` matches any run of characters (none included); everything else is literal. Linear
+    in the lengths (the first fit of each part is the right one), so no pattern is costly."""
+    parts = pattern.split("*")
+    if len(parts) == 1:
+        return pattern == name
+    first, last = parts[0], parts[-1]
+    if not name.startswith(first) or len(name) < len(first) + len(last):
+        return False
+    position, end = len(first), len(name) - len(last)
+    if not name.endswith(last):
+        return False
+    for part in parts[1:-1]:
+        found = name.find(part, position, end)
+        if found < 0:
+            return False
+        position = found + len(part)
+    return True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookChanges:
+    """What `PUT /api/webhooks/:id` changes; None: left as stored."""
+
+    url: str | None = None
+    events: tuple[str, ...] | None = None
+    rooms: tuple[str, ...] | None = None
+    headers: dict[str, str] | None = None
+    enabled: bool | None = None
 
 
 class WebhookLimitError(Exception):

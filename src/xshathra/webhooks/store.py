@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Protocol
 
-from xshathra.webhooks.models import Delivery, NewDelivery, Webhook
+from xshathra.webhooks.models import Delivery, NewDelivery, Webhook, WebhookChanges
 
 
 class WebhookStore(Protocol):
@@ -27,13 +27,14 @@ class WebhookStore(Protocol):
     async def delete_webhook(self, app_id: str, webhook_id: str) -> bool:
         """Delete the app's webhook; False if the app has no such webhook."""
 
+    async def update_webhook(
+        self, app_id: str, webhook_id: str, changes: WebhookChanges
+    ) -> Webhook | None:
+        """Write the fields `changes` sets; the webhook afterwards, or None if the app has no
+        such webhook."""
+
     async def set_enabled(self, app_id: str, webhook_id: str, enabled: bool) -> bool:
         """Enable or disable the app's webhook; False if the app has no such webhook."""
-
-    async def update_webhook(
-        self, app_id: str, webhook_id: str, url: str, events: tuple[str, ...]
-    ) -> bool:
-        """Set the app's webhook's URL and events; False if the app has no such webhook."""
 
 
 class DeliveryStore(Protocol):

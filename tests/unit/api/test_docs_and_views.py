@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from tests.unit.api.conftest import Api
-from xshathra.api.docs import NamespaceOptionsModel
+from xshathra.api.docs import ApplicationOut, NamespaceOptionsModel
 from xshathra.api.views import application_view, iso
 from xshathra.tenancy.apps import NamespaceOptions, generate_app
 
@@ -111,11 +111,24 @@ def test_application_view_shows_the_key_only_when_given() -> None:
         "rate_limit",
         "status",
         "namespaces",
+        "max_connections",
+        "max_connections_per_user",
+        "max_channels_per_connection",
+        "max_message_size",
+        "rate_limit_ceiling",
+        "previous_secret_expires_at",
+        "token_rsa_public_key",
+        "token_ecdsa_public_key",
+        "token_jwks_url",
+        "token_audience",
+        "token_issuer",
         "proxies",
         "pusher_client_events",
         "created_at",
         "updated_at",
     }
+    # Every field is documented in the OpenAPI schema of an application.
+    assert set(plain) == set(ApplicationOut.model_fields)
     assert keys.api_key not in str(plain) and plain["api_key_hint"] == keys.api_key[-4:]
     assert plain["namespaces"]["chat"]["presence"] is True
     shown = application_view(app, api_key=keys.api_key)

@@ -37,6 +37,9 @@ class RecordingEvents:
     async def lifecycle(self, ref: ChannelRef, event: str, user: str, client: str) -> None:
         pass
 
+    async def user_presence(self, app_id: str, user: str, online: bool) -> None:
+        pass
+
     def invalidate(self, app_id: str) -> None:
         self.invalidated.append(app_id)
         self.changed.set()

@@ -44,3 +44,20 @@ def test_create_server_uses_the_bounded_protocol_with_the_settings() -> None:
     assert protocol.header_timeout == 2.5
     server.config.load()
     assert server.config.http_protocol_class is protocol
+
+
+def test_uvicorn_request_cycle_has_what_the_streams_rely_on() -> None:
+    """transports.streams reaches the socket through `send.__self__.transport` (to cut off a
+    client that does not read) and `shutdown` finds a stream through `cycle.scope`."""
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+    source = inspect.getsource(RequestResponseCycle)
+    for attribute in ("self.transport =", "self.scope =", "self.response_complete ="):
+        assert attribute in source, attribute
+    assert callable(RequestResponseCycle.send)
+    # A stream's writer stops on OSError when the client is gone mid-write.
+    from uvicorn.protocols.utils import ClientDisconnected
+
+    assert issubclass(ClientDisconnected, OSError)
+    assert callable(getattr(HttpToolsProtocol, "shutdown", None))
+    assert "self.cycle" in inspect.getsource(HttpToolsProtocol.shutdown)

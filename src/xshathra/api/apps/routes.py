@@ -45,6 +45,7 @@ from xshathra.tenancy.service import (
     InvalidInput,
     KeyReplaced,
     NotFound,
+    OperatorOnly,
     ServiceError,
 )
 
@@ -97,6 +98,59 @@ class UpdateAppBody(_Body):
     pusher_client_events: StrictBool | None = Field(
         None, description="Let Pusher clients send client- events (SPEC §10)."
     )
+    token_rsa_public_key: StrictStr | None = Field(
+        None, description="PEM public key verifying the app's own RS256 tokens; null clears."
+    )
+    token_ecdsa_public_key: StrictStr | None = Field(
+        None, description="PEM P-256 public key verifying the app's own ES256 tokens."
+    )
+    token_jwks_url: StrictStr | None = Field(
+        None, description="A JWKS URL publishing the app's RS256/ES256 keys (cached 5 min)."
+    )
+    token_audience: StrictStr | None = Field(
+        None, description="The `aud` the app's own tokens must carry; null: not checked."
+    )
+    token_issuer: StrictStr | None = Field(
+        None, description="The `iss` the app's own tokens must carry; null: not checked."
+    )
+    # Quotas: admin key only; a number sets one, null clears it (the deployment's limit).
+    max_connections: StrictInt | None = Field(
+        None, description="Admin only. Open connections, cluster-wide (3504 past it)."
+    )
+    max_connections_per_user: StrictInt | None = Field(
+        None, description="Admin only. One user's connections, cluster-wide (3504 past it)."
+    )
+    max_channels_per_connection: StrictInt | None = Field(
+        None, description="Admin only. Subscriptions per connection (error 106 past it)."
+    )
+    max_message_size: StrictInt | None = Field(
+        None, description="Admin only. Bytes of one publication's data (error 106 past it)."
+    )
+    rate_limit_ceiling: StrictInt | None = Field(
+        None, description="Admin only. The highest rate_limit the app's own key may set."
+    )
+
+
+TOKEN_FIELDS = (
+    "token_rsa_public_key",
+    "token_ecdsa_public_key",
+    "token_jwks_url",
+    "token_audience",
+    "token_issuer",
+)
+QUOTA_FIELDS = (
+    "max_connections",
+    "max_connections_per_user",
+    "max_channels_per_connection",
+    "max_message_size",
+    "rate_limit_ceiling",
+)
+
+
+class RegenerateSecretBody(_Body):
+    grace_seconds: StrictInt = Field(
+        0, description="Seconds the old app_secret stays valid (0 to 2592000)."
+    )
 
 
 class WebhookBody(_Body):
@@ -104,6 +158,20 @@ class WebhookBody(_Body):
     url: StrictStr
     secret: StrictStr | None = None
     events: list[StrictStr]
+    rooms: list[StrictStr] | None = Field(
+        None, description="Room (channel) `*` globs whose events it wants; absent: every room."
+    )
+    headers: dict[str, StrictStr] | None = Field(
+        None, description="Custom headers sent with every delivery (up to 20)."
+    )
+
+
+class WebhookUpdateBody(_Body):
+    url: StrictStr | None = None
+    events: list[StrictStr] | None = None
+    rooms: list[StrictStr] | None = Field(None, description="Replaces the room globs; [] all.")
+    headers: dict[str, StrictStr] | None = Field(None, description="Replaces the headers.")
+    enabled: StrictBool | None = None
 
 
 def _ok(body: dict[str, Any], status: int = 200) -> JSONResponse:
@@ -115,6 +183,7 @@ _STATUS: dict[type[ServiceError], int] = {
     InvalidInput: 400,
     KeyReplaced: 401,
     AppDisabled: 403,
+    OperatorOnly: 403,
     NotFound: 404,
 }
 
@@ -154,8 +223,11 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
         refuse_if_guessing(ctx, request)  # an app_secret is a key too
         app = await ctx.db.apps.get_app(body.app_id) if APP_ID_PATTERN.match(body.app_id) else None
         # Compare against something even when the app is unknown: no timing hint either way.
-        expected = app.app_secret if app is not None else new_secret()
-        if not hmac.compare_digest(expected.encode(), body.app_secret.encode()) or app is None:
+        # During a secret's grace period its predecessor authenticates too.
+        expected = app.token_secrets(time.time()) if app is not None else (new_secret(),)
+        given = body.app_secret.encode()
+        matched = [hmac.compare_digest(e.encode(), given) for e in expected]
+        if not any(matched) or app is None:
             key_failed(ctx, request, "secret", hash_key(f"{body.app_id}:{body.app_secret}"))
             raise HttpError(401, "invalid app_id or app_secret")
         if not app.status:
@@ -281,6 +353,12 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
             update["status"] = body.status
         if body.namespaces is not None:
             update["namespaces"] = {n: o.model_dump() for n, o in body.namespaces.items()}
+        for field in TOKEN_FIELDS:
+            if field in body.model_fields_set:
+                update[field] = getattr(body, field)  # type: ignore[literal-required]
+        quotas = {q: getattr(body, q) for q in QUOTA_FIELDS if q in body.model_fields_set}
+        if quotas:
+            update["quotas"] = quotas
         if "proxies" in body.model_fields_set:
             update["proxies"] = body.proxies
         if body.pusher_client_events is not None:
@@ -316,6 +394,26 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
             updated, keys = await service.regenerate_api_key(app, as_admin=who.admin)
         view = application_view(updated, api_key=keys.api_key)
         return _ok({"application": view, "api_key": keys.api_key})
+
+    @router.post(
+        "/applications/{app_id}/regenerate-secret",
+        summary="Regenerate the app secret",
+        description="A new `app_secret` (in the answer). Tokens signed with the old one keep "
+        "verifying for `grace_seconds` (0 to 2592000, default 0), and `POST /api/token` "
+        "accepts it as long; then it fails everywhere. App key or admin key.",
+        response_model=docs.ApplicationAnswer,
+        responses=docs.apps_errors(400, 401, 403, 404, 413, 429, 500),
+    )
+    async def regenerate_secret(
+        app_id: str, who: CallerDep, body: RegenerateSecretBody | None = None
+    ) -> JSONResponse:
+        app = await rated_app(who, ctx, app_id)
+        grace = body.grace_seconds if body is not None else 0
+        with refusals():
+            updated = await service.regenerate_app_secret(
+                app, grace_seconds=grace, as_admin=who.admin
+            )
+        return _ok({"application": application_view(updated)})
 
     @router.get(
         "/analytics",
@@ -364,7 +462,12 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
         app = await rated_app(who, ctx, body.app_id or app_id)
         with refusals():
             webhook, shown = await service.create_webhook(
-                app.app_id, url=body.url, events=body.events, secret=body.secret
+                app.app_id,
+                url=body.url,
+                events=body.events,
+                secret=body.secret,
+                rooms=body.rooms,
+                headers=body.headers,
             )
         return _ok({"webhook": webhook_view(webhook, secret=shown)}, 201)
 
@@ -378,6 +481,48 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
         app = await rated_app(who, ctx, app_id)
         hooks = await service.list_webhooks(app.app_id)
         return _ok({"webhooks": [webhook_view(h) for h in hooks]})
+
+    @router.put(
+        "/webhooks/{webhook_id}",
+        summary="Change a webhook",
+        description="Sets the fields given (`url`, `events`, `rooms`, `headers`, `enabled`); "
+        "the others stay as they are.",
+        response_model=docs.WebhookAnswer,
+        responses=docs.apps_errors(400, 401, 403, 404, 413, 429, 500),
+    )
+    async def update_webhook(
+        webhook_id: str, body: WebhookUpdateBody, who: CallerDep, app_id: str | None = None
+    ) -> JSONResponse:
+        app = await rated_app(who, ctx, app_id)
+        with refusals():
+            webhook = await service.update_webhook(
+                app.app_id,
+                webhook_id,
+                url=body.url,
+                events=body.events,
+                rooms=body.rooms,
+                headers=body.headers,
+                enabled=body.enabled,
+            )
+        return _ok({"webhook": webhook_view(webhook)})
+
+    @router.post(
+        "/webhooks/{webhook_id}/test",
+        summary="Send a test event now",
+        description="POSTs a signed `test` event to the webhook at once (nothing stored, no "
+        "retry) and answers what the receiver said: `delivered` (a 2xx), its HTTP `status`, "
+        "or the `error` that kept it from answering.",
+        response_model=docs.WebhookTestAnswer,
+        responses=docs.apps_errors(400, 401, 403, 404, 429, 500),
+    )
+    async def test_webhook(
+        webhook_id: str, who: CallerDep, app_id: str | None = None
+    ) -> JSONResponse:
+        app = await rated_app(who, ctx, app_id)
+        with refusals():
+            status, error = await service.test_webhook(app.app_id, webhook_id)
+        delivered = status is not None and 200 <= status < 300
+        return _ok({"delivered": delivered, "status": status, "error": error})
 
     @router.delete(
         "/webhooks/{webhook_id}",

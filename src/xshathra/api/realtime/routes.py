@@ -9,16 +9,17 @@ from typing import Annotated, Any
 import msgspec
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
 
 from xshathra.api import docs
-from xshathra.api.auth import Target, authenticate, check_app_rate, check_ip_rate, target_app
+from xshathra.api.auth import Target, authenticate, check_app_rate, target_app
 from xshathra.api.context import ServerContext
 from xshathra.api.errors import HttpError, surface_route
 from xshathra.api.executor import ApiError, PublishRequest
 from xshathra.api.realtime import PREFIX
 from xshathra.api.realtime.errors import realtime_error
-from xshathra.engine.channels import is_valid_channel
+from xshathra.engine.channels import is_valid_channel, namespace_of
+from xshathra.tenancy.apps import BUILTIN_NAMESPACES, Application
 from xshathra.tenancy.tokens import REALTIME_TTL_DEFAULT, REALTIME_TTL_MAX, REALTIME_TTL_MIN
 
 _publish_decoder = msgspec.json.Decoder(PublishRequest)
@@ -26,15 +27,32 @@ _encoder = msgspec.json.Encoder()
 MAX_USER_ID = 255
 MAX_CHANNELS_IN_TOKEN = 128
 
-_TTL_DOC = f"Seconds, {REALTIME_TTL_MIN} to {REALTIME_TTL_MAX}; default {REALTIME_TTL_DEFAULT}."
+_TTL_DOC = (
+    f"Seconds, a whole number from {REALTIME_TTL_MIN} to {REALTIME_TTL_MAX} (`900` or `900.0`); "
+    f"default {REALTIME_TTL_DEFAULT}."
+)
+
+
+def _whole_number(value: object) -> object:
+    """JSON has one number type: `900.0` is the whole number 900 (JSON Schema's "integer"
+    says the same). Anything else is left for StrictInt to refuse, 900.5 and NaN included."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Seconds: any JSON number that is a whole number.
+WholeSeconds = Annotated[StrictInt, BeforeValidator(_whole_number)]
 
 
 class ConnectionTokenBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
     userId: StrictStr = Field(description="Stable id of the end user; the JWT's `sub`.")
-    ttlSeconds: StrictInt | None = Field(None, description=_TTL_DOC)
+    ttlSeconds: WholeSeconds | None = Field(None, description=_TTL_DOC)
     channels: list[StrictStr] | None = Field(
-        None, description="Channels the connection is subscribed to by the server."
+        None,
+        description="Channels the connection is subscribed to by the server; each in a "
+        "namespace the app has configured (or `public:`, or no namespace).",
     )
     info: dict[str, Any] | None = Field(None, description="Small JSON object for presence.")
 
@@ -43,7 +61,7 @@ class SubscriptionTokenBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
     userId: StrictStr
     channel: StrictStr = Field(description="Full channel name, e.g. `public:room_abc`.")
-    ttlSeconds: StrictInt | None = Field(None, description=_TTL_DOC)
+    ttlSeconds: WholeSeconds | None = Field(None, description=_TTL_DOC)
     info: dict[str, Any] | None = None
 
 
@@ -67,15 +85,26 @@ def _channel_error(channel: str) -> str:
     return f"invalid channel name '{channel[:64]}'"
 
 
+def _check_channel(app: Application, channel: str, field: str) -> None:
+    """Seed 001: a token's channels "must match namespaces configured on the engine": the
+    app's own namespaces, the built-in `public`, or none (the default namespace)."""
+    if not is_valid_channel(channel):
+        raise HttpError(400, f"{field}: {_channel_error(channel)}")
+    namespace = namespace_of(channel)
+    if namespace not in app.namespaces and namespace not in BUILTIN_NAMESPACES:
+        raise HttpError(
+            400,
+            f"{field}: channel '{channel[:64]}' is in namespace '{namespace[:64]}', which the "
+            "application has not configured",
+        )
+
+
 def create_realtime_router(ctx: ServerContext) -> APIRouter:
     router = APIRouter(
         prefix=PREFIX,
         tags=["realtime API (seed 001)"],
         route_class=surface_route(realtime_error),
     )
-
-    async def ip_limited(request: Request) -> None:
-        await check_ip_rate(ctx, request)
 
     async def project(request: Request) -> Target:
         """The app whose key authenticates the request (an admin names it with `?app_id=`).
@@ -90,17 +119,17 @@ def create_realtime_router(ctx: ServerContext) -> APIRouter:
     @router.post(
         "/token",
         summary="Mint a connection JWT",
-        dependencies=[Depends(ip_limited)],
+        description="Counts against the app's `rate_limit` (not a per-IP limit).",
         response_model=docs.ConnectionTokenAnswer,
         responses=token_errors,
     )
     async def connection_token(to: ProjectDep, body: ConnectionTokenBody) -> JSONResponse:
+        await check_app_rate(ctx, to.caller, to.app)
         channels = body.channels or []
         if len(channels) > MAX_CHANNELS_IN_TOKEN:
             raise HttpError(400, f"channels: at most {MAX_CHANNELS_IN_TOKEN} channels")
         for channel in channels:
-            if not is_valid_channel(channel):
-                raise HttpError(400, f"channels: {_channel_error(channel)}")
+            _check_channel(to.app, channel, "channels")
         ttl = _ttl(body.ttlSeconds)
         minted = ctx.tokens.mint_connection_token(
             to.app.app_id, _user(body.userId), ttl, channels or None, body.info
@@ -110,11 +139,13 @@ def create_realtime_router(ctx: ServerContext) -> APIRouter:
     @router.post(
         "/subscription-token",
         summary="Mint a subscription JWT for one channel",
-        dependencies=[Depends(ip_limited)],
+        description="Counts against the app's `rate_limit` (not a per-IP limit).",
         response_model=docs.SubscriptionTokenAnswer,
         responses=token_errors,
     )
     async def subscription_token(to: ProjectDep, body: SubscriptionTokenBody) -> JSONResponse:
+        await check_app_rate(ctx, to.caller, to.app)
+        # Any channel of the grammar: a private room is what a subscription token is for.
         if not is_valid_channel(body.channel):
             raise HttpError(400, f"channel: {_channel_error(body.channel)}")
         ttl = _ttl(body.ttlSeconds)

@@ -47,9 +47,17 @@ METHODS: dict[str, tuple[type[msgspec.Struct], Handler]] = {
     "history_remove": (x.ChannelRequest, lambda e, a, r: e.history_remove(a, r)),
     "channels": (x.ChannelsRequest, lambda e, a, r: e.channels(a, r)),
     "info": (x.InfoRequest, lambda e, a, r: e.info(a, r)),
+    "connections": (x.ConnectionsRequest, lambda e, a, r: e.connections(a, r)),
+    "block_user": (x.BlockUserRequest, lambda e, a, r: e.block_user(a, r)),
+    "unblock_user": (x.UnblockUserRequest, lambda e, a, r: e.unblock_user(a, r)),
+    "revoke_token": (x.RevokeTokenRequest, lambda e, a, r: e.revoke_token(a, r)),
+    "invalidate_user_tokens": (
+        x.InvalidateUserTokensRequest,
+        lambda e, a, r: e.invalidate_user_tokens(a, r),
+    ),
     "rpc": (x.RpcRequest, lambda e, a, r: e.rpc(a, r)),
 }
-_decoders = {name: msgspec.json.Decoder(spec[0]) for name, spec in METHODS.items()}
+REQUEST_DECODERS = {name: msgspec.json.Decoder(spec[0]) for name, spec in METHODS.items()}
 _batch_decoder = msgspec.json.Decoder(x.BatchRequest)
 
 
@@ -112,7 +120,7 @@ def decode_command(method: str, body: bytes) -> Command:
     if spec is None:
         return Command(method, error=x.ApiError(ErrorCode.METHOD_NOT_FOUND))
     try:
-        return Command(method, _decoders[method].decode(body or b"{}"))
+        return Command(method, REQUEST_DECODERS[method].decode(body or b"{}"))
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
         return Command(method, error=MalformedRequest(str(exc)))
 
@@ -275,7 +283,15 @@ def create_engine_router(ctx: ServerContext) -> APIRouter:
         key = api_key_from(request.headers)
         return _response(await answer(ctx, "batch", key, body, _client(request)))
 
-    @router.post("/{method}", summary="Run one server API method (publish, presence, ...)")
+    @router.post(
+        "/{method}",
+        summary="Run one server API method (publish, presence, ...)",
+        description="Methods, with Centrifugo's request and result shapes: "
+        + ", ".join(f"`{name}`" for name in METHODS)
+        + ". `connections`, `channels` and `info` answer for every live node; `block_user`, "
+        "`unblock_user`, `revoke_token` and `invalidate_user_tokens` act on every node and "
+        "are stored (they survive restarts).",
+    )
     async def call(method: str, request: Request) -> Response:
         body = await request.body()
         key = api_key_from(request.headers)

@@ -1,0 +1,71 @@
+"""The stream transport on its own: framing, the bounded queue, and how it ends."""
+
+from __future__ import annotations
+
+import json
+
+from xshathra.engine.writer import OutgoingFrame
+from xshathra.transports.stream_routes import StreamEndpoints
+from xshathra.transports.streams import (
+    KINDS,
+    STREAM_PATHS,
+    StreamTransport,
+    frame_http_stream,
+    frame_sse,
+)
+
+
+def test_sse_framing_is_one_event_per_message_and_an_empty_one_is_the_ping() -> None:
+    assert frame_sse(b'{"a":1}') == b'data: {"a":1}\n\n'
+    assert frame_sse(b'{"a":1}\n{"b":2}') == b'data: {"a":1}\n\ndata: {"b":2}\n\n'
+    assert frame_sse(b"") == b"event: ping\ndata:\n\n"
+    assert frame_http_stream(b"{}\nnull") == b"{}\nnull\n"
+
+
+def test_routes() -> None:
+    for name in ("http_stream", "sse", "uni_http_stream", "uni_sse"):
+        assert STREAM_PATHS[f"/realtime/connection/{name}"] is KINDS[name]
+        assert STREAM_PATHS[f"/connection/{name}"] is KINDS[name]
+    assert StreamEndpoints.handles({"type": "http", "path": "/realtime/emulation/"})
+    assert not StreamEndpoints.handles({"type": "websocket", "path": "/realtime/connection/sse"})
+    assert not StreamEndpoints.handles({"type": "http", "path": "/realtime/connection/websocket"})
+    assert KINDS["sse"].emulation and not KINDS["uni_sse"].emulation
+
+
+def test_unsent_bytes_are_reported_to_the_writer_and_framed_once() -> None:
+    transport = StreamTransport(KINDS["sse"], None, "127.0.0.1")
+    frame = OutgoingFrame(b'{"push":{}}')
+    first = transport.send_frame(frame)
+    assert frame.wire == b'data: {"push":{}}\n\n' and first == len(frame.wire)
+    assert transport.send_frame(frame) == 2 * len(frame.wire)
+
+
+async def test_a_slow_client_loses_what_is_queued_and_gets_the_disconnect_push() -> None:
+    transport = StreamTransport(KINDS["uni_http_stream"], None, "")
+    transport.send_frame(OutgoingFrame(b"x" * 1000))
+    transport.close(3008, "slow")
+    sent: list[bytes] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message["body"])  # type: ignore[arg-type]
+
+    await transport.pump(send, b"")
+    assert sent == [b'{"disconnect":{"code":3008,"reason":"slow","reconnect":true}}\n', b""]
+    assert transport.send_frame(OutgoingFrame(b"late")) == 0  # nothing after the end
+
+
+async def test_a_bidirectional_stream_ends_with_a_wrapped_disconnect_push() -> None:
+    transport = StreamTransport(KINDS["http_stream"], None, "")
+    transport.send_frame(OutgoingFrame(b'{"id":1}'))
+    transport.close(3501, "bad request")
+    sent: list[bytes] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message["body"])  # type: ignore[arg-type]
+
+    await transport.pump(send, b"")
+    lines = b"".join(sent).splitlines()
+    assert [json.loads(line) for line in lines] == [
+        {"id": 1},
+        {"push": {"disconnect": {"code": 3501, "reason": "bad request"}}},
+    ]
