@@ -15,6 +15,10 @@ Scenarios (`--scenarios`, see bench/README.md):
 - idle: server memory per idle connection.
 - recovery: clients reconnect after missing publications and recover them from history.
   Xshathra only.
+- cluster (asked for by name): fan-out on two nodes sharing Redis or NATS against one node on
+  the memory broker, as ratios. Xshathra only.
+- storm (asked for by name): the recovery reconnect at several sizes, time per client against
+  the smallest size's. Xshathra only.
 """
 
 from __future__ import annotations
