@@ -223,7 +223,7 @@ class ClientSession:
     def on_emulation(self, data: bytes, origin: str | None) -> bool:
         """Commands sent to the emulation endpoint for this session. False (and ignored) when
         the request came from a browser origin the app does not allow."""
-        if self.app is None or not _origin_allowed(self.app.allowed_domain, origin):
+        if self.app is None or not origin_allowed(self.app.allowed_domain, origin):
             return False
         self.on_message(data)
         return True
