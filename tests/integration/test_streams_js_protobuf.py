@@ -17,8 +17,9 @@ import httpx
 import pytest
 
 from tests.integration.test_cluster import shared_broker
+from tests.integration.test_engine_js_client import start_js
 from tests.integration.test_streams_js import chat_app, exercise
-from tests.support.clients import realtime_token
+from tests.support.clients import engine_api, realtime_token
 from tests.support.server import ServerProcess, running_server
 from tests.support.services import postgres_database
 from xshathra.protocol import client_pb2 as pb
@@ -137,3 +138,30 @@ def _read_varint(data: bytes) -> tuple[int, int]:
         if not byte & 0x80:
             return value, i + 1
     return 0, 0
+
+
+async def test_json_and_protobuf_streams_of_one_channel_get_the_same_publications(
+    server: ServerProcess,
+) -> None:
+    """A JSON `sse` client and a protobuf `http_stream` client of one channel: one server
+    publication and one publication by each reach both, with the same data and offsets."""
+    app = chat_app(server, "js-pb-mixed")
+    channel = {"XS_CHANNEL": "chat:mixed"}
+    async with (
+        start_js(server, app, XS_TRANSPORT="sse", **channel) as text,
+        start_js(server, app, **PROTOBUF, **channel) as binary,
+    ):
+        for client in (text, binary):
+            await client.next("subscribed")
+        engine_api(server, app, "publish", {"channel": "chat:mixed", "data": {"n": 1}})
+        await text.send("publish", data={"from": "json"})
+        await binary.send("publish", data={"from": "protobuf"})
+        offsets = []
+        for client in (text, binary):
+            got = {}
+            for data in ({"n": 1}, {"from": "json"}, {"from": "protobuf"}):
+                pub = await client.next("publication", lambda m, d=data: m["data"] == d)
+                got[str(data)] = pub["offset"]
+            assert got[str({"n": 1})] == 1 and sorted(got.values()) == [1, 2, 3]
+            offsets.append(got)
+        assert offsets[0] == offsets[1]  # one history, whatever the format it is read in
