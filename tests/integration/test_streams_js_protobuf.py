@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.integration.test_cluster import shared_broker
-from tests.integration.test_engine_js_client import start_js
+from tests.integration.test_engine_js_client import lost, start_js
 from tests.integration.test_streams_js import chat_app, exercise
 from tests.support.clients import engine_api, realtime_token
 from tests.support.server import ServerProcess, running_server
@@ -26,13 +26,18 @@ from xshathra.protocol import client_pb2 as pb
 
 PROTOBUF = {"XS_TRANSPORT": "http_stream", "XS_PROTOBUF": "1"}
 OCTETS = {"Content-Type": "application/octet-stream"}
+PING_INTERVAL = 1
 
 
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerProcess]]:
-    """Two nodes on one PostgreSQL database and one Redis (under a unique prefix)."""
+    """Two nodes on one PostgreSQL database and one Redis (under a unique prefix), pinging every
+    second: a client's pongs travel through the emulation endpoint too."""
     broker = shared_broker("redis")
-    env = {"XSHATHRA_BROKER_PREFIX": f"xs_stpb_{secrets.token_hex(4)}"}
+    env = {
+        "XSHATHRA_BROKER_PREFIX": f"xs_stpb_{secrets.token_hex(4)}",
+        "XSHATHRA_PING_INTERVAL": str(PING_INTERVAL),
+    }
     with ExitStack() as stack:
         url = stack.enter_context(postgres_database())
         first = stack.enter_context(
@@ -65,6 +70,25 @@ async def test_protobuf_emulation_requests_reach_the_stream_through_another_node
     a, b = two_nodes
     app = chat_app(a, "js-pb-two")
     await exercise(a, b, app, **PROTOBUF, XS_EMULATION=f"{b.base_url}/realtime/emulation")
+
+
+async def test_protobuf_pongs_through_another_node_keep_the_stream_up(
+    two_nodes: list[ServerProcess],
+) -> None:
+    """Node A pings its protobuf stream every second (an empty length-delimited reply) and
+    drops a client that misses a pong (3012); the client's pongs (empty commands, in protobuf
+    emulation requests) go to node B, over Redis to A. Idle for several intervals, the
+    connection stays up."""
+    a, b = two_nodes
+    app = chat_app(a, "js-pb-ping")
+    emulation = f"{b.base_url}/realtime/emulation"
+    async with start_js(a, app, XS_CHANNEL="chat:idle", **PROTOBUF, XS_EMULATION=emulation) as c:
+        await c.next("subscribed")
+        with pytest.raises(AssertionError, match="no 'connecting'"):
+            await c.next("connecting", lost, timeout=PING_INTERVAL * 4.5)
+        assert c.seen("disconnected", "client_error") == []
+        engine_api(b, app, "publish", {"channel": "chat:idle", "data": "awake"})
+        assert (await c.next("publication"))["data"] == "awake"
 
 
 def test_protobuf_bad_input_gets_the_documented_errors(server: ServerProcess) -> None:
