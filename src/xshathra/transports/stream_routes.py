@@ -6,13 +6,13 @@ Routes (the `/realtime` prefix is optional, as for WebSocket):
 - `POST /realtime/connection/http_stream`: body = the connect command (JSON protocol).
 - `GET /realtime/connection/sse?cf_connect=<connect command>` (or POST with it as the body).
 - `POST /realtime/emulation`: `{"node", "session", "data"}`: commands for a stream; 204.
+- `GET /realtime/connection/uni_sse?cf_connect=<ConnectRequest>` (or POST body).
+- `POST /realtime/connection/uni_http_stream`: body = a `ConnectRequest`.
 
 Protobuf (centrifuge-js's protobuf build, on `http_stream` only): a request with
 `Content-Type: application/octet-stream` (what centrifuge-js sends) or `?cf_protocol=protobuf`
 (Centrifugo's query parameter) carries a length-delimited connect `Command` (the stream) or a
 protobuf `EmulationRequest` (the emulation endpoint), and the stream speaks PROTOBUF_CODEC.
-- `GET /realtime/connection/uni_sse?cf_connect=<ConnectRequest>` (or POST body).
-- `POST /realtime/connection/uni_http_stream`: body = a `ConnectRequest`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ from xshathra.engine.client import ClientSession
 from xshathra.engine.node import EmulationOutcome
 from xshathra.protocol.codec import ProtocolDecodeError
 from xshathra.protocol.codes import DisconnectCode
-from xshathra.protocol.json_codec import JSON_CODEC
-from xshathra.protocol.protobuf_codec import PROTOBUF_CODEC
 from xshathra.protocol.protobuf_codec import decode_emulation as decode_protobuf_emulation
 from xshathra.protocol.uni_json_codec import connect_command, decode_emulation
 from xshathra.transports.streams import (
@@ -205,8 +203,7 @@ def _first_command(kind: StreamKind, request: bytes) -> bytes:
     `ConnectRequest`)."""
     if kind.unidirectional:
         return connect_command(request)
-    codec = PROTOBUF_CODEC if kind.codec is PROTOBUF_CODEC else JSON_CODEC
-    commands = codec.decode_commands(request)
+    commands = kind.codec.decode_commands(request)  # JSON or protobuf
     if not commands or commands[0].connect is None:
         raise ProtocolDecodeError("the first command must be connect")
     return request
