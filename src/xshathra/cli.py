@@ -115,16 +115,41 @@ def main() -> None:
 @main.command()
 @click.option("--host", default=None, help="Interface to listen on (default 127.0.0.1).")
 @click.option("--port", default=None, type=int, help="Port to listen on (default 3001).")
-def serve(host: str | None, port: int | None) -> None:
-    """Run one node: HTTP API, engine and test page on one port."""
-    from xshathra.server import serve as run_server
-
+@click.option(
+    "--workers",
+    default=None,
+    help="Processes serving the port: a number or 'auto' (one per core); default 1 "
+    "(XSHATHRA_WORKERS). More than one needs XSHATHRA_BROKER_URL redis:// or nats://.",
+)
+# Set by the supervisor on the processes it starts: never by hand.
+@click.option("--worker-index", default=None, type=int, hidden=True)
+def serve(
+    host: str | None, port: int | None, workers: str | None, worker_index: int | None
+) -> None:
+    """Run a node: HTTP API, engine and test page on one port (several processes with
+    --workers)."""
     overrides: dict[str, Any] = {}
     if host is not None:
         overrides["host"] = host
     if port is not None:
         overrides["port"] = port
-    run_server(_settings(**overrides))
+    if workers is not None:
+        overrides["workers"] = workers
+    settings = _settings(**overrides)
+    if worker_index is not None:
+        from xshathra.workers import run_worker
+
+        run_worker(settings, worker_index)
+        return
+    count = settings.worker_count()
+    if count == 1:
+        from xshathra.server import serve as run_server
+
+        run_server(settings)
+        return
+    from xshathra.workers import supervise
+
+    raise SystemExit(supervise(settings, count))
 
 
 @main.group()

@@ -394,8 +394,9 @@ class XshathraASGI:
     `EngineHttp` answers directly (see api.server.engine_http). WebSockets never reach it: uvicorn
     gives them to `CentrifugeWebSocketProtocol`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, banner: bool = True) -> None:
         self.runtime = Runtime(settings)
+        self.banner = banner  # of several workers, one prints it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -430,7 +431,8 @@ class XshathraASGI:
                     state[NODE_STATE_KEY] = self.runtime.node
                 await send({"type": "lifespan.startup.complete"})
                 settle_garbage_collector()
-                _print_banner(self.runtime)
+                if self.banner:
+                    _print_banner(self.runtime)
             elif message["type"] == "lifespan.shutdown":
                 with contextlib.suppress(Exception):
                     await self.runtime.stop()
@@ -475,10 +477,10 @@ def _print_banner(runtime: Runtime) -> None:
     print("\n".join(lines), file=sys.stdout, flush=True)
 
 
-def create_server(settings: Settings) -> uvicorn.Server:
+def create_server(settings: Settings, *, banner: bool = True) -> uvicorn.Server:
     proxies = proxy_entries(settings.trusted_proxies)
     config = uvicorn.Config(
-        XshathraASGI(settings),
+        XshathraASGI(settings, banner=banner),
         host=settings.host,
         port=settings.port,
         ws=CentrifugeWebSocketProtocol,
@@ -506,3 +508,13 @@ def serve(settings: Settings) -> None:
     server.run()
     if not server.started:
         raise SystemExit(1)
+
+
+async def prepare_storage(settings: Settings) -> Secrets:
+    """Migrate the database and settle the secrets once, before several workers start: they
+    then find both done, and the generated admin key is printed once, by the caller."""
+    db = await open_database(settings.database_url)
+    try:
+        return await bootstrap_secrets(settings, db)
+    finally:
+        await db.close()

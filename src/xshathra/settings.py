@@ -7,6 +7,7 @@ This module only describes configuration; it never opens connections or generate
 from __future__ import annotations
 
 import ipaddress
+import os
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -23,6 +24,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 3001
     node_name: str = ""
+    # Processes serving the one port (SPEC §12): a number, or "auto" for one per core. More
+    # than one needs a broker they share (XSHATHRA_BROKER_URL redis:// or nats://).
+    workers: int | Literal["auto"] = Field(default=1)
     log_level: str = "info"
     public_url: str = ""
 
@@ -119,6 +123,25 @@ class Settings(BaseSettings):
     signup: Literal["open", "invite", "closed"] = "invite"
     dashboard_session_ttl: int = Field(default=7 * 86400, ge=300)  # seconds a sign-in lasts
     invitation_ttl: int = Field(default=7 * 86400, ge=300)  # seconds an invitation link works
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _check_workers(cls, value: object) -> int | str:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        try:
+            count = int(str(value).strip())
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise ValueError("must be a number of processes (1 or more) or 'auto'")
+        return count
+
+    def worker_count(self) -> int:
+        """XSHATHRA_WORKERS as a number of processes ("auto": one per core)."""
+        if self.workers == "auto":
+            return max(1, os.cpu_count() or 1)
+        return self.workers
 
     @field_validator("trusted_proxies")
     @classmethod

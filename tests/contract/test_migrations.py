@@ -240,7 +240,7 @@ async def test_0003_registers_the_ids_of_apps_created_before_it(database_url: st
     from alembic import command
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from xshathra.storage.apps import _row
+    from xshathra.storage.apps import app_row
     from xshathra.storage.tables import applications
     from xshathra.tenancy.apps import AppExistsError, AppIdRetiredError
 
@@ -250,7 +250,7 @@ async def test_0003_registers_the_ids_of_apps_created_before_it(database_url: st
         async with engine.begin() as conn:
             await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "0002"))
             # Only the columns 0002 has (later revisions add some).
-            row = {k: v for k, v in _row(old).items() if k != "pusher_client_events"}
+            row = {k: v for k, v in app_row(old).items() if k != "pusher_client_events"}
             await conn.execute(applications.insert().values(**row))
     finally:
         await engine.dispose()

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 OWNER = "owner@example.com"
 VIEWER = "viewer@example.com"
-PAGES = ("", "/settings", "/webhooks", "/console", "/members")
+PAGES = ("", "/settings", "/proxies", "/webhooks", "/console", "/members")
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +195,46 @@ def test_journey(browser: Browser, node: ServerProcess) -> None:  # noqa: F811
         viewer.close()
     assert not owner.errors, owner.errors
     owner.close()
+
+
+def test_proxies_form_by_labels(browser: Browser, node: ServerProcess) -> None:  # noqa: F811
+    """The Proxies tab by labels: a bad endpoint is refused beside its field, a good proxy is
+    saved and listed, then chosen as the connect proxy."""
+    from playwright.sync_api import expect
+
+    owner = Person(browser, node)
+    try:
+        page = owner.page
+        owner.sign_in(OWNER)
+        page.get_by_role("link", name="Storefront chat").first.click()
+        page.get_by_role("link", name="Proxies").click()
+        expect(page.get_by_role("heading", name="Add a proxy")).to_be_visible()
+        page.get_by_label("Proxy name").fill("auth")
+        page.get_by_label("Endpoint URL").fill("backend.example.com/connect")
+        page.get_by_label("Timeout").fill("2s")
+        page.get_by_label("Forwarded header names").fill("Authorization, Cookie")
+        page.get_by_label("Static headers").fill("X-Api-Key: k1")
+        page.get_by_role("button", name="Save proxy").click()
+        endpoint = page.get_by_label("Endpoint URL")
+        expect(endpoint).to_have_attribute("aria-invalid", "true")
+        expect(endpoint).to_have_attribute("aria-describedby", re.compile("proxy-endpoint-error"))
+        expect(page.locator("#proxy-endpoint-error")).to_have_text(
+            "Must be an http:// or https:// URL."
+        )
+        expect(page.get_by_label("Static headers")).to_have_value("X-Api-Key: k1")  # kept
+        endpoint.fill("http://127.0.0.1:9/centrifugo")
+        page.get_by_role("button", name="Save proxy").click()
+        expect(page.get_by_role("status")).to_have_text("The proxy is saved.")
+        row = page.get_by_role("row", name=re.compile("auth"))
+        expect(row).to_contain_text("http://127.0.0.1:9/centrifugo")
+        expect(row).to_contain_text("Forwarded: Authorization, Cookie")
+        page.get_by_label("Connect proxy").select_option(label="Proxy auth")
+        page.get_by_role("button", name="Save connection proxies").click()
+        expect(page.get_by_role("status")).to_have_text("The connection proxies are saved.")
+        expect(page.get_by_label("Connect proxy")).to_have_value("auth")
+        assert not owner.errors, owner.errors
+    finally:
+        owner.close()
 
 
 def test_project_pages_fit_desktop_and_phone(browser: Browser, node: ServerProcess) -> None:  # noqa: F811

@@ -119,7 +119,7 @@ async def test_leaked_key_cannot_undo_suspension(srv: ServerProcess) -> None:
     await _under_flood(srv, app, suspend)
     async with httpx.AsyncClient(base_url=srv.base_url, timeout=10) as http:
         r = await http.get(
-            "/api/applications", params={"app_id": app["app_id"]}, headers=srv.admin_headers()
+            "/api/applications", params={"app_id": str(app["app_id"])}, headers=srv.admin_headers()
         )
         assert r.json()["application"]["status"] is False, r.text
         assert_error(await http.get("/api/applications", headers=key(app)), 403)
@@ -141,7 +141,7 @@ async def test_leaked_key_cannot_undo_the_admins_rate_limit(srv: ServerProcess) 
     await _under_flood(srv, app, throttle)
     async with httpx.AsyncClient(base_url=srv.base_url, timeout=10) as http:
         r = await http.get(
-            "/api/applications", params={"app_id": app["app_id"]}, headers=srv.admin_headers()
+            "/api/applications", params={"app_id": str(app["app_id"])}, headers=srv.admin_headers()
         )
         got = r.json()["application"]
         assert got["rate_limit"] == 777_777, r.text
@@ -193,7 +193,7 @@ async def test_two_nodes_a_leaked_key_on_one_cannot_undo_the_admin_on_the_other(
             await _refused_within(node, {"X-API-Key": fresh[0]}, 403)
         r = httpx.get(
             f"{a.base_url}/api/applications",
-            params={"app_id": app["app_id"]},
+            params={"app_id": str(app["app_id"])},
             headers=a.admin_headers(),
         )
         assert r.json()["application"]["status"] is False, r.text

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import secrets
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -124,6 +125,11 @@ class Outcome:
     unrecovered: list[bool]  # per subscriber: was it told `recovered=False`?
 
 
+def carries(data: Any, ctx: Any) -> bool:
+    """Whether a publication event carries `data`."""
+    return bool(ctx.pub.data == data)
+
+
 async def _outage_under_load(
     tmp_path: Path, broker_url: str, stop: Callable[[], None], start: Callable[[], None]
 ) -> Outcome:
@@ -152,7 +158,7 @@ async def _outage_under_load(
                 await task
             last = publisher.acked[-1]
             for rec in recorders:
-                await rec.next("publication", lambda ctx, last=last: ctx.pub.data == last, 20)
+                await rec.next("publication", functools.partial(carries, last), 20)
             return Outcome(
                 acked=publisher.acked,
                 resumed_from=resumed_from,

@@ -5,12 +5,14 @@ every change; webhooks, namespaces, settings and the console's token and publish
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from tests.integration.test_dashboard_http import PASSWORD, sign_in, sign_up
 from tests.support.receiver import Receiver
@@ -236,6 +238,11 @@ def test_every_change_needs_the_csrf_token(
         "/members",
         "/webhooks",
         "/namespaces",
+        "/proxies",
+        "/proxies/delete",
+        "/proxies/client",
+        "/proxies/rpc",
+        "/proxies/rpc/delete",
     ):
         answer = owner.post(base + path, data={"confirm": "on", "confirm_name": "Shop chat"})
         assert answer.status_code == 403, path
@@ -417,3 +424,122 @@ def test_analytics_endpoint_counts_as_the_api_does(
         assert abs(len(points) - len(api["series"])) <= 1
     refused = owner.get(f"{project['base']}/analytics.json", params={"period": "2y"})
     assert refused.status_code == 400
+
+
+def test_proxies_tab_saves_what_the_engine_uses_and_hides_header_values_from_viewers(
+    people: dict[str, httpx.Client], project: dict[str, str], node: ServerProcess
+) -> None:
+    """A developer names a proxy (bad values refused beside their field), chooses it as the
+    connect proxy, an RPC namespace's and a namespace's subscribe proxy; the engine then asks
+    that backend with the static header; a viewer reads the tab without any header value or
+    endpoint query and may change nothing."""
+    dev, viewer = people[DEV], people[VIEWER]
+    base = project["base"]
+    tab = base + "/proxies"
+    fields = {
+        "name": "auth",
+        "endpoint": "ftp://example.com/proxy",
+        "timeout": "2s",
+        "http_headers": "Authorization, Cookie",
+        "static_headers": "X-Api-Key: topsecret",
+    }
+    bad = post(dev, tab, tab, **fields)
+    assert bad.status_code == 400
+    assert 'id="proxy-endpoint-error"' in bad.text
+    assert "Must be an http:// or https:// URL." in bad.text
+    assert 'value="ftp://example.com/proxy"' in bad.text  # kept for fixing
+    slow = post(dev, tab, tab, **{**fields, "endpoint": "http://127.0.0.1/", "timeout": "1h"})
+    assert slow.status_code == 400 and 'id="proxy-timeout-error"' in slow.text
+    with Receiver(default=500).running() as backend:
+        url = backend.url + "?token=qs-secret"
+        saved = post(dev, tab, tab, **{**fields, "endpoint": url})
+        assert saved.status_code == 303, saved.text
+        client = post(dev, tab + "/client", tab, connect="auth", refresh="", send="")
+        assert client.status_code == 303
+        missing = post(dev, tab + "/rpc", tab, rpc_name="calc", rpc_proxy="nope")
+        assert missing.status_code == 400 and 'id="rpc_proxy-error"' in missing.text
+        assert post(dev, tab + "/rpc", tab, rpc_name="calc", rpc_proxy="auth").status_code == 303
+        ns_bad = post(
+            dev,
+            base + "/namespaces",
+            base + "/settings",
+            namespace="px",
+            **{"subscribe_proxy": "nope"},
+        )
+        assert ns_bad.status_code == 400 and 'id="ns-subscribe_proxy-error"' in ns_bad.text
+        ns = post(
+            dev, base + "/namespaces", base + "/settings", namespace="px", subscribe_proxy="auth"
+        )
+        assert ns.status_code == 303
+        assert "subscribe proxy auth" in dev.get(base + "/settings").text
+        stored = httpx.get(
+            f"{node.base_url}/api/applications",
+            params={"app_id": project["app_id"]},
+            headers=node.admin_headers(),
+        ).json()["application"]
+        proxies = stored["proxies"]
+        assert proxies["proxies"][0]["http"]["static_headers"] == {"X-Api-Key": "topsecret"}
+        connect_proxy = proxies["client"]["proxy"]["connect"]
+        assert connect_proxy["enabled"] and connect_proxy["proxy_name"] == "auth"
+        assert proxies["rpc"]["namespaces"][0]["proxy_name"] == "auth"
+        # The real path: a client without a token makes the engine ask the backend.
+        with connect(f"{node.ws_url}?key={stored['client_api_key']}") as ws:
+            ws.send(json.dumps({"id": 1, "connect": {}}))
+            (seen,) = backend.wait_for(1)
+            assert seen.headers["X-Api-Key"] == "topsecret"
+        edit = dev.get(tab + "?edit=auth").text
+        assert "X-Api-Key: topsecret" in edit and 'value="2s"' in edit
+        shown = viewer.get(tab)
+        assert shown.status_code == 200
+        assert "X-Api-Key" in shown.text  # the name, not its value
+        assert "topsecret" not in shown.text and "qs-secret" not in shown.text
+        assert "Save proxy" not in shown.text
+        assert post(viewer, tab + "/client", tab, connect="").status_code == 403
+        # A proxy still chosen somewhere cannot be deleted: said, not broken.
+        in_use = post(dev, tab + "/delete", tab, name="auth")
+        assert in_use.status_code == 400 and "still in use" in in_use.text
+
+
+def pusher_client_event_answer(node: ServerProcess, client_key: str) -> str:
+    """What a Pusher connection hears when it sends a client event on a private channel it has
+    not joined: refused as disabled, or (enabled) as not subscribed."""
+    with connect(
+        f"ws://127.0.0.1:{node.port}/app/{client_key}?protocol=7&client=js&version=8.4.0"
+    ) as ws:
+        assert json.loads(ws.recv(timeout=10))["event"] == "pusher:connection_established"
+        ws.send(json.dumps({"event": "client-typing", "channel": "private-room", "data": {}}))
+        answer = json.loads(ws.recv(timeout=10))
+        assert answer["event"] == "pusher:error"
+        return str(answer["data"]["message"])
+
+
+def test_pusher_client_events_switch_and_pusher_js_snippet(
+    people: dict[str, httpx.Client], project: dict[str, str], node: ServerProcess
+) -> None:
+    """The Settings switch turns Pusher client events on for the app's Pusher connections; the
+    overview shows owners and developers a pusher-js snippet with the host and client key,
+    and viewers no snippet."""
+    dev, viewer = people[DEV], people[VIEWER]
+    base = project["base"]
+    stored = httpx.get(
+        f"{node.base_url}/api/applications",
+        params={"app_id": project["app_id"]},
+        headers=node.admin_headers(),
+    ).json()["application"]
+    key = stored["client_api_key"]
+    settings = {"name": "Shop chat", "rate_limit": "500", "enabled": "on"}
+    assert post(dev, base + "/settings", base + "/settings", **settings).status_code == 303
+    assert "not enabled" in pusher_client_event_answer(node, key)
+    on = post(dev, base + "/settings", base + "/settings", **settings, pusher_client_events="on")
+    assert on.status_code == 303
+    page = dev.get(base + "/settings").text
+    assert re.search(r'id="pusher_client_events"[^>]*checked', page)
+    assert "Not subscribed to private-room" in pusher_client_event_answer(node, key)
+    overview = dev.get(base).text
+    host = node.base_url.split("//", 1)[1].split(":")[0]
+    assert f'new Pusher("{key}"' in overview and f'wsHost: "{host}"' in overview
+    assert f"wsPort: {node.port}" in overview
+    assert "Client events (<code>client-…</code>) are allowed" in overview
+    seen = viewer.get(base).text
+    assert "Connect with pusher-js" not in seen and key not in seen
+    assert post(dev, base + "/settings", base + "/settings", **settings).status_code == 303

@@ -17,7 +17,14 @@ from typing import Any
 
 import httpx
 import pytest
-from centrifuge import Client, ClientState, DeltaType, StreamPosition, SubscriptionState
+from centrifuge import (
+    Client,
+    ClientState,
+    DeltaType,
+    StreamPosition,
+    Subscription,
+    SubscriptionState,
+)
 from centrifuge.exceptions import CentrifugeError
 
 from tests.support.clients import (
@@ -67,6 +74,25 @@ async def connected(
     return client
 
 
+async def connected_as(
+    server: ServerProcess, clients: list[Client], app: Json, user: str, **kwargs: Any
+) -> tuple[Client, Recorder]:
+    """A client of `app` connected as `user` with a server-minted token, and its recorder."""
+    rec = Recorder()
+    client = await connected(
+        server, clients, rec, token=realtime_token(server, app, user), **kwargs
+    )
+    return client, rec
+
+
+async def subscribed(client: Client, channel: str, rec: Recorder, **kwargs: Any) -> Subscription:
+    """A subscription of `client` to `channel`, its events recorded in `rec`, once it is live."""
+    sub = client.new_subscription(channel, SubEvents(rec), **kwargs)
+    await sub.subscribe()
+    await sub.ready(5)
+    return sub
+
+
 def lost(ctx: Any) -> bool:
     """A `connecting` (`subscribing`) event for a lost connection (subscription): code 0 is the
     one connect() (subscribe()) itself emits."""
@@ -96,8 +122,7 @@ async def test_server_minted_token_connects_and_subscribes_to_public(
     server: ServerProcess, clients: list[Client]
 ) -> None:
     app = server.create_app(name="minted")
-    rec = Recorder()
-    client = await connected(server, clients, rec, token=realtime_token(server, app, "u1"))
+    client, rec = await connected_as(server, clients, app, "u1")
     assert (await rec.next("connected")).client
     sub = client.new_subscription("public:hello", SubEvents(rec))
     await sub.subscribe()
@@ -113,9 +138,7 @@ async def test_app_signed_token_connects(server: ServerProcess, clients: list[Cl
     rec = Recorder()
     client = await connected(server, clients, rec, token=app_signed_token(app, "backend-user"))
     assert (await rec.next("connected")).client and client.state == ClientState.CONNECTED
-    sub = client.new_subscription("public:signed", SubEvents(rec))
-    await sub.subscribe()
-    await sub.ready(5)
+    sub = await subscribed(client, "public:signed", rec)
     presence = await sub.presence()
     assert [c.user for c in presence.clients.values()] == ["backend-user"]
 
@@ -134,9 +157,7 @@ async def test_seed_000_token_connects(server: ServerProcess, clients: list[Clie
     assert r.status_code == 200
     rec = Recorder()
     client = await connected(server, clients, rec, token=r.json()["token"])
-    sub = client.new_subscription("public:seed", SubEvents(rec))
-    await sub.subscribe()
-    await sub.ready(5)
+    sub = await subscribed(client, "public:seed", rec)
     presence = await sub.presence()
     assert [c.user for c in presence.clients.values()] == ["seed-user"]
 
@@ -169,11 +190,8 @@ async def test_publication_carries_data_and_tags(
 ) -> None:
     """Engine API publish with tags: the subscriber gets data, tags and the offset."""
     app = server.create_app(name="tags")
-    rec = Recorder()
-    client = await connected(server, clients, rec, token=realtime_token(server, app, "u1"))
-    sub = client.new_subscription("public:news", SubEvents(rec))
-    await sub.subscribe()
-    await sub.ready(5)
+    client, rec = await connected_as(server, clients, app, "u1")
+    await subscribed(client, "public:news", rec)
     result = engine_api(
         server,
         app,
@@ -192,11 +210,8 @@ async def test_broadcast_reaches_a_subscriber_with_event_tag(
 ) -> None:
     """POST /api/broadcast → ctx.data == data and ctx.tags["event"] == event."""
     app = server.create_app(name="bc")
-    rec = Recorder()
-    client = await connected(server, clients, rec, token=realtime_token(server, app, "u1"))
-    sub = client.new_subscription("public:chat", SubEvents(rec))
-    await sub.subscribe()
-    await sub.ready(5)
+    client, rec = await connected_as(server, clients, app, "u1")
+    await subscribed(client, "public:chat", rec)
     async with httpx.AsyncClient() as http:
         r = await http.post(
             f"{server.base_url}/api/broadcast",
@@ -218,8 +233,7 @@ async def test_private_channel_needs_a_subscription_token(
     server: ServerProcess, clients: list[Client]
 ) -> None:
     app = server.create_app(name="priv")
-    rec = Recorder()
-    client = await connected(server, clients, rec, token=realtime_token(server, app, "u1"))
+    client, rec = await connected_as(server, clients, app, "u1")
     denied = client.new_subscription("room-42", SubEvents(rec))
     await denied.subscribe()
     unsub = await rec.next("unsubscribed")
@@ -229,9 +243,7 @@ async def test_private_channel_needs_a_subscription_token(
     async def get_token(channel: str) -> str:
         return subscription_token(server, app, "u1", channel)
 
-    allowed = client.new_subscription("room-42", SubEvents(rec), get_token=get_token)
-    await allowed.subscribe()
-    await allowed.ready(5)
+    await subscribed(client, "room-42", rec, get_token=get_token)
     engine_api(server, app, "publish", {"channel": "room-42", "data": {"n": 1}})
     assert (await rec.next("publication")).pub.data == {"n": 1}
 
@@ -240,8 +252,7 @@ async def test_subscription_token_of_another_user_is_refused(
     server: ServerProcess, clients: list[Client]
 ) -> None:
     app = server.create_app(name="other-user")
-    rec = Recorder()
-    client = await connected(server, clients, rec, token=realtime_token(server, app, "alice"))
+    client, rec = await connected_as(server, clients, app, "alice")
     sub = client.new_subscription(
         "room-1", SubEvents(rec), token=subscription_token(server, app, "bob", "room-1")
     )
@@ -309,15 +320,10 @@ async def test_join_leave_presence_and_history(
     server: ServerProcess, clients: list[Client]
 ) -> None:
     app = server.create_app(name="jl")
-    rec_a, rec_b = Recorder(), Recorder()
-    a = await connected(server, clients, rec_a, token=realtime_token(server, app, "alice"))
-    sub_a = a.new_subscription("public:room", SubEvents(rec_a))
-    await sub_a.subscribe()
-    await sub_a.ready(5)
-    b = await connected(server, clients, rec_b, token=realtime_token(server, app, "bob"))
-    sub_b = b.new_subscription("public:room", SubEvents(rec_b))
-    await sub_b.subscribe()
-    await sub_b.ready(5)
+    a, rec_a = await connected_as(server, clients, app, "alice")
+    sub_a = await subscribed(a, "public:room", rec_a)
+    b, rec_b = await connected_as(server, clients, app, "bob")
+    sub_b = await subscribed(b, "public:room", rec_b)
     joined = await rec_a.next("join")
     assert joined.info.user == "bob" and joined.info.client == b.client_id
 
@@ -371,9 +377,7 @@ async def test_conn_info_and_chan_info_reach_presence_and_join(
     await sub_b.ready(5)
     a = await connected(server, clients, rec_a, token=r.json()["token"])
     token_a = app_signed_token(app, "alice", channel="room:1", info={"role": "moderator"})
-    sub_a = a.new_subscription("room:1", SubEvents(rec_a), token=token_a)
-    await sub_a.subscribe()
-    await sub_a.ready(5)
+    await subscribed(a, "room:1", rec_a, token=token_a)
 
     joined = (await rec_b.next("join", lambda ctx: ctx.info.user == "alice")).info
     assert (joined.conn_info, joined.chan_info) == ({"name": "Alice"}, {"role": "moderator"})
@@ -387,11 +391,8 @@ async def test_concurrent_publications_arrive_in_offset_order(
 ) -> None:
     """Fifty publishes racing each other: every one arrives once, in offset order."""
     app = server.create_app(name="order")
-    rec = Recorder()
-    client = await connected(server, clients, rec, token=realtime_token(server, app, "u1"))
-    sub = client.new_subscription("public:burst", SubEvents(rec))
-    await sub.subscribe()
-    await sub.ready(5)
+    client, rec = await connected_as(server, clients, app, "u1")
+    await subscribed(client, "public:burst", rec)
     async with httpx.AsyncClient(headers={"X-API-Key": str(app["api_key"])}) as http:
         answers = await asyncio.gather(
             *(
@@ -440,11 +441,8 @@ async def test_resubscribe_during_a_publication_stream_has_no_gap_or_duplicate(
     """The client reconnects while a backend keeps publishing: history replay and live
     publications join without a gap or a duplicate, whatever the timing."""
     app = server.create_app(name="stream")
-    rec = Recorder()
-    client = await connected(server, clients, rec, token=realtime_token(server, app, "u1"))
-    sub = client.new_subscription("public:stream", SubEvents(rec))
-    await sub.subscribe()
-    await sub.ready(5)
+    client, rec = await connected_as(server, clients, app, "u1")
+    await subscribed(client, "public:stream", rec)
     total = 150
 
     async def publish_all() -> None:
@@ -478,18 +476,11 @@ async def test_leave_when_a_connection_is_lost(
 ) -> None:
     """A subscriber whose network goes away leaves the channel and its presence."""
     app = server.create_app(name="jl-lost")
-    rec_a, rec_b = Recorder(), Recorder()
-    a = await connected(server, clients, rec_a, token=realtime_token(server, app, "alice"))
-    sub_a = a.new_subscription("public:room", SubEvents(rec_a))
-    await sub_a.subscribe()
-    await sub_a.ready(5)
+    a, rec_a = await connected_as(server, clients, app, "alice")
+    sub_a = await subscribed(a, "public:room", rec_a)
     async with TcpProxy(server.port) as proxy:
-        b = await connected(
-            server, clients, rec_b, url=proxy.ws_url, token=realtime_token(server, app, "bob")
-        )
-        sub_b = b.new_subscription("public:room", SubEvents(rec_b))
-        await sub_b.subscribe()
-        await sub_b.ready(5)
+        b, rec_b = await connected_as(server, clients, app, "bob", url=proxy.ws_url)
+        await subscribed(b, "public:room", rec_b)
         await rec_a.next("join", lambda ctx: ctx.info.user == "bob")
         proxy.hold()
         proxy.drop()
@@ -505,8 +496,7 @@ async def test_leave_when_a_connection_is_lost(
 async def test_recovery_after_reconnect(server: ServerProcess, clients: list[Client]) -> None:
     """disconnect() then connect(): missed publications come back in order, recovered=True."""
     app = server.create_app(name="recover")
-    rec = Recorder()
-    client = await connected(server, clients, rec, token=realtime_token(server, app, "u1"))
+    client, rec = await connected_as(server, clients, app, "u1")
     sub = client.new_subscription("public:stream", SubEvents(rec))
     await sub.subscribe()
     first = await rec.next("subscribed")
@@ -563,8 +553,7 @@ async def test_recovery_is_honest_when_the_gap_is_gone(
         app,
         {"small": {"history_size": 2, "history_ttl": 60, "allow_subscribe_for_client": True}},
     )
-    rec = Recorder()
-    client = await connected(server, clients, rec, token=realtime_token(server, app, "u1"))
+    client, rec = await connected_as(server, clients, app, "u1")
     sub = client.new_subscription("small:s", SubEvents(rec))
     await sub.subscribe()
     await rec.next("subscribed")
@@ -610,11 +599,8 @@ async def test_history_from_another_epoch_is_unrecoverable(
     server: ServerProcess, clients: list[Client]
 ) -> None:
     app = server.create_app(name="epoch-history")
-    rec = Recorder()
-    client = await connected(server, clients, rec, token=realtime_token(server, app, "u1"))
-    sub = client.new_subscription("public:h", SubEvents(rec))
-    await sub.subscribe()
-    await sub.ready(5)
+    client, rec = await connected_as(server, clients, app, "u1")
+    sub = await subscribed(client, "public:h", rec)
     engine_api(server, app, "publish", {"channel": "public:h", "data": 1})
     engine_api(server, app, "publish", {"channel": "public:h", "data": 2})
     epoch = (await sub.history(limit=0)).epoch
@@ -630,11 +616,8 @@ async def test_delta_requested_falls_back_to_full_publications(
 ) -> None:
     """A client asking for fossil deltas still gets every publication whole."""
     app = server.create_app(name="delta")
-    rec = Recorder()
-    client = await connected(server, clients, rec, token=realtime_token(server, app, "u1"))
-    sub = client.new_subscription("public:d", SubEvents(rec), delta=DeltaType.FOSSIL)
-    await sub.subscribe()
-    await sub.ready(5)
+    client, rec = await connected_as(server, clients, app, "u1")
+    await subscribed(client, "public:d", rec, delta=DeltaType.FOSSIL)
     for text in ("hello world", "hello world!", "bye"):
         engine_api(server, app, "publish", {"channel": "public:d", "data": {"t": text}})
     got = [(await rec.next("publication")).pub.data for _ in range(3)]
@@ -659,9 +642,7 @@ async def test_connection_token_refresh(server: ServerProcess, clients: list[Cli
 
     rec = Recorder()
     client = await connected(server, clients, rec, get_token=get_token)
-    sub = client.new_subscription("public:r", SubEvents(rec))
-    await sub.subscribe()
-    await sub.ready(5)
+    await subscribed(client, "public:r", rec)
     # Call 1 connects, call 2 refreshes at ~3 s, call 3 at ~6 s: past the first deadline (~5 s).
     await asyncio.wait_for(third_call.wait(), 15)
     assert troubles(rec) == []
@@ -711,11 +692,8 @@ async def test_subscription_token_refresh(server: ServerProcess, clients: list[C
             third_call.set()
         return app_signed_token(app, "u1", expires_in=3, channel=channel)
 
-    rec = Recorder()
-    client = await connected(server, clients, rec, token=realtime_token(server, app, "u1"))
-    sub = client.new_subscription("private-feed", SubEvents(rec), get_token=get_token)
-    await sub.subscribe()
-    await sub.ready(5)
+    client, rec = await connected_as(server, clients, app, "u1")
+    sub = await subscribed(client, "private-feed", rec, get_token=get_token)
     await asyncio.wait_for(third_call.wait(), 15)
     assert calls == ["private-feed"] * len(calls)
     assert [(k, c) for k, c in rec.kinds("subscribing", "unsubscribed", "error") if lost(c)] == []
@@ -730,12 +708,9 @@ async def test_subscription_expires_without_refresh(
     """The control: a subscription token that is not refreshed ends the subscription with
     2501 (expired, the client resubscribes) once its deadline has passed."""
     app = server.create_app(name="sub-no-refresh")
-    rec = Recorder()
-    client = await connected(server, clients, rec, token=realtime_token(server, app, "u1"))
+    client, rec = await connected_as(server, clients, app, "u1")
     token = app_signed_token(app, "u1", expires_in=2, channel="private-x")
-    sub = client.new_subscription("private-x", SubEvents(rec), token=token)
-    await sub.subscribe()
-    await sub.ready(5)
+    await subscribed(client, "private-x", rec, token=token)
     ctx = await rec.next("subscribing", lost, timeout=2 + EXPIRED_CLOSE_DELAY + 4)
     assert ctx.code == 2501
 
@@ -752,21 +727,16 @@ async def test_client_publish_follows_namespace_options(
         app,
         {"chat": {"allow_subscribe_for_client": True, "allow_publish_for_subscriber": True}},
     )
-    rec, other_rec = Recorder(), Recorder()
-    client = await connected(server, clients, rec, token=realtime_token(server, app, "u1"))
-    public = client.new_subscription("public:x", SubEvents(rec))
-    await public.subscribe()
-    await public.ready(5)
+    client, rec = await connected_as(server, clients, app, "u1")
+    public = await subscribed(client, "public:x", rec)
     with pytest.raises(CentrifugeError) as denied:
         await public.publish({"no": 1})
     assert getattr(denied.value, "code", None) == 103
     history = engine_api(server, app, "history", {"channel": "public:x", "limit": 10})
     assert history["result"]["publications"] == []
 
-    other = await connected(server, clients, other_rec, token=realtime_token(server, app, "u2"))
-    other_chat = other.new_subscription("chat:room", SubEvents(other_rec))
-    await other_chat.subscribe()
-    await other_chat.ready(5)
+    other, other_rec = await connected_as(server, clients, app, "u2")
+    await subscribed(other, "chat:room", other_rec)
     chat = client.new_subscription("chat:room", SubEvents(rec))
     await chat.subscribe()
     await chat.ready(5)
@@ -785,8 +755,7 @@ async def test_server_api_disconnect(
     """The client is closed with the given code and reason; it reconnects only for the
     reconnect ranges (3000-3499, 4000-4499)."""
     app = server.create_app(name=f"kick-{code}")
-    rec = Recorder()
-    client = await connected(server, clients, rec, token=realtime_token(server, app, "victim"))
+    client, rec = await connected_as(server, clients, app, "victim")
     engine_api(
         server,
         app,
@@ -809,14 +778,11 @@ async def test_server_api_disconnect_reaches_only_that_user(
     server: ServerProcess, clients: list[Client]
 ) -> None:
     app = server.create_app(name="kick-one")
-    rec_a, rec_b = Recorder(), Recorder()
-    await connected(server, clients, rec_a, token=realtime_token(server, app, "a"))
-    b = await connected(server, clients, rec_b, token=realtime_token(server, app, "b"))
+    _, rec_a = await connected_as(server, clients, app, "a")
+    b, rec_b = await connected_as(server, clients, app, "b")
     engine_api(server, app, "disconnect", {"user": "a"})
     assert (await rec_a.next("disconnected")).code == 3503
-    sub = b.new_subscription("public:still", SubEvents(rec_b))
-    await sub.subscribe()
-    await sub.ready(5)
+    await subscribed(b, "public:still", rec_b)
     assert b.state == ClientState.CONNECTED and troubles(rec_b) == []
 
 
@@ -841,11 +807,8 @@ async def test_server_api_unsubscribe_of_a_client_side_subscription(
 ) -> None:
     """Server API unsubscribe (code 2000) ends a client-side subscription for good."""
     app = server.create_app(name="srvapi-unsub")
-    rec = Recorder()
-    client = await connected(server, clients, rec, token=realtime_token(server, app, "u1"))
-    sub = client.new_subscription("public:kicked", SubEvents(rec))
-    await sub.subscribe()
-    await sub.ready(5)
+    client, rec = await connected_as(server, clients, app, "u1")
+    sub = await subscribed(client, "public:kicked", rec)
     engine_api(server, app, "unsubscribe", {"user": "u1", "channel": "public:kicked"})
     ctx = await rec.next("unsubscribed")
     assert ctx.code == 2000 and sub.state == SubscriptionState.UNSUBSCRIBED
@@ -865,9 +828,7 @@ async def test_ping_pong_keeps_an_idle_connection(
     client = await connected(
         server, clients, rec, token=realtime_token(server, app, "u1"), max_server_ping_delay=0.5
     )
-    sub = client.new_subscription("public:idle", SubEvents(rec))
-    await sub.subscribe()
-    await sub.ready(5)
+    await subscribed(client, "public:idle", rec)
     with pytest.raises(TimeoutError):  # idle for several ping intervals: nothing happens
         await rec.next("connecting", lost, timeout=PING_INTERVAL * 3.5)
     assert troubles(rec) == []
@@ -884,9 +845,7 @@ async def test_apps_are_isolated(server: ServerProcess, clients: list[Client]) -
     a, b = server.create_app(name="A"), server.create_app(name="B")
     rec = Recorder()
     client = await connected(server, clients, rec, token=realtime_token(server, a, "alice"))
-    sub = client.new_subscription("public:lobby", SubEvents(rec))
-    await sub.subscribe()
-    await sub.ready(5)
+    sub = await subscribed(client, "public:lobby", rec)
     published_b = engine_api(server, b, "publish", {"channel": "public:lobby", "data": "for B"})
     assert published_b["result"]["offset"] == 1
     engine_api(server, a, "publish", {"channel": "public:lobby", "data": "for A"})

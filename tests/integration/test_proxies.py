@@ -7,6 +7,7 @@ and tenant isolation."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import shutil
@@ -415,13 +416,18 @@ def test_configuration_is_validated_with_clear_errors(server: ServerProcess) -> 
 # --- isolation and load -------------------------------------------------------------------------
 
 
+def user_answer(user: str, body: Json) -> Any:
+    """A connect proxy's answer naming `user`, whatever was asked."""
+    return ok({"user": user})
+
+
 async def test_tenant_isolation(server: ServerProcess) -> None:
     """App A's proxy receives only app A's traffic, though B's clients connect alongside."""
     app_a = server.create_app(name="px-a")
     app_b = server.create_app(name="px-b")
     async with proxy_backend() as backend:
         for app, path in ((app_a, "/a"), (app_b, "/b")):
-            endpoint = backend.on(path, lambda body, p=path: ok({"user": p}))
+            endpoint = backend.on(path, functools.partial(user_answer, path))
             assert configure(server, app, proxies=connect_proxy(endpoint)).is_success
         sockets = []
         for app in (app_a, app_b, app_a, app_b):

@@ -68,7 +68,7 @@ async def lines(response: httpx.Response) -> AsyncIterator[Any]:
 
 async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
     """(event, data) of each Server-Sent Event, as an EventSource parses them."""
-    event, data = "message", []
+    event, data = "message", list[str]()
     async for line in response.aiter_lines():
         if line == "":
             if data:

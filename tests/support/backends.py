@@ -53,7 +53,7 @@ def redis_admin() -> Any:
     return Redis.from_url(REDIS_URL)
 
 
-async def _delete_streams(prefix: str) -> None:
+async def delete_streams(prefix: str) -> None:
     """Delete the JetStream streams a test's brokers and presence stores created."""
     import nats
 
@@ -117,7 +117,7 @@ class BrokerBackend:
         if self.kind == "memory":
             self._memory = None
         elif self.kind == "nats":
-            await _delete_streams(self.prefix)
+            await delete_streams(self.prefix)
         else:
             await _delete_prefix(self.prefix)
 
@@ -127,7 +127,7 @@ class BrokerBackend:
         if self.kind == "redis":
             await _delete_prefix(self.prefix)
         elif self.kind == "nats" and self.url is None:
-            await _delete_streams(self.prefix)
+            await delete_streams(self.prefix)
 
 
 @asynccontextmanager
@@ -169,4 +169,4 @@ async def presence_backend(kind: str, ttl: int = 60) -> AsyncIterator[PresenceSt
         if kind == "redis":
             await _delete_prefix(prefix)
         elif kind == "nats":
-            await _delete_streams(prefix)
+            await delete_streams(prefix)

@@ -54,8 +54,10 @@ class ServerProcess:
         return app
 
 
-def _wait_healthy(proc: subprocess.Popen[bytes], base_url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + STARTUP_DEADLINE
+def _wait_healthy(
+    proc: subprocess.Popen[bytes], base_url: str, log_path: Path, within: float = STARTUP_DEADLINE
+) -> None:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text()}")
@@ -75,8 +77,12 @@ def running_server(
     env: dict[str, str] | None = None,
     port: int | None = None,
     admin_key: str | None = None,
+    args: tuple[str, ...] = (),
+    stop_timeout: float = 10,
+    start_timeout: float = STARTUP_DEADLINE,
 ) -> Iterator[ServerProcess]:
-    """Run one node until the block ends; SIGTERM then SIGKILL on exit."""
+    """Run one node (or, with `args=("--workers", "2")`, a supervisor and its workers) until
+    the block ends; SIGTERM then SIGKILL on exit."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     admin_key = admin_key or "adm_" + secrets.token_urlsafe(32)  # 32+ bytes: weak keys stop a start
@@ -92,7 +98,10 @@ def running_server(
     log_path = tmp_path / f"server-{port}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "xshathra", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [
+                *(sys.executable, "-m", "xshathra", "serve"),
+                *("--host", "127.0.0.1", "--port", str(port), *args),
+            ],
             env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -100,13 +109,13 @@ def running_server(
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(proc, base_url, log_path)
+        _wait_healthy(proc, base_url, log_path, start_timeout)
         yield ServerProcess(base_url, port, admin_key, proc, log_path, full_env)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=stop_timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()

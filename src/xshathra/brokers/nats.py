@@ -38,6 +38,7 @@ from nats.js import api
 from nats.js.errors import APIError, NotFoundError
 
 from xshathra.brokers import BrokerEventHandler, ClusterBroker
+from xshathra.brokers.events import ChannelEvent, Joined, Left, deliver
 from xshathra.links.nats import (
     NatsLink,
     NatsUnavailable,
@@ -101,6 +102,20 @@ def _publication(env: _Envelope) -> BrokerPublication:
         time=env.time,
         delta=env.delta,
     )
+
+
+def parse_channel_message(data: bytes) -> ChannelEvent | None:
+    """One message of a channel subject as an event; None for a kind this node does not act
+    on (a position marker, or a kind a newer node sends). Raises ValueError (msgspec's errors
+    are ValueErrors) when the message is malformed."""
+    kind = data[:1]
+    if kind == PUBLICATION:
+        return _publication(_envelope.decode(data[1:]))
+    if kind == JOIN:
+        return Joined(unpack_info(decode_info(data[1:])))
+    if kind == LEAVE:
+        return Left(unpack_info(decode_info(data[1:])))
+    return None
 
 
 async def _back_off(attempt: int) -> None:
@@ -292,17 +307,15 @@ class NatsBroker(ClusterBroker):
             handler = self._handler
             if handler is None or self._subs.get(ref) is None:
                 return
-            data = msg.data
-            kind = data[:1]
             try:
-                if kind == PUBLICATION:
-                    handler.on_publication(ref, _publication(_envelope.decode(data[1:])))
-                elif kind == JOIN:
-                    handler.on_join(ref, unpack_info(decode_info(data[1:])))
-                elif kind == LEAVE:
-                    handler.on_leave(ref, unpack_info(decode_info(data[1:])))
-            except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
+                event = parse_channel_message(msg.data)
+            except ValueError:
                 log.warning("ignoring a malformed message on a channel subject")
+                return
+            if event is None:
+                return
+            try:
+                deliver(handler, ref, event)
             except Exception:
                 log.exception("broker event handler failed")
 

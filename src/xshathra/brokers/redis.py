@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from xshathra.brokers import BrokerEventHandler, ClusterBroker
+from xshathra.brokers.events import ChannelEvent, Joined, Left, deliver
 from xshathra.links.keys import channel_ident
 from xshathra.links.packing import Info, decode_info, encode_info, pack_info, unpack_info
 from xshathra.links.redis import redis_client
@@ -73,6 +74,35 @@ class _Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
 
 _encode = msgspec.msgpack.Encoder().encode
 _envelope = msgspec.msgpack.Decoder(_Envelope)
+
+
+# A channel topic carries `p<offset>:<epoch>:<envelope>` (written by publish.lua),
+# `j<info>` and `l<info>` (written by publish_join/publish_leave).
+PUBLICATION, JOIN, LEAVE = b"p", b"j", b"l"
+
+
+def parse_channel_message(data: bytes) -> ChannelEvent | None:
+    """One message of a channel topic as an event; None for a kind this node does not know
+    (a newer node may send more). Raises ValueError (msgspec's errors are ValueErrors) when
+    the message is malformed."""
+    kind = data[:1]
+    if kind == PUBLICATION:
+        offset, epoch, payload = data[1:].split(b":", 2)
+        env = _envelope.decode(payload)
+        return BrokerPublication(
+            data=env.data,
+            offset=int(offset),
+            epoch=epoch.decode(),
+            tags=env.tags,
+            info=unpack_info(env.info),
+            time=env.time,
+            delta=env.delta,
+        )
+    if kind == JOIN:
+        return Joined(unpack_info(decode_info(data[1:])))
+    if kind == LEAVE:
+        return Left(unpack_info(decode_info(data[1:])))
+    return None
 
 
 def _script(name: str) -> str:
@@ -337,29 +367,13 @@ class RedisBroker(ClusterBroker):
         ref = self._topics.get(topic)
         if ref is None:
             return  # unsubscribed meanwhile
-        kind = data[:1]
         try:
-            if kind == b"p":
-                offset, epoch, payload = data[1:].split(b":", 2)
-                env = _envelope.decode(payload)
-                handler.on_publication(
-                    ref,
-                    BrokerPublication(
-                        data=env.data,
-                        offset=int(offset),
-                        epoch=epoch.decode(),
-                        tags=env.tags,
-                        info=unpack_info(env.info),
-                        time=env.time,
-                        delta=env.delta,
-                    ),
-                )
-            elif kind == b"j":
-                handler.on_join(ref, unpack_info(decode_info(data[1:])))
-            elif kind == b"l":
-                handler.on_leave(ref, unpack_info(decode_info(data[1:])))
-        except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
+            event = parse_channel_message(data)
+        except ValueError:
             log.warning("ignoring a malformed message on a channel topic")
+            return
+        if event is not None:
+            deliver(handler, ref, event)
 
     # --- Broker -----------------------------------------------------------------------------------
 
@@ -417,10 +431,10 @@ class RedisBroker(ClusterBroker):
         return StreamPosition(int(offset), epoch.decode())
 
     async def publish_join(self, ref: ChannelRef, info: ClientInfoData) -> None:
-        await self._redis.publish(self._topic(ref), b"j" + encode_info(pack_info(info)))
+        await self._redis.publish(self._topic(ref), JOIN + encode_info(pack_info(info)))
 
     async def publish_leave(self, ref: ChannelRef, info: ClientInfoData) -> None:
-        await self._redis.publish(self._topic(ref), b"l" + encode_info(pack_info(info)))
+        await self._redis.publish(self._topic(ref), LEAVE + encode_info(pack_info(info)))
 
     async def publish_control(self, data: bytes) -> None:
         await self._redis.publish(self._control, data)

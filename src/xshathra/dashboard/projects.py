@@ -15,6 +15,7 @@ import hmac
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -23,6 +24,7 @@ from starlette.routing import Route
 from xshathra.accounts.service import NotAllowedError, hash_token
 from xshathra.analytics import PERIODS, AnalyticsReader
 from xshathra.dashboard.charts import CHARTS, HEIGHT, WIDTH, chart_data
+from xshathra.dashboard.proxy_pages import ProxyPages
 from xshathra.dashboard.security import (
     SECURITY_HEADERS,
     clear_flash,
@@ -43,19 +45,26 @@ BASE = "/dashboard"
 CONSOLE_TOKEN_TTL = 300  # seconds: the console's connection token, re-minted on reconnect
 MAX_TEST_MESSAGE = 8 * 1024
 # Namespace options as the form shows them: booleans as checkboxes, the rest as numbers.
+# The proxy switches are chosen with a select per kind (PROXY_KINDS); the options the form
+# does not show (delta types, recovery mode: set with the API) are kept as stored.
+PROXY_KINDS = ("subscribe", "publish", "sub_refresh")
+_PROXY_OPTIONS = {f"{k}_proxy_{x}" for k in PROXY_KINDS for x in ("enabled", "name")}
 BOOL_OPTIONS = [
     name
     for name in NamespaceOptions.__struct_fields__
-    if isinstance(getattr(NamespaceOptions(), name), bool)
+    if isinstance(getattr(NamespaceOptions(), name), bool) and name not in _PROXY_OPTIONS
 ]
 INT_OPTIONS = [
-    name
-    for name in NamespaceOptions.__struct_fields__
-    if name not in BOOL_OPTIONS and isinstance(getattr(NamespaceOptions(), name), int)
+    n
+    for n in NamespaceOptions.__struct_fields__
+    if type(getattr(NamespaceOptions(), n)) is int  # a bool is an int too: not those
 ]
-# Options the form does not show as a box or a number (names, lists): kept as they are.
+# Options the form does not show as a box, a number or a proxy choice (lists, the recovery
+# mode): kept as they are.
 OTHER_OPTIONS = [
-    n for n in NamespaceOptions.__struct_fields__ if n not in BOOL_OPTIONS and n not in INT_OPTIONS
+    n
+    for n in NamespaceOptions.__struct_fields__
+    if n not in BOOL_OPTIONS and n not in INT_OPTIONS and n not in _PROXY_OPTIONS
 ]
 # What each option lets happen, in words (the option's own name is shown beside it).
 OPTION_LABELS = {
@@ -70,6 +79,15 @@ OPTION_LABELS = {
     "allow_publish_for_client": "Any connected client may publish",
     "allow_presence_for_subscriber": "Subscribers may read presence",
     "allow_history_for_subscriber": "Subscribers may read history",
+    "delta_publish": "Send publications as deltas where negotiated",
+    "allow_positioning": "Subscribers may ask for positioning",
+    "force_positioning": "Every subscription is positioned",
+    "allow_tags_filter": "Subscribers may filter publications by tags",
+}
+PROXY_LABELS = {
+    "subscribe": "Subscribe proxy",
+    "publish": "Publish proxy",
+    "sub_refresh": "Subscription refresh proxy",
 }
 WEBHOOK_EVENTS = [e.value for e in LifecycleEvent]
 
@@ -91,6 +109,11 @@ DONE = {
     "member_added": "The member is added. The project is on their Projects page.",
     "deleted": "The project is deleted. Its keys no longer work.",
     "published": "The test message is published.",
+    "proxy": "The proxy is saved.",
+    "proxy_deleted": "The proxy is deleted.",
+    "client_proxies": "The connection proxies are saved.",
+    "rpc": "The RPC namespace is saved.",
+    "rpc_deleted": "The RPC namespace is deleted.",
 }
 
 
@@ -118,6 +141,18 @@ def _field_errors(exc: ServiceError, default: str) -> dict[str, str]:
     return {exc.field or default: message + ("" if message.endswith(".") else ".")}
 
 
+def pusher_options(origin: str) -> dict[str, Any]:
+    """pusher-js's host options for this server (its WebSocket `/app/{key}` is on the same
+    origin as the dashboard)."""
+    parts = urlsplit(origin)
+    tls = parts.scheme == "https"
+    return {
+        "host": parts.hostname or "localhost",
+        "port": parts.port or (443 if tls else 80),
+        "tls": tls,
+    }
+
+
 def _checked(form: dict[str, str], name: str) -> bool:
     return form.get(name) in ("on", "1", "true", "yes")
 
@@ -141,6 +176,8 @@ class ProjectPages:
             bool_options=BOOL_OPTIONS,
             int_options=INT_OPTIONS,
             option_labels=OPTION_LABELS,
+            proxy_kinds=PROXY_KINDS,
+            proxy_labels=PROXY_LABELS,
             webhook_events=WEBHOOK_EVENTS,
             periods=list(PERIODS),
             charts=CHARTS,
@@ -174,6 +211,7 @@ class ProjectPages:
             Route(p + "/members", self.members, methods=["GET", "POST"]),
             Route(p + "/members/{member_id}/role", self.member_role, methods=["POST"]),
             Route(p + "/members/{member_id}/remove", self.member_remove, methods=["POST"]),
+            *ProxyPages(self).routes(),
         ]
 
     # -- who may see what ---------------------------------------------------------------------
@@ -328,6 +366,7 @@ class ProjectPages:
             period=period,
             stats=chart_data(period, snap),
             origin=self.d.origin(request),
+            pusher=pusher_options(self.d.origin(request)),
             **ctx,
         )
 
@@ -387,6 +426,7 @@ class ProjectPages:
                 "allowed_domain": app.allowed_domain or "",
                 "rate_limit": str(app.rate_limit),
                 "enabled": app.status,
+                "pusher_client_events": app.pusher_client_events,
             },
         )
         ctx.setdefault("errors", {})
@@ -399,6 +439,7 @@ class ProjectPages:
             project,
             status=status,
             tab="settings",
+            proxy_names=[p.name for p in app.proxies.proxies],
             ceiling=None if signed[1].operator else self.service.key_rate_limit_ceiling,
             **ctx,
         )
@@ -418,6 +459,7 @@ class ProjectPages:
             "allowed_domain": form.get("allowed_domain", ""),
             "rate_limit": form.get("rate_limit", ""),
             "enabled": _checked(form, "enabled"),
+            "pusher_client_events": _checked(form, "pusher_client_events"),
         }
         try:
             rate = int(values["rate_limit"].strip())
@@ -429,6 +471,7 @@ class ProjectPages:
             "allowed_domain": values["allowed_domain"],
             "rate_limit": rate,
             "status": values["enabled"],
+            "pusher_client_events": values["pusher_client_events"],
         }
         try:
             await self.service.update_project(project.app, update, operator=signed[1].operator)
@@ -457,8 +500,13 @@ class ProjectPages:
                 "Enter the namespace's name: the part of a channel name before the colon, "
                 "like chat in chat:room1."
             )
+        for kind in PROXY_KINDS:
+            chosen = form.get(f"{kind}_proxy", "").strip()
+            options[f"{kind}_proxy_enabled"] = bool(chosen)
+            options[f"{kind}_proxy_name"] = chosen or "default"
         values = {"namespace": name, **{k: form.get(k, "") for k in INT_OPTIONS}}
         values.update({k: options[k] for k in BOOL_OPTIONS})
+        values.update({f"{k}_proxy": form.get(f"{k}_proxy", "") for k in PROXY_KINDS})
         if not errors:
             namespaces = {
                 k: {f: getattr(v, f) for f in NamespaceOptions.__struct_fields__}
@@ -471,7 +519,11 @@ class ProjectPages:
                     project.app, {"namespaces": namespaces}, operator=signed[1].operator
                 )
             except ServiceError as exc:
-                errors = _field_errors(exc, "namespace")
+                # A proxy name the app lacks is shown beside the select that chose it.
+                errors = {
+                    k.removesuffix("_name") if k.endswith("_proxy_name") else k: v
+                    for k, v in _field_errors(exc, "namespace").items()
+                }
         if errors:
             return self._settings_page(
                 signed, project, status=400, ns_values=values, ns_errors=errors

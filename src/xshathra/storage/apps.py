@@ -61,7 +61,9 @@ def _decode_namespaces(text: str) -> dict[str, NamespaceOptions]:
         return msgspec.convert(raw, dict[str, NamespaceOptions])
 
 
-def _row(app: Application) -> dict[str, Any]:
+def app_row(app: Application) -> dict[str, Any]:
+    """The `applications` row of an app (also how a migration test writes one under an old
+    revision)."""
     row = {
         "app_id": app.app_id,
         "name": app.name,
@@ -115,7 +117,7 @@ class SqlAppStore:
                 # The id's registry row first: its primary key refuses an id that is taken or
                 # retired, even against a delete or another create running at the same time.
                 await conn.execute(app_ids.insert().values(app_id=app.app_id))
-                await conn.execute(applications.insert().values(**_row(app)))
+                await conn.execute(applications.insert().values(**app_row(app)))
         except IntegrityError:
             async with self._engine.connect() as conn:
                 known = (

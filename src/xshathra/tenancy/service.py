@@ -208,8 +208,18 @@ def check_proxies(
         config = parse_proxy_config(dict(raw or {}))
         check_namespace_proxies(config, namespaces)
     except ProxyConfigError as exc:
-        raise InvalidInput(str(exc)) from None
+        raise proxy_error(exc) from None
     return config
+
+
+def proxy_error(exc: ProxyConfigError) -> InvalidInput:
+    """The refusal with its `field`: the path its message starts with
+    (`proxies.proxies[0].endpoint`), or a namespace's option (`subscribe_proxy_name`)."""
+    message = str(exc)
+    head = message.split(": ", 1)
+    if message.startswith("namespace '") and len(head) == 2:
+        return InvalidInput(message, head[1].split(" ", 1)[0])
+    return InvalidInput(message, message.split(" ", 1)[0].rstrip(":"))
 
 
 def check_namespace_proxies(
@@ -355,7 +365,7 @@ class ApplicationService:
                 try:
                     check_namespace_proxies(app.proxies, namespaces)
                 except ProxyConfigError as exc:
-                    raise InvalidInput(str(exc)) from None
+                    raise proxy_error(exc) from None
         if "pusher_client_events" in update:
             changes["pusher_client_events"] = bool(update["pusher_client_events"])
         while_key = None if as_admin else app.api_key_hash
@@ -383,7 +393,7 @@ class ApplicationService:
             try:
                 await check_webhook_url(url, allow_private=self._proxy_allow_private)
             except UnsafeURLError as exc:
-                raise InvalidInput(f"{field}.endpoint: {exc}") from None
+                raise InvalidInput(f"{field}.endpoint: {exc}", f"{field}.endpoint") from None
 
     async def regenerate_api_key(
         self, app: Application, *, as_admin: bool

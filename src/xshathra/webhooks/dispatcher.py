@@ -83,6 +83,11 @@ class WebhookDispatcher:
         )
         self.outcomes: dict[str, int] = {"delivered": 0, "retry": 0, "failed": 0, "dropped": 0}
 
+    @property
+    def in_flight(self) -> int:
+        """Delivery attempts running on this node now."""
+        return len(self._inflight)
+
     def wake(self) -> None:
         self._wake.set()
 

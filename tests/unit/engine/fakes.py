@@ -9,14 +9,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from xshathra.brokers.memory import MemoryBroker
 from xshathra.engine.client import ClientSession
 from xshathra.engine.node import Node
 from xshathra.engine.writer import OutgoingFrame
-from xshathra.model import ChannelRef, ClientInfoData, HistoryOptions, HistoryResult
+from xshathra.model import (
+    ChannelRef,
+    ClientInfoData,
+    HistoryOptions,
+    HistoryResult,
+    SubscriberCounts,
+)
 from xshathra.presence.memory import MemoryPresenceStore
 from xshathra.protocol.codec import Codec
 from xshathra.protocol.json_codec import JSON_CODEC
@@ -52,7 +58,7 @@ class FakeTransport:
         self.remote_ip = remote_ip
         self.origin = origin
         self.query = query
-        self.request_headers = request_headers
+        self.request_headers: Sequence[tuple[str, str]] | None = request_headers
         self.frames: list[bytes] = []  # one entry per send_frame call: one WebSocket message
         self.messages: list[Json] = []  # every reply/push, in the order received
         self.closed: tuple[int, str] | None = None
@@ -231,7 +237,7 @@ class GatedBroker(MemoryBroker):
         await self._pass("after-history")
         return result
 
-    async def set_subscriber_count(self, ref: ChannelRef, count: int) -> tuple[int, int]:
+    async def set_subscriber_count(self, ref: ChannelRef, count: int) -> SubscriberCounts:
         totals = await super().set_subscriber_count(ref, count)
         await self._pass("subscriber-count")
         return totals

@@ -4,6 +4,7 @@ tags filters, driven through real sessions on a node with the memory broker."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from typing import Any
 
@@ -13,6 +14,8 @@ from tests.unit.engine.conftest import MakeHarness
 from tests.unit.engine.fakes import Client, Harness, Json
 from xshathra.brokers.memory import MemoryBroker
 from xshathra.model import ChannelRef, HistoryOptions
+from xshathra.protocol.delta import fossil_delta
+from xshathra.protocol.filters import matches
 from xshathra.tenancy.apps import NamespaceOptions
 
 FEATURES = NamespaceOptions(
@@ -52,6 +55,11 @@ def _decode_deltas(client: Client, channel: str) -> list[Any]:
     return out
 
 
+def pushed(client: Client, n: int) -> bool:
+    """Whether `client` has received `n` publications."""
+    return len(client.transport.pushes("pub")) == n
+
+
 async def test_delta_subscriber_gets_deltas_that_rebuild_the_data(
     make_harness: MakeHarness,
 ) -> None:
@@ -86,7 +94,7 @@ async def test_delta_is_computed_once_per_publication(
     import xshathra.engine.hub as hub_module
 
     calls = []
-    real = hub_module.fossil_delta
+    real = fossil_delta
 
     def counting(previous: bytes, current: bytes) -> bytes:
         calls.append(1)
@@ -100,7 +108,7 @@ async def test_delta_is_computed_once_per_publication(
     for i in range(3):
         await _publish(harness, "f:many", _doc(i), delta=True)
     for client in clients:
-        await client.transport.until(lambda c=client: len(c.transport.pushes("pub")) == 3)
+        await client.transport.until(functools.partial(pushed, client, 3))
         assert _decode_deltas(client, "f:many") == [_doc(i) for i in range(3)]
     assert len(calls) == 2  # the first publication had no base
 
@@ -203,7 +211,7 @@ async def test_equal_filters_are_evaluated_once(
     import xshathra.engine.hub as hub_module
 
     calls = []
-    real = hub_module.matches
+    real = matches
 
     def counting(node: Any, tags: Any) -> bool:
         calls.append(1)
@@ -216,7 +224,7 @@ async def test_equal_filters_are_evaluated_once(
         await client.subscribe("f:same", tf={"key": "k", "cmp": "eq", "val": "v"})
     await _publish(harness, "f:same", 1, tags={"k": "v"})
     for client in clients:
-        await client.transport.until(lambda c=client: len(c.transport.pushes("pub")) == 1)
+        await client.transport.until(functools.partial(pushed, client, 1))
     assert len(calls) == 1
 
 

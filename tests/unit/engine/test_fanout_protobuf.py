@@ -13,6 +13,7 @@ from xshathra.engine.writer import OutgoingFrame
 from xshathra.protocol import client_pb2 as pb
 from xshathra.protocol import messages as m
 from xshathra.protocol import protobuf_codec
+from xshathra.protocol.codec import Codec
 from xshathra.protocol.json_codec import JSON_CODEC
 from xshathra.protocol.protobuf_codec import PROTOBUF_CODEC
 
@@ -24,9 +25,9 @@ class Counting:
     name = "counting"
     ping = b""
 
-    def __init__(self, encoder: type[object] | object) -> None:
+    def __init__(self, encoder: Codec) -> None:
         self._encoder = encoder
-        self.wire_format = encoder.wire_format  # type: ignore[attr-defined]
+        self.wire_format = encoder.wire_format
         self.encoded = 0
 
     def decode_commands(self, frame: bytes, /) -> list[m.Command]:
@@ -34,10 +35,10 @@ class Counting:
 
     def encode_reply(self, reply: m.Reply, /) -> bytes:
         self.encoded += 1
-        return self._encoder.encode_reply(reply)  # type: ignore[attr-defined,no-any-return]
+        return self._encoder.encode_reply(reply)
 
     def join_frames(self, encoded: list[bytes], /) -> bytes:
-        return self._encoder.join_frames(encoded)  # type: ignore[attr-defined,no-any-return]
+        return self._encoder.join_frames(encoded)
 
 
 def _protobuf_reader(transport: object) -> None:

@@ -9,6 +9,7 @@ import msgspec
 import pytest
 
 from xshathra.protocol import proxy as p
+from xshathra.protocol.messages import EMPTY
 
 
 def test_connect_request_is_centrifugos_shape_with_app_id() -> None:
@@ -60,9 +61,9 @@ def test_anything_else_is_a_decode_error(body: bytes) -> None:
 
 def test_payload_prefers_raw_json_then_base64() -> None:
     assert p.payload(msgspec.Raw(b'{"a":1}'), "eA==") == b'{"a":1}'
-    assert p.payload(p.EMPTY, "eyJiIjoyfQ==") == b'{"b":2}'
-    assert p.payload(p.EMPTY, "") is None
+    assert p.payload(EMPTY, "eyJiIjoyfQ==") == b'{"b":2}'
+    assert p.payload(EMPTY, "") is None
     with pytest.raises(p.ProxyDecodeError):
-        p.payload(p.EMPTY, "not base64!")
+        p.payload(EMPTY, "not base64!")
     with pytest.raises(p.ProxyDecodeError):  # base64 of bytes that are not JSON
-        p.payload(p.EMPTY, "AAEC")
+        p.payload(EMPTY, "AAEC")

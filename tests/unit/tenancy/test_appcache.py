@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from xshathra.tenancy.appcache import AppKeyCache
 from xshathra.tenancy.apps import Application, generate_app, hash_key
 
@@ -49,7 +51,9 @@ async def test_entries_expire_and_unknown_keys_are_not_remembered() -> None:
     assert store.reads == 4
 
 
-async def test_a_read_that_spans_a_change_is_not_remembered() -> None:
+async def test_a_read_that_spans_a_change_is_not_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """H2: a lookup that read the app while it was being changed (the key regenerated) answers
     its own request but is not cached, or the old key would stay valid for another ttl."""
     store, app, key_hash = _store()
@@ -62,7 +66,7 @@ async def test_a_read_that_spans_a_change_is_not_remembered() -> None:
         await release.wait()
         return found
 
-    store.find_by_api_key_hash = slow_find  # type: ignore[method-assign]
+    monkeypatch.setattr(store, "find_by_api_key_hash", slow_find)
     cache = AppKeyCache(store)  # type: ignore[arg-type]
     lookup = asyncio.create_task(cache.find_by_api_key_hash(key_hash))
     await asyncio.wait_for(reading.wait(), 2)

@@ -49,7 +49,7 @@ METHODS: dict[str, tuple[type[msgspec.Struct], Handler]] = {
     "info": (x.InfoRequest, lambda e, a, r: e.info(a, r)),
     "rpc": (x.RpcRequest, lambda e, a, r: e.rpc(a, r)),
 }
-_decoders = {name: msgspec.json.Decoder(spec[0]) for name, spec in METHODS.items()}
+REQUEST_DECODERS = {name: msgspec.json.Decoder(spec[0]) for name, spec in METHODS.items()}
 _batch_decoder = msgspec.json.Decoder(x.BatchRequest)
 
 
@@ -112,7 +112,7 @@ def decode_command(method: str, body: bytes) -> Command:
     if spec is None:
         return Command(method, error=x.ApiError(ErrorCode.METHOD_NOT_FOUND))
     try:
-        return Command(method, _decoders[method].decode(body or b"{}"))
+        return Command(method, REQUEST_DECODERS[method].decode(body or b"{}"))
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
         return Command(method, error=MalformedRequest(str(exc)))
 

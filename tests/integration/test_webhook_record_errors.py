@@ -44,7 +44,7 @@ async def test_a_failing_outcome_write_logs_no_driver_text(
             await dispatcher.start()
             await asyncio.to_thread(rx.wait_for, 1)
             deadline = time.monotonic() + 5
-            while dispatcher._inflight:  # the attempt's task has ended
+            while dispatcher.in_flight:  # the attempt's task has ended
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.01)
             gc.collect()  # an unretrieved task error is logged when the task is collected
