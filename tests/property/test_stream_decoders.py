@@ -1,5 +1,6 @@
 """Hypothesis on what the stream endpoints decode from the network: a unidirectional connect
-request (`cf_connect`, a POST body, a first WebSocket message) and an emulation request. Any
+request (`cf_connect`, a POST body, a first WebSocket message) and an emulation request, JSON
+or protobuf. Any
 input is either decoded or refused with `ProtocolDecodeError`, fast."""
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.property.test_decoders import strict_json
+from xshathra.protocol import client_pb2 as pb
 from xshathra.protocol.codec import ProtocolDecodeError
 from xshathra.protocol.json_codec import decode_commands
+from xshathra.protocol.protobuf_codec import decode_emulation as decode_protobuf_emulation
 from xshathra.protocol.uni_json_codec import connect_command, decode_emulation
 
 FAST = timedelta(milliseconds=500)
@@ -52,3 +55,32 @@ def test_emulation_requests_decode_or_refuse(body: bytes) -> None:
     except ProtocolDecodeError:
         return
     assert isinstance(node, str) and session and data
+
+
+# What centrifuge-js's protobuf build POSTs (a protobuf `EmulationRequest`), around which
+# arbitrary bytes: truncated, extended, or garbage throughout.
+protobuf_emulation_like = st.builds(
+    lambda node, session, data: pb.EmulationRequest(
+        node=node, session=session, data=data
+    ).SerializeToString(),
+    st.text(max_size=80),
+    st.text(max_size=160),
+    st.binary(max_size=100),
+)
+protobuf_bytes = st.one_of(
+    st.binary(max_size=300),
+    protobuf_emulation_like,
+    st.tuples(protobuf_emulation_like, st.integers(0, 300)).map(lambda v: v[0][: v[1]]),
+    st.tuples(protobuf_emulation_like, st.binary(max_size=20)).map(lambda v: v[0] + v[1]),
+)
+
+
+@settings(max_examples=400, deadline=FAST)
+@given(protobuf_bytes)
+def test_protobuf_emulation_requests_decode_or_refuse(body: bytes) -> None:
+    try:
+        node, session, data = decode_protobuf_emulation(body)
+    except ProtocolDecodeError:
+        return
+    assert isinstance(node, str) and len(node) <= 64
+    assert session and len(session) <= 128 and isinstance(data, bytes) and data

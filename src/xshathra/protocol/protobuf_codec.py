@@ -248,3 +248,30 @@ class ProtobufCodec:
 
 
 PROTOBUF_CODEC = ProtobufCodec()
+
+
+# --- bidirectional emulation -------------------------------------------------------------------
+#
+# Bounded as the JSON request is (uni_json_codec.EmulationRequest): a request is forwarded to
+# every node when `node` is not the one asked.
+_MAX_NODE = 64
+_MAX_SESSION = 128
+
+
+def decode_emulation(body: bytes) -> tuple[str, str, bytes]:
+    """(node, session, commands) of a protobuf `EmulationRequest` (the body centrifuge-js's
+    protobuf build POSTs to the emulation endpoint): `data` holds the commands as the client
+    encoded them, length-delimited, read by the session's codec. Raises `ProtocolDecodeError`
+    for a body that is not one, or that names no session or carries no commands."""
+    message = pb.EmulationRequest()
+    try:
+        message.ParseFromString(body)
+    except (DecodeError, RecursionError):
+        raise ProtocolDecodeError("malformed emulation request") from None
+    if not message.session:
+        raise ProtocolDecodeError("session required")
+    if not message.data:
+        raise ProtocolDecodeError("data required")
+    if len(message.node) > _MAX_NODE or len(message.session) > _MAX_SESSION:
+        raise ProtocolDecodeError("node or session too long")
+    return message.node, message.session, bytes(message.data)

@@ -8,6 +8,11 @@ Routes (the `/realtime` prefix is optional, as for WebSocket):
 - `POST /realtime/emulation`: `{"node", "session", "data"}`: commands for a stream; 204.
 - `GET /realtime/connection/uni_sse?cf_connect=<ConnectRequest>` (or POST body).
 - `POST /realtime/connection/uni_http_stream`: body = a `ConnectRequest`.
+
+Protobuf (centrifuge-js's protobuf build, on `http_stream` only): a request with
+`Content-Type: application/octet-stream` (what centrifuge-js sends) or `?cf_protocol=protobuf`
+(Centrifugo's query parameter) carries a length-delimited connect `Command` (the stream) or a
+protobuf `EmulationRequest` (the emulation endpoint), and the stream speaks PROTOBUF_CODEC.
 """
 
 from __future__ import annotations
@@ -22,9 +27,15 @@ from xshathra.engine.client import ClientSession
 from xshathra.engine.node import EmulationOutcome
 from xshathra.protocol.codec import ProtocolDecodeError
 from xshathra.protocol.codes import DisconnectCode
-from xshathra.protocol.json_codec import JSON_CODEC
+from xshathra.protocol.protobuf_codec import decode_emulation as decode_protobuf_emulation
 from xshathra.protocol.uni_json_codec import connect_command, decode_emulation
-from xshathra.transports.streams import SCOPE_KEY, STREAM_PATHS, StreamKind, StreamTransport
+from xshathra.transports.streams import (
+    PROTOBUF_KINDS,
+    SCOPE_KEY,
+    STREAM_PATHS,
+    StreamKind,
+    StreamTransport,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -64,20 +75,31 @@ class StreamEndpoints:
             if method != "POST":
                 await _error(send, 405, "method not allowed", origin)
                 return
-            await self._emulation(receive, send, origin)
+            await self._emulation(receive, send, origin, _wants_protobuf(scope))
             return
         kind = STREAM_PATHS[path]
+        if _wants_protobuf(scope):
+            protobuf_kind = PROTOBUF_KINDS.get(kind.name)
+            if protobuf_kind is None:  # SSE: an EventSource reads text; uni: JSON by design
+                await _error(send, 400, f"protobuf is not supported over {kind.name}", origin)
+                return
+            kind = protobuf_kind
         await self._stream(kind, scope, receive, send, origin)
 
     # --- emulation ------------------------------------------------------------------------------
 
-    async def _emulation(self, receive: Receive, send: Send, origin: str | None) -> None:
+    async def _emulation(
+        self, receive: Receive, send: Send, origin: str | None, protobuf: bool
+    ) -> None:
         body = await _read_body(receive, self.max_body)
         if body is None:
             await _error(send, 413, "request body too large", origin)
             return
         try:
-            node_id, session, data = decode_emulation(body)
+            # The commands inside are read by the session's codec, wherever it is: a protobuf
+            # request's `data` is length-delimited Commands, a JSON one's newline-delimited.
+            decode = decode_protobuf_emulation if protobuf else decode_emulation
+            node_id, session, data = decode(body)
         except ProtocolDecodeError:
             await _error(send, 400, "malformed emulation request", origin)
             return
@@ -181,7 +203,7 @@ def _first_command(kind: StreamKind, request: bytes) -> bytes:
     `ConnectRequest`)."""
     if kind.unidirectional:
         return connect_command(request)
-    commands = JSON_CODEC.decode_commands(request)
+    commands = kind.codec.decode_commands(request)  # JSON or protobuf
     if not commands or commands[0].connect is None:
         raise ProtocolDecodeError("the first command must be connect")
     return request
@@ -213,6 +235,17 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
             return None
         if not message.get("more_body", False):
             return bytes(body)
+
+
+def _wants_protobuf(scope: dict[str, Any]) -> bool:
+    """Whether the request speaks protobuf: centrifuge-js's protobuf build says so by its
+    Content-Type (the connect request and every emulation request), Centrifugo also by
+    `cf_protocol=protobuf`."""
+    content_type = (_header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
+    if content_type == "application/octet-stream":
+        return True
+    query = scope.get("query_string", b"").decode("latin-1")
+    return "protobuf" in parse_qs(query, errors="replace").get("cf_protocol", ())
 
 
 def _connect_param(scope: dict[str, Any]) -> bytes | None:

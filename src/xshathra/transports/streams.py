@@ -17,6 +17,9 @@ Framing, Centrifugo's:
 - HTTP streaming: one JSON message per line (`\\n`-terminated).
 - SSE: one event per message, `data: <json>\\n\\n`; an empty message (the uni_sse ping) is
   written `event: ping\\ndata:\\n\\n`.
+- HTTP streaming, protobuf (centrifuge-js's protobuf build): the codec's varint
+  length-delimited `Reply`s as they are, self-delimiting. SSE has no protobuf form: an
+  EventSource reads text.
 
 A server disconnect cannot be a close frame here: it is written as a `disconnect` push, then
 the response ends.
@@ -37,6 +40,7 @@ from xshathra.protocol import messages as m
 from xshathra.protocol.codec import Codec, WireFormat
 from xshathra.protocol.codes import DisconnectCode, should_reconnect
 from xshathra.protocol.json_codec import JSON_CODEC
+from xshathra.protocol.protobuf_codec import PROTOBUF_CODEC
 from xshathra.protocol.uni_json_codec import (
     UNI_HTTP_STREAM_CODEC,
     UNI_SSE_CODEC,
@@ -68,6 +72,11 @@ def frame_sse(payload: bytes) -> bytes:
         b"data: " + line + b"\n\n" if line else b"event: ping\ndata:\n\n"
         for line in payload.split(b"\n")
     )
+
+
+def frame_protobuf(payload: bytes) -> bytes:
+    """Length-delimited replies delimit themselves: nothing to add."""
+    return payload
 
 
 def chunked(framer: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
@@ -102,12 +111,21 @@ KINDS: dict[str, StreamKind] = {
     ),
     "uni_sse": StreamKind("uni_sse", UNI_SSE_CODEC, "sse", True, _SSE_TYPE),
 }
+# The protobuf form of a kind, asked for by the connect request (see stream_routes). Not a
+# path of its own: Centrifugo serves both formats on one endpoint.
+PROTOBUF_KINDS: dict[str, StreamKind] = {
+    "http_stream": StreamKind(
+        "http_stream", PROTOBUF_CODEC, "protobuf", False, b"application/octet-stream"
+    ),
+}
 _FRAMERS = {
     "http_stream": frame_http_stream,
     "sse": frame_sse,
+    "protobuf": frame_protobuf,
     # Written straight to the socket: the chunk header is part of the shared framed bytes.
     "http_stream+chunked": chunked(frame_http_stream),
     "sse+chunked": chunked(frame_sse),
+    "protobuf+chunked": chunked(frame_protobuf),
 }
 STREAM_PATHS: dict[str, StreamKind] = {
     f"{prefix}/connection/{name}": kind
@@ -140,8 +158,6 @@ class StreamTransport:
         "request_headers",
         "session",
     )
-
-    wire_format = WireFormat.TEXT
 
     def __init__(self, kind: StreamKind, origin: str | None, remote_ip: str) -> None:
         self._kind = kind
@@ -177,6 +193,10 @@ class StreamTransport:
     @property
     def framing(self) -> str:
         return self._framing
+
+    @property
+    def wire_format(self) -> WireFormat:
+        return self._kind.codec.wire_format
 
     @property
     def unidirectional(self) -> bool:

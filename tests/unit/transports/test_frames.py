@@ -3,7 +3,6 @@ violation answered with the close code the RFC names."""
 
 from __future__ import annotations
 
-import os
 import struct
 
 import pytest
@@ -24,6 +23,10 @@ from xshathra.transports.frames import (
     ws_text_frame,
 )
 
+# A fixed masking key (RFC 6455's example): the frames are test ids too, and pytest-xdist's
+# workers must collect the same ids. What is tested is the unmasking, not the key's randomness.
+MASK_KEY = bytes((0x37, 0xFA, 0x21, 0x3D))
+
 
 def masked(
     opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, mask: bool = True
@@ -39,7 +42,7 @@ def masked(
         head = struct.pack("!BBQ", first, (0x80 if mask else 0) | 127, n)
     if not mask:
         return head + payload
-    key = os.urandom(4)
+    key = MASK_KEY
     return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 
 from xshathra.engine.writer import OutgoingFrame
+from xshathra.protocol import client_pb2 as pb
+from xshathra.protocol.codec import WireFormat
+from xshathra.protocol.protobuf_codec import PROTOBUF_CODEC
 from xshathra.transports.stream_routes import StreamEndpoints
 from xshathra.transports.streams import (
     KINDS,
+    PROTOBUF_KINDS,
     STREAM_PATHS,
     StreamTransport,
     frame_http_stream,
@@ -69,3 +73,28 @@ async def test_a_bidirectional_stream_ends_with_a_wrapped_disconnect_push() -> N
         {"id": 1},
         {"push": {"disconnect": {"code": 3501, "reason": "bad request"}}},
     ]
+
+
+async def test_a_protobuf_stream_is_bare_length_delimited_replies_then_a_disconnect() -> None:
+    """centrifuge-js's protobuf build reads varint length-delimited `Reply`s off the stream:
+    nothing is added around them, and the disconnect push is one more such reply."""
+    kind = PROTOBUF_KINDS["http_stream"]
+    assert kind.codec is PROTOBUF_CODEC and kind.emulation
+    transport = StreamTransport(kind, None, "")
+    assert transport.wire_format is WireFormat.BINARY
+    frame = OutgoingFrame(PROTOBUF_CODEC.ping)
+    transport.send_frame(frame)
+    assert frame.wire == b"\x00"
+    transport.close(3501, "bad request")
+    sent: list[bytes] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message["body"])  # type: ignore[arg-type]
+
+    await transport.pump(send, b"")
+    body = sent[0]
+    assert body[0] == 0 and body[1] == len(body) - 2  # the ping, then one prefixed reply
+    reply = pb.Reply()
+    reply.ParseFromString(body[2:])
+    assert (reply.push.disconnect.code, reply.push.disconnect.reconnect) == (3501, False)
+    assert sent[-1] == b""
