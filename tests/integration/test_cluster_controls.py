@@ -7,7 +7,6 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack
 from typing import Any
 
 import httpx
@@ -25,8 +24,7 @@ from tests.integration.test_access_controls import connected, refused_with
 from tests.integration.test_cluster import shared_broker, subscribe
 from tests.integration.test_engine_bad_input import closed_with
 from tests.support.clients import realtime_token
-from tests.support.server import ServerProcess, running_server
-from tests.support.services import postgres_database
+from tests.support.server import ServerProcess, cluster_nodes
 
 Json = dict[str, Any]
 STATS_INTERVAL = 0.5
@@ -40,23 +38,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerProces
         "XSHATHRA_BROKER_PREFIX": f"xs_ops_{secrets.token_hex(4)}",
         "XSHATHRA_NODE_STATS_INTERVAL": str(STATS_INTERVAL),
     }
-    with ExitStack() as stack:
-        url = stack.enter_context(postgres_database())
-        first = stack.enter_context(
-            running_server(
-                tmp_path_factory.mktemp("a"), database_url=url, broker_url=broker, env=env
-            )
-        )
-        second = stack.enter_context(
-            running_server(
-                tmp_path_factory.mktemp("b"),
-                database_url=url,
-                broker_url=broker,
-                env=env,
-                admin_key=first.admin_key,
-            )
-        )
-        yield [first, second]
+    with cluster_nodes(tmp_path_factory, broker, env) as nodes:
+        yield nodes
 
 
 @pytest.fixture

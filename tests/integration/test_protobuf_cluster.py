@@ -8,38 +8,21 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack
 
 import pytest
 from centrifuge import Client
 
 from tests.integration.test_cluster import shared_broker
 from tests.support.clients import Recorder, SubEvents, engine_api, make_client, realtime_token
-from tests.support.server import ServerProcess, running_server
-from tests.support.services import postgres_database
+from tests.support.server import ServerProcess, cluster_nodes
 
 
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerProcess]]:
     broker = shared_broker("redis")
     env = {"XSHATHRA_BROKER_PREFIX": f"xs_pb_{secrets.token_hex(4)}"}
-    with ExitStack() as stack:
-        url = stack.enter_context(postgres_database())
-        first = stack.enter_context(
-            running_server(
-                tmp_path_factory.mktemp("a"), database_url=url, broker_url=broker, env=env
-            )
-        )
-        second = stack.enter_context(
-            running_server(
-                tmp_path_factory.mktemp("b"),
-                database_url=url,
-                broker_url=broker,
-                env=env,
-                admin_key=first.admin_key,
-            )
-        )
-        yield [first, second]
+    with cluster_nodes(tmp_path_factory, broker, env) as nodes:
+        yield nodes
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import asyncio
 import json
 import secrets
 from collections.abc import Iterator
-from contextlib import ExitStack
 
 import httpx
 import pytest
@@ -19,8 +18,7 @@ import pytest
 from tests.integration.test_cluster import shared_broker
 from tests.integration.test_engine_js_client import JS_DIR, Json, start_js
 from tests.support.clients import engine_api, realtime_token
-from tests.support.server import ServerProcess, running_server
-from tests.support.services import postgres_database
+from tests.support.server import ServerProcess, cluster_nodes
 
 pytestmark = pytest.mark.skipif(
     not (JS_DIR / "node_modules" / "eventsource").exists(),
@@ -50,23 +48,8 @@ def two_nodes(
     prefix)."""
     broker = shared_broker(request.param)
     env = {"XSHATHRA_BROKER_PREFIX": f"xs_st_{secrets.token_hex(4)}"}
-    with ExitStack() as stack:
-        url = stack.enter_context(postgres_database())
-        first = stack.enter_context(
-            running_server(
-                tmp_path_factory.mktemp("a"), database_url=url, broker_url=broker, env=env
-            )
-        )
-        second = stack.enter_context(
-            running_server(
-                tmp_path_factory.mktemp("b"),
-                database_url=url,
-                broker_url=broker,
-                env=env,
-                admin_key=first.admin_key,
-            )
-        )
-        yield [first, second]
+    with cluster_nodes(tmp_path_factory, broker, env) as nodes:
+        yield nodes
 
 
 def chat_app(server: ServerProcess, name: str) -> Json:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterator
-from contextlib import ExitStack
 
 import httpx
 import pytest
@@ -21,8 +20,7 @@ from tests.integration.test_cluster import shared_broker
 from tests.integration.test_engine_js_client import lost, start_js
 from tests.integration.test_streams_js import chat_app, exercise
 from tests.support.clients import engine_api, realtime_token
-from tests.support.server import ServerProcess, running_server
-from tests.support.services import postgres_database
+from tests.support.server import ServerProcess, cluster_nodes
 from xshathra.protocol import client_pb2 as pb
 
 PROTOBUF = {"XS_TRANSPORT": "http_stream", "XS_PROTOBUF": "1"}
@@ -39,23 +37,8 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerP
         "XSHATHRA_BROKER_PREFIX": f"xs_stpb_{secrets.token_hex(4)}",
         "XSHATHRA_PING_INTERVAL": str(PING_INTERVAL),
     }
-    with ExitStack() as stack:
-        url = stack.enter_context(postgres_database())
-        first = stack.enter_context(
-            running_server(
-                tmp_path_factory.mktemp("a"), database_url=url, broker_url=broker, env=env
-            )
-        )
-        second = stack.enter_context(
-            running_server(
-                tmp_path_factory.mktemp("b"),
-                database_url=url,
-                broker_url=broker,
-                env=env,
-                admin_key=first.admin_key,
-            )
-        )
-        yield [first, second]
+    with cluster_nodes(tmp_path_factory, broker, env) as nodes:
+        yield nodes
 
 
 async def test_protobuf_http_stream_one_node(server: ServerProcess) -> None:

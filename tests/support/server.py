@@ -12,10 +12,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
 
 STARTUP_DEADLINE = 30.0
 
@@ -135,3 +137,36 @@ async def wait_health(node: ServerProcess, status: int, timeout: float = 20) -> 
         while (await http.get(f"{node.base_url}/realtime/health")).status_code != status:
             assert asyncio.get_running_loop().time() < deadline, f"health never became {status}"
             await asyncio.sleep(0.1)  # the node notices the outage on its own schedule
+
+
+@contextlib.contextmanager
+def cluster_nodes(
+    tmp_path_factory: pytest.TempPathFactory,
+    broker_url: str,
+    env: dict[str, str],
+    count: int = 2,
+) -> Iterator[list[ServerProcess]]:
+    """`count` nodes on one new PostgreSQL database and one broker, sharing the first node's
+    admin key: the cluster every multi-node test starts."""
+    from tests.support.services import postgres_database  # services imports nothing of this
+
+    with ExitStack() as stack:
+        url = stack.enter_context(postgres_database())
+        first = stack.enter_context(
+            running_server(
+                tmp_path_factory.mktemp("n1"), database_url=url, broker_url=broker_url, env=env
+            )
+        )
+        nodes = [first] + [
+            stack.enter_context(
+                running_server(
+                    tmp_path_factory.mktemp(f"n{i}"),
+                    database_url=url,
+                    broker_url=broker_url,
+                    env=env,
+                    admin_key=first.admin_key,
+                )
+            )
+            for i in range(2, count + 1)
+        ]
+        yield nodes
