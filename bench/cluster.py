@@ -45,8 +45,11 @@ async def _drop_nats(prefix: str) -> None:
     nc = await nats.connect(NATS_URL)
     try:
         js = nc.jetstream()
-        for info in await js.streams_info():
-            if info.config.name and info.config.name.startswith(f"{prefix}_"):
-                await js.delete_stream(info.config.name)
+        names: list[str] = []  # STREAM.LIST is paged (256 a page): read them all, then delete
+        while page := await js.streams_info(offset=len(names)):
+            names.extend(info.config.name or "" for info in page)
+        for name in names:
+            if name.startswith(f"{prefix}_"):
+                await js.delete_stream(name)
     finally:
         await nc.close()

@@ -179,7 +179,10 @@ def test_a_killed_node_still_delivers_after_restart(tmp_path: Path) -> None:
     delivery the killed node had not released yet falls due when its hold ends)."""
     port = free_port()
     db = f"sqlite:///{tmp_path / 'durable.db'}"
-    with running_server(tmp_path, database_url=db, env=FAST_RETRIES) as first:
+    # A kill during an attempt leaves the row leased for 2 x timeout + 5 s (9 s here), a kill
+    # before the release leaves it held for 15 s: either way it falls due within the wait.
+    env = {**FAST_RETRIES, "XSHATHRA_WEBHOOK_TIMEOUT": "2"}
+    with running_server(tmp_path, database_url=db, env=env) as first:
         app = first.create_app(name="durable")
         register(first, app, f"http://127.0.0.1:{port}/hook", ["*"])
         broadcast(first, app, "r", "must-arrive", {"n": 42})  # receiver down: attempts fail
@@ -187,9 +190,9 @@ def test_a_killed_node_still_delivers_after_restart(tmp_path: Path) -> None:
         first.process.wait()
     with (
         Receiver(port=port).running() as rx,
-        running_server(tmp_path, database_url=db, env=FAST_RETRIES, admin_key=first.admin_key),
+        running_server(tmp_path, database_url=db, env=env, admin_key=first.admin_key),
     ):
-        [got] = rx.wait_for(1, timeout=30)
+        [got] = rx.wait_for(1, timeout=45)
     assert got.json()["event"] == "must-arrive" and got.json()["data"] == {"n": 42}
 
 

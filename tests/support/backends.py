@@ -60,9 +60,16 @@ async def delete_streams(prefix: str) -> None:
     nc = await nats.connect(NATS_URL)
     try:
         js = nc.jetstream()
-        for info in await js.streams_info():
-            if info.config.name and info.config.name.startswith(f"{prefix}_"):
-                await js.delete_stream(info.config.name)
+        # STREAM.LIST answers one page (256 streams); a suite run leaves more than that on
+        # the server, so a stream past the first page was never deleted and a test that
+        # "lost the broker's state" still read the old epoch. Collect every page first:
+        # deleting while paging would shift the offsets.
+        names: list[str] = []
+        while page := await js.streams_info(offset=len(names)):
+            names.extend(info.config.name or "" for info in page)
+        for name in names:
+            if name.startswith(f"{prefix}_"):
+                await js.delete_stream(name)
     finally:
         await nc.close()
 

@@ -50,7 +50,7 @@ class WebhookDispatcher:
         per_app: int = 4,
         timeout: float = 10.0,
         connect_timeout: float = 5.0,
-        lease_seconds: float = 60.0,
+        lease_seconds: float = 0.0,
         poll_seconds: float = 1.0,
         retry_base: float = 2.0,
         retention_days: float = 7.0,
@@ -64,7 +64,9 @@ class WebhookDispatcher:
         self._concurrency = concurrency
         self._per_app = max(1, min(per_app, concurrency))
         self._timeout = timeout
-        # The lease must outlast an attempt, or another node would start the same delivery.
+        # The lease must outlast an attempt (and the write of its outcome), or another node
+        # would start the same delivery; no longer than that, because a node killed while
+        # attempting leaves the row unclaimable until the lease ends.
         self._lease = max(lease_seconds, 2 * timeout + 5)
         self._poll = poll_seconds
         self._retry_base = retry_base
