@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec.structs
@@ -132,6 +132,7 @@ class _ProxyReply(Protocol):
 
 
 ReplyT = TypeVar("ReplyT", bound=_ProxyReply)
+RequestT = TypeVar("RequestT", bound=p.ProxyRequest)
 # Retries of a failed server-side refresh (refresh or sub_refresh proxy), seconds apart.
 PROXY_REFRESH_RETRY = 5.0
 
@@ -508,16 +509,12 @@ class ClientSession:
         if node.hub.connection_count(app.app_id) >= node.options.max_connections_per_app:
             raise DisconnectError(DisconnectCode.CONNECTION_LIMIT)
         self._emulate_headers(req)
-        kind, protocol = self._wire()
         reply = await self._ask(
             app,
             target,
-            p.ConnectRequest(
-                app_id=app.app_id,
-                client=self.client_id,
-                transport=kind,
-                protocol=protocol,
-                encoding=protocol,
+            self._proxy_request(
+                p.ConnectRequest,
+                app,
                 name=req.name,
                 version=req.version,
                 data=req.data,
@@ -551,10 +548,26 @@ class ClientSession:
             emulated = [(str(k), str(v)) for k, v in list(req.headers.items())[:64]]
             self.transport.request_headers = [*(self.transport.request_headers or ()), *emulated]
 
-    def _wire(self) -> tuple[str, str]:
-        """(transport, protocol) as a proxy request names them."""
+    def _proxy_request(
+        self, request_type: type[RequestT], app: Application, **fields: Any
+    ) -> RequestT:
+        """A proxy request of this client, `fields` (channel, method, data...) inside the
+        envelope every one carries, built here only: the client's id, transport, protocol
+        and encoding and the app; after the connect (which makes them) its user and the
+        connect proxy's `meta` too."""
         kind = getattr(self.transport, "name", "websocket")
-        return (kind if isinstance(kind, str) else "websocket"), "json"
+        protocol = "json"
+        envelope: dict[str, Any] = {
+            "app_id": app.app_id,
+            "client": self.client_id,
+            "transport": kind if isinstance(kind, str) else "websocket",
+            "protocol": protocol,
+            "encoding": protocol,
+        }
+        if request_type is not p.ConnectRequest:
+            envelope["user"] = self.user
+            envelope["meta"] = p.raw_json(self.meta)
+        return request_type(**envelope, **fields)
 
     async def _ask(
         self,
@@ -685,16 +698,7 @@ class ClientSession:
         target = app.proxies.client_target("refresh") if app is not None else None
         if app is None or target is None or self.state is not State.CONNECTED:
             return
-        kind, protocol = self._wire()
-        request = p.RefreshRequest(
-            app_id=app.app_id,
-            client=self.client_id,
-            transport=kind,
-            protocol=protocol,
-            encoding=protocol,
-            user=self.user,
-            meta=p.raw_json(self.meta),
-        )
+        request = self._proxy_request(p.RefreshRequest, app)
         try:
             reply = await self._ask(app, target, request, p.RefreshReply)
             result = reply.result
@@ -892,21 +896,10 @@ class ClientSession:
         target = app.proxies.target(options.subscribe_proxy_name)
         if target is None:
             raise ProxyUnavailable()
-        kind, protocol = self._wire()
         reply = await self._ask(
             app,
             target,
-            p.SubscribeRequest(
-                app_id=app.app_id,
-                client=self.client_id,
-                transport=kind,
-                protocol=protocol,
-                encoding=protocol,
-                user=self.user,
-                channel=channel,
-                data=req.data,
-                meta=p.raw_json(self.meta),
-            ),
+            self._proxy_request(p.SubscribeRequest, app, channel=channel, data=req.data),
             p.SubscribeReply,
         )
         result = reply.result
@@ -1062,7 +1055,6 @@ class ClientSession:
         target = app.proxies.target(sub.options.sub_refresh_proxy_name) if app else None
         if app is None or self.subs.get(sub.ref.name) is not sub:
             return
-        kind, protocol = self._wire()
         result: p.RefreshResult | None = None
         info: bytes | None = None
         try:
@@ -1071,16 +1063,7 @@ class ClientSession:
             reply = await self._ask(
                 app,
                 target,
-                p.SubRefreshRequest(
-                    app_id=app.app_id,
-                    client=self.client_id,
-                    transport=kind,
-                    protocol=protocol,
-                    encoding=protocol,
-                    user=self.user,
-                    channel=sub.ref.name,
-                    meta=p.raw_json(self.meta),
-                ),
+                self._proxy_request(p.SubRefreshRequest, app, channel=sub.ref.name),
                 p.SubRefreshReply,
             )
             result = reply.result
@@ -1219,21 +1202,10 @@ class ClientSession:
         target = app.proxies.target(options.publish_proxy_name)
         if target is None:
             raise ProxyUnavailable()
-        kind, protocol = self._wire()
         reply = await self._ask(
             app,
             target,
-            p.PublishRequest(
-                app_id=app.app_id,
-                client=self.client_id,
-                transport=kind,
-                protocol=protocol,
-                encoding=protocol,
-                user=self.user,
-                channel=channel,
-                data=req.data,
-                meta=p.raw_json(self.meta),
-            ),
+            self._proxy_request(p.PublishRequest, app, channel=channel, data=req.data),
             p.PublishReply,
         )
         result = reply.result
@@ -1290,21 +1262,10 @@ class ClientSession:
         target = app.proxies.rpc_target(req.method)
         if target is None:
             raise ClientError(ErrorCode.METHOD_NOT_FOUND)
-        kind, protocol = self._wire()
         reply = await self._ask(
             app,
             target,
-            p.RPCRequest(
-                app_id=app.app_id,
-                method=req.method,
-                client=self.client_id,
-                transport=kind,
-                protocol=protocol,
-                encoding=protocol,
-                user=self.user,
-                data=req.data,
-                meta=p.raw_json(self.meta),
-            ),
+            self._proxy_request(p.RPCRequest, app, method=req.method, data=req.data),
             p.RPCReply,
         )
         if reply.result is None:
@@ -1327,17 +1288,7 @@ class ClientSession:
                 self._send(m.Reply(id=cmd.id, error=_error(ErrorCode.NOT_AVAILABLE)))
                 return
             raise DisconnectError(DisconnectCode.NOT_AVAILABLE, "send is not available")
-        kind, protocol = self._wire()
-        request = p.SendRequest(
-            app_id=app.app_id,
-            client=self.client_id,
-            transport=kind,
-            protocol=protocol,
-            encoding=protocol,
-            user=self.user,
-            data=cmd.send.data,
-            meta=p.raw_json(self.meta),
-        )
+        request = self._proxy_request(p.SendRequest, app, data=cmd.send.data)
         try:
             await self._ask(app, target, request, p.SendReply)
         except ClientError as exc:
