@@ -548,21 +548,32 @@ class ClientSession:
             emulated = [(str(k), str(v)) for k, v in list(req.headers.items())[:64]]
             self.transport.request_headers = [*(self.transport.request_headers or ()), *emulated]
 
+    @property
+    def _binary(self) -> bool:
+        """The client speaks a binary protocol (protobuf): its payloads are bytes."""
+        return self.transport.codec.name in p.BINARY_PROTOCOLS
+
     def _proxy_request(
-        self, request_type: type[RequestT], app: Application, **fields: Any
+        self,
+        request_type: type[RequestT],
+        app: Application,
+        data: msgspec.Raw = m.EMPTY,
+        **fields: Any,
     ) -> RequestT:
-        """A proxy request of this client, `fields` (channel, method, data...) inside the
-        envelope every one carries, built here only: the client's id, transport, protocol
-        and encoding and the app; after the connect (which makes them) its user and the
-        connect proxy's `meta` too."""
+        """A proxy request of this client, `fields` (channel, method...) inside the envelope
+        every one carries, built here only: the client's id, transport, protocol and
+        encoding and the app; after the connect (which makes them) its user and the connect
+        proxy's `meta` too. The client's `data` goes as `data`, or as `b64data` from a
+        binary client (Centrifugo's shapes)."""
         kind = getattr(self.transport, "name", "websocket")
-        protocol = "json"
+        binary = self._binary
         envelope: dict[str, Any] = {
             "app_id": app.app_id,
             "client": self.client_id,
             "transport": kind if isinstance(kind, str) else "websocket",
-            "protocol": protocol,
-            "encoding": protocol,
+            "protocol": self.transport.codec.name,
+            "encoding": p.encoding(binary),
+            **p.client_data(data, binary),
         }
         if request_type is not p.ConnectRequest:
             envelope["user"] = self.user
@@ -618,7 +629,7 @@ class ClientSession:
                 if grant is not None:
                     granted = Granted(
                         chan_info=p.payload(grant.info, grant.b64info) or b"",
-                        data=p.payload(grant.data, grant.b64data),
+                        data=p.payload(grant.data, grant.b64data, self._binary),
                         override=grant.override,
                     )
                 result, fin = await self._subscribe(
@@ -632,7 +643,7 @@ class ClientSession:
         data = b""
         if proxied is not None:
             try:
-                data = p.payload(proxied.data, proxied.b64data) or b""
+                data = p.payload(proxied.data, proxied.b64data, self._binary) or b""
             except p.ProxyDecodeError:
                 data = b""
         server_refresh = self._server_refresh()
@@ -909,7 +920,7 @@ class ClientSession:
             return Granted(
                 chan_info=p.payload(result.info, result.b64info) or b"",
                 expires_at=result.expire_at if result.expire_at > 0 else None,
-                data=p.payload(result.data, result.b64data),
+                data=p.payload(result.data, result.b64data, self._binary),
                 override=result.override,
             )
         except p.ProxyDecodeError:
@@ -1212,7 +1223,7 @@ class ClientSession:
         if result is None:
             raise ProxyUnavailable()
         try:
-            rewritten = p.payload(result.data, result.b64data)
+            rewritten = p.payload(result.data, result.b64data, self._binary)
         except p.ProxyDecodeError:
             raise ProxyUnavailable() from None
         data = self.node.publication_data(rewritten if rewritten is not None else req.data)
@@ -1271,7 +1282,7 @@ class ClientSession:
         if reply.result is None:
             raise ProxyUnavailable()
         try:
-            data = p.payload(reply.result.data, reply.result.b64data)
+            data = p.payload(reply.result.data, reply.result.b64data, self._binary)
         except p.ProxyDecodeError:
             raise ProxyUnavailable() from None
         return m.RPCResult(data=p.raw_json(data)), None

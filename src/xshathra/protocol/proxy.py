@@ -2,8 +2,10 @@
 it reads back, named and shaped as Centrifugo's HTTP proxy names them, so a backend written for
 Centrifugo works unchanged. Each request also carries `app_id`.
 
-Sans I/O: structs and their codec only. Client data stays raw JSON (`msgspec.Raw`); a reply may
-give `b64data`/`b64info` instead, which is decoded here into bytes.
+Sans I/O: structs and their codec only. A JSON client's data stays raw JSON (`msgspec.Raw`); a
+binary (protobuf) client's goes as `b64data`, base64 of its bytes, with `encoding` "binary", as
+Centrifugo sends it. A reply may give `b64data`/`b64info` instead of `data`/`info`, which is
+decoded here into bytes.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class ConnectRequest(msgspec.Struct, **_REQ):
     name: str = ""
     version: str = ""
     data: msgspec.Raw = EMPTY
+    b64data: str = ""
     channels: list[str] | None = None
 
 
@@ -56,6 +59,7 @@ class SubscribeRequest(msgspec.Struct, **_REQ):
     channel: str
     token: str = ""
     data: msgspec.Raw = EMPTY
+    b64data: str = ""
     meta: msgspec.Raw = EMPTY
 
 
@@ -68,6 +72,7 @@ class PublishRequest(msgspec.Struct, **_REQ):
     user: str
     channel: str
     data: msgspec.Raw = EMPTY
+    b64data: str = ""
     meta: msgspec.Raw = EMPTY
 
 
@@ -93,6 +98,7 @@ class RPCRequest(msgspec.Struct, **_REQ):
     encoding: str = ""
     user: str = ""
     data: msgspec.Raw = EMPTY
+    b64data: str = ""
     meta: msgspec.Raw = EMPTY
 
 
@@ -106,6 +112,7 @@ class SendRequest(msgspec.Struct, **_REQ):
     encoding: str
     user: str
     data: msgspec.Raw = EMPTY
+    b64data: str = ""
     meta: msgspec.Raw = EMPTY
 
 
@@ -294,10 +301,29 @@ def decode_reply(request_type: type[msgspec.Struct], body: bytes) -> Any:
         raise ProxyDecodeError(str(exc)) from None
 
 
-def payload(raw: msgspec.Raw, b64: str) -> bytes | None:
+# Client protocols whose payloads are bytes, not JSON (Centrifugo's "binary" encoding).
+BINARY_PROTOCOLS = frozenset({"protobuf"})
+
+
+def encoding(binary: bool) -> str:
+    """A request's `encoding`, as Centrifugo names it."""
+    return "binary" if binary else "json"
+
+
+def client_data(data: msgspec.Raw, binary: bool) -> dict[str, Any]:
+    """A client's payload as request fields: `data` (raw JSON) from a JSON client,
+    `b64data` from a binary one, whose bytes need not be JSON (nor even text)."""
+    if not data:
+        return {}
+    if binary:
+        return {"b64data": base64.b64encode(data).decode("ascii")}
+    return {"data": data}
+
+
+def payload(raw: msgspec.Raw, b64: str, binary: bool = False) -> bytes | None:
     """`data`/`info` as bytes: the raw JSON, else the base64 form decoded; None if neither
-    was given. Invalid base64, or base64 of something other than JSON, raises
-    `ProxyDecodeError`."""
+    was given. Invalid base64 raises `ProxyDecodeError`, and so does base64 of something
+    other than JSON unless `binary` (a payload only a binary client receives)."""
     if raw:
         return bytes(raw)
     if b64:
@@ -305,8 +331,10 @@ def payload(raw: msgspec.Raw, b64: str) -> bytes | None:
             data = base64.b64decode(b64, validate=True)
         except (binascii.Error, ValueError):
             raise ProxyDecodeError("invalid base64") from None
-        # Every client here speaks JSON, and these bytes go into JSON frames as they are:
-        # anything else would corrupt the frames of every subscriber that receives them.
+        if binary:
+            return data
+        # These bytes go into JSON frames as they are: anything but JSON would corrupt the
+        # frames of every JSON client that receives them.
         try:
             _any_json.decode(data)
         except (msgspec.DecodeError, RecursionError):
