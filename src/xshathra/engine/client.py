@@ -29,7 +29,7 @@ from xshathra.engine.hub import (
     delta_publication_message,
     publication_message,
 )
-from xshathra.engine.proxy import ProxyUnavailable, refuse
+from xshathra.engine.proxy import ProxyUnavailable, answered, refuse, result_of
 from xshathra.engine.writer import FrameSink, OutgoingFrame, Writer
 from xshathra.model import (
     AppId,
@@ -126,12 +126,7 @@ class Subscription:
 Finalizer = Callable[[], None]
 
 
-class _ProxyReply(Protocol):
-    error: p.Error | None
-    disconnect: p.Disconnect | None
-
-
-ReplyT = TypeVar("ReplyT", bound=_ProxyReply)
+ReplyT = TypeVar("ReplyT", bound=p.BaseReply)
 RequestT = TypeVar("RequestT", bound=p.ProxyRequest)
 # Retries of a failed server-side refresh (refresh or sub_refresh proxy), seconds apart.
 PROXY_REFRESH_RETRY = 5.0
@@ -509,26 +504,16 @@ class ClientSession:
         if node.hub.connection_count(app.app_id) >= node.options.max_connections_per_app:
             raise DisconnectError(DisconnectCode.CONNECTION_LIMIT)
         self._emulate_headers(req)
-        reply = await self._ask(
+        request = self._proxy_request(
+            p.ConnectRequest,
             app,
-            target,
-            self._proxy_request(
-                p.ConnectRequest,
-                app,
-                name=req.name,
-                version=req.version,
-                data=req.data,
-                channels=list(req.subs) if req.subs else None,
-            ),
-            p.ConnectReply,
+            name=req.name,
+            version=req.version,
+            data=req.data,
+            channels=list(req.subs) if req.subs else None,
         )
-        result = reply.result
-        if result is None:
-            raise ProxyUnavailable()
-        try:
-            info = p.payload(result.info, result.b64info)
-        except p.ProxyDecodeError:
-            raise ProxyUnavailable() from None
+        result = result_of(await self._ask(app, target, request, p.ConnectReply))
+        info = answered(result.info, result.b64info)
         channels = list(result.channels or ())
         channels += [c for c in result.subs or () if c not in channels]
         claims = ConnectionClaims(
@@ -583,13 +568,14 @@ class ClientSession:
     async def _ask(
         self,
         app: Application,
-        target: ProxyTarget,
+        target: ProxyTarget | None,
         request: p.ProxyRequest,
         reply_type: type[ReplyT],
     ) -> ReplyT:
-        """Ask the app's backend; raise what its refusal says, or 100 if it did not answer."""
+        """Ask the app's backend; raise what its refusal says, or 100 if it did not answer
+        (or no proxy of that name is configured any more)."""
         caller = self.node.proxy
-        if caller is None:
+        if caller is None or target is None:
             raise ProxyUnavailable()
         reply = await caller.call(app, target, request, reply_type, self.transport.request_headers)
         if reply is None:
@@ -711,10 +697,7 @@ class ClientSession:
             return
         request = self._proxy_request(p.RefreshRequest, app)
         try:
-            reply = await self._ask(app, target, request, p.RefreshReply)
-            result = reply.result
-            if result is None:
-                raise ProxyUnavailable()
+            result = result_of(await self._ask(app, target, request, p.RefreshReply))
             info = p.payload(result.info, result.b64info)
         except DisconnectError as exc:
             self.disconnect(exc.code, exc.reason)
@@ -905,26 +888,14 @@ class ClientSession:
         app = self.app
         assert app is not None
         target = app.proxies.target(options.subscribe_proxy_name)
-        if target is None:
-            raise ProxyUnavailable()
-        reply = await self._ask(
-            app,
-            target,
-            self._proxy_request(p.SubscribeRequest, app, channel=channel, data=req.data),
-            p.SubscribeReply,
+        request = self._proxy_request(p.SubscribeRequest, app, channel=channel, data=req.data)
+        result = result_of(await self._ask(app, target, request, p.SubscribeReply))
+        return Granted(
+            chan_info=answered(result.info, result.b64info) or b"",
+            expires_at=result.expire_at if result.expire_at > 0 else None,
+            data=answered(result.data, result.b64data, self._binary),
+            override=result.override,
         )
-        result = reply.result
-        if result is None:
-            raise ProxyUnavailable()
-        try:
-            return Granted(
-                chan_info=p.payload(result.info, result.b64info) or b"",
-                expires_at=result.expire_at if result.expire_at > 0 else None,
-                data=p.payload(result.data, result.b64data, self._binary),
-                override=result.override,
-            )
-        except p.ProxyDecodeError:
-            raise ProxyUnavailable() from None
 
     def _recovered(
         self, pubs: list[BrokerPublication], features: SubscriberFeatures | None
@@ -1069,17 +1040,9 @@ class ClientSession:
         result: p.RefreshResult | None = None
         info: bytes | None = None
         try:
-            if target is None:
-                raise ProxyUnavailable()
-            reply = await self._ask(
-                app,
-                target,
-                self._proxy_request(p.SubRefreshRequest, app, channel=sub.ref.name),
-                p.SubRefreshReply,
-            )
-            result = reply.result
-            if result is not None:
-                info = p.payload(result.info, result.b64info)
+            request = self._proxy_request(p.SubRefreshRequest, app, channel=sub.ref.name)
+            result = result_of(await self._ask(app, target, request, p.SubRefreshReply))
+            info = p.payload(result.info, result.b64info)
         except DisconnectError as exc:
             self.disconnect(exc.code, exc.reason)
             return
@@ -1211,21 +1174,9 @@ class ClientSession:
         app = self.app
         assert app is not None
         target = app.proxies.target(options.publish_proxy_name)
-        if target is None:
-            raise ProxyUnavailable()
-        reply = await self._ask(
-            app,
-            target,
-            self._proxy_request(p.PublishRequest, app, channel=channel, data=req.data),
-            p.PublishReply,
-        )
-        result = reply.result
-        if result is None:
-            raise ProxyUnavailable()
-        try:
-            rewritten = p.payload(result.data, result.b64data, self._binary)
-        except p.ProxyDecodeError:
-            raise ProxyUnavailable() from None
+        request = self._proxy_request(p.PublishRequest, app, channel=channel, data=req.data)
+        result = result_of(await self._ask(app, target, request, p.PublishReply))
+        rewritten = answered(result.data, result.b64data, self._binary)
         data = self.node.publication_data(rewritten if rewritten is not None else req.data)
         return data, result.skip_history
 
@@ -1273,18 +1224,9 @@ class ClientSession:
         target = app.proxies.rpc_target(req.method)
         if target is None:
             raise ClientError(ErrorCode.METHOD_NOT_FOUND)
-        reply = await self._ask(
-            app,
-            target,
-            self._proxy_request(p.RPCRequest, app, method=req.method, data=req.data),
-            p.RPCReply,
-        )
-        if reply.result is None:
-            raise ProxyUnavailable()
-        try:
-            data = p.payload(reply.result.data, reply.result.b64data, self._binary)
-        except p.ProxyDecodeError:
-            raise ProxyUnavailable() from None
+        request = self._proxy_request(p.RPCRequest, app, method=req.method, data=req.data)
+        result = result_of(await self._ask(app, target, request, p.RPCReply))
+        data = answered(result.data, result.b64data, self._binary)
         return m.RPCResult(data=p.raw_json(data)), None
 
     async def _send_message(self, cmd: m.Command) -> None:

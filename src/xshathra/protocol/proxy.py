@@ -26,12 +26,17 @@ _REP: dict[str, Any] = {"kw_only": True, "forbid_unknown_fields": False}
 # --- requests ---------------------------------------------------------------------------------
 
 
-class ConnectRequest(msgspec.Struct, **_REQ):
+class ClientRequest(msgspec.Struct, **_REQ):
+    """What every request from a client carries (Centrifugo's fields), plus `app_id`."""
+
     app_id: str
     client: str
     transport: str
     protocol: str
     encoding: str
+
+
+class ConnectRequest(ClientRequest, **_REQ):
     name: str = ""
     version: str = ""
     data: msgspec.Raw = EMPTY
@@ -39,23 +44,18 @@ class ConnectRequest(msgspec.Struct, **_REQ):
     channels: list[str] | None = None
 
 
-class RefreshRequest(msgspec.Struct, **_REQ):
-    app_id: str
-    client: str
-    transport: str
-    protocol: str
-    encoding: str
+class UserRequest(ClientRequest, **_REQ):
+    """A request after the connect: the connection's user. Each also carries `meta`, last,
+    what the connect proxy gave (sent back with every later request)."""
+
     user: str
+
+
+class RefreshRequest(UserRequest, **_REQ):
     meta: msgspec.Raw = EMPTY
 
 
-class SubscribeRequest(msgspec.Struct, **_REQ):
-    app_id: str
-    client: str
-    transport: str
-    protocol: str
-    encoding: str
-    user: str
+class SubscribeRequest(UserRequest, **_REQ):
     channel: str
     token: str = ""
     data: msgspec.Raw = EMPTY
@@ -63,32 +63,21 @@ class SubscribeRequest(msgspec.Struct, **_REQ):
     meta: msgspec.Raw = EMPTY
 
 
-class PublishRequest(msgspec.Struct, **_REQ):
-    app_id: str
-    client: str
-    transport: str
-    protocol: str
-    encoding: str
-    user: str
+class PublishRequest(UserRequest, **_REQ):
     channel: str
     data: msgspec.Raw = EMPTY
     b64data: str = ""
     meta: msgspec.Raw = EMPTY
 
 
-class SubRefreshRequest(msgspec.Struct, **_REQ):
-    app_id: str
-    client: str
-    transport: str
-    protocol: str
-    encoding: str
-    user: str
+class SubRefreshRequest(UserRequest, **_REQ):
     channel: str
     meta: msgspec.Raw = EMPTY
 
 
 class RPCRequest(msgspec.Struct, **_REQ):
-    """A client's `rpc` command; the server API's `rpc` method sends it with no client."""
+    """A client's `rpc` command; the server API's `rpc` method sends it with no client (so
+    none of a client's fields is required here)."""
 
     app_id: str
     method: str
@@ -102,15 +91,9 @@ class RPCRequest(msgspec.Struct, **_REQ):
     meta: msgspec.Raw = EMPTY
 
 
-class SendRequest(msgspec.Struct, **_REQ):
+class SendRequest(UserRequest, **_REQ):
     """A client's asynchronous `send`: an RPC without a method and without a reply."""
 
-    app_id: str
-    client: str
-    transport: str
-    protocol: str
-    encoding: str
-    user: str
     data: msgspec.Raw = EMPTY
     b64data: str = ""
     meta: msgspec.Raw = EMPTY
@@ -204,47 +187,40 @@ class RPCResult(msgspec.Struct, **_REP):
     b64data: str = ""
 
 
-class ConnectReply(msgspec.Struct, **_REP):
+class BaseReply(msgspec.Struct, **_REP):
+    """What every reply may carry instead of a result: a refusal (`error`) or the end of the
+    connection (`disconnect`)."""
+
+    error: Error | None = None
+    disconnect: Disconnect | None = None
+
+
+class ConnectReply(BaseReply, **_REP):
     result: ConnectResult | None = None
-    error: Error | None = None
-    disconnect: Disconnect | None = None
 
 
-class RefreshReply(msgspec.Struct, **_REP):
+class RefreshReply(BaseReply, **_REP):
     result: RefreshResult | None = None
-    error: Error | None = None
-    disconnect: Disconnect | None = None
 
 
-class SubscribeReply(msgspec.Struct, **_REP):
+class SubscribeReply(BaseReply, **_REP):
     result: SubscribeResult | None = None
-    error: Error | None = None
-    disconnect: Disconnect | None = None
 
 
-class PublishReply(msgspec.Struct, **_REP):
+class PublishReply(BaseReply, **_REP):
     result: PublishResult | None = None
-    error: Error | None = None
-    disconnect: Disconnect | None = None
 
 
-class SubRefreshReply(msgspec.Struct, **_REP):
+class SubRefreshReply(BaseReply, **_REP):
     result: RefreshResult | None = None
-    error: Error | None = None
-    disconnect: Disconnect | None = None
 
 
-class RPCReply(msgspec.Struct, **_REP):
+class RPCReply(BaseReply, **_REP):
     result: RPCResult | None = None
-    error: Error | None = None
-    disconnect: Disconnect | None = None
 
 
-class SendReply(msgspec.Struct, **_REP):
+class SendReply(BaseReply, **_REP):
     """A send's reply carries nothing but a possible error or disconnect."""
-
-    error: Error | None = None
-    disconnect: Disconnect | None = None
 
 
 ProxyReply = (

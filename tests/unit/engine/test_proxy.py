@@ -262,3 +262,23 @@ async def test_every_request_of_a_client_carries_one_envelope(make_harness: Make
     }
     assert data["connect"] == {"hello": 1} and data["subscribe"] == {"s": 1}
     assert data["publish"] == {"x": 1} and data["rpc"] == {"r": 1} and data["send"] == {"n": 1}
+
+
+async def test_an_empty_or_garbled_answer_is_the_backend_failing(
+    make_harness: MakeHarness,
+) -> None:
+    """A reply with no result (nor error, nor disconnect), or whose payload does not decode,
+    is answered 100 (temporary), like a backend that did not answer; the connection stays."""
+    caller = ScriptedCaller(
+        connect=lambda r: p.ConnectReply(result=p.ConnectResult(user="g")),
+        subscribe=lambda r: p.SubscribeReply(),
+        publish=lambda r: p.PublishReply(result=p.PublishResult(b64data="not base64!")),
+        rpc=lambda r: p.RPCReply(result=p.RPCResult(b64data="AAEC")),  # bytes, not JSON
+    )
+    h = await make_harness(proxy=caller, proxies=ALL_PROXIES, namespaces={"room": ROOM})
+    client = h.open(query=f"key={h.app.client_api_key}")
+    assert "connect" in await client.call("connect")
+    assert await client.error("subscribe", {"channel": "room:1"}) == 100
+    assert await client.error("publish", {"channel": "room:1", "data": {}}) == 100
+    assert await client.error("rpc", {"method": "m"}) == 100
+    assert client.transport.closed is None
