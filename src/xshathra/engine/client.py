@@ -556,7 +556,8 @@ class ClientSession:
             "app_id": app.app_id,
             "client": self.client_id,
             "transport": kind if isinstance(kind, str) else "websocket",
-            "protocol": self.transport.codec.name,
+            # Centrifugo names two protocols; every text codec here speaks its JSON one.
+            "protocol": self.transport.codec.name if binary else "json",
             "encoding": p.encoding(binary),
             **p.client_data(data, binary),
         }
