@@ -102,7 +102,9 @@ DONE = {
     "webhook_enabled": "The webhook is enabled.",
     "webhook_disabled": "The webhook is disabled: it gets no events until you enable it.",
     "webhook_deleted": "The webhook is deleted.",
-    "test_sent": "A test event is queued: it shows below within a few seconds.",
+    "test_delivered": "The test event is delivered: your receiver answered with a 2xx status.",
+    "test_failed": "The test event was not delivered: see its answer in Recent deliveries "
+    "below, fix the receiver or the URL and send it again.",
     "replayed": "The delivery is queued again.",
     "role": "The role is changed.",
     "removed": "The member is removed from the project.",
@@ -703,8 +705,9 @@ class ProjectPages:
                 await self.service.delete_webhook(app_id, webhook_id)
                 return self._back(project, "webhooks", "webhook_deleted")
             if action == "test":
-                await self.service.send_test_event(app_id, webhook_id)
-                return self._back(project, f"webhooks/{webhook_id}", "test_sent")
+                sent = await self.service.send_test_event(app_id, webhook_id)
+                done = "test_delivered" if sent.delivered else "test_failed"
+                return self._back(project, f"webhooks/{webhook_id}", done)
         except ServiceError:
             pass
         return self._not_found(signed)

@@ -14,6 +14,7 @@ import re
 import secrets
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol, TypedDict
 
 import msgspec
@@ -138,14 +139,10 @@ class DeliveryLog(Protocol):
     async def replay(self, webhook_id: str, delivery_id: str) -> bool:
         """Queue the delivery again; False if the webhook has no such delivery."""
 
-    async def enqueue(
-        self,
-        items: list[NewDelivery],
-        *,
-        max_pending: int | None = None,
-        hold_seconds: float = 0.0,
-    ) -> int:
-        """Queue new deliveries (all of one app); how many were dropped past `max_pending`."""
+    async def record_attempt(
+        self, item: NewDelivery, status_code: int | None, error: str | None
+    ) -> None:
+        """Store a delivery attempted once already (a test event), never retried."""
 
 
 class AppUpdate(TypedDict, total=False):
@@ -355,6 +352,20 @@ def check_headers(headers: Mapping[str, str]) -> dict[str, str]:
             raise InvalidInput(f"headers: the value of {name} must be one line of text")
         checked[name] = value
     return checked
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTestResult:
+    """What a test event's receiver answered: its HTTP `status`, or None and the `error` that
+    kept it from answering."""
+
+    delivery_id: str
+    status: int | None
+    error: str | None
+
+    @property
+    def delivered(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
 
 
 class WebhookTester(Protocol):
@@ -674,26 +685,6 @@ class ApplicationService:
         await self._notifier.webhooks_changed(app_id)
         return updated
 
-    async def test_webhook(self, app_id: str, webhook_id: str) -> tuple[int | None, str | None]:
-        """Send the webhook a signed `test` event now: the receiver's HTTP status, or None and
-        why it could not be reached. Nothing is stored and nothing retried."""
-        webhook = await self._webhooks.get_webhook(app_id, webhook_id)
-        if webhook is None:
-            raise NotFound("webhook not found")
-        if self._tester is None:
-            raise InvalidInput("webhook tests need a running node")
-        body = msgspec.json.encode(
-            {
-                "id": "evt_test_" + new_webhook_id().rsplit("_", 1)[-1],
-                "app_id": app_id,
-                "event": "test",
-                "room": "",
-                "data": {"test": True},
-                "timestamp": int(time.time() * 1000),
-            }
-        )
-        return await self._tester.send_test(webhook, body)
-
     async def list_webhooks(self, app_id: str) -> list[Webhook]:
         """The app's webhooks, oldest first."""
         return await self._webhooks.list_webhooks(app_id)
@@ -726,15 +717,20 @@ class ApplicationService:
         if await self._webhooks.get_webhook(app_id, webhook_id) is None:
             raise NotFound("webhook not found")
 
-    async def send_test_event(self, app_id: str, webhook_id: str) -> str:
-        """Queue a `test` event to one of the app's webhooks now, enabled or not, whatever
-        events it wants; the delivery's id (it shows among the webhook's deliveries)."""
+    async def send_test_event(self, app_id: str, webhook_id: str) -> WebhookTestResult:
+        """Send one of the app's webhooks a signed `test` event now, enabled or not, whatever
+        events it wants, and wait for its answer: the API's `POST /api/webhooks/:id/test` and
+        the dashboard's "Send test event" both call this. The attempt is recorded among the
+        webhook's recent deliveries (so it can be replayed) and never retried."""
         webhook = await self._webhooks.get_webhook(app_id, webhook_id)
         if webhook is None:
             raise NotFound("webhook not found")
+        if self._tester is None:
+            raise InvalidInput("webhook tests need a running node")
         delivery = make_test_delivery(webhook)
-        await self._deliveries.enqueue([delivery])
-        return delivery.id
+        status, error = await self._tester.send_test(webhook, delivery.body.encode())
+        await self._deliveries.record_attempt(delivery, status, error)
+        return WebhookTestResult(delivery.id, status, error)
 
     # --- project members (the dashboard's roles) -----------------------------------------------
 
