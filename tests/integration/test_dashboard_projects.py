@@ -353,9 +353,11 @@ def test_member_invited_by_email_before_sign_up_gets_the_project(
     answer = post(
         owner, base + "/members", base + "/members", email="new@example.com", role="viewer"
     )
-    assert answer.status_code == 201
-    link = re.search(r'value="(http[^"]+invitation=[^"]+)"', answer.text)
+    assert answer.status_code == 303  # POST/redirect/GET: a reload invites nobody again
+    shown = owner.get(answer.headers["location"]).text
+    link = re.search(r'value="(http[^"]+invitation=[^"]+)"', shown)
     assert link
+    assert "invitation=" not in owner.get(answer.headers["location"]).text  # shown once
     with httpx.Client(base_url=node.base_url) as newcomer:
         invitation = link.group(1).split("invitation=")[1]
         assert sign_up(newcomer, "new@example.com", invitation).status_code == 303

@@ -109,6 +109,8 @@ DONE = {
     "role": "The role is changed.",
     "removed": "The member is removed from the project.",
     "member_added": "The member is added. The project is on their Projects page.",
+    "member_invited": "The invitation link was shown once, when it was made. Remove the "
+    "member and add them again for a new link.",
     "deleted": "The project is deleted. Its keys no longer work.",
     "published": "The test message is published.",
     "proxy": "The proxy is saved.",
@@ -839,7 +841,15 @@ class ProjectPages:
             opened = await self._open(request)
             if isinstance(opened, Response):
                 return opened
-            return await self._members_page(*opened, done=self._done(request))
+            signed, project = opened
+            shown = await self._invited(request, project)
+            response = await self._members_page(
+                signed, project, done=None if shown else self._done(request), **shown
+            )
+            if read_flash(request) is not None:
+                path = f"{BASE}/projects/{project.app.app_id}/members"
+                clear_flash(response, request, path)
+            return response
         changed = await self._change(request, "manage")
         if isinstance(changed, Response):
             return changed
@@ -853,7 +863,7 @@ class ProjectPages:
                 signed, project, status=400, values=values, errors=errors
             )
         account = await self.d.accounts.find_account(email)
-        link = None
+        token: str | None = None
         try:
             if account is not None:
                 if account.account_id == project.app.owner_id:
@@ -873,15 +883,37 @@ class ProjectPages:
                     account_id=None,
                     invitation_hash=hash_token(token),
                 )
-                link = f"{self.d.origin(request)}/dashboard/signup?invitation={token}"
         except ServiceError as exc:
             return await self._members_page(
                 signed, project, status=400, values=values, errors=_field_errors(exc, "email")
             )
-        if link is None:
+        if token is None:
             return self._back(project, "members", "member_added")
-        # The link is shown in this answer only (its token is stored hashed).
-        return await self._members_page(signed, project, status=201, new_link=link, new_email=email)
+        # POST/redirect/GET: the token (stored hashed: this is the one time it can be shown)
+        # reaches the Members page in a read-once cookie, so a reload invites nobody again.
+        response = self._back(project, "members", "member_invited")
+        path = f"{BASE}/projects/{project.app.app_id}/members"
+        set_flash(response, request, path, f"{token} {email}")
+        return response
+
+    async def _invited(self, request: Request, project: Project) -> dict[str, Any]:
+        """The invitation link a POST just made, from its read-once cookie: shown to an owner
+        only, and only while the invitation is unused and its person a pending member here."""
+        token, _, email = (read_flash(request) or "").partition(" ")
+        if not token or not email or not project.role.manages:
+            return {}
+        pending = {
+            m.email for m in await self.service.list_members(project.app.app_id) if not m.account_id
+        }
+        wanted = hash_token(token)
+        live = any(
+            i.token_hash == wanted and i.used_at is None
+            for i in await self.d.accounts.list_invitations()
+        )
+        if email not in pending or not live:
+            return {}
+        link = f"{self.d.origin(request)}{BASE}/signup?invitation={token}"
+        return {"new_link": link, "new_email": email}
 
     async def member_role(self, request: Request) -> Response:
         changed = await self._change(request, "manage")
