@@ -32,7 +32,13 @@ from xshathra.dashboard.security import (
     set_flash,
 )
 from xshathra.protocol.codes import LifecycleEvent
-from xshathra.tenancy.apps import APP_ID_PATTERN, NamespaceOptions, NewAppKeys, hash_key
+from xshathra.tenancy.apps import (
+    APP_ID_PATTERN,
+    MAX_QUOTA,
+    NamespaceOptions,
+    NewAppKeys,
+    hash_key,
+)
 from xshathra.tenancy.apps import Application as App
 from xshathra.tenancy.members import Role
 from xshathra.tenancy.service import ApplicationService, AppUpdate, ServiceError
@@ -84,6 +90,14 @@ OPTION_LABELS = {
     "force_positioning": "Every subscription is positioned",
     "allow_tags_filter": "Subscribers may filter publications by tags",
 }
+# The operator's quotas (SPEC §11), as the admin API names them; empty: the server's limit.
+QUOTA_LABELS = {
+    "max_connections": "Most open connections (all nodes)",
+    "max_connections_per_user": "Most connections of one user",
+    "max_channels_per_connection": "Most channels per connection",
+    "max_message_size": "Largest publication (bytes)",
+    "rate_limit_ceiling": "Highest rate limit the project's key may set",
+}
 PROXY_LABELS = {
     "subscribe": "Subscribe proxy",
     "publish": "Publish proxy",
@@ -93,6 +107,7 @@ WEBHOOK_EVENTS = [e.value for e in LifecycleEvent]
 
 DONE = {
     "settings": "The settings are saved.",
+    "quotas": "The quotas are saved. They hold on every node from now on.",
     "namespace": "The namespace is saved.",
     "namespace_deleted": "The namespace is deleted.",
     "webhook": "The webhook is saved.",
@@ -181,6 +196,7 @@ class ProjectPages:
             int_options=INT_OPTIONS,
             option_labels=OPTION_LABELS,
             proxy_kinds=PROXY_KINDS,
+            quota_labels=QUOTA_LABELS,
             proxy_labels=PROXY_LABELS,
             webhook_events=WEBHOOK_EVENTS,
             periods=list(PERIODS),
@@ -198,6 +214,7 @@ class ProjectPages:
             Route(p + "/regenerate", self.regenerate, methods=["POST"]),
             Route(p + "/analytics.json", self.analytics_json, methods=["GET"]),
             Route(p + "/settings", self.settings, methods=["GET", "POST"]),
+            Route(p + "/quotas", self.save_quotas, methods=["POST"]),
             Route(p + "/namespaces", self.save_namespace, methods=["POST"]),
             Route(p + "/namespaces/delete", self.delete_namespace, methods=["POST"]),
             Route(p + "/delete", self.delete, methods=["POST"]),
@@ -434,6 +451,14 @@ class ProjectPages:
             },
         )
         ctx.setdefault("errors", {})
+        ctx.setdefault(
+            "quota_values",
+            {
+                q: "" if getattr(app.quotas, q) is None else str(getattr(app.quotas, q))
+                for q in QUOTA_LABELS
+            },
+        )
+        ctx.setdefault("quota_errors", {})
         ctx.setdefault("ns_values", {})
         ctx.setdefault("ns_errors", {})
         ctx.setdefault("delete_errors", {})
@@ -484,6 +509,44 @@ class ProjectPages:
                 signed, project, status=400, values=values, errors=_field_errors(exc, "name")
             )
         return self._back(project, "settings", "settings")
+
+    async def save_quotas(self, request: Request) -> Response:
+        """The operator's quotas for the project, through the service's update (its checks,
+        the admin API's): an owner sees them, only the operator changes them."""
+        changed = await self._change(request, "manage")
+        if isinstance(changed, Response):
+            return changed
+        signed, project, form = changed
+        if not signed[1].operator:
+            return self._forbidden(signed, "this; only the server's operator sets quotas")
+        values = {q: form.get(q, "").strip() for q in QUOTA_LABELS}
+        quotas: dict[str, int | None] = {}
+        errors: dict[str, str] = {}
+        for name, raw in values.items():
+            if not raw:
+                quotas[name] = None  # the server's own limit
+                continue
+            try:
+                quotas[name] = int(raw.replace(",", "").replace("_", ""))
+            except ValueError:
+                errors[name] = "Enter a whole number, like 1000, or leave it empty."
+        if not errors:
+            try:
+                await self.service.update_project(project.app, {"quotas": quotas}, operator=True)
+            except ServiceError as exc:
+                # The service's check (the admin API's) names the quota; the form has a label.
+                if exc.field in QUOTA_LABELS:
+                    errors = {
+                        exc.field: f"Enter a number from 1 to {MAX_QUOTA:,}, or leave "
+                        "it empty for the server's limit."
+                    }
+                else:
+                    errors = _field_errors(exc, "max_connections")
+            else:
+                return self._back(project, "settings", "quotas")
+        return self._settings_page(
+            signed, project, status=400, quota_values=values, quota_errors=errors
+        )
 
     async def save_namespace(self, request: Request) -> Response:
         changed = await self._change(request)

@@ -234,12 +234,14 @@ def check_quotas(current: Quotas, given: Mapping[str, int | None]) -> Quotas:
         if name not in merged:
             raise InvalidInput(f"{name[:64]} is not a quota")
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-            raise InvalidInput(f"{name} must be an integer or null")
+            raise InvalidInput(f"{name} must be an integer or null", name)
         merged[name] = value
     try:
         return Quotas(**merged)
     except ValueError as exc:
-        raise InvalidInput(str(exc)) from None
+        # Quotas names the offending quota first ("max_connections must be from ...").
+        name = str(exc).split(" ", 1)[0]
+        raise InvalidInput(str(exc), name if name in merged else None) from None
 
 
 MAX_PUBLIC_KEY = 16_384  # characters of PEM: an RSA key of 8192 bits fits easily
@@ -452,6 +454,8 @@ class ApplicationService:
         checks the role). Written unconditionally, as the admin's: a member acts with their
         account, not with the app's key, and may enable the app again. Only the operator may
         set `rate_limit` above the ceiling of an app's own key (XSHATHRA_APP_RATE_LIMIT_CEILING)."""
+        if "quotas" in update and not operator:
+            raise OperatorOnly("quotas are set by the operator")
         if "rate_limit" in update and not operator:
             check_rate_limit(update["rate_limit"], self._key_ceiling)
         return await self.update_application(app, update, as_admin=True)

@@ -14,7 +14,7 @@ from xshathra.accounts.models import Account, AccountId
 from xshathra.storage.database import Database, open_database
 from xshathra.tenancy.apps import utcnow
 from xshathra.tenancy.members import Role
-from xshathra.tenancy.service import ApplicationService, InvalidInput, NotFound
+from xshathra.tenancy.service import ApplicationService, InvalidInput, NotFound, OperatorOnly
 
 
 @pytest.fixture
@@ -128,3 +128,19 @@ async def test_webhook_edit_and_test_event(db: Database) -> None:
     with pytest.raises(InvalidInput, match="running node"):
         await apps.send_test_event(app.app_id, hook.id)
     assert await apps.list_deliveries(app.app_id, hook.id) == []
+
+
+async def test_quotas_from_the_dashboard_are_the_operators_alone(db: Database) -> None:
+    """A member's dashboard update may not carry quotas (the dashboard writes as the admin
+    would); the operator's is checked as the admin API's, naming the quota."""
+    apps = service(db)
+    app, _ = await apps.create_application(name="Quota")
+    with pytest.raises(OperatorOnly):
+        await apps.update_project(app, {"quotas": {"max_connections": 5}}, operator=False)
+    with pytest.raises(InvalidInput) as bad:
+        await apps.update_project(app, {"quotas": {"max_message_size": 0}}, operator=True)
+    assert bad.value.field == "max_message_size"
+    updated = await apps.update_project(
+        app, {"quotas": {"max_connections": 5, "rate_limit_ceiling": None}}, operator=True
+    )
+    assert (updated.quotas.max_connections, updated.quotas.rate_limit_ceiling) == (5, None)
