@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import hmac
 import json
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
@@ -50,6 +52,15 @@ if TYPE_CHECKING:
 BASE = "/dashboard"
 CONSOLE_TOKEN_TTL = 300  # seconds: the console's connection token, re-minted on reconnect
 MAX_TEST_MESSAGE = 8 * 1024
+# How long tokens signed with a replaced app secret keep verifying, as the form offers it
+# (the service accepts 0 to 30 days; the API takes any number of seconds in that range).
+SECRET_GRACE = {
+    "0": "None: stop the old secret now",
+    "3600": "1 hour",
+    "86400": "24 hours",
+    "604800": "7 days",
+    "2592000": "30 days",
+}
 # Namespace options as the form shows them: booleans as checkboxes, the rest as numbers.
 # The proxy switches are chosen with a select per kind (PROXY_KINDS); the options the form
 # does not show (delta types, recovery mode: set with the API) are kept as stored.
@@ -114,6 +125,12 @@ DONE = {
     "webhook_added": "The webhook is added.",
     "created": "Your project is created.",
     "regenerated": "A new server key is made: the old one no longer works.",
+    "client_key_regenerated": "A new client key is made: clients using the old one can no "
+    "longer connect. Put the new one in your apps.",
+    "secret_regenerated": "A new app secret is made: tokens signed with the old one no "
+    "longer verify. Reveal the new one below and put it on your servers.",
+    "secret_regenerated_grace": "A new app secret is made: tokens signed with the old one "
+    "keep verifying until the time shown below. Reveal the new one and put it on your servers.",
     "webhook_enabled": "The webhook is enabled.",
     "webhook_disabled": "The webhook is disabled: it gets no events until you enable it.",
     "webhook_deleted": "The webhook is deleted.",
@@ -212,6 +229,8 @@ class ProjectPages:
             Route(p, self.overview, methods=["GET"]),
             Route(p + "/secret", self.reveal_secret, methods=["POST"]),
             Route(p + "/regenerate", self.regenerate, methods=["POST"]),
+            Route(p + "/regenerate-client-key", self.regenerate_client_key, methods=["POST"]),
+            Route(p + "/regenerate-secret", self.regenerate_secret, methods=["POST"]),
             Route(p + "/analytics.json", self.analytics_json, methods=["GET"]),
             Route(p + "/settings", self.settings, methods=["GET", "POST"]),
             Route(p + "/quotas", self.save_quotas, methods=["POST"]),
@@ -388,6 +407,12 @@ class ProjectPages:
             stats=chart_data(period, snap),
             origin=self.d.origin(request),
             pusher=pusher_options(self.d.origin(request)),
+            secret_grace=list(SECRET_GRACE.items()),
+            previous_secret_until=(
+                datetime.fromtimestamp(project.app.previous_secret_until, UTC)
+                if project.app.previous_secret_until > time.time()
+                else None
+            ),
             **ctx,
         )
 
@@ -419,6 +444,70 @@ class ProjectPages:
         except ServiceError as exc:
             return await self._overview(request, signed, project, status=400, alert=exc.message)
         return self._flash_key(request, app, keys, "regenerated")
+
+    async def _confirmed_owner(
+        self, request: Request, field: str, why: str
+    ) -> tuple[Signed, Project, dict[str, str]] | Response:
+        """An owner's POST whose confirmation box `field` is ticked; the overview with the
+        error beside the box otherwise."""
+        changed = await self._change(request, "manage")
+        if isinstance(changed, Response):
+            return changed
+        signed, project, form = changed
+        if not _checked(form, field):
+            return await self._overview(
+                request, signed, project, status=400, errors={field: why}, opened=field
+            )
+        return signed, project, form
+
+    async def regenerate_client_key(self, request: Request) -> Response:
+        """Owners only: the client key is public, but replacing it cuts every client off."""
+        checked = await self._confirmed_owner(
+            request,
+            "confirm_client_key",
+            "Tick the box to confirm: clients using the current client key can no longer connect.",
+        )
+        if isinstance(checked, Response):
+            return checked
+        signed, project, _ = checked
+        try:
+            await self.service.regenerate_client_key(project.app, as_admin=True)
+        except ServiceError as exc:
+            return await self._overview(request, signed, project, status=400, alert=exc.message)
+        return self._back(project, "", "client_key_regenerated")
+
+    async def regenerate_secret(self, request: Request) -> Response:
+        """Owners only, through the service method of `POST .../regenerate-secret` (its grace
+        period too). The new secret is not shown here: Reveal app secret shows it, so a reload
+        of the page after the redirect repeats nothing."""
+        checked = await self._confirmed_owner(
+            request,
+            "confirm_secret",
+            "Tick the box to confirm: tokens signed with the current secret stop verifying "
+            "when the grace period ends.",
+        )
+        if isinstance(checked, Response):
+            return checked
+        signed, project, form = checked
+        grace = form.get("grace_seconds", "0")
+        if grace not in SECRET_GRACE:
+            return await self._overview(
+                request,
+                signed,
+                project,
+                status=400,
+                errors={"grace_seconds": "Choose one of the grace periods listed."},
+                opened="confirm_secret",
+            )
+        try:
+            await self.service.regenerate_app_secret(
+                project.app, grace_seconds=int(grace), as_admin=True
+            )
+        except ServiceError as exc:
+            return await self._overview(request, signed, project, status=400, alert=exc.message)
+        return self._back(
+            project, "", "secret_regenerated_grace" if grace != "0" else "secret_regenerated"
+        )
 
     async def analytics_json(self, request: Request) -> Response:
         opened = await self._open(request)

@@ -580,6 +580,19 @@ class ApplicationService:
         await self._notifier.app_changed(updated.app_id)
         return updated, keys
 
+    async def regenerate_client_key(self, app: Application, *, as_admin: bool) -> Application:
+        """A new public client key (the one browsers and Pusher clients name the app by); the
+        old one stops finding the app at once on every node. Conditional as
+        `update_application` with the app's own key."""
+        while_key = None if as_admin else app.api_key_hash
+        updated = await self._apps.set_client_key(
+            app.app_id, new_secret("xc_"), while_key=while_key
+        )
+        if updated is None:
+            await self._refuse_stale(app.app_id, while_key)
+        await self._notifier.app_changed(updated.app_id)
+        return updated
+
     async def regenerate_app_secret(
         self, app: Application, *, grace_seconds: int, as_admin: bool
     ) -> Application:

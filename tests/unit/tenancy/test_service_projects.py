@@ -144,3 +144,18 @@ async def test_quotas_from_the_dashboard_are_the_operators_alone(db: Database) -
         app, {"quotas": {"max_connections": 5, "rate_limit_ceiling": None}}, operator=True
     )
     assert (updated.quotas.max_connections, updated.quotas.rate_limit_ceiling) == (5, None)
+
+
+async def test_a_regenerated_client_key_finds_the_app_and_the_old_one_does_not(
+    db: Database,
+) -> None:
+    told = Recorder()
+    apps = service(db, told)
+    app, _ = await apps.create_application(name="Keys")
+    updated = await apps.regenerate_client_key(app, as_admin=True)
+    assert updated.client_api_key.startswith("xc_")
+    assert updated.client_api_key != app.client_api_key
+    assert await db.apps.find_by_client_key(app.client_api_key) is None
+    found = await db.apps.find_by_client_key(updated.client_api_key)
+    assert found is not None and found.app_id == app.app_id
+    assert told.told[-1] == ("app", app.app_id)  # every node drops its cached copy
