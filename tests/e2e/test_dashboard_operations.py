@@ -303,3 +303,95 @@ def test_webhook_test_event_answers_at_once(
         shot(page, "dash-webhook-test-1280.png")
     assert not person.errors, person.errors
     person.close()
+
+
+def reveal_secret(page: Page, project: str) -> tuple[str, str]:
+    """The project's app ID and app secret, as its owner reveals it on the overview."""
+    base = open_project(page, project)
+    page.get_by_role("button", name="Reveal app secret").click()
+    secret = page.get_by_label("App secret (signs tokens: keep it on your servers)").input_value()
+    return base.rsplit("/", 1)[1], secret
+
+
+def connection_token(node: ServerProcess, app_id: str, secret: str, user: str) -> str:
+    """A connection token for `user`, subscribed server-side to public:lobby."""
+    minted = httpx.post(
+        f"{node.base_url}/api/token",
+        json={
+            "app_id": app_id,
+            "app_secret": secret,
+            "payload": {"sub": user, "channels": ["public:lobby"]},
+        },
+    )
+    assert minted.status_code == 200, minted.text
+    return str(minted.json()["token"])
+
+
+def reply_to(ws: object, command_id: int) -> dict[str, object]:
+    """The reply to command `command_id`, past the pushes (joins, leaves) sent around it; a
+    frame may hold several newline-joined messages."""
+    import json
+
+    while True:
+        frame = ws.recv(timeout=10)  # type: ignore[attr-defined]
+        for line in str(frame).splitlines():
+            message = json.loads(line)
+            if message.get("id") == command_id:
+                return dict(message)
+
+
+def test_console_shows_the_apps_lifecycle_events_from_every_node(
+    browser: Browser,  # noqa: F811
+    nodes: list[ServerProcess],
+) -> None:
+    """The console, served by one node, shows a client of the project connecting to the
+    other node, subscribing, unsubscribing and disconnecting, with its user, client ID and
+    transport; another project's client shows nothing."""
+    import json
+
+    from playwright.sync_api import expect
+    from websockets.sync.client import connect
+
+    from tests.support.rawws import ENGINE_PATH
+
+    person = Person(browser, nodes[0])
+    page = person.page
+    person.sign_in(OPERATOR)
+    other_id, other_secret = reveal_secret(page, "Owner's shop")
+    app_id, secret = reveal_secret(page, PROJECT)
+    page.get_by_role("link", name="Live console").click()
+    state = page.get_by_role("status").filter(has_text="Live:")
+    expect(state).to_have_text("Live: connections and subscriptions on every node.")
+    log = page.get_by_role("list", name="App events, oldest first")
+
+    far = nodes[1].base_url.replace("http", "ws", 1) + ENGINE_PATH
+    # First another project's client: were it leaked, it would show before ours does.
+    with connect(far) as stranger:
+        token = connection_token(nodes[1], other_id, other_secret, "stranger-1")
+        stranger.send(json.dumps({"id": 1, "connect": {"token": token}}))
+        assert "public:lobby" in reply_to(stranger, 1)["connect"]["subs"]  # type: ignore[index]
+        with connect(far) as ws:
+            token = connection_token(nodes[1], app_id, secret, "shopper-7")
+            ws.send(json.dumps({"id": 1, "connect": {"token": token}}))
+            client = reply_to(ws, 1)["connect"]["client"]  # type: ignore[index]
+            ws.send(json.dumps({"id": 2, "subscribe": {"channel": "public:news"}}))
+            assert "error" not in reply_to(ws, 2)
+            connected = log.get_by_role("listitem").filter(has_text="connected").first
+            expect(connected).to_contain_text(
+                f"user shopper-7, client {client}, over websocket", timeout=15_000
+            )
+            expect(
+                log.get_by_role("listitem").filter(has_text="channel public:lobby")
+            ).to_contain_text("subscribed")
+            news = log.get_by_role("listitem").filter(has_text="channel public:news")
+            expect(news).to_contain_text("channel public:news, user shopper-7")
+            ws.send(json.dumps({"id": 3, "unsubscribe": {"channel": "public:news"}}))
+            assert "error" not in reply_to(ws, 3)
+            expect(news.filter(has_text="unsubscribed")).to_have_count(1, timeout=15_000)
+        expect(log.get_by_role("listitem").filter(has_text="disconnected")).to_contain_text(
+            f"user shopper-7, client {client}", timeout=15_000
+        )
+    shot(page, "dash-console-app-events-1280.png")
+    assert "stranger-1" not in log.inner_text()
+    assert not person.errors, person.errors
+    person.close()

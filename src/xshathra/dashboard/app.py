@@ -34,6 +34,7 @@ from xshathra.accounts.service import (
     hash_token,
 )
 from xshathra.analytics import AnalyticsReader
+from xshathra.dashboard.console_stream import LifecycleSource
 from xshathra.dashboard.projects import DONE as PROJECT_DONE
 from xshathra.dashboard.projects import ProjectPages, TestPublisher
 from xshathra.dashboard.security import (
@@ -96,6 +97,7 @@ class Dashboard:
         analytics: AnalyticsReader,
         publisher: TestPublisher | None = None,
         public_url: str = "",
+        lifecycle: LifecycleSource | None = None,
     ) -> None:
         self.public_url = public_url.rstrip("/")
         self.accounts = accounts
@@ -113,7 +115,7 @@ class Dashboard:
             name: resources.files("xshathra.dashboard").joinpath("static", name).read_bytes()
             for name in STATIC_FILES
         }
-        self.projects_pages = ProjectPages(self, apps, tokens, analytics, publisher)
+        self.projects_pages = ProjectPages(self, apps, tokens, analytics, publisher, lifecycle)
         self.app = Starlette(
             routes=[
                 *self.projects_pages.routes(),
@@ -584,10 +586,12 @@ def create_dashboard(
     analytics: AnalyticsReader,
     publisher: TestPublisher | None = None,
     public_url: str = "",
+    lifecycle: LifecycleSource | None = None,
 ) -> Dashboard:
     """The dashboard; mount `.app` at /dashboard and route /dashboard itself to `.index`.
     `public_url` (XSHATHRA_PUBLIC_URL) is where invitation links point when set;
-    `publisher` publishes the live console's test messages."""
+    `publisher` publishes the live console's test messages; `lifecycle` (the node) tells
+    its app-wide stream the apps' lifecycle events."""
     return Dashboard(
         accounts,
         apps,
@@ -596,4 +600,5 @@ def create_dashboard(
         analytics=analytics,
         publisher=publisher,
         public_url=public_url,
+        lifecycle=lifecycle,
     )

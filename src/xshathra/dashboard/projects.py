@@ -26,6 +26,7 @@ from starlette.routing import Route
 from xshathra.accounts.service import NotAllowedError, hash_token
 from xshathra.analytics import PERIODS, AnalyticsReader
 from xshathra.dashboard.charts import CHARTS, HEIGHT, WIDTH, chart_data
+from xshathra.dashboard.console_stream import ConsoleStream, LifecycleSource
 from xshathra.dashboard.proxy_pages import ProxyPages
 from xshathra.dashboard.security import (
     SECURITY_HEADERS,
@@ -201,12 +202,14 @@ class ProjectPages:
         tokens: TokenService,
         analytics: AnalyticsReader,
         publisher: TestPublisher | None,
+        lifecycle: LifecycleSource | None = None,
     ) -> None:
         self.d = dashboard
         self.service = service
         self.tokens = tokens
         self.analytics = analytics
         self.publisher = publisher
+        self.lifecycle = lifecycle
         self.d.templates.globals.update(
             roles=[r.value for r in Role],
             bool_options=BOOL_OPTIONS,
@@ -252,6 +255,7 @@ class ProjectPages:
             Route(p + "/members/{member_id}/role", self.member_role, methods=["POST"]),
             Route(p + "/members/{member_id}/remove", self.member_remove, methods=["POST"]),
             *ProxyPages(self).routes(),
+            *ConsoleStream(self, self.lifecycle).routes(),
         ]
 
     # -- who may see what ---------------------------------------------------------------------
