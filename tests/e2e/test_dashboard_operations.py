@@ -395,3 +395,55 @@ def test_console_shows_the_apps_lifecycle_events_from_every_node(
     assert "stranger-1" not in log.inner_text()
     assert not person.errors, person.errors
     person.close()
+
+
+def test_users_chart_moves_live_with_the_same_figures_as_the_api(
+    browser: Browser,  # noqa: F811
+    nodes: list[ServerProcess],
+) -> None:
+    """The overview's Users chart is a line per hour; two users connecting to the other
+    node raise its latest point without a reload, to what /api/analytics's series says."""
+    import json
+
+    from playwright.sync_api import expect
+    from websockets.sync.client import connect
+
+    from tests.support.rawws import ENGINE_PATH
+
+    person = Person(browser, nodes[0])
+    page = person.page
+    person.sign_in(OPERATOR)
+    app_id, secret = reveal_secret(page, PROJECT)
+    page.get_by_role("navigation", name="Period").get_by_role("link", name="24h").click()
+    users = page.get_by_role("figure").filter(has_text="Users")
+    expect(
+        users.get_by_role("img", name=re.compile("^Users per hour over the last 24h"))
+    ).to_be_visible()
+    peak = users.locator("[data-max]")
+    before = int(peak.inner_text())
+
+    far = nodes[1].base_url.replace("http", "ws", 1) + ENGINE_PATH
+    with connect(far) as one, connect(far) as two:
+        for ws, user in ((one, "chart-1"), (two, "chart-2")):
+            ws.send(
+                json.dumps(
+                    {
+                        "id": 1,
+                        "connect": {"token": connection_token(nodes[1], app_id, secret, user)},
+                    }
+                )
+            )
+            assert "connect" in reply_to(ws, 1)
+        expect(peak).to_have_text(str(before + 2), timeout=20_000)
+        shot(page, "dash-users-chart-1280.png")
+        api = httpx.get(
+            f"{nodes[1].base_url}/api/analytics",
+            params={"period": "24h", "app_id": app_id},
+            headers=nodes[1].admin_headers(),
+        )
+        assert api.status_code == 200, api.text
+        series = api.json()["series"]
+        assert series[-1]["users"] == before + 2
+        assert {"timestamp", "connections", "events", "broadcasts", "users"} <= set(series[-1])
+    assert not person.errors, person.errors
+    person.close()
