@@ -105,16 +105,16 @@ class AnalyticsRecorder:
             online: dict[str, tuple[int, list[str]]] = {}
             if not final:
                 hour = _hour(time.time())
-                if any(key[1] != hour for key in self._active):
-                    self._active = {key for key in self._active if key[1] == hour}
+                if any(seen[1] != hour for seen in self._active):
+                    self._active = {seen for seen in self._active if seen[1] == hour}
                 for app_id in self._apps_online():
                     n, who = self._online(app_id)
                     online[app_id] = (n, sorted(who))
                     for user in who:
-                        key = (app_id, hour, user)
-                        if user and key not in self._active:
-                            self._active.add(key)
-                            users.add(key)
+                        active = (app_id, hour, user)
+                        if user and active not in self._active:
+                            self._active.add(active)
+                            users.add(active)
             try:
                 await self._store.flush(counts, users, self._node_id, online, int(time.time()))
             except Exception:
