@@ -298,7 +298,7 @@ def test_webhook_test_event_answers_at_once(
         expect(page.get_by_role("cell", name="HTTP 204")).to_be_visible()
         assert receiver.wait_for(1)[0].json()["event"] == "test"
         page.get_by_role("button", name="Send test event").click()
-        expect(page.get_by_role("status").first).to_contain_text("was not delivered")
+        expect(page.get_by_role("alert")).to_contain_text("was not delivered")
         expect(page.get_by_role("cell", name="HTTP 500")).to_be_visible()
         shot(page, "dash-webhook-test-1280.png")
     assert not person.errors, person.errors

@@ -824,7 +824,10 @@ class ProjectPages:
             opened = await self._open(request)
             if isinstance(opened, Response):
                 return opened
-            return await self._webhook_page(*opened, webhook_id, done=self._done(request))
+            done = self._done(request)
+            if request.query_params.get("done") == "test_failed":  # shown as what to fix
+                return await self._webhook_page(*opened, webhook_id, alert=done)
+            return await self._webhook_page(*opened, webhook_id, done=done)
         changed = await self._change(request)
         if isinstance(changed, Response):
             return changed
