@@ -359,6 +359,20 @@ def test_console_events_stream_the_projects_lifecycle_to_a_viewer(
             "sse-user",
             "websocket",
         )
+        # A Pusher client (pusher-js's protocol, the client key) is shown with its transport.
+        overview = people[OWNER].get(base).text
+        client_key = re.search(r'id="client-key" type="text" readonly value="(xc_[^"]+)"', overview)
+        assert client_key
+        pusher_url = node.base_url.replace("http", "ws", 1) + f"/app/{client_key.group(1)}"
+        with connect(pusher_url + "?protocol=7") as pusher:
+            established = json.loads(pusher.recv(timeout=10))
+            assert established["event"] == "pusher:connection_established"
+            socket_id = json.loads(established["data"])["socket_id"]
+            pusher_event = None
+            while pusher_event is None or pusher_event["client"] != socket_id:
+                assert next(line for line in lines if line.startswith("event:"))
+                pusher_event = json.loads(next(lines).removeprefix("data:"))
+        assert (pusher_event["kind"], pusher_event["transport"]) == ("connected", "pusher")
 
 
 def test_operator_sees_api_made_apps_and_owner_deletes_with_typed_name(
