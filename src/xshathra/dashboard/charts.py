@@ -45,6 +45,12 @@ def chart_data(period: str, snap: AnalyticsSnapshot) -> dict[str, Any]:
     return {
         "period": period,
         "step": STEP_LABEL.get(period, ""),
+        # Users are kept per hour: their line is per hour even over the last hour.
+        "steps": {
+            "connections": STEP_LABEL.get(period, ""),
+            "publications": STEP_LABEL.get(period, ""),
+            "users": "per hour" if period == "1h" else STEP_LABEL.get(period, ""),
+        },
         "totals": {
             "connections": snap.connections_total,
             "publications": snap.events_total,
