@@ -596,6 +596,23 @@ def test_pusher_client_events_switch_and_pusher_js_snippet(
     assert post(dev, base + "/settings", base + "/settings", **settings).status_code == 303
 
 
+def test_an_open_console_stream_ends_when_its_session_does(
+    node: ServerProcess, project: dict[str, str]
+) -> None:
+    """Signing out (here from the same browser; any node, any way a session ends) ends an
+    open app-events stream at its next keep-alive: events stop reaching a signed-out person."""
+    with httpx.Client(base_url=node.base_url) as http:
+        assert sign_in(http, VIEWER).status_code == 303
+        token = csrf_of(http.get(project["base"] + "/console").text)
+        with http.stream("GET", project["base"] + "/console/events", timeout=60) as events:
+            lines = events.iter_lines()
+            assert next(line for line in lines if line.startswith("event:")) == "event: ready"
+            with httpx.Client(base_url=node.base_url, cookies=http.cookies) as other:
+                assert other.post("/dashboard/logout", data={"csrf_token": token}).is_redirect
+            rest = list(lines)  # returns once the server ended the stream
+            assert not [line for line in rest if line.startswith("event:")], rest
+
+
 def test_an_open_console_stream_ends_as_its_node_stops(tmp_path: Path) -> None:
     """A browser's open app-events stream does not hold the node's shutdown for uvicorn's
     whole grace period: the stream is ended (the browser reconnects to another node)."""

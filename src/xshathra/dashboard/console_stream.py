@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 # uvicorn's connection asks a held-open response to end as the server stops (see
 # transports/http.py: BoundedHttpToolsProtocol.shutdown) through this key of the scope.
 ON_SHUTDOWN_KEY = "xshathra.on_shutdown"
-KEEPALIVE = 10.0  # seconds between comments that keep proxies from closing an idle stream
+# Seconds between comments that keep proxies from closing an idle stream; the member's session
+# and role are checked again each time.
+KEEPALIVE = 10.0
 QUEUE_MAX = 1000  # events waiting for a slow browser; past it they are dropped and counted
 
 
@@ -68,6 +70,10 @@ class ConsoleStream:
     def routes(self) -> list[Route]:
         return [Route("/projects/{app_id}/console/events", self.events, methods=["GET"])]
 
+    async def _still_allowed(self, request: Request) -> bool:
+        signed = await self.pages.d._signed(request)
+        return signed is not None and await self.pages._find(request, signed) is not None
+
     async def events(self, request: Request) -> Response:
         opened = await self.pages._open(request)
         if isinstance(opened, Response):
@@ -96,6 +102,10 @@ class ConsoleStream:
                     try:
                         event = await asyncio.wait_for(queue.get(), KEEPALIVE)
                     except TimeoutError:
+                        # Still signed in and still a member? A sign-out, a password change,
+                        # a disabled account or a removed membership ends the stream here.
+                        if not await self._still_allowed(request):
+                            return
                         yield b": keep-alive\n\n"
                         continue
                     if event is None:  # the node stops: the browser reconnects elsewhere
