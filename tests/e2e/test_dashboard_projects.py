@@ -138,7 +138,7 @@ def test_journey(browser: Browser, node: ServerProcess) -> None:  # noqa: F811
         expect(page.get_by_label("Webhook signing secret")).to_have_value(re.compile("^whsec_"))
         page.get_by_role("link", name=re.compile("Deliveries and settings")).click()
         page.get_by_role("button", name="Send test event").click()
-        expect(page.get_by_role("status").first).to_contain_text("A test event is queued")
+        expect(page.get_by_role("status").first).to_contain_text("The test event is delivered")
         assert receiver.wait_for(1)[0].json()["event"] == "test"
         for _ in range(40):  # the delivery is marked right after the receiver answered
             page.get_by_role("link", name="Refresh deliveries").click()

@@ -206,6 +206,11 @@ class SeriesPoint(BaseModel):
     connections: int
     events: int
     broadcasts: int
+    users: int = Field(
+        0,
+        description="Distinct users active in the bucket (kept per hour: a minute's point "
+        "has its hour's figure).",
+    )
 
 
 class AnalyticsAnswer(Success):

@@ -123,6 +123,25 @@ class NodeAlive(_Control, kw_only=True, tag="node_alive"):
     hello: bool = False
 
 
+class ConsoleWatch(_Control, kw_only=True, tag="console_watch"):
+    """`origin_node` serves a live console of the app: forward the app's lifecycle events
+    (`LifecycleNotice`) for `ttl` seconds; re-sent while the console stays open."""
+
+    ttl: float
+
+
+class LifecycleNotice(_Control, kw_only=True, tag="lifecycle"):
+    """One lifecycle event of the app on `origin_node`, for the consoles of other nodes."""
+
+    kind: str
+    user: str = ""
+    client: str = ""
+    transport: str = ""
+    channel: str = ""
+    node_name: str = ""
+    at: float = 0.0
+
+
 ControlMessage = (
     Disconnect
     | Unsubscribe
@@ -136,6 +155,8 @@ ControlMessage = (
     | QueryReply
     | Emulation
     | NodeAlive
+    | ConsoleWatch
+    | LifecycleNotice
 )
 
 _encoder = msgspec.msgpack.Encoder()

@@ -30,9 +30,11 @@ from xshathra.engine.control import (
     AccessChanged,
     AppChanged,
     ConnectionSummary,
+    ConsoleWatch,
     ControlMessage,
     Disconnect,
     Emulation,
+    LifecycleNotice,
     NodeAlive,
     NodeStats,
     Query,
@@ -47,6 +49,14 @@ from xshathra.engine.control import (
 from xshathra.engine.deadlines import Deadlines
 from xshathra.engine.errors import ClientError
 from xshathra.engine.hub import Hub, SubscriberFeatures, publication_message
+from xshathra.engine.lifecycle import (
+    CONNECTED,
+    DISCONNECTED,
+    SUBSCRIBED,
+    UNSUBSCRIBED,
+    LifecycleFeed,
+    Listener,
+)
 from xshathra.engine.options import EngineOptions
 from xshathra.engine.proxy import ProxyCaller, ProxyUnavailable, answered, refuse, result_of
 from xshathra.engine.writer import FlushScheduler
@@ -238,6 +248,8 @@ class Node:
         # Other nodes on the control bus: node id -> when last heard of (monotonic).
         self._nodes: dict[str, float] = {}
         self._announce_task: asyncio.Task[None] | None = None
+        # Apps' lifecycle events for live consoles on any node (engine/lifecycle.py).
+        self.lifecycle = LifecycleFeed(self)
         analytics.bind_online(self._online, self.hub.app_ids)
 
     async def start(self) -> None:
@@ -299,6 +311,7 @@ class Node:
         """Disconnect every client with a reconnect code and stop background work."""
         for session in self.hub.all_connections():
             session.disconnect(DisconnectCode.SHUTDOWN)
+        await self.lifecycle.close()
         await self.cluster.stop()
         for task in (
             self._ping_task,
@@ -409,6 +422,7 @@ class Node:
         if session.app is not None:
             self._apps.setdefault(session.app_id, session.app)
         self.hub.add_connection(session)
+        self.lifecycle.emit(CONNECTED, session)
         self.analytics.connection_opened(session.app_id, session.user)
         if self.events is not None and session.user:
             self._spawn(self._count_user(session.app_id, session.user))
@@ -422,6 +436,9 @@ class Node:
         if session.emulation_id:
             self._emulated.pop(session.emulation_id, None)
         if session.app is not None:
+            for sub in subs:  # a console shows them before the disconnect, as they happen
+                self.lifecycle.emit(UNSUBSCRIBED, session, sub.ref.name, session.sub_info(sub).user)
+            self.lifecycle.emit(DISCONNECTED, session)
             self.hub.remove_connection(session)
             if not self.hub.connection_count(session.app_id):
                 self._apps.pop(session.app_id, None)
@@ -435,7 +452,7 @@ class Node:
         self, session: ClientSession, subs: list[Subscription], emptied: list[ChannelRef]
     ) -> None:
         for sub in subs:
-            self.subscription_removed(session, sub)
+            self.subscription_removed(session, sub, closed=True)
             try:
                 if sub.options.presence:
                     await self.presence_store.remove_presence(sub.ref, session.client_id)
@@ -490,17 +507,23 @@ class Node:
         await self._count_subscribers(ref)
 
     def subscription_added(self, session: ClientSession, sub: Subscription) -> None:
+        user = session.sub_info(sub).user  # a Pusher presence member's own user id
+        self.lifecycle.emit(SUBSCRIBED, session, sub.ref.name, user)
         if self.events is None:
             return
-        user = session.sub_info(sub).user  # a Pusher presence member's own user id
         self._spawn(
             self.events.lifecycle(sub.ref, LifecycleEvent.USER_JOINED, user, session.client_id)
         )
 
-    def subscription_removed(self, session: ClientSession, sub: Subscription) -> None:
+    def subscription_removed(
+        self, session: ClientSession, sub: Subscription, *, closed: bool = False
+    ) -> None:
+        """`closed`: the connection closed (`unregister` told the consoles already)."""
+        user = session.sub_info(sub).user
+        if not closed:
+            self.lifecycle.emit(UNSUBSCRIBED, session, sub.ref.name, user)
         if self.events is None:
             return
-        user = session.sub_info(sub).user
         self._spawn(
             self.events.lifecycle(sub.ref, LifecycleEvent.USER_LEFT, user, session.client_id)
         )
@@ -609,6 +632,14 @@ class Node:
             if msg.node == self.node_id:
                 self._emulate_here(msg.session, msg.data, msg.origin)
             return
+        if isinstance(msg, LifecycleNotice):
+            self.lifecycle.on_notice(msg)
+            return
+        if isinstance(msg, ConsoleWatch):
+            # Handled here, not in a task: it takes effect before any later message of its
+            # sender (the watcher's confirming query) is answered.
+            self.lifecycle.on_watch(msg)
+            return
         if isinstance(msg, NodeAlive):
             if msg.origin_node and msg.origin_node != self.node_id:
                 self._nodes[msg.origin_node] = time.monotonic()
@@ -670,7 +701,7 @@ class Node:
             if self.events is not None:
                 self.events.invalidate(app_id)
             return
-        if isinstance(msg, Emulation | NodeAlive):
+        if isinstance(msg, Emulation | NodeAlive | ConsoleWatch | LifecycleNotice):
             return  # on_control's, never spawned
         if msg.client:
             one = self.hub.connection(app_id, msg.client)
@@ -713,6 +744,12 @@ class Node:
                 session.disconnect(DisconnectCode.PERMISSION_DENIED, "application is disabled")
             else:
                 session.app = app
+
+    async def watch_lifecycle(self, app_id: str, listener: Listener) -> Callable[[], None]:
+        """Tell `listener` the app's lifecycle events (connected, disconnected, subscribed,
+        unsubscribed) on every node of the cluster, from when this returns, until the returned
+        call; None once this node stops. See engine/lifecycle.py."""
+        return await self.lifecycle.watch(app_id, listener)
 
     async def send_control(self, msg: ControlMessage) -> None:
         """Act on connections and caches of every node, this one included (the broker's

@@ -243,6 +243,12 @@ class SqlAppStore:
         }
         return await self._update(app_id, values, while_key)
 
+    async def set_client_key(
+        self, app_id: str, client_api_key: str, *, while_key: str | None = None
+    ) -> Application | None:
+        values = {"client_api_key": client_api_key, "updated_at": utcnow()}
+        return await self._update(app_id, values, while_key)
+
     async def set_app_secret(
         self, app_id: str, secret: SecretRotation, *, while_key: str | None = None
     ) -> Application | None:

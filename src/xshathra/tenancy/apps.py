@@ -351,6 +351,11 @@ class AppStore(Protocol):
     ) -> Application | None:
         """Replace the API key (hash and hint), with `while_key` as in `update_app`."""
 
+    async def set_client_key(
+        self, app_id: str, client_api_key: str, *, while_key: str | None = None
+    ) -> Application | None:
+        """Replace the public client key, with `while_key` as in `update_app`."""
+
     async def set_app_secret(
         self, app_id: str, secret: SecretRotation, *, while_key: str | None = None
     ) -> Application | None:

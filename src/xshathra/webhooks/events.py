@@ -69,7 +69,7 @@ def make_test_delivery(webhook: Webhook) -> NewDelivery:
             app_id=webhook.app_id,
             event=TEST_EVENT,
             room="",
-            data=msgspec.Raw(b'{"message":"A test event sent from the dashboard."}'),
+            data=msgspec.Raw(b'{"test":true,"message":"A test event: your receiver works."}'),
             timestamp=int(time.time() * 1000),
         )
     ).decode()

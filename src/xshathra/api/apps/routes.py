@@ -509,9 +509,9 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
     @router.post(
         "/webhooks/{webhook_id}/test",
         summary="Send a test event now",
-        description="POSTs a signed `test` event to the webhook at once (nothing stored, no "
-        "retry) and answers what the receiver said: `delivered` (a 2xx), its HTTP `status`, "
-        "or the `error` that kept it from answering.",
+        description="POSTs a signed `test` event to the webhook at once (no retry; the attempt "
+        "is listed among its deliveries) and answers what the receiver said: `delivered` "
+        "(a 2xx), its HTTP `status`, or the `error` that kept it from answering.",
         response_model=docs.WebhookTestAnswer,
         responses=docs.apps_errors(400, 401, 403, 404, 429, 500),
     )
@@ -520,9 +520,8 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
     ) -> JSONResponse:
         app = await rated_app(who, ctx, app_id)
         with refusals():
-            status, error = await service.test_webhook(app.app_id, webhook_id)
-        delivered = status is not None and 200 <= status < 300
-        return _ok({"delivered": delivered, "status": status, "error": error})
+            sent = await service.send_test_event(app.app_id, webhook_id)
+        return _ok({"delivered": sent.delivered, "status": sent.status, "error": sent.error})
 
     @router.delete(
         "/webhooks/{webhook_id}",
