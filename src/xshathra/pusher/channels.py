@@ -22,6 +22,11 @@ from xshathra.tenancy.apps import Application
 SOCKET_ID = re.compile(r"\A\d+\.\d+\Z")
 
 
+def _listed(name: str, prefix: str) -> bool:
+    """Pusher lists no user's own channel (`#server-to-user-`): it is its connections'."""
+    return name.startswith(prefix) and not name.startswith(p.SERVER_TO_USER_PREFIX)
+
+
 class PusherRequestError(Exception):
     """A request Pusher's rules refuse: its HTTP status and message."""
 
@@ -100,10 +105,19 @@ class PusherChannels:
         return ChannelState(occupied=count > 0, subscription_count=count, user_count=users)
 
     async def channels(self, app: Application, prefix: str) -> dict[str, ChannelState]:
-        """Occupied channels starting with `prefix`: those with subscribers on this node (the
-        broker keeps counts per channel, not a cluster-wide list), counted cluster-wide."""
-        names = sorted(n for n in self._node.channels(app.app_id) if n.startswith(prefix))
-        return {name: await self.channel(app, name) for name in names}
+        """Occupied channels starting with `prefix` on any live node of the cluster: every node
+        answers the control-bus query the server API's `channels` uses (engine.cluster), and
+        the subscriber counts are their sum. Presence channels add their distinct users."""
+        found = await self._node.cluster_channels(app.app_id)
+        states: dict[str, ChannelState] = {}
+        for name in sorted(n for n, count in found.items() if count > 0 and _listed(n, prefix)):
+            users = None
+            if p.is_presence(name):
+                users = (await self._node.presence_stats(self._ref(app, name)))[1]
+            states[name] = ChannelState(
+                occupied=True, subscription_count=found[name], user_count=users
+            )
+        return states
 
     async def users(self, app: Application, name: str) -> list[str]:
         if not p.is_presence(name):

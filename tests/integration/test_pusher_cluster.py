@@ -1,0 +1,87 @@
+"""The Pusher protocol on two nodes sharing PostgreSQL and Redis: the HTTP API's channel
+listings answer for the whole cluster, presence members are counted per user across nodes,
+and a signed HTTP request is accepted once by the cluster, not once per node. Driven by
+unmodified pusher-js under Node and the `pusher` PyPI library."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.integration.test_cluster import shared_broker
+from tests.integration.test_pusher import (
+    JS_DIR,
+    lib,
+    new_app,
+    start_pusher_js,
+    subscribed,
+)
+from tests.support.server import ServerProcess, cluster_nodes
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("node") is None or not (JS_DIR / "node_modules" / "pusher-js").exists(),
+    reason="Node or the npm packages are missing (make test installs them)",
+)
+
+Json = dict[str, Any]
+STATS_INTERVAL = 0.5
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerProcess]]:
+    broker = shared_broker("redis")
+    env = {
+        "XSHATHRA_BROKER_PREFIX": f"xs_pc_{secrets.token_hex(4)}",
+        "XSHATHRA_NODE_STATS_INTERVAL": str(STATS_INTERVAL),
+    }
+    with cluster_nodes(tmp_path_factory, broker, env) as nodes:
+        yield nodes
+
+
+async def test_channel_listings_span_both_nodes(pair: list[ServerProcess]) -> None:
+    """Subscribers on node B are listed, with their counts, when node A is asked."""
+    a, b = pair
+    app = new_app(a)
+    api = lib(a, app)
+    async with (
+        start_pusher_js(b, app, user="ann") as ann_b,
+        start_pusher_js(b, app, user="bob") as bob_b,
+        start_pusher_js(a, app, user="ann") as ann_a,
+    ):
+        await subscribed(ann_b, "presence-room")
+        await subscribed(bob_b, "presence-room")
+        await subscribed(ann_b, "only-on-b")
+        await subscribed(ann_a, "presence-room")
+        listed = await asyncio.to_thread(api.channels_info)
+        assert listed == {"channels": {"only-on-b": {}, "presence-room": {}}}
+        presence = await asyncio.to_thread(
+            api.channels_info, "presence-", ["user_count", "subscription_count"]
+        )
+        assert presence == {
+            "channels": {"presence-room": {"user_count": 2, "subscription_count": 3}}
+        }
+        counted = await asyncio.to_thread(api.channels_info, "only-", ["subscription_count"])
+        assert counted == {"channels": {"only-on-b": {"subscription_count": 1}}}
+        one = await asyncio.to_thread(
+            api.channel_info, "presence-room", ["user_count", "subscription_count"]
+        )
+        assert one == {"occupied": True, "user_count": 2, "subscription_count": 3}
+        elsewhere = await asyncio.to_thread(api.channel_info, "only-on-b", ["subscription_count"])
+        assert elsewhere == {"occupied": True, "subscription_count": 1}
+        await ann_b.send("unsubscribe", channel="only-on-b")
+        await ann_b.next("unsubscribed")
+        await bob_b.send("exit")
+        await bob_b.next("bye")
+        # The unsubscribe reaches node B over its socket; node A asks until B's answer shows it.
+        deadline = asyncio.get_running_loop().time() + 20
+        while True:
+            listed = await asyncio.to_thread(api.channels_info, "", ["subscription_count"])
+            if listed == {"channels": {"presence-room": {"subscription_count": 2}}}:
+                break
+            assert asyncio.get_running_loop().time() < deadline, listed
+            await asyncio.sleep(0.1)  # the close is B's to notice; nothing to await here
