@@ -6,11 +6,13 @@ unmodified pusher-js under Node and the `pusher` PyPI library."""
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import shutil
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.integration.test_cluster import shared_broker
@@ -18,6 +20,7 @@ from tests.integration.test_pusher import (
     JS_DIR,
     lib,
     new_app,
+    signed,
     start_pusher_js,
     subscribed,
 )
@@ -85,3 +88,22 @@ async def test_channel_listings_span_both_nodes(pair: list[ServerProcess]) -> No
                 break
             assert asyncio.get_running_loop().time() < deadline, listed
             await asyncio.sleep(0.1)  # the close is B's to notice; nothing to await here
+
+
+def test_a_signed_request_is_accepted_once_by_the_cluster(pair: list[ServerProcess]) -> None:
+    """The replay guard is the cluster's: a signed POST accepted by node A is refused when
+    replayed to node B (or to A), while the pusher library's own requests pass on both.
+    (Its signature has a seconds timestamp and no nonce: identical requests within one second
+    sign alike, so these differ in their data.)"""
+    a, b = pair
+    app = new_app(a)
+    path = f"/apps/{app['app_id']}/events"
+    body = json.dumps({"name": "e", "channels": ["c"], "data": "{}"}).encode()
+    good = signed(app, "POST", path, body)
+    assert httpx.post(a.base_url + path, params=good, content=body).status_code == 200
+    for node in (b, a):
+        replay = httpx.post(node.base_url + path, params=good, content=body)
+        assert replay.status_code == 401 and "Replayed" in replay.text
+        assert str(app["app_secret"]) not in replay.text
+    for i, node in enumerate((a, b, a, b)):
+        assert lib(node, app).trigger("c", "e", {"i": i}) == {}
