@@ -24,6 +24,7 @@ from tests.integration.test_pusher import (
     start_pusher_js,
     subscribed,
 )
+from tests.support.receiver import Receiver
 from tests.support.server import ServerProcess, cluster_nodes
 
 pytestmark = pytest.mark.skipif(
@@ -107,3 +108,73 @@ def test_a_signed_request_is_accepted_once_by_the_cluster(pair: list[ServerProce
         assert str(app["app_secret"]) not in replay.text
     for i, node in enumerate((a, b, a, b)):
         assert lib(node, app).trigger("c", "e", {"i": i}) == {}
+
+
+async def wait_count(node: ServerProcess, app: Json, channel: str, count: int) -> None:
+    """Until the channel has `count` subscribers: a connection's leave is published before
+    its count is, so once the count shows it, its member events are out."""
+    api = lib(node, app)
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:
+        info = await asyncio.to_thread(api.channel_info, channel, ["subscription_count"])
+        if info.get("subscription_count", 0) == count:
+            return
+        assert asyncio.get_running_loop().time() < deadline, info
+        await asyncio.sleep(0.1)  # a close is the node's to notice; nothing to await here
+
+
+async def test_members_are_users_not_connections_across_nodes(pair: list[ServerProcess]) -> None:
+    """Ann joins a presence channel from both nodes: watchers get member_added when her first
+    connection joins and member_removed when her last leaves, and so do the member_added /
+    member_removed webhooks (once each, whichever node the connections were on)."""
+    a, b = pair
+    app = new_app(a)
+    channel = "presence-tabs"
+    with Receiver().running() as receiver:
+        r = httpx.post(
+            f"{a.base_url}/api/webhooks",
+            headers={"X-API-Key": str(app["api_key"])},
+            json={"url": receiver.url, "events": ["member_added", "member_removed"]},
+        )
+        assert r.status_code == 201, r.text
+        async with (
+            start_pusher_js(a, app, user="bob") as bob,
+            start_pusher_js(a, app, user="ann") as ann_a,
+            start_pusher_js(b, app, user="ann") as ann_b,
+            start_pusher_js(b, app, user="carl") as carl,
+        ):
+            await subscribed(bob, channel)
+            await subscribed(ann_a, channel)
+            assert (await bob.next("member_added"))["id"] == "ann"
+            await subscribed(ann_b, channel)
+            # Carl joins on node B after Ann's second tab did: his join reaches Bob after hers.
+            await subscribed(carl, channel)
+            assert (await bob.next("member_added"))["id"] == "carl"
+            await ann_a.send("exit")
+            await wait_count(b, app, channel, 3)
+            await ann_b.send("exit")
+            assert (await bob.next("member_removed"))["id"] == "ann"
+            await carl.send("exit")
+            assert (await bob.next("member_removed"))["id"] == "carl"
+            assert [e["id"] for e in bob.seen("member_added")] == ["ann", "carl"]
+            assert [e["id"] for e in bob.seen("member_removed")] == ["ann", "carl"]
+            await bob.send("exit")
+            await bob.next("bye")
+        requests = await asyncio.to_thread(receiver.wait_for, 6, 30.0)
+    api = lib(a, app)
+    events: list[tuple[str, str]] = []
+    for request in requests:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        checked = api.validate_webhook(
+            headers["x-pusher-key"], headers["x-pusher-signature"], request.body.decode()
+        )
+        assert checked is not None
+        events += [(e["name"], e["user_id"]) for e in checked["events"]]
+    assert sorted(events) == [
+        ("member_added", "ann"),
+        ("member_added", "bob"),
+        ("member_added", "carl"),
+        ("member_removed", "ann"),
+        ("member_removed", "bob"),
+        ("member_removed", "carl"),
+    ]

@@ -111,10 +111,17 @@ class ChannelEvents(Protocol):
     async def user_presence(self, app_id: str, user: str, online: bool) -> None:
         """The user's first connection on any node opened (online), or last closed."""
 
+    async def member(self, ref: ChannelRef, user: str, added: bool) -> None:
+        """A presence channel's user got their first subscription on any node (added), or
+        lost their last (Pusher's member_added / member_removed)."""
+
 
 # The broker's cluster-wide counters name channels; a user's connections are counted under a
 # name no channel can have (the channel grammar has no "<"), so the two never meet.
 USER_COUNTER_PREFIX = "<user>"
+# A presence channel's subscriptions of one user: "<member>" + user + US + channel (the user id
+# may hold anything but the channel grammar has no US, so the split is unambiguous).
+MEMBER_COUNTER_PREFIX = "<member>"
 
 
 log = logging.getLogger("xshathra.node")
@@ -228,6 +235,8 @@ class Node:
         self._background: set[asyncio.Task[None]] = set()
         # Last publication position seen per channel with local subscribers (gap detection).
         self._last_offsets: dict[ChannelRef, tuple[str, int]] = {}
+        # (presence channel, user) -> subscriptions of the user there on this node
+        self._members: dict[tuple[ChannelRef, str], int] = {}
         self.cluster = Cluster(
             self,
             interval=options.node_stats_interval,
@@ -500,6 +509,10 @@ class Node:
         self._spawn(
             self.events.lifecycle(sub.ref, LifecycleEvent.USER_JOINED, user, session.client_id)
         )
+        if sub.options.presence and user:
+            key = (sub.ref, user)
+            self._members[key] = self._members.get(key, 0) + 1
+            self._spawn(self._count_member(sub.ref, user))
 
     def subscription_removed(self, session: ClientSession, sub: Subscription) -> None:
         if self.events is None:
@@ -508,6 +521,29 @@ class Node:
         self._spawn(
             self.events.lifecycle(sub.ref, LifecycleEvent.USER_LEFT, user, session.client_id)
         )
+        if sub.options.presence and user:
+            key = (sub.ref, user)
+            held = self._members.get(key, 0)
+            if held <= 0:
+                return  # added before events were on, or counted already: nothing to undo
+            if held == 1:
+                del self._members[key]
+            else:
+                self._members[key] = held - 1
+            self._spawn(self._count_member(sub.ref, user))
+
+    async def _count_member(self, ref: ChannelRef, user: str) -> None:
+        """Publish how many subscriptions the user has in the presence channel here; the
+        cluster-wide transition from or to none is the member's being added or removed (one
+        node sees each, as for a channel's occupancy), however many tabs the user has open."""
+        assert self.events is not None
+        counter = ChannelRef(ref.app_id, f"{MEMBER_COUNTER_PREFIX}{user}\x1f{ref.name}")
+        local = self._members.get((ref, user), 0)
+        before, after = await self.broker.set_subscriber_count(counter, local)
+        if before == 0 and after > 0:
+            await self.events.member(ref, user, True)
+        elif before > 0 and after == 0:
+            await self.events.member(ref, user, False)
 
     async def _ping_loop(self) -> None:
         """One sweep for all connections: drop those that missed the last pong, ping the rest."""
