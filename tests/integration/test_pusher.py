@@ -35,6 +35,7 @@ from tests.support.services import REDIS_HOST, REDIS_PORT, ensure_service, postg
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
 Json = dict[str, Any]
+SIGNIN_TIMEOUT = 2.0  # seconds (Pusher's 30), for apps that require sign-in
 
 pytestmark = pytest.mark.skipif(
     shutil.which("node") is None or not (JS_DIR / "node_modules" / "pusher-js").exists(),
@@ -44,7 +45,8 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with running_server(tmp_path_factory.mktemp("pusher")) as proc:
+    env = {"XSHATHRA_PUSHER_SIGNIN_TIMEOUT": str(SIGNIN_TIMEOUT)}
+    with running_server(tmp_path_factory.mktemp("pusher"), env=env) as proc:
         yield proc
 
 
@@ -58,6 +60,7 @@ def new_app(server: ServerProcess, **settings: Any) -> Json:
             headers=server.admin_headers(),
         )
         assert r.status_code == 200, r.text
+        app = {**app, **r.json()["application"]}  # the settings as stored, keys kept
     return app
 
 
@@ -243,6 +246,35 @@ async def test_signin_and_terminate_connections(server: ServerProcess) -> None:
         error = await js.next("conn_error", lambda e: e["code"] == 4009)
         assert error["code"] == 4009
         await js.next("state", lambda e: e["current"] in ("disconnected", "failed"))
+
+
+async def test_apps_requiring_sign_in_close_connections_that_do_not(
+    server: ServerProcess,
+) -> None:
+    """With `pusher_user_authentication`, a connection that has not sent `pusher:signin` within
+    the sign-in timeout is closed with 4009; one that signed in stays."""
+    app = new_app(server, pusher_user_authentication=True)
+    assert app["pusher_user_authentication"] is True
+    async with (
+        start_pusher_js(server, app, user="dana") as signed_in,
+        start_pusher_js(server, app, user="eve") as silent,
+    ):
+        await signed_in.next("connected")
+        await signed_in.send("signin")
+        await signed_in.next("signin_success")
+        await subscribed(signed_in, "news")
+        # The silent client connects after the signed-in one: its deadline is the later one.
+        await silent.next("connected")
+        opened = time.monotonic()
+        error = await silent.next("conn_error", lambda e: e["code"] == 4009, timeout=30)
+        assert time.monotonic() - opened >= SIGNIN_TIMEOUT - 0.5
+        assert "not authorized within timeout" in error["message"]
+        await silent.next("state", lambda e: e["current"] in ("disconnected", "failed"))
+        await asyncio.to_thread(lib(server, app).trigger, "news", "still-here", {"ok": 1})
+        assert (await signed_in.next("message"))["name"] == "still-here"
+        assert not signed_in.seen("conn_error")
+    # Off by default: the other tests' connections never sign in and live on.
+    assert new_app(server)["pusher_user_authentication"] is False
 
 
 async def test_encrypted_channel_relays_ciphertext(server: ServerProcess) -> None:

@@ -56,7 +56,7 @@ def new_socket_id() -> str:
 
 
 class PusherSession(ClientSession):
-    __slots__ = ("_client_events", "_client_events_at", "_opened", "members")
+    __slots__ = ("_client_events", "_client_events_at", "_opened", "_signin_timer", "members")
 
     def __init__(self, node: Node, transport: ClientTransport) -> None:
         super().__init__(node, transport)
@@ -69,6 +69,8 @@ class PusherSession(ClientSession):
         # Set once the connection is open or refused; made only for a client that sends before
         # `connection_established` (pusher-js waits for it), so idle connections do not pay.
         self._opened: asyncio.Event | None = None
+        # Apps that require sign-in: closes the connection unless it signs in first.
+        self._signin_timer: asyncio.TimerHandle | None = None
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -118,6 +120,16 @@ class PusherSession(ClientSession):
         self.state = State.CONNECTED
         node.register(self, app_changes)
         self.send_event(p.connection_established(self.client_id))
+        if app.pusher_user_authentication:
+            self._signin_timer = node.loop.call_later(
+                node.options.pusher_signin_timeout, self._signin_overdue
+            )
+
+    def _signin_overdue(self) -> None:
+        """Pusher's enforced user authentication: not signed in within the timeout."""
+        self._signin_timer = None
+        if self.state is State.CONNECTED:
+            self._refuse(p.PusherCode.UNAUTHORIZED, "Connection not authorized within timeout")
 
     def _refuse(self, code: p.PusherCode, message: str) -> None:
         self.disconnect(int(code), message)
@@ -141,6 +153,9 @@ class PusherSession(ClientSession):
         """Close with the Pusher code that has the Centrifuge code's effect on the client."""
         if self.state is State.CLOSED:
             return
+        if self._signin_timer is not None:
+            self._signin_timer.cancel()
+            self._signin_timer = None
         pusher_code = (
             code if 4000 <= code < 4400 else int(_CLOSE_CODES.get(code, p.PusherCode.RECONNECT))
         )
@@ -423,6 +438,9 @@ class PusherSession(ClientSession):
             )
             return
         # Known by its user from now on (terminate_connections, analytics, the server API).
+        if self._signin_timer is not None:
+            self._signin_timer.cancel()
+            self._signin_timer = None
         hub = self.node.hub
         hub.remove_connection(self)
         self.user = user.id

@@ -184,6 +184,12 @@ class Application:
     token_issuer: str | None = None
     # Pusher protocol (SPEC §10): whether Pusher clients may send `client-` events.
     pusher_client_events: bool = False
+    # Pusher's "subscription counting": `pusher_internal:subscription_count` events to the
+    # subscribers of non-presence channels as their subscriber count changes.
+    pusher_subscription_count: bool = False
+    # Pusher's "enforce user authentication": a connection not signed in (`pusher:signin`)
+    # within the server's `pusher_signin_timeout` is closed with 4009.
+    pusher_user_authentication: bool = False
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
 
@@ -265,6 +271,8 @@ class AppChanges(TypedDict, total=False):
     token_issuer: str | None
     proxies: ProxyConfig
     pusher_client_events: bool
+    pusher_subscription_count: bool
+    pusher_user_authentication: bool
 
 
 def generate_app(
