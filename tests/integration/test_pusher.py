@@ -277,6 +277,73 @@ async def test_apps_requiring_sign_in_close_connections_that_do_not(
     assert new_app(server)["pusher_user_authentication"] is False
 
 
+async def test_subscription_counts_reach_subscribers_when_the_app_counts(
+    server: ServerProcess,
+) -> None:
+    """With `pusher_subscription_count`, every subscriber of a non-presence channel gets
+    `pusher:subscription_count` as the count changes (Centrifuge subscribers count too);
+    presence channels and apps without the setting get none."""
+    app = new_app(server, pusher_subscription_count=True)
+    assert app["pusher_subscription_count"] is True
+    rec = Recorder()
+    client = make_client(server, rec, token=realtime_token(server, app, "py", channels=["tally"]))
+    async with start_pusher_js(server, app, user="a") as a, start_pusher_js(server, app) as b:
+        await subscribed(a, "tally")
+        first = await a.next("subscription_count")
+        assert (first["channel"], first["count"], first["kept"]) == ("tally", 1, 1)
+        await subscribed(b, "tally")
+        assert (await a.next("subscription_count"))["count"] == 2
+        assert (await b.next("subscription_count"))["count"] == 2
+        await client.connect()
+        await rec.next("server_subscribed")
+        assert (await a.next("subscription_count"))["count"] == 3
+        await client.disconnect()
+        assert (await a.next("subscription_count"))["count"] == 2
+        await b.send("unsubscribe", channel="tally")
+        assert (await a.next("subscription_count"))["count"] == 1
+        # Presence channels have members, not counts.
+        await subscribed(a, "presence-tally")
+        await asyncio.to_thread(lib(server, app).trigger, "presence-tally", "mark", {})
+        await a.next("message", lambda e: e["name"] == "mark")
+        assert [e["channel"] for e in a.seen("subscription_count")] == ["tally"] * 5
+    plain = new_app(server)
+    async with start_pusher_js(server, plain) as c, start_pusher_js(server, plain) as d:
+        await subscribed(c, "tally")
+        await subscribed(d, "tally")
+        await asyncio.to_thread(lib(server, plain).trigger, "tally", "mark", {})
+        await c.next("message", lambda e: e["name"] == "mark")
+        assert not c.seen("subscription_count")
+
+
+async def test_subscription_counts_are_throttled_past_100_subscribers(
+    server: ServerProcess,
+) -> None:
+    """As Pusher: every change is told while a channel has at most 100 subscribers; past
+    that, at most one count per 5 s, the latest one (20 joins give a handful, not 20)."""
+    app = new_app(server, pusher_subscription_count=True)
+    url = f"ws://127.0.0.1:{server.port}/app/{app['client_api_key']}?protocol=7"
+
+    async def join(ws: Any) -> None:
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["event"] == (
+            "pusher:connection_established"
+        )
+        await ws.send(json.dumps({"event": "pusher:subscribe", "data": {"channel": "crowd"}}))
+
+    async with start_pusher_js(server, app) as watcher, contextlib.AsyncExitStack() as stack:
+        await subscribed(watcher, "crowd")
+        sockets = [await stack.enter_async_context(websockets.connect(url)) for _ in range(119)]
+        for ws in sockets[:99]:
+            await join(ws)
+        await watcher.next("subscription_count", lambda e: e["count"] == 100, timeout=30)
+        assert [e["count"] for e in watcher.seen("subscription_count")] == list(range(1, 101))
+        for ws in sockets[99:]:
+            await join(ws)
+        await watcher.next("subscription_count", lambda e: e["count"] == 120, timeout=30)
+        past = [e["count"] for e in watcher.seen("subscription_count")][100:]
+        assert past[0] == 101 and past[-1] == 120 and past == sorted(past)
+        assert len(past) <= 5, past
+
+
 async def test_encrypted_channel_relays_ciphertext(server: ServerProcess) -> None:
     """The server only relays: pusher-js decrypts what the pusher library encrypted, and a
     Centrifuge subscriber of the same channel sees nothing but nonce and ciphertext."""

@@ -178,3 +178,18 @@ async def test_members_are_users_not_connections_across_nodes(pair: list[ServerP
         ("member_removed", "bob"),
         ("member_removed", "carl"),
     ]
+
+
+async def test_subscription_counts_span_both_nodes(pair: list[ServerProcess]) -> None:
+    """Subscription counting is cluster-wide: a subscriber on node A hears the count change
+    when one joins and leaves on node B."""
+    a, b = pair
+    app = new_app(a, pusher_subscription_count=True)
+    async with start_pusher_js(a, app) as here, start_pusher_js(b, app) as there:
+        await subscribed(here, "gauge")
+        assert (await here.next("subscription_count"))["count"] == 1
+        await subscribed(there, "gauge")
+        assert (await here.next("subscription_count"))["count"] == 2
+        assert (await there.next("subscription_count"))["count"] == 2
+        await there.send("exit")
+        assert (await here.next("subscription_count"))["count"] == 1

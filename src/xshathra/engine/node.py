@@ -39,6 +39,7 @@ from xshathra.engine.control import (
     QueryReply,
     Refresh,
     Subscribe,
+    SubscriberCount,
     Unsubscribe,
     WebhooksChanged,
     decode_control,
@@ -122,6 +123,16 @@ USER_COUNTER_PREFIX = "<user>"
 # A presence channel's subscriptions of one user: "<member>" + user + US + channel (the user id
 # may hold anything but the channel grammar has no US, so the split is unambiguous).
 MEMBER_COUNTER_PREFIX = "<member>"
+# Subscriber-count notices (Pusher's subscription counting), throttled as Pusher does: every
+# change up to this many subscribers, else at most one per interval.
+COUNT_EVERY_CHANGE_UPTO = 100
+COUNT_INTERVAL = 5.0
+
+
+@dataclass(slots=True)
+class _CountNotice:
+    sent_at: float = 0.0  # monotonic
+    timer: asyncio.TimerHandle | None = None
 
 
 log = logging.getLogger("xshathra.node")
@@ -237,6 +248,8 @@ class Node:
         self._last_offsets: dict[ChannelRef, tuple[str, int]] = {}
         # (presence channel, user) -> subscriptions of the user there on this node
         self._members: dict[tuple[ChannelRef, str], int] = {}
+        # Channels over COUNT_EVERY_CHANGE_UPTO subscribers whose count notices are throttled.
+        self._count_notices: dict[ChannelRef, _CountNotice] = {}
         self.cluster = Cluster(
             self,
             interval=options.node_stats_interval,
@@ -490,6 +503,8 @@ class Node:
     async def _count_subscribers(self, ref: ChannelRef) -> None:
         """Publish this node's count; the cluster-wide transition decides occupancy events."""
         before, after = await self.broker.set_subscriber_count(ref, self.hub.subscriber_count(ref))
+        if before != after and after > 0:
+            self._count_changed(ref, after)
         if self.events is not None:
             if before == 0 and after > 0:
                 self._spawn(self.events.lifecycle(ref, LifecycleEvent.ROOM_OCCUPIED, "", ""))
@@ -501,6 +516,49 @@ class Node:
             self._last_offsets.pop(ref, None)
             await self.broker.unsubscribe(ref)
         await self._count_subscribers(ref)
+
+    def _count_changed(self, ref: ChannelRef, count: int) -> None:
+        """Tell the channel's subscribers on every node its new count, when its app asks for
+        it. As Pusher throttles it: every change while the channel has at most
+        `COUNT_EVERY_CHANGE_UPTO` subscribers, else at most once per `COUNT_INTERVAL` seconds
+        (from this node), the last one read when it is sent."""
+        app = self._apps.get(ref.app_id)
+        if app is None or not app.counts_subscribers(ref.name):
+            return
+        notice = self._count_notices.get(ref)
+        now = time.monotonic()
+        if count <= COUNT_EVERY_CHANGE_UPTO and notice is None:
+            self._spawn(self._send_count(ref, count))
+            return
+        if notice is None:
+            notice = self._count_notices[ref] = _CountNotice()
+        if notice.timer is not None:
+            return  # a send is due: it reads the count then
+        wait = notice.sent_at + COUNT_INTERVAL - now
+        if wait <= 0:
+            notice.sent_at = now
+            self._spawn(self._send_count(ref, count))
+            if count <= COUNT_EVERY_CHANGE_UPTO:
+                del self._count_notices[ref]  # small again: every change from now on
+            return
+        notice.timer = self.loop.call_later(wait, self._count_due, ref)
+
+    def _count_due(self, ref: ChannelRef) -> None:
+        notice = self._count_notices.get(ref)
+        if notice is None:
+            return
+        notice.timer = None
+        notice.sent_at = time.monotonic()
+        self._spawn(self._send_count(ref, None))
+
+    async def _send_count(self, ref: ChannelRef, count: int | None) -> None:
+        if count is None:
+            count = await self.broker.subscriber_count(ref)
+            if count <= COUNT_EVERY_CHANGE_UPTO:
+                self._count_notices.pop(ref, None)
+            if count == 0:
+                return
+        await self.send_control(SubscriberCount(app_id=ref.app_id, channel=ref.name, count=count))
 
     def subscription_added(self, session: ClientSession, sub: Subscription) -> None:
         if self.events is None:
@@ -709,6 +767,10 @@ class Node:
         if isinstance(msg, WebhooksChanged):
             if self.events is not None:
                 self.events.invalidate(app_id)
+            return
+        if isinstance(msg, SubscriberCount):
+            for session in self.hub.subscribers(ChannelRef(app_id, msg.channel)):
+                session.subscriber_count_changed(msg.channel, msg.count)
             return
         if isinstance(msg, Emulation | NodeAlive):
             return  # on_control's, never spawned

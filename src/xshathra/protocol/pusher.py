@@ -223,6 +223,13 @@ def subscription_succeeded(channel: str, members: dict[str, bytes] | None = None
     return encode_event("pusher_internal:subscription_succeeded", body.decode(), channel)
 
 
+def subscription_count(channel: str, count: int) -> bytes:
+    """Pusher's subscription counting: the channel's subscriber count, cluster-wide."""
+    return encode_json_string_data(
+        "pusher_internal:subscription_count", {"subscription_count": count}, channel
+    )
+
+
 PING = encode_event("pusher:ping", msgspec.Raw(b"{}"))
 PONG = encode_event("pusher:pong", msgspec.Raw(b"{}"))
 

@@ -354,6 +354,10 @@ class PusherSession(ClientSession):
         counts[info.user] = held - 1
         return False
 
+    def subscriber_count_changed(self, channel: str, count: int) -> None:
+        if channel in self.subs:
+            self.send_event(p.subscription_count(channel, count))
+
     async def server_subscribe(self, channel: str) -> None:
         """Server API `subscribe`: joined without auth, and told as if it had asked."""
         if self.state is State.CONNECTED and channel not in self.subs:

@@ -193,6 +193,12 @@ class Application:
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
 
+    def counts_subscribers(self, channel: str) -> bool:
+        """Whether the channel's subscribers are told its subscriber count as it changes:
+        Pusher's subscription counting, for every channel but presence ones (whose members
+        are their count) and a user's own `#` channel."""
+        return self.pusher_subscription_count and not channel.startswith(("presence-", "#"))
+
     def namespace_options(self, namespace: str) -> NamespaceOptions:
         """Options for a namespace: the app's own, else the built-in, else the default one."""
         own = self.namespaces.get(namespace)
