@@ -344,6 +344,57 @@ async def test_subscription_counts_are_throttled_past_100_subscribers(
         assert len(past) <= 5, past
 
 
+async def test_cache_channels_give_new_subscribers_the_last_event(server: ServerProcess) -> None:
+    """A `cache-` channel's new subscriber first gets the last event triggered on it; with none,
+    `pusher:cache_miss` and a signed `cache_miss` webhook. Private cache channels too."""
+    app = new_app(server)
+    api = lib(server, app)
+    with Receiver().running() as receiver:
+        r = httpx.post(
+            f"{server.base_url}/api/webhooks",
+            headers={"X-API-Key": str(app["api_key"])},
+            json={"url": receiver.url, "events": ["cache_miss"]},
+        )
+        assert r.status_code == 201, r.text
+        async with start_pusher_js(server, app) as first:
+            await subscribed(first, "cache-score")
+            assert (await first.next("cache_miss"))["channel"] == "cache-score"
+            (hook,) = await asyncio.to_thread(receiver.wait_for, 1, 20.0)
+            headers = {k.lower(): v for k, v in hook.headers.items()}
+            checked = api.validate_webhook(
+                headers["x-pusher-key"], headers["x-pusher-signature"], hook.body.decode()
+            )
+            assert checked is not None
+            assert checked["events"] == [{"name": "cache_miss", "channel": "cache-score"}]
+            await asyncio.to_thread(api.trigger, "cache-score", "goal", {"n": 1})
+            await asyncio.to_thread(api.trigger, "cache-score", "goal", {"n": 2})
+            await asyncio.to_thread(api.trigger, "private-cache-door", "opened", "by ann")
+            assert (await first.next("message"))["data"] == {"n": 1}
+            assert (await first.next("message"))["data"] == {"n": 2}
+            async with start_pusher_js(server, app) as later:
+                await subscribed(later, "cache-score")
+                got = await later.next("message")
+                assert (got["channel"], got["name"], got["data"]) == (
+                    "cache-score",
+                    "goal",
+                    {"n": 2},
+                )
+                await subscribed(later, "private-cache-door")
+                got = await later.next("message", lambda e: e["channel"] == "private-cache-door")
+                assert (got["name"], got["data"]) == ("opened", "by ann")
+                # A live event follows the cached one, and neither comes twice.
+                await asyncio.to_thread(api.trigger, "cache-score", "goal", {"n": 3})
+                assert (await later.next("message", lambda e: e["name"] == "goal"))["data"] == {
+                    "n": 3
+                }
+                assert not later.seen("cache_miss")
+                assert [e["data"] for e in later.seen("message") if e["name"] == "goal"] == [
+                    {"n": 2},
+                    {"n": 3},
+                ]
+        assert len(receiver.requests) == 1  # the later subscribers found their events
+
+
 async def test_encrypted_channel_relays_ciphertext(server: ServerProcess) -> None:
     """The server only relays: pusher-js decrypts what the pusher library encrypted, and a
     Centrifuge subscriber of the same channel sees nothing but nonce and ciphertext."""

@@ -116,6 +116,9 @@ class ChannelEvents(Protocol):
         """A presence channel's user got their first subscription on any node (added), or
         lost their last (Pusher's member_added / member_removed)."""
 
+    async def cache_miss(self, ref: ChannelRef) -> None:
+        """A subscriber of a Pusher cache channel found no cached event."""
+
 
 # The broker's cluster-wide counters name channels; a user's connections are counted under a
 # name no channel can have (the channel grammar has no "<"), so the two never meet.

@@ -11,13 +11,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import msgspec
+
 from xshathra.engine.channels import namespace_of
 from xshathra.engine.control import Disconnect
 from xshathra.engine.errors import ClientError
 from xshathra.engine.node import Node
 from xshathra.model import ChannelRef, ClientInfoData
 from xshathra.protocol import pusher as p
-from xshathra.tenancy.apps import Application
+from xshathra.tenancy.apps import Application, NamespaceOptions
 
 SOCKET_ID = re.compile(r"\A\d+\.\d+\Z")
 
@@ -25,6 +27,19 @@ SOCKET_ID = re.compile(r"\A\d+\.\d+\Z")
 def _listed(name: str, prefix: str) -> bool:
     """Pusher lists no user's own channel (`#server-to-user-`): it is its connections'."""
     return name.startswith(prefix) and not name.startswith(p.SERVER_TO_USER_PREFIX)
+
+
+def _cached(options: NamespaceOptions, channel: str) -> NamespaceOptions:
+    """A cache channel keeps its last event for new subscribers: as history of at least one,
+    for Pusher's 30 minutes unless the namespace keeps history longer. Only events of the HTTP
+    API are cached, as in Pusher (client events are not)."""
+    if not p.is_cache(channel):
+        return options
+    return msgspec.structs.replace(
+        options,
+        history_size=max(1, options.history_size),
+        history_ttl=max(p.CACHE_TTL, options.history_ttl),
+    )
 
 
 class PusherRequestError(Exception):
@@ -89,7 +104,7 @@ class PusherChannels:
                 await self._node.publish(
                     ref,
                     data,
-                    app.namespace_options(namespace_of(ref.name)),
+                    _cached(app.namespace_options(namespace_of(ref.name)), ref.name),
                     info=info,
                     tags={"event": event.name},
                 )

@@ -317,10 +317,38 @@ class PusherSession(ClientSession):
             return
         if not quiet:
             await self._succeeded(channel, sub)
+        cached = 0
+        if not quiet and p.is_cache(channel):
+            cached = await self._send_cached(channel, sub)
+            if self.closed or self.subs.get(channel) is not sub:
+                return  # its cleanup removes the pending subscription
         sub.live = True
-        for _, frame in node.hub.promote(ref, self):
+        for offset, frame in node.hub.promote(ref, self):
+            if 0 < offset <= cached:
+                continue  # the cached event itself, published while this one was pending
             self.writer.enqueue(frame)
         node.subscription_added(self, sub)
+
+    async def _send_cached(self, channel: str, sub: Subscription) -> int:
+        """A cache channel's last event (kept as history of one, for CACHE_TTL) to its new
+        subscriber, first of all events; else `pusher:cache_miss` and the app's cache_miss
+        webhook. Returns the event's offset (0 on a miss)."""
+        node = self.node
+        try:
+            last = await node.history(sub.ref, 1, None, True)
+        except Exception as exc:  # a broker outage: a miss, not a failed subscription
+            log.warning("cache channel read failed: %s", type(exc).__name__)
+            last = m.HistoryResult()
+        if last.publications:
+            pub = last.publications[0]
+            self.send_event(
+                p.encode_event(p.event_name(pub.tags), p.event_data(bytes(pub.data)), channel)
+            )
+            return pub.offset
+        self.send_event(p.cache_miss(channel))
+        if node.events is not None:
+            node.spawn(node.events.cache_miss(sub.ref))
+        return 0
 
     async def _succeeded(self, channel: str, sub: Subscription) -> None:
         if not sub.options.presence:

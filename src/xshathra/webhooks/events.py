@@ -266,6 +266,10 @@ class WebhookEvents:
             del self._held[key]
         self._spawn(entry.emit())
 
+    async def cache_miss(self, ref: ChannelRef) -> None:
+        """A Pusher cache channel had no event for a new subscriber (Pusher-format only)."""
+        await self.emit_pusher(ref, pusher.cache_miss_event(ref.name))
+
     async def member(self, ref: ChannelRef, user: str, added: bool) -> None:
         """A presence channel's member added or removed, cluster-wide (Pusher-format only)."""
         found = pusher.member_event(ref.name, user, added)

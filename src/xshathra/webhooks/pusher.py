@@ -22,8 +22,9 @@ CHANNEL_VACATED = "channel_vacated"
 MEMBER_ADDED = "member_added"
 MEMBER_REMOVED = "member_removed"
 CLIENT_EVENT = "client_event"
+CACHE_MISS = "cache_miss"
 PUSHER_EVENTS = frozenset(
-    {CHANNEL_OCCUPIED, CHANNEL_VACATED, MEMBER_ADDED, MEMBER_REMOVED, CLIENT_EVENT}
+    {CHANNEL_OCCUPIED, CHANNEL_VACATED, MEMBER_ADDED, MEMBER_REMOVED, CLIENT_EVENT, CACHE_MISS}
 )
 
 KEY_HEADER = "X-Pusher-Key"
@@ -48,6 +49,11 @@ def member_event(channel: str, user: str, added: bool) -> dict[str, str] | None:
     if not channel.startswith("presence-") or not user:
         return None
     return {"name": MEMBER_ADDED if added else MEMBER_REMOVED, "channel": channel, "user_id": user}
+
+
+def cache_miss_event(channel: str) -> dict[str, str]:
+    """A subscriber of a cache channel found no cached event."""
+    return {"name": CACHE_MISS, "channel": channel}
 
 
 def client_event(channel: str, event: str, data: bytes, user: str | None) -> dict[str, str]:
