@@ -479,7 +479,7 @@ class Node:
                     await self.broker.unsubscribe(ref)
         for ref in {s.ref for s in subs}:
             with contextlib.suppress(Exception):
-                await self._count_subscribers(ref)
+                await self._count_subscribers(ref, session.app)
 
     async def _count_user(self, app_id: AppId, user: str) -> None:
         """Publish how many connections the user has here now; the cluster-wide transition
@@ -501,12 +501,14 @@ class Node:
     ) -> None:
         if self.hub.add_pending(ref, session, features):
             await self.broker.subscribe(ref)
-        await self._count_subscribers(ref)
+        await self._count_subscribers(ref, session.app)
 
-    async def _count_subscribers(self, ref: ChannelRef) -> None:
-        """Publish this node's count; the cluster-wide transition decides occupancy events."""
+    async def _count_subscribers(self, ref: ChannelRef, app: Application | None) -> None:
+        """Publish this node's count; the cluster-wide transition decides occupancy events.
+        `app` is the subscriber's, which this node may have forgotten already (its last
+        connection here just closed)."""
         before, after = await self.broker.set_subscriber_count(ref, self.hub.subscriber_count(ref))
-        if before != after and after > 0:
+        if before != after and after > 0 and app is not None and app.counts_subscribers(ref.name):
             self._count_changed(ref, after)
         if self.events is not None:
             if before == 0 and after > 0:
@@ -518,16 +520,13 @@ class Node:
         if self.hub.remove_subscriber(ref, session):
             self._last_offsets.pop(ref, None)
             await self.broker.unsubscribe(ref)
-        await self._count_subscribers(ref)
+        await self._count_subscribers(ref, session.app)
 
     def _count_changed(self, ref: ChannelRef, count: int) -> None:
         """Tell the channel's subscribers on every node its new count, when its app asks for
         it. As Pusher throttles it: every change while the channel has at most
         `COUNT_EVERY_CHANGE_UPTO` subscribers, else at most once per `COUNT_INTERVAL` seconds
         (from this node), the last one read when it is sent."""
-        app = self._apps.get(ref.app_id)
-        if app is None or not app.counts_subscribers(ref.name):
-            return
         notice = self._count_notices.get(ref)
         now = time.monotonic()
         if count <= COUNT_EVERY_CHANGE_UPTO and notice is None:
