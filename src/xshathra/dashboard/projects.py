@@ -541,6 +541,8 @@ class ProjectPages:
                 "rate_limit": str(app.rate_limit),
                 "enabled": app.status,
                 "pusher_client_events": app.pusher_client_events,
+                "pusher_subscription_count": app.pusher_subscription_count,
+                "pusher_user_authentication": app.pusher_user_authentication,
             },
         )
         ctx.setdefault("errors", {})
@@ -582,6 +584,8 @@ class ProjectPages:
             "rate_limit": form.get("rate_limit", ""),
             "enabled": _checked(form, "enabled"),
             "pusher_client_events": _checked(form, "pusher_client_events"),
+            "pusher_subscription_count": _checked(form, "pusher_subscription_count"),
+            "pusher_user_authentication": _checked(form, "pusher_user_authentication"),
         }
         try:
             rate = int(values["rate_limit"].strip())
@@ -594,6 +598,8 @@ class ProjectPages:
             "rate_limit": rate,
             "status": values["enabled"],
             "pusher_client_events": values["pusher_client_events"],
+            "pusher_subscription_count": values["pusher_subscription_count"],
+            "pusher_user_authentication": values["pusher_user_authentication"],
         }
         try:
             await self.service.update_project(project.app, update, operator=signed[1].operator)

@@ -59,6 +59,14 @@ class AccessChanged(_Control, tag="access_changed"):
     issued_before: int = 0  # unix seconds: the user's tokens issued earlier are refused
 
 
+class SubscriberCount(_Control, tag="subscriber_count"):
+    """A channel's subscriber count changed, in an app that tells subscribers of it (Pusher's
+    subscription counting): every node hands it to its own subscribers of the channel."""
+
+    channel: str
+    count: int
+
+
 class NodeStats(_Control, tag="node_stats"):
     """A node's heartbeat (every few seconds, and once as it stops with `leaving`): how many
     clients, users, channels and subscriptions each app has on it. `info` answers from the
@@ -150,6 +158,7 @@ ControlMessage = (
     | AppChanged
     | WebhooksChanged
     | AccessChanged
+    | SubscriberCount
     | NodeStats
     | Query
     | QueryReply

@@ -41,6 +41,7 @@ from xshathra.engine.control import (
     QueryReply,
     Refresh,
     Subscribe,
+    SubscriberCount,
     Unsubscribe,
     WebhooksChanged,
     decode_control,
@@ -121,10 +122,30 @@ class ChannelEvents(Protocol):
     async def user_presence(self, app_id: str, user: str, online: bool) -> None:
         """The user's first connection on any node opened (online), or last closed."""
 
+    async def member(self, ref: ChannelRef, user: str, added: bool) -> None:
+        """A presence channel's user got their first subscription on any node (added), or
+        lost their last (Pusher's member_added / member_removed)."""
+
+    async def cache_miss(self, ref: ChannelRef) -> None:
+        """A subscriber of a Pusher cache channel found no cached event."""
+
 
 # The broker's cluster-wide counters name channels; a user's connections are counted under a
 # name no channel can have (the channel grammar has no "<"), so the two never meet.
 USER_COUNTER_PREFIX = "<user>"
+# A presence channel's subscriptions of one user: "<member>" + user + US + channel (the user id
+# may hold anything but the channel grammar has no US, so the split is unambiguous).
+MEMBER_COUNTER_PREFIX = "<member>"
+# Subscriber-count notices (Pusher's subscription counting), throttled as Pusher does: every
+# change up to this many subscribers, else at most one per interval.
+COUNT_EVERY_CHANGE_UPTO = 100
+COUNT_INTERVAL = 5.0
+
+
+@dataclass(slots=True)
+class _CountNotice:
+    sent_at: float = 0.0  # monotonic
+    timer: asyncio.TimerHandle | None = None
 
 
 log = logging.getLogger("xshathra.node")
@@ -238,6 +259,10 @@ class Node:
         self._background: set[asyncio.Task[None]] = set()
         # Last publication position seen per channel with local subscribers (gap detection).
         self._last_offsets: dict[ChannelRef, tuple[str, int]] = {}
+        # (presence channel, user) -> subscriptions of the user there on this node
+        self._members: dict[tuple[ChannelRef, str], int] = {}
+        # Channels over COUNT_EVERY_CHANGE_UPTO subscribers whose count notices are throttled.
+        self._count_notices: dict[ChannelRef, _CountNotice] = {}
         self.cluster = Cluster(
             self,
             interval=options.node_stats_interval,
@@ -467,7 +492,7 @@ class Node:
                     await self.broker.unsubscribe(ref)
         for ref in {s.ref for s in subs}:
             with contextlib.suppress(Exception):
-                await self._count_subscribers(ref)
+                await self._count_subscribers(ref, session.app)
 
     async def _count_user(self, app_id: AppId, user: str) -> None:
         """Publish how many connections the user has here now; the cluster-wide transition
@@ -489,11 +514,15 @@ class Node:
     ) -> None:
         if self.hub.add_pending(ref, session, features):
             await self.broker.subscribe(ref)
-        await self._count_subscribers(ref)
+        await self._count_subscribers(ref, session.app)
 
-    async def _count_subscribers(self, ref: ChannelRef) -> None:
-        """Publish this node's count; the cluster-wide transition decides occupancy events."""
+    async def _count_subscribers(self, ref: ChannelRef, app: Application | None) -> None:
+        """Publish this node's count; the cluster-wide transition decides occupancy events.
+        `app` is the subscriber's, which this node may have forgotten already (its last
+        connection here just closed)."""
         before, after = await self.broker.set_subscriber_count(ref, self.hub.subscriber_count(ref))
+        if before != after and after > 0 and app is not None and app.counts_subscribers(ref.name):
+            self._count_changed(ref, after)
         if self.events is not None:
             if before == 0 and after > 0:
                 self._spawn(self.events.lifecycle(ref, LifecycleEvent.ROOM_OCCUPIED, "", ""))
@@ -504,7 +533,47 @@ class Node:
         if self.hub.remove_subscriber(ref, session):
             self._last_offsets.pop(ref, None)
             await self.broker.unsubscribe(ref)
-        await self._count_subscribers(ref)
+        await self._count_subscribers(ref, session.app)
+
+    def _count_changed(self, ref: ChannelRef, count: int) -> None:
+        """Tell the channel's subscribers on every node its new count, when its app asks for
+        it. As Pusher throttles it: every change while the channel has at most
+        `COUNT_EVERY_CHANGE_UPTO` subscribers, else at most once per `COUNT_INTERVAL` seconds
+        (from this node), the last one read when it is sent."""
+        notice = self._count_notices.get(ref)
+        now = time.monotonic()
+        if count <= COUNT_EVERY_CHANGE_UPTO and notice is None:
+            self._spawn(self._send_count(ref, count))
+            return
+        if notice is None:
+            notice = self._count_notices[ref] = _CountNotice()
+        if notice.timer is not None:
+            return  # a send is due: it reads the count then
+        wait = notice.sent_at + COUNT_INTERVAL - now
+        if wait <= 0:
+            notice.sent_at = now
+            self._spawn(self._send_count(ref, count))
+            if count <= COUNT_EVERY_CHANGE_UPTO:
+                del self._count_notices[ref]  # small again: every change from now on
+            return
+        notice.timer = self.loop.call_later(wait, self._count_due, ref)
+
+    def _count_due(self, ref: ChannelRef) -> None:
+        notice = self._count_notices.get(ref)
+        if notice is None:
+            return
+        notice.timer = None
+        notice.sent_at = time.monotonic()
+        self._spawn(self._send_count(ref, None))
+
+    async def _send_count(self, ref: ChannelRef, count: int | None) -> None:
+        if count is None:
+            count = await self.broker.subscriber_count(ref)
+            if count <= COUNT_EVERY_CHANGE_UPTO:
+                self._count_notices.pop(ref, None)
+            if count == 0:
+                return
+        await self.send_control(SubscriberCount(app_id=ref.app_id, channel=ref.name, count=count))
 
     def subscription_added(self, session: ClientSession, sub: Subscription) -> None:
         user = session.sub_info(sub).user  # a Pusher presence member's own user id
@@ -514,6 +583,10 @@ class Node:
         self._spawn(
             self.events.lifecycle(sub.ref, LifecycleEvent.USER_JOINED, user, session.client_id)
         )
+        if sub.options.presence and user:
+            key = (sub.ref, user)
+            self._members[key] = self._members.get(key, 0) + 1
+            self._spawn(self._count_member(sub.ref, user))
 
     def subscription_removed(
         self, session: ClientSession, sub: Subscription, *, closed: bool = False
@@ -527,6 +600,29 @@ class Node:
         self._spawn(
             self.events.lifecycle(sub.ref, LifecycleEvent.USER_LEFT, user, session.client_id)
         )
+        if sub.options.presence and user:
+            key = (sub.ref, user)
+            held = self._members.get(key, 0)
+            if held <= 0:
+                return  # added before events were on, or counted already: nothing to undo
+            if held == 1:
+                del self._members[key]
+            else:
+                self._members[key] = held - 1
+            self._spawn(self._count_member(sub.ref, user))
+
+    async def _count_member(self, ref: ChannelRef, user: str) -> None:
+        """Publish how many subscriptions the user has in the presence channel here; the
+        cluster-wide transition from or to none is the member's being added or removed (one
+        node sees each, as for a channel's occupancy), however many tabs the user has open."""
+        assert self.events is not None
+        counter = ChannelRef(ref.app_id, f"{MEMBER_COUNTER_PREFIX}{user}\x1f{ref.name}")
+        local = self._members.get((ref, user), 0)
+        before, after = await self.broker.set_subscriber_count(counter, local)
+        if before == 0 and after > 0:
+            await self.events.member(ref, user, True)
+        elif before > 0 and after == 0:
+            await self.events.member(ref, user, False)
 
     async def _ping_loop(self) -> None:
         """One sweep for all connections: drop those that missed the last pong, ping the rest."""
@@ -700,6 +796,10 @@ class Node:
         if isinstance(msg, WebhooksChanged):
             if self.events is not None:
                 self.events.invalidate(app_id)
+            return
+        if isinstance(msg, SubscriberCount):
+            for session in self.hub.subscribers(ChannelRef(app_id, msg.channel)):
+                session.subscriber_count_changed(msg.channel, msg.count)
             return
         if isinstance(msg, Emulation | NodeAlive | ConsoleWatch | LifecycleNotice):
             return  # on_control's, never spawned

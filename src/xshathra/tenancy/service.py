@@ -165,6 +165,8 @@ class AppUpdate(TypedDict, total=False):
     token_issuer: str | None
     proxies: Mapping[str, Any] | None  # SPEC §9; None (or {}) removes every proxy
     pusher_client_events: bool
+    pusher_subscription_count: bool
+    pusher_user_authentication: bool
 
 
 # --- checks ------------------------------------------------------------------------------------
@@ -519,6 +521,10 @@ class ApplicationService:
                     raise proxy_error(exc) from None
         if "pusher_client_events" in update:
             changes["pusher_client_events"] = bool(update["pusher_client_events"])
+        if "pusher_subscription_count" in update:
+            changes["pusher_subscription_count"] = bool(update["pusher_subscription_count"])
+        if "pusher_user_authentication" in update:
+            changes["pusher_user_authentication"] = bool(update["pusher_user_authentication"])
         while_key = None if as_admin else app.api_key_hash
         updated = await self._apps.update_app(app.app_id, changes, while_key=while_key)
         if updated is None:

@@ -234,7 +234,7 @@ class WebhookEvents:
         self, ref: ChannelRef, event: LifecycleEvent, user: str, client: str
     ) -> None:
         # Pusher-format webhooks (SPEC §10) are reported as they happen, never held.
-        found = pusher.lifecycle_event(event, ref.name, user)
+        found = pusher.lifecycle_event(event, ref.name)
         if found is not None:
             await self.emit_pusher(ref, found)
         data = _encoder.encode({"channel": ref.name, "client": client} if client else {})
@@ -265,6 +265,16 @@ class WebhookEvents:
         if not held:
             del self._held[key]
         self._spawn(entry.emit())
+
+    async def cache_miss(self, ref: ChannelRef) -> None:
+        """A Pusher cache channel had no event for a new subscriber (Pusher-format only)."""
+        await self.emit_pusher(ref, pusher.cache_miss_event(ref.name))
+
+    async def member(self, ref: ChannelRef, user: str, added: bool) -> None:
+        """A presence channel's member added or removed, cluster-wide (Pusher-format only)."""
+        found = pusher.member_event(ref.name, user, added)
+        if found is not None:
+            await self.emit_pusher(ref, found)
 
     async def user_presence(self, app_id: str, user: str, online: bool) -> None:
         """A user's first connection opened (online) or last closed (offline), cluster-wide.

@@ -98,6 +98,16 @@ class UpdateAppBody(_Body):
     pusher_client_events: StrictBool | None = Field(
         None, description="Let Pusher clients send client- events (SPEC §10)."
     )
+    pusher_subscription_count: StrictBool | None = Field(
+        None,
+        description="Send Pusher subscribers of non-presence channels "
+        "pusher_internal:subscription_count events (SPEC §10).",
+    )
+    pusher_user_authentication: StrictBool | None = Field(
+        None,
+        description="Close Pusher connections that do not sign in (pusher:signin) in time, "
+        "with 4009 (SPEC §10).",
+    )
     token_rsa_public_key: StrictStr | None = Field(
         None, description="PEM public key verifying the app's own RS256 tokens; null clears."
     )
@@ -363,6 +373,10 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
             update["proxies"] = body.proxies
         if body.pusher_client_events is not None:
             update["pusher_client_events"] = body.pusher_client_events
+        if body.pusher_subscription_count is not None:
+            update["pusher_subscription_count"] = body.pusher_subscription_count
+        if body.pusher_user_authentication is not None:
+            update["pusher_user_authentication"] = body.pusher_user_authentication
         with refusals():
             updated = await service.update_application(app, update, as_admin=who.admin)
         return _ok({"application": application_view(updated)})
