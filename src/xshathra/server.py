@@ -300,11 +300,14 @@ class Runtime:
             else allow_private,
             per_app=settings.proxy_concurrency_per_app,
         )
+        # One app cache for the HTTP API and the engine's connects: a flood of connects (even
+        # refused ones) must not cost a store read each (see tenancy/appcache.py).
+        app_keys = AppKeyCache(db.apps)
         self.node = node = Node(
             options=engine_options(settings),
             broker=backends.broker,
             presence=backends.presence,
-            apps=db.apps,
+            apps=app_keys,
             tokens=tokens,
             analytics=analytics,
             events=events,
@@ -320,7 +323,6 @@ class Runtime:
             token_per_minute=settings.token_rate_limit,
             auth_failures_per_minute=settings.auth_failure_limit,
         )
-        app_keys = AppKeyCache(db.apps)
         node.app_change_listeners.append(app_keys.forget_app)
         executor = Executor(node, max_broadcast_channels=settings.max_broadcast_channels)
         ctx = ServerContext(

@@ -64,7 +64,7 @@ from xshathra.protocol import messages as m
 from xshathra.protocol import proxy as p
 from xshathra.protocol.codes import DisconnectCode, ErrorCode, LifecycleEvent, UnsubscribeCode
 from xshathra.tenancy.access import AccessRules, AccessStore
-from xshathra.tenancy.apps import Application, AppStore, NamespaceOptions, keys_equal, lowest
+from xshathra.tenancy.apps import Application, NamespaceOptions, keys_equal, lowest
 from xshathra.tenancy.tokens import TokenService
 
 if TYPE_CHECKING:
@@ -110,6 +110,16 @@ class ChannelEvents(Protocol):
 
     async def user_presence(self, app_id: str, user: str, online: bool) -> None:
         """The user's first connection on any node opened (online), or last closed."""
+
+
+class AppLookup(Protocol):
+    """Where the node reads apps: the store, or (as `server.py` assembles it) a cache in front
+    of it that every app change empties on every node (`app_change_listeners`, the control
+    bus), so a disabled app or regenerated key still counts at once."""
+
+    async def get_app(self, app_id: str) -> Application | None: ...
+
+    async def find_by_client_key(self, client_key: str) -> Application | None: ...
 
 
 # The broker's cluster-wide counters name channels; a user's connections are counted under a
@@ -185,7 +195,7 @@ class Node:
         options: EngineOptions,
         broker: ClusterBroker,
         presence: PresenceStore,
-        apps: AppStore,
+        apps: AppLookup,
         tokens: TokenService,
         analytics: Analytics,
         events: ChannelEvents | None = None,
