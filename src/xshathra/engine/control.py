@@ -57,6 +57,7 @@ class AccessChanged(_Control, tag="access_changed"):
     user: str = ""
     token_id: str = ""  # a revoked token's jti
     issued_before: int = 0  # unix seconds: the user's tokens issued earlier are refused
+    channel: str = ""  # with issued_before: only the user's subscription tokens for it
 
 
 class NodeStats(_Control, tag="node_stats"):

@@ -996,22 +996,33 @@ class Node:
         await self.send_control(AccessChanged(app_id=app_id, token_id=token_id))
 
     async def invalidate_user_tokens(
-        self, app_id: AppId, user: str, issued_before: int, expire_at: int
+        self, app_id: AppId, user: str, issued_before: int, expire_at: int, channel: str = ""
     ) -> None:
-        await self._require_access().invalidate_user_tokens(app_id, user, issued_before, expire_at)
+        """The user's connection tokens issued before `issued_before`, or with `channel` only
+        their subscription tokens for that channel (Centrifugo PRO's semantics)."""
+        await self._require_access().invalidate_user_tokens(
+            app_id, user, issued_before, expire_at, channel
+        )
         await self.send_control(
-            AccessChanged(app_id=app_id, user=user, issued_before=issued_before)
+            AccessChanged(app_id=app_id, user=user, issued_before=issued_before, channel=channel)
         )
 
     async def _access_changed(self, msg: AccessChanged) -> None:
-        """Drop the app's cached rules; close the connections they now refuse."""
+        """Drop the app's cached rules; close the connections they now refuse, and end the
+        subscriptions whose subscription token they now refuse (2000, not to come back with
+        the same token)."""
         app_id = AppId(msg.app_id)
         self._rules.pop(app_id, None)
         self.access_changes += 1
         if msg.user:
             sessions = self.hub.user_connections(app_id, msg.user)
         elif msg.token_id:
-            sessions = [s for s in self.hub.app_connections(app_id) if s.token_id == msg.token_id]
+            sessions = [
+                s
+                for s in self.hub.app_connections(app_id)
+                if s.token_id == msg.token_id
+                or any(sub.token_id == msg.token_id for sub in s.subs.values())
+            ]
         else:
             return
         if not sessions:
@@ -1023,3 +1034,13 @@ class Node:
             if reason is not None:
                 self.stats.refused("blocked" if reason == "user is blocked" else "revoked")
                 session.disconnect(refusal_code(reason), reason)
+                continue
+            for channel, sub in list(session.subs.items()):
+                if not sub.by_token:
+                    continue
+                why = rules.subscription_refusal(
+                    session.user, channel, sub.token_id, sub.issued_at, now
+                )
+                if why is not None:
+                    self.stats.refused("revoked")
+                    await session.server_unsubscribe(channel, UnsubscribeCode.SERVER, why)
