@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 from cent import (
     AsyncClient,
     BlockUserRequest,
@@ -22,7 +23,7 @@ from cent import (
 
 from tests.integration.test_access_controls import connected, refused_with
 from tests.integration.test_cluster import shared_broker, subscribe
-from tests.integration.test_engine_bad_input import closed_with
+from tests.integration.test_engine_bad_input import closed_with, connect
 from tests.support.clients import realtime_token
 from tests.support.server import ServerProcess, cluster_nodes
 
@@ -201,4 +202,50 @@ async def test_max_connections_per_user_counts_every_node(pair: list[ServerProce
         assert await refused_with(b, realtime_token(b, app, "quinn")) == 3504
         other = await connected(b, realtime_token(b, app, "rose"))
         await other.close()
+        await on_a.close()
+
+
+async def test_a_dead_nodes_connections_stop_counting_within_3_s(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """max_connections counts another node's connections only from a heartbeat at most three
+    intervals old (3 s at the default 1 s): a node killed without a word (SIGKILL, no
+    `leaving` heartbeat) stops holding the app's quota that soon, on the nodes that remain.
+    The bound asserted is 3 s plus 2.5 s for a loaded machine's scheduling; the old window
+    (three 3 s intervals) took 6 to 9 s."""
+    env = {"XSHATHRA_BROKER_PREFIX": f"xs_dead_{secrets.token_hex(4)}"}  # default interval
+    with cluster_nodes(tmp_path_factory, shared_broker("redis"), env) as (a, b):
+        app = a.create_app(name="dead-node")
+        r = httpx.put(
+            f"{a.base_url}/api/applications/{app['app_id']}",
+            json={"max_connections": 2},
+            headers=a.admin_headers(),
+        )
+        assert r.status_code == 200, r.text
+        on_a = await connected(a, realtime_token(a, app, "d1"))
+        await connected(b, realtime_token(b, app, "d2"))
+        async with AsyncClient(f"{a.base_url}/realtime/api", str(app["api_key"])) as api:
+            deadline = time.monotonic() + 10
+            while sum(n.num_clients for n in (await api.info(InfoRequest())).nodes) < 2:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.2)  # until node b's heartbeat reached node a
+        assert await refused_with(a, realtime_token(a, app, "d3")) == 3504
+        token = realtime_token(a, app, "d3")
+        b.process.kill()
+        b.process.wait()
+        killed = time.monotonic()
+        while True:
+            async with websockets.connect(a.ws_url) as ws:
+                try:
+                    accepted = "connect" in await connect(ws, token)
+                except websockets.ConnectionClosed as exc:
+                    assert exc.rcvd is not None and exc.rcvd.code == 3504, exc
+                    accepted = False
+            if accepted:
+                break
+            assert time.monotonic() - killed < 15, "the dead node's connections still count"
+            await asyncio.sleep(0.1)  # the quota frees on node a's clock: poll it
+        elapsed = time.monotonic() - killed
+        print(f"dead node's connections stopped counting after {elapsed:.2f} s")
+        assert elapsed <= 3 + 2.5, elapsed
         await on_a.close()

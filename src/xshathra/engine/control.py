@@ -61,18 +61,24 @@ class AccessChanged(_Control, tag="access_changed"):
 
 
 class NodeStats(_Control, tag="node_stats"):
-    """A node's heartbeat (every few seconds, and once as it stops with `leaving`): how many
-    clients, users, channels and subscriptions each app has on it. `info` answers from the
-    latest of every live node, and the cluster-wide connection quota counts from them.
-    `app_id` is unused ("")."""
+    """A node's one heartbeat (every `interval` seconds, and once as it stops with `leaving`):
+    that it runs, and how many clients, users, channels and subscriptions each app has on it.
+    `info` answers from the latest of every live node, the cluster-wide connection quota
+    counts from them, cluster queries wait for the live nodes, and an emulation request for
+    a node not heard of lately is answered 404. `hello`: the node has just started, and the
+    others send theirs at once instead of at their next turn. `app_id` is unused ("").
+
+    (It replaced a second heartbeat, `node_alive`, that only said a node ran: two messages on
+    the bus, two liveness windows, for one fact.)"""
 
     name: str
     version: str
     uptime: int
     # app_id -> [clients, users, channels, subscriptions] on that node
     apps: dict[str, tuple[int, int, int, int]] = {}
-    interval: float = 3.0  # seconds until the next heartbeat
+    interval: float = 1.0  # seconds until the next heartbeat
     leaving: bool = False
+    hello: bool = False
 
 
 class ConnectionSummary(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -114,16 +120,6 @@ class Emulation(_Control, kw_only=True, tag="emulation"):
     origin: str | None = None
 
 
-class NodeAlive(_Control, kw_only=True, tag="node_alive"):
-    """A node announces itself (`origin_node`) every few seconds, so that the others know which
-    nodes are running (an emulation request for a node that is not is answered 404). `hello`:
-    it has just started, and the others announce themselves at once instead of at their next
-    turn."""
-
-    app_id: str = ""
-    hello: bool = False
-
-
 ControlMessage = (
     Disconnect
     | Unsubscribe
@@ -136,7 +132,6 @@ ControlMessage = (
     | Query
     | QueryReply
     | Emulation
-    | NodeAlive
 )
 
 _encoder = msgspec.msgpack.Encoder()

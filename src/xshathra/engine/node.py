@@ -33,7 +33,6 @@ from xshathra.engine.control import (
     ControlMessage,
     Disconnect,
     Emulation,
-    NodeAlive,
     NodeStats,
     Query,
     QueryReply,
@@ -128,10 +127,6 @@ USER_COUNTER_PREFIX = "<user>"
 
 
 log = logging.getLogger("xshathra.node")
-
-# Every node announces itself on the control bus this often; one not heard from for three
-# times as long is taken as gone.
-NODE_ANNOUNCE_INTERVAL = 5.0
 
 
 def namespace_kind(channel: str) -> str:
@@ -245,36 +240,23 @@ class Node:
         )
         # Connected sessions of emulation transports, by emulation session id.
         self._emulated: dict[str, ClientSession] = {}
-        # Other nodes on the control bus: node id -> when last heard of (monotonic).
-        self._nodes: dict[str, float] = {}
-        self._announce_task: asyncio.Task[None] | None = None
         analytics.bind_online(self._online, self.hub.app_ids)
 
     async def start(self) -> None:
         await self.broker.start(self)
         self._ping_task = self.loop.create_task(self._ping_loop())
         self._presence_task = self.loop.create_task(self._presence_loop())
-        self._announce_task = self.loop.create_task(self._announce_loop())
         self._position_task = self.loop.create_task(self._position_loop())
         self.deadlines.start(self.loop)
         self.cluster.start()
 
-    async def _announce_loop(self) -> None:
-        hello = True
-        while True:
-            try:
-                await self.send_control(NodeAlive(hello=hello))
-                hello = False
-            except Exception as exc:  # the broker is away: the next turn tries again
-                log.debug("node announcement failed: %s", type(exc).__name__)
-            await asyncio.sleep(NODE_ANNOUNCE_INTERVAL)
-
     def node_running(self, node_id: str) -> bool:
-        """This node, or another heard of on the control bus lately."""
-        if node_id == self.node_id:
-            return True
-        seen = self._nodes.get(node_id)
-        return seen is not None and time.monotonic() - seen < 3 * NODE_ANNOUNCE_INTERVAL
+        """This node, or another whose heartbeat is recent (engine.cluster)."""
+        return node_id == self.node_id or self.cluster.is_live(node_id)
+
+    def spawn_control(self, msg: ControlMessage) -> None:
+        """Send `msg` on the control bus in the background (from a bus callback)."""
+        self._spawn(self.send_control(msg))
 
     def on_reconnect(self) -> None:
         """The broker lost messages while away: every subscriber resubscribes and recovers."""
@@ -313,7 +295,6 @@ class Node:
         for task in (
             self._ping_task,
             self._presence_task,
-            self._announce_task,
             self._position_task,
         ):
             if task is not None:
@@ -623,14 +604,9 @@ class Node:
             if msg.node == self.node_id:
                 self._emulate_here(msg.session, msg.data, msg.origin)
             return
-        if isinstance(msg, NodeAlive):
-            if msg.origin_node and msg.origin_node != self.node_id:
-                self._nodes[msg.origin_node] = time.monotonic()
-                if len(self._nodes) > 64:  # forget nodes gone long ago
-                    for node_id in [n for n in self._nodes if not self.node_running(n)]:
-                        del self._nodes[node_id]
-                if msg.hello:
-                    self._spawn(self.send_control(NodeAlive()))
+        if isinstance(msg, NodeStats):
+            # Here, not in a task: liveness and counts as of the bus's order, at once.
+            self.cluster.on_stats(msg)
             return
         self._spawn(self._apply_control(msg))
 
@@ -665,9 +641,6 @@ class Node:
 
     async def _apply_control(self, msg: ControlMessage) -> None:
         app_id = AppId(msg.app_id)
-        if isinstance(msg, NodeStats):
-            self.cluster.on_stats(msg)
-            return
         if isinstance(msg, Query):
             await self.cluster.on_query(msg)
             return
@@ -684,7 +657,7 @@ class Node:
             if self.events is not None:
                 self.events.invalidate(app_id)
             return
-        if isinstance(msg, Emulation | NodeAlive):
+        if isinstance(msg, Emulation | NodeStats):
             return  # on_control's, never spawned
         if msg.client:
             one = self.hub.connection(app_id, msg.client)
@@ -879,7 +852,7 @@ class Node:
 
     # --- the cluster ----------------------------------------------------------------------------
 
-    def local_stats(self, *, leaving: bool = False) -> NodeStats:
+    def local_stats(self, *, leaving: bool = False, hello: bool = False) -> NodeStats:
         """This node's heartbeat (see engine.cluster)."""
         return NodeStats(
             app_id="",
@@ -889,6 +862,7 @@ class Node:
             apps={} if leaving else self.hub.app_stats(),
             interval=self.options.node_stats_interval,
             leaving=leaving,
+            hello=hello,
         )
 
     def answer_query(self, query: Query) -> QueryReply:
