@@ -32,6 +32,7 @@ from xshathra.api.server.engine_http import EngineHttp
 from xshathra.brokers import ClusterBroker
 from xshathra.engine.node import Node
 from xshathra.engine.options import EngineOptions
+from xshathra.engine.proxy import ProxyCaller
 from xshathra.observability.metrics import (
     CONTENT_TYPE,
     HttpMetricsMiddleware,
@@ -41,6 +42,7 @@ from xshathra.observability.metrics import (
 )
 from xshathra.observability.tracing import (
     TracedBroker,
+    TracedProxyCaller,
     TracingMiddleware,
     setup_tracing,
     traced_call,
@@ -311,7 +313,8 @@ class Runtime:
             tokens=tokens,
             analytics=analytics,
             events=events,
-            proxy=proxy,
+            # With tracing, each call to an app's backend is a `proxy.<kind>` span.
+            proxy=cast(ProxyCaller, TracedProxyCaller(proxy, tracing)) if tracing else proxy,
             node_id=node_id,
             access=db.access,
         )
