@@ -318,6 +318,8 @@ class Runtime:
             node_id=node_id,
             access=db.access,
         )
+        # Held webhook leaves are matched across nodes over the control bus.
+        events.bind_peers(node)
         await node.start()
         await analytics.start()
         await dispatcher.start()

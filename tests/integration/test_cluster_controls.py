@@ -181,6 +181,48 @@ async def test_user_online_and_offline_once_across_nodes(pair: list[ServerProces
         assert events == ["marker", "user-offline", "user-online"]
 
 
+async def test_a_connection_moved_to_another_node_within_the_leave_delay_reports_no_pair(
+    pair: list[ServerProcess],
+) -> None:
+    """XSHATHRA_WEBHOOK_LEAVE_DELAY (3 s here, the default) holds user-left, room-vacated and
+    user-offline; a user back within it reports neither the leave nor the join, also when the
+    connection comes back on the other node: node A tells the others it holds a leave
+    (LeaveHeld on the control bus) and node B, seeing the join, tells A to drop it
+    (LeaveUndone) instead of reporting it. Leaving for good still reports each leave once."""
+    from tests.integration.test_webhooks import broadcast, register
+    from tests.support.receiver import Receiver
+
+    a, b = pair
+    app = a.create_app(name="moved")
+    pairs = ["user-joined", "user-left", "room-occupied", "room-vacated"]
+    with Receiver().running() as rx:
+        register(a, app, rx.url, [*pairs, "user-online", "user-offline", "marker"])
+        on_a = await subscribed(a, app, "vic", "public:page")
+        got = await asyncio.to_thread(rx.wait_for, 3)
+        assert sorted(g.json()["event"] for g in got) == [
+            "room-occupied",
+            "user-joined",
+            "user-online",
+        ]
+        await on_a.close()
+        # The client's reconnect gap (well within the 3 s delay), then it is back on node B.
+        await asyncio.sleep(0.3)
+        on_b = await subscribed(b, app, "vic", "public:page")
+        await on_b.close()  # and now gone for good: each leave once, after the delay
+        got = await asyncio.to_thread(rx.wait_for, 6, 20)
+        assert sorted(g.json()["event"] for g in got[3:]) == [
+            "room-vacated",
+            "user-left",
+            "user-offline",
+        ]
+        # Nothing else came meanwhile (a pair from the move would have come before these):
+        # a marker published now is the next and last one.
+        broadcast(a, app, "public:m", "marker", 1)
+        got = await asyncio.to_thread(rx.wait_for, 7)
+        assert got[6].json()["event"] == "marker", [g.json()["event"] for g in got]
+        assert len(rx.requests) == 7
+
+
 async def test_max_connections_per_user_counts_every_node(pair: list[ServerProcess]) -> None:
     from tests.integration.test_webhooks import register
     from tests.support.receiver import Receiver

@@ -60,6 +60,30 @@ class AccessChanged(_Control, tag="access_changed"):
     channel: str = ""  # with issued_before: only the user's subscription tokens for it
 
 
+class LeaveHeld(_Control, kw_only=True, tag="leave_held"):
+    """`origin_node` holds a webhook leave (user-left, room-vacated, user-offline: `pair` user,
+    room or presence) for `delay` seconds: a join that undoes it on another node within that
+    time is not reported there, and that node answers with `LeaveUndone`."""
+
+    room: str = ""
+    user: str = ""
+    pair: str
+    delay: float
+
+
+class LeaveUndone(_Control, kw_only=True, tag="leave_undone"):
+    """To node `holder`: the join `event` (with `data`) that undoes its held leave happened on
+    `origin_node`, which did not report it. The holder drops the leave, or, when it went out
+    already, reports the join itself: the pair is reported whole or not at all."""
+
+    holder: str
+    room: str = ""
+    user: str = ""
+    pair: str
+    event: str
+    data: bytes = b""
+
+
 class NodeStats(_Control, tag="node_stats"):
     """A node's one heartbeat (every `interval` seconds, and once as it stops with `leaving`):
     that it runs, and how many clients, users, channels and subscriptions each app has on it.
@@ -132,6 +156,8 @@ ControlMessage = (
     | Query
     | QueryReply
     | Emulation
+    | LeaveHeld
+    | LeaveUndone
 )
 
 _encoder = msgspec.msgpack.Encoder()

@@ -33,6 +33,8 @@ from xshathra.engine.control import (
     ControlMessage,
     Disconnect,
     Emulation,
+    LeaveHeld,
+    LeaveUndone,
     NodeStats,
     Query,
     QueryReply,
@@ -109,6 +111,16 @@ class ChannelEvents(Protocol):
 
     async def user_presence(self, app_id: str, user: str, online: bool) -> None:
         """The user's first connection on any node opened (online), or last closed."""
+
+    def leave_held_elsewhere(
+        self, holder: str, app_id: str, room: str, user: str, pair: str, delay: float
+    ) -> None:
+        """Node `holder` holds a leave for `delay` seconds (its `LeaveHeld`)."""
+
+    def leave_undone_here(
+        self, app_id: str, room: str, user: str, pair: str, event: str, data: bytes
+    ) -> None:
+        """Another node saw the join that undoes a leave held here (its `LeaveUndone`)."""
 
 
 class AppLookup(Protocol):
@@ -253,6 +265,33 @@ class Node:
     def node_running(self, node_id: str) -> bool:
         """This node, or another whose heartbeat is recent (engine.cluster)."""
         return node_id == self.node_id or self.cluster.is_live(node_id)
+
+    # The webhook events' peers (webhooks.events.LeavePeers): held leaves across nodes.
+    def leave_held(self, app_id: str, room: str, user: str, pair: str, delay: float) -> None:
+        msg = LeaveHeld(app_id=app_id, room=room, user=user, pair=pair, delay=delay)
+        self.spawn_control(msg)
+
+    def leave_undone(
+        self,
+        holder: str,
+        app_id: str,
+        room: str,
+        user: str,
+        pair: str,
+        event: str,
+        data: bytes,
+    ) -> None:
+        self.spawn_control(
+            LeaveUndone(
+                app_id=app_id,
+                holder=holder,
+                room=room,
+                user=user,
+                pair=pair,
+                event=event,
+                data=data,
+            )
+        )
 
     def spawn_control(self, msg: ControlMessage) -> None:
         """Send `msg` on the control bus in the background (from a bus callback)."""
@@ -641,6 +680,18 @@ class Node:
 
     async def _apply_control(self, msg: ControlMessage) -> None:
         app_id = AppId(msg.app_id)
+        if isinstance(msg, LeaveHeld):
+            if self.events is not None and msg.origin_node != self.node_id:
+                self.events.leave_held_elsewhere(
+                    msg.origin_node, app_id, msg.room, msg.user, msg.pair, msg.delay
+                )
+            return
+        if isinstance(msg, LeaveUndone):
+            if self.events is not None and msg.holder == self.node_id:
+                self.events.leave_undone_here(
+                    app_id, msg.room, msg.user, msg.pair, msg.event, msg.data
+                )
+            return
         if isinstance(msg, Query):
             await self.cluster.on_query(msg)
             return
