@@ -142,8 +142,10 @@ async def _latencies(server: ServerProcess, app: Json, ws: Any, count: int) -> l
 # held open) while on: each stdin line toggles it (it starts off, answering "on"/"off" once
 # the switch took); at the end of stdin it stops and prints its outcomes as JSON.
 _FLOOD = """
-import asyncio, json, sys
+import asyncio, json, os, sys
 import httpx, websockets
+
+os.nice(10)  # the attacker's own CPU is not the server's to share (it runs elsewhere in life)
 
 base, ws_url, key, token = sys.argv[1:5]
 outcomes = {}
@@ -209,7 +211,11 @@ async def test_a_flooding_app_does_not_slow_another(server: ServerProcess) -> No
     timer tick or one context switch is already a millisecond or more; 5 ms is that
     resolution, not slack for the server. What used to break the 2x: every connect, refused
     ones included, read its app from the store (on SQLite a worker thread taking the GIL from
-    the event loop); the engine now reads apps through the node's invalidated app cache."""
+    the event loop); the engine now reads apps through the node's invalidated app cache. And
+    the flooding process runs at a lower priority (nice 10): on a shared 2-core machine its
+    own CPU came out of the server's share (measured at load 8: flooded medians of 12 ms
+    against 2 ms idle before, about equal to idle after, with as many refusals), which is a
+    property of the test bench, not of the server (an attacker's client runs elsewhere)."""
     quiet = server.create_app(name="quiet")
     noisy = server.create_app(name="noisy", rate_limit=100)
     admin_quotas(server, noisy, max_connections=5)
