@@ -280,7 +280,9 @@ class Node:
         pair: str,
         event: str,
         data: bytes,
-    ) -> None:
+    ) -> bool:
+        if not self.node_running(holder):
+            return False  # stopped (its held leaves were reported) or died: report the join
         self.spawn_control(
             LeaveUndone(
                 app_id=app_id,
@@ -292,6 +294,7 @@ class Node:
                 data=data,
             )
         )
+        return True
 
     def spawn_control(self, msg: ControlMessage) -> None:
         """Send `msg` on the control bus in the background (from a bus callback)."""

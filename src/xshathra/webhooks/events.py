@@ -61,8 +61,10 @@ class LeavePeers(Protocol):
         pair: str,
         event: str,
         data: bytes,
-    ) -> None:
-        """Tell node `holder` its held leave was undone here by `event` (not reported here)."""
+    ) -> bool:
+        """Tell node `holder` its held leave was undone here by `event` (not reported here).
+        False when `holder` is not running (stopped, having reported its held leaves, or
+        died): then nobody would report the join, so the caller does."""
 
 
 class WebhookBody(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -295,10 +297,15 @@ class WebhookEvents:
                     del self._held[key]
                 return
             holder = self._take_held_elsewhere(key)
-            if holder is not None and self._peers is not None:
-                # Held by another node: it drops the leave (or, if its delay ran out on the
-                # way and the leave went out, reports this join in our stead).
-                self._peers.leave_undone(holder, ref.app_id, ref.name, key[2], name, event, data)
+            # Held by another node: it drops the leave (or, if its delay ran out on the way
+            # and the leave went out, reports this join in our stead).
+            if (
+                holder is not None
+                and self._peers is not None
+                and self._peers.leave_undone(
+                    holder, ref.app_id, ref.name, key[2], name, event, data
+                )
+            ):
                 return
             await self.emit(ref, event, data, user or None)
             return
