@@ -24,6 +24,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from xshathra import __version__
 from xshathra.protocol.proxy import KINDS as PROXY_KINDS
 
+# Every span here is started with record_exception=False, set_status_on_exception=False: an
+# exception's message may carry a URL with its password or a token, so a span names the
+# exception's type only (set by hand), never the exception itself.
+
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 
@@ -65,7 +69,10 @@ class TracingMiddleware:
 
         method = scope.get("method", "")
         with self._tracer.start_as_current_span(
-            f"{method} {route_of(scope)}", kind=trace.SpanKind.SERVER
+            f"{method} {route_of(scope)}",
+            kind=trace.SpanKind.SERVER,
+            record_exception=False,
+            set_status_on_exception=False,
         ) as span:
             try:
                 await self._app(scope, receive, send_status)
@@ -105,7 +112,10 @@ class TracedBroker:
 
         async def traced(*args: Any, **kwargs: Any) -> Any:
             with self._tracer.start_as_current_span(
-                f"broker.{name}", kind=trace.SpanKind.CLIENT
+                f"broker.{name}",
+                kind=trace.SpanKind.CLIENT,
+                record_exception=False,
+                set_status_on_exception=False,
             ) as span:
                 try:
                     return await target(*args, **kwargs)
@@ -157,7 +167,10 @@ class TracedProxyCaller:
     ) -> Any:
         kind = PROXY_KINDS.get(type(request), "unknown")
         with self._tracer.start_as_current_span(
-            f"proxy.{kind}", kind=trace.SpanKind.CLIENT
+            f"proxy.{kind}",
+            kind=trace.SpanKind.CLIENT,
+            record_exception=False,
+            set_status_on_exception=False,
         ) as span:
             span.set_attribute("xshathra.proxy.kind", kind)
             span.set_attribute("xshathra.app_id", str(app.app_id))
@@ -187,8 +200,17 @@ def traced_call(
         tracer = provider.get_tracer("xshathra")
 
         async def traced(*args: Any, **kwargs: Any) -> Any:
-            with tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT):
-                return await call(*args, **kwargs)
+            with tracer.start_as_current_span(
+                name,
+                kind=trace.SpanKind.CLIENT,
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
+                try:
+                    return await call(*args, **kwargs)
+                except Exception as exc:
+                    span.set_status(trace.StatusCode.ERROR, type(exc).__name__)
+                    raise
 
         return traced
 
