@@ -150,6 +150,7 @@ def engine_options(settings: Settings) -> EngineOptions:
         node_stats_interval=settings.node_stats_interval,
         cluster_query_timeout=settings.cluster_query_timeout,
         access_rules_ttl=settings.access_rules_ttl,
+        pusher_signin_timeout=settings.pusher_signin_timeout,
         position_check_interval=settings.position_check_interval,
         max_header_bytes=settings.max_header_bytes,
         preconnect_max_bytes=settings.preconnect_max_bytes,

@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     node_stats_interval: float = Field(default=1.0, gt=0)
     # How long `channels` and `connections` wait for the other nodes' answers (seconds).
     cluster_query_timeout: float = Field(default=1.0, gt=0)
+    # Pusher apps with `pusher_user_authentication`: seconds a connection has to sign in
+    # (`pusher:signin`) before it is closed with 4009 (Pusher's 30 s).
+    pusher_signin_timeout: float = Field(default=30.0, gt=0)
     # Each node re-reads an app's access rules (blocked users, revoked tokens) this often;
     # changes reach every node at once through the broker, this bounds a lost message.
     access_rules_ttl: float = Field(default=30.0, gt=0)

@@ -250,6 +250,11 @@ class Executor:
         self._node = node
         self._max_broadcast_channels = max_broadcast_channels
 
+    @property
+    def node(self) -> Node:
+        """The engine's facade, for the dashboard's live console (`Node.watch_lifecycle`)."""
+        return self._node
+
     def _ref(self, app: Application, channel: str) -> ChannelRef:
         """The app's channel, or a Centrifugo-style 107 for a name outside the grammar."""
         if not isinstance(channel, str) or not channel:

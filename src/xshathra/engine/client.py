@@ -1290,6 +1290,10 @@ class ClientSession:
         """The writer's transport buffer passed its limit: the client does not keep up."""
         self.disconnect(DisconnectCode.SLOW)
 
+    def subscriber_count_changed(self, channel: str, count: int) -> None:
+        """The channel's subscriber count, for apps that count subscribers (Pusher's
+        subscription counting). Centrifuge's protocol has no such push: nothing is sent."""
+
     def disconnect(self, code: DisconnectCode | int, reason: str | None = None) -> None:
         """Close the connection with a Centrifuge disconnect code, then clean up."""
         if self.state is State.CLOSED:

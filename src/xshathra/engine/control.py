@@ -84,6 +84,14 @@ class LeaveUndone(_Control, kw_only=True, tag="leave_undone"):
     data: bytes = b""
 
 
+class SubscriberCount(_Control, tag="subscriber_count"):
+    """A channel's subscriber count changed, in an app that tells subscribers of it (Pusher's
+    subscription counting): every node hands it to its own subscribers of the channel."""
+
+    channel: str
+    count: int
+
+
 class NodeStats(_Control, tag="node_stats"):
     """A node's one heartbeat (every `interval` seconds, and once as it stops with `leaving`):
     that it runs, and how many clients, users, channels and subscriptions each app has on it.
@@ -144,6 +152,25 @@ class Emulation(_Control, kw_only=True, tag="emulation"):
     origin: str | None = None
 
 
+class ConsoleWatch(_Control, kw_only=True, tag="console_watch"):
+    """`origin_node` serves a live console of the app: forward the app's lifecycle events
+    (`LifecycleNotice`) for `ttl` seconds; re-sent while the console stays open."""
+
+    ttl: float
+
+
+class LifecycleNotice(_Control, kw_only=True, tag="lifecycle"):
+    """One lifecycle event of the app on `origin_node`, for the consoles of other nodes."""
+
+    kind: str
+    user: str = ""
+    client: str = ""
+    transport: str = ""
+    channel: str = ""
+    node_name: str = ""
+    at: float = 0.0
+
+
 ControlMessage = (
     Disconnect
     | Unsubscribe
@@ -152,12 +179,15 @@ ControlMessage = (
     | AppChanged
     | WebhooksChanged
     | AccessChanged
+    | SubscriberCount
     | NodeStats
     | Query
     | QueryReply
     | Emulation
     | LeaveHeld
     | LeaveUndone
+    | ConsoleWatch
+    | LifecycleNotice
 )
 
 _encoder = msgspec.msgpack.Encoder()

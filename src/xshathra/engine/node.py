@@ -30,16 +30,19 @@ from xshathra.engine.control import (
     AccessChanged,
     AppChanged,
     ConnectionSummary,
+    ConsoleWatch,
     ControlMessage,
     Disconnect,
     Emulation,
     LeaveHeld,
     LeaveUndone,
+    LifecycleNotice,
     NodeStats,
     Query,
     QueryReply,
     Refresh,
     Subscribe,
+    SubscriberCount,
     Unsubscribe,
     WebhooksChanged,
     decode_control,
@@ -48,6 +51,14 @@ from xshathra.engine.control import (
 from xshathra.engine.deadlines import Deadlines
 from xshathra.engine.errors import ClientError
 from xshathra.engine.hub import Hub, SubscriberFeatures, publication_message
+from xshathra.engine.lifecycle import (
+    CONNECTED,
+    DISCONNECTED,
+    SUBSCRIBED,
+    UNSUBSCRIBED,
+    LifecycleFeed,
+    Listener,
+)
 from xshathra.engine.options import EngineOptions
 from xshathra.engine.proxy import ProxyCaller, ProxyUnavailable, answered, refuse, result_of
 from xshathra.engine.writer import FlushScheduler
@@ -112,6 +123,13 @@ class ChannelEvents(Protocol):
     async def user_presence(self, app_id: str, user: str, online: bool) -> None:
         """The user's first connection on any node opened (online), or last closed."""
 
+    async def member(self, ref: ChannelRef, user: str, added: bool) -> None:
+        """A presence channel's user got their first subscription on any node (added), or
+        lost their last (Pusher's member_added / member_removed)."""
+
+    async def cache_miss(self, ref: ChannelRef) -> None:
+        """A subscriber of a Pusher cache channel found no cached event."""
+
     def leave_held_elsewhere(
         self, holder: str, app_id: str, room: str, user: str, pair: str, delay: float
     ) -> None:
@@ -136,6 +154,19 @@ class AppLookup(Protocol):
 # The broker's cluster-wide counters name channels; a user's connections are counted under a
 # name no channel can have (the channel grammar has no "<"), so the two never meet.
 USER_COUNTER_PREFIX = "<user>"
+# A presence channel's subscriptions of one user: "<member>" + user + US + channel (the user id
+# may hold anything but the channel grammar has no US, so the split is unambiguous).
+MEMBER_COUNTER_PREFIX = "<member>"
+# Subscriber-count notices (Pusher's subscription counting), throttled as Pusher does: every
+# change up to this many subscribers, else at most one per interval.
+COUNT_EVERY_CHANGE_UPTO = 100
+COUNT_INTERVAL = 5.0
+
+
+@dataclass(slots=True)
+class _CountNotice:
+    sent_at: float = 0.0  # monotonic
+    timer: asyncio.TimerHandle | None = None
 
 
 log = logging.getLogger("xshathra.node")
@@ -245,6 +276,10 @@ class Node:
         self._background: set[asyncio.Task[None]] = set()
         # Last publication position seen per channel with local subscribers (gap detection).
         self._last_offsets: dict[ChannelRef, tuple[str, int]] = {}
+        # (presence channel, user) -> subscriptions of the user there on this node
+        self._members: dict[tuple[ChannelRef, str], int] = {}
+        # Channels over COUNT_EVERY_CHANGE_UPTO subscribers whose count notices are throttled.
+        self._count_notices: dict[ChannelRef, _CountNotice] = {}
         self.cluster = Cluster(
             self,
             interval=options.node_stats_interval,
@@ -252,6 +287,8 @@ class Node:
         )
         # Connected sessions of emulation transports, by emulation session id.
         self._emulated: dict[str, ClientSession] = {}
+        # Apps' lifecycle events for live consoles on any node (engine/lifecycle.py).
+        self.lifecycle = LifecycleFeed(self)
         analytics.bind_online(self._online, self.hub.app_ids)
 
     async def start(self) -> None:
@@ -333,6 +370,7 @@ class Node:
         """Disconnect every client with a reconnect code and stop background work."""
         for session in self.hub.all_connections():
             session.disconnect(DisconnectCode.SHUTDOWN)
+        await self.lifecycle.close()
         await self.cluster.stop()
         for task in (
             self._ping_task,
@@ -442,6 +480,7 @@ class Node:
         if session.app is not None:
             self._apps.setdefault(session.app_id, session.app)
         self.hub.add_connection(session)
+        self.lifecycle.emit(CONNECTED, session)
         self.analytics.connection_opened(session.app_id, session.user)
         if self.events is not None and session.user:
             self._spawn(self._count_user(session.app_id, session.user))
@@ -455,6 +494,9 @@ class Node:
         if session.emulation_id:
             self._emulated.pop(session.emulation_id, None)
         if session.app is not None:
+            for sub in subs:  # a console shows them before the disconnect, as they happen
+                self.lifecycle.emit(UNSUBSCRIBED, session, sub.ref.name, session.sub_info(sub).user)
+            self.lifecycle.emit(DISCONNECTED, session)
             self.hub.remove_connection(session)
             if not self.hub.connection_count(session.app_id):
                 self._apps.pop(session.app_id, None)
@@ -468,7 +510,7 @@ class Node:
         self, session: ClientSession, subs: list[Subscription], emptied: list[ChannelRef]
     ) -> None:
         for sub in subs:
-            self.subscription_removed(session, sub)
+            self.subscription_removed(session, sub, closed=True)
             try:
                 if sub.options.presence:
                     await self.presence_store.remove_presence(sub.ref, session.client_id)
@@ -483,7 +525,7 @@ class Node:
                     await self.broker.unsubscribe(ref)
         for ref in {s.ref for s in subs}:
             with contextlib.suppress(Exception):
-                await self._count_subscribers(ref)
+                await self._count_subscribers(ref, session.app)
 
     async def _count_user(self, app_id: AppId, user: str) -> None:
         """Publish how many connections the user has here now; the cluster-wide transition
@@ -505,11 +547,15 @@ class Node:
     ) -> None:
         if self.hub.add_pending(ref, session, features):
             await self.broker.subscribe(ref)
-        await self._count_subscribers(ref)
+        await self._count_subscribers(ref, session.app)
 
-    async def _count_subscribers(self, ref: ChannelRef) -> None:
-        """Publish this node's count; the cluster-wide transition decides occupancy events."""
+    async def _count_subscribers(self, ref: ChannelRef, app: Application | None) -> None:
+        """Publish this node's count; the cluster-wide transition decides occupancy events.
+        `app` is the subscriber's, which this node may have forgotten already (its last
+        connection here just closed)."""
         before, after = await self.broker.set_subscriber_count(ref, self.hub.subscriber_count(ref))
+        if before != after and after > 0 and app is not None and app.counts_subscribers(ref.name):
+            self._count_changed(ref, after)
         if self.events is not None:
             if before == 0 and after > 0:
                 self._spawn(self.events.lifecycle(ref, LifecycleEvent.ROOM_OCCUPIED, "", ""))
@@ -520,23 +566,96 @@ class Node:
         if self.hub.remove_subscriber(ref, session):
             self._last_offsets.pop(ref, None)
             await self.broker.unsubscribe(ref)
-        await self._count_subscribers(ref)
+        await self._count_subscribers(ref, session.app)
+
+    def _count_changed(self, ref: ChannelRef, count: int) -> None:
+        """Tell the channel's subscribers on every node its new count, when its app asks for
+        it. As Pusher throttles it: every change while the channel has at most
+        `COUNT_EVERY_CHANGE_UPTO` subscribers, else at most once per `COUNT_INTERVAL` seconds
+        (from this node), the last one read when it is sent."""
+        notice = self._count_notices.get(ref)
+        now = time.monotonic()
+        if count <= COUNT_EVERY_CHANGE_UPTO and notice is None:
+            self._spawn(self._send_count(ref, count))
+            return
+        if notice is None:
+            notice = self._count_notices[ref] = _CountNotice()
+        if notice.timer is not None:
+            return  # a send is due: it reads the count then
+        wait = notice.sent_at + COUNT_INTERVAL - now
+        if wait <= 0:
+            notice.sent_at = now
+            self._spawn(self._send_count(ref, count))
+            if count <= COUNT_EVERY_CHANGE_UPTO:
+                del self._count_notices[ref]  # small again: every change from now on
+            return
+        notice.timer = self.loop.call_later(wait, self._count_due, ref)
+
+    def _count_due(self, ref: ChannelRef) -> None:
+        notice = self._count_notices.get(ref)
+        if notice is None:
+            return
+        notice.timer = None
+        notice.sent_at = time.monotonic()
+        self._spawn(self._send_count(ref, None))
+
+    async def _send_count(self, ref: ChannelRef, count: int | None) -> None:
+        if count is None:
+            count = await self.broker.subscriber_count(ref)
+            if count <= COUNT_EVERY_CHANGE_UPTO:
+                self._count_notices.pop(ref, None)
+            if count == 0:
+                return
+        await self.send_control(SubscriberCount(app_id=ref.app_id, channel=ref.name, count=count))
 
     def subscription_added(self, session: ClientSession, sub: Subscription) -> None:
+        user = session.sub_info(sub).user  # a Pusher presence member's own user id
+        self.lifecycle.emit(SUBSCRIBED, session, sub.ref.name, user)
         if self.events is None:
             return
-        user = session.sub_info(sub).user  # a Pusher presence member's own user id
         self._spawn(
             self.events.lifecycle(sub.ref, LifecycleEvent.USER_JOINED, user, session.client_id)
         )
+        if sub.options.presence and user:
+            key = (sub.ref, user)
+            self._members[key] = self._members.get(key, 0) + 1
+            self._spawn(self._count_member(sub.ref, user))
 
-    def subscription_removed(self, session: ClientSession, sub: Subscription) -> None:
+    def subscription_removed(
+        self, session: ClientSession, sub: Subscription, *, closed: bool = False
+    ) -> None:
+        """`closed`: the connection closed (`unregister` told the consoles already)."""
+        user = session.sub_info(sub).user
+        if not closed:
+            self.lifecycle.emit(UNSUBSCRIBED, session, sub.ref.name, user)
         if self.events is None:
             return
-        user = session.sub_info(sub).user
         self._spawn(
             self.events.lifecycle(sub.ref, LifecycleEvent.USER_LEFT, user, session.client_id)
         )
+        if sub.options.presence and user:
+            key = (sub.ref, user)
+            held = self._members.get(key, 0)
+            if held <= 0:
+                return  # added before events were on, or counted already: nothing to undo
+            if held == 1:
+                del self._members[key]
+            else:
+                self._members[key] = held - 1
+            self._spawn(self._count_member(sub.ref, user))
+
+    async def _count_member(self, ref: ChannelRef, user: str) -> None:
+        """Publish how many subscriptions the user has in the presence channel here; the
+        cluster-wide transition from or to none is the member's being added or removed (one
+        node sees each, as for a channel's occupancy), however many tabs the user has open."""
+        assert self.events is not None
+        counter = ChannelRef(ref.app_id, f"{MEMBER_COUNTER_PREFIX}{user}\x1f{ref.name}")
+        local = self._members.get((ref, user), 0)
+        before, after = await self.broker.set_subscriber_count(counter, local)
+        if before == 0 and after > 0:
+            await self.events.member(ref, user, True)
+        elif before > 0 and after == 0:
+            await self.events.member(ref, user, False)
 
     async def _ping_loop(self) -> None:
         """One sweep for all connections: drop those that missed the last pong, ping the rest."""
@@ -646,6 +765,14 @@ class Node:
             # Here, not in a task: liveness and counts as of the bus's order, at once.
             self.cluster.on_stats(msg)
             return
+        if isinstance(msg, LifecycleNotice):
+            self.lifecycle.on_notice(msg)
+            return
+        if isinstance(msg, ConsoleWatch):
+            # Handled here, not in a task: it takes effect before any later message of its
+            # sender (the watcher's confirming query) is answered.
+            self.lifecycle.on_watch(msg)
+            return
         self._spawn(self._apply_control(msg))
 
     # --- bidirectional emulation ----------------------------------------------------------------
@@ -707,7 +834,11 @@ class Node:
             if self.events is not None:
                 self.events.invalidate(app_id)
             return
-        if isinstance(msg, Emulation | NodeStats):
+        if isinstance(msg, SubscriberCount):
+            for session in self.hub.subscribers(ChannelRef(app_id, msg.channel)):
+                session.subscriber_count_changed(msg.channel, msg.count)
+            return
+        if isinstance(msg, Emulation | NodeStats | ConsoleWatch | LifecycleNotice):
             return  # on_control's, never spawned
         if msg.client:
             one = self.hub.connection(app_id, msg.client)
@@ -750,6 +881,12 @@ class Node:
                 session.disconnect(DisconnectCode.PERMISSION_DENIED, "application is disabled")
             else:
                 session.app = app
+
+    async def watch_lifecycle(self, app_id: str, listener: Listener) -> Callable[[], None]:
+        """Tell `listener` the app's lifecycle events (connected, disconnected, subscribed,
+        unsubscribed) on every node of the cluster, from when this returns, until the returned
+        call; None once this node stops. See engine/lifecycle.py."""
+        return await self.lifecycle.watch(app_id, listener)
 
     async def send_control(self, msg: ControlMessage) -> None:
         """Act on connections and caches of every node, this one included (the broker's

@@ -31,6 +31,7 @@ class EngineOptions:
     node_stats_interval: float = 1.0
     cluster_query_timeout: float = 1.0  # how long channels/connections wait for other nodes
     access_rules_ttl: float = 30.0  # an app's cached access rules are read again after it
+    pusher_signin_timeout: float = 30.0  # Pusher apps that require sign-in: time to sign in
     # Positioned subscriptions: how often each channel's stream top is compared with what was
     # delivered (Centrifugo's client_channel_position_check_delay).
     position_check_interval: float = 40.0

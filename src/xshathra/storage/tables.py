@@ -80,6 +80,8 @@ applications = Table(
     Column("token_audience", String(255), nullable=True),
     Column("token_issuer", String(255), nullable=True),
     Column("pusher_client_events", Boolean, nullable=False, server_default=false()),
+    Column("pusher_subscription_count", Boolean, nullable=False, server_default=false()),
+    Column("pusher_user_authentication", Boolean, nullable=False, server_default=false()),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )

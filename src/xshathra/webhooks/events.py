@@ -95,7 +95,7 @@ def make_test_delivery(webhook: Webhook) -> NewDelivery:
             app_id=webhook.app_id,
             event=TEST_EVENT,
             room="",
-            data=msgspec.Raw(b'{"message":"A test event sent from the dashboard."}'),
+            data=msgspec.Raw(b'{"test":true,"message":"A test event: your receiver works."}'),
             timestamp=int(time.time() * 1000),
         )
     ).decode()
@@ -267,7 +267,7 @@ class WebhookEvents:
         self, ref: ChannelRef, event: LifecycleEvent, user: str, client: str
     ) -> None:
         # Pusher-format webhooks (SPEC §10) are reported as they happen, never held.
-        found = pusher.lifecycle_event(event, ref.name, user)
+        found = pusher.lifecycle_event(event, ref.name)
         if found is not None:
             await self.emit_pusher(ref, found)
         data = _encoder.encode({"channel": ref.name, "client": client} if client else {})
@@ -370,6 +370,16 @@ class WebhookEvents:
         if not held:
             del self._held[key]
         self._spawn(entry.emit())
+
+    async def cache_miss(self, ref: ChannelRef) -> None:
+        """A Pusher cache channel had no event for a new subscriber (Pusher-format only)."""
+        await self.emit_pusher(ref, pusher.cache_miss_event(ref.name))
+
+    async def member(self, ref: ChannelRef, user: str, added: bool) -> None:
+        """A presence channel's member added or removed, cluster-wide (Pusher-format only)."""
+        found = pusher.member_event(ref.name, user, added)
+        if found is not None:
+            await self.emit_pusher(ref, found)
 
     def _spawn(self, work: Coroutine[object, object, object]) -> None:
         task = asyncio.get_running_loop().create_task(work)

@@ -1,15 +1,15 @@
 """invalidate_user_tokens with `channel` (Centrifugo PRO): a user's subscription tokens for one
 channel issued before a moment, kept apart from the connection-token invalidations.
 
-Revision ID: 0015
-Revises: 0014
+Revision ID: 0016
+Revises: 0015 (0015_pusher_features)
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0015"
-down_revision = "0014"
+revision = "0016"
+down_revision = "0015"
 
 
 def upgrade() -> None:
