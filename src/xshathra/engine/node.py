@@ -34,8 +34,9 @@ from xshathra.engine.control import (
     ControlMessage,
     Disconnect,
     Emulation,
+    LeaveHeld,
+    LeaveUndone,
     LifecycleNotice,
-    NodeAlive,
     NodeStats,
     Query,
     QueryReply,
@@ -75,7 +76,7 @@ from xshathra.protocol import messages as m
 from xshathra.protocol import proxy as p
 from xshathra.protocol.codes import DisconnectCode, ErrorCode, LifecycleEvent, UnsubscribeCode
 from xshathra.tenancy.access import AccessRules, AccessStore
-from xshathra.tenancy.apps import Application, AppStore, NamespaceOptions, keys_equal, lowest
+from xshathra.tenancy.apps import Application, NamespaceOptions, keys_equal, lowest
 from xshathra.tenancy.tokens import TokenService
 
 if TYPE_CHECKING:
@@ -129,6 +130,26 @@ class ChannelEvents(Protocol):
     async def cache_miss(self, ref: ChannelRef) -> None:
         """A subscriber of a Pusher cache channel found no cached event."""
 
+    def leave_held_elsewhere(
+        self, holder: str, app_id: str, room: str, user: str, pair: str, delay: float
+    ) -> None:
+        """Node `holder` holds a leave for `delay` seconds (its `LeaveHeld`)."""
+
+    def leave_undone_here(
+        self, app_id: str, room: str, user: str, pair: str, event: str, data: bytes
+    ) -> None:
+        """Another node saw the join that undoes a leave held here (its `LeaveUndone`)."""
+
+
+class AppLookup(Protocol):
+    """Where the node reads apps: the store, or (as `server.py` assembles it) a cache in front
+    of it that every app change empties on every node (`app_change_listeners`, the control
+    bus), so a disabled app or regenerated key still counts at once."""
+
+    async def get_app(self, app_id: str) -> Application | None: ...
+
+    async def find_by_client_key(self, client_key: str) -> Application | None: ...
+
 
 # The broker's cluster-wide counters name channels; a user's connections are counted under a
 # name no channel can have (the channel grammar has no "<"), so the two never meet.
@@ -149,10 +170,6 @@ class _CountNotice:
 
 
 log = logging.getLogger("xshathra.node")
-
-# Every node announces itself on the control bus this often; one not heard from for three
-# times as long is taken as gone.
-NODE_ANNOUNCE_INTERVAL = 5.0
 
 
 def namespace_kind(channel: str) -> str:
@@ -216,7 +233,7 @@ class Node:
         options: EngineOptions,
         broker: ClusterBroker,
         presence: PresenceStore,
-        apps: AppStore,
+        apps: AppLookup,
         tokens: TokenService,
         analytics: Analytics,
         events: ChannelEvents | None = None,
@@ -270,9 +287,6 @@ class Node:
         )
         # Connected sessions of emulation transports, by emulation session id.
         self._emulated: dict[str, ClientSession] = {}
-        # Other nodes on the control bus: node id -> when last heard of (monotonic).
-        self._nodes: dict[str, float] = {}
-        self._announce_task: asyncio.Task[None] | None = None
         # Apps' lifecycle events for live consoles on any node (engine/lifecycle.py).
         self.lifecycle = LifecycleFeed(self)
         analytics.bind_online(self._online, self.hub.app_ids)
@@ -281,27 +295,47 @@ class Node:
         await self.broker.start(self)
         self._ping_task = self.loop.create_task(self._ping_loop())
         self._presence_task = self.loop.create_task(self._presence_loop())
-        self._announce_task = self.loop.create_task(self._announce_loop())
         self._position_task = self.loop.create_task(self._position_loop())
         self.deadlines.start(self.loop)
         self.cluster.start()
 
-    async def _announce_loop(self) -> None:
-        hello = True
-        while True:
-            try:
-                await self.send_control(NodeAlive(hello=hello))
-                hello = False
-            except Exception as exc:  # the broker is away: the next turn tries again
-                log.debug("node announcement failed: %s", type(exc).__name__)
-            await asyncio.sleep(NODE_ANNOUNCE_INTERVAL)
-
     def node_running(self, node_id: str) -> bool:
-        """This node, or another heard of on the control bus lately."""
-        if node_id == self.node_id:
-            return True
-        seen = self._nodes.get(node_id)
-        return seen is not None and time.monotonic() - seen < 3 * NODE_ANNOUNCE_INTERVAL
+        """This node, or another whose heartbeat is recent (engine.cluster)."""
+        return node_id == self.node_id or self.cluster.is_live(node_id)
+
+    # The webhook events' peers (webhooks.events.LeavePeers): held leaves across nodes.
+    def leave_held(self, app_id: str, room: str, user: str, pair: str, delay: float) -> None:
+        msg = LeaveHeld(app_id=app_id, room=room, user=user, pair=pair, delay=delay)
+        self.spawn_control(msg)
+
+    def leave_undone(
+        self,
+        holder: str,
+        app_id: str,
+        room: str,
+        user: str,
+        pair: str,
+        event: str,
+        data: bytes,
+    ) -> bool:
+        if not self.node_running(holder):
+            return False  # stopped (its held leaves were reported) or died: report the join
+        self.spawn_control(
+            LeaveUndone(
+                app_id=app_id,
+                holder=holder,
+                room=room,
+                user=user,
+                pair=pair,
+                event=event,
+                data=data,
+            )
+        )
+        return True
+
+    def spawn_control(self, msg: ControlMessage) -> None:
+        """Send `msg` on the control bus in the background (from a bus callback)."""
+        self._spawn(self.send_control(msg))
 
     def on_reconnect(self) -> None:
         """The broker lost messages while away: every subscriber resubscribes and recovers."""
@@ -341,7 +375,6 @@ class Node:
         for task in (
             self._ping_task,
             self._presence_task,
-            self._announce_task,
             self._position_task,
         ):
             if task is not None:
@@ -728,6 +761,10 @@ class Node:
             if msg.node == self.node_id:
                 self._emulate_here(msg.session, msg.data, msg.origin)
             return
+        if isinstance(msg, NodeStats):
+            # Here, not in a task: liveness and counts as of the bus's order, at once.
+            self.cluster.on_stats(msg)
+            return
         if isinstance(msg, LifecycleNotice):
             self.lifecycle.on_notice(msg)
             return
@@ -735,15 +772,6 @@ class Node:
             # Handled here, not in a task: it takes effect before any later message of its
             # sender (the watcher's confirming query) is answered.
             self.lifecycle.on_watch(msg)
-            return
-        if isinstance(msg, NodeAlive):
-            if msg.origin_node and msg.origin_node != self.node_id:
-                self._nodes[msg.origin_node] = time.monotonic()
-                if len(self._nodes) > 64:  # forget nodes gone long ago
-                    for node_id in [n for n in self._nodes if not self.node_running(n)]:
-                        del self._nodes[node_id]
-                if msg.hello:
-                    self._spawn(self.send_control(NodeAlive()))
             return
         self._spawn(self._apply_control(msg))
 
@@ -778,8 +806,17 @@ class Node:
 
     async def _apply_control(self, msg: ControlMessage) -> None:
         app_id = AppId(msg.app_id)
-        if isinstance(msg, NodeStats):
-            self.cluster.on_stats(msg)
+        if isinstance(msg, LeaveHeld):
+            if self.events is not None and msg.origin_node != self.node_id:
+                self.events.leave_held_elsewhere(
+                    msg.origin_node, app_id, msg.room, msg.user, msg.pair, msg.delay
+                )
+            return
+        if isinstance(msg, LeaveUndone):
+            if self.events is not None and msg.holder == self.node_id:
+                self.events.leave_undone_here(
+                    app_id, msg.room, msg.user, msg.pair, msg.event, msg.data
+                )
             return
         if isinstance(msg, Query):
             await self.cluster.on_query(msg)
@@ -801,7 +838,7 @@ class Node:
             for session in self.hub.subscribers(ChannelRef(app_id, msg.channel)):
                 session.subscriber_count_changed(msg.channel, msg.count)
             return
-        if isinstance(msg, Emulation | NodeAlive | ConsoleWatch | LifecycleNotice):
+        if isinstance(msg, Emulation | NodeStats | ConsoleWatch | LifecycleNotice):
             return  # on_control's, never spawned
         if msg.client:
             one = self.hub.connection(app_id, msg.client)
@@ -1002,7 +1039,7 @@ class Node:
 
     # --- the cluster ----------------------------------------------------------------------------
 
-    def local_stats(self, *, leaving: bool = False) -> NodeStats:
+    def local_stats(self, *, leaving: bool = False, hello: bool = False) -> NodeStats:
         """This node's heartbeat (see engine.cluster)."""
         return NodeStats(
             app_id="",
@@ -1012,6 +1049,7 @@ class Node:
             apps={} if leaving else self.hub.app_stats(),
             interval=self.options.node_stats_interval,
             leaving=leaving,
+            hello=hello,
         )
 
     def answer_query(self, query: Query) -> QueryReply:
@@ -1119,22 +1157,33 @@ class Node:
         await self.send_control(AccessChanged(app_id=app_id, token_id=token_id))
 
     async def invalidate_user_tokens(
-        self, app_id: AppId, user: str, issued_before: int, expire_at: int
+        self, app_id: AppId, user: str, issued_before: int, expire_at: int, channel: str = ""
     ) -> None:
-        await self._require_access().invalidate_user_tokens(app_id, user, issued_before, expire_at)
+        """The user's connection tokens issued before `issued_before`, or with `channel` only
+        their subscription tokens for that channel (Centrifugo PRO's semantics)."""
+        await self._require_access().invalidate_user_tokens(
+            app_id, user, issued_before, expire_at, channel
+        )
         await self.send_control(
-            AccessChanged(app_id=app_id, user=user, issued_before=issued_before)
+            AccessChanged(app_id=app_id, user=user, issued_before=issued_before, channel=channel)
         )
 
     async def _access_changed(self, msg: AccessChanged) -> None:
-        """Drop the app's cached rules; close the connections they now refuse."""
+        """Drop the app's cached rules; close the connections they now refuse, and end the
+        subscriptions whose subscription token they now refuse (2000, not to come back with
+        the same token)."""
         app_id = AppId(msg.app_id)
         self._rules.pop(app_id, None)
         self.access_changes += 1
         if msg.user:
             sessions = self.hub.user_connections(app_id, msg.user)
         elif msg.token_id:
-            sessions = [s for s in self.hub.app_connections(app_id) if s.token_id == msg.token_id]
+            sessions = [
+                s
+                for s in self.hub.app_connections(app_id)
+                if s.token_id == msg.token_id
+                or any(sub.token_id == msg.token_id for sub in s.subs.values())
+            ]
         else:
             return
         if not sessions:
@@ -1146,3 +1195,13 @@ class Node:
             if reason is not None:
                 self.stats.refused("blocked" if reason == "user is blocked" else "revoked")
                 session.disconnect(refusal_code(reason), reason)
+                continue
+            for channel, sub in list(session.subs.items()):
+                if not sub.by_token:
+                    continue
+                why = rules.subscription_refusal(
+                    session.user, channel, sub.token_id, sub.issued_at, now
+                )
+                if why is not None:
+                    self.stats.refused("revoked")
+                    await session.server_unsubscribe(channel, UnsubscribeCode.SERVER, why)

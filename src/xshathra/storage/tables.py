@@ -314,3 +314,20 @@ user_token_invalidations = Table(
     Column("issued_before", BigInteger, nullable=False),
     Column("expire_at", BigInteger, nullable=False),
 )
+
+
+# invalidate_user_tokens with `channel`: the user's subscription tokens for that channel.
+channel_token_invalidations = Table(
+    "channel_token_invalidations",
+    metadata,
+    Column(
+        "app_id",
+        String(64),
+        ForeignKey("applications.app_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("user_id", String(255), primary_key=True),
+    Column("channel", String(255), primary_key=True),
+    Column("issued_before", BigInteger, nullable=False),
+    Column("expire_at", BigInteger, nullable=False),
+)

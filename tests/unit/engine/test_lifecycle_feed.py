@@ -65,6 +65,22 @@ class CountingEvents:
     async def user_presence(self, app_id: str, user: str, online: bool) -> None:
         pass
 
+    async def member(self, ref: Any, user: str, added: bool) -> None:
+        pass
+
+    async def cache_miss(self, ref: Any) -> None:
+        pass
+
+    def leave_held_elsewhere(
+        self, holder: str, app_id: str, room: str, user: str, pair: str, delay: float
+    ) -> None:
+        pass
+
+    def leave_undone_here(
+        self, app_id: str, room: str, user: str, pair: str, event: str, data: bytes
+    ) -> None:
+        pass
+
     def invalidate(self, app_id: str) -> None:
         pass
 
