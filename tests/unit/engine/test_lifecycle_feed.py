@@ -84,12 +84,6 @@ class CountingEvents:
     def invalidate(self, app_id: str) -> None:
         pass
 
-    async def member(self, ref: ChannelRef, user: str, added: bool) -> None:
-        pass
-
-    async def cache_miss(self, ref: ChannelRef) -> None:
-        pass
-
 
 @pytest.fixture
 async def pair(db: Database) -> AsyncIterator[tuple[list[Harness], list[BusBroker], Any]]:
