@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     # Pusher apps with `pusher_user_authentication`: seconds a connection has to sign in
     # (`pusher:signin`) before it is closed with 4009 (Pusher's 30 s).
     pusher_signin_timeout: float = Field(default=30.0, gt=0)
+    # Refuse a Pusher HTTP API POST whose signature was used before (401 "Replayed request").
+    # Pusher's libraries sign with a seconds timestamp and no nonce, so two identical
+    # requests within one second sign alike: an app that sends such pairs turns this off.
+    pusher_refuse_replays: bool = True
     # Each node re-reads an app's access rules (blocked users, revoked tokens) this often;
     # changes reach every node at once through the broker, this bounds a lost message.
     access_rules_ttl: float = Field(default=30.0, gt=0)

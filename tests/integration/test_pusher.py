@@ -717,3 +717,37 @@ async def test_a_disabled_app_closes_and_refuses(server: ServerProcess) -> None:
         assert (await js.next("conn_error", lambda e: e["code"] == 4003))["code"] == 4003
     with pytest.raises(PusherForbidden):
         lib(server, app).trigger("news", "e", {})
+
+
+def test_each_channel_of_an_event_counts_against_the_rate_limit(server: ServerProcess) -> None:
+    """As the server API counts a broadcast: an event to 100 channels is 100 units of the
+    app's per-minute rate_limit, a batch one unit per event, not one per request."""
+    app = new_app(server, rate_limit=150)
+    api = lib(server, app)
+    api.trigger([f"c{i}" for i in range(100)], "e", {"n": 1})  # 100 of 150
+    with pytest.raises(pusher.errors.PusherError) as refused:
+        api.trigger([f"d{i}" for i in range(100)], "e", {"n": 2})  # 200 > 150
+    assert "429" in str(refused.value) or "Rate limit" in str(refused.value)
+    # A refused request costs nothing (all or nothing): 100 used.
+    api.trigger_batch([{"channel": f"b{i}", "name": "e", "data": {"i": i}} for i in range(10)])
+    api.trigger([f"e{i}" for i in range(40)], "e", {"n": 3})  # 150 of 150
+    with pytest.raises(pusher.errors.PusherError):
+        api.trigger_batch([{"channel": f"x{i}", "name": "e", "data": {}} for i in range(10)])
+
+
+def test_replays_are_accepted_when_the_deployment_turns_the_guard_off(tmp_path: Path) -> None:
+    """With XSHATHRA_PUSHER_REFUSE_REPLAYS off, two identical triggers within one second (the
+    pusher library signs them alike) both pass, and a stale timestamp is still refused."""
+    with running_server(tmp_path, env={"XSHATHRA_PUSHER_REFUSE_REPLAYS": "false"}) as node:
+        app = new_app(node)
+        api = lib(node, app)
+        assert api.trigger("same", "e", {"n": 1}) == {}
+        assert api.trigger("same", "e", {"n": 1}) == {}
+        path = f"/apps/{app['app_id']}/events"
+        body = json.dumps({"name": "e", "channels": ["c"], "data": "{}"}).encode()
+        good = signed(app, "POST", path, body)
+        for _ in range(2):
+            assert httpx.post(node.base_url + path, params=good, content=body).status_code == 200
+        stale = signed(app, "POST", path, body, auth_timestamp=str(int(time.time()) - 700))
+        answer = httpx.post(node.base_url + path, params=stale, content=body)
+        assert answer.status_code == 401 and "Timestamp expired" in answer.text

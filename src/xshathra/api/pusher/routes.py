@@ -8,6 +8,7 @@ Bodies are read raw (the signature covers their MD5) and decoded here, not by Fa
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -57,6 +58,28 @@ def _event(body: _EventBody) -> EventRequest:
     return EventRequest(name=body.name, data=data, channels=channels, socket_id=body.socket_id)
 
 
+def _channel_count(body: _EventBody) -> int:
+    return len(body.channels or []) + (body.channel is not None)
+
+
+def _event_cost(body: bytes) -> int:
+    """The work of one event request, counted against the app's rate limit as the server
+    API counts a broadcast: a unit per channel (Pusher allows 100 a request). A body that
+    does not parse costs one request: it is refused before any work."""
+    try:
+        return max(1, _channel_count(_event_decoder.decode(body)))
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return 1
+
+
+def _batch_cost(body: bytes) -> int:
+    """A batch's work: the channels of all its events (one each, 10 events at most)."""
+    try:
+        return max(1, sum(_channel_count(event) for event in _batch_decoder.decode(body).batch))
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return 1
+
+
 def _wanted(info: str | None) -> set[str]:
     return {part.strip() for part in (info or "").split(",") if part.strip()}
 
@@ -75,7 +98,9 @@ def create_pusher_router(ctx: ServerContext) -> APIRouter:
     router = APIRouter(prefix=PREFIX, route_class=surface_route(pusher_error), tags=["pusher"])
     channels = ctx.pusher
 
-    async def authenticated(request: Request, app_id: str | None, body: bytes) -> Application:
+    async def authenticated(
+        request: Request, app_id: str | None, body: bytes, cost: int
+    ) -> Application:
         params = dict(request.query_params)
         if app_id is None:  # a path without the app: the signed auth_key names it
             app = await ctx.db.apps.find_by_client_key(params.get("auth_key", ""))
@@ -83,20 +108,30 @@ def create_pusher_router(ctx: ServerContext) -> APIRouter:
             app = await ctx.app_keys.get_app(app_id)
         app = verify(app, request.method, request.url.path, params, body)
         mark = replay_mark(app, request.method, params)
-        if mark is not None and not await ctx.limiter.first_use(*mark):
+        if (
+            mark is not None
+            and ctx.settings.pusher_refuse_replays
+            and not await ctx.limiter.first_use(*mark)
+        ):
             raise PusherAuthError(401, "Replayed request: this signature was already used")
-        retry_after = await ctx.limiter.hit_app(app)
+        retry_after = await ctx.limiter.hit_app(app, cost=cost)
         if retry_after is not None:
             raise PusherAuthError(
                 429, f"Rate limit exceeded: retry after {retry_after} s", retry_after
             )
         return app
 
-    async def answer(request: Request, app_id: str | None, work: Any) -> Response:
-        """Authenticate, run `work(app, body)`, and answer Pusher's way."""
+    async def answer(
+        request: Request,
+        app_id: str | None,
+        work: Any,
+        cost: Callable[[bytes], int] | None = None,
+    ) -> Response:
+        """Authenticate, count `cost(body)` units (one by default) against the app's rate
+        limit, run `work(app, body)`, and answer Pusher's way."""
         body = await request.body()
         try:
-            app = await authenticated(request, app_id, body)
+            app = await authenticated(request, app_id, body, 1 if cost is None else cost(body))
             return _json(await work(app, body))
         except PusherAuthError as exc:
             headers = None if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
@@ -123,7 +158,7 @@ def create_pusher_router(ctx: ServerContext) -> APIRouter:
                 }
             }
 
-        return await answer(request, app_id, work)
+        return await answer(request, app_id, work, _event_cost)
 
     @router.post("/{app_id}/batch_events", summary="Trigger several events (Pusher)")
     async def batch_events(app_id: str, request: Request) -> Response:
@@ -147,7 +182,7 @@ def create_pusher_router(ctx: ServerContext) -> APIRouter:
                 ]
             }
 
-        return await answer(request, app_id, work)
+        return await answer(request, app_id, work, _batch_cost)
 
     @router.get("/{app_id}/channels", summary="Occupied channels (Pusher)")
     async def list_channels(app_id: str, request: Request) -> Response:
