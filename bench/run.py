@@ -243,17 +243,24 @@ async def ramp(
     for rate in rates:
         before = await client.stats()  # also drops the previous step's latencies
         failed0 = publisher.failed
-        cpu_s0, cpu_c0 = servers_cpu(pids), client.cpu_seconds()
+        nodes0 = [children_cpu(pid) for pid in pids]
+        cpu_c0 = client.cpu_seconds()
         cpu_p0, t0 = cpu_seconds(os.getpid()), time.monotonic()
         await publisher.run(rate, seconds)
         after = await client.stats()
         dt = time.monotonic() - t0
-        deliveries = (after.received - before.received) / dt
+        nodes = [children_cpu(pid) - cpu0 for pid, cpu0 in zip(pids, nodes0, strict=True)]
+        received = after.received - before.received
+        deliveries = received / dt
         steps.append(
             {
                 "rate": rate,
                 "deliveries_per_s": round(deliveries),
-                "server_cpu": round((servers_cpu(pids) - cpu_s0) / dt, 2),
+                "server_cpu": round(sum(nodes) / dt, 2),
+                # Server CPU seconds per 1,000,000 deliveries, all nodes together and per node
+                # (node 1 takes the publications): the figure to compare on a loaded machine.
+                "server_cpu_s_per_1m": cpu_per_million(sum(nodes), received),
+                "node_cpu_s_per_1m": [cpu_per_million(c, received) for c in nodes],
                 "client_cpu": round((client.cpu_seconds() - cpu_c0) / dt, 2),
                 "publisher_cpu": round((cpu_seconds(os.getpid()) - cpu_p0) / dt, 2),
                 "p50_ms": _pct(after.latencies_ns, 50),
@@ -269,8 +276,10 @@ async def ramp(
     return steps
 
 
-def servers_cpu(pids: list[int]) -> float:
-    return sum(children_cpu(pid) for pid in pids)
+def cpu_per_million(cpu_seconds: float, deliveries: int) -> float | None:
+    """CPU seconds per 1,000,000 deliveries: what a delivery costs, which (unlike deliveries/s)
+    does not depend on how much of the core other processes on the machine took."""
+    return round(cpu_seconds / deliveries * 1e6, 2) if deliveries > 0 else None
 
 
 async def measure(
@@ -419,6 +428,12 @@ def cluster_ratios(found: dict[str, Any], base: dict[str, Any]) -> dict[str, Any
     for key in ("p50_ms", "p99_ms"):
         if mine.get(key) is not None and theirs.get(key) is not None:
             ratios[f"{key}_above"] = round(mine[key] - theirs[key], 2)
+    # CPU per delivery at the same fixed rate, all nodes together: the broker path's cost,
+    # which a loaded machine does not blur as it does deliveries/s.
+    if mine.get("server_cpu_s_per_1m") and theirs.get("server_cpu_s_per_1m"):
+        ratios["cpu_per_delivery_ratio"] = round(
+            mine["server_cpu_s_per_1m"] / theirs["server_cpu_s_per_1m"], 2
+        )
     return ratios
 
 
