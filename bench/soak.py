@@ -32,12 +32,26 @@ STEADY_PER_NODE = 10
 CHURN = 10
 
 
-def sample(node: ServerProcess) -> tuple[int, int]:
-    """(RSS bytes, open file descriptors) of a node's process."""
+Sample = tuple[int, int, int, int]
+
+
+def sample(node: ServerProcess) -> Sample:
+    """(RSS bytes, open file descriptors, event-loop tasks, webhook attempts in flight) of a
+    node: the first two from /proc, the others from its /metrics."""
     pid = node.process.pid
     status = Path(f"/proc/{pid}/status").read_text()
     rss = next(int(x.split()[1]) * 1024 for x in status.splitlines() if x.startswith("VmRSS:"))
-    return rss, len(list(Path(f"/proc/{pid}/fd").iterdir()))
+    fds = len(list(Path(f"/proc/{pid}/fd").iterdir()))
+    gauges = {"xshathra_asyncio_tasks": -1, "xshathra_webhook_attempts_in_flight": -1}
+    try:
+        text = httpx.get(f"{node.base_url}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        text = ""  # a missed scrape shows as -1, not as a flat line
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in gauges:
+            gauges[name] = int(float(value))
+    return rss, fds, gauges["xshathra_asyncio_tasks"], gauges["xshathra_webhook_attempts_in_flight"]
 
 
 async def steady(node: ServerProcess, app: Any, channel: str, got: list[int]) -> None:
@@ -138,10 +152,11 @@ async def run(duration: float, rate: float) -> int:
         stop = asyncio.Event()
         churners = [asyncio.create_task(churn(nodes, app, stop)) for _ in range(CHURN)]
         publisher = asyncio.create_task(publish(nodes, app, stop, rate))
-        samples: list[tuple[float, list[tuple[int, int]]]] = []
+        samples: list[tuple[float, list[Sample]]] = []
         started = time.monotonic()
         while time.monotonic() - started < duration:
-            samples.append((time.monotonic() - started, [sample(n) for n in nodes]))
+            taken = await asyncio.gather(*(asyncio.to_thread(sample, n) for n in nodes))
+            samples.append((time.monotonic() - started, list(taken)))
             await asyncio.sleep(min(5.0, duration / 20))
         stop.set()
         acked = await publisher
@@ -173,6 +188,9 @@ async def run(duration: float, rate: float) -> int:
                 [round(s[1][i][0] / 2**20, 1) for s in (samples[0], samples[-1])] for i in (0, 1)
             ],
             "fds_first_last": [[s[1][i][1] for s in (samples[0], samples[-1])] for i in (0, 1)],
+            "tasks_first_last": [[s[1][i][2] for s in (samples[0], samples[-1])] for i in (0, 1)],
+            "tasks_max": [max(s[1][i][2] for s in samples) for i in (0, 1)],
+            "webhook_attempts_in_flight_max": [max(s[1][i][3] for s in samples) for i in (0, 1)],
         }
         print(json.dumps(report, indent=2))
         RESULTS.mkdir(exist_ok=True)
@@ -181,20 +199,27 @@ async def run(duration: float, rate: float) -> int:
         return 0 if lost_pubs == 0 and len(ids) >= total else 1
 
 
-def draw(samples: list[tuple[float, list[tuple[int, int]]]], path: Path) -> None:
+def draw(samples: list[tuple[float, list[Sample]]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (rss, fds) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, panels = plt.subplots(2, 2, figsize=(11, 7))
+    titles = (
+        "RSS (MiB)",
+        "open file descriptors",
+        "event-loop tasks",
+        "webhook attempts in flight",
+    )
+    scale = (2**20, 1, 1, 1)
     times = [s[0] for s in samples]
-    for i, name in enumerate(("node a", "node b")):
-        rss.plot(times, [s[1][i][0] / 2**20 for s in samples], label=name)
-        fds.plot(times, [s[1][i][1] for s in samples], label=name)
-    rss.set(title="RSS (MiB)", xlabel="seconds")
-    fds.set(title="open file descriptors", xlabel="seconds")
-    rss.legend()
+    for k, (panel, title) in enumerate(zip(panels.flat, titles, strict=True)):
+        for i, name in enumerate(("node a", "node b")):
+            panel.plot(times, [s[1][i][k] / scale[k] for s in samples], label=name)
+        panel.set(title=title, xlabel="seconds")
+        panel.set_ylim(bottom=0)
+        panel.legend()
     fig.tight_layout()
     fig.savefig(path)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -134,6 +135,10 @@ async def test_prometheus_metrics(server: ServerProcess) -> None:
     assert "xshathra_connections " in text and "xshathra_subscriptions " in text
     assert 'xshathra_publications_total{namespace_kind="public",origin="api"} 1.0' in text
     assert "xshathra_messages_delivered_total" in text
+    # What a soak watches: at least the server's own tasks are alive; no delivery is running.
+    tasks = re.search(r"^xshathra_asyncio_tasks (\S+)$", text, re.M)
+    assert tasks is not None and float(tasks.group(1)) >= 1
+    assert "xshathra_webhook_attempts_in_flight 0.0" in text
     assert (
         'xshathra_http_requests_total{method="POST",route="/realtime/api/{method}",status="200"}'
         in text

@@ -7,6 +7,7 @@ and tenant isolation."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import json
 import re
@@ -19,9 +20,11 @@ import httpx
 import pytest
 import websockets
 from centrifuge import Client, ClientEventHandler, ConnectedContext
+from centrifuge.protocol import client_pb2 as theirs
 
 from tests.integration.test_engine_js_client import JS_DIR, start_js
-from tests.support.clients import engine_api
+from tests.integration.test_engine_protobuf import PROTOBUF, frame, next_replies
+from tests.support.clients import ClientEvents, Recorder, SubEvents, engine_api
 from tests.support.proxy_backend import Json, ok, proxy_backend
 from tests.support.server import ServerProcess, running_server
 from xshathra.outbound.signing import verify
@@ -373,6 +376,87 @@ async def test_send_reaches_the_backend(server: ServerProcess) -> None:
         assert seen.body["data"] == {"note": "fire and forget"} and seen.body["user"] == "s"
         assert ws.close_code is None
         await ws.close()
+
+
+async def test_protobuf_client_is_binary_to_every_proxy(server: ServerProcess) -> None:
+    """A protobuf client (centrifuge-python `use_protobuf=True`) is reported as protocol
+    "protobuf", encoding "binary", its bytes (not JSON) sent as `b64data`, as Centrifugo does;
+    a reply's `b64data` reaches it as those bytes: the connect's data, the rpc's result, and a
+    publication rewritten by the publish proxy, which reaches the subscriber byte for byte."""
+    app = server.create_app(name="px-protobuf")
+    sent = {"connect": b"\x00hello\xff", "subscribe": b"\x01sub", "publish": b"\x02pub\xfe"}
+    sent |= {"rpc": b"\x03rpc", "send": b"\x04send\x80"}
+    rewritten = b"\x00rewritten \xff\xfe bytes"
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    async with proxy_backend() as backend:
+        backend.on("/connect", lambda body: ok({"user": "pb", "b64data": b64(b"\xfawelcome")}))
+        backend.on("/subscribe", lambda body: ok({}))
+        backend.on("/publish", lambda body: ok({"b64data": b64(rewritten)}))
+        backend.on("/rpc", lambda body: ok({"b64data": b64(b"\xfbanswer")}))
+        backend.on("/send", lambda body: ok({}))
+        proxies = {
+            "proxies": [
+                {"name": name, "endpoint": f"{backend.url}/{name}"}
+                for name in ("subscribe", "publish", "rpc")
+            ],
+            "client": {
+                "proxy": {
+                    name: {"enabled": True, "endpoint": f"{backend.url}/{name}"}
+                    for name in ("connect", "send")
+                }
+            },
+            "rpc": {"namespaces": [{"name": "", "proxy_enabled": True, "proxy_name": "rpc"}]},
+        }
+        room = {
+            "subscribe_proxy_enabled": True,
+            "subscribe_proxy_name": "subscribe",
+            "publish_proxy_enabled": True,
+            "publish_proxy_name": "publish",
+        }
+        r = configure(server, app, proxies=proxies, namespaces={"room": room})
+        assert r.status_code == 200, r.text
+
+        rec = Recorder()
+        client = Client(
+            f"{server.ws_url}?key={app['client_api_key']}",
+            events=ClientEvents(rec),
+            use_protobuf=True,
+            data=sent["connect"],
+        )
+        await client.connect()
+        try:
+            await client.ready(10)
+            connected = await rec.next("connected")
+            assert connected.data == b"\xfawelcome"
+            sub = client.new_subscription("room:pb", SubEvents(rec), data=sent["subscribe"])
+            await sub.subscribe()
+            await sub.ready(10)
+            await sub.publish(sent["publish"])
+            assert (await rec.next("publication")).pub.data == rewritten
+            assert (await client.rpc("echo", sent["rpc"])).data == b"\xfbanswer"
+        finally:
+            await client.disconnect()
+        # centrifuge-python has no `send`: a raw protobuf connection sends one.
+        url = f"{server.ws_url}?key={app['client_api_key']}"
+        async with websockets.connect(url, subprotocols=PROTOBUF) as ws:  # type: ignore[arg-type]
+            connect = theirs.Command(id=1)
+            connect.connect.data = sent["connect"]
+            await ws.send(frame(connect))
+            (reply,) = await next_replies(ws, timeout=10)
+            assert reply.connect.data == b"\xfawelcome"
+            send = theirs.Command()
+            send.send.data = sent["send"]
+            await ws.send(frame(send))
+            await backend.wait_for("/send")
+        for kind, data in sent.items():
+            for seen in backend.requests(f"/{kind}"):
+                body = seen.body
+                assert (body["protocol"], body["encoding"]) == ("protobuf", "binary"), kind
+                assert base64.b64decode(body["b64data"]) == data and "data" not in body, kind
+        assert backend.requests("/rpc")[0].body["client"] == connected.client
 
 
 # --- configuration ------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec.structs
@@ -29,7 +29,7 @@ from xshathra.engine.hub import (
     delta_publication_message,
     publication_message,
 )
-from xshathra.engine.proxy import ProxyUnavailable, refuse
+from xshathra.engine.proxy import ProxyUnavailable, answered, refuse, result_of
 from xshathra.engine.writer import FrameSink, OutgoingFrame, Writer
 from xshathra.model import (
     AppId,
@@ -126,12 +126,8 @@ class Subscription:
 Finalizer = Callable[[], None]
 
 
-class _ProxyReply(Protocol):
-    error: p.Error | None
-    disconnect: p.Disconnect | None
-
-
-ReplyT = TypeVar("ReplyT", bound=_ProxyReply)
+ReplyT = TypeVar("ReplyT", bound=p.BaseReply)
+RequestT = TypeVar("RequestT", bound=p.ProxyRequest)
 # Retries of a failed server-side refresh (refresh or sub_refresh proxy), seconds apart.
 PROXY_REFRESH_RETRY = 5.0
 
@@ -508,30 +504,16 @@ class ClientSession:
         if node.hub.connection_count(app.app_id) >= node.options.max_connections_per_app:
             raise DisconnectError(DisconnectCode.CONNECTION_LIMIT)
         self._emulate_headers(req)
-        kind, protocol = self._wire()
-        reply = await self._ask(
+        request = self._proxy_request(
+            p.ConnectRequest,
             app,
-            target,
-            p.ConnectRequest(
-                app_id=app.app_id,
-                client=self.client_id,
-                transport=kind,
-                protocol=protocol,
-                encoding=protocol,
-                name=req.name,
-                version=req.version,
-                data=req.data,
-                channels=list(req.subs) if req.subs else None,
-            ),
-            p.ConnectReply,
+            name=req.name,
+            version=req.version,
+            data=req.data,
+            channels=list(req.subs) if req.subs else None,
         )
-        result = reply.result
-        if result is None:
-            raise ProxyUnavailable()
-        try:
-            info = p.payload(result.info, result.b64info)
-        except p.ProxyDecodeError:
-            raise ProxyUnavailable() from None
+        result = result_of(await self._ask(app, target, request, p.ConnectReply))
+        info = answered(result.info, result.b64info)
         channels = list(result.channels or ())
         channels += [c for c in result.subs or () if c not in channels]
         claims = ConnectionClaims(
@@ -551,21 +533,50 @@ class ClientSession:
             emulated = [(str(k), str(v)) for k, v in list(req.headers.items())[:64]]
             self.transport.request_headers = [*(self.transport.request_headers or ()), *emulated]
 
-    def _wire(self) -> tuple[str, str]:
-        """(transport, protocol) as a proxy request names them."""
+    @property
+    def _binary(self) -> bool:
+        """The client speaks a binary protocol (protobuf): its payloads are bytes."""
+        return self.transport.codec.name in p.BINARY_PROTOCOLS
+
+    def _proxy_request(
+        self,
+        request_type: type[RequestT],
+        app: Application,
+        data: msgspec.Raw = m.EMPTY,
+        **fields: Any,
+    ) -> RequestT:
+        """A proxy request of this client, `fields` (channel, method...) inside the envelope
+        every one carries, built here only: the client's id, transport, protocol and
+        encoding and the app; after the connect (which makes them) its user and the connect
+        proxy's `meta` too. The client's `data` goes as `data`, or as `b64data` from a
+        binary client (Centrifugo's shapes)."""
         kind = getattr(self.transport, "name", "websocket")
-        return (kind if isinstance(kind, str) else "websocket"), "json"
+        binary = self._binary
+        envelope: dict[str, Any] = {
+            "app_id": app.app_id,
+            "client": self.client_id,
+            "transport": kind if isinstance(kind, str) else "websocket",
+            # Centrifugo names two protocols; every text codec here speaks its JSON one.
+            "protocol": self.transport.codec.name if binary else "json",
+            "encoding": p.encoding(binary),
+            **p.client_data(data, binary),
+        }
+        if request_type is not p.ConnectRequest:
+            envelope["user"] = self.user
+            envelope["meta"] = p.raw_json(self.meta)
+        return request_type(**envelope, **fields)
 
     async def _ask(
         self,
         app: Application,
-        target: ProxyTarget,
+        target: ProxyTarget | None,
         request: p.ProxyRequest,
         reply_type: type[ReplyT],
     ) -> ReplyT:
-        """Ask the app's backend; raise what its refusal says, or 100 if it did not answer."""
+        """Ask the app's backend; raise what its refusal says, or 100 if it did not answer
+        (or no proxy of that name is configured any more)."""
         caller = self.node.proxy
-        if caller is None:
+        if caller is None or target is None:
             raise ProxyUnavailable()
         reply = await caller.call(app, target, request, reply_type, self.transport.request_headers)
         if reply is None:
@@ -605,7 +616,7 @@ class ClientSession:
                 if grant is not None:
                     granted = Granted(
                         chan_info=p.payload(grant.info, grant.b64info) or b"",
-                        data=p.payload(grant.data, grant.b64data),
+                        data=p.payload(grant.data, grant.b64data, self._binary),
                         override=grant.override,
                     )
                 result, fin = await self._subscribe(
@@ -619,7 +630,7 @@ class ClientSession:
         data = b""
         if proxied is not None:
             try:
-                data = p.payload(proxied.data, proxied.b64data) or b""
+                data = p.payload(proxied.data, proxied.b64data, self._binary) or b""
             except p.ProxyDecodeError:
                 data = b""
         server_refresh = self._server_refresh()
@@ -685,21 +696,9 @@ class ClientSession:
         target = app.proxies.client_target("refresh") if app is not None else None
         if app is None or target is None or self.state is not State.CONNECTED:
             return
-        kind, protocol = self._wire()
-        request = p.RefreshRequest(
-            app_id=app.app_id,
-            client=self.client_id,
-            transport=kind,
-            protocol=protocol,
-            encoding=protocol,
-            user=self.user,
-            meta=p.raw_json(self.meta),
-        )
+        request = self._proxy_request(p.RefreshRequest, app)
         try:
-            reply = await self._ask(app, target, request, p.RefreshReply)
-            result = reply.result
-            if result is None:
-                raise ProxyUnavailable()
+            result = result_of(await self._ask(app, target, request, p.RefreshReply))
             info = p.payload(result.info, result.b64info)
         except DisconnectError as exc:
             self.disconnect(exc.code, exc.reason)
@@ -890,37 +889,14 @@ class ClientSession:
         app = self.app
         assert app is not None
         target = app.proxies.target(options.subscribe_proxy_name)
-        if target is None:
-            raise ProxyUnavailable()
-        kind, protocol = self._wire()
-        reply = await self._ask(
-            app,
-            target,
-            p.SubscribeRequest(
-                app_id=app.app_id,
-                client=self.client_id,
-                transport=kind,
-                protocol=protocol,
-                encoding=protocol,
-                user=self.user,
-                channel=channel,
-                data=req.data,
-                meta=p.raw_json(self.meta),
-            ),
-            p.SubscribeReply,
+        request = self._proxy_request(p.SubscribeRequest, app, channel=channel, data=req.data)
+        result = result_of(await self._ask(app, target, request, p.SubscribeReply))
+        return Granted(
+            chan_info=answered(result.info, result.b64info) or b"",
+            expires_at=result.expire_at if result.expire_at > 0 else None,
+            data=answered(result.data, result.b64data, self._binary),
+            override=result.override,
         )
-        result = reply.result
-        if result is None:
-            raise ProxyUnavailable()
-        try:
-            return Granted(
-                chan_info=p.payload(result.info, result.b64info) or b"",
-                expires_at=result.expire_at if result.expire_at > 0 else None,
-                data=p.payload(result.data, result.b64data),
-                override=result.override,
-            )
-        except p.ProxyDecodeError:
-            raise ProxyUnavailable() from None
 
     def _recovered(
         self, pubs: list[BrokerPublication], features: SubscriberFeatures | None
@@ -1062,30 +1038,12 @@ class ClientSession:
         target = app.proxies.target(sub.options.sub_refresh_proxy_name) if app else None
         if app is None or self.subs.get(sub.ref.name) is not sub:
             return
-        kind, protocol = self._wire()
         result: p.RefreshResult | None = None
         info: bytes | None = None
         try:
-            if target is None:
-                raise ProxyUnavailable()
-            reply = await self._ask(
-                app,
-                target,
-                p.SubRefreshRequest(
-                    app_id=app.app_id,
-                    client=self.client_id,
-                    transport=kind,
-                    protocol=protocol,
-                    encoding=protocol,
-                    user=self.user,
-                    channel=sub.ref.name,
-                    meta=p.raw_json(self.meta),
-                ),
-                p.SubRefreshReply,
-            )
-            result = reply.result
-            if result is not None:
-                info = p.payload(result.info, result.b64info)
+            request = self._proxy_request(p.SubRefreshRequest, app, channel=sub.ref.name)
+            result = result_of(await self._ask(app, target, request, p.SubRefreshReply))
+            info = p.payload(result.info, result.b64info)
         except DisconnectError as exc:
             self.disconnect(exc.code, exc.reason)
             return
@@ -1217,32 +1175,9 @@ class ClientSession:
         app = self.app
         assert app is not None
         target = app.proxies.target(options.publish_proxy_name)
-        if target is None:
-            raise ProxyUnavailable()
-        kind, protocol = self._wire()
-        reply = await self._ask(
-            app,
-            target,
-            p.PublishRequest(
-                app_id=app.app_id,
-                client=self.client_id,
-                transport=kind,
-                protocol=protocol,
-                encoding=protocol,
-                user=self.user,
-                channel=channel,
-                data=req.data,
-                meta=p.raw_json(self.meta),
-            ),
-            p.PublishReply,
-        )
-        result = reply.result
-        if result is None:
-            raise ProxyUnavailable()
-        try:
-            rewritten = p.payload(result.data, result.b64data)
-        except p.ProxyDecodeError:
-            raise ProxyUnavailable() from None
+        request = self._proxy_request(p.PublishRequest, app, channel=channel, data=req.data)
+        result = result_of(await self._ask(app, target, request, p.PublishReply))
+        rewritten = answered(result.data, result.b64data, self._binary)
         data = self.node.publication_data(rewritten if rewritten is not None else req.data)
         return data, result.skip_history
 
@@ -1290,29 +1225,9 @@ class ClientSession:
         target = app.proxies.rpc_target(req.method)
         if target is None:
             raise ClientError(ErrorCode.METHOD_NOT_FOUND)
-        kind, protocol = self._wire()
-        reply = await self._ask(
-            app,
-            target,
-            p.RPCRequest(
-                app_id=app.app_id,
-                method=req.method,
-                client=self.client_id,
-                transport=kind,
-                protocol=protocol,
-                encoding=protocol,
-                user=self.user,
-                data=req.data,
-                meta=p.raw_json(self.meta),
-            ),
-            p.RPCReply,
-        )
-        if reply.result is None:
-            raise ProxyUnavailable()
-        try:
-            data = p.payload(reply.result.data, reply.result.b64data)
-        except p.ProxyDecodeError:
-            raise ProxyUnavailable() from None
+        request = self._proxy_request(p.RPCRequest, app, method=req.method, data=req.data)
+        result = result_of(await self._ask(app, target, request, p.RPCReply))
+        data = answered(result.data, result.b64data, self._binary)
         return m.RPCResult(data=p.raw_json(data)), None
 
     async def _send_message(self, cmd: m.Command) -> None:
@@ -1327,17 +1242,7 @@ class ClientSession:
                 self._send(m.Reply(id=cmd.id, error=_error(ErrorCode.NOT_AVAILABLE)))
                 return
             raise DisconnectError(DisconnectCode.NOT_AVAILABLE, "send is not available")
-        kind, protocol = self._wire()
-        request = p.SendRequest(
-            app_id=app.app_id,
-            client=self.client_id,
-            transport=kind,
-            protocol=protocol,
-            encoding=protocol,
-            user=self.user,
-            data=cmd.send.data,
-            meta=p.raw_json(self.meta),
-        )
+        request = self._proxy_request(p.SendRequest, app, data=cmd.send.data)
         try:
             await self._ask(app, target, request, p.SendReply)
         except ClientError as exc:

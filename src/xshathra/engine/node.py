@@ -48,7 +48,7 @@ from xshathra.engine.deadlines import Deadlines
 from xshathra.engine.errors import ClientError
 from xshathra.engine.hub import Hub, SubscriberFeatures, publication_message
 from xshathra.engine.options import EngineOptions
-from xshathra.engine.proxy import ProxyCaller, ProxyUnavailable, refuse
+from xshathra.engine.proxy import ProxyCaller, ProxyUnavailable, answered, refuse, result_of
 from xshathra.engine.writer import FlushScheduler
 from xshathra.model import (
     AppId,
@@ -377,12 +377,8 @@ class Node:
         if reply.disconnect is not None:  # no connection to end: an error to the caller
             raise ClientError(ErrorCode.INTERNAL, reply.disconnect.reason or None)
         refuse(reply.error, None)
-        if reply.result is None:
-            raise ProxyUnavailable()
-        try:
-            return p.payload(reply.result.data, reply.result.b64data) or b""
-        except p.ProxyDecodeError:
-            raise ProxyUnavailable() from None
+        result = result_of(reply)
+        return answered(result.data, result.b64data) or b""
 
     async def app_for_client_key(self, client_api_key: str) -> Application | None:
         """The app whose public key this is (how Pusher clients name their app), as stored now."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, TypeVar
 
+import msgspec
+
 from xshathra.engine.errors import ClientError, DisconnectError
 from xshathra.protocol import proxy as p
 from xshathra.protocol.codes import ErrorCode
@@ -16,6 +18,8 @@ from xshathra.tenancy.apps import Application
 from xshathra.tenancy.proxies import ProxyTarget
 
 R = TypeVar("R")
+ResultT = TypeVar("ResultT")
+ResultT_co = TypeVar("ResultT_co", covariant=True)
 Headers = Sequence[tuple[str, str]]
 
 
@@ -48,3 +52,27 @@ def refuse(error: p.Error | None, disconnect: p.Disconnect | None) -> None:
         raise DisconnectError(disconnect.code, disconnect.reason or None)
     if error is not None:
         raise ClientError(error.code, error.message or None, temporary=error.temporary)
+
+
+class Answer(Protocol[ResultT_co]):
+    """A proxy reply that carries a result (all but send's)."""
+
+    @property
+    def result(self) -> ResultT_co | None: ...
+
+
+def result_of(reply: Answer[ResultT]) -> ResultT:
+    """A reply's result. One with no result (nor an error or disconnect, which `refuse` has
+    raised) is a backend that did not answer properly: 100, as if it had not answered."""
+    if reply.result is None:
+        raise ProxyUnavailable()
+    return reply.result
+
+
+def answered(raw: msgspec.Raw, b64: str, binary: bool = False) -> bytes | None:
+    """A payload of a reply (`proxy.payload`); one that does not decode is the backend's
+    failure: 100."""
+    try:
+        return p.payload(raw, b64, binary)
+    except p.ProxyDecodeError:
+        raise ProxyUnavailable() from None

@@ -4,6 +4,7 @@ prometheus-client). Labels are bounded: no per-app or per-channel series."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -83,6 +84,17 @@ class XshathraCollector(Collector):
             "xshathra_subscriptions",
             "Live subscriptions on this node",
             value=node.subscription_total(),
+        )
+        # For a soak: both must stay flat under steady load (a leak of tasks shows here first).
+        yield GaugeMetricFamily(
+            "xshathra_asyncio_tasks",
+            "Tasks alive on this node's event loop",
+            value=len(asyncio.all_tasks()),
+        )
+        yield GaugeMetricFamily(
+            "xshathra_webhook_attempts_in_flight",
+            "Webhook delivery attempts running on this node",
+            value=self.dispatcher.in_flight,
         )
         held = node.history_bytes()
         if held is not None:  # only a broker that keeps history in this process has it

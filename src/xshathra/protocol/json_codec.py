@@ -53,6 +53,12 @@ def join_frames(encoded: list[bytes]) -> bytes:
     return b"\n".join(encoded)
 
 
+def error_body(message: str) -> bytes:
+    """The body of an HTTP error the transports answer themselves, `{"error": "..."}`: the
+    message escaped as JSON (a quote or backslash in it must not break the document)."""
+    return _encoder.encode({"error": message})
+
+
 class JsonCodec:
     """The JSON format as a `Codec`. Stateless: `JSON_CODEC` is the one instance."""
 

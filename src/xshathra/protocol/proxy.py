@@ -2,8 +2,10 @@
 it reads back, named and shaped as Centrifugo's HTTP proxy names them, so a backend written for
 Centrifugo works unchanged. Each request also carries `app_id`.
 
-Sans I/O: structs and their codec only. Client data stays raw JSON (`msgspec.Raw`); a reply may
-give `b64data`/`b64info` instead, which is decoded here into bytes.
+Sans I/O: structs and their codec only. A JSON client's data stays raw JSON (`msgspec.Raw`); a
+binary (protobuf) client's goes as `b64data`, base64 of its bytes, with `encoding` "binary", as
+Centrifugo sends it. A reply may give `b64data`/`b64info` instead of `data`/`info`, which is
+decoded here into bytes.
 """
 
 from __future__ import annotations
@@ -24,66 +26,58 @@ _REP: dict[str, Any] = {"kw_only": True, "forbid_unknown_fields": False}
 # --- requests ---------------------------------------------------------------------------------
 
 
-class ConnectRequest(msgspec.Struct, **_REQ):
+class ClientRequest(msgspec.Struct, **_REQ):
+    """What every request from a client carries (Centrifugo's fields), plus `app_id`."""
+
     app_id: str
     client: str
     transport: str
     protocol: str
     encoding: str
+
+
+class ConnectRequest(ClientRequest, **_REQ):
     name: str = ""
     version: str = ""
     data: msgspec.Raw = EMPTY
+    b64data: str = ""
     channels: list[str] | None = None
 
 
-class RefreshRequest(msgspec.Struct, **_REQ):
-    app_id: str
-    client: str
-    transport: str
-    protocol: str
-    encoding: str
+class UserRequest(ClientRequest, **_REQ):
+    """A request after the connect: the connection's user. Each also carries `meta`, last,
+    what the connect proxy gave (sent back with every later request)."""
+
     user: str
+
+
+class RefreshRequest(UserRequest, **_REQ):
     meta: msgspec.Raw = EMPTY
 
 
-class SubscribeRequest(msgspec.Struct, **_REQ):
-    app_id: str
-    client: str
-    transport: str
-    protocol: str
-    encoding: str
-    user: str
+class SubscribeRequest(UserRequest, **_REQ):
     channel: str
     token: str = ""
     data: msgspec.Raw = EMPTY
+    b64data: str = ""
     meta: msgspec.Raw = EMPTY
 
 
-class PublishRequest(msgspec.Struct, **_REQ):
-    app_id: str
-    client: str
-    transport: str
-    protocol: str
-    encoding: str
-    user: str
+class PublishRequest(UserRequest, **_REQ):
     channel: str
     data: msgspec.Raw = EMPTY
+    b64data: str = ""
     meta: msgspec.Raw = EMPTY
 
 
-class SubRefreshRequest(msgspec.Struct, **_REQ):
-    app_id: str
-    client: str
-    transport: str
-    protocol: str
-    encoding: str
-    user: str
+class SubRefreshRequest(UserRequest, **_REQ):
     channel: str
     meta: msgspec.Raw = EMPTY
 
 
 class RPCRequest(msgspec.Struct, **_REQ):
-    """A client's `rpc` command; the server API's `rpc` method sends it with no client."""
+    """A client's `rpc` command; the server API's `rpc` method sends it with no client (so
+    none of a client's fields is required here)."""
 
     app_id: str
     method: str
@@ -93,19 +87,15 @@ class RPCRequest(msgspec.Struct, **_REQ):
     encoding: str = ""
     user: str = ""
     data: msgspec.Raw = EMPTY
+    b64data: str = ""
     meta: msgspec.Raw = EMPTY
 
 
-class SendRequest(msgspec.Struct, **_REQ):
+class SendRequest(UserRequest, **_REQ):
     """A client's asynchronous `send`: an RPC without a method and without a reply."""
 
-    app_id: str
-    client: str
-    transport: str
-    protocol: str
-    encoding: str
-    user: str
     data: msgspec.Raw = EMPTY
+    b64data: str = ""
     meta: msgspec.Raw = EMPTY
 
 
@@ -197,47 +187,40 @@ class RPCResult(msgspec.Struct, **_REP):
     b64data: str = ""
 
 
-class ConnectReply(msgspec.Struct, **_REP):
+class BaseReply(msgspec.Struct, **_REP):
+    """What every reply may carry instead of a result: a refusal (`error`) or the end of the
+    connection (`disconnect`)."""
+
+    error: Error | None = None
+    disconnect: Disconnect | None = None
+
+
+class ConnectReply(BaseReply, **_REP):
     result: ConnectResult | None = None
-    error: Error | None = None
-    disconnect: Disconnect | None = None
 
 
-class RefreshReply(msgspec.Struct, **_REP):
+class RefreshReply(BaseReply, **_REP):
     result: RefreshResult | None = None
-    error: Error | None = None
-    disconnect: Disconnect | None = None
 
 
-class SubscribeReply(msgspec.Struct, **_REP):
+class SubscribeReply(BaseReply, **_REP):
     result: SubscribeResult | None = None
-    error: Error | None = None
-    disconnect: Disconnect | None = None
 
 
-class PublishReply(msgspec.Struct, **_REP):
+class PublishReply(BaseReply, **_REP):
     result: PublishResult | None = None
-    error: Error | None = None
-    disconnect: Disconnect | None = None
 
 
-class SubRefreshReply(msgspec.Struct, **_REP):
+class SubRefreshReply(BaseReply, **_REP):
     result: RefreshResult | None = None
-    error: Error | None = None
-    disconnect: Disconnect | None = None
 
 
-class RPCReply(msgspec.Struct, **_REP):
+class RPCReply(BaseReply, **_REP):
     result: RPCResult | None = None
-    error: Error | None = None
-    disconnect: Disconnect | None = None
 
 
-class SendReply(msgspec.Struct, **_REP):
+class SendReply(BaseReply, **_REP):
     """A send's reply carries nothing but a possible error or disconnect."""
-
-    error: Error | None = None
-    disconnect: Disconnect | None = None
 
 
 ProxyReply = (
@@ -294,10 +277,29 @@ def decode_reply(request_type: type[msgspec.Struct], body: bytes) -> Any:
         raise ProxyDecodeError(str(exc)) from None
 
 
-def payload(raw: msgspec.Raw, b64: str) -> bytes | None:
+# Client protocols whose payloads are bytes, not JSON (Centrifugo's "binary" encoding).
+BINARY_PROTOCOLS = frozenset({"protobuf"})
+
+
+def encoding(binary: bool) -> str:
+    """A request's `encoding`, as Centrifugo names it."""
+    return "binary" if binary else "json"
+
+
+def client_data(data: msgspec.Raw, binary: bool) -> dict[str, Any]:
+    """A client's payload as request fields: `data` (raw JSON) from a JSON client,
+    `b64data` from a binary one, whose bytes need not be JSON (nor even text)."""
+    if not data:
+        return {}
+    if binary:
+        return {"b64data": base64.b64encode(data).decode("ascii")}
+    return {"data": data}
+
+
+def payload(raw: msgspec.Raw, b64: str, binary: bool = False) -> bytes | None:
     """`data`/`info` as bytes: the raw JSON, else the base64 form decoded; None if neither
-    was given. Invalid base64, or base64 of something other than JSON, raises
-    `ProxyDecodeError`."""
+    was given. Invalid base64 raises `ProxyDecodeError`, and so does base64 of something
+    other than JSON unless `binary` (a payload only a binary client receives)."""
     if raw:
         return bytes(raw)
     if b64:
@@ -305,8 +307,10 @@ def payload(raw: msgspec.Raw, b64: str) -> bytes | None:
             data = base64.b64decode(b64, validate=True)
         except (binascii.Error, ValueError):
             raise ProxyDecodeError("invalid base64") from None
-        # Every client here speaks JSON, and these bytes go into JSON frames as they are:
-        # anything else would corrupt the frames of every subscriber that receives them.
+        if binary:
+            return data
+        # These bytes go into JSON frames as they are: anything but JSON would corrupt the
+        # frames of every JSON client that receives them.
         try:
             _any_json.decode(data)
         except (msgspec.DecodeError, RecursionError):

@@ -25,6 +25,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from xshathra.protocol.json_codec import error_body
 from xshathra.transports.streams import SCOPE_KEY as STREAM_SCOPE_KEY
 from xshathra.transports.streams import StreamTransport
 
@@ -140,7 +141,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._lingering = True
         self._unset_keepalive_if_required()
         self._cancel_head_timer()
-        body = b'{"error":"' + message.encode() + b'"}'
+        body = error_body(message)
         content = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             content += [name, b": ", value, b"\r\n"]

@@ -27,6 +27,7 @@ from xshathra.engine.client import ClientSession
 from xshathra.engine.node import EmulationOutcome
 from xshathra.protocol.codec import ProtocolDecodeError
 from xshathra.protocol.codes import DisconnectCode
+from xshathra.protocol.json_codec import error_body
 from xshathra.protocol.protobuf_codec import decode_emulation as decode_protobuf_emulation
 from xshathra.protocol.uni_json_codec import connect_command, decode_emulation
 from xshathra.transports.streams import (
@@ -291,7 +292,7 @@ async def _preflight(scope: dict[str, Any], send: Send, origin: str | None) -> N
 
 async def _error(send: Send, status: int, message: str, origin: str | None) -> None:
     """The project's JSON error shape, `{"error": "..."}`."""
-    body = b'{"error":"' + message.encode() + b'"}'
+    body = error_body(message)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

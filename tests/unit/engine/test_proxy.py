@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import msgspec
+
 from tests.unit.engine.conftest import MakeHarness
 from xshathra.protocol import proxy as p
 from xshathra.tenancy.apps import Application, NamespaceOptions
@@ -200,3 +202,83 @@ async def test_sub_refresh_extends_then_ends_and_overrides_apply(
     push = await client.transport.wait_for(lambda m: "unsubscribe" in m.get("push", {}), 10)
     assert push["push"]["unsubscribe"]["code"] == 2501
     assert caller.kinds().count("sub_refresh") == 2
+
+
+ALL_PROXIES = parse_proxy_config(
+    {
+        "proxies": [{"name": "default", "endpoint": "http://backend/any"}],
+        "client": {
+            "proxy": {
+                name: {"enabled": True, "proxy_name": "default"}
+                for name in ("connect", "refresh", "send")
+            }
+        },
+        "rpc": {"namespaces": [{"name": "", "proxy_enabled": True, "proxy_name": "default"}]},
+    }
+)
+
+
+async def test_every_request_of_a_client_carries_one_envelope(make_harness: MakeHarness) -> None:
+    """Connect, subscribe, publish, rpc, send, sub_refresh and refresh name the same client,
+    transport, protocol and encoding; all but the connect carry its user and `meta`."""
+    soon = int(time.time()) + 1
+    caller = ScriptedCaller(
+        connect=lambda r: p.ConnectReply(
+            result=p.ConnectResult(user="env", expire_at=soon, meta=msgspec.Raw(b'{"m":1}'))
+        ),
+        refresh=lambda r: p.RefreshReply(result=p.RefreshResult(expired=True)),
+        subscribe=lambda r: p.SubscribeReply(result=p.SubscribeResult(expire_at=soon)),
+        sub_refresh=lambda r: p.SubRefreshReply(result=p.RefreshResult(expired=True)),
+        publish=lambda r: p.PublishReply(result=p.PublishResult()),
+        rpc=lambda r: p.RPCReply(result=p.RPCResult()),
+        send=lambda r: p.SendReply(),
+    )
+    h = await make_harness(proxy=caller, proxies=ALL_PROXIES, namespaces={"room": ROOM})
+    client = h.open(query=f"key={h.app.client_api_key}")
+    connected = await client.result("connect", {"data": {"hello": 1}})
+    await client.subscribe("room:1", data={"s": 1})
+    assert await client.result("publish", {"channel": "room:1", "data": {"x": 1}}) == {}
+    assert await client.result("rpc", {"method": "m", "data": {"r": 1}}) == {}
+    client.send({"send": {"data": {"n": 1}}})
+    await client.transport.wait_closed(timeout=10)  # the refresh proxy says it expired
+    kinds = set(caller.kinds())
+    assert kinds == {"connect", "subscribe", "publish", "rpc", "send", "sub_refresh", "refresh"}
+    for kind, request, _ in caller.calls:
+        body = msgspec.json.decode(p.encode_request(request))
+        envelope = {k: body.pop(k) for k in ("app_id", "client", "transport", "protocol")}
+        assert envelope == {
+            "app_id": h.app.app_id,
+            "client": connected["client"],
+            "transport": "websocket",
+            "protocol": "json",
+        }, kind
+        assert body.pop("encoding") == "json", kind
+        if kind == "connect":
+            assert "user" not in body and "meta" not in body
+            continue
+        assert (body.pop("user"), body.pop("meta")) == ("env", {"m": 1}), kind
+    data = {
+        kind: msgspec.json.decode(p.encode_request(r)).get("data") for kind, r, _ in caller.calls
+    }
+    assert data["connect"] == {"hello": 1} and data["subscribe"] == {"s": 1}
+    assert data["publish"] == {"x": 1} and data["rpc"] == {"r": 1} and data["send"] == {"n": 1}
+
+
+async def test_an_empty_or_garbled_answer_is_the_backend_failing(
+    make_harness: MakeHarness,
+) -> None:
+    """A reply with no result (nor error, nor disconnect), or whose payload does not decode,
+    is answered 100 (temporary), like a backend that did not answer; the connection stays."""
+    caller = ScriptedCaller(
+        connect=lambda r: p.ConnectReply(result=p.ConnectResult(user="g")),
+        subscribe=lambda r: p.SubscribeReply(),
+        publish=lambda r: p.PublishReply(result=p.PublishResult(b64data="not base64!")),
+        rpc=lambda r: p.RPCReply(result=p.RPCResult(b64data="AAEC")),  # bytes, not JSON
+    )
+    h = await make_harness(proxy=caller, proxies=ALL_PROXIES, namespaces={"room": ROOM})
+    client = h.open(query=f"key={h.app.client_api_key}")
+    assert "connect" in await client.call("connect")
+    assert await client.error("subscribe", {"channel": "room:1"}) == 100
+    assert await client.error("publish", {"channel": "room:1", "data": {}}) == 100
+    assert await client.error("rpc", {"method": "m"}) == 100
+    assert client.transport.closed is None

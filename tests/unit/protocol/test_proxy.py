@@ -67,3 +67,28 @@ def test_payload_prefers_raw_json_then_base64() -> None:
         p.payload(EMPTY, "not base64!")
     with pytest.raises(p.ProxyDecodeError):  # base64 of bytes that are not JSON
         p.payload(EMPTY, "AAEC")
+
+
+def test_a_binary_clients_payload_is_base64_both_ways() -> None:
+    """A protobuf client's bytes go as `b64data` (they need not be JSON) and a reply's
+    `b64data` comes back as any bytes; a JSON client's stay raw JSON, and must be JSON."""
+    raw = msgspec.Raw(b"\x00\xff")
+    assert p.client_data(raw, binary=True) == {"b64data": "AP8="}
+    json_data = msgspec.Raw(b'{"a":1}')
+    assert p.client_data(json_data, binary=False) == {"data": json_data}
+    assert p.client_data(EMPTY, binary=True) == {}
+    request = p.PublishRequest(
+        app_id="a",
+        client="c",
+        transport="websocket",
+        protocol="protobuf",
+        encoding=p.encoding(True),
+        user="u",
+        channel="ch",
+        **p.client_data(raw, binary=True),
+    )
+    body = msgspec.json.decode(p.encode_request(request))
+    assert body["encoding"] == "binary" and body["b64data"] == "AP8=" and "data" not in body
+    assert p.payload(EMPTY, "AAEC", binary=True) == b"\x00\x01\x02"
+    with pytest.raises(p.ProxyDecodeError):
+        p.payload(EMPTY, "not base64!", binary=True)

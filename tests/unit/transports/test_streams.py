@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from xshathra.engine.writer import OutgoingFrame
 from xshathra.protocol import client_pb2 as pb
 from xshathra.protocol.codec import WireFormat
 from xshathra.protocol.protobuf_codec import PROTOBUF_CODEC
-from xshathra.transports.stream_routes import StreamEndpoints
+from xshathra.transports.stream_routes import StreamEndpoints, _error
 from xshathra.transports.streams import (
     KINDS,
     PROTOBUF_KINDS,
@@ -98,3 +99,20 @@ async def test_a_protobuf_stream_is_bare_length_delimited_replies_then_a_disconn
     reply.ParseFromString(body[2:])
     assert (reply.push.disconnect.code, reply.push.disconnect.reconnect) == (3501, False)
     assert sent[-1] == b""
+
+
+async def test_an_error_body_is_json_whatever_its_message() -> None:
+    """A quote or backslash in the message is escaped, not pasted into the document."""
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    message = 'bad "quote", back\\slash and \u00e9'
+    await _error(send, 400, message, "https://page.example")
+    start, body = sent
+    assert start["status"] == 400
+    assert json.loads(body["body"]) == {"error": message}
+    headers = dict(start["headers"])
+    assert headers[b"content-length"] == str(len(body["body"])).encode()
+    assert headers[b"content-type"] == b"application/json"
