@@ -255,3 +255,28 @@ def summary(
             for r in storm["sizes"]
         ]
     return out
+
+
+def cpu_per_million(cpu_seconds: float, deliveries: int) -> float | None:
+    """CPU seconds per 1,000,000 deliveries: what a delivery costs, which (unlike deliveries/s)
+    does not depend on how much of the core other processes on the machine took."""
+    return round(cpu_seconds / deliveries * 1e6, 2) if deliveries > 0 else None
+
+
+def cluster_ratios(found: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """The cluster's figures against one node's: deliveries/s as a ratio (target >= 0.8),
+    p50/p99 at the latency rate as milliseconds above (target: p50 at most 1 ms above)."""
+    ratios: dict[str, Any] = {
+        "deliveries_ratio": round(found["max_deliveries_per_s"] / base["max_deliveries_per_s"], 2)
+    }
+    mine, theirs = found.get("at_latency_rate", {}), base.get("at_latency_rate", {})
+    for key in ("p50_ms", "p99_ms"):
+        if mine.get(key) is not None and theirs.get(key) is not None:
+            ratios[f"{key}_above"] = round(mine[key] - theirs[key], 2)
+    # CPU per delivery at the same fixed rate, all nodes together: the broker path's cost,
+    # which a loaded machine does not blur as it does deliveries/s.
+    if mine.get("server_cpu_s_per_1m") and theirs.get("server_cpu_s_per_1m"):
+        ratios["cpu_per_delivery_ratio"] = round(
+            mine["server_cpu_s_per_1m"] / theirs["server_cpu_s_per_1m"], 2
+        )
+    return ratios
