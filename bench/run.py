@@ -45,6 +45,7 @@ from bench.stacks import (
     BENCH,
     CLIENT_CORE,
     CONNECT_BATCH,
+    PUBLISHERS,
     STACKS,
     Publisher,
     Stack,
@@ -99,6 +100,10 @@ class Topology:
     nodes: int = 1
     env: dict[str, str] = field(default_factory=dict)
     connect_batch: int = CONNECT_BATCH  # connections each load client opens at once
+    # The publisher's keep-alive connections, each with one request in flight: on a cluster
+    # a request's answer waits for the broker's round trip, so these over that latency can
+    # cap publications/s below what the nodes would fan out (--cluster-publishers).
+    publishers: int = PUBLISHERS
 
 
 ONE_NODE = Topology()
@@ -295,7 +300,9 @@ async def measure(
         client = await start_clients(stack, ports, n, load, SAMPLE_EVERY, topology.connect_batch)
         try:
             await asyncio.sleep(1.0)  # let the server finish the setup work before timing
-            publisher = Publisher(ports[0], stack.publish_path, stack.headers(ctx), load.body)
+            publisher = Publisher(
+                ports[0], stack.publish_path, stack.headers(ctx), load.body, topology.publishers
+            )
             try:
                 pids = [proc.pid for proc in procs]
                 steps = await ramp(pids, client, publisher, rates, seconds)
@@ -377,20 +384,25 @@ async def fanout(
     return results
 
 
-async def cluster(stack: Stack, n: int, brokers: list[str]) -> dict[str, Any]:
+async def cluster(
+    stack: Stack, n: int, brokers: list[str], publishers: int = PUBLISHERS
+) -> dict[str, Any]:
     """Fan-out on two nodes sharing a broker (publisher on node 1, clients half on each),
     against one node on the memory broker measured in the same run: the maximum, and the
     latency at one rate for all (the targets' 100,000 deliveries/s, or half the one node's
-    maximum where that is lower, as on a loaded machine), and their ratios."""
-    base = await find_max(stack, n, fanout_load)
+    maximum where that is lower, as on a loaded machine), and their ratios. All with the
+    same number of publisher connections."""
+    one = Topology(publishers=publishers)
+    base = await find_max(stack, n, fanout_load, one)
     rate = min(targets.LATENCY_RATE, 0.5 * base["max_deliveries_per_s"]) / n
-    base["at_latency_rate"] = await latency_at(stack, n, rate, ONE_NODE)
+    base["at_latency_rate"] = await latency_at(stack, n, rate, one)
+    base["publishers"] = publishers
     results: dict[str, Any] = {"one_node_memory": progress({"topology": "1 node, memory", **base})}
     for kind in brokers:
         name = f"2 nodes, {kind}"
         try:
             async with broker_env(kind) as env:
-                topology = Topology(2, env, CLUSTER_CONNECT_BATCH)
+                topology = Topology(2, env, CLUSTER_CONNECT_BATCH, publishers)
                 found = await find_max(stack, n, fanout_load, topology)
                 found["at_latency_rate"] = await latency_at(stack, n, rate, topology)
         except (ConnectionError, TimeoutError) as e:
@@ -476,6 +488,13 @@ def parse_args() -> argparse.Namespace:
         "--cluster-brokers",
         default=",".join(BROKERS),
         help=f"comma-separated, of {','.join(BROKERS)}: the brokers the cluster scenario runs on",
+    )
+    parser.add_argument(
+        "--cluster-publishers",
+        type=int,
+        default=PUBLISHERS,
+        help="the cluster scenario's publisher connections (each one request in flight), for "
+        "one node and the clusters alike",
     )
     parser.add_argument(
         "--storm-n", default="1000,10000", help="comma-separated sizes of the reconnect storm"
@@ -575,7 +594,9 @@ async def main() -> None:
     cluster_results: dict[str, Any] = {}
     storm_results: dict[str, Any] = {}
     if "cluster" in args.scenarios:
-        cluster_results = await cluster(xshathra, args.cluster_n, args.cluster_brokers)
+        cluster_results = await cluster(
+            xshathra, args.cluster_n, args.cluster_brokers, args.cluster_publishers
+        )
         (out / "cluster.json").write_text(json.dumps(cluster_results, indent=2))
         sections["cluster"] = report.cluster_table(cluster_results)
     if "storm" in args.scenarios:
