@@ -32,6 +32,7 @@ from xshathra.api.server.engine_http import EngineHttp
 from xshathra.brokers import ClusterBroker
 from xshathra.engine.node import Node
 from xshathra.engine.options import EngineOptions
+from xshathra.engine.proxy import ProxyCaller
 from xshathra.observability.metrics import (
     CONTENT_TYPE,
     HttpMetricsMiddleware,
@@ -41,6 +42,7 @@ from xshathra.observability.metrics import (
 )
 from xshathra.observability.tracing import (
     TracedBroker,
+    TracedProxyCaller,
     TracingMiddleware,
     setup_tracing,
     traced_call,
@@ -148,6 +150,7 @@ def engine_options(settings: Settings) -> EngineOptions:
         node_stats_interval=settings.node_stats_interval,
         cluster_query_timeout=settings.cluster_query_timeout,
         access_rules_ttl=settings.access_rules_ttl,
+        pusher_signin_timeout=settings.pusher_signin_timeout,
         position_check_interval=settings.position_check_interval,
         max_header_bytes=settings.max_header_bytes,
         preconnect_max_bytes=settings.preconnect_max_bytes,
@@ -300,18 +303,24 @@ class Runtime:
             else allow_private,
             per_app=settings.proxy_concurrency_per_app,
         )
+        # One app cache for the HTTP API and the engine's connects: a flood of connects (even
+        # refused ones) must not cost a store read each (see tenancy/appcache.py).
+        app_keys = AppKeyCache(db.apps)
         self.node = node = Node(
             options=engine_options(settings),
             broker=backends.broker,
             presence=backends.presence,
-            apps=db.apps,
+            apps=app_keys,
             tokens=tokens,
             analytics=analytics,
             events=events,
-            proxy=proxy,
+            # With tracing, each call to an app's backend is a `proxy.<kind>` span.
+            proxy=cast(ProxyCaller, TracedProxyCaller(proxy, tracing)) if tracing else proxy,
             node_id=node_id,
             access=db.access,
         )
+        # Held webhook leaves are matched across nodes over the control bus.
+        events.bind_peers(node)
         await node.start()
         await analytics.start()
         await dispatcher.start()
@@ -320,7 +329,6 @@ class Runtime:
             token_per_minute=settings.token_rate_limit,
             auth_failures_per_minute=settings.auth_failure_limit,
         )
-        app_keys = AppKeyCache(db.apps)
         node.app_change_listeners.append(app_keys.forget_app)
         executor = Executor(node, max_broadcast_channels=settings.max_broadcast_channels)
         ctx = ServerContext(

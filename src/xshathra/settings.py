@@ -90,9 +90,12 @@ class Settings(BaseSettings):
     expired_close_delay: float = 25.0
     # Every node publishes its counts this often (seconds); `info` and the cluster-wide
     # max_connections quota read the latest of each node, which counts as gone after three.
-    node_stats_interval: float = Field(default=3.0, gt=0)
+    node_stats_interval: float = Field(default=1.0, gt=0)
     # How long `channels` and `connections` wait for the other nodes' answers (seconds).
     cluster_query_timeout: float = Field(default=1.0, gt=0)
+    # Pusher apps with `pusher_user_authentication`: seconds a connection has to sign in
+    # (`pusher:signin`) before it is closed with 4009 (Pusher's 30 s).
+    pusher_signin_timeout: float = Field(default=30.0, gt=0)
     # Each node re-reads an app's access rules (blocked users, revoked tokens) this often;
     # changes reach every node at once through the broker, this bounds a lost message.
     access_rules_ttl: float = Field(default=30.0, gt=0)

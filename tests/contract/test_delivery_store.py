@@ -104,3 +104,20 @@ async def test_the_webhook_cap_holds_under_concurrent_creation(database: Databas
     assert all(isinstance(r, bool) for r in results), results
     assert sum(r is True for r in results) == 3
     assert len(await database.webhooks.list_webhooks("cap")) == 3
+
+
+async def test_a_recorded_attempt_is_listed_finished_and_never_claimed(database: Database) -> None:
+    """A test event sent at once is stored with its outcome, and no node sends it again."""
+    hook = await _app_with_hook(database, "tested")
+    ok, refused = _items("tested", hook, 2)
+    await database.deliveries.record_attempt(ok, 204, None)
+    await database.deliveries.record_attempt(refused, None, "ConnectError")
+    rows = {r.id: r for r in await database.deliveries.list_for_webhook(hook)}
+    assert (rows[ok.id].status, rows[ok.id].attempts, rows[ok.id].last_status) == (
+        "delivered",
+        1,
+        204,
+    )
+    assert (rows[refused.id].status, rows[refused.id].last_error) == ("failed", "ConnectError")
+    assert await database.deliveries.claim_due("n1", 10, 60, per_app=10) == []
+    assert await database.deliveries.replay(hook, refused.id)  # and it can be sent again

@@ -95,6 +95,21 @@ async def test_nodes_share_one_budget(nodes: NodeFactory) -> None:
     assert await first.hit_app(app) is not None
 
 
+async def test_a_once_only_mark_is_first_on_one_node_only(nodes: NodeFactory) -> None:
+    """`first_use` (the Pusher API's replay guard): of concurrent first uses of one key over
+    two nodes exactly one wins, and later uses lose until the mark expires."""
+    first, second = nodes(100), nodes(100)
+    key = f"sig/{secrets.token_hex(8)}"
+    wins = await asyncio.gather(*(n.first_use(key, 60) for n in (first, second) * 5))
+    assert sorted(wins) == [False] * 9 + [True]
+    assert await second.first_use(key, 60) is False
+    assert await first.first_use(key + "-other", 60) is True
+    short = f"short/{secrets.token_hex(8)}"
+    assert await first.first_use(short, 1) is True
+    await asyncio.sleep(2.2)  # a mark's expiry is the store's clock: nothing to await
+    assert await second.first_use(short, 1) is True
+
+
 async def test_concurrent_requests_never_exceed_the_limit(nodes: NodeFactory) -> None:
     """Twenty requests at once over two nodes against a limit of ten: exactly ten pass."""
     first, second = nodes(100), nodes(100)

@@ -138,7 +138,7 @@ def test_journey(browser: Browser, node: ServerProcess) -> None:  # noqa: F811
         expect(page.get_by_label("Webhook signing secret")).to_have_value(re.compile("^whsec_"))
         page.get_by_role("link", name=re.compile("Deliveries and settings")).click()
         page.get_by_role("button", name="Send test event").click()
-        expect(page.get_by_role("status").first).to_contain_text("A test event is queued")
+        expect(page.get_by_role("status").first).to_contain_text("The test event is delivered")
         assert receiver.wait_for(1)[0].json()["event"] == "test"
         for _ in range(40):  # the delivery is marked right after the receiver answered
             page.get_by_role("link", name="Refresh deliveries").click()
@@ -232,6 +232,47 @@ def test_proxies_form_by_labels(browser: Browser, node: ServerProcess) -> None: 
         page.get_by_role("button", name="Save connection proxies").click()
         expect(page.get_by_role("status")).to_have_text("The connection proxies are saved.")
         expect(page.get_by_label("Connect proxy")).to_have_value("auth")
+        assert not owner.errors, owner.errors
+    finally:
+        owner.close()
+
+
+def test_pusher_switches_by_labels(browser: Browser, node: ServerProcess) -> None:  # noqa: F811
+    """Settings by labels: Pusher subscription counting and enforced sign-in are switched on,
+    saved, shown checked again and stored on the app; then off again."""
+    from playwright.sync_api import expect
+
+    owner = Person(browser, node)
+    labels = (
+        "Pusher subscription counting: send subscriber counts",
+        "Pusher user authentication: clients must sign in",
+    )
+    try:
+        page = owner.page
+        owner.sign_in(OWNER)
+        page.get_by_role("link", name="Storefront chat").first.click()
+        page.get_by_role("navigation", name="Project").get_by_role("link", name="Settings").click()
+        for label in labels:
+            expect(page.get_by_label(label)).not_to_be_checked()
+            page.get_by_label(label).check()
+        page.get_by_role("button", name="Save settings").click()
+        expect(page.get_by_role("status")).to_have_text("The settings are saved.")
+        for label in labels:
+            expect(page.get_by_label(label)).to_be_checked()
+        shot(page, "dash-project-pusher-settings-1280.png")
+        app_id = page.url.split("/dashboard/projects/")[1].split("/")[0]
+        stored = httpx.get(
+            f"{node.base_url}/api/applications",
+            params={"app_id": app_id},
+            headers=node.admin_headers(),
+        ).json()["application"]
+        assert stored["pusher_subscription_count"] is True
+        assert stored["pusher_user_authentication"] is True
+        for label in labels:
+            page.get_by_label(label).uncheck()
+        page.get_by_role("button", name="Save settings").click()
+        expect(page.get_by_role("status")).to_have_text("The settings are saved.")
+        expect(page.get_by_label(labels[1])).not_to_be_checked()
         assert not owner.errors, owner.errors
     finally:
         owner.close()

@@ -18,13 +18,14 @@ from cent import (
     BlockUserRequest,
     ConnectionsRequest,
     InvalidateUserTokensRequest,
+    PublishRequest,
     RevokeTokenRequest,
     UnblockUserRequest,
 )
 from cent.exceptions import CentApiResponseError
 
 from tests.integration.test_engine_bad_input import closed_with, connect, reply
-from tests.support.clients import app_signed_token, realtime_token
+from tests.support.clients import app_signed_token, realtime_token, subscription_token
 from tests.support.server import ServerProcess, running_server
 
 Json = dict[str, Any]
@@ -131,6 +132,85 @@ async def test_invalidate_user_tokens_issued_before(server: ServerProcess) -> No
     await other.close()
 
 
+async def subscribed(ws: Any, channel: str, token: str, command_id: int = 2) -> Json:
+    """The reply to a subscribe with a subscription token (`subscribe` or `error`)."""
+    await ws.send(json.dumps({"id": command_id, "subscribe": {"channel": channel, "token": token}}))
+    while True:
+        answer = await reply(ws)
+        if answer.get("id") == command_id:
+            return answer
+
+
+async def unsubscribed_push(ws: Any) -> Json:
+    """The next server unsubscribe push (other pushes are skipped)."""
+    while True:
+        message = await reply(ws)
+        push = message.get("push", {})
+        if "unsubscribe" in push:
+            return dict(push)
+
+
+async def test_revoke_token_ends_a_subscription_made_with_it(server: ServerProcess) -> None:
+    """revoke_token names subscription tokens too (Centrifugo PRO): the subscription made
+    with it ends (unsubscribe 2000), the token is refused (103) from then on, and the
+    connection and its other subscriptions stay."""
+    app = server.create_app(name="revoke-sub")
+    cent = cent_for(server, app)
+    ws = await connected(server, realtime_token(server, app, "kim"))
+    revoked, kept = (subscription_token(server, app, "kim", c) for c in ("room", "hall"))
+    assert "subscribe" in await subscribed(ws, "room", revoked, 2)
+    assert "subscribe" in await subscribed(ws, "hall", kept, 3)
+    await cent.revoke_token(RevokeTokenRequest(uid=jti_of(revoked)))
+    push = await unsubscribed_push(ws)
+    assert push["channel"] == "room" and push["unsubscribe"]["code"] == 2000, push
+    refused = await subscribed(ws, "room", revoked, 4)
+    assert refused["error"]["code"] == 103, refused
+    # The other subscription and the connection itself are untouched.
+    await cent.publish(PublishRequest(channel="hall", data={"still": True}))
+    while True:
+        message = await reply(ws)
+        if message.get("push", {}).get("channel") == "hall":
+            assert message["push"]["pub"]["data"] == {"still": True}
+            break
+    # A fresh subscription token for the same channel works.
+    assert "subscribe" in await subscribed(
+        ws, "room", subscription_token(server, app, "kim", "room"), 5
+    )
+    await ws.close()
+
+
+async def test_invalidate_user_tokens_for_one_channel(server: ServerProcess) -> None:
+    """invalidate_user_tokens with `channel` (Centrifugo PRO): only the user's subscription
+    tokens for that channel issued before the time; their connection tokens and other
+    channels' subscription tokens stay valid."""
+    app = server.create_app(name="invalidate-channel")
+    cent = cent_for(server, app)
+    cutoff = int(time.time()) - 5
+    connection = app_signed_token(app, "lee", iat=cutoff - 10)
+    ws = await connected(server, connection)
+    old_room = app_signed_token(app, "lee", iat=cutoff - 10, channel="room")
+    old_hall = app_signed_token(app, "lee", iat=cutoff - 10, channel="hall")
+    assert "subscribe" in await subscribed(ws, "room", old_room, 2)
+    assert "subscribe" in await subscribed(ws, "hall", old_hall, 3)
+    await cent.invalidate_user_tokens(
+        InvalidateUserTokensRequest(user="lee", issued_before=cutoff, channel="room")
+    )
+    push = await unsubscribed_push(ws)
+    assert push["channel"] == "room" and push["unsubscribe"]["code"] == 2000, push
+    assert (await subscribed(ws, "room", old_room, 4))["error"]["code"] == 103
+    fresh_room = app_signed_token(app, "lee", iat=cutoff, channel="room")
+    assert "subscribe" in await subscribed(ws, "room", fresh_room, 5)
+    # The connection token issued before the cutoff still connects: only `room` was named.
+    other = await connected(server, connection)
+    assert "subscribe" in await subscribed(other, "hall", old_hall, 2)
+    # Another user's tokens for the channel are untouched.
+    mia = await connected(server, app_signed_token(app, "mia"))
+    mia_room = app_signed_token(app, "mia", iat=cutoff - 10, channel="room")
+    assert "subscribe" in await subscribed(mia, "room", mia_room, 2)
+    for socket in (ws, other, mia):
+        await socket.close()
+
+
 async def test_connections_lists_the_apps_connections(server: ServerProcess) -> None:
     app = server.create_app(name="connections")
     other_app = server.create_app(name="not-listed")
@@ -164,6 +244,7 @@ async def test_connections_lists_the_apps_connections(server: ServerProcess) -> 
         ("revoke_token", {"uid": ""}),
         ("revoke_token", {"uid": "x" * 256}),
         ("invalidate_user_tokens", {"user": "u", "issued_before": -5}),
+        ("invalidate_user_tokens", {"user": "u", "channel": "no spaces allowed"}),
     ],
 )
 async def test_bad_requests_are_refused(server: ServerProcess, method: str, body: Json) -> None:

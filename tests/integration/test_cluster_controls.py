@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 from cent import (
     AsyncClient,
     BlockUserRequest,
@@ -22,7 +23,7 @@ from cent import (
 
 from tests.integration.test_access_controls import connected, refused_with
 from tests.integration.test_cluster import shared_broker, subscribe
-from tests.integration.test_engine_bad_input import closed_with
+from tests.integration.test_engine_bad_input import closed_with, connect
 from tests.support.clients import realtime_token
 from tests.support.server import ServerProcess, cluster_nodes
 
@@ -180,6 +181,48 @@ async def test_user_online_and_offline_once_across_nodes(pair: list[ServerProces
         assert events == ["marker", "user-offline", "user-online"]
 
 
+async def test_a_connection_moved_to_another_node_within_the_leave_delay_reports_no_pair(
+    pair: list[ServerProcess],
+) -> None:
+    """XSHATHRA_WEBHOOK_LEAVE_DELAY (3 s here, the default) holds user-left, room-vacated and
+    user-offline; a user back within it reports neither the leave nor the join, also when the
+    connection comes back on the other node: node A tells the others it holds a leave
+    (LeaveHeld on the control bus) and node B, seeing the join, tells A to drop it
+    (LeaveUndone) instead of reporting it. Leaving for good still reports each leave once."""
+    from tests.integration.test_webhooks import broadcast, register
+    from tests.support.receiver import Receiver
+
+    a, b = pair
+    app = a.create_app(name="moved")
+    pairs = ["user-joined", "user-left", "room-occupied", "room-vacated"]
+    with Receiver().running() as rx:
+        register(a, app, rx.url, [*pairs, "user-online", "user-offline", "marker"])
+        on_a = await subscribed(a, app, "vic", "public:page")
+        got = await asyncio.to_thread(rx.wait_for, 3)
+        assert sorted(g.json()["event"] for g in got) == [
+            "room-occupied",
+            "user-joined",
+            "user-online",
+        ]
+        await on_a.close()
+        # The client's reconnect gap (well within the 3 s delay), then it is back on node B.
+        await asyncio.sleep(0.3)
+        on_b = await subscribed(b, app, "vic", "public:page")
+        await on_b.close()  # and now gone for good: each leave once, after the delay
+        got = await asyncio.to_thread(rx.wait_for, 6, 20)
+        assert sorted(g.json()["event"] for g in got[3:]) == [
+            "room-vacated",
+            "user-left",
+            "user-offline",
+        ]
+        # Nothing else came meanwhile (a pair from the move would have come before these):
+        # a marker published now is the next and last one.
+        broadcast(a, app, "public:m", "marker", 1)
+        got = await asyncio.to_thread(rx.wait_for, 7)
+        assert got[6].json()["event"] == "marker", [g.json()["event"] for g in got]
+        assert len(rx.requests) == 7
+
+
 async def test_max_connections_per_user_counts_every_node(pair: list[ServerProcess]) -> None:
     from tests.integration.test_webhooks import register
     from tests.support.receiver import Receiver
@@ -201,4 +244,50 @@ async def test_max_connections_per_user_counts_every_node(pair: list[ServerProce
         assert await refused_with(b, realtime_token(b, app, "quinn")) == 3504
         other = await connected(b, realtime_token(b, app, "rose"))
         await other.close()
+        await on_a.close()
+
+
+async def test_a_dead_nodes_connections_stop_counting_within_3_s(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """max_connections counts another node's connections only from a heartbeat at most three
+    intervals old (3 s at the default 1 s): a node killed without a word (SIGKILL, no
+    `leaving` heartbeat) stops holding the app's quota that soon, on the nodes that remain.
+    The bound asserted is 3 s plus 2.5 s for a loaded machine's scheduling; the old window
+    (three 3 s intervals) took 6 to 9 s."""
+    env = {"XSHATHRA_BROKER_PREFIX": f"xs_dead_{secrets.token_hex(4)}"}  # default interval
+    with cluster_nodes(tmp_path_factory, shared_broker("redis"), env) as (a, b):
+        app = a.create_app(name="dead-node")
+        r = httpx.put(
+            f"{a.base_url}/api/applications/{app['app_id']}",
+            json={"max_connections": 2},
+            headers=a.admin_headers(),
+        )
+        assert r.status_code == 200, r.text
+        on_a = await connected(a, realtime_token(a, app, "d1"))
+        await connected(b, realtime_token(b, app, "d2"))
+        async with AsyncClient(f"{a.base_url}/realtime/api", str(app["api_key"])) as api:
+            deadline = time.monotonic() + 10
+            while sum(n.num_clients for n in (await api.info(InfoRequest())).nodes) < 2:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.2)  # until node b's heartbeat reached node a
+        assert await refused_with(a, realtime_token(a, app, "d3")) == 3504
+        token = realtime_token(a, app, "d3")
+        b.process.kill()
+        b.process.wait()
+        killed = time.monotonic()
+        while True:
+            async with websockets.connect(a.ws_url) as ws:
+                try:
+                    accepted = "connect" in await connect(ws, token)
+                except websockets.ConnectionClosed as exc:
+                    assert exc.rcvd is not None and exc.rcvd.code == 3504, exc
+                    accepted = False
+            if accepted:
+                break
+            assert time.monotonic() - killed < 15, "the dead node's connections still count"
+            await asyncio.sleep(0.1)  # the quota frees on node a's clock: poll it
+        elapsed = time.monotonic() - killed
+        print(f"dead node's connections stopped counting after {elapsed:.2f} s")
+        assert elapsed <= 3 + 2.5, elapsed
         await on_a.close()

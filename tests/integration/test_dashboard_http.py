@@ -140,8 +140,12 @@ def test_invitation_link_works_once_and_disabling_ends_sessions_everywhere(
         assert refused.status_code == 403 and "invitation" in refused.text
 
         made = op.post("/dashboard/invitations", data={"csrf_token": csrf(op)})
-        assert made.status_code == 201
-        link = re.search(r'id="invitation-link" type="text" readonly value="([^"]+)"', made.text)
+        assert made.status_code == 303  # POST/redirect/GET: a reload makes no second one
+        assert "invitation=" not in made.headers["location"]
+        shown = op.get(made.headers["location"])
+        link = re.search(r'id="invitation-link" type="text" readonly value="([^"]+)"', shown.text)
+        reloaded = op.get(made.headers["location"]).text
+        assert 'id="invitation-link"' not in reloaded  # shown once
         assert link and link.group(1).startswith(f"{a.base_url}/dashboard/signup?invitation=")
         token = link.group(1).rsplit("=", 1)[1]
         assert sign_up(member, "member@example.com", token).status_code == 303

@@ -112,12 +112,14 @@ def test_another_accounts_project_answers_404_everywhere(
     that does not exist; nothing about it is in the answer."""
     stranger = people[STRANGER]
     base = project["base"]
-    for path in ("", "/settings", "/webhooks", "/console", "/members", "/analytics.json"):
+    pages = ("", "/settings", "/webhooks", "/console", "/console/events", "/members")
+    for path in (*pages, "/analytics.json"):
         answer = stranger.get(base + path)
         assert answer.status_code == 404, path
         assert "Shop chat" not in answer.text
     token = csrf_of(stranger.get("/dashboard/projects").text)
-    for path in ("/secret", "/regenerate", "/settings", "/delete", "/console/token"):
+    actions = ("/secret", "/regenerate", "/regenerate-client-key", "/regenerate-secret")
+    for path in (*actions, "/quotas", "/settings", "/delete", "/console/token"):
         answer = stranger.post(base + path, data={"csrf_token": token, "confirm": "on"})
         assert answer.status_code == 404, path
     assert stranger.get("/dashboard/projects/app_nope").status_code == 404
@@ -326,6 +328,53 @@ def test_console_token_and_publish(
     assert bad.status_code == 400 and 'id="publish-channel-error"' in bad.text
 
 
+def test_console_events_stream_the_projects_lifecycle_to_a_viewer(
+    node: ServerProcess, people: dict[str, httpx.Client], project: dict[str, str]
+) -> None:
+    """The console's app events are Server-Sent Events any member may read (a viewer here):
+    ready once the node watches, then a client of the project connecting, with its user."""
+    viewer = people[VIEWER]
+    base = project["base"]
+    with viewer.stream("GET", base + "/console/events", timeout=30) as events:
+        assert events.status_code == 200
+        assert events.headers["content-type"].startswith("text/event-stream")
+        assert events.headers["cache-control"] == "no-store"
+        lines = events.iter_lines()
+        assert next(line for line in lines if line.startswith("event:")) == "event: ready"
+        minted = httpx.post(
+            f"{node.base_url}/api/realtime/token",
+            headers={"Authorization": f"apikey {project['key']}"},
+            json={"userId": "sse-user"},
+        )
+        minted.raise_for_status()
+        ws_url = node.base_url.replace("http", "ws", 1) + "/realtime/connection/websocket"
+        with connect(ws_url) as ws:
+            ws.send(json.dumps({"id": 1, "connect": {"token": minted.json()["token"]}}))
+            assert "connect" in json.loads(ws.recv(timeout=10))
+            assert next(line for line in lines if line.startswith("event:")) == "event: lifecycle"
+            data = next(lines)
+        event = json.loads(data.removeprefix("data:"))
+        assert (event["kind"], event["user"], event["transport"]) == (
+            "connected",
+            "sse-user",
+            "websocket",
+        )
+        # A Pusher client (pusher-js's protocol, the client key) is shown with its transport.
+        overview = people[OWNER].get(base).text
+        client_key = re.search(r'id="client-key" type="text" readonly value="(xc_[^"]+)"', overview)
+        assert client_key
+        pusher_url = node.base_url.replace("http", "ws", 1) + f"/app/{client_key.group(1)}"
+        with connect(pusher_url + "?protocol=7") as pusher:
+            established = json.loads(pusher.recv(timeout=10))
+            assert established["event"] == "pusher:connection_established"
+            socket_id = json.loads(established["data"])["socket_id"]
+            pusher_event = None
+            while pusher_event is None or pusher_event["client"] != socket_id:
+                assert next(line for line in lines if line.startswith("event:"))
+                pusher_event = json.loads(next(lines).removeprefix("data:"))
+        assert (pusher_event["kind"], pusher_event["transport"]) == ("connected", "pusher")
+
+
 def test_operator_sees_api_made_apps_and_owner_deletes_with_typed_name(
     node: ServerProcess, people: dict[str, httpx.Client]
 ) -> None:
@@ -353,9 +402,11 @@ def test_member_invited_by_email_before_sign_up_gets_the_project(
     answer = post(
         owner, base + "/members", base + "/members", email="new@example.com", role="viewer"
     )
-    assert answer.status_code == 201
-    link = re.search(r'value="(http[^"]+invitation=[^"]+)"', answer.text)
+    assert answer.status_code == 303  # POST/redirect/GET: a reload invites nobody again
+    shown = owner.get(answer.headers["location"]).text
+    link = re.search(r'value="(http[^"]+invitation=[^"]+)"', shown)
     assert link
+    assert "invitation=" not in owner.get(answer.headers["location"]).text  # shown once
     with httpx.Client(base_url=node.base_url) as newcomer:
         invitation = link.group(1).split("invitation=")[1]
         assert sign_up(newcomer, "new@example.com", invitation).status_code == 303
@@ -543,3 +594,42 @@ def test_pusher_client_events_switch_and_pusher_js_snippet(
     seen = viewer.get(base).text
     assert "Connect with pusher-js" not in seen and key not in seen
     assert post(dev, base + "/settings", base + "/settings", **settings).status_code == 303
+
+
+def test_an_open_console_stream_ends_when_its_session_does(
+    node: ServerProcess, project: dict[str, str]
+) -> None:
+    """Signing out (here from the same browser; any node, any way a session ends) ends an
+    open app-events stream at its next keep-alive: events stop reaching a signed-out person."""
+    with httpx.Client(base_url=node.base_url) as http:
+        assert sign_in(http, VIEWER).status_code == 303
+        token = csrf_of(http.get(project["base"] + "/console").text)
+        with http.stream("GET", project["base"] + "/console/events", timeout=60) as events:
+            lines = events.iter_lines()
+            assert next(line for line in lines if line.startswith("event:")) == "event: ready"
+            with httpx.Client(base_url=node.base_url, cookies=http.cookies) as other:
+                assert other.post("/dashboard/logout", data={"csrf_token": token}).is_redirect
+            rest = list(lines)  # returns once the server ended the stream
+            assert not [line for line in rest if line.startswith("event:")], rest
+
+
+def test_an_open_console_stream_ends_as_its_node_stops(tmp_path: Path) -> None:
+    """A browser's open app-events stream does not hold the node's shutdown for uvicorn's
+    whole grace period: the stream is ended (the browser reconnects to another node)."""
+    import signal
+
+    with (
+        running_server(tmp_path / "stopping") as server,
+        httpx.Client(base_url=server.base_url) as http,
+    ):
+        assert sign_up(http, "first@example.com").status_code == 303
+        made = post(http, "/dashboard/projects", "/dashboard/projects", name="Stopping")
+        base = made.headers["location"].split("?")[0]
+        with http.stream("GET", base + "/console/events", timeout=30) as events:
+            lines = events.iter_lines()
+            assert next(line for line in lines if line.startswith("event:")) == "event: ready"
+            server.process.send_signal(signal.SIGTERM)
+            rest = list(lines)  # returns: the stream ends
+            assert not [line for line in rest if line.startswith("event:")], rest
+        server.process.wait(timeout=20)
+        assert "graceful shutdown exceeded" not in server.log()

@@ -35,6 +35,7 @@ from tests.support.services import REDIS_HOST, REDIS_PORT, ensure_service, postg
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
 Json = dict[str, Any]
+SIGNIN_TIMEOUT = 2.0  # seconds (Pusher's 30), for apps that require sign-in
 
 pytestmark = pytest.mark.skipif(
     shutil.which("node") is None or not (JS_DIR / "node_modules" / "pusher-js").exists(),
@@ -44,7 +45,8 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with running_server(tmp_path_factory.mktemp("pusher")) as proc:
+    env = {"XSHATHRA_PUSHER_SIGNIN_TIMEOUT": str(SIGNIN_TIMEOUT)}
+    with running_server(tmp_path_factory.mktemp("pusher"), env=env) as proc:
         yield proc
 
 
@@ -58,6 +60,7 @@ def new_app(server: ServerProcess, **settings: Any) -> Json:
             headers=server.admin_headers(),
         )
         assert r.status_code == 200, r.text
+        app = {**app, **r.json()["application"]}  # the settings as stored, keys kept
     return app
 
 
@@ -243,6 +246,153 @@ async def test_signin_and_terminate_connections(server: ServerProcess) -> None:
         error = await js.next("conn_error", lambda e: e["code"] == 4009)
         assert error["code"] == 4009
         await js.next("state", lambda e: e["current"] in ("disconnected", "failed"))
+
+
+async def test_apps_requiring_sign_in_close_connections_that_do_not(
+    server: ServerProcess,
+) -> None:
+    """With `pusher_user_authentication`, a connection that has not sent `pusher:signin` within
+    the sign-in timeout is closed with 4009; one that signed in stays."""
+    app = new_app(server, pusher_user_authentication=True)
+    assert app["pusher_user_authentication"] is True
+    async with (
+        start_pusher_js(server, app, user="dana") as signed_in,
+        start_pusher_js(server, app, user="eve") as silent,
+    ):
+        await signed_in.next("connected")
+        await signed_in.send("signin")
+        await signed_in.next("signin_success")
+        await subscribed(signed_in, "news")
+        # The silent client connects after the signed-in one: its deadline is the later one.
+        await silent.next("connected")
+        opened = time.monotonic()
+        error = await silent.next("conn_error", lambda e: e["code"] == 4009, timeout=30)
+        assert time.monotonic() - opened >= SIGNIN_TIMEOUT - 0.5
+        assert "not authorized within timeout" in error["message"]
+        await silent.next("state", lambda e: e["current"] in ("disconnected", "failed"))
+        await asyncio.to_thread(lib(server, app).trigger, "news", "still-here", {"ok": 1})
+        assert (await signed_in.next("message"))["name"] == "still-here"
+        assert not signed_in.seen("conn_error")
+    # Off by default: the other tests' connections never sign in and live on.
+    assert new_app(server)["pusher_user_authentication"] is False
+
+
+async def test_subscription_counts_reach_subscribers_when_the_app_counts(
+    server: ServerProcess,
+) -> None:
+    """With `pusher_subscription_count`, every subscriber of a non-presence channel gets
+    `pusher:subscription_count` as the count changes (Centrifuge subscribers count too);
+    presence channels and apps without the setting get none."""
+    app = new_app(server, pusher_subscription_count=True)
+    assert app["pusher_subscription_count"] is True
+    rec = Recorder()
+    client = make_client(server, rec, token=realtime_token(server, app, "py", channels=["tally"]))
+    async with start_pusher_js(server, app, user="a") as a, start_pusher_js(server, app) as b:
+        await subscribed(a, "tally")
+        first = await a.next("subscription_count")
+        assert (first["channel"], first["count"], first["kept"]) == ("tally", 1, 1)
+        await subscribed(b, "tally")
+        assert (await a.next("subscription_count"))["count"] == 2
+        assert (await b.next("subscription_count"))["count"] == 2
+        await client.connect()
+        await rec.next("server_subscribed")
+        assert (await a.next("subscription_count"))["count"] == 3
+        await client.disconnect()
+        assert (await a.next("subscription_count"))["count"] == 2
+        await b.send("unsubscribe", channel="tally")
+        assert (await a.next("subscription_count"))["count"] == 1
+        # Presence channels have members, not counts.
+        await subscribed(a, "presence-tally")
+        await asyncio.to_thread(lib(server, app).trigger, "presence-tally", "mark", {})
+        await a.next("message", lambda e: e["name"] == "mark")
+        assert [e["channel"] for e in a.seen("subscription_count")] == ["tally"] * 5
+    plain = new_app(server)
+    async with start_pusher_js(server, plain) as c, start_pusher_js(server, plain) as d:
+        await subscribed(c, "tally")
+        await subscribed(d, "tally")
+        await asyncio.to_thread(lib(server, plain).trigger, "tally", "mark", {})
+        await c.next("message", lambda e: e["name"] == "mark")
+        assert not c.seen("subscription_count")
+
+
+async def test_subscription_counts_are_throttled_past_100_subscribers(
+    server: ServerProcess,
+) -> None:
+    """As Pusher: every change is told while a channel has at most 100 subscribers; past
+    that, at most one count per 5 s, the latest one (20 joins give a handful, not 20)."""
+    app = new_app(server, pusher_subscription_count=True)
+    url = f"ws://127.0.0.1:{server.port}/app/{app['client_api_key']}?protocol=7"
+
+    async def join(ws: Any) -> None:
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["event"] == (
+            "pusher:connection_established"
+        )
+        await ws.send(json.dumps({"event": "pusher:subscribe", "data": {"channel": "crowd"}}))
+
+    async with start_pusher_js(server, app) as watcher, contextlib.AsyncExitStack() as stack:
+        await subscribed(watcher, "crowd")
+        sockets = [await stack.enter_async_context(websockets.connect(url)) for _ in range(119)]
+        for ws in sockets[:99]:
+            await join(ws)
+        await watcher.next("subscription_count", lambda e: e["count"] == 100, timeout=30)
+        assert [e["count"] for e in watcher.seen("subscription_count")] == list(range(1, 101))
+        for ws in sockets[99:]:
+            await join(ws)
+        await watcher.next("subscription_count", lambda e: e["count"] == 120, timeout=30)
+        past = [e["count"] for e in watcher.seen("subscription_count")][100:]
+        assert past[0] == 101 and past[-1] == 120 and past == sorted(past)
+        assert len(past) <= 5, past
+
+
+async def test_cache_channels_give_new_subscribers_the_last_event(server: ServerProcess) -> None:
+    """A `cache-` channel's new subscriber first gets the last event triggered on it; with none,
+    `pusher:cache_miss` and a signed `cache_miss` webhook. Private cache channels too."""
+    app = new_app(server)
+    api = lib(server, app)
+    with Receiver().running() as receiver:
+        r = httpx.post(
+            f"{server.base_url}/api/webhooks",
+            headers={"X-API-Key": str(app["api_key"])},
+            json={"url": receiver.url, "events": ["cache_miss"]},
+        )
+        assert r.status_code == 201, r.text
+        async with start_pusher_js(server, app) as first:
+            await subscribed(first, "cache-score")
+            assert (await first.next("cache_miss"))["channel"] == "cache-score"
+            (hook,) = await asyncio.to_thread(receiver.wait_for, 1, 20.0)
+            headers = {k.lower(): v for k, v in hook.headers.items()}
+            checked = api.validate_webhook(
+                headers["x-pusher-key"], headers["x-pusher-signature"], hook.body.decode()
+            )
+            assert checked is not None
+            assert checked["events"] == [{"name": "cache_miss", "channel": "cache-score"}]
+            await asyncio.to_thread(api.trigger, "cache-score", "goal", {"n": 1})
+            await asyncio.to_thread(api.trigger, "cache-score", "goal", {"n": 2})
+            await asyncio.to_thread(api.trigger, "private-cache-door", "opened", "by ann")
+            assert (await first.next("message"))["data"] == {"n": 1}
+            assert (await first.next("message"))["data"] == {"n": 2}
+            async with start_pusher_js(server, app) as later:
+                await subscribed(later, "cache-score")
+                got = await later.next("message")
+                assert (got["channel"], got["name"], got["data"]) == (
+                    "cache-score",
+                    "goal",
+                    {"n": 2},
+                )
+                await subscribed(later, "private-cache-door")
+                got = await later.next("message", lambda e: e["channel"] == "private-cache-door")
+                assert (got["name"], got["data"]) == ("opened", "by ann")
+                # A live event follows the cached one, and neither comes twice.
+                await asyncio.to_thread(api.trigger, "cache-score", "goal", {"n": 3})
+                assert (await later.next("message", lambda e: e["name"] == "goal"))["data"] == {
+                    "n": 3
+                }
+                assert not later.seen("cache_miss")
+                assert [e["data"] for e in later.seen("message") if e["name"] == "goal"] == [
+                    {"n": 2},
+                    {"n": 3},
+                ]
+        assert len(receiver.requests) == 1  # the later subscribers found their events
 
 
 async def test_encrypted_channel_relays_ciphertext(server: ServerProcess) -> None:

@@ -139,10 +139,13 @@ async def _latencies(server: ServerProcess, app: Json, ws: Any, count: int) -> l
 
 # The noisy app's flood, in a process of its own: in the test's event loop it would delay the
 # quiet app's measurement itself. Publishes (4 at a time, no pause) and connects (2 at a time,
-# held open) until stdin closes; prints its outcomes as JSON.
+# held open) while on: each stdin line toggles it (it starts off, answering "on"/"off" once
+# the switch took); at the end of stdin it stops and prints its outcomes as JSON.
 _FLOOD = """
-import asyncio, json, sys
+import asyncio, json, os, sys
 import httpx, websockets
+
+os.nice(10)  # the attacker's own CPU is not the server's to share (it runs elsewhere in life)
 
 base, ws_url, key, token = sys.argv[1:5]
 outcomes = {}
@@ -150,16 +153,18 @@ outcomes = {}
 def count(name):
     outcomes[name] = outcomes.get(name, 0) + 1
 
-async def publishes(stop):
+async def publishes(on, stop):
     async with httpx.AsyncClient(base_url=base, headers={"X-API-Key": key}) as http:
         while not stop.is_set():
+            await on.wait()
             body = {"channel": "public:f", "data": "x" * 1000}
             r = await http.post("/realtime/api/publish", json=body)
             count(str(r.status_code))
 
-async def connects(stop):
+async def connects(on, stop):
     held = []
     while not stop.is_set():
+        await on.wait()
         ws = await websockets.connect(ws_url)
         await ws.send(json.dumps({"id": 1, "connect": {"token": token}}))
         try:
@@ -172,13 +177,21 @@ async def connects(stop):
         await ws.close()
 
 async def main():
-    stop = asyncio.Event()
+    on, stop = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
-    tasks = [asyncio.create_task(publishes(stop)) for _ in range(4)]
-    tasks += [asyncio.create_task(connects(stop)) for _ in range(2)]
-    print("started", flush=True)
-    await loop.run_in_executor(None, sys.stdin.read)
+    tasks = [asyncio.create_task(publishes(on, stop)) for _ in range(4)]
+    tasks += [asyncio.create_task(connects(on, stop)) for _ in range(2)]
+    print("ready", flush=True)
+    while await loop.run_in_executor(None, sys.stdin.readline):
+        if on.is_set():
+            on.clear()
+            await asyncio.sleep(0.2)  # requests under way finish before the quiet ones
+        else:
+            on.set()
+            await asyncio.sleep(0.5)  # the flood is under way (and refused) before measuring
+        print("on" if on.is_set() else "off", flush=True)
     stop.set()
+    on.set()
     await asyncio.gather(*tasks)
     print(json.dumps(outcomes), flush=True)
 
@@ -187,13 +200,28 @@ asyncio.run(main())
 
 
 async def test_a_flooding_app_does_not_slow_another(server: ServerProcess) -> None:
+    """SPEC §11: while one app floods publishes (4 at a time, refused 429 past its rate limit)
+    and connects (refused 3504 past its `max_connections`), another app's median
+    publish-to-receive latency stays within twice its idle median.
+
+    Idle and flooded windows alternate (four of each, 20 samples a window, medians over all
+    80), so load on the machine that comes and goes during the test weighs on both figures
+    alike. The bound is 2x idle plus 5 ms: idle medians are about 1 ms, and on a loaded
+    2-core CI machine (this test, the server and the flooding process share those cores) one
+    timer tick or one context switch is already a millisecond or more; 5 ms is that
+    resolution, not slack for the server. What used to break the 2x: every connect, refused
+    ones included, read its app from the store (on SQLite a worker thread taking the GIL from
+    the event loop); the engine now reads apps through the node's invalidated app cache. And
+    the flooding process runs at a lower priority (nice 10): on a shared 2-core machine its
+    own CPU came out of the server's share (measured at load 8: flooded medians of 12 ms
+    against 2 ms idle before, about equal to idle after, with as many refusals), which is a
+    property of the test bench, not of the server (an attacker's client runs elsewhere)."""
     quiet = server.create_app(name="quiet")
     noisy = server.create_app(name="noisy", rate_limit=100)
     admin_quotas(server, noisy, max_connections=5)
     ws = await connected(server, realtime_token(server, quiet, "q"))
     assert "subscribe" in await subscribe(ws, "public:lat")
     await _latencies(server, quiet, ws, 10)  # warm up
-    idle = statistics.median(await _latencies(server, quiet, ws, 40))
     flood = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -206,21 +234,31 @@ async def test_a_flooding_app_does_not_slow_another(server: ServerProcess) -> No
         stdout=asyncio.subprocess.PIPE,
     )
     assert flood.stdin is not None and flood.stdout is not None
+
+    async def toggle(expect: bytes) -> None:
+        assert flood.stdin is not None and flood.stdout is not None
+        flood.stdin.write(b"toggle\n")
+        await flood.stdin.drain()
+        assert await asyncio.wait_for(flood.stdout.readline(), 30) == expect
+
+    idle_samples: list[float] = []
+    loaded_samples: list[float] = []
     try:
-        assert await asyncio.wait_for(flood.stdout.readline(), 30) == b"started\n"
-        await asyncio.sleep(1.0)  # the flood is under way (and refused) before measuring
-        samples: list[float] = []
-        until = time.monotonic() + 3.0  # measured for as long as the flood keeps going
-        while time.monotonic() < until or len(samples) < 40:
-            samples += await _latencies(server, quiet, ws, 10)
-        loaded = statistics.median(samples)
-        # What the node holds while flooded: the quiet app's one and the noisy app's quota.
-        metrics = httpx.get(f"{server.base_url}/metrics").text
-        (held,) = [line for line in metrics.splitlines() if line.startswith("xshathra_connections")]
+        assert await asyncio.wait_for(flood.stdout.readline(), 30) == b"ready\n"
+        for _ in range(4):
+            idle_samples += await _latencies(server, quiet, ws, 20)
+            await toggle(b"on\n")
+            loaded_samples += await _latencies(server, quiet, ws, 20)
+            # What the node holds while flooded: the quiet app's one and the noisy app's quota.
+            metrics = httpx.get(f"{server.base_url}/metrics").text
+            (held,) = [m for m in metrics.splitlines() if m.startswith("xshathra_connections")]
+            await toggle(b"off\n")
     finally:
         flood.stdin.close()
         report = await asyncio.wait_for(flood.stdout.read(), 30)
         await flood.wait()
+    idle = statistics.median(idle_samples)
+    loaded = statistics.median(loaded_samples)
     outcomes = json.loads(report)
     print(
         f"quiet app publish-to-receive median: idle {idle * 1000:.1f} ms, "
@@ -229,7 +267,6 @@ async def test_a_flooding_app_does_not_slow_another(server: ServerProcess) -> No
     # Refused loudly: 429 past its rate limit, 3504 past its connection quota.
     assert outcomes.get("429", 0) > 0 and outcomes.get("ws3504", 0) > 0, outcomes
     assert float(held.split()[-1]) <= 1 + 5, held
-    # SPEC asks for twice the idle figure; on a test machine whose cores are shared with other
-    # jobs (and with the flooding process itself) the bound is looser: 3x plus 25 ms.
-    assert loaded <= 3 * idle + 0.025, (idle, loaded)
+    # SPEC's twice the idle figure, plus the timer resolution of a shared 2-core machine.
+    assert loaded <= 2 * idle + 0.005, (idle, loaded)
     await ws.close()

@@ -125,6 +125,14 @@ def test_test_endpoint_sends_a_signed_test_event(server: ServerProcess) -> None:
         )
         second = httpx.post(url, headers=headers).json()
         assert second["delivered"] is False and second["status"] == 503
+        # Both attempts are listed among the webhook's deliveries, as the dashboard shows them.
+        listed = httpx.get(
+            f"{server.base_url}/api/webhooks/{hook}/deliveries", headers=headers
+        ).json()
+        assert [d["status"] for d in listed["deliveries"] if d["event"] == "test"] == [
+            "failed",
+            "delivered",
+        ], listed
     # Nobody listening: the answer says why.
     hook2 = register(server, app, f"http://127.0.0.1:{free_port()}/none", ["news"])
     r = httpx.post(f"{server.base_url}/api/webhooks/{hook2}/test", headers=headers).json()

@@ -79,6 +79,10 @@ function subscribe(name) {
   channel.bind("pusher:subscription_error", (data) => emit("sub_error", { channel: name, ...data }));
   channel.bind("pusher:member_added", (m) => emit("member_added", { channel: name, id: m.id, info: m.info }));
   channel.bind("pusher:member_removed", (m) => emit("member_removed", { channel: name, id: m.id }));
+  channel.bind("pusher:cache_miss", () => emit("cache_miss", { channel: name }));
+  channel.bind("pusher:subscription_count", (d) =>
+    emit("subscription_count", { channel: name, count: d.subscription_count, kept: channel.subscriptionCount ?? null }),
+  );
   channel.bind_global((name_, data, metadata) => {
     if (name_.startsWith("pusher:")) return;
     emit("message", { channel: name, name: name_, data, user_id: metadata?.user_id ?? null });

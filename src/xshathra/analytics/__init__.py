@@ -15,6 +15,9 @@ class AnalyticsPoint(msgspec.Struct, frozen=True):
     connections: int
     events: int
     broadcasts: int
+    # Distinct users active (connected at some time) in the bucket; users are kept per hour,
+    # so a point shorter than an hour has its hour's figure.
+    users: int = 0
 
 
 class AnalyticsSnapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,6 +56,10 @@ class AnalyticsStore(Protocol):
         """(bucket, connections, events, broadcasts) per bucket since `since`, in no order."""
 
     async def users_since(self, app_id: str, since_hour: int) -> set[str]: ...
+
+    async def users_per_bucket(self, app_id: str, since_hour: int, step: int) -> dict[int, int]:
+        """Distinct users per `step` seconds (an hour or more; a multiple of an hour), by the
+        bucket's start, since `since_hour`."""
 
     async def online(self, app_id: str, fresh_since: int, skip_node: str) -> tuple[int, set[str]]:
         """Connections and users open on other live nodes (this node counts its own live)."""

@@ -33,6 +33,9 @@ class AnalyticsRecorder:
         self._interval = flush_interval
         self._counts: dict[tuple[str, int], list[int]] = {}
         self._users: set[tuple[str, int, str]] = set()
+        # Users online at a flush, recorded once per hour as active in it (so a connection
+        # opened hours ago counts in every hour it stays): those recorded this hour.
+        self._active: set[tuple[str, int, str]] = set()
         self._online: Callable[[str], tuple[int, set[str]]] = lambda _app: (0, set())
         self._apps_online: Callable[[], list[str]] = list
         self._task: asyncio.Task[None] | None = None
@@ -101,9 +104,17 @@ class AnalyticsRecorder:
             users, self._users = self._users, set()
             online: dict[str, tuple[int, list[str]]] = {}
             if not final:
+                hour = _hour(time.time())
+                if any(seen[1] != hour for seen in self._active):
+                    self._active = {seen for seen in self._active if seen[1] == hour}
                 for app_id in self._apps_online():
                     n, who = self._online(app_id)
                     online[app_id] = (n, sorted(who))
+                    for user in who:
+                        active = (app_id, hour, user)
+                        if user and active not in self._active:
+                            self._active.add(active)
+                            users.add(active)
             try:
                 await self._store.flush(counts, users, self._node_id, online, int(time.time()))
             except Exception:
@@ -113,6 +124,7 @@ class AnalyticsRecorder:
                     for i in range(3):
                         bucket[i] += values[i]
                 self._users |= users
+                self._active -= users  # recorded again at the next flush
                 raise
 
     # --- reading ------------------------------------------------------------------------------
@@ -145,6 +157,14 @@ class AnalyticsRecorder:
             app_id, int(now - 3 * self._interval - 5), self._node_id
         )
         online = online_here | online_elsewhere
+        user_step = max(step, 3600)
+        per_bucket = await self._store.users_per_bucket(
+            app_id, _hour(now - period_seconds), user_step
+        )
+        # This node's users not flushed yet (at most one flush interval old) are not in it;
+        # the current bucket has at least the users online now.
+        current = int(now // user_step) * user_step
+        per_bucket[current] = max(per_bucket.get(current, 0), len(online))
         return AnalyticsSnapshot(
             connections_total=totals[0],
             connections_current=here + elsewhere,
@@ -152,5 +172,8 @@ class AnalyticsRecorder:
             events_broadcasts=totals[2],
             users_online=len(online),
             users_total=len(users | online),
-            series=[AnalyticsPoint(t, c, e, b) for t, (c, e, b) in sorted(series.items())],
+            series=[
+                AnalyticsPoint(t, c, e, b, per_bucket.get(t // user_step * user_step, 0))
+                for t, (c, e, b) in sorted(series.items())
+            ],
         )

@@ -140,6 +140,12 @@ class ApplicationOut(BaseModel):
     pusher_client_events: bool = Field(
         False, description="Pusher clients may send client- events (SPEC §10)."
     )
+    pusher_subscription_count: bool = Field(
+        False, description="Pusher subscription_count events on non-presence channels."
+    )
+    pusher_user_authentication: bool = Field(
+        False, description="Pusher connections must sign in in time or are closed (4009)."
+    )
     max_connections: int | None = Field(description="Quota (operator): connections, cluster-wide.")
     max_connections_per_user: int | None = Field(description="Quota: one user's, cluster-wide.")
     max_channels_per_connection: int | None = Field(description="Quota: subscriptions each.")
@@ -206,6 +212,11 @@ class SeriesPoint(BaseModel):
     connections: int
     events: int
     broadcasts: int
+    users: int = Field(
+        0,
+        description="Distinct users active in the bucket (kept per hour: a minute's point "
+        "has its hour's figure).",
+    )
 
 
 class AnalyticsAnswer(Success):

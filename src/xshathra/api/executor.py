@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from xshathra.api.globmatch import MAX_PATTERN_LENGTH, Glob
-from xshathra.engine.channels import namespace_of
+from xshathra.engine.channels import is_valid_channel, namespace_of
 from xshathra.engine.control import (
     AppChanged,
     Disconnect,
@@ -153,7 +153,7 @@ class InvalidateUserTokensRequest(msgspec.Struct, **_REQ):
     user: str
     issued_before: int = 0  # unix seconds; 0: now
     expire_at: int = 0
-    channel: str = ""  # subscription tokens of one channel: not supported, must be empty
+    channel: str = ""  # only the user's subscription tokens for this channel
 
 
 class RpcRequest(msgspec.Struct, **_REQ):
@@ -249,6 +249,11 @@ class Executor:
     def __init__(self, node: Node, *, max_broadcast_channels: int) -> None:
         self._node = node
         self._max_broadcast_channels = max_broadcast_channels
+
+    @property
+    def node(self) -> Node:
+        """The engine's facade, for the dashboard's live console (`Node.watch_lifecycle`)."""
+        return self._node
 
     def _ref(self, app: Application, channel: str) -> ChannelRef:
         """The app's channel, or a Centrifugo-style 107 for a name outside the grammar."""
@@ -533,17 +538,18 @@ class Executor:
     async def invalidate_user_tokens(
         self, app: Application, request: InvalidateUserTokensRequest
     ) -> EmptyResult:
-        """Refuse the user's tokens issued before `issued_before` (default now)."""
+        """Refuse the user's connection tokens issued before `issued_before` (default now); with
+        `channel`, only their subscription tokens for that channel (Centrifugo PRO)."""
         _check_user(request.user)
         _check_expiry(request.expire_at)
-        if request.channel:
-            raise ApiError(ErrorCode.BAD_REQUEST, "channel is not supported")
+        if request.channel and not is_valid_channel(request.channel):
+            raise ApiError(ErrorCode.BAD_REQUEST, "channel: not a valid channel name")
         if not 0 <= request.issued_before <= MAX_TIMESTAMP:
             raise ApiError(ErrorCode.BAD_REQUEST, "issued_before must be unix seconds")
         issued_before = request.issued_before or int(time.time())
         await self._access(
             self._node.invalidate_user_tokens(
-                app.app_id, request.user, issued_before, request.expire_at
+                app.app_id, request.user, issued_before, request.expire_at, request.channel
             )
         )
         return EmptyResult()

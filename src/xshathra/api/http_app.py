@@ -113,6 +113,7 @@ def install_dashboard(app: FastAPI, ctx: ServerContext) -> None:
         analytics=ctx.analytics,
         publisher=ConsolePublisher(ctx.executor),
         public_url=ctx.settings.public_url,
+        lifecycle=ctx.executor.node,
     )
 
     async def to_dashboard(request: Request) -> Response:

@@ -94,6 +94,20 @@ class RateLimiter:
             log.warning("rate limit storage unavailable (%s): allowing", type(exc).__name__)
             return None
 
+    async def first_use(self, key: str, ttl: int) -> bool:
+        """Whether `key` is new to every node sharing the storage (see `WindowCounter`). As
+        with limits, an unreachable storage allows (and logs): the broker is away then too."""
+        try:
+            return await self._counter.first_use(key, ttl)
+        except (ConnectionError, OSError, TimeoutError) as exc:
+            log.warning("shared storage unavailable for a once-only mark (%s)", type(exc).__name__)
+            return True
+        except Exception as exc:
+            if not type(exc).__module__.startswith(("redis", "nats")):
+                raise
+            log.warning("shared storage unavailable for a once-only mark (%s)", type(exc).__name__)
+            return True
+
     async def hit_app(self, app: Application, *, cost: int = 1) -> int | None:
         """Count `cost` units of work against the app's per-minute `rate_limit`."""
         return await self._hit(app.rate_limit, "app", app.app_id, cost=cost)

@@ -46,6 +46,8 @@ def application_view(app: Application, *, api_key: str | None = None) -> dict[st
         ),
         "proxies": msgspec.to_builtins(app.proxies),
         "pusher_client_events": app.pusher_client_events,
+        "pusher_subscription_count": app.pusher_subscription_count,
+        "pusher_user_authentication": app.pusher_user_authentication,
         "created_at": iso(app.created_at),
         "updated_at": iso(app.updated_at),
     }

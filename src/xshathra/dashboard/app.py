@@ -34,6 +34,7 @@ from xshathra.accounts.service import (
     hash_token,
 )
 from xshathra.analytics import AnalyticsReader
+from xshathra.dashboard.console_stream import LifecycleSource
 from xshathra.dashboard.projects import DONE as PROJECT_DONE
 from xshathra.dashboard.projects import ProjectPages, TestPublisher
 from xshathra.dashboard.security import (
@@ -42,10 +43,13 @@ from xshathra.dashboard.security import (
     SESSION_COOKIE,
     FormError,
     clear_cookie,
+    clear_flash,
     new_token,
+    read_flash,
     read_form,
     same_token,
     set_cookie,
+    set_flash,
 )
 from xshathra.tenancy.apps import AppSummary
 from xshathra.tenancy.service import ApplicationService
@@ -71,6 +75,7 @@ DONE = {
     "disabled": "The account is disabled and its sessions are ended.",
     "enabled": "The account is enabled. It can sign in again.",
     "revoked": "The invitation is revoked.",
+    "invited": "The invitation link was shown once, when it was made: it is listed below.",
     "deleted": PROJECT_DONE["deleted"],
 }
 
@@ -92,6 +97,7 @@ class Dashboard:
         analytics: AnalyticsReader,
         publisher: TestPublisher | None = None,
         public_url: str = "",
+        lifecycle: LifecycleSource | None = None,
     ) -> None:
         self.public_url = public_url.rstrip("/")
         self.accounts = accounts
@@ -109,7 +115,7 @@ class Dashboard:
             name: resources.files("xshathra.dashboard").joinpath("static", name).read_bytes()
             for name in STATIC_FILES
         }
-        self.projects_pages = ProjectPages(self, apps, tokens, analytics, publisher)
+        self.projects_pages = ProjectPages(self, apps, tokens, analytics, publisher, lifecycle)
         self.app = Starlette(
             routes=[
                 *self.projects_pages.routes(),
@@ -467,9 +473,24 @@ class Dashboard:
             return signed
         if not signed[1].operator:
             return self.refuse(404, "Page not found", "There is no page at this address.", signed)
-        return await self._accounts_page(
-            request, signed, done=DONE.get(request.query_params.get("done", ""))
+        shown: dict[str, Any] = {}
+        flashed = read_flash(request)
+        if flashed:
+            # Only a live invitation's link is shown (a stale or forged cookie shows nothing).
+            wanted = hash_token(flashed)
+            for invitation in await self.accounts.list_invitations():
+                if invitation.token_hash == wanted and invitation.used_at is None:
+                    link = f"{self.origin(request)}{BASE}/signup?invitation={flashed}"
+                    shown = {"new_link": link, "new_invitation": invitation}
+        response = await self._accounts_page(
+            request,
+            signed,
+            done=None if shown else DONE.get(request.query_params.get("done", "")),
+            **shown,
         )
+        if flashed is not None:
+            clear_flash(response, request, f"{BASE}/accounts")
+        return response
 
     async def _accounts_page(
         self, request: Request, signed: Signed, *, status: int = 200, **context: Any
@@ -537,12 +558,13 @@ class Dashboard:
         signed, _ = checked
         if not signed[1].operator:
             return self.refuse(404, "Page not found", "There is no page at this address.", signed)
-        invitation, token = await self.accounts.create_invitation(signed[1])
-        # Shown in this answer only (the token is stored hashed), never through a redirect.
-        link = f"{self.origin(request)}{BASE}/signup?invitation={token}"
-        return await self._accounts_page(
-            request, signed, status=201, new_link=link, new_invitation=invitation
-        )
+        _, token = await self.accounts.create_invitation(signed[1])
+        # POST/redirect/GET: the token reaches the Accounts page in a read-once cookie (it is
+        # stored hashed, so this is the only time it can be shown), so a reload of that page
+        # makes no second invitation and never puts the token in a URL.
+        response = self.redirect("/accounts?done=invited")
+        set_flash(response, request, f"{BASE}/accounts", token)
+        return response
 
     async def static_file(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -564,10 +586,12 @@ def create_dashboard(
     analytics: AnalyticsReader,
     publisher: TestPublisher | None = None,
     public_url: str = "",
+    lifecycle: LifecycleSource | None = None,
 ) -> Dashboard:
     """The dashboard; mount `.app` at /dashboard and route /dashboard itself to `.index`.
     `public_url` (XSHATHRA_PUBLIC_URL) is where invitation links point when set;
-    `publisher` publishes the live console's test messages."""
+    `publisher` publishes the live console's test messages; `lifecycle` (the node) tells
+    its app-wide stream the apps' lifecycle events."""
     return Dashboard(
         accounts,
         apps,
@@ -576,4 +600,5 @@ def create_dashboard(
         analytics=analytics,
         publisher=publisher,
         public_url=public_url,
+        lifecycle=lifecycle,
     )

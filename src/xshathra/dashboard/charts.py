@@ -18,7 +18,7 @@ WIDTH, HEIGHT = 600, 140
 PAD = 4  # the line's stroke stays inside the box at 0 and at the maximum
 
 # (key, label, index of the value in a series point) for the charts that have a series.
-CHARTS = (("connections", "Connections"), ("publications", "Publications"))
+CHARTS = (("connections", "Connections"), ("publications", "Publications"), ("users", "Users"))
 STEP_LABEL = {"1h": "per minute", "24h": "per hour", "7d": "per hour", "30d": "per day"}
 
 
@@ -45,6 +45,12 @@ def chart_data(period: str, snap: AnalyticsSnapshot) -> dict[str, Any]:
     return {
         "period": period,
         "step": STEP_LABEL.get(period, ""),
+        # Users are kept per hour: their line is per hour even over the last hour.
+        "steps": {
+            "connections": STEP_LABEL.get(period, ""),
+            "publications": STEP_LABEL.get(period, ""),
+            "users": "per hour" if period == "1h" else STEP_LABEL.get(period, ""),
+        },
         "totals": {
             "connections": snap.connections_total,
             "publications": snap.events_total,
@@ -55,6 +61,7 @@ def chart_data(period: str, snap: AnalyticsSnapshot) -> dict[str, Any]:
         "charts": {
             "connections": _geometry([p.connections for p in series]),
             "publications": _geometry([p.events for p in series]),
+            "users": _geometry([p.users for p in series]),
         },
         "from": _moment(series[0].timestamp) if series else "",
         "to": _moment(series[-1].timestamp) if series else "",

@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import hmac
 import json
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
@@ -24,6 +26,7 @@ from starlette.routing import Route
 from xshathra.accounts.service import NotAllowedError, hash_token
 from xshathra.analytics import PERIODS, AnalyticsReader
 from xshathra.dashboard.charts import CHARTS, HEIGHT, WIDTH, chart_data
+from xshathra.dashboard.console_stream import ConsoleStream, LifecycleSource
 from xshathra.dashboard.proxy_pages import ProxyPages
 from xshathra.dashboard.security import (
     SECURITY_HEADERS,
@@ -32,7 +35,13 @@ from xshathra.dashboard.security import (
     set_flash,
 )
 from xshathra.protocol.codes import LifecycleEvent
-from xshathra.tenancy.apps import APP_ID_PATTERN, NamespaceOptions, NewAppKeys, hash_key
+from xshathra.tenancy.apps import (
+    APP_ID_PATTERN,
+    MAX_QUOTA,
+    NamespaceOptions,
+    NewAppKeys,
+    hash_key,
+)
 from xshathra.tenancy.apps import Application as App
 from xshathra.tenancy.members import Role
 from xshathra.tenancy.service import ApplicationService, AppUpdate, ServiceError
@@ -44,6 +53,15 @@ if TYPE_CHECKING:
 BASE = "/dashboard"
 CONSOLE_TOKEN_TTL = 300  # seconds: the console's connection token, re-minted on reconnect
 MAX_TEST_MESSAGE = 8 * 1024
+# How long tokens signed with a replaced app secret keep verifying, as the form offers it
+# (the service accepts 0 to 30 days; the API takes any number of seconds in that range).
+SECRET_GRACE = {
+    "0": "None: stop the old secret now",
+    "3600": "1 hour",
+    "86400": "24 hours",
+    "604800": "7 days",
+    "2592000": "30 days",
+}
 # Namespace options as the form shows them: booleans as checkboxes, the rest as numbers.
 # The proxy switches are chosen with a select per kind (PROXY_KINDS); the options the form
 # does not show (delta types, recovery mode: set with the API) are kept as stored.
@@ -84,6 +102,14 @@ OPTION_LABELS = {
     "force_positioning": "Every subscription is positioned",
     "allow_tags_filter": "Subscribers may filter publications by tags",
 }
+# The operator's quotas (SPEC §11), as the admin API names them; empty: the server's limit.
+QUOTA_LABELS = {
+    "max_connections": "Most open connections (all nodes)",
+    "max_connections_per_user": "Most connections of one user",
+    "max_channels_per_connection": "Most channels per connection",
+    "max_message_size": "Largest publication (bytes)",
+    "rate_limit_ceiling": "Highest rate limit the project's key may set",
+}
 PROXY_LABELS = {
     "subscribe": "Subscribe proxy",
     "publish": "Publish proxy",
@@ -93,20 +119,31 @@ WEBHOOK_EVENTS = [e.value for e in LifecycleEvent]
 
 DONE = {
     "settings": "The settings are saved.",
+    "quotas": "The quotas are saved. They hold on every node from now on.",
     "namespace": "The namespace is saved.",
     "namespace_deleted": "The namespace is deleted.",
     "webhook": "The webhook is saved.",
     "webhook_added": "The webhook is added.",
     "created": "Your project is created.",
     "regenerated": "A new server key is made: the old one no longer works.",
+    "client_key_regenerated": "A new client key is made: clients using the old one can no "
+    "longer connect. Put the new one in your apps.",
+    "secret_regenerated": "A new app secret is made: tokens signed with the old one no "
+    "longer verify. Reveal the new one below and put it on your servers.",
+    "secret_regenerated_grace": "A new app secret is made: tokens signed with the old one "
+    "keep verifying until the time shown below. Reveal the new one and put it on your servers.",
     "webhook_enabled": "The webhook is enabled.",
     "webhook_disabled": "The webhook is disabled: it gets no events until you enable it.",
     "webhook_deleted": "The webhook is deleted.",
-    "test_sent": "A test event is queued: it shows below within a few seconds.",
+    "test_delivered": "The test event is delivered: your receiver answered with a 2xx status.",
+    "test_failed": "The test event was not delivered: see its answer in Recent deliveries "
+    "below, fix the receiver or the URL and send it again.",
     "replayed": "The delivery is queued again.",
     "role": "The role is changed.",
     "removed": "The member is removed from the project.",
     "member_added": "The member is added. The project is on their Projects page.",
+    "member_invited": "The invitation link was shown once, when it was made. Remove the "
+    "member and add them again for a new link.",
     "deleted": "The project is deleted. Its keys no longer work.",
     "published": "The test message is published.",
     "proxy": "The proxy is saved.",
@@ -165,18 +202,21 @@ class ProjectPages:
         tokens: TokenService,
         analytics: AnalyticsReader,
         publisher: TestPublisher | None,
+        lifecycle: LifecycleSource | None = None,
     ) -> None:
         self.d = dashboard
         self.service = service
         self.tokens = tokens
         self.analytics = analytics
         self.publisher = publisher
+        self.lifecycle = lifecycle
         self.d.templates.globals.update(
             roles=[r.value for r in Role],
             bool_options=BOOL_OPTIONS,
             int_options=INT_OPTIONS,
             option_labels=OPTION_LABELS,
             proxy_kinds=PROXY_KINDS,
+            quota_labels=QUOTA_LABELS,
             proxy_labels=PROXY_LABELS,
             webhook_events=WEBHOOK_EVENTS,
             periods=list(PERIODS),
@@ -192,8 +232,11 @@ class ProjectPages:
             Route(p, self.overview, methods=["GET"]),
             Route(p + "/secret", self.reveal_secret, methods=["POST"]),
             Route(p + "/regenerate", self.regenerate, methods=["POST"]),
+            Route(p + "/regenerate-client-key", self.regenerate_client_key, methods=["POST"]),
+            Route(p + "/regenerate-secret", self.regenerate_secret, methods=["POST"]),
             Route(p + "/analytics.json", self.analytics_json, methods=["GET"]),
             Route(p + "/settings", self.settings, methods=["GET", "POST"]),
+            Route(p + "/quotas", self.save_quotas, methods=["POST"]),
             Route(p + "/namespaces", self.save_namespace, methods=["POST"]),
             Route(p + "/namespaces/delete", self.delete_namespace, methods=["POST"]),
             Route(p + "/delete", self.delete, methods=["POST"]),
@@ -212,6 +255,7 @@ class ProjectPages:
             Route(p + "/members/{member_id}/role", self.member_role, methods=["POST"]),
             Route(p + "/members/{member_id}/remove", self.member_remove, methods=["POST"]),
             *ProxyPages(self).routes(),
+            *ConsoleStream(self, self.lifecycle).routes(),
         ]
 
     # -- who may see what ---------------------------------------------------------------------
@@ -367,6 +411,12 @@ class ProjectPages:
             stats=chart_data(period, snap),
             origin=self.d.origin(request),
             pusher=pusher_options(self.d.origin(request)),
+            secret_grace=list(SECRET_GRACE.items()),
+            previous_secret_until=(
+                datetime.fromtimestamp(project.app.previous_secret_until, UTC)
+                if project.app.previous_secret_until > time.time()
+                else None
+            ),
             **ctx,
         )
 
@@ -399,6 +449,70 @@ class ProjectPages:
             return await self._overview(request, signed, project, status=400, alert=exc.message)
         return self._flash_key(request, app, keys, "regenerated")
 
+    async def _confirmed_owner(
+        self, request: Request, field: str, why: str
+    ) -> tuple[Signed, Project, dict[str, str]] | Response:
+        """An owner's POST whose confirmation box `field` is ticked; the overview with the
+        error beside the box otherwise."""
+        changed = await self._change(request, "manage")
+        if isinstance(changed, Response):
+            return changed
+        signed, project, form = changed
+        if not _checked(form, field):
+            return await self._overview(
+                request, signed, project, status=400, errors={field: why}, opened=field
+            )
+        return signed, project, form
+
+    async def regenerate_client_key(self, request: Request) -> Response:
+        """Owners only: the client key is public, but replacing it cuts every client off."""
+        checked = await self._confirmed_owner(
+            request,
+            "confirm_client_key",
+            "Tick the box to confirm: clients using the current client key can no longer connect.",
+        )
+        if isinstance(checked, Response):
+            return checked
+        signed, project, _ = checked
+        try:
+            await self.service.regenerate_client_key(project.app, as_admin=True)
+        except ServiceError as exc:
+            return await self._overview(request, signed, project, status=400, alert=exc.message)
+        return self._back(project, "", "client_key_regenerated")
+
+    async def regenerate_secret(self, request: Request) -> Response:
+        """Owners only, through the service method of `POST .../regenerate-secret` (its grace
+        period too). The new secret is not shown here: Reveal app secret shows it, so a reload
+        of the page after the redirect repeats nothing."""
+        checked = await self._confirmed_owner(
+            request,
+            "confirm_secret",
+            "Tick the box to confirm: tokens signed with the current secret stop verifying "
+            "when the grace period ends.",
+        )
+        if isinstance(checked, Response):
+            return checked
+        signed, project, form = checked
+        grace = form.get("grace_seconds", "0")
+        if grace not in SECRET_GRACE:
+            return await self._overview(
+                request,
+                signed,
+                project,
+                status=400,
+                errors={"grace_seconds": "Choose one of the grace periods listed."},
+                opened="confirm_secret",
+            )
+        try:
+            await self.service.regenerate_app_secret(
+                project.app, grace_seconds=int(grace), as_admin=True
+            )
+        except ServiceError as exc:
+            return await self._overview(request, signed, project, status=400, alert=exc.message)
+        return self._back(
+            project, "", "secret_regenerated_grace" if grace != "0" else "secret_regenerated"
+        )
+
     async def analytics_json(self, request: Request) -> Response:
         opened = await self._open(request)
         if isinstance(opened, Response):
@@ -427,9 +541,19 @@ class ProjectPages:
                 "rate_limit": str(app.rate_limit),
                 "enabled": app.status,
                 "pusher_client_events": app.pusher_client_events,
+                "pusher_subscription_count": app.pusher_subscription_count,
+                "pusher_user_authentication": app.pusher_user_authentication,
             },
         )
         ctx.setdefault("errors", {})
+        ctx.setdefault(
+            "quota_values",
+            {
+                q: "" if getattr(app.quotas, q) is None else str(getattr(app.quotas, q))
+                for q in QUOTA_LABELS
+            },
+        )
+        ctx.setdefault("quota_errors", {})
         ctx.setdefault("ns_values", {})
         ctx.setdefault("ns_errors", {})
         ctx.setdefault("delete_errors", {})
@@ -460,6 +584,8 @@ class ProjectPages:
             "rate_limit": form.get("rate_limit", ""),
             "enabled": _checked(form, "enabled"),
             "pusher_client_events": _checked(form, "pusher_client_events"),
+            "pusher_subscription_count": _checked(form, "pusher_subscription_count"),
+            "pusher_user_authentication": _checked(form, "pusher_user_authentication"),
         }
         try:
             rate = int(values["rate_limit"].strip())
@@ -472,6 +598,8 @@ class ProjectPages:
             "rate_limit": rate,
             "status": values["enabled"],
             "pusher_client_events": values["pusher_client_events"],
+            "pusher_subscription_count": values["pusher_subscription_count"],
+            "pusher_user_authentication": values["pusher_user_authentication"],
         }
         try:
             await self.service.update_project(project.app, update, operator=signed[1].operator)
@@ -480,6 +608,44 @@ class ProjectPages:
                 signed, project, status=400, values=values, errors=_field_errors(exc, "name")
             )
         return self._back(project, "settings", "settings")
+
+    async def save_quotas(self, request: Request) -> Response:
+        """The operator's quotas for the project, through the service's update (its checks,
+        the admin API's): an owner sees them, only the operator changes them."""
+        changed = await self._change(request, "manage")
+        if isinstance(changed, Response):
+            return changed
+        signed, project, form = changed
+        if not signed[1].operator:
+            return self._forbidden(signed, "this; only the server's operator sets quotas")
+        values = {q: form.get(q, "").strip() for q in QUOTA_LABELS}
+        quotas: dict[str, int | None] = {}
+        errors: dict[str, str] = {}
+        for name, raw in values.items():
+            if not raw:
+                quotas[name] = None  # the server's own limit
+                continue
+            try:
+                quotas[name] = int(raw.replace(",", "").replace("_", ""))
+            except ValueError:
+                errors[name] = "Enter a whole number, like 1000, or leave it empty."
+        if not errors:
+            try:
+                await self.service.update_project(project.app, {"quotas": quotas}, operator=True)
+            except ServiceError as exc:
+                # The service's check (the admin API's) names the quota; the form has a label.
+                if exc.field in QUOTA_LABELS:
+                    errors = {
+                        exc.field: f"Enter a number from 1 to {MAX_QUOTA:,}, or leave "
+                        "it empty for the server's limit."
+                    }
+                else:
+                    errors = _field_errors(exc, "max_connections")
+            else:
+                return self._back(project, "settings", "quotas")
+        return self._settings_page(
+            signed, project, status=400, quota_values=values, quota_errors=errors
+        )
 
     async def save_namespace(self, request: Request) -> Response:
         changed = await self._change(request)
@@ -664,7 +830,10 @@ class ProjectPages:
             opened = await self._open(request)
             if isinstance(opened, Response):
                 return opened
-            return await self._webhook_page(*opened, webhook_id, done=self._done(request))
+            done = self._done(request)
+            if request.query_params.get("done") == "test_failed":  # shown as what to fix
+                return await self._webhook_page(*opened, webhook_id, alert=done)
+            return await self._webhook_page(*opened, webhook_id, done=done)
         changed = await self._change(request)
         if isinstance(changed, Response):
             return changed
@@ -703,8 +872,9 @@ class ProjectPages:
                 await self.service.delete_webhook(app_id, webhook_id)
                 return self._back(project, "webhooks", "webhook_deleted")
             if action == "test":
-                await self.service.send_test_event(app_id, webhook_id)
-                return self._back(project, f"webhooks/{webhook_id}", "test_sent")
+                sent = await self.service.send_test_event(app_id, webhook_id)
+                done = "test_delivered" if sent.delivered else "test_failed"
+                return self._back(project, f"webhooks/{webhook_id}", done)
         except ServiceError:
             pass
         return self._not_found(signed)
@@ -836,7 +1006,15 @@ class ProjectPages:
             opened = await self._open(request)
             if isinstance(opened, Response):
                 return opened
-            return await self._members_page(*opened, done=self._done(request))
+            signed, project = opened
+            shown = await self._invited(request, project)
+            response = await self._members_page(
+                signed, project, done=None if shown else self._done(request), **shown
+            )
+            if read_flash(request) is not None:
+                path = f"{BASE}/projects/{project.app.app_id}/members"
+                clear_flash(response, request, path)
+            return response
         changed = await self._change(request, "manage")
         if isinstance(changed, Response):
             return changed
@@ -850,7 +1028,7 @@ class ProjectPages:
                 signed, project, status=400, values=values, errors=errors
             )
         account = await self.d.accounts.find_account(email)
-        link = None
+        token: str | None = None
         try:
             if account is not None:
                 if account.account_id == project.app.owner_id:
@@ -870,15 +1048,37 @@ class ProjectPages:
                     account_id=None,
                     invitation_hash=hash_token(token),
                 )
-                link = f"{self.d.origin(request)}/dashboard/signup?invitation={token}"
         except ServiceError as exc:
             return await self._members_page(
                 signed, project, status=400, values=values, errors=_field_errors(exc, "email")
             )
-        if link is None:
+        if token is None:
             return self._back(project, "members", "member_added")
-        # The link is shown in this answer only (its token is stored hashed).
-        return await self._members_page(signed, project, status=201, new_link=link, new_email=email)
+        # POST/redirect/GET: the token (stored hashed: this is the one time it can be shown)
+        # reaches the Members page in a read-once cookie, so a reload invites nobody again.
+        response = self._back(project, "members", "member_invited")
+        path = f"{BASE}/projects/{project.app.app_id}/members"
+        set_flash(response, request, path, f"{token} {email}")
+        return response
+
+    async def _invited(self, request: Request, project: Project) -> dict[str, Any]:
+        """The invitation link a POST just made, from its read-once cookie: shown to an owner
+        only, and only while the invitation is unused and its person a pending member here."""
+        token, _, email = (read_flash(request) or "").partition(" ")
+        if not token or not email or not project.role.manages:
+            return {}
+        pending = {
+            m.email for m in await self.service.list_members(project.app.app_id) if not m.account_id
+        }
+        wanted = hash_token(token)
+        live = any(
+            i.token_hash == wanted and i.used_at is None
+            for i in await self.d.accounts.list_invitations()
+        )
+        if email not in pending or not live:
+            return {}
+        link = f"{self.d.origin(request)}{BASE}/signup?invitation={token}"
+        return {"new_link": link, "new_email": email}
 
     async def member_role(self, request: Request) -> Response:
         changed = await self._change(request, "manage")

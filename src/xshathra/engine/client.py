@@ -53,7 +53,12 @@ from xshathra.protocol.delta import DELTA_TYPES
 from xshathra.protocol.filters import FilterError, check_filter, filter_key, matches
 from xshathra.tenancy.apps import Application, NamespaceOptions, lowest
 from xshathra.tenancy.proxies import NO_PROXIES, ProxyTarget
-from xshathra.tenancy.tokens import ConnectionClaims, TokenError, TokenExpiredError
+from xshathra.tenancy.tokens import (
+    ConnectionClaims,
+    SubscriptionClaims,
+    TokenError,
+    TokenExpiredError,
+)
 
 if TYPE_CHECKING:
     from xshathra.engine.node import Node
@@ -121,6 +126,11 @@ class Subscription:
     # Who this subscription is present as, when not the connection's user: a Pusher presence
     # member names its user per channel (`channel_data.user_id`).
     user: str | None = None
+    # Made with a subscription token: its `jti` and `iat`, what revoke_token and
+    # invalidate_user_tokens (with `channel`) name; both empty for any other subscription.
+    token_id: str = ""
+    issued_at: int | None = None
+    by_token: bool = False
 
 
 Finalizer = Callable[[], None]
@@ -794,6 +804,8 @@ class ClientSession:
         options = self._options(channel)
         chan_info = b""
         expires_at: int | None = None
+        token_claims: SubscriptionClaims | None = None
+        access_changes = 0
         if server_side:
             pass
         elif req.token:
@@ -810,7 +822,10 @@ class ClientSession:
                 raise ClientError(
                     ErrorCode.PERMISSION_DENIED, "token is for another channel or user"
                 )
+            access_changes = node.access_changes
+            await self._refuse_revoked_sub_token(channel, claims.token_id, claims.issued_at)
             chan_info, expires_at = claims.info or b"", claims.expires_at
+            token_claims = claims
         elif options.subscribe_proxy_enabled:
             granted = await self._proxy_subscribe(channel, req, options)
             if channel in self.subs:  # subscribed by the server meanwhile
@@ -834,9 +849,16 @@ class ClientSession:
             and (options.force_positioning or (req.positioned and options.allow_positioning)),
             features=features,
         )
+        if token_claims is not None:
+            sub.by_token = True
+            sub.token_id, sub.issued_at = token_claims.token_id, token_claims.issued_at
         self.subs[channel] = sub
         info = self.info(chan_info)
         try:
+            if token_claims is not None and access_changes != node.access_changes:
+                # A revocation arrived while this token was checked, before the subscription
+                # was here for it to find: check again with the rules as they are now.
+                await self._refuse_revoked_sub_token(channel, sub.token_id, sub.issued_at)
             await node.add_pending_subscriber(ref, self, features)
             result, since_offset = await self._position(ref, options, req, features)
             result.positioned = sub.positioned
@@ -1078,6 +1100,9 @@ class ClientSession:
             raise ClientError(ErrorCode.PERMISSION_DENIED, "invalid subscription token") from None
         if claims.channel != req.channel or claims.user != self.user:
             raise ClientError(ErrorCode.PERMISSION_DENIED, "token is for another channel or user")
+        await self._refuse_revoked_sub_token(req.channel, claims.token_id, claims.issued_at)
+        sub.by_token = True
+        sub.token_id, sub.issued_at = claims.token_id, claims.issued_at
         self._set_sub_expiry(sub, claims.expires_at)
         ttl = 0 if claims.expires_at is None else max(1, claims.expires_at - int(time.time()))
         return m.SubRefreshResult(expires=claims.expires_at is not None, ttl=ttl), None
@@ -1104,6 +1129,16 @@ class ClientSession:
             log.warning("cleanup after unsubscribe failed: %s", type(exc).__name__)
         self.node.subscription_removed(self, sub)
         return True
+
+    async def _refuse_revoked_sub_token(
+        self, channel: str, token_id: str, issued_at: int | None
+    ) -> None:
+        """103 for a subscription token revoked (by jti) or invalidated for this channel."""
+        rules = await self.node.access_rules(self.app_id)
+        reason = rules.subscription_refusal(self.user, channel, token_id, issued_at, time.time())
+        if reason is not None:
+            self.node.stats.refused("revoked")
+            raise ClientError(ErrorCode.PERMISSION_DENIED, reason)
 
     async def server_unsubscribe(self, channel: str, code: UnsubscribeCode, reason: str) -> None:
         """Unsubscribe on the server's initiative and tell the client, even if cleaning shared
@@ -1254,6 +1289,10 @@ class ClientSession:
     def writer_slow(self) -> None:
         """The writer's transport buffer passed its limit: the client does not keep up."""
         self.disconnect(DisconnectCode.SLOW)
+
+    def subscriber_count_changed(self, channel: str, count: int) -> None:
+        """The channel's subscriber count, for apps that count subscribers (Pusher's
+        subscription counting). Centrifuge's protocol has no such push: nothing is sent."""
 
     def disconnect(self, code: DisconnectCode | int, reason: str | None = None) -> None:
         """Close the connection with a Centrifuge disconnect code, then clean up."""

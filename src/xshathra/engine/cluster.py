@@ -1,9 +1,12 @@
 """What this node knows of the others, through the broker's control bus.
 
-- Heartbeats: every node publishes `NodeStats` every `interval` seconds (and once with
-  `leaving` as it stops). A node is live while its last heartbeat is younger than three
-  intervals. `info` answers from the latest heartbeat of each live node (as Centrifugo does),
-  and the cluster-wide connection quota counts the other nodes' connections from them.
+- Heartbeats: every node publishes `NodeStats` every `interval` seconds (1 s by default; the
+  first with `hello`, answered by every other node's at once; and once with `leaving` as it
+  stops). A node is live while its last heartbeat is younger than three intervals (3 s by
+  default): a node that died without a word stops counting that soon. `info` answers from
+  the latest heartbeat of each live node (as Centrifugo does), the cluster-wide connection
+  quota counts the other nodes' connections from them, and emulation requests are forwarded
+  only to a live node.
 - Queries: `channels` and `connections` ask every node (`Query`); each answers with a
   `QueryReply` to the asking node, which waits until every live node answered or a deadline
   passed, whichever comes first (a node that died meanwhile costs the deadline, never a hang).
@@ -26,6 +29,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("xshathra.cluster")
 LIVE_INTERVALS = 3  # heartbeats a node may miss before it counts as gone
+
+
+def _max_age(stats: NodeStats) -> float:
+    """How old a node's last heartbeat may be while the node counts: three of its intervals."""
+    return LIVE_INTERVALS * max(stats.interval, 0.1)
 
 
 @dataclass(slots=True)
@@ -59,20 +67,25 @@ class Cluster:
                 await self._node.send_control(self._node.local_stats(leaving=True))
 
     async def _heartbeats(self) -> None:
+        hello = True
         while True:
             try:
-                await self._node.send_control(self._node.local_stats())
+                await self._node.send_control(self._node.local_stats(hello=hello))
+                hello = False
             except Exception as exc:  # the broker is away: the next beat tries again
                 log.debug("heartbeat not sent: %s", type(exc).__name__)
             await asyncio.sleep(self.interval)
 
     def on_stats(self, stats: NodeStats) -> None:
+        """A heartbeat (called in the bus's order, not in a task)."""
         if stats.origin_node == self._node.node_id:
             return
         if stats.leaving:
             self._peers.pop(stats.origin_node, None)
         else:
             self._peers[stats.origin_node] = (time.monotonic(), stats)
+            if stats.hello:  # a node just started: it learns of this one now, not in a beat
+                self._node.spawn_control(self._node.local_stats())
         for pending in self._pending.values():
             if stats.leaving and stats.origin_node in pending.waiting:
                 pending.waiting.discard(stats.origin_node)
@@ -84,11 +97,16 @@ class Cluster:
         now = time.monotonic()
         live: list[NodeStats] = []
         for node_id, (seen, stats) in list(self._peers.items()):
-            if now - seen > LIVE_INTERVALS * max(stats.interval, 0.1):
+            if now - seen > _max_age(stats):
                 del self._peers[node_id]
             else:
                 live.append(stats)
         return live
+
+    def is_live(self, node_id: str) -> bool:
+        """Another node heard of within its liveness window."""
+        entry = self._peers.get(node_id)
+        return entry is not None and time.monotonic() - entry[0] <= _max_age(entry[1])
 
     def connections_elsewhere(self, app_id: str) -> int:
         """The app's connections on the other live nodes, as of their last heartbeat."""

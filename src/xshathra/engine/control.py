@@ -57,21 +57,60 @@ class AccessChanged(_Control, tag="access_changed"):
     user: str = ""
     token_id: str = ""  # a revoked token's jti
     issued_before: int = 0  # unix seconds: the user's tokens issued earlier are refused
+    channel: str = ""  # with issued_before: only the user's subscription tokens for it
+
+
+class LeaveHeld(_Control, kw_only=True, tag="leave_held"):
+    """`origin_node` holds a webhook leave (user-left, room-vacated, user-offline: `pair` user,
+    room or presence) for `delay` seconds: a join that undoes it on another node within that
+    time is not reported there, and that node answers with `LeaveUndone`."""
+
+    room: str = ""
+    user: str = ""
+    pair: str
+    delay: float
+
+
+class LeaveUndone(_Control, kw_only=True, tag="leave_undone"):
+    """To node `holder`: the join `event` (with `data`) that undoes its held leave happened on
+    `origin_node`, which did not report it. The holder drops the leave, or, when it went out
+    already, reports the join itself: the pair is reported whole or not at all."""
+
+    holder: str
+    room: str = ""
+    user: str = ""
+    pair: str
+    event: str
+    data: bytes = b""
+
+
+class SubscriberCount(_Control, tag="subscriber_count"):
+    """A channel's subscriber count changed, in an app that tells subscribers of it (Pusher's
+    subscription counting): every node hands it to its own subscribers of the channel."""
+
+    channel: str
+    count: int
 
 
 class NodeStats(_Control, tag="node_stats"):
-    """A node's heartbeat (every few seconds, and once as it stops with `leaving`): how many
-    clients, users, channels and subscriptions each app has on it. `info` answers from the
-    latest of every live node, and the cluster-wide connection quota counts from them.
-    `app_id` is unused ("")."""
+    """A node's one heartbeat (every `interval` seconds, and once as it stops with `leaving`):
+    that it runs, and how many clients, users, channels and subscriptions each app has on it.
+    `info` answers from the latest of every live node, the cluster-wide connection quota
+    counts from them, cluster queries wait for the live nodes, and an emulation request for
+    a node not heard of lately is answered 404. `hello`: the node has just started, and the
+    others send theirs at once instead of at their next turn. `app_id` is unused ("").
+
+    (It replaced a second heartbeat, `node_alive`, that only said a node ran: two messages on
+    the bus, two liveness windows, for one fact.)"""
 
     name: str
     version: str
     uptime: int
     # app_id -> [clients, users, channels, subscriptions] on that node
     apps: dict[str, tuple[int, int, int, int]] = {}
-    interval: float = 3.0  # seconds until the next heartbeat
+    interval: float = 1.0  # seconds until the next heartbeat
     leaving: bool = False
+    hello: bool = False
 
 
 class ConnectionSummary(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -113,14 +152,23 @@ class Emulation(_Control, kw_only=True, tag="emulation"):
     origin: str | None = None
 
 
-class NodeAlive(_Control, kw_only=True, tag="node_alive"):
-    """A node announces itself (`origin_node`) every few seconds, so that the others know which
-    nodes are running (an emulation request for a node that is not is answered 404). `hello`:
-    it has just started, and the others announce themselves at once instead of at their next
-    turn."""
+class ConsoleWatch(_Control, kw_only=True, tag="console_watch"):
+    """`origin_node` serves a live console of the app: forward the app's lifecycle events
+    (`LifecycleNotice`) for `ttl` seconds; re-sent while the console stays open."""
 
-    app_id: str = ""
-    hello: bool = False
+    ttl: float
+
+
+class LifecycleNotice(_Control, kw_only=True, tag="lifecycle"):
+    """One lifecycle event of the app on `origin_node`, for the consoles of other nodes."""
+
+    kind: str
+    user: str = ""
+    client: str = ""
+    transport: str = ""
+    channel: str = ""
+    node_name: str = ""
+    at: float = 0.0
 
 
 ControlMessage = (
@@ -131,11 +179,15 @@ ControlMessage = (
     | AppChanged
     | WebhooksChanged
     | AccessChanged
+    | SubscriberCount
     | NodeStats
     | Query
     | QueryReply
     | Emulation
-    | NodeAlive
+    | LeaveHeld
+    | LeaveUndone
+    | ConsoleWatch
+    | LifecycleNotice
 )
 
 _encoder = msgspec.msgpack.Encoder()

@@ -30,15 +30,19 @@ from xshathra.engine.control import (
     AccessChanged,
     AppChanged,
     ConnectionSummary,
+    ConsoleWatch,
     ControlMessage,
     Disconnect,
     Emulation,
-    NodeAlive,
+    LeaveHeld,
+    LeaveUndone,
+    LifecycleNotice,
     NodeStats,
     Query,
     QueryReply,
     Refresh,
     Subscribe,
+    SubscriberCount,
     Unsubscribe,
     WebhooksChanged,
     decode_control,
@@ -47,6 +51,14 @@ from xshathra.engine.control import (
 from xshathra.engine.deadlines import Deadlines
 from xshathra.engine.errors import ClientError
 from xshathra.engine.hub import Hub, SubscriberFeatures, publication_message
+from xshathra.engine.lifecycle import (
+    CONNECTED,
+    DISCONNECTED,
+    SUBSCRIBED,
+    UNSUBSCRIBED,
+    LifecycleFeed,
+    Listener,
+)
 from xshathra.engine.options import EngineOptions
 from xshathra.engine.proxy import ProxyCaller, ProxyUnavailable, answered, refuse, result_of
 from xshathra.engine.writer import FlushScheduler
@@ -64,7 +76,7 @@ from xshathra.protocol import messages as m
 from xshathra.protocol import proxy as p
 from xshathra.protocol.codes import DisconnectCode, ErrorCode, LifecycleEvent, UnsubscribeCode
 from xshathra.tenancy.access import AccessRules, AccessStore
-from xshathra.tenancy.apps import Application, AppStore, NamespaceOptions, keys_equal, lowest
+from xshathra.tenancy.apps import Application, NamespaceOptions, keys_equal, lowest
 from xshathra.tenancy.tokens import TokenService
 
 if TYPE_CHECKING:
@@ -111,17 +123,53 @@ class ChannelEvents(Protocol):
     async def user_presence(self, app_id: str, user: str, online: bool) -> None:
         """The user's first connection on any node opened (online), or last closed."""
 
+    async def member(self, ref: ChannelRef, user: str, added: bool) -> None:
+        """A presence channel's user got their first subscription on any node (added), or
+        lost their last (Pusher's member_added / member_removed)."""
+
+    async def cache_miss(self, ref: ChannelRef) -> None:
+        """A subscriber of a Pusher cache channel found no cached event."""
+
+    def leave_held_elsewhere(
+        self, holder: str, app_id: str, room: str, user: str, pair: str, delay: float
+    ) -> None:
+        """Node `holder` holds a leave for `delay` seconds (its `LeaveHeld`)."""
+
+    def leave_undone_here(
+        self, app_id: str, room: str, user: str, pair: str, event: str, data: bytes
+    ) -> None:
+        """Another node saw the join that undoes a leave held here (its `LeaveUndone`)."""
+
+
+class AppLookup(Protocol):
+    """Where the node reads apps: the store, or (as `server.py` assembles it) a cache in front
+    of it that every app change empties on every node (`app_change_listeners`, the control
+    bus), so a disabled app or regenerated key still counts at once."""
+
+    async def get_app(self, app_id: str) -> Application | None: ...
+
+    async def find_by_client_key(self, client_key: str) -> Application | None: ...
+
 
 # The broker's cluster-wide counters name channels; a user's connections are counted under a
 # name no channel can have (the channel grammar has no "<"), so the two never meet.
 USER_COUNTER_PREFIX = "<user>"
+# A presence channel's subscriptions of one user: "<member>" + user + US + channel (the user id
+# may hold anything but the channel grammar has no US, so the split is unambiguous).
+MEMBER_COUNTER_PREFIX = "<member>"
+# Subscriber-count notices (Pusher's subscription counting), throttled as Pusher does: every
+# change up to this many subscribers, else at most one per interval.
+COUNT_EVERY_CHANGE_UPTO = 100
+COUNT_INTERVAL = 5.0
+
+
+@dataclass(slots=True)
+class _CountNotice:
+    sent_at: float = 0.0  # monotonic
+    timer: asyncio.TimerHandle | None = None
 
 
 log = logging.getLogger("xshathra.node")
-
-# Every node announces itself on the control bus this often; one not heard from for three
-# times as long is taken as gone.
-NODE_ANNOUNCE_INTERVAL = 5.0
 
 
 def namespace_kind(channel: str) -> str:
@@ -185,7 +233,7 @@ class Node:
         options: EngineOptions,
         broker: ClusterBroker,
         presence: PresenceStore,
-        apps: AppStore,
+        apps: AppLookup,
         tokens: TokenService,
         analytics: Analytics,
         events: ChannelEvents | None = None,
@@ -228,6 +276,10 @@ class Node:
         self._background: set[asyncio.Task[None]] = set()
         # Last publication position seen per channel with local subscribers (gap detection).
         self._last_offsets: dict[ChannelRef, tuple[str, int]] = {}
+        # (presence channel, user) -> subscriptions of the user there on this node
+        self._members: dict[tuple[ChannelRef, str], int] = {}
+        # Channels over COUNT_EVERY_CHANGE_UPTO subscribers whose count notices are throttled.
+        self._count_notices: dict[ChannelRef, _CountNotice] = {}
         self.cluster = Cluster(
             self,
             interval=options.node_stats_interval,
@@ -235,36 +287,55 @@ class Node:
         )
         # Connected sessions of emulation transports, by emulation session id.
         self._emulated: dict[str, ClientSession] = {}
-        # Other nodes on the control bus: node id -> when last heard of (monotonic).
-        self._nodes: dict[str, float] = {}
-        self._announce_task: asyncio.Task[None] | None = None
+        # Apps' lifecycle events for live consoles on any node (engine/lifecycle.py).
+        self.lifecycle = LifecycleFeed(self)
         analytics.bind_online(self._online, self.hub.app_ids)
 
     async def start(self) -> None:
         await self.broker.start(self)
         self._ping_task = self.loop.create_task(self._ping_loop())
         self._presence_task = self.loop.create_task(self._presence_loop())
-        self._announce_task = self.loop.create_task(self._announce_loop())
         self._position_task = self.loop.create_task(self._position_loop())
         self.deadlines.start(self.loop)
         self.cluster.start()
 
-    async def _announce_loop(self) -> None:
-        hello = True
-        while True:
-            try:
-                await self.send_control(NodeAlive(hello=hello))
-                hello = False
-            except Exception as exc:  # the broker is away: the next turn tries again
-                log.debug("node announcement failed: %s", type(exc).__name__)
-            await asyncio.sleep(NODE_ANNOUNCE_INTERVAL)
-
     def node_running(self, node_id: str) -> bool:
-        """This node, or another heard of on the control bus lately."""
-        if node_id == self.node_id:
-            return True
-        seen = self._nodes.get(node_id)
-        return seen is not None and time.monotonic() - seen < 3 * NODE_ANNOUNCE_INTERVAL
+        """This node, or another whose heartbeat is recent (engine.cluster)."""
+        return node_id == self.node_id or self.cluster.is_live(node_id)
+
+    # The webhook events' peers (webhooks.events.LeavePeers): held leaves across nodes.
+    def leave_held(self, app_id: str, room: str, user: str, pair: str, delay: float) -> None:
+        msg = LeaveHeld(app_id=app_id, room=room, user=user, pair=pair, delay=delay)
+        self.spawn_control(msg)
+
+    def leave_undone(
+        self,
+        holder: str,
+        app_id: str,
+        room: str,
+        user: str,
+        pair: str,
+        event: str,
+        data: bytes,
+    ) -> bool:
+        if not self.node_running(holder):
+            return False  # stopped (its held leaves were reported) or died: report the join
+        self.spawn_control(
+            LeaveUndone(
+                app_id=app_id,
+                holder=holder,
+                room=room,
+                user=user,
+                pair=pair,
+                event=event,
+                data=data,
+            )
+        )
+        return True
+
+    def spawn_control(self, msg: ControlMessage) -> None:
+        """Send `msg` on the control bus in the background (from a bus callback)."""
+        self._spawn(self.send_control(msg))
 
     def on_reconnect(self) -> None:
         """The broker lost messages while away: every subscriber resubscribes and recovers."""
@@ -299,11 +370,11 @@ class Node:
         """Disconnect every client with a reconnect code and stop background work."""
         for session in self.hub.all_connections():
             session.disconnect(DisconnectCode.SHUTDOWN)
+        await self.lifecycle.close()
         await self.cluster.stop()
         for task in (
             self._ping_task,
             self._presence_task,
-            self._announce_task,
             self._position_task,
         ):
             if task is not None:
@@ -409,6 +480,7 @@ class Node:
         if session.app is not None:
             self._apps.setdefault(session.app_id, session.app)
         self.hub.add_connection(session)
+        self.lifecycle.emit(CONNECTED, session)
         self.analytics.connection_opened(session.app_id, session.user)
         if self.events is not None and session.user:
             self._spawn(self._count_user(session.app_id, session.user))
@@ -422,6 +494,9 @@ class Node:
         if session.emulation_id:
             self._emulated.pop(session.emulation_id, None)
         if session.app is not None:
+            for sub in subs:  # a console shows them before the disconnect, as they happen
+                self.lifecycle.emit(UNSUBSCRIBED, session, sub.ref.name, session.sub_info(sub).user)
+            self.lifecycle.emit(DISCONNECTED, session)
             self.hub.remove_connection(session)
             if not self.hub.connection_count(session.app_id):
                 self._apps.pop(session.app_id, None)
@@ -435,7 +510,7 @@ class Node:
         self, session: ClientSession, subs: list[Subscription], emptied: list[ChannelRef]
     ) -> None:
         for sub in subs:
-            self.subscription_removed(session, sub)
+            self.subscription_removed(session, sub, closed=True)
             try:
                 if sub.options.presence:
                     await self.presence_store.remove_presence(sub.ref, session.client_id)
@@ -450,7 +525,7 @@ class Node:
                     await self.broker.unsubscribe(ref)
         for ref in {s.ref for s in subs}:
             with contextlib.suppress(Exception):
-                await self._count_subscribers(ref)
+                await self._count_subscribers(ref, session.app)
 
     async def _count_user(self, app_id: AppId, user: str) -> None:
         """Publish how many connections the user has here now; the cluster-wide transition
@@ -472,11 +547,15 @@ class Node:
     ) -> None:
         if self.hub.add_pending(ref, session, features):
             await self.broker.subscribe(ref)
-        await self._count_subscribers(ref)
+        await self._count_subscribers(ref, session.app)
 
-    async def _count_subscribers(self, ref: ChannelRef) -> None:
-        """Publish this node's count; the cluster-wide transition decides occupancy events."""
+    async def _count_subscribers(self, ref: ChannelRef, app: Application | None) -> None:
+        """Publish this node's count; the cluster-wide transition decides occupancy events.
+        `app` is the subscriber's, which this node may have forgotten already (its last
+        connection here just closed)."""
         before, after = await self.broker.set_subscriber_count(ref, self.hub.subscriber_count(ref))
+        if before != after and after > 0 and app is not None and app.counts_subscribers(ref.name):
+            self._count_changed(ref, after)
         if self.events is not None:
             if before == 0 and after > 0:
                 self._spawn(self.events.lifecycle(ref, LifecycleEvent.ROOM_OCCUPIED, "", ""))
@@ -487,23 +566,96 @@ class Node:
         if self.hub.remove_subscriber(ref, session):
             self._last_offsets.pop(ref, None)
             await self.broker.unsubscribe(ref)
-        await self._count_subscribers(ref)
+        await self._count_subscribers(ref, session.app)
+
+    def _count_changed(self, ref: ChannelRef, count: int) -> None:
+        """Tell the channel's subscribers on every node its new count, when its app asks for
+        it. As Pusher throttles it: every change while the channel has at most
+        `COUNT_EVERY_CHANGE_UPTO` subscribers, else at most once per `COUNT_INTERVAL` seconds
+        (from this node), the last one read when it is sent."""
+        notice = self._count_notices.get(ref)
+        now = time.monotonic()
+        if count <= COUNT_EVERY_CHANGE_UPTO and notice is None:
+            self._spawn(self._send_count(ref, count))
+            return
+        if notice is None:
+            notice = self._count_notices[ref] = _CountNotice()
+        if notice.timer is not None:
+            return  # a send is due: it reads the count then
+        wait = notice.sent_at + COUNT_INTERVAL - now
+        if wait <= 0:
+            notice.sent_at = now
+            self._spawn(self._send_count(ref, count))
+            if count <= COUNT_EVERY_CHANGE_UPTO:
+                del self._count_notices[ref]  # small again: every change from now on
+            return
+        notice.timer = self.loop.call_later(wait, self._count_due, ref)
+
+    def _count_due(self, ref: ChannelRef) -> None:
+        notice = self._count_notices.get(ref)
+        if notice is None:
+            return
+        notice.timer = None
+        notice.sent_at = time.monotonic()
+        self._spawn(self._send_count(ref, None))
+
+    async def _send_count(self, ref: ChannelRef, count: int | None) -> None:
+        if count is None:
+            count = await self.broker.subscriber_count(ref)
+            if count <= COUNT_EVERY_CHANGE_UPTO:
+                self._count_notices.pop(ref, None)
+            if count == 0:
+                return
+        await self.send_control(SubscriberCount(app_id=ref.app_id, channel=ref.name, count=count))
 
     def subscription_added(self, session: ClientSession, sub: Subscription) -> None:
+        user = session.sub_info(sub).user  # a Pusher presence member's own user id
+        self.lifecycle.emit(SUBSCRIBED, session, sub.ref.name, user)
         if self.events is None:
             return
-        user = session.sub_info(sub).user  # a Pusher presence member's own user id
         self._spawn(
             self.events.lifecycle(sub.ref, LifecycleEvent.USER_JOINED, user, session.client_id)
         )
+        if sub.options.presence and user:
+            key = (sub.ref, user)
+            self._members[key] = self._members.get(key, 0) + 1
+            self._spawn(self._count_member(sub.ref, user))
 
-    def subscription_removed(self, session: ClientSession, sub: Subscription) -> None:
+    def subscription_removed(
+        self, session: ClientSession, sub: Subscription, *, closed: bool = False
+    ) -> None:
+        """`closed`: the connection closed (`unregister` told the consoles already)."""
+        user = session.sub_info(sub).user
+        if not closed:
+            self.lifecycle.emit(UNSUBSCRIBED, session, sub.ref.name, user)
         if self.events is None:
             return
-        user = session.sub_info(sub).user
         self._spawn(
             self.events.lifecycle(sub.ref, LifecycleEvent.USER_LEFT, user, session.client_id)
         )
+        if sub.options.presence and user:
+            key = (sub.ref, user)
+            held = self._members.get(key, 0)
+            if held <= 0:
+                return  # added before events were on, or counted already: nothing to undo
+            if held == 1:
+                del self._members[key]
+            else:
+                self._members[key] = held - 1
+            self._spawn(self._count_member(sub.ref, user))
+
+    async def _count_member(self, ref: ChannelRef, user: str) -> None:
+        """Publish how many subscriptions the user has in the presence channel here; the
+        cluster-wide transition from or to none is the member's being added or removed (one
+        node sees each, as for a channel's occupancy), however many tabs the user has open."""
+        assert self.events is not None
+        counter = ChannelRef(ref.app_id, f"{MEMBER_COUNTER_PREFIX}{user}\x1f{ref.name}")
+        local = self._members.get((ref, user), 0)
+        before, after = await self.broker.set_subscriber_count(counter, local)
+        if before == 0 and after > 0:
+            await self.events.member(ref, user, True)
+        elif before > 0 and after == 0:
+            await self.events.member(ref, user, False)
 
     async def _ping_loop(self) -> None:
         """One sweep for all connections: drop those that missed the last pong, ping the rest."""
@@ -609,14 +761,17 @@ class Node:
             if msg.node == self.node_id:
                 self._emulate_here(msg.session, msg.data, msg.origin)
             return
-        if isinstance(msg, NodeAlive):
-            if msg.origin_node and msg.origin_node != self.node_id:
-                self._nodes[msg.origin_node] = time.monotonic()
-                if len(self._nodes) > 64:  # forget nodes gone long ago
-                    for node_id in [n for n in self._nodes if not self.node_running(n)]:
-                        del self._nodes[node_id]
-                if msg.hello:
-                    self._spawn(self.send_control(NodeAlive()))
+        if isinstance(msg, NodeStats):
+            # Here, not in a task: liveness and counts as of the bus's order, at once.
+            self.cluster.on_stats(msg)
+            return
+        if isinstance(msg, LifecycleNotice):
+            self.lifecycle.on_notice(msg)
+            return
+        if isinstance(msg, ConsoleWatch):
+            # Handled here, not in a task: it takes effect before any later message of its
+            # sender (the watcher's confirming query) is answered.
+            self.lifecycle.on_watch(msg)
             return
         self._spawn(self._apply_control(msg))
 
@@ -651,8 +806,17 @@ class Node:
 
     async def _apply_control(self, msg: ControlMessage) -> None:
         app_id = AppId(msg.app_id)
-        if isinstance(msg, NodeStats):
-            self.cluster.on_stats(msg)
+        if isinstance(msg, LeaveHeld):
+            if self.events is not None and msg.origin_node != self.node_id:
+                self.events.leave_held_elsewhere(
+                    msg.origin_node, app_id, msg.room, msg.user, msg.pair, msg.delay
+                )
+            return
+        if isinstance(msg, LeaveUndone):
+            if self.events is not None and msg.holder == self.node_id:
+                self.events.leave_undone_here(
+                    app_id, msg.room, msg.user, msg.pair, msg.event, msg.data
+                )
             return
         if isinstance(msg, Query):
             await self.cluster.on_query(msg)
@@ -670,7 +834,11 @@ class Node:
             if self.events is not None:
                 self.events.invalidate(app_id)
             return
-        if isinstance(msg, Emulation | NodeAlive):
+        if isinstance(msg, SubscriberCount):
+            for session in self.hub.subscribers(ChannelRef(app_id, msg.channel)):
+                session.subscriber_count_changed(msg.channel, msg.count)
+            return
+        if isinstance(msg, Emulation | NodeStats | ConsoleWatch | LifecycleNotice):
             return  # on_control's, never spawned
         if msg.client:
             one = self.hub.connection(app_id, msg.client)
@@ -713,6 +881,12 @@ class Node:
                 session.disconnect(DisconnectCode.PERMISSION_DENIED, "application is disabled")
             else:
                 session.app = app
+
+    async def watch_lifecycle(self, app_id: str, listener: Listener) -> Callable[[], None]:
+        """Tell `listener` the app's lifecycle events (connected, disconnected, subscribed,
+        unsubscribed) on every node of the cluster, from when this returns, until the returned
+        call; None once this node stops. See engine/lifecycle.py."""
+        return await self.lifecycle.watch(app_id, listener)
 
     async def send_control(self, msg: ControlMessage) -> None:
         """Act on connections and caches of every node, this one included (the broker's
@@ -865,7 +1039,7 @@ class Node:
 
     # --- the cluster ----------------------------------------------------------------------------
 
-    def local_stats(self, *, leaving: bool = False) -> NodeStats:
+    def local_stats(self, *, leaving: bool = False, hello: bool = False) -> NodeStats:
         """This node's heartbeat (see engine.cluster)."""
         return NodeStats(
             app_id="",
@@ -875,6 +1049,7 @@ class Node:
             apps={} if leaving else self.hub.app_stats(),
             interval=self.options.node_stats_interval,
             leaving=leaving,
+            hello=hello,
         )
 
     def answer_query(self, query: Query) -> QueryReply:
@@ -982,22 +1157,33 @@ class Node:
         await self.send_control(AccessChanged(app_id=app_id, token_id=token_id))
 
     async def invalidate_user_tokens(
-        self, app_id: AppId, user: str, issued_before: int, expire_at: int
+        self, app_id: AppId, user: str, issued_before: int, expire_at: int, channel: str = ""
     ) -> None:
-        await self._require_access().invalidate_user_tokens(app_id, user, issued_before, expire_at)
+        """The user's connection tokens issued before `issued_before`, or with `channel` only
+        their subscription tokens for that channel (Centrifugo PRO's semantics)."""
+        await self._require_access().invalidate_user_tokens(
+            app_id, user, issued_before, expire_at, channel
+        )
         await self.send_control(
-            AccessChanged(app_id=app_id, user=user, issued_before=issued_before)
+            AccessChanged(app_id=app_id, user=user, issued_before=issued_before, channel=channel)
         )
 
     async def _access_changed(self, msg: AccessChanged) -> None:
-        """Drop the app's cached rules; close the connections they now refuse."""
+        """Drop the app's cached rules; close the connections they now refuse, and end the
+        subscriptions whose subscription token they now refuse (2000, not to come back with
+        the same token)."""
         app_id = AppId(msg.app_id)
         self._rules.pop(app_id, None)
         self.access_changes += 1
         if msg.user:
             sessions = self.hub.user_connections(app_id, msg.user)
         elif msg.token_id:
-            sessions = [s for s in self.hub.app_connections(app_id) if s.token_id == msg.token_id]
+            sessions = [
+                s
+                for s in self.hub.app_connections(app_id)
+                if s.token_id == msg.token_id
+                or any(sub.token_id == msg.token_id for sub in s.subs.values())
+            ]
         else:
             return
         if not sessions:
@@ -1009,3 +1195,13 @@ class Node:
             if reason is not None:
                 self.stats.refused("blocked" if reason == "user is blocked" else "revoked")
                 session.disconnect(refusal_code(reason), reason)
+                continue
+            for channel, sub in list(session.subs.items()):
+                if not sub.by_token:
+                    continue
+                why = rules.subscription_refusal(
+                    session.user, channel, sub.token_id, sub.issued_at, now
+                )
+                if why is not None:
+                    self.stats.refused("revoked")
+                    await session.server_unsubscribe(channel, UnsubscribeCode.SERVER, why)

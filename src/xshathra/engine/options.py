@@ -27,9 +27,11 @@ class EngineOptions:
     presence_ttl: int = 60  # presence entries are refreshed at a third of it
     connect_timeout: float = 10.0  # for the first (connect) command
     expired_close_delay: float = 25.0  # grace for a token refresh before the close
-    node_stats_interval: float = 3.0  # between heartbeats (info, cluster-wide quotas)
+    # Between heartbeats (liveness, info, cluster-wide quotas); a node is gone after three.
+    node_stats_interval: float = 1.0
     cluster_query_timeout: float = 1.0  # how long channels/connections wait for other nodes
     access_rules_ttl: float = 30.0  # an app's cached access rules are read again after it
+    pusher_signin_timeout: float = 30.0  # Pusher apps that require sign-in: time to sign in
     # Positioned subscriptions: how often each channel's stream top is compared with what was
     # delivered (Centrifugo's client_channel_position_check_delay).
     position_check_interval: float = 40.0

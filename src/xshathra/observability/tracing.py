@@ -1,6 +1,7 @@
 """OpenTelemetry traces, on when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the OpenTelemetry SDK
 reads it and the other `OTEL_*` variables itself): a span per HTTP API request, per broker
-call and per webhook delivery attempt, exported over OTLP/HTTP in batches off the event loop.
+call, per proxy call to an app's backend and per webhook delivery attempt, exported over
+OTLP/HTTP in batches off the event loop.
 
 Nothing here is on a hot path when tracing is off: `setup_tracing` returns None and the
 composition root wraps nothing. Span attributes are bounded (a route template, a method, a
@@ -21,6 +22,11 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from xshathra import __version__
+from xshathra.protocol.proxy import KINDS as PROXY_KINDS
+
+# Every span here is started with record_exception=False, set_status_on_exception=False: an
+# exception's message may carry a URL with its password or a token, so a span names the
+# exception's type only (set by hand), never the exception itself.
 
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
@@ -63,7 +69,10 @@ class TracingMiddleware:
 
         method = scope.get("method", "")
         with self._tracer.start_as_current_span(
-            f"{method} {route_of(scope)}", kind=trace.SpanKind.SERVER
+            f"{method} {route_of(scope)}",
+            kind=trace.SpanKind.SERVER,
+            record_exception=False,
+            set_status_on_exception=False,
         ) as span:
             try:
                 await self._app(scope, receive, send_status)
@@ -103,7 +112,10 @@ class TracedBroker:
 
         async def traced(*args: Any, **kwargs: Any) -> Any:
             with self._tracer.start_as_current_span(
-                f"broker.{name}", kind=trace.SpanKind.CLIENT
+                f"broker.{name}",
+                kind=trace.SpanKind.CLIENT,
+                record_exception=False,
+                set_status_on_exception=False,
             ) as span:
                 try:
                     return await target(*args, **kwargs)
@@ -130,6 +142,53 @@ _TRACED_BROKER_CALLS = frozenset(
 )
 
 
+class TracedProxyCaller:
+    """The proxy caller with a client span around each call to an app's backend:
+    `proxy.<kind>` (connect, refresh, subscribe, publish, sub_refresh, rpc, send), with the
+    app and how it went: `ok`, `refused` (the backend answered with an error or a disconnect)
+    or `unavailable` (no proxy reply: timeout, non-200, over the app's bound; an ERROR span).
+    Called through the node's composition, so the span is a child of the HTTP request's (a
+    server API `rpc`) or stands alone (a client's command on a WebSocket)."""
+
+    def __init__(self, caller: Any, provider: TracerProvider) -> None:
+        self._caller = caller
+        self._tracer = provider.get_tracer("xshathra.proxy")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._caller, name)  # stats, close: untouched
+
+    async def call(
+        self,
+        app: Any,
+        target: Any,
+        request: Any,
+        reply_type: type[Any],
+        client_headers: Any = None,
+    ) -> Any:
+        kind = PROXY_KINDS.get(type(request), "unknown")
+        with self._tracer.start_as_current_span(
+            f"proxy.{kind}",
+            kind=trace.SpanKind.CLIENT,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            span.set_attribute("xshathra.proxy.kind", kind)
+            span.set_attribute("xshathra.app_id", str(app.app_id))
+            try:
+                reply = await self._caller.call(app, target, request, reply_type, client_headers)
+            except Exception as exc:
+                span.set_status(trace.StatusCode.ERROR, type(exc).__name__)
+                raise
+            if reply is None:
+                span.set_attribute("xshathra.proxy.outcome", "unavailable")
+                span.set_status(trace.StatusCode.ERROR, "no proxy reply")
+            elif getattr(reply, "error", None) or getattr(reply, "disconnect", None):
+                span.set_attribute("xshathra.proxy.outcome", "refused")
+            else:
+                span.set_attribute("xshathra.proxy.outcome", "ok")
+            return reply
+
+
 def traced_call(
     provider: TracerProvider | None, name: str
 ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
@@ -141,8 +200,17 @@ def traced_call(
         tracer = provider.get_tracer("xshathra")
 
         async def traced(*args: Any, **kwargs: Any) -> Any:
-            with tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT):
-                return await call(*args, **kwargs)
+            with tracer.start_as_current_span(
+                name,
+                kind=trace.SpanKind.CLIENT,
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
+                try:
+                    return await call(*args, **kwargs)
+                except Exception as exc:
+                    span.set_status(trace.StatusCode.ERROR, type(exc).__name__)
+                    raise
 
         return traced
 

@@ -34,6 +34,8 @@ AUTH_TIMESTAMP_GRACE = 600  # seconds either side of now
 PRIVATE_PREFIX = "private-"
 ENCRYPTED_PREFIX = "private-encrypted-"
 PRESENCE_PREFIX = "presence-"
+CACHE_PREFIX = "cache-"
+CACHE_TTL = 1800  # seconds a cache channel keeps its last event (Pusher's 30 minutes)
 CLIENT_EVENT_PREFIX = "client-"
 # Where `send_to_user` events go: only the signed-in user may subscribe (pusher-js does it
 # itself after `pusher:signin`).
@@ -74,6 +76,19 @@ def is_presence(channel: str) -> bool:
 
 def is_encrypted(channel: str) -> bool:
     return channel.startswith(ENCRYPTED_PREFIX)
+
+
+def is_cache(channel: str) -> bool:
+    """Cache channels (`cache-`, `private-cache-`, `private-encrypted-cache-`,
+    `presence-cache-`): a new subscriber first gets the last event, or `pusher:cache_miss`."""
+    for prefix in ("", PRIVATE_PREFIX, ENCRYPTED_PREFIX, PRESENCE_PREFIX):
+        if channel.startswith(prefix + CACHE_PREFIX):
+            return True
+    return False
+
+
+def cache_miss(channel: str) -> bytes:
+    return encode_event("pusher:cache_miss", None, channel)
 
 
 # --- incoming ---------------------------------------------------------------------------------
@@ -221,6 +236,13 @@ def subscription_succeeded(channel: str, members: dict[str, bytes] | None = None
         }
     )
     return encode_event("pusher_internal:subscription_succeeded", body.decode(), channel)
+
+
+def subscription_count(channel: str, count: int) -> bytes:
+    """Pusher's subscription counting: the channel's subscriber count, cluster-wide."""
+    return encode_json_string_data(
+        "pusher_internal:subscription_count", {"subscription_count": count}, channel
+    )
 
 
 PING = encode_event("pusher:ping", msgspec.Raw(b"{}"))

@@ -11,15 +11,35 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import msgspec
+
 from xshathra.engine.channels import namespace_of
 from xshathra.engine.control import Disconnect
 from xshathra.engine.errors import ClientError
 from xshathra.engine.node import Node
 from xshathra.model import ChannelRef, ClientInfoData
 from xshathra.protocol import pusher as p
-from xshathra.tenancy.apps import Application
+from xshathra.tenancy.apps import Application, NamespaceOptions
 
 SOCKET_ID = re.compile(r"\A\d+\.\d+\Z")
+
+
+def _listed(name: str, prefix: str) -> bool:
+    """Pusher lists no user's own channel (`#server-to-user-`): it is its connections'."""
+    return name.startswith(prefix) and not name.startswith(p.SERVER_TO_USER_PREFIX)
+
+
+def _cached(options: NamespaceOptions, channel: str) -> NamespaceOptions:
+    """A cache channel keeps its last event for new subscribers: as history of at least one,
+    for Pusher's 30 minutes unless the namespace keeps history longer. Only events of the HTTP
+    API are cached, as in Pusher (client events are not)."""
+    if not p.is_cache(channel):
+        return options
+    return msgspec.structs.replace(
+        options,
+        history_size=max(1, options.history_size),
+        history_ttl=max(p.CACHE_TTL, options.history_ttl),
+    )
 
 
 class PusherRequestError(Exception):
@@ -84,7 +104,7 @@ class PusherChannels:
                 await self._node.publish(
                     ref,
                     data,
-                    app.namespace_options(namespace_of(ref.name)),
+                    _cached(app.namespace_options(namespace_of(ref.name)), ref.name),
                     info=info,
                     tags={"event": event.name},
                 )
@@ -100,10 +120,19 @@ class PusherChannels:
         return ChannelState(occupied=count > 0, subscription_count=count, user_count=users)
 
     async def channels(self, app: Application, prefix: str) -> dict[str, ChannelState]:
-        """Occupied channels starting with `prefix`: those with subscribers on this node (the
-        broker keeps counts per channel, not a cluster-wide list), counted cluster-wide."""
-        names = sorted(n for n in self._node.channels(app.app_id) if n.startswith(prefix))
-        return {name: await self.channel(app, name) for name in names}
+        """Occupied channels starting with `prefix` on any live node of the cluster: every node
+        answers the control-bus query the server API's `channels` uses (engine.cluster), and
+        the subscriber counts are their sum. Presence channels add their distinct users."""
+        found = await self._node.cluster_channels(app.app_id)
+        states: dict[str, ChannelState] = {}
+        for name in sorted(n for n, count in found.items() if count > 0 and _listed(n, prefix)):
+            users = None
+            if p.is_presence(name):
+                users = (await self._node.presence_stats(self._ref(app, name)))[1]
+            states[name] = ChannelState(
+                occupied=True, subscription_count=found[name], user_count=users
+            )
+        return states
 
     async def users(self, app: Application, name: str) -> list[str]:
         if not p.is_presence(name):

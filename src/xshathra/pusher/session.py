@@ -56,7 +56,7 @@ def new_socket_id() -> str:
 
 
 class PusherSession(ClientSession):
-    __slots__ = ("_client_events", "_client_events_at", "_opened", "members")
+    __slots__ = ("_client_events", "_client_events_at", "_opened", "_signin_timer", "members")
 
     def __init__(self, node: Node, transport: ClientTransport) -> None:
         super().__init__(node, transport)
@@ -69,6 +69,8 @@ class PusherSession(ClientSession):
         # Set once the connection is open or refused; made only for a client that sends before
         # `connection_established` (pusher-js waits for it), so idle connections do not pay.
         self._opened: asyncio.Event | None = None
+        # Apps that require sign-in: closes the connection unless it signs in first.
+        self._signin_timer: asyncio.TimerHandle | None = None
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -118,6 +120,16 @@ class PusherSession(ClientSession):
         self.state = State.CONNECTED
         node.register(self, app_changes)
         self.send_event(p.connection_established(self.client_id))
+        if app.pusher_user_authentication:
+            self._signin_timer = node.loop.call_later(
+                node.options.pusher_signin_timeout, self._signin_overdue
+            )
+
+    def _signin_overdue(self) -> None:
+        """Pusher's enforced user authentication: not signed in within the timeout."""
+        self._signin_timer = None
+        if self.state is State.CONNECTED:
+            self._refuse(p.PusherCode.UNAUTHORIZED, "Connection not authorized within timeout")
 
     def _refuse(self, code: p.PusherCode, message: str) -> None:
         self.disconnect(int(code), message)
@@ -141,6 +153,9 @@ class PusherSession(ClientSession):
         """Close with the Pusher code that has the Centrifuge code's effect on the client."""
         if self.state is State.CLOSED:
             return
+        if self._signin_timer is not None:
+            self._signin_timer.cancel()
+            self._signin_timer = None
         pusher_code = (
             code if 4000 <= code < 4400 else int(_CLOSE_CODES.get(code, p.PusherCode.RECONNECT))
         )
@@ -302,10 +317,38 @@ class PusherSession(ClientSession):
             return
         if not quiet:
             await self._succeeded(channel, sub)
+        cached = 0
+        if not quiet and p.is_cache(channel):
+            cached = await self._send_cached(channel, sub)
+            if self.closed or self.subs.get(channel) is not sub:
+                return  # its cleanup removes the pending subscription
         sub.live = True
-        for _, frame in node.hub.promote(ref, self):
+        for offset, frame in node.hub.promote(ref, self):
+            if 0 < offset <= cached:
+                continue  # the cached event itself, published while this one was pending
             self.writer.enqueue(frame)
         node.subscription_added(self, sub)
+
+    async def _send_cached(self, channel: str, sub: Subscription) -> int:
+        """A cache channel's last event (kept as history of one, for CACHE_TTL) to its new
+        subscriber, first of all events; else `pusher:cache_miss` and the app's cache_miss
+        webhook. Returns the event's offset (0 on a miss)."""
+        node = self.node
+        try:
+            last = await node.history(sub.ref, 1, None, True)
+        except Exception as exc:  # a broker outage: a miss, not a failed subscription
+            log.warning("cache channel read failed: %s", type(exc).__name__)
+            last = m.HistoryResult()
+        if last.publications:
+            pub = last.publications[0]
+            self.send_event(
+                p.encode_event(p.event_name(pub.tags), p.event_data(bytes(pub.data)), channel)
+            )
+            return pub.offset
+        self.send_event(p.cache_miss(channel))
+        if node.events is not None:
+            node.spawn(node.events.cache_miss(sub.ref))
+        return 0
 
     async def _succeeded(self, channel: str, sub: Subscription) -> None:
         if not sub.options.presence:
@@ -338,6 +381,10 @@ class PusherSession(ClientSession):
             return held == 1
         counts[info.user] = held - 1
         return False
+
+    def subscriber_count_changed(self, channel: str, count: int) -> None:
+        if channel in self.subs:
+            self.send_event(p.subscription_count(channel, count))
 
     async def server_subscribe(self, channel: str) -> None:
         """Server API `subscribe`: joined without auth, and told as if it had asked."""
@@ -423,6 +470,9 @@ class PusherSession(ClientSession):
             )
             return
         # Known by its user from now on (terminate_connections, analytics, the server API).
+        if self._signin_timer is not None:
+            self._signin_timer.cancel()
+            self._signin_timer = None
         hub = self.node.hub
         hub.remove_connection(self)
         self.user = user.id

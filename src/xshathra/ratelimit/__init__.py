@@ -15,6 +15,10 @@ class WindowCounter(Protocol):
         """Count `cost` units against `per_minute` under `keys`, all or none: None when
         allowed (all counted), else the whole seconds until they would be (none counted)."""
 
+    async def first_use(self, key: str, ttl: int) -> bool:
+        """True the first time `key` is seen by any node sharing this store within `ttl`
+        seconds, False after (a once-only mark, such as a signed request's replay guard)."""
+
     async def close(self) -> None: ...
 
 

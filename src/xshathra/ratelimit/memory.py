@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections import OrderedDict
 
 from xshathra.ratelimit import WINDOW, sliding_window_wait
+
+MAX_MARKS = 100_000  # once-only marks held (`first_use`)
 
 
 class MemoryWindowCounter:
@@ -19,6 +22,7 @@ class MemoryWindowCounter:
         # key -> (minute, count in it, count in the minute before)
         self._counts: dict[tuple[str, ...], tuple[int, int, int]] = {}
         self._swept = 0
+        self._marks: OrderedDict[str, float] = OrderedDict()  # key -> until (unix seconds)
 
     async def hit(self, per_minute: int, *keys: str, cost: int = 1) -> int | None:
         return self.add(per_minute, *keys, cost=cost)
@@ -59,5 +63,22 @@ class MemoryWindowCounter:
         for key in [k for k, (at, _, _) in self._counts.items() if at < minute - 1]:
             del self._counts[key]
 
+    async def first_use(self, key: str, ttl: int) -> bool:
+        now = time.time()
+        marks = self._marks
+        # Marks are kept in the order they were made, all with one `ttl` in practice: the
+        # expired ones are the oldest; past the bound the oldest go first.
+        while marks:
+            oldest, until = next(iter(marks.items()))
+            if until > now and len(marks) < MAX_MARKS:
+                break
+            del marks[oldest]
+        if marks.get(key, 0.0) > now:
+            return False
+        marks.pop(key, None)  # expired (a shorter ttl than the oldest's): made anew, at the end
+        marks[key] = now + ttl
+        return True
+
     async def close(self) -> None:
         self._counts.clear()
+        self._marks.clear()

@@ -35,6 +35,7 @@ from xshathra.ratelimit import WINDOW, sliding_window_wait
 MAX_ATTEMPTS = 50
 # A request waits on its rate limit: an unreachable JetStream must not hold it up for long.
 REQUEST_TIMEOUT = 1.0
+ONCE_MAX_AGE = 1300  # seconds a `first_use` mark lives: past Pusher's 2 x 600 s window
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,17 @@ class NatsWindowCounter:
                 storage=api.StorageType.MEMORY,
                 max_msgs_per_subject=1,
                 max_age=2 * WINDOW + 10,
+                allow_direct=True,
+            ),
+        )
+        self._once = StreamUser(
+            link,
+            api.StreamConfig(
+                name=stream_name(prefix, "once"),
+                subjects=[f"{prefix}.once.>"],
+                storage=api.StorageType.MEMORY,
+                max_msgs_per_subject=1,
+                max_age=ONCE_MAX_AGE,
                 allow_direct=True,
             ),
         )
@@ -155,6 +167,25 @@ class NatsWindowCounter:
             # Another node counted first: count again.
         raise NatsUnavailable("too many concurrent rate-limit updates")
 
+    async def first_use(self, key: str, ttl: int) -> bool:
+        """A mark is a message holding its expiry (unix seconds), appended compare-and-set:
+        of concurrent first uses one append wins. The stream forgets marks after
+        `ONCE_MAX_AGE`, which must cover `ttl`."""
+        if ttl > ONCE_MAX_AGE:
+            raise ValueError(f"first_use keeps marks for at most {ONCE_MAX_AGE} s")
+        nc, _ = await self._once.ready()
+        js = nc.jetstream(timeout=REQUEST_TIMEOUT)
+        subject = f"{self._prefix}.once.{text_token(key)}"
+        now = time.time()
+        try:
+            msg = await js.get_last_msg(self._once.config.name or "", subject, direct=True)
+            seq, until = msg.seq or 0, float(msg.data or b"0")
+        except NotFoundError:
+            seq, until = 0, 0.0
+        if until > now:
+            return False
+        return await append_after(js, subject, str(now + ttl).encode(), seq) is not None
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
@@ -165,3 +196,4 @@ class NatsWindowCounter:
         self._queues.clear()
         self._js = None
         await self._user.close()
+        await self._once.close()

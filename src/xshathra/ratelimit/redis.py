@@ -38,5 +38,12 @@ class LimitsCounter:
         stats = await self._limiter.get_window_stats(item, *keys)
         return max(1, math.ceil(stats.reset_time - time.time()))
 
+    async def first_use(self, key: str, ttl: int) -> bool:
+        # INCR with an expiry set on creation, one atomic step on Redis: only one caller of
+        # any node sees 1.
+        storage: Any = self._storage  # an async storage: "async+" URIs only
+        count: int = await storage.incr(f"once/{key}", ttl)
+        return count == 1
+
     async def close(self) -> None:
         return None

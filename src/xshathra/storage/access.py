@@ -14,7 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from xshathra.model import AppId
 from xshathra.storage._dialect import insert_for
-from xshathra.storage.tables import blocked_users, revoked_tokens, user_token_invalidations
+from xshathra.storage.tables import (
+    blocked_users,
+    channel_token_invalidations,
+    revoked_tokens,
+    user_token_invalidations,
+)
 from xshathra.tenancy.access import AccessRules
 
 
@@ -49,11 +54,26 @@ class SqlAccessStore:
                     _live(user_token_invalidations, now),
                 )
             )
+            per_channel = await conn.execute(
+                select(
+                    channel_token_invalidations.c.user_id,
+                    channel_token_invalidations.c.channel,
+                    channel_token_invalidations.c.issued_before,
+                    channel_token_invalidations.c.expire_at,
+                ).where(
+                    channel_token_invalidations.c.app_id == app_id,
+                    _live(channel_token_invalidations, now),
+                )
+            )
             return AccessRules(
                 blocked={r.user_id: int(r.expire_at) for r in blocked},
                 revoked={r.token_id: int(r.expire_at) for r in revoked},
                 invalidated={
                     r.user_id: (int(r.issued_before), int(r.expire_at)) for r in invalidated
+                },
+                channel_invalidated={
+                    (r.user_id, r.channel): (int(r.issued_before), int(r.expire_at))
+                    for r in per_channel
                 },
             )
 
@@ -86,8 +106,21 @@ class SqlAccessStore:
         )
 
     async def invalidate_user_tokens(
-        self, app_id: AppId, user: str, issued_before: int, expire_at: int
+        self, app_id: AppId, user: str, issued_before: int, expire_at: int, channel: str = ""
     ) -> None:
+        if channel:
+            await self._upsert(
+                channel_token_invalidations,
+                ["user_id", "channel"],
+                {
+                    "user_id": user,
+                    "channel": channel,
+                    "issued_before": issued_before,
+                    "expire_at": expire_at,
+                },
+                app_id,
+            )
+            return
         await self._upsert(
             user_token_invalidations,
             ["user_id"],

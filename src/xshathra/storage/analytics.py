@@ -104,6 +104,20 @@ class SqlAnalyticsStore(AnalyticsStore):
         async with self._engine.connect() as conn:
             return {str(r[0]) for r in await conn.execute(query)}
 
+    async def users_per_bucket(self, app_id: str, since_hour: int, step: int) -> dict[int, int]:
+        # Counted by the database (an app's users over 30 days can be many rows); the integer
+        # division groups hours into days.
+        group = (
+            (analytics_users.c.bucket // step) * step if step > 3600 else analytics_users.c.bucket
+        )
+        query = (
+            select(group.label("b"), func.count(analytics_users.c.user_id.distinct()))
+            .where(analytics_users.c.app_id == app_id, analytics_users.c.bucket >= since_hour)
+            .group_by(group)
+        )
+        async with self._engine.connect() as conn:
+            return {int(r[0]): int(r[1]) for r in await conn.execute(query)}
+
     async def online(self, app_id: str, fresh_since: int, skip_node: str) -> tuple[int, set[str]]:
         """Connections and users open on other live nodes (this node counts its own live)."""
         query = select(analytics_online.c.connections, analytics_online.c.users).where(

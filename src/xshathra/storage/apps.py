@@ -91,6 +91,8 @@ def app_row(app: Application) -> dict[str, Any]:
         "token_issuer": app.token_issuer,
         "owner_id": app.owner_id,
         "pusher_client_events": app.pusher_client_events,
+        "pusher_subscription_count": app.pusher_subscription_count,
+        "pusher_user_authentication": app.pusher_user_authentication,
         "created_at": app.created_at,
         "updated_at": app.updated_at,
     }
@@ -122,6 +124,8 @@ def _app(row: Any) -> Application:
         proxies=decode_proxy_config(row.proxies),
         owner_id=row.owner_id,
         pusher_client_events=bool(row.pusher_client_events),
+        pusher_subscription_count=bool(row.pusher_subscription_count),
+        pusher_user_authentication=bool(row.pusher_user_authentication),
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
@@ -241,6 +245,12 @@ class SqlAppStore:
             "api_key_hint": keys.api_key_hint,
             "updated_at": utcnow(),
         }
+        return await self._update(app_id, values, while_key)
+
+    async def set_client_key(
+        self, app_id: str, client_api_key: str, *, while_key: str | None = None
+    ) -> Application | None:
+        values = {"client_api_key": client_api_key, "updated_at": utcnow()}
         return await self._update(app_id, values, while_key)
 
     async def set_app_secret(

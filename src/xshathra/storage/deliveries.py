@@ -242,6 +242,32 @@ class SqlDeliveryStore(DeliveryStore):
             last_error=error[:500],
         )
 
+    async def record_attempt(
+        self, item: NewDelivery, status_code: int | None, error: str | None
+    ) -> None:
+        now = utcnow()
+        delivered = status_code is not None and 200 <= status_code < 300
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                webhook_deliveries.insert(),
+                {
+                    "id": item.id,
+                    "webhook_id": item.webhook_id,
+                    "app_id": item.app_id,
+                    "event_id": item.event_id,
+                    "event": item.event,
+                    "room": item.room,
+                    "body": item.body,
+                    "status": DELIVERED if delivered else FAILED,
+                    "attempts": 1,
+                    "next_attempt_at": now,
+                    "last_status": status_code,
+                    "last_error": None if delivered else (error or f"HTTP {status_code}")[:500],
+                    "created_at": now,
+                    "delivered_at": now if delivered else None,
+                },
+            )
+
     async def list_for_webhook(self, webhook_id: str, limit: int = 100) -> list[Delivery]:
         query = (
             select(webhook_deliveries)

@@ -80,6 +80,8 @@ applications = Table(
     Column("token_audience", String(255), nullable=True),
     Column("token_issuer", String(255), nullable=True),
     Column("pusher_client_events", Boolean, nullable=False, server_default=false()),
+    Column("pusher_subscription_count", Boolean, nullable=False, server_default=false()),
+    Column("pusher_user_authentication", Boolean, nullable=False, server_default=false()),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
@@ -309,6 +311,23 @@ user_token_invalidations = Table(
         primary_key=True,
     ),
     Column("user_id", String(255), primary_key=True),
+    Column("issued_before", BigInteger, nullable=False),
+    Column("expire_at", BigInteger, nullable=False),
+)
+
+
+# invalidate_user_tokens with `channel`: the user's subscription tokens for that channel.
+channel_token_invalidations = Table(
+    "channel_token_invalidations",
+    metadata,
+    Column(
+        "app_id",
+        String(64),
+        ForeignKey("applications.app_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("user_id", String(255), primary_key=True),
+    Column("channel", String(255), primary_key=True),
     Column("issued_before", BigInteger, nullable=False),
     Column("expire_at", BigInteger, nullable=False),
 )

@@ -184,8 +184,20 @@ class Application:
     token_issuer: str | None = None
     # Pusher protocol (SPEC §10): whether Pusher clients may send `client-` events.
     pusher_client_events: bool = False
+    # Pusher's "subscription counting": `pusher_internal:subscription_count` events to the
+    # subscribers of non-presence channels as their subscriber count changes.
+    pusher_subscription_count: bool = False
+    # Pusher's "enforce user authentication": a connection not signed in (`pusher:signin`)
+    # within the server's `pusher_signin_timeout` is closed with 4009.
+    pusher_user_authentication: bool = False
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
+
+    def counts_subscribers(self, channel: str) -> bool:
+        """Whether the channel's subscribers are told its subscriber count as it changes:
+        Pusher's subscription counting, for every channel but presence ones (whose members
+        are their count) and a user's own `#` channel."""
+        return self.pusher_subscription_count and not channel.startswith(("presence-", "#"))
 
     def namespace_options(self, namespace: str) -> NamespaceOptions:
         """Options for a namespace: the app's own, else the built-in, else the default one."""
@@ -265,6 +277,8 @@ class AppChanges(TypedDict, total=False):
     token_issuer: str | None
     proxies: ProxyConfig
     pusher_client_events: bool
+    pusher_subscription_count: bool
+    pusher_user_authentication: bool
 
 
 def generate_app(
@@ -350,6 +364,11 @@ class AppStore(Protocol):
         self, app_id: str, keys: NewAppKeys, *, while_key: str | None = None
     ) -> Application | None:
         """Replace the API key (hash and hint), with `while_key` as in `update_app`."""
+
+    async def set_client_key(
+        self, app_id: str, client_api_key: str, *, while_key: str | None = None
+    ) -> Application | None:
+        """Replace the public client key, with `while_key` as in `update_app`."""
 
     async def set_app_secret(
         self, app_id: str, secret: SecretRotation, *, while_key: str | None = None

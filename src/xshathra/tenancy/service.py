@@ -14,6 +14,7 @@ import re
 import secrets
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol, TypedDict
 
 import msgspec
@@ -138,14 +139,10 @@ class DeliveryLog(Protocol):
     async def replay(self, webhook_id: str, delivery_id: str) -> bool:
         """Queue the delivery again; False if the webhook has no such delivery."""
 
-    async def enqueue(
-        self,
-        items: list[NewDelivery],
-        *,
-        max_pending: int | None = None,
-        hold_seconds: float = 0.0,
-    ) -> int:
-        """Queue new deliveries (all of one app); how many were dropped past `max_pending`."""
+    async def record_attempt(
+        self, item: NewDelivery, status_code: int | None, error: str | None
+    ) -> None:
+        """Store a delivery attempted once already (a test event), never retried."""
 
 
 class AppUpdate(TypedDict, total=False):
@@ -168,6 +165,8 @@ class AppUpdate(TypedDict, total=False):
     token_issuer: str | None
     proxies: Mapping[str, Any] | None  # SPEC §9; None (or {}) removes every proxy
     pusher_client_events: bool
+    pusher_subscription_count: bool
+    pusher_user_authentication: bool
 
 
 # --- checks ------------------------------------------------------------------------------------
@@ -237,12 +236,14 @@ def check_quotas(current: Quotas, given: Mapping[str, int | None]) -> Quotas:
         if name not in merged:
             raise InvalidInput(f"{name[:64]} is not a quota")
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-            raise InvalidInput(f"{name} must be an integer or null")
+            raise InvalidInput(f"{name} must be an integer or null", name)
         merged[name] = value
     try:
         return Quotas(**merged)
     except ValueError as exc:
-        raise InvalidInput(str(exc)) from None
+        # Quotas names the offending quota first ("max_connections must be from ...").
+        name = str(exc).split(" ", 1)[0]
+        raise InvalidInput(str(exc), name if name in merged else None) from None
 
 
 MAX_PUBLIC_KEY = 16_384  # characters of PEM: an RSA key of 8192 bits fits easily
@@ -357,6 +358,20 @@ def check_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return checked
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookTestResult:
+    """What a test event's receiver answered: its HTTP `status`, or None and the `error` that
+    kept it from answering."""
+
+    delivery_id: str
+    status: int | None
+    error: str | None
+
+    @property
+    def delivered(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
 class WebhookTester(Protocol):
     """Sends one test delivery now (the dispatcher)."""
 
@@ -441,6 +456,8 @@ class ApplicationService:
         checks the role). Written unconditionally, as the admin's: a member acts with their
         account, not with the app's key, and may enable the app again. Only the operator may
         set `rate_limit` above the ceiling of an app's own key (XSHATHRA_APP_RATE_LIMIT_CEILING)."""
+        if "quotas" in update and not operator:
+            raise OperatorOnly("quotas are set by the operator")
         if "rate_limit" in update and not operator:
             check_rate_limit(update["rate_limit"], self._key_ceiling)
         return await self.update_application(app, update, as_admin=True)
@@ -504,6 +521,10 @@ class ApplicationService:
                     raise proxy_error(exc) from None
         if "pusher_client_events" in update:
             changes["pusher_client_events"] = bool(update["pusher_client_events"])
+        if "pusher_subscription_count" in update:
+            changes["pusher_subscription_count"] = bool(update["pusher_subscription_count"])
+        if "pusher_user_authentication" in update:
+            changes["pusher_user_authentication"] = bool(update["pusher_user_authentication"])
         while_key = None if as_admin else app.api_key_hash
         updated = await self._apps.update_app(app.app_id, changes, while_key=while_key)
         if updated is None:
@@ -564,6 +585,19 @@ class ApplicationService:
             await self._refuse_stale(app.app_id, while_key)
         await self._notifier.app_changed(updated.app_id)
         return updated, keys
+
+    async def regenerate_client_key(self, app: Application, *, as_admin: bool) -> Application:
+        """A new public client key (the one browsers and Pusher clients name the app by); the
+        old one stops finding the app at once on every node. Conditional as
+        `update_application` with the app's own key."""
+        while_key = None if as_admin else app.api_key_hash
+        updated = await self._apps.set_client_key(
+            app.app_id, new_secret("xc_"), while_key=while_key
+        )
+        if updated is None:
+            await self._refuse_stale(app.app_id, while_key)
+        await self._notifier.app_changed(updated.app_id)
+        return updated
 
     async def regenerate_app_secret(
         self, app: Application, *, grace_seconds: int, as_admin: bool
@@ -674,26 +708,6 @@ class ApplicationService:
         await self._notifier.webhooks_changed(app_id)
         return updated
 
-    async def test_webhook(self, app_id: str, webhook_id: str) -> tuple[int | None, str | None]:
-        """Send the webhook a signed `test` event now: the receiver's HTTP status, or None and
-        why it could not be reached. Nothing is stored and nothing retried."""
-        webhook = await self._webhooks.get_webhook(app_id, webhook_id)
-        if webhook is None:
-            raise NotFound("webhook not found")
-        if self._tester is None:
-            raise InvalidInput("webhook tests need a running node")
-        body = msgspec.json.encode(
-            {
-                "id": "evt_test_" + new_webhook_id().rsplit("_", 1)[-1],
-                "app_id": app_id,
-                "event": "test",
-                "room": "",
-                "data": {"test": True},
-                "timestamp": int(time.time() * 1000),
-            }
-        )
-        return await self._tester.send_test(webhook, body)
-
     async def list_webhooks(self, app_id: str) -> list[Webhook]:
         """The app's webhooks, oldest first."""
         return await self._webhooks.list_webhooks(app_id)
@@ -726,15 +740,20 @@ class ApplicationService:
         if await self._webhooks.get_webhook(app_id, webhook_id) is None:
             raise NotFound("webhook not found")
 
-    async def send_test_event(self, app_id: str, webhook_id: str) -> str:
-        """Queue a `test` event to one of the app's webhooks now, enabled or not, whatever
-        events it wants; the delivery's id (it shows among the webhook's deliveries)."""
+    async def send_test_event(self, app_id: str, webhook_id: str) -> WebhookTestResult:
+        """Send one of the app's webhooks a signed `test` event now, enabled or not, whatever
+        events it wants, and wait for its answer: the API's `POST /api/webhooks/:id/test` and
+        the dashboard's "Send test event" both call this. The attempt is recorded among the
+        webhook's recent deliveries (so it can be replayed) and never retried."""
         webhook = await self._webhooks.get_webhook(app_id, webhook_id)
         if webhook is None:
             raise NotFound("webhook not found")
+        if self._tester is None:
+            raise InvalidInput("webhook tests need a running node")
         delivery = make_test_delivery(webhook)
-        await self._deliveries.enqueue([delivery])
-        return delivery.id
+        status, error = await self._tester.send_test(webhook, delivery.body.encode())
+        await self._deliveries.record_attempt(delivery, status, error)
+        return WebhookTestResult(delivery.id, status, error)
 
     # --- project members (the dashboard's roles) -----------------------------------------------
 

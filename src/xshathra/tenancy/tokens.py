@@ -67,6 +67,8 @@ class SubscriptionClaims:
     channel: str
     expires_at: int | None
     info: bytes | None
+    token_id: str = ""  # `jti`: revoke_token applies to subscription tokens too
+    issued_at: int | None = None  # `iat`: invalidate_user_tokens with `channel` compares it
 
 
 class TokenService:
@@ -122,7 +124,13 @@ class TokenService:
     def mint_subscription_token(
         self, app_id: AppId, user_id: str, channel: str, ttl: int, info: Any = None
     ) -> MintedToken:
-        claims: dict[str, Any] = {"sub": user_id, "app_id": app_id, "channel": channel}
+        # A jti of its own here too: revoke_token names subscription tokens as well.
+        claims: dict[str, Any] = {
+            "sub": user_id,
+            "app_id": app_id,
+            "channel": channel,
+            "jti": secrets.token_hex(12),
+        }
         if info is not None:
             claims["info"] = info
         return self._sign(claims, ttl)
@@ -264,6 +272,8 @@ class TokenService:
             channel=_text(channel, "channel"),
             expires_at=_expiry(claims),
             info=_info(claims),
+            token_id=_token_id(claims),
+            issued_at=_issued_at(claims),
         )
 
 

@@ -29,6 +29,10 @@ from xshathra.protocol.json_codec import error_body
 from xshathra.transports.streams import SCOPE_KEY as STREAM_SCOPE_KEY
 from xshathra.transports.streams import StreamTransport
 
+# The scope key under which a held-open response leaves what ends it as the server stops
+# (written as a string: transports/ does not import the dashboard).
+ON_SHUTDOWN_KEY = "xshathra.on_shutdown"
+
 # After a refusal, how long what the client still sends is read and dropped before the
 # connection is closed. Closing with its bytes unread would reset the connection, and the
 # client might never read the answer (nginx's "lingering close").
@@ -112,6 +116,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             stream = cycle.scope.get(STREAM_SCOPE_KEY)
             if isinstance(stream, StreamTransport):
                 stream.shutdown()
+            # Another held-open response (the dashboard console's event stream) is asked to
+            # end through a callable it left in its scope (dashboard/console_stream.py).
+            on_shutdown = cycle.scope.get(ON_SHUTDOWN_KEY)
+            if callable(on_shutdown):
+                on_shutdown()
         super().shutdown()
 
     # --- internals --------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
@@ -39,6 +39,32 @@ CACHE_SECONDS = 30.0
 HOLD_SECONDS = 15.0
 
 log = logging.getLogger("xshathra.webhooks")
+
+# (app id, room, user, pair): what a held leave waits for. The pair names which of the three
+# leave/join pairs it is, so that an anonymous user's user-left never meets a room-vacated.
+HeldKey = tuple[str, str, str, str]
+
+
+class LeavePeers(Protocol):
+    """The other nodes, over the control bus (the node implements it): so that a user or room
+    that left on one node and came back on another within the delay reports no pair either."""
+
+    def leave_held(self, app_id: str, room: str, user: str, pair: str, delay: float) -> None:
+        """Tell the others this node holds a leave of `pair` for (room, user)."""
+
+    def leave_undone(
+        self,
+        holder: str,
+        app_id: str,
+        room: str,
+        user: str,
+        pair: str,
+        event: str,
+        data: bytes,
+    ) -> bool:
+        """Tell node `holder` its held leave was undone here by `event` (not reported here).
+        False when `holder` is not running (stopped, having reported its held leaves, or
+        died): then nobody would report the join, so the caller does."""
 
 
 class WebhookBody(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -69,7 +95,7 @@ def make_test_delivery(webhook: Webhook) -> NewDelivery:
             app_id=webhook.app_id,
             event=TEST_EVENT,
             room="",
-            data=msgspec.Raw(b'{"message":"A test event sent from the dashboard."}'),
+            data=msgspec.Raw(b'{"test":true,"message":"A test event: your receiver works."}'),
             timestamp=int(time.time() * 1000),
         )
     ).decode()
@@ -119,11 +145,18 @@ class WebhookEvents:
         self._dispatcher = dispatcher
         self._max_pending = max_pending_per_app
         self._cache: dict[str, tuple[float, list[Webhook]]] = {}
-        # user-left and room-vacated wait this long (seconds): a user or room back within it
-        # (a page reload) cancels both the leave and the join that undoes it.
+        # user-left, room-vacated and user-offline wait this long (seconds): a user or room
+        # back within it (a page reload, a connection moved to another node) cancels both the
+        # leave and the join that undoes it.
         self._leave_delay = leave_delay
-        self._held: dict[tuple[str, str, str], list[_HeldLeave]] = {}
+        self._held: dict[HeldKey, list[_HeldLeave]] = {}
+        # Leaves other nodes hold (their LeaveHeld): key -> [(holder node, until (monotonic))].
+        self._held_elsewhere: dict[HeldKey, list[tuple[str, float]]] = {}
+        self._peers: LeavePeers | None = None
         self._tasks: set[asyncio.Task[object]] = set()
+
+    def bind_peers(self, peers: LeavePeers) -> None:
+        self._peers = peers
 
     def invalidate(self, app_id: str) -> None:
         self._cache.pop(app_id, None)
@@ -234,12 +267,28 @@ class WebhookEvents:
         self, ref: ChannelRef, event: LifecycleEvent, user: str, client: str
     ) -> None:
         # Pusher-format webhooks (SPEC §10) are reported as they happen, never held.
-        found = pusher.lifecycle_event(event, ref.name, user)
+        found = pusher.lifecycle_event(event, ref.name)
         if found is not None:
             await self.emit_pusher(ref, found)
         data = _encoder.encode({"channel": ref.name, "client": client} if client else {})
-        if self._leave_delay > 0 and event in _UNDONE_BY:
-            key = (ref.app_id, ref.name, user if event is LifecycleEvent.USER_JOINED else "")
+        await self._paired(ref, event.value, user, data)
+
+    async def user_presence(self, app_id: str, user: str, online: bool) -> None:
+        """A user's first connection opened (online) or last closed (offline), cluster-wide.
+        Events of no room: room filters do not apply."""
+        event = "user-online" if online else "user-offline"
+        await self._paired(ChannelRef(AppId(app_id), ""), event, user, b"{}")
+
+    async def _paired(self, ref: ChannelRef, event: str, user: str, data: bytes) -> None:
+        """Report a join or leave event, holding leaves `leave_delay` seconds: a join that comes
+        within it, on this node or another, cancels the leave and is not reported either."""
+        pair = _PAIRS.get(event)
+        if self._leave_delay <= 0 or pair is None:
+            await self.emit(ref, event, data, user or None)
+            return
+        name, delayed = pair
+        key: HeldKey = (ref.app_id, ref.name, user if name != "room" else "", name)
+        if not delayed:
             held = self._held.get(key)
             if held:
                 # Back within the delay: the leave and this join both go unreported.
@@ -247,17 +296,73 @@ class WebhookEvents:
                 if not held:
                     del self._held[key]
                 return
-        elif self._leave_delay > 0 and event in _DELAYED:
-            key = (ref.app_id, ref.name, user if event is LifecycleEvent.USER_LEFT else "")
-            entry = _HeldLeave(lambda: self.emit(ref, event.value, data, user or None))
-            entry.timer = asyncio.get_running_loop().call_later(
-                self._leave_delay, self._release_leave, key, entry
-            )
-            self._held.setdefault(key, []).append(entry)
+            holder = self._take_held_elsewhere(key)
+            # Held by another node: it drops the leave (or, if its delay ran out on the way
+            # and the leave went out, reports this join in our stead).
+            if (
+                holder is not None
+                and self._peers is not None
+                and self._peers.leave_undone(
+                    holder, ref.app_id, ref.name, key[2], name, event, data
+                )
+            ):
+                return
+            await self.emit(ref, event, data, user or None)
             return
-        await self.emit(ref, event.value, data, user or None)
+        entry = _HeldLeave(lambda: self.emit(ref, event, data, user or None))
+        entry.timer = asyncio.get_running_loop().call_later(
+            self._leave_delay, self._release_leave, key, entry
+        )
+        self._held.setdefault(key, []).append(entry)
+        if self._peers is not None and await self._wanted(ref, event):
+            self._peers.leave_held(ref.app_id, ref.name, key[2], name, self._leave_delay)
 
-    def _release_leave(self, key: tuple[str, str, str], entry: _HeldLeave) -> None:
+    async def _wanted(self, ref: ChannelRef, event: str) -> bool:
+        """Whether any webhook of the app wants the leave or its join (else the other nodes
+        need not hear of it: no control message per subscription of an app without hooks)."""
+        join = _JOIN_OF[event]
+        hooks = await self._webhooks(ref.app_id)
+        return any(h.wants(event, ref.name) or h.wants(join, ref.name) for h in hooks)
+
+    def _take_held_elsewhere(self, key: HeldKey) -> str | None:
+        entries = self._held_elsewhere.get(key)
+        if not entries:
+            return None
+        now = time.monotonic()
+        while entries and entries[0][1] <= now:
+            entries.pop(0)  # its delay ran out: reported by now
+        holder = entries.pop(0)[0] if entries else None
+        if not entries:
+            del self._held_elsewhere[key]
+        return holder
+
+    def leave_held_elsewhere(
+        self, holder: str, app_id: str, room: str, user: str, pair: str, delay: float
+    ) -> None:
+        """Another node holds a leave (its LeaveHeld): a join here within `delay` undoes it."""
+        if len(self._held_elsewhere) > 10_000:  # bounded: forget those whose delay ran out
+            now = time.monotonic()
+            for stale in [k for k, v in self._held_elsewhere.items() if v[-1][1] <= now]:
+                del self._held_elsewhere[stale]
+        until = time.monotonic() + delay
+        self._held_elsewhere.setdefault((app_id, room, user, pair), []).append((holder, until))
+
+    def leave_undone_here(
+        self, app_id: str, room: str, user: str, pair: str, event: str, data: bytes
+    ) -> None:
+        """Another node saw the join that undoes a leave held here: drop the leave; if it was
+        reported already (the delay ran out meanwhile), report the join the other node held
+        back, so the pair is reported whole or not at all."""
+        key: HeldKey = (app_id, room, user, pair)
+        held = self._held.get(key)
+        if held:
+            held.pop(0).cancel()
+            if not held:
+                del self._held[key]
+            return
+        self._spawn(self.emit(ChannelRef(AppId(app_id), room), event, data, user or None))
+
+    def _release_leave(self, key: HeldKey, entry: _HeldLeave) -> None:
         held = self._held.get(key)
         if held is None or entry not in held:
             return
@@ -266,11 +371,15 @@ class WebhookEvents:
             del self._held[key]
         self._spawn(entry.emit())
 
-    async def user_presence(self, app_id: str, user: str, online: bool) -> None:
-        """A user's first connection opened (online) or last closed (offline), cluster-wide.
-        Events of no room: room filters do not apply."""
-        event = "user-online" if online else "user-offline"
-        await self.emit(ChannelRef(AppId(app_id), ""), event, b"{}", user or None)
+    async def cache_miss(self, ref: ChannelRef) -> None:
+        """A Pusher cache channel had no event for a new subscriber (Pusher-format only)."""
+        await self.emit_pusher(ref, pusher.cache_miss_event(ref.name))
+
+    async def member(self, ref: ChannelRef, user: str, added: bool) -> None:
+        """A presence channel's member added or removed, cluster-wide (Pusher-format only)."""
+        found = pusher.member_event(ref.name, user, added)
+        if found is not None:
+            await self.emit_pusher(ref, found)
 
     def _spawn(self, work: Coroutine[object, object, object]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -302,6 +411,17 @@ class _HeldLeave:
             self.timer.cancel()
 
 
-# Delayed events, and the events that undo them when they come within the delay.
-_DELAYED = frozenset({LifecycleEvent.USER_LEFT, LifecycleEvent.ROOM_VACATED})
-_UNDONE_BY = frozenset({LifecycleEvent.USER_JOINED, LifecycleEvent.ROOM_OCCUPIED})
+# Event -> (its pair's name, whether it is the delayed leave); and each leave's join.
+_PAIRS: dict[str, tuple[str, bool]] = {
+    LifecycleEvent.USER_LEFT.value: ("user", True),
+    LifecycleEvent.USER_JOINED.value: ("user", False),
+    LifecycleEvent.ROOM_VACATED.value: ("room", True),
+    LifecycleEvent.ROOM_OCCUPIED.value: ("room", False),
+    "user-offline": ("presence", True),
+    "user-online": ("presence", False),
+}
+_JOIN_OF = {
+    LifecycleEvent.USER_LEFT.value: LifecycleEvent.USER_JOINED.value,
+    LifecycleEvent.ROOM_VACATED.value: LifecycleEvent.ROOM_OCCUPIED.value,
+    "user-offline": "user-online",
+}

@@ -22,8 +22,9 @@ CHANNEL_VACATED = "channel_vacated"
 MEMBER_ADDED = "member_added"
 MEMBER_REMOVED = "member_removed"
 CLIENT_EVENT = "client_event"
+CACHE_MISS = "cache_miss"
 PUSHER_EVENTS = frozenset(
-    {CHANNEL_OCCUPIED, CHANNEL_VACATED, MEMBER_ADDED, MEMBER_REMOVED, CLIENT_EVENT}
+    {CHANNEL_OCCUPIED, CHANNEL_VACATED, MEMBER_ADDED, MEMBER_REMOVED, CLIENT_EVENT, CACHE_MISS}
 )
 
 KEY_HEADER = "X-Pusher-Key"
@@ -32,18 +33,27 @@ SIGNATURE_HEADER = "X-Pusher-Signature"
 _encoder = msgspec.json.Encoder()
 
 
-def lifecycle_event(event: LifecycleEvent, channel: str, user: str) -> dict[str, str] | None:
-    """The Pusher event for one of the engine's lifecycle events, if Pusher has one."""
+def lifecycle_event(event: LifecycleEvent, channel: str) -> dict[str, str] | None:
+    """The Pusher event for a channel's occupancy change, if Pusher has one. A connection's
+    join and leave are not Pusher's member events: those are per user (`member_event`)."""
     if event is LifecycleEvent.ROOM_OCCUPIED:
         return {"name": CHANNEL_OCCUPIED, "channel": channel}
     if event is LifecycleEvent.ROOM_VACATED:
         return {"name": CHANNEL_VACATED, "channel": channel}
-    if channel.startswith("presence-") and user:
-        if event is LifecycleEvent.USER_JOINED:
-            return {"name": MEMBER_ADDED, "channel": channel, "user_id": user}
-        if event is LifecycleEvent.USER_LEFT:
-            return {"name": MEMBER_REMOVED, "channel": channel, "user_id": user}
     return None
+
+
+def member_event(channel: str, user: str, added: bool) -> dict[str, str] | None:
+    """member_added when the user's first connection on any node joined the presence
+    channel, member_removed when their last left, as Pusher reports them."""
+    if not channel.startswith("presence-") or not user:
+        return None
+    return {"name": MEMBER_ADDED if added else MEMBER_REMOVED, "channel": channel, "user_id": user}
+
+
+def cache_miss_event(channel: str) -> dict[str, str]:
+    """A subscriber of a cache channel found no cached event."""
+    return {"name": CACHE_MISS, "channel": channel}
 
 
 def client_event(channel: str, event: str, data: bytes, user: str | None) -> dict[str, str]:

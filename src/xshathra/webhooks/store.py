@@ -92,6 +92,12 @@ class DeliveryStore(Protocol):
         self, delivery_id: str, node_id: str, attempts: int, status_code: int | None, error: str
     ) -> None: ...
 
+    async def record_attempt(
+        self, item: NewDelivery, status_code: int | None, error: str | None
+    ) -> None:
+        """Store a delivery already attempted once outside the outbox (a test event sent at
+        once): delivered on a 2xx, else failed; never claimed or retried."""
+
     async def list_for_webhook(self, webhook_id: str, limit: int = 100) -> list[Delivery]:
         """The webhook's deliveries, newest first."""
 

@@ -124,6 +124,8 @@ def test_application_view_shows_the_key_only_when_given() -> None:
         "token_issuer",
         "proxies",
         "pusher_client_events",
+        "pusher_subscription_count",
+        "pusher_user_authentication",
         "created_at",
         "updated_at",
     }

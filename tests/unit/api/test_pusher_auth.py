@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from xshathra.api.pusher.auth import PusherAuthError, SeenSignatures, verify
+from xshathra.api.pusher.auth import PusherAuthError, replay_mark, verify
 from xshathra.protocol import pusher as p
 from xshathra.tenancy.apps import generate_app
 
@@ -22,16 +22,19 @@ def params(body: bytes = b"", **over: str) -> dict[str, str]:
     return query
 
 
-def check(query: dict[str, str], body: bytes = b"", seen: SeenSignatures | None = None) -> None:
-    verify(APP, "POST", PATH, query, body, seen or SeenSignatures(), now=NOW)
+def check(query: dict[str, str], body: bytes = b"") -> None:
+    verify(APP, "POST", PATH, query, body, now=NOW)
 
 
-def test_a_signed_request_passes_once() -> None:
-    seen = SeenSignatures()
+def test_a_post_leaves_a_once_only_mark_until_its_timestamp_is_stale() -> None:
     query = params(b"{}")
-    check(query, b"{}", seen)
-    with pytest.raises(PusherAuthError, match="Replayed"):
-        check(query, b"{}", seen)
+    check(query, b"{}")
+    key, ttl = replay_mark(APP, "POST", query, now=NOW) or ("", 0)
+    assert key.endswith(query["auth_signature"]) and APP.app_id in key
+    assert ttl == p.AUTH_TIMESTAMP_GRACE + 1
+    late = replay_mark(APP, "POST", query, now=NOW + p.AUTH_TIMESTAMP_GRACE)
+    assert late is not None and late[1] == 1
+    assert replay_mark(APP, "GET", query, now=NOW) is None
 
 
 @pytest.mark.parametrize("skew", [-601, 601])
@@ -55,4 +58,4 @@ def test_wrong_key_signature_body_and_version_are_refused() -> None:
 
 def test_unknown_app_reads_as_an_unknown_key() -> None:
     with pytest.raises(PusherAuthError, match="Unknown auth_key"):
-        verify(None, "POST", PATH, params(), b"", SeenSignatures(), now=NOW)
+        verify(None, "POST", PATH, params(), b"", now=NOW)

@@ -86,3 +86,31 @@ async def test_refused_connections_are_not_counted(harness: Harness) -> None:
     assert client.transport.closed is not None
     snap = await _recorder(harness).snapshot(harness.app.app_id, 3600)
     assert snap.connections_total == 0
+
+
+async def test_users_have_a_series_of_distinct_users_per_bucket(
+    make_harness: MakeHarness, db: Database
+) -> None:
+    """Each point carries the distinct users active in its bucket (kept per hour): a user
+    seen two hours ago counts there only; one connected now counts in this hour even after
+    leaving, and a day's point unites its hours."""
+    import time
+
+    h = await make_harness()
+    recorder = _recorder(h)
+    now = int(time.time())
+    hour = now // 3600 * 3600
+    await db.analytics.flush({}, {(h.app.app_id, hour - 7200, "carol")}, "other", {}, now)
+    _alice, bob = await h.connect("alice"), await h.connect("bob")
+    await recorder.flush()
+    bob.session.disconnect(3000)
+    await recorder.flush()
+    day = await recorder.snapshot(h.app.app_id, 86400)
+    by_time = {p.timestamp: p.users for p in day.series}
+    assert by_time[hour] == 2  # alice and bob: bob left, but was active this hour
+    assert by_time[hour - 7200] == 1 and by_time[hour - 3600] == 0
+    assert day.users_total == 3
+    minutes = await recorder.snapshot(h.app.app_id, 3600)
+    assert minutes.series[-1].users == 2  # a minute's point has its hour's figure
+    month = await recorder.snapshot(h.app.app_id, 30 * 86400)
+    assert month.series[-1].users >= 2  # today's (carol too when two hours ago was today)

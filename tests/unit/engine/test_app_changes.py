@@ -40,6 +40,22 @@ class RecordingEvents:
     async def user_presence(self, app_id: str, user: str, online: bool) -> None:
         pass
 
+    async def member(self, ref: ChannelRef, user: str, added: bool) -> None:
+        pass
+
+    async def cache_miss(self, ref: ChannelRef) -> None:
+        pass
+
+    def leave_held_elsewhere(
+        self, holder: str, app_id: str, room: str, user: str, pair: str, delay: float
+    ) -> None:
+        pass
+
+    def leave_undone_here(
+        self, app_id: str, room: str, user: str, pair: str, event: str, data: bytes
+    ) -> None:
+        pass
+
     def invalidate(self, app_id: str) -> None:
         self.invalidated.append(app_id)
         self.changed.set()

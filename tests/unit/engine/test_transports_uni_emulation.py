@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 
+import msgspec
+
 from tests.unit.engine.conftest import MakeHarness
 from tests.unit.engine.fakes import Client, FakeTransport, Harness
 from xshathra.engine.client import ClientSession
-from xshathra.engine.control import Emulation, NodeAlive, encode_control
+from xshathra.engine.control import Emulation, encode_control
 from xshathra.engine.node import EmulationOutcome
 from xshathra.protocol.uni_json_codec import UNI_HTTP_STREAM_CODEC
 
@@ -112,7 +114,8 @@ async def test_emulation_for_another_node_goes_over_the_control_bus(
     command = json.dumps({"id": 2, "ping": {}}).encode()
     unknown = await b.node.emulate(connect["node"], connect["session"], command, None)
     assert unknown is EmulationOutcome.NO_NODE  # B has not heard of A yet
-    b.node.on_control(encode_control(NodeAlive(origin_node=a.node.node_id)))
+    beat = msgspec.structs.replace(a.node.local_stats(), origin_node=a.node.node_id)
+    b.node.on_control(encode_control(beat))  # A's heartbeat reached B
     assert b.node.node_running(a.node.node_id)
     outcome = await b.node.emulate(connect["node"], connect["session"], command, None)
     assert outcome is EmulationOutcome.FORWARDED

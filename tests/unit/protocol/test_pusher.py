@@ -111,3 +111,14 @@ def test_decoders_refuse_with_their_own_error() -> None:
     with pytest.raises(p.PusherDecodeError):
         p.decode_channel_data('{"user_info":{}}')
     assert p.decode_channel_data('{"user_id":7}').user_id == 7
+
+
+def test_cache_channels_are_named_as_pusher_names_them() -> None:
+    for name in ("cache-a", "private-cache-a", "private-encrypted-cache-a", "presence-cache-a"):
+        assert p.is_cache(name), name
+    for name in ("a-cache-b", "private-a", "presence-cachea", "cache", "public:cache-a"):
+        assert not p.is_cache(name), name
+    assert json.loads(p.cache_miss("cache-a")) == {
+        "event": "pusher:cache_miss",
+        "channel": "cache-a",
+    }

@@ -98,3 +98,29 @@ async def test_apps_by_id_are_cached_and_forgotten_with_their_keys() -> None:
     cache.forget_app("42")
     assert await cache.get_app("42") is app
     assert store.reads == 3
+
+
+class ClientKeyStore:
+    def __init__(self, app: Application) -> None:
+        self.app: Application | None = app
+        self.reads = 0
+
+    async def find_by_client_key(self, client_key: str) -> Application | None:
+        self.reads += 1
+        app = self.app
+        return app if app is not None and app.client_api_key == client_key else None
+
+
+async def test_client_keys_are_cached_and_forgotten_with_their_app() -> None:
+    """The engine's connects read apps through the cache: a flood of connects costs the store
+    one read, and a change (the app disabled, say) is read again at once."""
+    app, _ = generate_app(name="engine")
+    store = ClientKeyStore(app)
+    cache = AppKeyCache(store)  # type: ignore[arg-type]
+    for _ in range(3):
+        assert await cache.find_by_client_key(app.client_api_key) is app
+    assert store.reads == 1
+    store.app = None  # deleted
+    cache.forget_app(app.app_id)
+    assert await cache.find_by_client_key(app.client_api_key) is None
+    assert store.reads == 2

@@ -98,6 +98,16 @@ class UpdateAppBody(_Body):
     pusher_client_events: StrictBool | None = Field(
         None, description="Let Pusher clients send client- events (SPEC §10)."
     )
+    pusher_subscription_count: StrictBool | None = Field(
+        None,
+        description="Send Pusher subscribers of non-presence channels "
+        "pusher_internal:subscription_count events (SPEC §10).",
+    )
+    pusher_user_authentication: StrictBool | None = Field(
+        None,
+        description="Close Pusher connections that do not sign in (pusher:signin) in time, "
+        "with 4009 (SPEC §10).",
+    )
     token_rsa_public_key: StrictStr | None = Field(
         None, description="PEM public key verifying the app's own RS256 tokens; null clears."
     )
@@ -363,6 +373,10 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
             update["proxies"] = body.proxies
         if body.pusher_client_events is not None:
             update["pusher_client_events"] = body.pusher_client_events
+        if body.pusher_subscription_count is not None:
+            update["pusher_subscription_count"] = body.pusher_subscription_count
+        if body.pusher_user_authentication is not None:
+            update["pusher_user_authentication"] = body.pusher_user_authentication
         with refusals():
             updated = await service.update_application(app, update, as_admin=who.admin)
         return _ok({"application": application_view(updated)})
@@ -509,9 +523,9 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
     @router.post(
         "/webhooks/{webhook_id}/test",
         summary="Send a test event now",
-        description="POSTs a signed `test` event to the webhook at once (nothing stored, no "
-        "retry) and answers what the receiver said: `delivered` (a 2xx), its HTTP `status`, "
-        "or the `error` that kept it from answering.",
+        description="POSTs a signed `test` event to the webhook at once (no retry; the attempt "
+        "is listed among its deliveries) and answers what the receiver said: `delivered` "
+        "(a 2xx), its HTTP `status`, or the `error` that kept it from answering.",
         response_model=docs.WebhookTestAnswer,
         responses=docs.apps_errors(400, 401, 403, 404, 429, 500),
     )
@@ -520,9 +534,8 @@ def create_apps_router(ctx: ServerContext) -> APIRouter:
     ) -> JSONResponse:
         app = await rated_app(who, ctx, app_id)
         with refusals():
-            status, error = await service.test_webhook(app.app_id, webhook_id)
-        delivered = status is not None and 200 <= status < 300
-        return _ok({"delivered": delivered, "status": status, "error": error})
+            sent = await service.send_test_event(app.app_id, webhook_id)
+        return _ok({"delivered": sent.delivered, "status": sent.status, "error": sent.error})
 
     @router.delete(
         "/webhooks/{webhook_id}",

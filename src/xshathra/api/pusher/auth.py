@@ -1,7 +1,10 @@
 """Pusher's signed query: `auth_key` (the app's `client_api_key`), `auth_timestamp` (within
 600 s of now), `auth_version` 1.0, `body_md5` (of a non-empty body) and `auth_signature`
 (HMAC-SHA256 with the app secret of "METHOD\\nPATH\\nsorted query"). A POST signature is
-accepted once per node within its validity window: a captured request cannot be replayed.
+accepted once by the whole cluster within its validity window (`replay_mark`, kept in the
+broker's shared store): a captured request cannot be replayed, on this node or another.
+Pusher itself refuses only stale timestamps; the once-only rule costs a legitimate client
+nothing, as Pusher's libraries sign every request afresh.
 Messages never say what the signature should have been, nor anything of the secret.
 """
 
@@ -9,12 +12,9 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections import OrderedDict
 
 from xshathra.protocol import pusher as p
 from xshathra.tenancy.apps import Application
-
-MAX_REMEMBERED = 100_000
 
 
 class PusherAuthError(Exception):
@@ -25,22 +25,17 @@ class PusherAuthError(Exception):
         self.retry_after = retry_after
 
 
-class SeenSignatures:
-    """POST signatures already used, until their timestamp leaves the window (bounded)."""
-
-    def __init__(self) -> None:
-        self._seen: OrderedDict[str, float] = OrderedDict()
-
-    def first_use(self, signature: str, expires_at: float, now: float) -> bool:
-        while self._seen:
-            oldest, until = next(iter(self._seen.items()))
-            if until > now and len(self._seen) < MAX_REMEMBERED:
-                break
-            del self._seen[oldest]
-        if signature in self._seen:
-            return False
-        self._seen[signature] = expires_at
-        return True
+def replay_mark(
+    app: Application, method: str, params: dict[str, str], *, now: float | None = None
+) -> tuple[str, int] | None:
+    """For a verified POST: the once-only mark its signature leaves in the cluster's shared
+    store (`RateLimiter.first_use`), and how long it must live (until its timestamp leaves
+    the window). A second request with the same mark is a replay. GETs change nothing: none."""
+    if method.upper() == "GET":
+        return None
+    now = time.time() if now is None else now
+    until = int(params["auth_timestamp"]) + p.AUTH_TIMESTAMP_GRACE
+    return f"pusher-sig/{app.app_id}/{params['auth_signature']}", max(1, int(until - now) + 1)
 
 
 def verify(
@@ -49,7 +44,6 @@ def verify(
     path: str,
     params: dict[str, str],
     body: bytes,
-    seen: SeenSignatures,
     *,
     now: float | None = None,
 ) -> Application:
@@ -82,10 +76,6 @@ def verify(
     expected = p.http_signature(app.app_secret, method, path, params)
     if not hmac.compare_digest(expected.encode(), signature.encode()):
         raise PusherAuthError(401, "Invalid signature")
-    if method.upper() != "GET" and not seen.first_use(
-        signature, timestamp + p.AUTH_TIMESTAMP_GRACE, now
-    ):
-        raise PusherAuthError(401, "Replayed request: this signature was already used")
     if not app.status:
         raise PusherAuthError(403, "Application disabled")
     return app

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request, Response
 from xshathra.api.context import ServerContext
 from xshathra.api.errors import surface_route
 from xshathra.api.pusher import PREFIX
-from xshathra.api.pusher.auth import PusherAuthError, SeenSignatures, verify
+from xshathra.api.pusher.auth import PusherAuthError, replay_mark, verify
 from xshathra.api.pusher.errors import error_text, pusher_error
 from xshathra.protocol import pusher as p
 from xshathra.pusher.channels import ChannelState, EventRequest, PusherRequestError
@@ -73,7 +73,6 @@ def _state(state: ChannelState, wanted: set[str]) -> dict[str, Any]:
 def create_pusher_router(ctx: ServerContext) -> APIRouter:
     root = APIRouter(route_class=surface_route(pusher_error), tags=["pusher"])
     router = APIRouter(prefix=PREFIX, route_class=surface_route(pusher_error), tags=["pusher"])
-    seen = SeenSignatures()
     channels = ctx.pusher
 
     async def authenticated(request: Request, app_id: str | None, body: bytes) -> Application:
@@ -82,7 +81,10 @@ def create_pusher_router(ctx: ServerContext) -> APIRouter:
             app = await ctx.db.apps.find_by_client_key(params.get("auth_key", ""))
         else:
             app = await ctx.app_keys.get_app(app_id)
-        app = verify(app, request.method, request.url.path, params, body, seen)
+        app = verify(app, request.method, request.url.path, params, body)
+        mark = replay_mark(app, request.method, params)
+        if mark is not None and not await ctx.limiter.first_use(*mark):
+            raise PusherAuthError(401, "Replayed request: this signature was already used")
         retry_after = await ctx.limiter.hit_app(app)
         if retry_after is not None:
             raise PusherAuthError(

@@ -4,6 +4,73 @@
 // side; publications, joins and leaves of that channel are shown as they arrive.
 "use strict";
 
+// The app's lifecycle events (every channel, every node): Server-Sent Events from the
+// dashboard's /console/events, which EventSource reconnects by itself.
+document.addEventListener("DOMContentLoaded", () => {
+  const section = document.querySelector("[data-app-events]");
+  if (!section) return;
+  const state = section.querySelector("[data-events-state]");
+  const list = section.querySelector("[data-events-log]");
+  const empty = section.querySelector("[data-events-empty]");
+  const toggle = section.querySelector("[data-events-toggle]");
+  const words = {
+    connected: "connected",
+    disconnected: "disconnected",
+    subscribed: "subscribed",
+    unsubscribed: "unsubscribed",
+  };
+  let source = null;
+
+  function line(kind, detail) {
+    const item = document.createElement("li");
+    for (const [cls, text] of [["time", new Date().toLocaleTimeString()], ["kind", kind], ["detail", detail]]) {
+      const span = document.createElement("span");
+      span.className = cls;
+      span.textContent = text; // never markup: user ids and channels come from clients
+      item.append(span);
+    }
+    list.append(item);
+    while (list.children.length > 500) list.firstElementChild.remove();
+    list.scrollTop = list.scrollHeight;
+    empty.hidden = true;
+  }
+
+  function start() {
+    source = new EventSource(section.dataset.appEvents);
+    state.textContent = "Connecting…";
+    toggle.textContent = "Pause app events";
+    source.addEventListener("ready", () => {
+      state.textContent = "Live: connections and subscriptions on every node.";
+    });
+    source.addEventListener("lifecycle", (message) => {
+      const e = JSON.parse(message.data);
+      const parts = ["user " + (e.user || "(anonymous)"), "client " + e.client, "over " + e.transport];
+      if (e.channel) parts.unshift("channel " + e.channel);
+      parts.push("on node " + e.node);
+      line(words[e.kind] || e.kind, parts.join(", "));
+    });
+    source.addEventListener("dropped", (message) => {
+      line("dropped", JSON.parse(message.data).count + " events were too many to show");
+    });
+    source.onerror = () => {
+      state.textContent = "Connection lost: reconnecting…";
+    };
+  }
+
+  toggle.hidden = false;
+  toggle.addEventListener("click", () => {
+    if (source) {
+      source.close();
+      source = null;
+      state.textContent = "Paused.";
+      toggle.textContent = "Resume app events";
+    } else {
+      start();
+    }
+  });
+  start();
+});
+
 document.addEventListener("DOMContentLoaded", () => {
   const root = document.getElementById("console");
   if (!root) return;
