@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 PY = sys.executable
 SERVER_CORE, CLIENT_CORE = "0", "1"
+PUBLISHERS = 8  # the publisher's connections by default, each with one request in flight
 # A namespace as a Centrifugo user would configure broadcast fan-out: history for recovery,
 # no presence or join/leave (N joins to N subscribers would be N² messages at setup).
 NAMESPACE = {"history_size": 100, "history_ttl": 600, "allow_subscribe_for_client": True}
@@ -372,7 +373,7 @@ class Publisher:
         path: str,
         headers: dict[str, str],
         body: Callable[[bytes], bytes],
-        connections: int = 8,
+        connections: int = PUBLISHERS,
     ) -> None:
         self.port, self.path, self.headers, self.body = port, path, headers, body
         self.queue: asyncio.Queue[None] = asyncio.Queue(maxsize=10_000)

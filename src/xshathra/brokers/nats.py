@@ -5,7 +5,10 @@ order of the channel's offsets.
 
 Offsets are consecutive per channel because each append names the sequence it expects to
 follow (`Nats-Expected-Last-Subject-Sequence`): two nodes publishing at once cannot both
-take the same offset, the loser re-reads the channel's top and tries again. Idempotency keys
+take the same offset, the loser re-reads the channel's top and tries again. Within a node,
+a channel has one append in flight at a time, and the publications that arrive meanwhile go
+together as one batch message (consecutive offsets) in the next append: one JetStream round
+trip, one stored message and one message per receiving node for all of them. Idempotency keys
 are JetStream message ids, deduplicated by the server within IDEMPOTENCY_TTL.
 
 Per channel subject, the newest message is also the channel's position (offset, epoch, and
@@ -26,6 +29,7 @@ import logging
 import random
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -89,7 +93,13 @@ _encode = msgspec.msgpack.Encoder().encode
 _envelope = msgspec.msgpack.Decoder(_Envelope)
 _counts = msgspec.msgpack.Decoder(dict[str, int])
 
-PUBLICATION, MARKER, JOIN, LEAVE = b"p", b"m", b"j", b"l"
+_batch = msgspec.msgpack.Decoder(list[_Envelope])
+
+PUBLICATION, BATCH, MARKER, JOIN, LEAVE = b"p", b"b", b"m", b"j", b"l"
+# A batch holds at most this many publications and about this many bytes of data (NATS's
+# default max_payload is 1 MiB, and one publication may be 64 KiB).
+BATCH_MAX = 64
+BATCH_MAX_BYTES = 256 * 1024
 
 
 def _publication(env: _Envelope) -> BrokerPublication:
@@ -118,10 +128,57 @@ def parse_channel_message(data: bytes) -> ChannelEvent | None:
     return None
 
 
+def parse_channel_events(data: bytes) -> list[ChannelEvent]:
+    """One message of a channel subject as its events: a batch's publications in offset
+    order, or what `parse_channel_message` finds (none for a kind this node does not act on).
+    Raises ValueError when the message is malformed."""
+    if data[:1] == BATCH:
+        return [_publication(env) for env in _batch.decode(data[1:])]
+    event = parse_channel_message(data)
+    return [] if event is None else [event]
+
+
+def _newest(data: bytes) -> _Envelope:
+    """The newest envelope of a history message: a batch's last, or the message's own."""
+    return _batch.decode(data[1:])[-1] if data[:1] == BATCH else _envelope.decode(data[1:])
+
+
 async def _back_off(attempt: int) -> None:
     """After losing a compare-and-set: retry at once a few times, then spread the nodes out."""
     if attempt > 2:
         await asyncio.sleep(random.random() * 0.002 * attempt)
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """A publication waiting for its channel's turn to be appended on this node."""
+
+    data: bytes
+    opts: PublishOptions
+    done: asyncio.Future[StreamPosition]
+
+
+def _take(queue: deque[_Queued]) -> list[_Queued]:
+    """The next append's publications: the oldest one and those after it that fit one batch.
+    An idempotent publication goes alone (its key is the whole message's JetStream id), and a
+    batch keeps one history size and ttl (the envelopes of its last one are the channel's)."""
+    first = queue.popleft()
+    taken = [first]
+    if first.opts.idempotency_key:
+        return taken
+    size = len(first.data)
+    keep = (first.opts.history_size, first.opts.history_ttl)
+    while queue and len(taken) < BATCH_MAX:
+        nxt = queue[0]
+        if (
+            nxt.opts.idempotency_key
+            or (nxt.opts.history_size, nxt.opts.history_ttl) != keep
+            or size + len(nxt.data) > BATCH_MAX_BYTES
+        ):
+            break
+        size += len(nxt.data)
+        taken.append(queue.popleft())
+    return taken
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +207,8 @@ class NatsBroker(ClusterBroker):
         self._subs: dict[ChannelRef, Subscription] = {}
         self._control_sub: Subscription | None = None
         self._tops: dict[ChannelRef, _Top] = {}  # what this node last appended, per channel
+        # Per channel with an append under way: the publications waiting for the next one.
+        self._appends: dict[ChannelRef, deque[_Queued]] = {}
         self._alive: set[str] = set()
         self._heartbeat: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -245,6 +304,11 @@ class NatsBroker(ClusterBroker):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._heartbeat = None
+        for queue in self._appends.values():
+            for queued in queue:
+                if not queued.done.done():
+                    queued.done.set_exception(NatsUnavailable("the broker was closed"))
+        self._appends.clear()
         with contextlib.suppress(ValueError):
             self._link.reconnect_hooks.remove(self._on_reconnect)
         if self._link.connected:
@@ -308,16 +372,15 @@ class NatsBroker(ClusterBroker):
             if handler is None or self._subs.get(ref) is None:
                 return
             try:
-                event = parse_channel_message(msg.data)
+                events = parse_channel_events(msg.data)
             except ValueError:
                 log.warning("ignoring a malformed message on a channel subject")
                 return
-            if event is None:
-                return
-            try:
-                deliver(handler, ref, event)
-            except Exception:
-                log.exception("broker event handler failed")
+            for event in events:
+                try:
+                    deliver(handler, ref, event)
+                except Exception:
+                    log.exception("broker event handler failed")
 
         return receive
 
@@ -371,40 +434,89 @@ class NatsBroker(ClusterBroker):
         return StreamPosition(0, "")
 
     async def _append(self, ref: ChannelRef, data: bytes, opts: PublishOptions) -> StreamPosition:
+        """Queue the publication for the channel's next append on this node. Appends of one
+        node racing each other would all expect the same top and all but one lose the
+        compare-and-set (each loser paying a failed request, a re-read and another try: with
+        8 concurrent publishers on a channel, dozens of requests per publication, and past 50
+        attempts a failed publish). One append at a time per channel instead, carrying
+        everything that queued up meanwhile."""
+        await self._connected()  # a publish while NATS is away fails now, not once queued
+        done: asyncio.Future[StreamPosition] = asyncio.get_running_loop().create_future()
+        queue = self._appends.get(ref)
+        if queue is None:
+            queue = self._appends[ref] = deque()
+            # A task, not this caller: it runs from the next loop iteration, so publications
+            # made in this one join the first append, and no caller waits for others' turns.
+            task = asyncio.get_running_loop().create_task(self._drain(ref, queue))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        queue.append(_Queued(data, opts, done))
+        return await done
+
+    async def _drain(self, ref: ChannelRef, queue: deque[_Queued]) -> None:
+        """Append the channel's queued publications, a batch at a time, until none is left."""
+        while queue:
+            batch = _take(queue)
+            try:
+                positions = await self._append_batch(ref, batch)
+            except BaseException as exc:  # the callers hear it, as if each had appended itself
+                failure = exc if isinstance(exc, Exception) else NatsUnavailable("closed")
+                for queued in batch:
+                    if not queued.done.done():
+                        queued.done.set_exception(failure)
+                if not isinstance(exc, Exception):
+                    raise  # cancelled by close(), which fails the ones still queued
+                continue
+            for queued, position in zip(batch, positions, strict=True):
+                if not queued.done.done():  # its caller may have given up (cancelled)
+                    queued.done.set_result(position)
+        # No await since the queue was seen empty: a publication from now on starts a new one.
+        del self._appends[ref]
+
+    async def _append_batch(self, ref: ChannelRef, batch: list[_Queued]) -> list[StreamPosition]:
         _, js = await self._connected()
         subject = self._history(ref)
+        opts = batch[-1].opts  # one history size and ttl for all of them (see _take)
         now = int(time.time() * 1000)
         for attempt in range(MAX_ATTEMPTS):
             top = self._tops.get(ref) or await self._read_top(ref)
-            env = _Envelope(
-                data=data,
-                offset=top.env.offset + 1 if top else 1,
-                epoch=top.env.epoch if top else secrets.token_hex(4),
-                tags=opts.tags,
-                info=pack_info(opts.info),
-                time=now,
-                size=opts.history_size,
-                expires=now + opts.history_ttl * 1000 if opts.history_ttl > 0 else 0,
-                delta=opts.delta,
-            )
+            first = top.env.offset + 1 if top else 1
+            epoch = top.env.epoch if top else secrets.token_hex(4)
+            envs = [
+                _Envelope(
+                    data=queued.data,
+                    offset=first + i,
+                    epoch=epoch,
+                    tags=queued.opts.tags,
+                    info=pack_info(queued.opts.info),
+                    time=now,
+                    size=opts.history_size,
+                    expires=now + opts.history_ttl * 1000 if opts.history_ttl > 0 else 0,
+                    delta=queued.opts.delta,
+                )
+                for i, queued in enumerate(batch)
+            ]
+            payload = PUBLICATION + _encode(envs[0]) if len(envs) == 1 else BATCH + _encode(envs)
             headers = {}
-            if opts.idempotency_key:
+            if opts.idempotency_key:  # then alone in its batch
                 headers[MSG_ID] = f"{channel_token(ref)}:{opts.idempotency_key}"
             after = top.seq if top else 0
-            ack = await append_after(js, subject, PUBLICATION + _encode(env), after, headers)
+            ack = await append_after(js, subject, payload, after, headers)
             if ack is None:
                 self._tops.pop(ref, None)  # another node appended first: read its top
                 await _back_off(attempt)
                 continue
             if ack.duplicate:
-                return await self._first_answer(ref, ack.seq)
-            self._remember(ref, _Top(ack.seq, env))
-            if env.offset % opts.history_size == 0:
-                # Trim in the background: reads never show more than `size` anyway.
+                return [await self._first_answer(ref, ack.seq)]
+            last = envs[-1]
+            self._remember(ref, _Top(ack.seq, last))
+            if last.offset // opts.history_size != (first - 1) // opts.history_size:
+                # Past a multiple of the size: trim in the background (reads never show more
+                # than `size` anyway, and `size` messages hold at least `size` publications).
                 self._spawn(
                     js.purge_stream(self._history_stream, subject=subject, keep=opts.history_size)
                 )
-            return StreamPosition(env.offset, env.epoch)
+            return [StreamPosition(env.offset, env.epoch) for env in envs]
         raise NatsUnavailable("too many concurrent appends to one channel")
 
     def _remember(self, ref: ChannelRef, top: _Top) -> None:
@@ -420,7 +532,7 @@ class NatsBroker(ClusterBroker):
         except NotFoundError:  # trimmed since: the channel's position is the best answer
             top = await self._read_top(ref)
             return StreamPosition(top.env.offset, top.env.epoch) if top else StreamPosition(0, "")
-        env = _envelope.decode((first.data or b"")[1:])
+        env = _newest(first.data or b"")
         return StreamPosition(env.offset, env.epoch)
 
     async def _read_top(self, ref: ChannelRef) -> _Top | None:
@@ -430,7 +542,7 @@ class NatsBroker(ClusterBroker):
         except NotFoundError:
             return None
         assert msg.seq is not None
-        return _Top(msg.seq, _envelope.decode((msg.data or b"")[1:]))
+        return _Top(msg.seq, _newest(msg.data or b""))
 
     async def _mark(self, ref: ChannelRef, after: _Top | None) -> _Top | None:
         """Append a position marker after `after` (None: the channel has nothing yet): keeps
@@ -485,11 +597,18 @@ class NatsBroker(ClusterBroker):
         msgs = await self._link.snapshot(self._history_stream, self._history(ref))
         pubs: list[BrokerPublication] = []
         for msg in msgs:
-            if msg.data[:1] != PUBLICATION:
+            kind = msg.data[:1]
+            if kind == PUBLICATION:
+                envs = [_envelope.decode(msg.data[1:])]
+            elif kind == BATCH:
+                envs = _batch.decode(msg.data[1:])
+            else:
                 continue
-            env = _envelope.decode(msg.data[1:])
-            if env.epoch == head.epoch and low <= env.offset <= high:
-                pubs.append(_publication(env))
+            pubs.extend(
+                _publication(env)
+                for env in envs
+                if env.epoch == head.epoch and low <= env.offset <= high
+            )
         pubs.sort(key=lambda p: p.offset, reverse=opts.reverse)
         if opts.limit > 0:
             pubs = pubs[: opts.limit]

@@ -5,6 +5,11 @@ append are one atomic step and a client can recover on whichever node it reconne
 Only this module turns a `ChannelRef` into Redis key and topic names. It must never let a lost
 subscription pass unnoticed: the reader reconnects with backoff, resubscribes by itself and
 then tells the handler (`on_reconnect`), because messages sent meanwhile are gone.
+
+Publications of one channel made in one loop iteration (concurrent API calls read together)
+go to Redis together: one script call appends them all and sends one PUB/SUB message that
+carries them, so a burst costs one round trip, and each receiving node one message, which it
+hands on as that many publications in one loop iteration (merged into one write per client).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass
 from importlib import resources
 
 import msgspec
@@ -74,11 +80,28 @@ class _Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
 
 _encode = msgspec.msgpack.Encoder().encode
 _envelope = msgspec.msgpack.Decoder(_Envelope)
+_items = msgspec.msgpack.Decoder(list[bytes])
 
 
 # A channel topic carries `p<offset>:<epoch>:<envelope>` (written by publish.lua),
-# `j<info>` and `l<info>` (written by publish_join/publish_leave).
-PUBLICATION, JOIN, LEAVE = b"p", b"j", b"l"
+# `b<first offset>:<epoch>:<msgpack array of envelopes>` (publish_batch.lua), `j<info>` and
+# `l<info>` (written by publish_join/publish_leave).
+PUBLICATION, BATCH, JOIN, LEAVE = b"p", b"b", b"j", b"l"
+# A batch holds at most this many publications and about this many bytes of them.
+BATCH_MAX = 64
+BATCH_MAX_BYTES = 256 * 1024
+
+
+def _publication(env: _Envelope, offset: int, epoch: str) -> BrokerPublication:
+    return BrokerPublication(
+        data=env.data,
+        offset=offset,
+        epoch=epoch,
+        tags=env.tags,
+        info=unpack_info(env.info),
+        time=env.time,
+        delta=env.delta,
+    )
 
 
 def parse_channel_message(data: bytes) -> ChannelEvent | None:
@@ -88,21 +111,58 @@ def parse_channel_message(data: bytes) -> ChannelEvent | None:
     kind = data[:1]
     if kind == PUBLICATION:
         offset, epoch, payload = data[1:].split(b":", 2)
-        env = _envelope.decode(payload)
-        return BrokerPublication(
-            data=env.data,
-            offset=int(offset),
-            epoch=epoch.decode(),
-            tags=env.tags,
-            info=unpack_info(env.info),
-            time=env.time,
-            delta=env.delta,
-        )
+        return _publication(_envelope.decode(payload), int(offset), epoch.decode())
     if kind == JOIN:
         return Joined(unpack_info(decode_info(data[1:])))
     if kind == LEAVE:
         return Left(unpack_info(decode_info(data[1:])))
     return None
+
+
+def parse_channel_events(data: bytes) -> list[ChannelEvent]:
+    """One message of a channel topic as its events: a batch's publications in offset order
+    (offset 0 for all without history), or what `parse_channel_message` finds. Raises
+    ValueError when the message is malformed."""
+    if data[:1] == BATCH:
+        offset, raw_epoch, payload = data[1:].split(b":", 2)
+        first, epoch = int(offset), raw_epoch.decode()
+        return [
+            _publication(_envelope.decode(item), first + i if first else 0, epoch)
+            for i, item in enumerate(_items.decode(payload))
+        ]
+    event = parse_channel_message(data)
+    return [] if event is None else [event]
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """A publication waiting for the end of its loop iteration to go with the others."""
+
+    payload: bytes  # the encoded envelope
+    opts: PublishOptions
+    done: asyncio.Future[StreamPosition]
+
+
+def _groups(queued: list[_Queued]) -> list[list[_Queued]]:
+    """Consecutive publications that can go in one script call: one history size and ttl,
+    at most BATCH_MAX of them and about BATCH_MAX_BYTES."""
+    groups: list[list[_Queued]] = []
+    size = 0
+    for item in queued:
+        last = groups[-1] if groups else None
+        if (
+            last is None
+            or len(last) >= BATCH_MAX
+            or size + len(item.payload) > BATCH_MAX_BYTES
+            or (last[0].opts.history_size, last[0].opts.history_ttl)
+            != (item.opts.history_size, item.opts.history_ttl)
+        ):
+            groups.append([item])
+            size = len(item.payload)
+        else:
+            last.append(item)
+            size += len(item.payload)
+    return groups
 
 
 def _script(name: str) -> str:
@@ -138,6 +198,10 @@ class RedisBroker(ClusterBroker):
             client_name=re.sub(r"[^A-Za-z0-9_.:-]", "_", f"{prefix}.sub.{node_id}"),
         )
         self._publish = self._redis.register_script(_script("publish.lua"))
+        self._publish_batch = self._redis.register_script(_script("publish_batch.lua"))
+        # Per channel: the publications of this loop iteration, sent by one task after it.
+        self._queued: dict[ChannelRef, list[_Queued]] = {}
+        self._senders: set[asyncio.Task[None]] = set()
         self._history = self._redis.register_script(_script("history.lua"))
         self._subscribers = self._redis.register_script(_script("subscribers.lua"))
         self._control = f"{prefix}.control".encode()
@@ -208,12 +272,17 @@ class RedisBroker(ClusterBroker):
         if self._closed:
             return
         self._closed = True
-        for task in (self._reader, self._heartbeat):
+        for task in (self._reader, self._heartbeat, *self._senders):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._reader = self._heartbeat = None
+        for queued in self._queued.values():
+            for item in queued:
+                if not item.done.done():
+                    item.done.set_exception(RedisConnectionError("the broker was closed"))
+        self._queued.clear()
         self._ready.clear()
         for queue in self._pending.values():
             for entry in queue:
@@ -368,12 +437,15 @@ class RedisBroker(ClusterBroker):
         if ref is None:
             return  # unsubscribed meanwhile
         try:
-            event = parse_channel_message(data)
+            events = parse_channel_events(data)
         except ValueError:
             log.warning("ignoring a malformed message on a channel topic")
             return
-        if event is not None:
-            deliver(handler, ref, event)
+        for event in events:
+            try:
+                deliver(handler, ref, event)
+            except Exception:  # the batch's other publications are still delivered
+                log.exception("broker event handler failed")
 
     # --- Broker -----------------------------------------------------------------------------------
 
@@ -414,6 +486,65 @@ class RedisBroker(ClusterBroker):
                 delta=opts.delta,
             )
         )
+        if opts.idempotency_key:
+            return await self._publish_one(ref, payload, opts)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[StreamPosition] = loop.create_future()
+        queued = self._queued.get(ref)
+        if queued is None:
+            queued = self._queued[ref] = []
+            # A task's first step runs in the next loop iteration: the publications made in
+            # this one (concurrent API calls read together) go with this one.
+            task = loop.create_task(self._send_queued(ref))
+            self._senders.add(task)
+            task.add_done_callback(self._senders.discard)
+        queued.append(_Queued(payload, opts, done))
+        return await done
+
+    async def _send_queued(self, ref: ChannelRef) -> None:
+        """Publish the channel's queued publications, a script call per group, all at once."""
+        groups = _groups(self._queued.pop(ref, []))
+        await asyncio.gather(*(self._send_group(ref, group) for group in groups))
+
+    async def _send_group(self, ref: ChannelRef, group: list[_Queued]) -> None:
+        try:
+            if len(group) == 1:
+                positions = [await self._publish_one(ref, group[0].payload, group[0].opts)]
+            else:
+                positions = await self._publish_many(ref, group)
+        except BaseException as exc:  # each caller hears it, as if it had published alone
+            failure = exc if isinstance(exc, Exception) else RedisConnectionError("closed")
+            for item in group:
+                if not item.done.done():
+                    item.done.set_exception(failure)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for item, position in zip(group, positions, strict=True):
+            if not item.done.done():  # its caller may have given up
+                item.done.set_result(position)
+
+    async def _publish_many(self, ref: ChannelRef, group: list[_Queued]) -> list[StreamPosition]:
+        opts = group[0].opts
+        result = await self._publish_batch(
+            keys=[self._stream(ref), self._meta(ref)],
+            args=[
+                _encode([item.payload for item in group]),
+                max(0, opts.history_size),
+                max(0, opts.history_ttl),
+                self._topic(ref),
+                secrets.token_hex(4),
+                META_TTL,
+                *(item.payload for item in group),
+            ],
+        )
+        offset, _, raw_epoch = bytes(result).partition(b":")
+        first, epoch = int(offset), raw_epoch.decode()
+        return [StreamPosition(first + i if first else 0, epoch) for i in range(len(group))]
+
+    async def _publish_one(
+        self, ref: ChannelRef, payload: bytes, opts: PublishOptions
+    ) -> StreamPosition:
         idem = self._idempotency(ref, opts.idempotency_key) if opts.idempotency_key else ""
         result = await self._publish(
             keys=[self._stream(ref), self._meta(ref), idem],

@@ -18,17 +18,14 @@ class LimitsCounter:
     def __init__(self, storage_uri: str = "async+memory://") -> None:
         options: dict[str, Any] = {}
         if storage_uri.startswith("async+redis"):
-            from redis.asyncio.retry import Retry
-            from redis.backoff import ExponentialBackoff
-            from redis.exceptions import ConnectionError as RedisConnectionError
-            from redis.exceptions import TimeoutError as RedisTimeoutError
+            from xshathra.links.redis import redis_client
 
-            options = {
-                "implementation": "redispy",
-                # A stale pooled connection after a Redis restart is retried, not surfaced.
-                "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
-                "retry_on_error": [RedisConnectionError, RedisTimeoutError],
-            }
+            # The backends' own client settings: a blocking pool (the library's default pool
+            # refused the command past 100 in flight, MaxConnectionsError, and a counter that
+            # fails allows the request: a burst went past the limit) and retries on a stale
+            # connection after a Redis restart.
+            pool = redis_client(storage_uri.removeprefix("async+")).connection_pool
+            options = {"implementation": "redispy", "connection_pool": pool}
         self._storage = storage_from_string(storage_uri, **options)
         self._limiter = MovingWindowRateLimiter(self._storage)
 

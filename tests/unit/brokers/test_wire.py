@@ -69,6 +69,36 @@ def test_nats_publication_holds_offset_and_epoch_in_the_envelope() -> None:
     assert event == BrokerPublication(data=b'{"x":1}', offset=9, epoch="ep", info=INFO, time=5)
 
 
+def test_redis_batch_numbers_its_publications_from_the_first_offset() -> None:
+    """`b<first offset>:<epoch>:<array of envelopes>`: consecutive offsets from the first in
+    the batch's order; without history (offset 0, no epoch) every offset stays 0."""
+    items = msgspec.msgpack.encode(
+        [msgspec.msgpack.encode([b"1"]), msgspec.msgpack.encode([b"2", {"t": "x"}, None, 5])]
+    )
+    assert redis.parse_channel_events(b"b7:ep:" + items) == [
+        BrokerPublication(data=b"1", offset=7, epoch="ep"),
+        BrokerPublication(data=b"2", offset=8, epoch="ep", tags={"t": "x"}, time=5),
+    ]
+    assert [p.offset for p in redis.parse_channel_events(b"b0::" + items)] == [0, 0]  # type: ignore[union-attr]
+    assert redis.parse_channel_events(b"j" + PACKED) == [Joined(INFO)]
+    with pytest.raises(ValueError):
+        redis.parse_channel_events(b"b1:e:" + msgspec.msgpack.encode([b"\xc1"]))
+
+
+def test_nats_batch_is_its_publications_in_order() -> None:
+    """`b<array of envelopes>`: what one node appended in one go, consecutive offsets; each
+    becomes its own publication, in the batch's order."""
+    batch = msgspec.msgpack.encode([[b"1", 4, "ep", None, None, 5], [b"2", 5, "ep", {"t": "x"}]])
+    assert nats.parse_channel_events(b"b" + batch) == [
+        BrokerPublication(data=b"1", offset=4, epoch="ep", time=5),
+        BrokerPublication(data=b"2", offset=5, epoch="ep", tags={"t": "x"}),
+    ]
+    assert nats.parse_channel_events(b"m" + msgspec.msgpack.encode([b"", 3, "ep"])) == []
+    assert nats.parse_channel_events(b"j" + PACKED) == [Joined(INFO)]
+    with pytest.raises(ValueError):
+        nats.parse_channel_events(b"b" + msgspec.msgpack.encode([b"not an envelope"]))
+
+
 def test_nats_position_marker_is_not_an_event() -> None:
     """A marker (`m`) keeps a channel's position in the stream; receivers skip it."""
     assert nats.parse_channel_message(b"m" + msgspec.msgpack.encode([b"", 3, "ep"])) is None
