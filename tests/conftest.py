@@ -7,7 +7,13 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.server import ServerProcess, running_server
-from tests.support.services import NatsServer, postgres_database, private_nats
+from tests.support.services import (
+    NatsServer,
+    RedisServer,
+    postgres_database,
+    private_nats,
+    private_redis,
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +38,13 @@ def server_any_db(
     else:
         with postgres_database() as url, running_server(tmp, database_url=url) as proc:
             yield proc
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A private Redis server that the test may stop (losing everything) and start again."""
+    with private_redis() as server:
+        yield server
 
 
 @pytest.fixture

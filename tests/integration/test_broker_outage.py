@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import functools
 import secrets
-import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +20,8 @@ from centrifuge import Client
 from tests.support.clients import Recorder, SubEvents, make_client, realtime_token
 from tests.support.server import ServerProcess, running_server, wait_health
 from tests.support.services import (
-    REDIS_HOST,
-    REDIS_PORT,
     NatsServer,
-    ensure_service,
+    RedisServer,
     postgres_database,
 )
 
@@ -190,24 +187,14 @@ async def test_nats_restart_under_load_loses_nothing(
         assert set(outcome.acked) <= set(received)
 
 
-async def test_redis_restart_under_load_is_never_a_silent_gap(tmp_path: Path) -> None:
+async def test_redis_restart_under_load_is_never_a_silent_gap(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
     """Redis restarts empty (history gone): a subscriber that lost publications is told
     `recovered=False`; it never receives one twice or out of order; and everything published
     once it resubscribed reaches it."""
-    ensure_service("redis", REDIS_HOST, REDIS_PORT)
-
-    def stop() -> None:
-        subprocess.run(
-            ["redis-cli", "-p", str(REDIS_PORT), "shutdown", "nosave"],
-            capture_output=True,
-            check=False,
-        )
-
-    def start() -> None:
-        ensure_service("redis", REDIS_HOST, REDIS_PORT)
-
     outcome = await _outage_under_load(
-        tmp_path, f"redis://{REDIS_HOST}:{REDIS_PORT}/0", stop, start
+        tmp_path, redis_server.url, redis_server.stop, redis_server.start
     )
     for received, unrecovered in zip(outcome.received, outcome.unrecovered, strict=True):
         assert received == sorted(set(received))

@@ -27,6 +27,7 @@ from tests.support.services import (
     REDIS_HOST,
     REDIS_PORT,
     NatsServer,
+    RedisServer,
     ensure_service,
     postgres_database,
     private_nats,
@@ -187,31 +188,20 @@ async def assert_told_to_resubscribe(node: ServerProcess, ws: Any) -> None:
     assert push["push"]["unsubscribe"]["code"] == 2500
 
 
-async def test_redis_outage_is_reported_and_recovered(tmp_path: Path) -> None:
+async def test_redis_outage_is_reported_and_recovered(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
     """Health is 503 while Redis is away and 200 after; clients are told to resubscribe."""
-    ensure_service("redis", REDIS_HOST, REDIS_PORT)
-    env = {"XSHATHRA_BROKER_PREFIX": f"xs_it_{secrets.token_hex(4)}"}
-    with running_server(
-        tmp_path, broker_url=f"redis://{REDIS_HOST}:{REDIS_PORT}/0", env=env
-    ) as node:
+    with running_server(tmp_path, broker_url=redis_server.url) as node:
         app = node.create_app(name="outage")
         async with websockets.connect(node.ws_url) as ws:
             await connect(ws, realtime_token(node, app, "u"))
             await subscribe(ws, "public:o")
-            stop = await asyncio.create_subprocess_exec(
-                "redis-cli",
-                "-p",
-                str(REDIS_PORT),
-                "shutdown",
-                "nosave",
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-            )
-            await stop.wait()
+            redis_server.stop()
             try:
                 await assert_broker_down(node, app)
             finally:
-                ensure_service("redis", REDIS_HOST, REDIS_PORT)
+                redis_server.start()
             await assert_told_to_resubscribe(node, ws)
 
 

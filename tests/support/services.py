@@ -257,3 +257,50 @@ def private_nats(store_dir: str, *, jetstream: bool = True) -> Iterator[NatsServ
         yield server
     finally:
         server.stop()
+
+
+class RedisServer:
+    """A private redis-server on a free port, keeping nothing on disk, which a test may stop
+    and start again: shutting down the shared one on 6379 broke every test using it at the
+    same time on the other xdist worker."""
+
+    BINARY = "/usr/bin/redis-server"
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._proc = subprocess.Popen(
+            [self.BINARY, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + _START_WAIT_S
+        while not _reachable("127.0.0.1", self.port):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.05)  # a process we just started: its port is the only signal
+
+    def stop(self) -> None:
+        """Gone at once, forgetting everything (as a Redis restarted without persistence)."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(timeout=20)
+            self._proc = None
+
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[RedisServer]:
+    """A started RedisServer, stopped afterwards; the test is skipped without the binary."""
+    import os
+
+    if not os.access(RedisServer.BINARY, os.X_OK):
+        pytest.skip(f"{RedisServer.BINARY} is not installed: cannot run a private Redis server")
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
