@@ -5,6 +5,7 @@ optional `token_audience` and `token_issuer`."""
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -135,6 +136,9 @@ class JwksServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                if self.path != owner.path:  # not our server asking (a reused port, say)
+                    self.send_error(404)
+                    return
                 owner.fetches += 1
                 body = json.dumps({"keys": owner.keys}).encode()
                 self.send_response(200)
@@ -147,7 +151,9 @@ class JwksServer:
                 return
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/jwks.json"
+        # A path of its own: only the URL given to the app counts as a fetch.
+        self.path = f"/jwks-{secrets.token_hex(6)}.json"
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}{self.path}"
 
     def publish(self, private: Any, kid: str, alg: str) -> None:
         algorithm = jwt.algorithms.RSAAlgorithm if alg == "RS256" else jwt.algorithms.ECAlgorithm

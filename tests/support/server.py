@@ -56,16 +56,39 @@ class ServerProcess:
         return app
 
 
+class PortTaken(RuntimeError):
+    """The port chosen for a server was taken by another process before the server bound it."""
+
+
 def _wait_healthy(
-    proc: subprocess.Popen[bytes], base_url: str, log_path: Path, within: float = STARTUP_DEADLINE
+    proc: subprocess.Popen[bytes],
+    base_url: str,
+    log_path: Path,
+    admin_key: str | None,
+    within: float = STARTUP_DEADLINE,
 ) -> None:
+    """Until the server answers, and is ours: between `free_port()` and the server's bind
+    another test's server may take the port, and its health answer would pass for this one's
+    (ours exits on the bind error a moment later). Only ours knows this admin key (None: a
+    test let the server generate its key, and only the process check applies)."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text()}")
+            log = log_path.read_text()
+            if "address already in use" in log:
+                raise PortTaken(log)
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{base_url}/realtime/health", timeout=1.0).status_code == 200:
-                return
+                if admin_key is None:
+                    return
+                mine = httpx.get(
+                    f"{base_url}/api/applications",
+                    headers={"X-ADMIN-API-KEY": admin_key},
+                    timeout=5.0,
+                )
+                if mine.status_code == 200:
+                    return
         time.sleep(0.05)  # polling the health endpoint is how a process start is observed
     raise RuntimeError(f"server did not become healthy:\n{log_path.read_text()}")
 
@@ -97,30 +120,48 @@ def running_server(
         "PYTHONUNBUFFERED": "1",
         **(env or {}),
     }
-    log_path = tmp_path / f"server-{port}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "xshathra", "serve"),
-                *("--host", "127.0.0.1", "--port", str(port), *args),
-            ],
-            env=full_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-        )
-    base_url = f"http://127.0.0.1:{port}"
+    chosen = port
+    for attempt in range(3):
+        port = chosen or free_port()
+        log_path = tmp_path / f"server-{port}.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "xshathra", "serve"),
+                    *("--host", "127.0.0.1", "--port", str(port), *args),
+                ],
+                env=full_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=tmp_path,
+            )
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            identity = full_env.get("XSHATHRA_ADMIN_API_KEY") or None
+            _wait_healthy(proc, base_url, log_path, identity, start_timeout)
+            break
+        except PortTaken:
+            if chosen is not None or attempt == 2:
+                raise
+            # Another process took the free port first: start again on another one.
+        except BaseException:
+            _stop(proc, stop_timeout)
+            raise
     try:
-        _wait_healthy(proc, base_url, log_path, start_timeout)
         yield ServerProcess(base_url, port, admin_key, proc, log_path, full_env)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=stop_timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop(proc, stop_timeout)
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM, then SIGKILL after `timeout`."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def peak_rss(server: ServerProcess) -> int:
