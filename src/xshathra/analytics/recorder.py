@@ -136,22 +136,26 @@ class AnalyticsRecorder:
         series: dict[int, list[int]] = {
             t: [0, 0, 0] for t in range(int(since // step) * step, int(now) + 1, step)
         }
-        rows = await self._store.buckets(app_id, since)
-        rows += [
-            (b, c[0], c[1], c[2])
-            for (a, b), c in self._counts.items()
-            if a == app_id and b >= since
-        ]
+        # Under the flush's lock: a flush takes the counts out of memory before its write
+        # commits, and a snapshot read between the two saw them nowhere (a broadcast just
+        # acknowledged was missing from /api/analytics).
+        async with self._lock:
+            rows = await self._store.buckets(app_id, since)
+            rows += [
+                (b, c[0], c[1], c[2])
+                for (a, b), c in self._counts.items()
+                if a == app_id and b >= since
+            ]
+            users = await self._store.users_since(app_id, _hour(now - period_seconds))
+            users |= {
+                u for (a, h, u) in self._users if a == app_id and h >= _hour(now - period_seconds)
+            }
         totals = [0, 0, 0]
         for bucket, *values in rows:
             point = series.setdefault(int(bucket // step) * step, [0, 0, 0])
             for i in range(3):
                 totals[i] += values[i]
                 point[i] += values[i]
-        users = await self._store.users_since(app_id, _hour(now - period_seconds))
-        users |= {
-            u for (a, h, u) in self._users if a == app_id and h >= _hour(now - period_seconds)
-        }
         here, online_here = self._online(app_id)
         elsewhere, online_elsewhere = await self._store.online(
             app_id, int(now - 3 * self._interval - 5), self._node_id

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from tests.unit.engine.conftest import MakeHarness, create_app
 from tests.unit.engine.fakes import Harness
 from xshathra.analytics.recorder import AnalyticsRecorder
@@ -114,3 +117,37 @@ async def test_users_have_a_series_of_distinct_users_per_bucket(
     assert minutes.series[-1].users == 2  # a minute's point has its hour's figure
     month = await recorder.snapshot(h.app.app_id, 30 * 86400)
     assert month.series[-1].users >= 2  # today's (carol too when two hours ago was today)
+
+
+class _SlowFlush:
+    """The SQL store, with each flush's write held until the test lets it commit."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.entered = asyncio.Event()
+        self.commit = asyncio.Event()
+
+    async def flush(self, *args: Any) -> None:
+        self.entered.set()
+        await self.commit.wait()
+        await self._store.flush(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+async def test_a_snapshot_during_a_flush_sees_what_is_being_written(db: Database) -> None:
+    """A flush takes the counts out of memory before its write commits: a snapshot read in
+    between must still count them (a just acknowledged broadcast was missing from
+    /api/analytics on PostgreSQL), and never twice."""
+    slow = _SlowFlush(db.analytics)
+    recorder = AnalyticsRecorder(slow, "unit-slow")
+    recorder.publication("app-1", broadcast=True)
+    flushing = asyncio.create_task(recorder.flush())
+    await slow.entered.wait()
+    reading = asyncio.create_task(recorder.snapshot("app-1", 3600))
+    await asyncio.sleep(0)  # let the snapshot run as far as it can while the write waits
+    slow.commit.set()
+    await flushing
+    snap = await reading
+    assert snap.events_total == 1 and snap.events_broadcasts == 1
