@@ -52,6 +52,7 @@ from xshathra.links.nats import (
 )
 from xshathra.links.nats import text_token as _text_token
 from xshathra.links.packing import Info, decode_info, encode_info, pack_info, unpack_info
+from xshathra.links.waiters import fail_all, resolve_all
 from xshathra.model import (
     BrokerPublication,
     ChannelRef,
@@ -459,17 +460,12 @@ class NatsBroker(ClusterBroker):
             batch = _take(queue)
             try:
                 positions = await self._append_batch(ref, batch)
-            except BaseException as exc:  # the callers hear it, as if each had appended itself
-                failure = exc if isinstance(exc, Exception) else NatsUnavailable("closed")
-                for queued in batch:
-                    if not queued.done.done():
-                        queued.done.set_exception(failure)
+            except BaseException as exc:
+                fail_all((q.done for q in batch), exc, lambda: NatsUnavailable("closed"))
                 if not isinstance(exc, Exception):
                     raise  # cancelled by close(), which fails the ones still queued
                 continue
-            for queued, position in zip(batch, positions, strict=True):
-                if not queued.done.done():  # its caller may have given up (cancelled)
-                    queued.done.set_result(position)
+            resolve_all((q.done for q in batch), positions)
         # No await since the queue was seen empty: a publication from now on starts a new one.
         del self._appends[ref]
 

@@ -40,6 +40,7 @@ from xshathra.brokers.events import ChannelEvent, Joined, Left, deliver
 from xshathra.links.keys import channel_ident
 from xshathra.links.packing import Info, decode_info, encode_info, pack_info, unpack_info
 from xshathra.links.redis import redis_client
+from xshathra.links.waiters import fail_all, resolve_all
 from xshathra.model import (
     BrokerPublication,
     ChannelRef,
@@ -512,17 +513,12 @@ class RedisBroker(ClusterBroker):
                 positions = [await self._publish_one(ref, group[0].payload, group[0].opts)]
             else:
                 positions = await self._publish_many(ref, group)
-        except BaseException as exc:  # each caller hears it, as if it had published alone
-            failure = exc if isinstance(exc, Exception) else RedisConnectionError("closed")
-            for item in group:
-                if not item.done.done():
-                    item.done.set_exception(failure)
+        except BaseException as exc:
+            fail_all((item.done for item in group), exc, lambda: RedisConnectionError("closed"))
             if not isinstance(exc, Exception):
                 raise
             return
-        for item, position in zip(group, positions, strict=True):
-            if not item.done.done():  # its caller may have given up
-                item.done.set_result(position)
+        resolve_all((item.done for item in group), positions)
 
     async def _publish_many(self, ref: ChannelRef, group: list[_Queued]) -> list[StreamPosition]:
         opts = group[0].opts

@@ -30,6 +30,7 @@ from xshathra.links.nats import (
     stream_name,
     text_token,
 )
+from xshathra.links.waiters import fail_all, resolve_all
 from xshathra.ratelimit import WINDOW, sliding_window_wait
 
 MAX_ATTEMPTS = 50
@@ -121,17 +122,12 @@ class NatsWindowCounter:
             queue.clear()
             try:
                 verdicts = await self._count(base, hits)
-            except BaseException as exc:  # each caller hears it, as if it had asked alone
-                failure = exc if isinstance(exc, Exception) else NatsUnavailable("closed")
-                for hit in hits:
-                    if not hit.verdict.done():
-                        hit.verdict.set_exception(failure)
+            except BaseException as exc:
+                fail_all((hit.verdict for hit in hits), exc, lambda: NatsUnavailable("closed"))
                 if not isinstance(exc, Exception):
                     raise
                 continue
-            for hit, wait in zip(hits, verdicts, strict=True):
-                if not hit.verdict.done():  # its caller may have given up
-                    hit.verdict.set_result(wait)
+            resolve_all((hit.verdict for hit in hits), verdicts)
         del self._queues[base]  # no await since the queue was seen empty
 
     async def _count(self, base: str, hits: list[_Hit]) -> list[int | None]:
