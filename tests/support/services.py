@@ -211,31 +211,47 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class NatsServer:
-    """A private nats-server with JetStream on a free port and a store of its own, which a
-    test may stop and start again (the shared one on 4222 must stay up for everyone else)."""
+class _PrivateServer:
+    """A server process of a test's own on a free port, which the test may stop and start
+    again (the shared one must stay up for everyone else)."""
 
-    BINARY = "/usr/sbin/nats-server"
+    BINARY = ""
+    NAME = ""
 
-    def __init__(self, store_dir: str, *, jetstream: bool = True) -> None:
-        self.jetstream = jetstream
+    def __init__(self) -> None:
         self.port = free_port()
-        self.url = f"nats://127.0.0.1:{self.port}"
-        self._store = store_dir
         self._proc: subprocess.Popen[bytes] | None = None
+
+    def _command(self) -> list[str]:
+        raise NotImplementedError
 
     def start(self) -> None:
         self._proc = subprocess.Popen(
-            [self.BINARY, "-a", "127.0.0.1", "-p", str(self.port)]
-            + (["-js", "-sd", self._store] if self.jetstream else []),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            self._command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + _START_WAIT_S
         while not _reachable("127.0.0.1", self.port):
             if self._proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"nats-server did not start on port {self.port}")
+                raise RuntimeError(f"{self.NAME} did not start on port {self.port}")
             time.sleep(0.05)  # a process we just started: its port is the only signal
+
+
+class NatsServer(_PrivateServer):
+    """A private nats-server with JetStream on a free port and a store of its own."""
+
+    BINARY = "/usr/sbin/nats-server"
+    NAME = "nats-server"
+
+    def __init__(self, store_dir: str, *, jetstream: bool = True) -> None:
+        super().__init__()
+        self.jetstream = jetstream
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self._store = store_dir
+
+    def _command(self) -> list[str]:
+        return [self.BINARY, "-a", "127.0.0.1", "-p", str(self.port)] + (
+            ["-js", "-sd", self._store] if self.jetstream else []
+        )
 
     def stop(self) -> None:
         if self._proc is not None:
@@ -259,29 +275,19 @@ def private_nats(store_dir: str, *, jetstream: bool = True) -> Iterator[NatsServ
         server.stop()
 
 
-class RedisServer:
-    """A private redis-server on a free port, keeping nothing on disk, which a test may stop
-    and start again: shutting down the shared one on 6379 broke every test using it at the
-    same time on the other xdist worker."""
+class RedisServer(_PrivateServer):
+    """A private redis-server on a free port, keeping nothing on disk: shutting down the
+    shared one on 6379 broke every test using it at the same time on the other xdist worker."""
 
     BINARY = "/usr/bin/redis-server"
+    NAME = "redis-server"
 
     def __init__(self) -> None:
-        self.port = free_port()
+        super().__init__()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        self._proc = subprocess.Popen(
-            [self.BINARY, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + _START_WAIT_S
-        while not _reachable("127.0.0.1", self.port):
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start on port {self.port}")
-            time.sleep(0.05)  # a process we just started: its port is the only signal
+    def _command(self) -> list[str]:
+        return [self.BINARY, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
 
     def stop(self) -> None:
         """Gone at once, forgetting everything (as a Redis restarted without persistence)."""
